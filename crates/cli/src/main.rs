@@ -1,0 +1,2 @@
+//! strait
+fn main() {}

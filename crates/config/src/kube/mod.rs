@@ -1,0 +1,279 @@
+//! The Kubernetes objects Strait reads: Service, Endpoints, EndpointSlice, Namespace, Pod,
+//! Node and Secret.
+//!
+//! Service, Endpoints, EndpointSlice, Namespace and Secret are modelled completely, so unknown
+//! fields are errors as `kubectl --validate=strict` makes them. A Pod's or Node's spec and
+//! status have many fields Strait never needs; their structs are *open* (serde name starting
+//! with `~`, see [`crate::yaml::de`]) and ignore what they do not name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+
+/// `metadata` of every object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub generate_name: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub creation_timestamp: Option<Opaque>,
+    pub deletion_timestamp: Option<Opaque>,
+    pub deletion_grace_period_seconds: Option<i64>,
+    pub owner_references: Option<Opaque>,
+    pub finalizers: Option<Vec<String>>,
+    pub managed_fields: Option<Opaque>,
+    pub self_link: Option<String>,
+}
+
+/// A value Strait accepts but never reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opaque;
+
+impl<'de> Deserialize<'de> for Opaque {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Opaque)
+    }
+}
+
+/// Kubernetes' `IntOrString` (`targetPort: 8080` or `targetPort: http`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for IntOrString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntOrString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrString, E> {
+                Ok(IntOrString::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrString, E> {
+                i64::try_from(v)
+                    .map(IntOrString::Int)
+                    .map_err(|_| E::custom("number too large"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrString, E> {
+                Ok(IntOrString::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    /// `None` means "no selector": endpoints are managed by hand.
+    pub selector: Option<BTreeMap<String, String>>,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    #[serde(rename = "clusterIPs", default)]
+    pub cluster_ips: Vec<String>,
+    #[serde(rename = "type")]
+    pub service_type: Option<String>,
+    #[serde(rename = "externalIPs", default)]
+    pub external_ips: Vec<String>,
+    pub external_name: Option<String>,
+    pub session_affinity: Option<String>,
+    pub session_affinity_config: Option<Opaque>,
+    #[serde(rename = "loadBalancerIP")]
+    pub load_balancer_ip: Option<String>,
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+    pub load_balancer_class: Option<String>,
+    pub allocate_load_balancer_node_ports: Option<bool>,
+    pub external_traffic_policy: Option<String>,
+    pub internal_traffic_policy: Option<String>,
+    pub health_check_node_port: Option<i32>,
+    #[serde(default)]
+    pub publish_not_ready_addresses: bool,
+    pub ip_families: Option<Vec<String>>,
+    pub ip_family_policy: Option<String>,
+    pub traffic_distribution: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub protocol: Option<String>,
+    pub app_protocol: Option<String>,
+    pub port: i32,
+    pub target_port: Option<IntOrString>,
+    pub node_port: Option<i32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints and EndpointSlice
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSubset {
+    #[serde(default)]
+    pub addresses: Vec<EndpointAddress>,
+    #[serde(default)]
+    pub not_ready_addresses: Vec<EndpointAddress>,
+    #[serde(default)]
+    pub ports: Vec<EndpointPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointAddress {
+    pub ip: String,
+    pub hostname: Option<String>,
+    pub node_name: Option<String>,
+    pub target_ref: Option<ObjectReference>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub protocol: Option<String>,
+    pub app_protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: Option<String>,
+    pub api_version: Option<String>,
+    pub resource_version: Option<String>,
+    pub field_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceEndpoint {
+    pub addresses: Vec<String>,
+    pub conditions: Option<EndpointConditions>,
+    pub hostname: Option<String>,
+    pub target_ref: Option<ObjectReference>,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    pub hints: Option<Opaque>,
+    pub deprecated_topology: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EndpointConditions {
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace, Pod, Node, Secret
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NamespaceSpec {
+    pub finalizers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~PodSpec", rename_all = "camelCase")]
+pub struct PodSpec {
+    pub node_name: Option<String>,
+    pub service_account_name: Option<String>,
+    /// Deprecated alias of `serviceAccountName`, still honoured by Kubernetes.
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub host_network: bool,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~Container", rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub container_port: i32,
+    pub protocol: Option<String>,
+    pub host_port: Option<i32>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~PodStatus", rename_all = "camelCase")]
+pub struct PodStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs", default)]
+    pub pod_ips: Vec<PodIp>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<PodCondition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PodIp {
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~PodCondition")]
+pub struct PodCondition {
+    #[serde(rename = "type")]
+    pub condition_type: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~NodeSpec")]
+pub struct NodeSpec {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~Status")]
+pub struct AnyStatus {}
+
+/// Fields of a Secret besides metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretData {
+    /// Base64 values.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(rename = "type")]
+    pub secret_type: Option<String>,
+    pub immutable: Option<bool>,
+}
