@@ -74,6 +74,8 @@ pub struct Issue {
     pub kind: IssueKind,
     pub path: FieldPath,
     pub message: String,
+    /// A stable code for rules `strait analyze` reports under their own name.
+    pub code: Option<&'static str>,
 }
 
 impl Issue {
@@ -83,6 +85,7 @@ impl Issue {
             kind,
             path,
             message: message.into(),
+            code: None,
         }
     }
 
@@ -92,7 +95,13 @@ impl Issue {
             kind,
             path,
             message: message.into(),
+            code: None,
         }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     pub fn is_error(&self) -> bool {

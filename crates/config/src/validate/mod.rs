@@ -2,6 +2,7 @@
 //! `x-kubernetes-validations`) and of Istio's admission webhook, plus Kubernetes' rules for
 //! the core objects Strait reads. Every rule reports at a field path.
 
+pub mod codes;
 mod kube;
 mod networking;
 pub mod rules;

@@ -6,11 +6,12 @@ use super::rules::{self, GRPC_STATUS_NAMES, HTTP_METHODS, RETRY_ON_POLICIES};
 use super::{
     SelectorWording, at_most_one, deprecated, duration_min_1ms, export_to, selector_labels,
 };
-use crate::issue::{IssueKind, Issues};
+use crate::issue::{Issue, IssueKind, Issues};
 use crate::istio::common::{Destination, StringMatch};
 use crate::istio::traffic::*;
 use crate::path::FieldPath;
 use crate::resource::Meta;
+use crate::validate::codes;
 
 pub(super) fn virtual_service(
     vs: &VirtualService,
@@ -1490,10 +1491,7 @@ pub(super) fn locality_lb_setting(
             total += u64::from(*w);
         }
         if total != 100 {
-            out.invalid(
-                dp.field("to"),
-                format!("total locality weight {total} != 100"),
-            );
+            out.push(Issue::error(IssueKind::Invalid, dp.field("to"), format!("total locality weight {total} != 100: the weights of one 'from' must add up to 100")).with_code(codes::LOCALITY_WEIGHTS));
             return;
         }
         if let Err(e) = localities(d.to.keys().map(String::as_str)) {
@@ -1504,10 +1502,13 @@ pub(super) fn locality_lb_setting(
         out.invalid(p.field("distribute"), e);
     }
     if (!l.failover.is_empty() || !l.failover_priority.is_empty()) && outlier.is_none() {
-        out.warn(
-            IssueKind::Notice,
-            p.clone(),
-            "outlier detection policy must be provided for failover",
+        out.push(
+            Issue::warning(
+                IssueKind::Notice,
+                p.clone(),
+                "outlier detection policy must be provided for failover",
+            )
+            .with_code(codes::FAILOVER_WITHOUT_OUTLIER_DETECTION),
         );
     }
     for (i, f) in l.failover.iter().enumerate() {
