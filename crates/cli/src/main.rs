@@ -1,2 +1,57 @@
-//! strait
-fn main() {}
+//! The `strait` binary: one command line for every role Strait plays. Each subcommand is a thin
+//! wrapper over the crates that do the work.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strait: a multi-cluster service mesh in one binary.
+///
+/// Strait reads the configuration Istio and Linkerd users already write (VirtualService,
+/// DestinationRule, ServiceEntry, WorkloadEntry, Gateway, Sidecar, PeerAuthentication,
+/// AuthorizationPolicy, Kubernetes Services, Endpoints and Pods, SMI TrafficSplit). The
+/// commands below check such configuration exactly as Istio would accept or reject it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "strait",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Validate(commands::validate::Args),
+    Analyze(commands::analyze::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => commands::validate::run(&args),
+        Command::Analyze(args) => commands::analyze::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            commands::report_failure(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
