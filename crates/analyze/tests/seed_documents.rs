@@ -2,7 +2,7 @@
 //! (`shared/reference/seeds/`). Their YAML is what users bring; some of it is not valid Istio,
 //! and the analysis must say so precisely.
 
-#![allow(clippy::panic)] // test support: missing seeds must stop the test loudly
+#![allow(clippy::panic, clippy::unwrap_used)] // test helpers: a missing seed stops the test loudly
 
 use std::path::{Path, PathBuf};
 
