@@ -157,17 +157,26 @@ impl LoadReport {
 /// Loads files and directory trees (recursively: `.yaml`, `.yml` and `.json` files, hidden
 /// entries skipped, in name order).
 pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> LoadReport {
-    let mut report = LoadReport::default();
-    for path in paths {
-        let mut files = Vec::new();
-        let mut problems = Vec::new();
-        collect_files(path, options.max_files, &mut files, &mut problems);
-        report.file_problems.extend(problems);
-        for file in files {
-            report.extend(load_file(&file, options));
-        }
+    let (files, problems) = list_files(paths, options.max_files);
+    let mut report = LoadReport {
+        file_problems: problems,
+        ..Default::default()
+    };
+    for file in files {
+        report.extend(load_file(&file, options));
     }
     report
+}
+
+/// The configuration files under `paths` (files as given; directories recursively: `.yaml`,
+/// `.yml` and `.json`, hidden entries skipped, in name order), and problems listing them.
+pub fn list_files(paths: &[PathBuf], max_files: usize) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        collect_files(path, max_files, &mut files, &mut problems);
+    }
+    (files, problems)
 }
 
 fn file_problem(file: &str, message: String) -> Diagnostic {

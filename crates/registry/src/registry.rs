@@ -1,0 +1,292 @@
+//! Reading clusters' files into the store, building snapshots, and the watch loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use strait_config::load::{LoadOptions, list_files, load_bytes};
+use strait_model::{ClusterId, ClusterSource, MeshModel, MeshSettings, NetworkId};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::snapshot::Snapshot;
+use crate::store::{FileStore, fingerprint};
+
+/// One cluster: its name, the files and directories holding its manifests, its network.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub id: ClusterId,
+    pub paths: Vec<PathBuf>,
+    /// The cluster's network; when `None`, its MeshConfig's `network` (or the default network).
+    pub network: Option<NetworkId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Quiet time after a file change before reloading (changes during it are batched).
+    pub debounce: Duration,
+    /// Longest a reload waits while changes keep coming.
+    pub max_delay: Duration,
+    pub load: LoadOptions,
+    /// The cluster whose MeshConfig gives the mesh settings (else the first that has one).
+    pub local_cluster: Option<ClusterId>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            load: LoadOptions::default(),
+            local_cluster: None,
+        }
+    }
+}
+
+struct ClusterState {
+    spec: ClusterSpec,
+    store: FileStore,
+}
+
+/// The registry of every cluster's manifests.
+pub struct Registry {
+    clusters: BTreeMap<ClusterId, ClusterState>,
+    options: RegistryOptions,
+    current: Arc<Snapshot>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Registry {
+    /// Reads every cluster once and builds the first snapshot (version 1).
+    pub fn load(specs: Vec<ClusterSpec>, options: RegistryOptions) -> Registry {
+        let mut clusters = BTreeMap::new();
+        for spec in specs {
+            let mut state = ClusterState {
+                spec,
+                store: FileStore::new(),
+            };
+            rescan(&mut state, &options.load);
+            clusters.insert(state.spec.id.clone(), state);
+        }
+        let current = Arc::new(build_snapshot(&clusters, &options, 1));
+        let (tx, _) = watch::channel(current.clone());
+        Registry {
+            clusters,
+            options,
+            current,
+            tx,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.clone()
+    }
+
+    /// A receiver that always holds the latest snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Re-reads the given clusters; publishes a new snapshot if anything changed.
+    pub fn reload(&mut self, which: &BTreeSet<ClusterId>) -> Option<Arc<Snapshot>> {
+        let mut changed = false;
+        for id in which {
+            if let Some(state) = self.clusters.get_mut(id) {
+                changed |= rescan(state, &self.options.load);
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let next = Arc::new(build_snapshot(
+            &self.clusters,
+            &self.options,
+            self.current.version + 1,
+        ));
+        let change = next.changes_since(&self.current);
+        if change.is_empty() && next.problems == self.current.problems {
+            return None;
+        }
+        info!(
+            version = next.version,
+            services_added = change.services.added.len(),
+            services_removed = change.services.removed.len(),
+            services_changed = change.services.changed.len(),
+            endpoints_changed = change.services.endpoints_changed.len(),
+            objects_changed = change.config.len(),
+            problems = next.problems.iter().filter(|d| d.is_error()).count(),
+            "registry changed"
+        );
+        for p in next.problems.iter().filter(|d| d.is_error()) {
+            warn!("{p}");
+        }
+        self.current = next.clone();
+        self.tx.send_replace(next.clone());
+        Some(next)
+    }
+
+    /// Starts watching every cluster's paths, then returns the loop that reloads on change until
+    /// `shutdown` fires. The watches exist when this returns, so no change made afterwards is
+    /// missed; changes made between [`Registry::load`] and now are picked up by a first rescan.
+    /// Watch failures are reported and the last snapshot stays in effect.
+    pub fn watch(mut self, mut shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+        let (events_tx, mut events) = mpsc::unbounded_channel::<ClusterId>();
+        let watchers = self.start_watchers(&events_tx);
+        let all: BTreeSet<ClusterId> = self.clusters.keys().cloned().collect();
+        self.reload(&all);
+        async move {
+            let _watchers = watchers;
+            let mut dirty = BTreeSet::new();
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    Some(id) = events.recv() => { dirty.insert(id); }
+                }
+                // Debounce: wait for a quiet period, but no longer than `max_delay` in all.
+                let deadline = tokio::time::Instant::now() + self.options.max_delay;
+                loop {
+                    let quiet = tokio::time::sleep(self.options.debounce);
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = quiet => break,
+                        Some(id) = events.recv() => {
+                            dirty.insert(id);
+                            if tokio::time::Instant::now() >= deadline { break; }
+                        }
+                    }
+                }
+                self.reload(&std::mem::take(&mut dirty));
+            }
+        }
+    }
+
+    fn start_watchers(
+        &self,
+        tx: &mpsc::UnboundedSender<ClusterId>,
+    ) -> Vec<notify::RecommendedWatcher> {
+        let mut watchers = Vec::new();
+        for (id, state) in &self.clusters {
+            let id = id.clone();
+            let tx = tx.clone();
+            let watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                        let _ = tx.send(id.clone());
+                    }
+                });
+            let mut watcher = match watcher {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(cluster = %state.spec.id, "cannot watch files ({e}); changes will not be picked up until restart");
+                    continue;
+                }
+            };
+            for path in &state.spec.paths {
+                // Files are watched through their directory: editors replace files by renaming.
+                let (target, mode) = if path.is_dir() {
+                    (path.as_path(), RecursiveMode::Recursive)
+                } else {
+                    (
+                        path.parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new(".")),
+                        RecursiveMode::NonRecursive,
+                    )
+                };
+                if let Err(e) = watcher.watch(target, mode) {
+                    warn!(cluster = %state.spec.id, path = %target.display(), "cannot watch ({e}); changes there will not be picked up");
+                }
+            }
+            watchers.push(watcher);
+        }
+        watchers
+    }
+}
+
+/// Re-reads a cluster's files; returns whether any file changed, appeared or disappeared.
+fn rescan(state: &mut ClusterState, load: &LoadOptions) -> bool {
+    let (files, _problems) = list_files(&state.spec.paths, load.max_files);
+    let mut changed = false;
+    let present: BTreeSet<&PathBuf> = files.iter().collect();
+    let gone: Vec<PathBuf> = state
+        .store
+        .paths()
+        .filter(|p| !present.contains(p))
+        .cloned()
+        .collect();
+    for p in gone {
+        changed |= state.store.remove_file(&p);
+    }
+    for file in &files {
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            // Vanished between listing and reading: the next event rescans.
+            Err(_) => continue,
+        };
+        let fp = fingerprint(&bytes);
+        if state.store.fingerprint(file) == Some(fp) {
+            continue;
+        }
+        let report = load_bytes(&bytes, &file.display().to_string(), load);
+        state.store.update_file(file, fp, report);
+        changed = true;
+    }
+    changed
+}
+
+fn build_snapshot(
+    clusters: &BTreeMap<ClusterId, ClusterState>,
+    options: &RegistryOptions,
+    version: u64,
+) -> Snapshot {
+    let mut configs = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (id, state) in clusters {
+        let (set, p) = state.store.config();
+        problems.extend(p);
+        configs.insert(id.clone(), Arc::new(set));
+    }
+    let mesh_config = options
+        .local_cluster
+        .as_ref()
+        .and_then(|l| configs.get(l))
+        .and_then(|c| c.mesh_configs.first())
+        .or_else(|| configs.values().find_map(|c| c.mesh_configs.first()))
+        .map(|m| m.spec.clone());
+    let settings = Arc::new(
+        mesh_config
+            .as_ref()
+            .map(MeshSettings::from_config)
+            .unwrap_or_default(),
+    );
+    let sources: Vec<ClusterSource> = clusters
+        .iter()
+        .map(|(id, state)| {
+            let config = configs[id].clone();
+            let network = state.spec.network.clone().unwrap_or_else(|| {
+                NetworkId::new(
+                    config
+                        .mesh_configs
+                        .first()
+                        .and_then(|m| m.spec.network.as_deref())
+                        .unwrap_or(""),
+                )
+            });
+            ClusterSource {
+                id: id.clone(),
+                network,
+                config,
+            }
+        })
+        .collect();
+    let model = Arc::new(MeshModel::build(settings.clone(), &sources));
+    Snapshot {
+        version,
+        clusters: configs,
+        settings,
+        model,
+        problems: Arc::new(problems),
+    }
+}

@@ -1,0 +1,194 @@
+//! The registry watching a real directory: edit, break, fix and delete files, and see each
+//! change published as a snapshot (with the last good version kept while a document is broken).
+
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strait_config::Kind;
+use strait_model::{ClusterId, Hostname};
+use strait_registry::{ClusterSpec, Registry, RegistryOptions, Snapshot};
+use tokio::sync::watch;
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: helloworld, namespace: sample}\nspec: {ports: [{port: 5000, name: http}], selector: {app: helloworld}}\n";
+
+fn pod(ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: hw-v1, namespace: sample, labels: {{app: helloworld, version: v1}}}}\nstatus: {{podIP: {ip}}}\n"
+    )
+}
+
+fn dr(subset: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: helloworld, namespace: sample}}\nspec:\n  host: helloworld\n  subsets: [{{name: {subset}, labels: {{version: v1}}}}]\n"
+    )
+}
+
+/// Waits (at most 10 s) for a snapshot newer than `after`.
+async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>, after: u64) -> Arc<Snapshot> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            {
+                let s = rx.borrow_and_update().clone();
+                if s.version > after {
+                    return s;
+                }
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no snapshot after version {after} within 10 s"))
+}
+
+fn subsets(s: &Snapshot) -> Vec<String> {
+    s.clusters[&ClusterId::new("c1")]
+        .destination_rules
+        .iter()
+        .flat_map(|d| d.spec.subsets.iter().map(|x| x.name.clone()))
+        .collect()
+}
+
+fn endpoint_ips(s: &Snapshot) -> Vec<String> {
+    let host = Hostname::new("helloworld.sample.svc.cluster.local");
+    s.model
+        .service(&host, &ClusterId::new("c1"))
+        .map(|v| v.endpoints.iter().map(|e| e.address.to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_breaks_fixes_and_deletes_are_published_as_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("service.yaml"),
+        format!("{SERVICE}---\n{}", pod("10.1.0.5")),
+    )
+    .unwrap();
+    std::fs::write(path("dr.yaml"), dr("v1")).unwrap();
+    let options = RegistryOptions {
+        debounce: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let registry = Registry::load(
+        vec![ClusterSpec {
+            id: ClusterId::new("c1"),
+            paths: vec![dir.path().to_path_buf()],
+            network: None,
+        }],
+        options,
+    );
+    let first = registry.snapshot();
+    assert_eq!(first.version, 1);
+    assert_eq!(subsets(&first), vec!["v1"]);
+    assert_eq!(endpoint_ips(&first), vec!["10.1.0.5"]);
+    let mut rx = registry.subscribe();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(registry.watch(stop_rx));
+
+    // Edit: the pod moves; only endpoints change.
+    std::fs::write(
+        path("service.yaml"),
+        format!("{SERVICE}---\n{}", pod("10.1.0.6")),
+    )
+    .unwrap();
+    let s2 = next(&mut rx, 1).await;
+    assert_eq!(endpoint_ips(&s2), vec!["10.1.0.6"]);
+    let change = s2.changes_since(&first);
+    assert_eq!(change.services.endpoints_changed.len(), 1);
+    assert!(change.endpoints_only());
+    assert_eq!(
+        change
+            .config
+            .iter()
+            .map(|k| k.kind)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([Kind::Pod])
+    );
+
+    // Break: an invalid subset name; the last good version stays and the error is reported.
+    std::fs::write(path("dr.yaml"), dr("Not_Valid")).unwrap();
+    let s3 = next(&mut rx, s2.version).await;
+    assert_eq!(subsets(&s3), vec!["v1"], "last good version in effect");
+    assert!(
+        s3.problems
+            .iter()
+            .any(|d| d.is_error() && d.to_string().contains("subset name is invalid: Not_Valid")),
+        "{:?}",
+        s3.problems
+    );
+    assert!(
+        s3.problems
+            .iter()
+            .any(|d| d.to_string().contains("last good version"))
+    );
+    assert!(s3.changes_since(&s2).config.is_empty(), "no object changed");
+
+    // Fix: the new version takes effect and the problem goes away.
+    std::fs::write(path("dr.yaml"), dr("v2")).unwrap();
+    let s4 = next(&mut rx, s3.version).await;
+    assert_eq!(subsets(&s4), vec!["v2"]);
+    assert!(s4.problems.is_empty(), "{:?}", s4.problems);
+    let change = s4.changes_since(&s3);
+    assert_eq!(change.config.len(), 1);
+    assert!(
+        !change.endpoints_only(),
+        "a DestinationRule change needs a full push"
+    );
+
+    // Delete: the file's objects are removed.
+    std::fs::remove_file(path("dr.yaml")).unwrap();
+    let s5 = next(&mut rx, s4.version).await;
+    assert!(subsets(&s5).is_empty());
+
+    // A new file in a new subdirectory is picked up.
+    std::fs::create_dir(path("more")).unwrap();
+    std::fs::write(path("more/dr.yaml"), dr("v3")).unwrap();
+    let s6 = next(&mut rx, s5.version).await;
+    assert_eq!(subsets(&s6), vec!["v3"]);
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_writes_becomes_one_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dr.yaml");
+    std::fs::write(&file, dr("v1")).unwrap();
+    let options = RegistryOptions {
+        debounce: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let registry = Registry::load(
+        vec![ClusterSpec {
+            id: ClusterId::new("c1"),
+            paths: vec![file.clone()],
+            network: None,
+        }],
+        options,
+    );
+    let mut rx = registry.subscribe();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(registry.watch(stop_rx));
+    for i in 0..5 {
+        std::fs::write(&file, dr(&format!("v{}", i + 10))).unwrap();
+    }
+    let s = next(&mut rx, 1).await;
+    assert_eq!(subsets(&s), vec!["v14"], "the last write wins");
+    assert_eq!(
+        s.version, 2,
+        "five writes inside the debounce window make one snapshot"
+    );
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
