@@ -176,11 +176,13 @@ fn pod_workload(
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let ip_text = status
+    // A pod without an IP (declared, not running yet) is a workload selectors can match, but
+    // not an endpoint.
+    let ip: Option<IpAddr> = status
         .pod_ip
-        .clone()
-        .or_else(|| status.pod_ips.first().map(|p| p.ip.clone()))?;
-    let ip: IpAddr = ip_text.parse().ok()?;
+        .as_deref()
+        .or_else(|| status.pod_ips.first().map(|p| p.ip.as_str()))
+        .and_then(|t| t.parse().ok());
     let spec = &pod.spec.spec;
     let locality = pod
         .meta
@@ -197,7 +199,7 @@ fn pod_workload(
         pod.meta.labels.get(NETWORK_LABEL),
         None,
         &pod.meta.namespace,
-        Some(ip),
+        ip,
     );
     let service_account = spec
         .service_account_name
@@ -230,9 +232,9 @@ fn pod_workload(
         locality,
         identity: Some(ctx.identity(&pod.meta.namespace, &service_account)),
         service_account,
-        address: EndpointAddress::Ip(ip),
+        address: ip.map_or(EndpointAddress::None, EndpointAddress::Ip),
         named_ports,
-        health: if ready {
+        health: if ready && ip.is_some() {
             Health::Healthy
         } else {
             Health::Unhealthy
@@ -294,6 +296,16 @@ fn entry_workload(
             .collect(),
         health: Health::Healthy,
         weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
+    }
+}
+
+/// Pods with an address and WorkloadEntries (which may be reached through their network's
+/// gateway without one) become endpoints of the services selecting them.
+fn is_endpoint_candidate(w: &Workload) -> bool {
+    match w.kind {
+        WorkloadKind::Pod => w.address != EndpointAddress::None,
+        WorkloadKind::WorkloadEntry => true,
+        _ => false,
     }
 }
 
@@ -418,11 +430,7 @@ fn service_endpoints(
     };
     workloads
         .iter()
-        .filter(|w| {
-            w.namespace == *ns
-                && w.matches(selector)
-                && matches!(w.kind, WorkloadKind::Pod | WorkloadKind::WorkloadEntry)
-        })
+        .filter(|w| w.namespace == *ns && w.matches(selector) && is_endpoint_candidate(w))
         .filter_map(|w| {
             let ports: BTreeMap<u16, u16> = svc
                 .spec
@@ -640,11 +648,7 @@ fn service_entry(
             .collect(),
         (None, Some(sel)) => workloads
             .iter()
-            .filter(|w| {
-                w.namespace == *ns
-                    && w.matches(&sel.labels)
-                    && matches!(w.kind, WorkloadKind::Pod | WorkloadKind::WorkloadEntry)
-            })
+            .filter(|w| w.namespace == *ns && w.matches(&sel.labels) && is_endpoint_candidate(w))
             .map(|w| {
                 let ports = spec
                     .ports

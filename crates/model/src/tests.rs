@@ -429,6 +429,26 @@ spec:
 }
 
 #[test]
+fn pods_not_running_yet_are_workloads_but_not_endpoints() {
+    let yaml = format!(
+        "{HELLOWORLD_SERVICE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: pending, namespace: sample, labels: {{app: helloworld}}}}\n"
+    );
+    let model = MeshModel::build(
+        Arc::new(MeshSettings::default()),
+        &[cluster("c1", "", &yaml)],
+    );
+    assert_eq!(model.workloads().len(), 1);
+    assert_eq!(model.workloads()[0].address, EndpointAddress::None);
+    let view = model
+        .service(
+            &Hostname::new("helloworld.sample.svc.cluster.local"),
+            &ClusterId::new("c1"),
+        )
+        .unwrap();
+    assert!(view.endpoints.is_empty());
+}
+
+#[test]
 fn diffs_tell_endpoint_changes_from_definition_changes() {
     let base = two_clusters();
     let c1 = format!(

@@ -38,7 +38,17 @@ pub(super) fn subsets_select_workloads(ctx: &Context<'_>, out: &mut Vec<Message>
                     .iter()
                     .all(|(k, v)| e.labels.get(k) == Some(v))
             };
-            if !view.endpoints.iter().any(selects) {
+            // Declared workloads the service selects count too, running or not.
+            let declared = view
+                .service
+                .selector
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .is_some_and(|sel| {
+                    ctx.selected(Some(&view.service.namespace), sel)
+                        .any(|w| w.matches(&subset.labels))
+                });
+            if !declared && !view.endpoints.iter().any(selects) {
                 let labels: Vec<String> = subset
                     .labels
                     .iter()

@@ -204,15 +204,23 @@ mod tests {
         assert_eq!(err.kind, IssueKind::Limit, "{err}");
     }
 
+    /// Runs on the test thread's 2 MB stack: nesting must be refused before it exhausts it.
     #[test]
-    fn deep_nesting_is_refused() {
-        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
-        let docs = split_documents(&deep);
-        let err = parse_document(&docs[0], &Limits::default()).unwrap_err();
-        assert!(
-            matches!(err.kind, IssueKind::Limit | IssueKind::Syntax),
-            "{err}"
-        );
+    fn deep_nesting_of_every_shape_is_refused_as_a_limit() {
+        let shapes = [
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            format!("a: {}", "{b: ".repeat(5_000)),
+            format!("a: {}", "[{b: ".repeat(3_000)),
+            format!("{}x", "- ".repeat(20_000)),
+            (0..3000)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                .collect::<String>(),
+        ];
+        for text in shapes {
+            let docs = split_documents(&text);
+            let err = parse_document(&docs[0], &Limits::default()).unwrap_err();
+            assert_eq!(err.kind, IssueKind::Limit, "{err}");
+        }
     }
 
     #[test]

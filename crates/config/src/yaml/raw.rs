@@ -15,6 +15,7 @@ pub(super) fn parse(text: &str, limits: &Limits) -> Result<Node, ParseFailure> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: limits.max_depth,
+            flow_nesting_limit: limits.max_depth,
             max_events: limits.max_events,
             max_aliases: limits.max_aliases,
             max_anchors: limits.max_aliases,
@@ -107,6 +108,7 @@ fn describe(err: &serde_saphyr::Error) -> ParseFailure {
         message = "the document could not be parsed".to_string();
     }
     let limit = message.contains("budget breached")
+        || message.contains("recursion limit")
         || ["AliasReplay", "AliasExpansion"]
             .iter()
             .any(|k| format!("{err:?}").contains(k));
@@ -129,9 +131,19 @@ fn describe(err: &serde_saphyr::Error) -> ParseFailure {
 /// A value whose children keep their positions.
 struct RawValue(Value);
 
+/// Stack kept free before descending one level; serde-saphyr's frames for one level of
+/// nesting take tens of kilobytes in unoptimised builds.
+const STACK_RED_ZONE: usize = 256 * 1024;
+/// Size of each stack segment added when the red zone is reached.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+
 impl<'de> Deserialize<'de> for RawValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor).map(RawValue)
+        // Nesting is bounded by `Limits::max_depth`; growing the stack on demand makes that
+        // bound safe on any thread, whatever its stack size.
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+            d.deserialize_any(ValueVisitor).map(RawValue)
+        })
     }
 }
 
