@@ -111,15 +111,17 @@ impl Issue {
 
 impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_root() {
-            write!(f, "{}", self.kind.phrase())?;
-        } else {
-            write!(f, "{}: {}", self.path, self.kind.phrase())?;
-        }
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
-        }
-        Ok(())
+        // Notices are plain sentences; the other kinds lead with Kubernetes' wording.
+        let phrase = (self.kind != IssueKind::Notice).then(|| self.kind.phrase());
+        let parts: Vec<String> = [
+            (!self.path.is_root()).then(|| self.path.to_string()),
+            phrase.map(str::to_string),
+            (!self.message.is_empty()).then(|| self.message.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        f.write_str(&parts.join(": "))
     }
 }
 

@@ -524,6 +524,7 @@ fn load_object(
             }
         }
     }
+    report.diagnostics.sort_by_key(|d| d.pos);
     report
 }
 

@@ -86,7 +86,8 @@ fn policies(dr: &DestinationRule) -> Vec<(FieldPath, &TrafficPolicy)> {
     out
 }
 
-/// Locality `distribute` without outlier detection (failover ones are reported by validation).
+/// Locality `distribute` without outlier detection. (Failover without it is a validation
+/// warning with the same code.)
 pub(super) fn locality_without_outlier_detection(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for dr in ctx.all(|c| &c.destination_rules) {
         for (path, tp) in policies(&dr.spec) {
@@ -107,15 +108,6 @@ pub(super) fn locality_without_outlier_detection(ctx: &Context<'_>, out: &mut Ve
                     dr,
                     &path.field("loadBalancer").field("localityLbSetting").field("distribute"),
                     "locality distribute is set but outlierDetection is not: failing endpoints are never ejected, so their locality keeps its full share of traffic; add outlierDetection (e.g. consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s)",
-                ));
-            }
-            if !l.failover.is_empty() || !l.failover_priority.is_empty() {
-                out.push(at(
-                    codes::FAILOVER_WITHOUT_OUTLIER_DETECTION,
-                    "DestinationRule",
-                    dr,
-                    &path.field("loadBalancer").field("localityLbSetting"),
-                    "locality failover is set but outlierDetection is not: Istio silently ignores failover then, and traffic never leaves a failing locality; add outlierDetection to the same trafficPolicy",
                 ));
             }
         }

@@ -1506,7 +1506,7 @@ pub(super) fn locality_lb_setting(
             Issue::warning(
                 IssueKind::Notice,
                 p.clone(),
-                "outlier detection policy must be provided for failover",
+                "outlier detection policy must be provided for failover: without it Istio silently ignores failover, and traffic never leaves a failing locality; add outlierDetection to the same trafficPolicy",
             )
             .with_code(codes::FAILOVER_WITHOUT_OUTLIER_DETECTION),
         );

@@ -106,13 +106,8 @@ impl Node {
                 (Segment::Field(name) | Segment::Key(name), Value::Map(entries)) => {
                     match entries.iter().find(|e| &e.key == name) {
                         Some(entry) => {
-                            // A scalar value is best shown where its key is written.
-                            pos = match entry.value.value {
-                                Value::Map(_) | Value::Seq(_) if entry.value.pos.line != 0 => {
-                                    entry.value.pos
-                                }
-                                _ => entry.key_pos,
-                            };
+                            // A field is shown where its key is written.
+                            pos = entry.key_pos;
                             Some(&entry.value)
                         }
                         None => None,
