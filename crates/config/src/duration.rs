@@ -130,8 +130,18 @@ impl<'de> Deserialize<'de> for Duration {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
                 parse(v).map_err(E::custom)
             }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(DurationError::Syntax(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(DurationError::Syntax(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(DurationError::Syntax(v.to_string())))
+            }
         }
-        d.deserialize_str(V)
+        // `any`, so that a bare number gets the duration hint rather than a type error.
+        d.deserialize_any(V)
     }
 }
 
