@@ -1,0 +1,158 @@
+//! Loading files and directory trees: every document on its own, located problems, limits.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+use strait_config::load::{LoadOptions, Outcome, load_paths, load_str};
+use strait_config::yaml::Limits;
+use strait_config::{IssueKind, Kind, Resource};
+
+const SERVICE: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+#[test]
+fn one_bad_document_never_hides_the_others() {
+    let text = format!(
+        "{SERVICE}---\napiVersion: v1\nkind: Service\nmetadata: {{name: b\n---\n{}",
+        SERVICE.replace("name: a", "name: c")
+    );
+    let r = load_str(&text, "three.yaml", &LoadOptions::default());
+    let outcomes: Vec<bool> = r
+        .documents
+        .iter()
+        .map(|d| matches!(d.outcome, Outcome::Accepted(_)))
+        .collect();
+    assert_eq!(outcomes, vec![true, false, true]);
+    let d = &r.documents[1].diagnostics[0];
+    assert_eq!((d.document, d.issue.kind), (2, IssueKind::Syntax));
+    assert!(d.pos.line >= 7, "the error is located in the file: {d}");
+    assert!(d.to_string().starts_with("three.yaml:"), "{d}");
+}
+
+#[test]
+fn json_documents_and_lists_are_read() {
+    let json = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "x"}, "spec": {"ports": [{"port": 80, "name": "http"}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "d"}, "spec": {"hostt": "a"}}
+    ]}"#;
+    let r = load_str(json, "list.json", &LoadOptions::default());
+    assert_eq!(r.documents.len(), 2);
+    assert!(matches!(&r.documents[0].outcome, Outcome::Accepted(r) if r.kind() == Kind::Service));
+    let d = r.documents[1]
+        .diagnostics
+        .iter()
+        .find(|d| d.issue.kind == IssueKind::UnknownField)
+        .unwrap();
+    assert_eq!(
+        d.issue.path.to_string(),
+        "spec.hostt",
+        "paths are relative to the item"
+    );
+    assert_eq!(d.pos.line, 3, "but located in the file");
+}
+
+#[test]
+fn namespaces_default_and_kinds_are_classified() {
+    let text = format!(
+        "{SERVICE}---\napiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {{name: v}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n---\nkind: Service\nmetadata: {{name: x}}\n"
+    );
+    let r = load_str(
+        &text,
+        "mix.yaml",
+        &LoadOptions {
+            default_namespace: "prod".into(),
+            ..Default::default()
+        },
+    );
+    match &r.documents[0].outcome {
+        Outcome::Accepted(res) => match res.as_ref() {
+            Resource::Service(o) => assert_eq!(o.meta.namespace, "prod"),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    let wrong = &r.documents[1].diagnostics[0];
+    assert_eq!(
+        (wrong.issue.kind, wrong.issue.path.to_string()),
+        (IssueKind::Unsupported, "apiVersion".to_string())
+    );
+    assert!(
+        wrong.issue.message.contains("networking.istio.io/v1beta1"),
+        "{wrong}"
+    );
+    assert!(
+        matches!(&r.documents[2].outcome, Outcome::Skipped { kind, reason: None, .. } if kind == "Deployment")
+    );
+    assert_eq!(
+        r.documents[3].diagnostics[0].issue.kind,
+        IssueKind::Required
+    );
+}
+
+#[test]
+fn directory_trees_are_walked_in_order_skipping_hidden_and_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("b/nested")).unwrap();
+    std::fs::create_dir_all(p.join(".git")).unwrap();
+    std::fs::write(
+        p.join("b/nested/z.yml"),
+        SERVICE.replace("name: a", "name: z"),
+    )
+    .unwrap();
+    std::fs::write(p.join("a.yaml"), SERVICE).unwrap();
+    std::fs::write(p.join(".hidden.yaml"), "not: read").unwrap();
+    std::fs::write(p.join(".git/config.yaml"), "not: read").unwrap();
+    std::fs::write(p.join("notes.txt"), "not: read").unwrap();
+    std::fs::write(
+        p.join("c.json"),
+        r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}}"#,
+    )
+    .unwrap();
+    let r = load_paths(&[p.to_path_buf()], &LoadOptions::default());
+    let names: Vec<String> = r
+        .files
+        .iter()
+        .map(|f| f.strip_prefix(p).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec!["a.yaml", "b/nested/z.yml", "c.json"]);
+    assert_eq!(r.resources().count(), 3);
+    assert_eq!(r.error_count(), 0);
+}
+
+#[test]
+fn oversized_and_non_utf8_files_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, "a: b\n".repeat(100)).unwrap();
+    let options = LoadOptions {
+        limits: Limits {
+            max_file_bytes: 100,
+            ..Limits::default()
+        },
+        ..Default::default()
+    };
+    let r = load_paths(std::slice::from_ref(&big), &options);
+    assert!(
+        r.file_problems[0]
+            .to_string()
+            .contains("more than the limit of 100 bytes"),
+        "{}",
+        r.file_problems[0]
+    );
+    let bin = dir.path().join("bin.yaml");
+    std::fs::write(&bin, b"apiVersion: v1\n\xff\xfe").unwrap();
+    let r = load_paths(&[bin], &LoadOptions::default());
+    assert!(
+        r.file_problems[0]
+            .to_string()
+            .contains("not UTF-8 text (invalid byte at offset 15)"),
+        "{}",
+        r.file_problems[0]
+    );
+    let r = load_paths(&[dir.path().join("missing.yaml")], &LoadOptions::default());
+    assert!(
+        r.file_problems[0].to_string().contains("cannot read"),
+        "{}",
+        r.file_problems[0]
+    );
+}
