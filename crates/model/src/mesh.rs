@@ -110,13 +110,14 @@ impl MeshModel {
     }
 
     /// The services a proxy in `from` can see.
-    pub fn services_visible_from<'a>(
-        &'a self,
-        from: &'a ClusterId,
-    ) -> impl Iterator<Item = &'a ServiceView> + 'a {
+    pub fn services_visible_from(
+        &self,
+        from: &ClusterId,
+    ) -> impl Iterator<Item = &ServiceView> + '_ {
+        let from = from.clone();
         self.services
             .iter()
-            .filter(move |(k, _)| k.local_to.as_ref().is_none_or(|c| c == from))
+            .filter(move |(k, _)| k.local_to.as_ref().is_none_or(|c| *c == from))
             .map(|(_, v)| v)
     }
 

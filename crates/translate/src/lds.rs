@@ -1,0 +1,623 @@
+//! Listeners: `api_listener`s for proxyless gRPC clients, capture and per-port listeners for
+//! sidecars, and listeners built from Gateway resources for routers.
+
+use std::collections::BTreeMap;
+
+use strait_config::istio::common::ServerTlsMode;
+use strait_config::istio::gateway::{CaptureMode, Gateway, Server};
+use strait_config::resource::Object;
+use strait_model::{ServicePort, ServiceView};
+use strait_xds::SocketAddress;
+use strait_xds::listener::{
+    Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter,
+    Listener, ListenerKind, NetworkFilter, RouteSource, SocketListener, TcpProxy,
+};
+use strait_xds::route::{
+    Action, HeaderEdits, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+
+use crate::names;
+use crate::proxy::ProxyNode;
+use crate::rds;
+use crate::scope;
+use crate::{InboundPort, MeshView};
+
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+
+fn http_manager(stat_prefix: String, route: RouteSource) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix,
+        route,
+        http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
+        upgrades: vec!["websocket".into()],
+        idle_timeout_ms: None,
+    }
+}
+
+fn tcp(stat_prefix: &str, cluster: String) -> NetworkFilter {
+    NetworkFilter::Tcp(TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        clusters: vec![(cluster, 100)],
+        idle_timeout_ms: None,
+    })
+}
+
+fn chain(name: String, matching: FilterChainMatch, filter: NetworkFilter) -> FilterChain {
+    FilterChain {
+        name,
+        matching,
+        tls: None,
+        filter,
+    }
+}
+
+/// Proxyless gRPC: one `api_listener` per service port, named after the target `host:port`.
+pub fn api_listeners(services: &[&ServiceView]) -> Vec<Listener> {
+    services
+        .iter()
+        .flat_map(|s| {
+            s.service
+                .ports
+                .iter()
+                .map(move |p| names::grpc_listener(s.service.host.as_str(), p.port))
+        })
+        .map(|name| {
+            let mut hcm = http_manager(name.clone(), RouteSource::Rds(name.clone()));
+            hcm.http_filters = vec![HttpFilter::Fault, HttpFilter::Router];
+            hcm.upgrades.clear();
+            Listener {
+                name,
+                kind: ListenerKind::Api(hcm),
+            }
+        })
+        .collect()
+}
+
+/// Sidecar listeners: the outbound and inbound capture listeners, one outbound listener per
+/// service port, and explicit listeners of the Sidecar resource (captureMode NONE / bind).
+pub fn sidecar_listeners(
+    view: &MeshView<'_>,
+    proxy: &ProxyNode,
+    services: &[&ServiceView],
+    inbound: &[InboundPort],
+) -> Vec<Listener> {
+    let passthrough = if scope::allow_any(view, proxy) {
+        names::PASSTHROUGH
+    } else {
+        names::BLACKHOLE
+    };
+    let mut out = vec![Listener {
+        name: names::OUTBOUND_LISTENER.into(),
+        kind: ListenerKind::Socket(SocketListener {
+            address: SocketAddress::new("0.0.0.0", OUTBOUND_CAPTURE_PORT),
+            direction: Direction::Outbound,
+            use_original_dst: true,
+            bind_to_port: true,
+            inspect_protocol: false,
+            filter_chains: vec![],
+            default_chain: Some(chain(
+                names::PASSTHROUGH.into(),
+                FilterChainMatch::default(),
+                tcp(passthrough, passthrough.to_string()),
+            )),
+        }),
+    }];
+    let mut ports: BTreeMap<u16, Vec<(&ServiceView, &ServicePort)>> = BTreeMap::new();
+    for s in services {
+        for p in &s.service.ports {
+            ports.entry(p.port).or_default().push((s, p));
+        }
+    }
+    for (port, entries) in &ports {
+        out.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            kind: ListenerKind::Socket(outbound_port_listener(
+                SocketAddress::new("0.0.0.0", *port),
+                *port,
+                entries,
+                false,
+                passthrough,
+            )),
+        });
+    }
+    // Explicit listeners from the Sidecar resource: bound sockets, no iptables needed.
+    if let Some(sc) = scope::sidecar_for(view, proxy) {
+        for eg in &sc.spec.egress {
+            let Some(port) = eg
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok())
+            else {
+                continue;
+            };
+            let explicit = eg.capture_mode == Some(CaptureMode::None) || eg.bind.is_some();
+            if !explicit || port == 0 {
+                continue;
+            }
+            let bind = eg.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+            let entries = ports.get(&port).cloned().unwrap_or_default();
+            let mut l = outbound_port_listener(
+                SocketAddress::new(bind.clone(), port),
+                port,
+                &entries,
+                true,
+                passthrough,
+            );
+            l.use_original_dst = false;
+            out.push(Listener {
+                name: format!("{bind}_{port}"),
+                kind: ListenerKind::Socket(l),
+            });
+        }
+    }
+    out.push(inbound_listener(inbound));
+    out
+}
+
+/// Outbound traffic to one port: HTTP through the port's route table, TCP to the service
+/// owning the destination address.
+fn outbound_port_listener(
+    address: SocketAddress,
+    port: u16,
+    entries: &[(&ServiceView, &ServicePort)],
+    bound: bool,
+    passthrough: &str,
+) -> SocketListener {
+    let any_http = entries.iter().any(|(_, p)| p.protocol.is_http());
+    let mut filter_chains = Vec::new();
+    for (s, p) in entries.iter().filter(|(_, p)| !p.protocol.is_http()) {
+        let vips: Vec<String> = s
+            .service
+            .addresses
+            .values()
+            .flatten()
+            .map(|a| {
+                if a.contains('/') {
+                    a.clone()
+                } else {
+                    format!("{a}/32")
+                }
+            })
+            .collect();
+        if vips.is_empty() && entries.len() > 1 {
+            continue;
+        }
+        filter_chains.push(chain(
+            format!("{}:{}", s.service.host, p.port),
+            FilterChainMatch {
+                prefix_ranges: vips,
+                ..Default::default()
+            },
+            tcp(
+                &names::outbound_cluster(p.port, "", s.service.host.as_str()),
+                names::outbound_cluster(p.port, "", s.service.host.as_str()),
+            ),
+        ));
+    }
+    let default_chain = if any_http {
+        Some(chain(
+            format!("http_{port}"),
+            FilterChainMatch::default(),
+            NetworkFilter::Http(http_manager(
+                format!("outbound_0.0.0.0_{port}"),
+                RouteSource::Rds(port.to_string()),
+            )),
+        ))
+    } else {
+        Some(chain(
+            names::PASSTHROUGH.into(),
+            FilterChainMatch::default(),
+            tcp(passthrough, passthrough.to_string()),
+        ))
+    };
+    SocketListener {
+        address,
+        direction: Direction::Outbound,
+        use_original_dst: false,
+        bind_to_port: bound,
+        inspect_protocol: entries
+            .iter()
+            .any(|(_, p)| p.protocol == strait_model::Protocol::Unknown),
+        filter_chains,
+        default_chain,
+    }
+}
+
+/// The inbound capture listener: one chain per workload port, to the local application.
+fn inbound_listener(inbound: &[InboundPort]) -> Listener {
+    let filter_chains = inbound
+        .iter()
+        .map(|ip| {
+            let cluster = names::inbound_cluster(ip.target_port);
+            let filter = if ip.http {
+                let route = RouteConfiguration {
+                    name: cluster.clone(),
+                    virtual_hosts: vec![VirtualHost {
+                        name: "inbound|http".into(),
+                        domains: vec!["*".into()],
+                        routes: vec![strait_xds::route::Route {
+                            name: "default".into(),
+                            matching: RouteMatch::any(),
+                            action: Action::Forward(RouteAction {
+                                clusters: vec![WeightedCluster {
+                                    name: cluster.clone(),
+                                    weight: 100,
+                                    request_headers: HeaderEdits::default(),
+                                    response_headers: HeaderEdits::default(),
+                                }],
+                                timeout_ms: Some(0),
+                                retry: None,
+                                mirrors: vec![],
+                                prefix_rewrite: None,
+                                regex_rewrite: None,
+                                host_rewrite: None,
+                                hash_policy: vec![],
+                                upgrades: vec!["websocket".into()],
+                            }),
+                            request_headers: HeaderEdits::default(),
+                            response_headers: HeaderEdits::default(),
+                            fault: None,
+                            cors: None,
+                        }],
+                    }],
+                };
+                NetworkFilter::Http(http_manager(cluster.clone(), RouteSource::Inline(route)))
+            } else {
+                tcp(&cluster, cluster.clone())
+            };
+            chain(
+                cluster.clone(),
+                FilterChainMatch {
+                    destination_port: Some(ip.target_port),
+                    ..Default::default()
+                },
+                filter,
+            )
+        })
+        .collect();
+    Listener {
+        name: names::INBOUND_LISTENER.into(),
+        kind: ListenerKind::Socket(SocketListener {
+            address: SocketAddress::new("0.0.0.0", INBOUND_CAPTURE_PORT),
+            direction: Direction::Inbound,
+            use_original_dst: true,
+            bind_to_port: true,
+            inspect_protocol: true,
+            filter_chains,
+            default_chain: Some(chain(
+                "InboundPassthrough".into(),
+                FilterChainMatch::default(),
+                tcp(names::PASSTHROUGH, names::PASSTHROUGH.into()),
+            )),
+        }),
+    }
+}
+
+/// The Gateways whose selector matches a router.
+pub fn gateways_for<'a>(view: &MeshView<'a>, proxy: &ProxyNode) -> Vec<&'a Object<Gateway>> {
+    view.config
+        .gateways
+        .iter()
+        .filter(|g| {
+            !g.spec.selector.is_empty()
+                && g.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        })
+        .collect()
+}
+
+/// Router listeners and their route tables, from the Gateways selecting the proxy.
+pub fn router_listeners(
+    view: &MeshView<'_>,
+    proxy: &ProxyNode,
+    services: &[&ServiceView],
+) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+    let mut by_port: BTreeMap<u16, Vec<(&Object<Gateway>, &Server)>> = BTreeMap::new();
+    for gw in gateways_for(view, proxy) {
+        for server in &gw.spec.servers {
+            if let Some(n) = server
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok())
+            {
+                by_port.entry(n).or_default().push((gw, server));
+            }
+        }
+    }
+    let mut listeners = Vec::new();
+    let mut routes = Vec::new();
+    for (port, servers) in by_port {
+        let mut filter_chains = Vec::new();
+        let mut default_chain = None;
+        for (gw, server) in servers {
+            let gw_name = format!("{}/{}", gw.meta.namespace, gw.meta.name);
+            let protocol = server
+                .port
+                .as_ref()
+                .and_then(|p| p.protocol.as_deref())
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            let tls_mode = server.tls.as_ref().and_then(|t| t.mode);
+            let server_names: Vec<String> = server
+                .hosts
+                .iter()
+                .map(|h| {
+                    h.split_once('/')
+                        .map_or(h.as_str(), |(_, host)| host)
+                        .to_string()
+                })
+                .filter(|h| h != "*")
+                .collect();
+            match (protocol.as_str(), tls_mode) {
+                (_, Some(ServerTlsMode::AutoPassthrough)) => filter_chains.push(FilterChain {
+                    name: format!("{gw_name}/sni"),
+                    matching: FilterChainMatch {
+                        transport_protocol: Some("tls".into()), // The hosts (`*.local`) match the SNI clients send (`outbound_.<port>_.<subset>_.<host>`).
+                        server_names: server_names.clone(),
+                        ..Default::default()
+                    },
+                    tls: None,
+                    filter: NetworkFilter::SniCluster(TcpProxy {
+                        stat_prefix: format!("{gw_name}/sni"),
+                        clusters: vec![],
+                        idle_timeout_ms: None,
+                    }),
+                }),
+                (_, Some(ServerTlsMode::Passthrough)) => {
+                    for (vs_route, cluster) in tls_routes(view, &gw_name, port) {
+                        filter_chains.push(FilterChain {
+                            name: format!("{gw_name}/{}", vs_route.join(",")),
+                            matching: FilterChainMatch {
+                                transport_protocol: Some("tls".into()),
+                                server_names: vs_route,
+                                ..Default::default()
+                            },
+                            tls: None,
+                            filter: tcp(&cluster, cluster.clone()),
+                        });
+                    }
+                }
+                ("HTTP" | "HTTP2" | "GRPC" | "HTTPS", mode) => {
+                    let route_name = format!("http.{port}");
+                    let tls = match mode {
+                        Some(
+                            ServerTlsMode::Simple
+                            | ServerTlsMode::Mutual
+                            | ServerTlsMode::OptionalMutual
+                            | ServerTlsMode::IstioMutual,
+                        ) => server.tls.as_ref().map(|t| DownstreamTls {
+                            certificate: t
+                                .credential_name
+                                .clone()
+                                .or(t.server_certificate.clone())
+                                .unwrap_or_else(|| "default".into()),
+                            validation: matches!(
+                                mode,
+                                Some(
+                                    ServerTlsMode::Mutual
+                                        | ServerTlsMode::OptionalMutual
+                                        | ServerTlsMode::IstioMutual
+                                )
+                            )
+                            .then(|| t.ca_certificates.clone().unwrap_or_else(|| "ROOTCA".into())),
+                            require_client_certificate: matches!(
+                                mode,
+                                Some(ServerTlsMode::Mutual | ServerTlsMode::IstioMutual)
+                            ),
+                            alpn: vec!["h2".into(), "http/1.1".into()],
+                        }),
+                        _ => None,
+                    };
+                    if !routes
+                        .iter()
+                        .any(|r: &RouteConfiguration| r.name == route_name)
+                    {
+                        routes.push(gateway_routes(view, proxy, services, port, &route_name));
+                    }
+                    let fc = FilterChain {
+                        name: format!("{gw_name}/{protocol}"),
+                        matching: FilterChainMatch {
+                            server_names: if tls.is_some() { server_names } else { vec![] },
+                            ..Default::default()
+                        },
+                        tls,
+                        filter: NetworkFilter::Http(http_manager(
+                            format!("{gw_name}.{port}"),
+                            RouteSource::Rds(route_name),
+                        )),
+                    };
+                    if fc.tls.is_some() {
+                        filter_chains.push(fc)
+                    } else {
+                        default_chain = Some(fc)
+                    }
+                }
+                _ => {
+                    if let Some((_, cluster)) = tcp_route(view, &gw_name, port) {
+                        default_chain = Some(chain(
+                            format!("{gw_name}/tcp"),
+                            FilterChainMatch::default(),
+                            tcp(&cluster, cluster.clone()),
+                        ));
+                    }
+                }
+            }
+        }
+        listeners.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            kind: ListenerKind::Socket(SocketListener {
+                address: SocketAddress::new("0.0.0.0", port),
+                direction: Direction::Outbound,
+                use_original_dst: false,
+                bind_to_port: true,
+                inspect_protocol: !filter_chains.is_empty(),
+                filter_chains,
+                default_chain,
+            }),
+        });
+    }
+    (listeners, routes)
+}
+
+/// `tls` routes of VirtualServices bound to the gateway: (SNI hosts, cluster).
+fn tls_routes(view: &MeshView<'_>, gateway: &str, port: u16) -> Vec<(Vec<String>, String)> {
+    let mut out = Vec::new();
+    for vs in &view.config.virtual_services {
+        if !vs
+            .spec
+            .gateways
+            .iter()
+            .any(|g| rds::gateway_ref_matches(g, &vs.meta.namespace, gateway))
+        {
+            continue;
+        }
+        for r in &vs.spec.tls {
+            let Some(dest) = r.route.first() else {
+                continue;
+            };
+            for m in r
+                .matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == u32::from(port)))
+            {
+                let host = rds::resolve_host(view, &dest.destination.host, &vs.meta.namespace);
+                let dport = dest
+                    .destination
+                    .port_number()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(port);
+                let sni: Vec<String> = m.sni_hosts.iter().filter(|h| *h != "*").cloned().collect();
+                out.push((
+                    sni,
+                    names::outbound_cluster(
+                        dport,
+                        dest.destination.subset.as_deref().unwrap_or(""),
+                        &host,
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn tcp_route(view: &MeshView<'_>, gateway: &str, port: u16) -> Option<(String, String)> {
+    for vs in &view.config.virtual_services {
+        if !vs
+            .spec
+            .gateways
+            .iter()
+            .any(|g| rds::gateway_ref_matches(g, &vs.meta.namespace, gateway))
+        {
+            continue;
+        }
+        for r in &vs.spec.tcp {
+            if r.matches
+                .iter()
+                .any(|m| m.port.is_some_and(|p| p != u32::from(port)))
+            {
+                continue;
+            }
+            let dest = r.route.first()?;
+            let host = rds::resolve_host(view, &dest.destination.host, &vs.meta.namespace);
+            let dport = dest
+                .destination
+                .port_number()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(port);
+            return Some((
+                host.clone(),
+                names::outbound_cluster(
+                    dport,
+                    dest.destination.subset.as_deref().unwrap_or(""),
+                    &host,
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// The HTTP route table of a gateway port: one virtual host per VirtualService host bound to it.
+fn gateway_routes(
+    view: &MeshView<'_>,
+    proxy: &ProxyNode,
+    services: &[&ServiceView],
+    port: u16,
+    name: &str,
+) -> RouteConfiguration {
+    let mut virtual_hosts = Vec::new();
+    for gw in gateways_for(view, proxy) {
+        let gw_name = format!("{}/{}", gw.meta.namespace, gw.meta.name);
+        for vs in view.config.virtual_services.iter().filter(|vs| {
+            vs.spec
+                .gateways
+                .iter()
+                .any(|g| rds::gateway_ref_matches(g, &vs.meta.namespace, &gw_name))
+        }) {
+            for host in &vs.spec.hosts {
+                let target = services
+                    .iter()
+                    .find(|s| scope::host_matches(host, s.service.host.as_str()));
+                let routes = match target {
+                    Some(s) => {
+                        let sp = s
+                            .service
+                            .ports
+                            .iter()
+                            .find(|p| p.port == port)
+                            .or(s.service.ports.first());
+                        match sp {
+                            Some(sp) => rds::routes_for(view, proxy, s, sp, &gw_name),
+                            None => continue,
+                        }
+                    }
+                    // A gateway host that is not a service (e.g. bookinfo.example.com).
+                    None => {
+                        let fake = ServiceView {
+                            service: strait_model::Service {
+                                host: strait_model::Hostname::new(host),
+                                namespace: vs.meta.namespace.clone(),
+                                name: host.clone(),
+                                ports: vec![],
+                                origin: strait_model::ServiceOrigin::Kubernetes,
+                                addresses: Default::default(),
+                                clusters: Default::default(),
+                                cluster_local: false,
+                                export_to: vec![],
+                                labels: Default::default(),
+                                selector: None,
+                            },
+                            endpoints: vec![],
+                        };
+                        let sp = ServicePort {
+                            name: String::new(),
+                            port,
+                            protocol: strait_model::Protocol::Http,
+                        };
+                        rds::routes_for(view, proxy, &fake, &sp, &gw_name)
+                    }
+                };
+                if !virtual_hosts
+                    .iter()
+                    .any(|v: &VirtualHost| v.name == format!("{host}:{port}"))
+                {
+                    virtual_hosts.push(VirtualHost {
+                        name: format!("{host}:{port}"),
+                        domains: vec![host.clone(), format!("{host}:{port}")],
+                        routes,
+                    });
+                }
+            }
+        }
+    }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+    }
+}

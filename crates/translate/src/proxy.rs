@@ -1,0 +1,206 @@
+//! Who a proxy is, from the node it announces: Istio's node ID
+//! (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`) and metadata keys
+//! (`NAMESPACE`, `CLUSTER_ID`, `NETWORK`, `LABELS`, `SERVICE_ACCOUNT`, `GENERATOR`), plus the
+//! node's locality.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use strait_model::{ClusterId, Locality, NetworkId};
+
+/// What kind of client a proxy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProxyKind {
+    /// A workload's sidecar: outbound and inbound listeners.
+    Sidecar,
+    /// A gateway: listeners from Gateway resources.
+    Router,
+    /// A gRPC application with the xDS client built in: `api_listener`s per target.
+    ProxylessGrpc,
+}
+
+/// A connected proxy as translation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyNode {
+    pub id: String,
+    pub kind: ProxyKind,
+    pub ip: Option<IpAddr>,
+    pub workload_name: String,
+    pub namespace: String,
+    pub cluster: ClusterId,
+    pub network: NetworkId,
+    pub locality: Locality,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+}
+
+/// The node as it arrives (wire-independent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Flattened string metadata (`LABELS` may be a JSON object rendered as `k=v,k2=v2`).
+    pub metadata: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub locality: Locality,
+}
+
+/// Why a node is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeError(pub String);
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ProxyNode {
+    /// Reads a node. `default_cluster` is the control plane's own cluster, used when the node
+    /// does not say `CLUSTER_ID`.
+    pub fn from_node(node: &NodeInfo, default_cluster: &ClusterId) -> Result<ProxyNode, NodeError> {
+        let parts: Vec<&str> = node.id.split('~').collect();
+        let (kind, ip, workload, ns_from_id) = match parts.as_slice() {
+            [kind, ip, pod, domain] => {
+                let kind = match *kind {
+                    "sidecar" => ProxyKind::Sidecar,
+                    "router" => ProxyKind::Router,
+                    other => {
+                        return Err(NodeError(format!(
+                            "node ID \"{}\": unknown proxy type \"{other}\"; use sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local or router~...",
+                            node.id
+                        )));
+                    }
+                };
+                let ip = ip.parse::<IpAddr>().ok();
+                let (pod_name, pod_ns) = pod.split_once('.').unwrap_or((pod, ""));
+                let ns = if pod_ns.is_empty() {
+                    domain.split('.').next().unwrap_or("")
+                } else {
+                    pod_ns
+                };
+                (kind, ip, pod_name.to_string(), ns.to_string())
+            }
+            // Plain IDs (e.g. a gRPC bootstrap's `node.id`) are accepted as sidecars by name.
+            _ if !node.id.is_empty() && !node.id.contains('~') => {
+                (ProxyKind::Sidecar, None, node.id.clone(), String::new())
+            }
+            _ => {
+                return Err(NodeError(format!(
+                    "node ID \"{}\" is not <type>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local",
+                    node.id
+                )));
+            }
+        };
+        let kind = if node.metadata.get("GENERATOR").map(String::as_str) == Some("grpc") {
+            ProxyKind::ProxylessGrpc
+        } else {
+            kind
+        };
+        let meta = |k: &str| node.metadata.get(k).filter(|v| !v.is_empty()).cloned();
+        let namespace = meta("NAMESPACE").unwrap_or(if ns_from_id.is_empty() {
+            "default".into()
+        } else {
+            ns_from_id
+        });
+        let mut labels = node.labels.clone();
+        if let Some(l) = meta("LABELS") {
+            for pair in l.split(',') {
+                if let Some((k, v)) = pair.split_once('=') {
+                    labels.insert(k.trim().to_string(), v.trim().to_string());
+                }
+            }
+        }
+        let ip = meta("INSTANCE_IPS")
+            .and_then(|ips| ips.split(',').next().and_then(|i| i.trim().parse().ok()))
+            .or(ip);
+        Ok(ProxyNode {
+            id: node.id.clone(),
+            kind,
+            ip,
+            workload_name: meta("WORKLOAD_NAME").unwrap_or(workload),
+            cluster: meta("CLUSTER_ID")
+                .map(|c| ClusterId::new(&c))
+                .unwrap_or_else(|| default_cluster.clone()),
+            network: NetworkId::new(&meta("NETWORK").unwrap_or_default()),
+            locality: node.locality.clone(),
+            service_account: meta("SERVICE_ACCOUNT").unwrap_or_else(|| "default".into()),
+            namespace,
+            labels,
+        })
+    }
+
+    /// A key identifying everything about the proxy that translation depends on, so proxies
+    /// with the same key can share generated resources.
+    pub fn generation_key(&self) -> String {
+        format!(
+            "{:?}|{}|{}|{}|{}|{}|{:?}",
+            self.kind,
+            self.namespace,
+            self.cluster,
+            self.network,
+            self.locality,
+            self.service_account,
+            self.labels
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_node_ids_and_metadata_are_read() {
+        let node = NodeInfo {
+            id: "sidecar~10.1.0.5~helloworld-v1.sample~sample.svc.cluster.local".into(),
+            metadata: [
+                ("CLUSTER_ID", "cluster1"),
+                ("NETWORK", "network1"),
+                ("LABELS", "app=helloworld,version=v1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            labels: BTreeMap::new(),
+            locality: Locality::new("region1", "zone1", ""),
+        };
+        let p = ProxyNode::from_node(&node, &ClusterId::new("cp")).unwrap();
+        assert_eq!(p.kind, ProxyKind::Sidecar);
+        assert_eq!(p.ip, Some("10.1.0.5".parse().unwrap()));
+        assert_eq!(
+            (p.workload_name.as_str(), p.namespace.as_str()),
+            ("helloworld-v1", "sample")
+        );
+        assert_eq!(
+            (p.cluster.as_str(), p.network.as_str()),
+            ("cluster1", "network1")
+        );
+        assert_eq!(p.labels.get("version").map(String::as_str), Some("v1"));
+    }
+
+    #[test]
+    fn grpc_generator_makes_a_proxyless_client() {
+        let node = NodeInfo {
+            id: "sidecar~127.0.0.1~client.default~default.svc.cluster.local".into(),
+            metadata: [("GENERATOR".to_string(), "grpc".to_string())].into(),
+            ..Default::default()
+        };
+        let p = ProxyNode::from_node(&node, &ClusterId::new("c1")).unwrap();
+        assert_eq!(p.kind, ProxyKind::ProxylessGrpc);
+        assert_eq!(
+            p.cluster.as_str(),
+            "c1",
+            "the control plane's cluster by default"
+        );
+    }
+
+    #[test]
+    fn bad_node_ids_say_what_is_expected() {
+        let node = NodeInfo {
+            id: "waypoint~1~2~3".into(),
+            ..Default::default()
+        };
+        let e = ProxyNode::from_node(&node, &ClusterId::new("c")).unwrap_err();
+        assert!(e.0.contains("unknown proxy type \"waypoint\""));
+    }
+}

@@ -1,0 +1,56 @@
+//! Load assignments: a cluster's endpoints by locality, with priorities and weights.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Locality, SocketAddress};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterLoadAssignment {
+    pub cluster_name: String,
+    /// One entry per (locality, priority).
+    pub localities: Vec<LocalityEndpoints>,
+    /// Envoy's overprovisioning factor, in percent (140 by default).
+    pub overprovisioning_factor: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalityEndpoints {
+    pub locality: Locality,
+    /// 0 is used first; higher priorities take traffic as lower ones lose health.
+    pub priority: u32,
+    /// Share of traffic within its priority (`distribute`); also required by gRPC clients.
+    pub weight: Option<u32>,
+    pub endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LbEndpoint {
+    pub address: SocketAddress,
+    pub health: HealthStatus,
+    pub weight: u32,
+    pub metadata: EndpointMetadata,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    Draining,
+}
+
+/// What the proxy needs to know about an endpoint besides its address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointMetadata {
+    pub cluster: String,
+    pub network: String,
+    /// The workload's SPIFFE identity; mTLS verifies it.
+    pub identity: Option<String>,
+    /// The workload speaks Istio mTLS (has a sidecar).
+    pub mtls: bool,
+    /// This address is the east-west gateway of another network, standing for `weight`
+    /// endpoints behind it.
+    pub gateway: bool,
+    pub workload: String,
+    pub namespace: String,
+}

@@ -1,0 +1,137 @@
+//! Strait's xDS resources: what a proxy is told to do, with Envoy's semantics but Strait's own
+//! types. The control plane's translation produces them; the xDS server converts them to Envoy
+//! protobufs on the wire, and the proxy converts what it receives back into them (rejecting what
+//! it cannot honour). Serializable, for golden files and config dumps.
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::Cluster;
+pub use endpoint::ClusterLoadAssignment;
+pub use listener::Listener;
+pub use route::RouteConfiguration;
+
+/// The resource types served over ADS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ResourceType {
+    Listener,
+    Route,
+    Cluster,
+    Endpoint,
+    Secret,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+        ResourceType::Secret,
+    ];
+
+    /// The type URL on the wire.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Short name, as Istio's debug pages use (`LDS`, `RDS`, ...).
+    pub fn short(self) -> &'static str {
+        match self {
+            ResourceType::Listener => "LDS",
+            ResourceType::Route => "RDS",
+            ResourceType::Cluster => "CDS",
+            ResourceType::Endpoint => "EDS",
+            ResourceType::Secret => "SDS",
+        }
+    }
+
+    /// Listeners and clusters are sent whole in state-of-the-world responses; the others by name.
+    pub fn is_wildcard_in_sotw(self) -> bool {
+        matches!(self, ResourceType::Listener | ResourceType::Cluster)
+    }
+}
+
+/// An IP address (as text) and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SocketAddress {
+    pub ip: String,
+    pub port: u16,
+}
+
+impl SocketAddress {
+    pub fn new(ip: impl Into<String>, port: u16) -> Self {
+        Self {
+            ip: ip.into(),
+            port,
+        }
+    }
+}
+
+/// Where a workload runs (Envoy's `Locality`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+/// A string matcher (Envoy's `StringMatcher`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// RE2 syntax.
+    Regex(String),
+    /// The value is present, whatever it is.
+    Present,
+}
+
+/// A resource with its name, of any type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Resource {
+    Listener(Listener),
+    Route(RouteConfiguration),
+    Cluster(Cluster),
+    Endpoint(ClusterLoadAssignment),
+}
+
+impl Resource {
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Listener(r) => &r.name,
+            Resource::Route(r) => &r.name,
+            Resource::Cluster(r) => &r.name,
+            Resource::Endpoint(r) => &r.cluster_name,
+        }
+    }
+
+    pub fn resource_type(&self) -> ResourceType {
+        match self {
+            Resource::Listener(_) => ResourceType::Listener,
+            Resource::Route(_) => ResourceType::Route,
+            Resource::Cluster(_) => ResourceType::Cluster,
+            Resource::Endpoint(_) => ResourceType::Endpoint,
+        }
+    }
+}

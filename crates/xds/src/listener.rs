@@ -1,0 +1,123 @@
+//! Listeners: where a proxy accepts connections and what it does with them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SocketAddress;
+use crate::route::RouteConfiguration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    pub name: String,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    /// A listener without a socket, for proxyless gRPC clients (Envoy's `api_listener`).
+    Api(HttpConnectionManager),
+    Socket(SocketListener),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketListener {
+    pub address: SocketAddress,
+    pub direction: Direction,
+    /// Hand connections to the listener of their original destination (capture listeners).
+    pub use_original_dst: bool,
+    /// False for listeners reached only through `use_original_dst` hand-off.
+    pub bind_to_port: bool,
+    /// Read the first bytes to learn TLS SNI / ALPN and HTTP, to choose a filter chain.
+    pub inspect_protocol: bool,
+    pub filter_chains: Vec<FilterChain>,
+    pub default_chain: Option<FilterChain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterChain {
+    pub name: String,
+    pub matching: FilterChainMatch,
+    /// Terminate TLS with this setting (inbound mTLS, gateways).
+    pub tls: Option<DownstreamTls>,
+    pub filter: NetworkFilter,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterChainMatch {
+    pub destination_port: Option<u16>,
+    /// Destination addresses (CIDR text).
+    pub prefix_ranges: Vec<String>,
+    /// TLS SNI names; `*.example.com` wildcards allowed.
+    pub server_names: Vec<String>,
+    /// `tls` or `raw_buffer`.
+    pub transport_protocol: Option<String>,
+    /// ALPN / detected protocols (`istio-peer-exchange`, `h2c`, `http/1.1`).
+    pub application_protocols: Vec<String>,
+}
+
+/// How a downstream TLS connection is terminated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownstreamTls {
+    /// SDS secret names.
+    pub certificate: String,
+    /// Validation context (trusted roots), when client certificates are required or optional.
+    pub validation: Option<String>,
+    pub require_client_certificate: bool,
+    pub alpn: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkFilter {
+    Http(HttpConnectionManager),
+    Tcp(TcpProxy),
+    /// East-west gateway passthrough: the cluster is named by the TLS SNI
+    /// (`outbound_.<port>_.<subset>_.<host>` → `outbound|<port>|<subset>|<host>`), and the
+    /// workload's TLS is forwarded untouched.
+    SniCluster(TcpProxy),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub route: RouteSource,
+    pub http_filters: Vec<HttpFilter>,
+    /// Let `Upgrade: websocket` through.
+    pub upgrades: Vec<String>,
+    /// Closes idle downstream connections.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteSource {
+    /// Fetched over RDS by name.
+    Rds(String),
+    Inline(RouteConfiguration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpFilter {
+    /// Fault injection (configured per route).
+    Fault,
+    /// CORS (configured per route).
+    Cors,
+    /// Always last.
+    Router,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    /// One cluster, or weighted clusters.
+    pub clusters: Vec<(String, u32)>,
+    pub idle_timeout_ms: Option<u64>,
+}
