@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Strait reads the configuration Istio and Linkerd users already write (VirtualService,
 /// DestinationRule, ServiceEntry, WorkloadEntry, Gateway, Sidecar, PeerAuthentication,
-/// AuthorizationPolicy, Kubernetes Services, Endpoints and Pods, SMI TrafficSplit). The
-/// commands below check such configuration exactly as Istio would accept or reject it.
+/// AuthorizationPolicy, Kubernetes Services, Endpoints and Pods, SMI TrafficSplit), checks it
+/// exactly as Istio would accept or reject it, and serves it to proxies over Envoy's xDS.
 #[derive(Debug, Parser)]
 #[command(
     name = "strait",
@@ -29,6 +29,7 @@ struct Cli {
 enum Command {
     Validate(commands::validate::Args),
     Analyze(commands::analyze::Args),
+    ControlPlane(commands::control_plane::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
+        Command::ControlPlane(args) => commands::control_plane::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,169 @@
+//! `strait control-plane`: the registry, the xDS server and the debug API of one cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use strait_model::ClusterId;
+use strait_registry::{ClusterSpec, Registry, RegistryOptions};
+use strait_xds_server::{ServerOptions, XdsServer, serve_debug};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Run a cluster's control plane: watch its manifests and serve them to proxies over xDS.
+///
+/// Reads the cluster's manifests (`--config`, watched: edits apply after `--debounce`; an invalid
+/// document keeps its last good version and the problem is logged and shown on
+/// `/debug/config_problems`), builds the mesh (with other clusters' manifests given by
+/// `--remote-config`), and serves every connected proxy its own listeners, routes, clusters and
+/// endpoints over Envoy's ADS (state-of-the-world and delta), as Istio's istiod does on 15010.
+///
+/// The debug port serves `/ready` (after the first load and once xDS is listening), `/metrics`
+/// (Prometheus), `/debug/syncz` (what each proxy was sent and acknowledged, and NACK reasons)
+/// and `/debug/config_dump?proxy=ID` (what that proxy is sent, as JSON).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// This cluster's name (Istio's cluster ID).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// Directory (or file) of this cluster's manifests.
+    #[arg(long, value_name = "DIR")]
+    pub config: PathBuf,
+    /// Strait MeshConfig file (mesh ID, trust domain, networks); may also live in --config.
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// Another cluster and the directory of its manifests, whose services and endpoints join
+    /// the mesh; repeat per cluster.
+    #[arg(long = "remote-config", value_name = "NAME=DIR")]
+    pub remote_configs: Vec<String>,
+    /// Address of the plaintext xDS (ADS) server.
+    #[arg(long, default_value = "0.0.0.0:15010", value_name = "ADDR")]
+    pub xds_listen: SocketAddr,
+    /// Address of the debug and metrics API.
+    #[arg(long, default_value = "0.0.0.0:15014", value_name = "ADDR")]
+    pub debug_listen: SocketAddr,
+    /// Quiet time after a manifest change before it is pushed, in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub debounce: u64,
+    /// Namespace of mesh-wide objects (Sidecar, DestinationRule, PeerAuthentication defaults).
+    #[arg(long, default_value = "istio-system", value_name = "NAMESPACE")]
+    pub root_namespace: String,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    super::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    if !args.config.exists() {
+        bail!(
+            "--config {}: no such file or directory",
+            args.config.display()
+        );
+    }
+    let cluster = ClusterId::new(&args.cluster);
+    let mut paths = vec![args.config.clone()];
+    if let Some(m) = &args.mesh {
+        if !m.exists() {
+            bail!("--mesh {}: no such file", m.display());
+        }
+        paths.push(m.clone());
+    }
+    let mut specs = vec![ClusterSpec {
+        id: cluster.clone(),
+        paths,
+        network: None,
+    }];
+    for spec in &args.remote_configs {
+        let (name, dir) = spec
+            .split_once('=')
+            .with_context(|| format!("--remote-config {spec}: write NAME=DIR"))?;
+        specs.push(ClusterSpec {
+            id: ClusterId::new(name),
+            paths: vec![PathBuf::from(dir)],
+            network: None,
+        });
+    }
+    let options = RegistryOptions {
+        debounce: Duration::from_millis(args.debounce),
+        local_cluster: Some(cluster.clone()),
+        ..Default::default()
+    };
+    let registry = Registry::load(specs, options);
+    let first = registry.snapshot();
+    for p in first.problems.iter() {
+        warn!("{p}");
+    }
+    info!(
+        cluster = %cluster,
+        services = first.model.services().count(),
+        objects = first.clusters.values().map(|c| c.len()).sum::<usize>(),
+        errors = first.problems.iter().filter(|d| d.is_error()).count(),
+        "configuration loaded"
+    );
+    let (server, pipeline) = XdsServer::new(
+        ServerOptions {
+            cluster,
+            root_namespace: args.root_namespace.clone(),
+        },
+        registry.subscribe(),
+    )
+    .await;
+    let xds_listener = bind(args.xds_listen, "xDS", "--xds-listen").await?;
+    let debug_listener = bind(args.debug_listen, "the debug API", "--debug-listen").await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(registry.watch(stop_rx.clone()));
+    tokio::spawn(pipeline);
+    tokio::spawn(serve_debug(server.clone(), debug_listener, stop_rx.clone()));
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(server.service())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+            async move {
+                let _ = grpc_stop.changed().await;
+            },
+        );
+    server.set_ready();
+    info!(xds = %args.xds_listen, debug = %args.debug_listen, "control plane ready");
+    let grpc_task = tokio::spawn(grpc);
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

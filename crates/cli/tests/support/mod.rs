@@ -1,0 +1,233 @@
+//! Test support for end-to-end tests: the `strait` binary and Python gRPC processes on
+//! loopback, each stopped by PID when dropped; bounded waits; a minimal HTTP client.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The virtualenv Python with grpcio that `scripts/test` creates.
+pub fn python() -> PathBuf {
+    let p = std::env::var("STRAIT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: these tests run a real gRPC xDS client; run scripts/test (it creates .venv with grpcio) or set STRAIT_PYTHON",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process stopped (by its PID) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` returns `Some`, at most `limit`, checking every 50 ms.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET path` on 127.0.0.1:port; (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A running control plane on free loopback ports.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub xds_port: u16,
+    pub debug_port: u16,
+    pub config: PathBuf,
+}
+
+impl ControlPlane {
+    pub fn start(config: &Path, extra: &[&str]) -> ControlPlane {
+        let (xds_port, debug_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(["control-plane", "--cluster", "cluster1", "--config"])
+            .arg(config)
+            .args([
+                "--xds-listen",
+                &format!("127.0.0.1:{xds_port}"),
+                "--debug-listen",
+                &format!("127.0.0.1:{debug_port}"),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(config.with_extension("log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let cp = ControlPlane {
+            proc: Proc {
+                child,
+                what: "control plane".into(),
+            },
+            xds_port,
+            debug_port,
+            config: config.to_path_buf(),
+        };
+        wait_for(
+            Duration::from_secs(20),
+            "the control plane to be ready",
+            || http_get(debug_port, "/ready").filter(|(s, _)| *s == 200),
+        );
+        cp
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        http_get(self.debug_port, path)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Writes a gRPC xDS bootstrap for a proxyless client at `locality`.
+    pub fn bootstrap(&self, dir: &Path, name: &str, region: &str, zone: &str) -> PathBuf {
+        let path = dir.join(format!("{name}-bootstrap.json"));
+        let body = serde_json::json!({
+            "xds_servers": [{"server_uri": format!("127.0.0.1:{}", self.xds_port), "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+            "node": {
+                "id": format!("sidecar~127.0.0.1~{name}.sample~sample.svc.cluster.local"),
+                "metadata": {"GENERATOR": "grpc", "NAMESPACE": "sample"},
+                "locality": {"region": region, "zone": zone}
+            }
+        });
+        std::fs::write(&path, body.to_string()).unwrap();
+        path
+    }
+}
+
+/// A Python gRPC backend answering with `name` on `ip:port`.
+pub fn backend(name: &str, ip: &str, port: u16) -> Proc {
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/grpc/backend.py"))
+        .args([name, &format!("{ip}:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "backend {name} on {ip}:{port} did not start"
+    );
+    Proc {
+        child,
+        what: format!("backend {name}"),
+    }
+}
+
+/// Runs the proxyless client to completion (at most 120 s) and returns its stdout.
+pub fn client(bootstrap: &Path, target: &str, args: &[&str]) -> String {
+    let mut child = client_spawn(bootstrap, target, args);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            let mut out = String::new();
+            child
+                .child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            assert!(status.success(), "client failed ({status}): {out}");
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "client did not finish in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn client_spawn(bootstrap: &Path, target: &str, args: &[&str]) -> Proc {
+    let child = Command::new(python())
+        .arg(repo().join("tests/grpc/client.py"))
+        .arg(target)
+        .args(args)
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .env("GRPC_VERBOSITY", "ERROR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        what: "client".into(),
+    }
+}
+
+/// Lines of a running process's stdout, read on a thread.
+pub fn lines(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,339 @@
+//! The control plane's ADS server: state-of-the-world and delta xDS over gRPC for Listener,
+//! RouteConfiguration, Cluster and ClusterLoadAssignment; per-proxy generation from the
+//! registry's snapshots; a push pipeline that sends only what changed (endpoint-only changes as
+//! EDS alone, to the proxies watching those clusters); a debug and metrics API.
+
+mod config;
+mod debug;
+mod delta;
+mod metrics;
+mod node;
+mod sotw;
+mod status;
+mod stream;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use strait_model::ClusterId;
+use strait_model::settings::GatewayAddress;
+use strait_registry::Snapshot;
+use strait_translate::{ProxyNode, gateways};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+pub use config::{Current, ProxyConfig};
+pub use debug::serve_debug;
+pub use metrics::Metrics;
+pub use status::{ConnectionInfo, TypeStatus};
+
+/// How the server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The control plane's own cluster: its configuration is served; proxies that do not say
+    /// otherwise belong to it.
+    pub cluster: ClusterId,
+    /// Where mesh-wide objects live (Istio's root namespace).
+    pub root_namespace: String,
+}
+
+pub(crate) struct Inner {
+    options: ServerOptions,
+    current: watch::Receiver<Arc<Current>>,
+    cache: config::ConfigCache,
+    connections: Mutex<BTreeMap<u64, Arc<ConnectionInfo>>>,
+    metrics: Metrics,
+    next_id: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// The xDS server; cheap to clone.
+#[derive(Clone)]
+pub struct XdsServer {
+    inner: Arc<Inner>,
+}
+
+impl XdsServer {
+    /// A server serving `snapshots`. Returns it and the push pipeline to run (it turns each new
+    /// snapshot into what connections push).
+    pub async fn new(
+        options: ServerOptions,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+    ) -> (XdsServer, impl Future<Output = ()> + Send) {
+        let first = snapshots.borrow().clone();
+        let metrics = Metrics::default();
+        metrics.snapshot_version.set(first.version as i64);
+        metrics
+            .config_errors
+            .set(first.problems.iter().filter(|d| d.is_error()).count() as i64);
+        let current = Arc::new(Current {
+            version: first.version,
+            gateways: resolve_gateways(&first).await,
+            snapshot: first,
+            full_version: 0,
+            endpoint_changes: Vec::new(),
+            published_at: Instant::now(),
+        });
+        let (tx, rx) = watch::channel(current);
+        let inner = Arc::new(Inner {
+            options,
+            current: rx,
+            cache: config::ConfigCache::default(),
+            connections: Mutex::new(BTreeMap::new()),
+            metrics,
+            next_id: AtomicU64::new(1),
+            ready: AtomicBool::new(false),
+        });
+        let pipeline = push_pipeline(inner.clone(), snapshots, tx);
+        (XdsServer { inner }, pipeline)
+    }
+
+    /// The gRPC service to mount.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<Ads> {
+        AggregatedDiscoveryServiceServer::new(Ads {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024)
+    }
+
+    /// Marks the server ready (call once its listeners are bound).
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.inner.current.borrow().clone()
+    }
+
+    pub fn connections(&self) -> Vec<Arc<ConnectionInfo>> {
+        self.inner
+            .connections
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.encode()
+    }
+
+    /// What the proxy with this node ID is sent.
+    pub fn config_dump(&self, node_id: &str) -> Option<serde_json::Value> {
+        let conn = self
+            .connections()
+            .into_iter()
+            .find(|c| c.node_id == node_id)?;
+        let (current, config) = self.inner.config_for(&conn.proxy);
+        let g = &config.generated;
+        Some(serde_json::json!({
+            "node_id": node_id,
+            "version": current.version,
+            "listeners": g.listeners,
+            "routes": g.routes,
+            "clusters": g.clusters,
+            "endpoints": g.endpoints,
+        }))
+    }
+}
+
+impl Inner {
+    fn config_for(&self, proxy: &ProxyNode) -> (Arc<Current>, Arc<ProxyConfig>) {
+        let current = self.current.borrow().clone();
+        let config = self.cache.get(
+            &current,
+            proxy,
+            &self.options.cluster,
+            &self.options.root_namespace,
+        );
+        (current, config)
+    }
+
+    fn register(&self, proxy: ProxyNode, protocol: &'static str) -> Arc<ConnectionInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let info = Arc::new(ConnectionInfo::new(id, proxy, protocol));
+        info!(proxy = %info.node_id, kind = %info.kind, cluster = %info.cluster, protocol, "proxy connected");
+        if let Ok(mut c) = self.connections.lock() {
+            c.insert(id, info.clone());
+            self.metrics.connected_proxies.set(c.len() as i64);
+        }
+        info
+    }
+
+    fn disconnect(&self, id: u64) {
+        if let Ok(mut c) = self.connections.lock() {
+            if let Some(info) = c.remove(&id) {
+                info!(proxy = %info.node_id, "proxy disconnected");
+            }
+            self.metrics.connected_proxies.set(c.len() as i64);
+            let live: BTreeSet<String> = c.values().map(|i| i.proxy.generation_key()).collect();
+            self.cache.retain(&live);
+        }
+    }
+
+    fn proxy_of(&self, node: Option<&Node>) -> Result<ProxyNode, Status> {
+        let node = node.ok_or_else(|| {
+            Status::invalid_argument(
+                "the first request must carry the node (id, metadata, locality)",
+            )
+        })?;
+        ProxyNode::from_node(&node::node_info(node), &self.options.cluster)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    async fn connect(
+        &self,
+        node: Option<&Node>,
+        protocol: &'static str,
+        out: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Option<Arc<ConnectionInfo>> {
+        match self.proxy_of(node) {
+            Ok(p) => Some(self.register(p, protocol)),
+            Err(e) => {
+                warn!("refused an xDS client: {}", e.message());
+                let _ = out.send(Err(e)).await;
+                None
+            }
+        }
+    }
+
+    async fn connect_delta(
+        &self,
+        node: Option<&Node>,
+        out: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Option<Arc<ConnectionInfo>> {
+        match self.proxy_of(node) {
+            Ok(p) => Some(self.register(p, "delta")),
+            Err(e) => {
+                warn!("refused an xDS client: {}", e.message());
+                let _ = out.send(Err(e)).await;
+                None
+            }
+        }
+    }
+}
+
+/// Resolves DNS names of network gateways (the only IO of translation's inputs).
+async fn resolve_gateways(snapshot: &Snapshot) -> strait_translate::GatewayTable {
+    let mut resolved: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for gw in snapshot.settings.gateways.values().flatten() {
+        if let GatewayAddress::Dns(name) = &gw.address
+            && !resolved.contains_key(name)
+        {
+            let lookup = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((name.as_str(), gw.port)),
+            )
+            .await;
+            let ips: Vec<IpAddr> = match lookup {
+                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                Ok(Err(e)) => {
+                    warn!(gateway = %name, "cannot resolve gateway address ({e}); its network is unreachable until it resolves");
+                    Vec::new()
+                }
+                Err(_) => {
+                    warn!(gateway = %name, "resolving gateway address timed out; its network is unreachable until it resolves");
+                    Vec::new()
+                }
+            };
+            resolved.insert(name.clone(), ips);
+        }
+    }
+    gateways::resolve(&snapshot.model, &|name: &str| {
+        resolved.get(name).cloned().unwrap_or_default()
+    })
+}
+
+/// Turns registry snapshots into published states, recording whether each change needs more
+/// than an endpoint push.
+async fn push_pipeline(
+    inner: Arc<Inner>,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    tx: watch::Sender<Arc<Current>>,
+) {
+    loop {
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        let previous = tx.borrow().clone();
+        let change = snapshot.changes_since(&previous.snapshot);
+        let gateways = resolve_gateways(&snapshot).await;
+        let endpoint_only = change.endpoints_only() && gateways == previous.gateways;
+        let version = snapshot.version;
+        let (full_version, endpoint_changes) =
+            if endpoint_only && previous.endpoint_changes.len() < 64 {
+                let hosts: BTreeSet<String> = change
+                    .services
+                    .endpoints_changed
+                    .iter()
+                    .map(|k| k.host.to_string())
+                    .collect();
+                let mut history = previous.endpoint_changes.clone();
+                history.push((version, hosts));
+                (previous.full_version, history)
+            } else {
+                (version, Vec::new())
+            };
+        inner.metrics.snapshot_version.set(version as i64);
+        inner
+            .metrics
+            .config_errors
+            .set(snapshot.problems.iter().filter(|d| d.is_error()).count() as i64);
+        info!(version, endpoint_only, "publishing configuration");
+        let current = Arc::new(Current {
+            version,
+            snapshot,
+            gateways,
+            full_version,
+            endpoint_changes,
+            published_at: Instant::now(),
+        });
+        tx.send_replace(current);
+    }
+}
+
+/// The ADS gRPC service.
+pub struct Ads {
+    inner: Arc<Inner>,
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(sotw::run(self.inner.clone(), request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(delta::run(self.inner.clone(), request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

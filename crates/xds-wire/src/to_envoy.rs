@@ -1,0 +1,782 @@
+//! Strait resources → Envoy v3 protobufs.
+
+use envoy_types::pb::envoy::config::cluster::v3 as ecluster;
+use envoy_types::pb::envoy::config::core::v3 as ecore;
+use envoy_types::pb::envoy::config::endpoint::v3 as eendpoint;
+use envoy_types::pb::envoy::config::listener::v3 as elistener;
+use envoy_types::pb::envoy::config::route::v3 as eroute;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as efault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3 as erouter;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as ehcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as etcp;
+use envoy_types::pb::envoy::r#type::matcher::v3 as ematcher;
+use envoy_types::pb::envoy::r#type::v3 as etype;
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value, UInt64Value};
+use prost::{Message, Name};
+use strait_xds::cluster::{Discovery, LbPolicy};
+use strait_xds::endpoint::HealthStatus;
+use strait_xds::listener::{
+    HttpConnectionManager, HttpFilter, ListenerKind, NetworkFilter, RouteSource, TcpProxy,
+};
+use strait_xds::route::{Action, HeaderEdits, PathMatch};
+use strait_xds::{
+    Cluster, ClusterLoadAssignment, Listener, Locality, RouteConfiguration, SocketAddress,
+    StringMatch,
+};
+
+/// Packs a message into `Any`.
+pub fn to_any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration {
+        seconds: (v / 1000) as i64,
+        nanos: ((v % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn u32v(v: u32) -> UInt32Value {
+    UInt32Value { value: v }
+}
+
+fn ads() -> ecore::ConfigSource {
+    ecore::ConfigSource {
+        resource_api_version: ecore::ApiVersion::V3 as i32,
+        config_source_specifier: Some(ecore::config_source::ConfigSourceSpecifier::Ads(
+            ecore::AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+fn address(a: &SocketAddress) -> ecore::Address {
+    ecore::Address {
+        address: Some(ecore::address::Address::SocketAddress(
+            ecore::SocketAddress {
+                address: a.ip.clone(),
+                port_specifier: Some(ecore::socket_address::PortSpecifier::PortValue(u32::from(
+                    a.port,
+                ))),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn locality(l: &Locality) -> ecore::Locality {
+    ecore::Locality {
+        region: l.region.clone(),
+        zone: l.zone.clone(),
+        sub_zone: l.sub_zone.clone(),
+    }
+}
+
+fn string_matcher(m: &StringMatch) -> ematcher::StringMatcher {
+    use ematcher::string_matcher::MatchPattern;
+    let pattern = match m {
+        StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
+        StringMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
+        StringMatch::Suffix(v) => MatchPattern::Suffix(v.clone()),
+        StringMatch::Regex(v) => MatchPattern::SafeRegex(regex(v)),
+        StringMatch::Present => MatchPattern::SafeRegex(regex(".*")),
+    };
+    ematcher::StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    }
+}
+
+fn regex(v: &str) -> ematcher::RegexMatcher {
+    ematcher::RegexMatcher {
+        regex: v.to_string(),
+        ..Default::default()
+    }
+}
+
+fn percent(p: f64) -> etype::FractionalPercent {
+    etype::FractionalPercent {
+        numerator: (p.clamp(0.0, 100.0) * 10_000.0).round() as u32,
+        denominator: etype::fractional_percent::DenominatorType::Million as i32,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners
+
+pub fn listener(l: &Listener) -> elistener::Listener {
+    match &l.kind {
+        ListenerKind::Api(hcm) => elistener::Listener {
+            name: l.name.clone(),
+            api_listener: Some(elistener::ApiListener {
+                api_listener: Some(to_any(&http_connection_manager(hcm))),
+            }),
+            ..Default::default()
+        },
+        ListenerKind::Socket(s) => {
+            let mut listener_filters = Vec::new();
+            if s.inspect_protocol {
+                listener_filters.push(named_listener_filter(
+                    "envoy.filters.listener.tls_inspector",
+                    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                ));
+                listener_filters.push(named_listener_filter(
+                    "envoy.filters.listener.http_inspector",
+                    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+                ));
+            }
+            if s.use_original_dst {
+                listener_filters.push(named_listener_filter(
+                    "envoy.filters.listener.original_dst",
+                    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+                ));
+            }
+            elistener::Listener {
+                name: l.name.clone(),
+                address: Some(address(&s.address)),
+                filter_chains: s.filter_chains.iter().map(filter_chain).collect(),
+                default_filter_chain: s.default_chain.as_ref().map(filter_chain),
+                listener_filters,
+                bind_to_port: Some(BoolValue {
+                    value: s.bind_to_port,
+                }),
+                traffic_direction: match s.direction {
+                    strait_xds::listener::Direction::Outbound => {
+                        ecore::TrafficDirection::Outbound as i32
+                    }
+                    strait_xds::listener::Direction::Inbound => {
+                        ecore::TrafficDirection::Inbound as i32
+                    }
+                },
+                ..Default::default()
+            }
+        }
+    }
+}
+
+fn named_listener_filter(name: &str, type_url: &str) -> elistener::ListenerFilter {
+    elistener::ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(elistener::listener_filter::ConfigType::TypedConfig(Any {
+            type_url: type_url.to_string(),
+            value: Vec::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn filter_chain(fc: &strait_xds::listener::FilterChain) -> elistener::FilterChain {
+    let m = &fc.matching;
+    let filter = match &fc.filter {
+        NetworkFilter::Http(h) => elistener::Filter {
+            name: "envoy.filters.network.http_connection_manager".into(),
+            config_type: Some(elistener::filter::ConfigType::TypedConfig(to_any(
+                &http_connection_manager(h),
+            ))),
+        },
+        NetworkFilter::Tcp(t) => tcp_filter(t),
+        NetworkFilter::SniCluster(t) => tcp_filter(t),
+    };
+    let mut filters = Vec::new();
+    if matches!(fc.filter, NetworkFilter::SniCluster(_)) {
+        filters.push(elistener::Filter {
+            name: "envoy.filters.network.sni_cluster".into(),
+            config_type: Some(elistener::filter::ConfigType::TypedConfig(Any {
+                type_url:
+                    "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"
+                        .into(),
+                value: Vec::new(),
+            })),
+        });
+    }
+    filters.push(filter);
+    elistener::FilterChain {
+        name: fc.name.clone(),
+        filter_chain_match: Some(elistener::FilterChainMatch {
+            destination_port: m.destination_port.map(|p| u32v(u32::from(p))),
+            prefix_ranges: m
+                .prefix_ranges
+                .iter()
+                .filter_map(|c| {
+                    let (ip, bits) = c.split_once('/')?;
+                    Some(ecore::CidrRange {
+                        address_prefix: ip.to_string(),
+                        prefix_len: Some(u32v(bits.parse().ok()?)),
+                    })
+                })
+                .collect(),
+            server_names: m.server_names.clone(),
+            transport_protocol: m.transport_protocol.clone().unwrap_or_default(),
+            application_protocols: m.application_protocols.clone(),
+            ..Default::default()
+        }),
+        filters,
+        ..Default::default()
+    }
+}
+
+fn tcp_filter(t: &TcpProxy) -> elistener::Filter {
+    use etcp::tcp_proxy::ClusterSpecifier;
+    let specifier = match t.clusters.as_slice() {
+        [] => None,
+        [(one, _)] => Some(ClusterSpecifier::Cluster(one.clone())),
+        many => Some(ClusterSpecifier::WeightedClusters(
+            etcp::tcp_proxy::WeightedCluster {
+                clusters: many
+                    .iter()
+                    .map(
+                        |(name, w)| etcp::tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: name.clone(),
+                            weight: *w,
+                            ..Default::default()
+                        },
+                    )
+                    .collect(),
+            },
+        )),
+    };
+    let proxy = etcp::TcpProxy {
+        stat_prefix: t.stat_prefix.clone(),
+        cluster_specifier: specifier,
+        idle_timeout: t.idle_timeout_ms.map(ms),
+        ..Default::default()
+    };
+    elistener::Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(elistener::filter::ConfigType::TypedConfig(to_any(&proxy))),
+    }
+}
+
+fn http_connection_manager(h: &HttpConnectionManager) -> ehcm::HttpConnectionManager {
+    let route_specifier = match &h.route {
+        RouteSource::Rds(name) => ehcm::http_connection_manager::RouteSpecifier::Rds(ehcm::Rds {
+            config_source: Some(ads()),
+            route_config_name: name.clone(),
+        }),
+        RouteSource::Inline(rc) => {
+            ehcm::http_connection_manager::RouteSpecifier::RouteConfig(route_configuration(rc))
+        }
+    };
+    let http_filters = h
+        .http_filters
+        .iter()
+        .map(|f| {
+            let (name, config) = match f {
+                HttpFilter::Fault => (
+                    "envoy.filters.http.fault",
+                    to_any(&efault::HttpFault::default()),
+                ),
+                HttpFilter::Cors => (
+                    "envoy.filters.http.cors",
+                    Any {
+                        type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+                            .into(),
+                        value: Vec::new(),
+                    },
+                ),
+                HttpFilter::Router => (
+                    "envoy.filters.http.router",
+                    to_any(&erouter::Router::default()),
+                ),
+            };
+            ehcm::HttpFilter {
+                name: name.into(),
+                config_type: Some(ehcm::http_filter::ConfigType::TypedConfig(config)),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ehcm::HttpConnectionManager {
+        stat_prefix: h.stat_prefix.clone(),
+        route_specifier: Some(route_specifier),
+        http_filters,
+        upgrade_configs: h
+            .upgrades
+            .iter()
+            .map(|u| ehcm::http_connection_manager::UpgradeConfig {
+                upgrade_type: u.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+
+pub fn route_configuration(rc: &RouteConfiguration) -> eroute::RouteConfiguration {
+    eroute::RouteConfiguration {
+        name: rc.name.clone(),
+        virtual_hosts: rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| eroute::VirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                routes: vh.routes.iter().map(route).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn header_options(edits: &HeaderEdits) -> Vec<ecore::HeaderValueOption> {
+    let opt = |k: &String, v: &String, append: bool| ecore::HeaderValueOption {
+        header: Some(ecore::HeaderValue {
+            key: k.clone(),
+            value: v.clone(),
+            ..Default::default()
+        }),
+        append_action: if append {
+            ecore::header_value_option::HeaderAppendAction::AppendIfExistsOrAdd as i32
+        } else {
+            ecore::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+        },
+        ..Default::default()
+    };
+    edits
+        .set
+        .iter()
+        .map(|(k, v)| opt(k, v, false))
+        .chain(edits.add.iter().map(|(k, v)| opt(k, v, true)))
+        .collect()
+}
+
+fn route(r: &strait_xds::route::Route) -> eroute::Route {
+    use eroute::route_match::PathSpecifier;
+    let m = &r.matching;
+    let path = match &m.path {
+        PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
+        PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+        PathMatch::Regex(p) => PathSpecifier::SafeRegex(regex(p)),
+    };
+    let headers = m
+        .headers
+        .iter()
+        .map(|h| eroute::HeaderMatcher {
+            name: h.name.clone(),
+            invert_match: h.invert,
+            header_match_specifier: Some(match &h.matcher {
+                StringMatch::Present => {
+                    eroute::header_matcher::HeaderMatchSpecifier::PresentMatch(true)
+                }
+                other => {
+                    eroute::header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(other))
+                }
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let query_parameters = m
+        .query_params
+        .iter()
+        .map(|q| eroute::QueryParameterMatcher {
+            name: q.name.clone(),
+            query_parameter_match_specifier: Some(match &q.matcher {
+                StringMatch::Present => {
+                    eroute::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(
+                        true,
+                    )
+                }
+                other => {
+                    eroute::query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                        string_matcher(other),
+                    )
+                }
+            }),
+        })
+        .collect();
+    let action = match &r.action {
+        Action::Forward(a) => eroute::route::Action::Route(route_action(a)),
+        Action::Redirect(rd) => eroute::route::Action::Redirect(eroute::RedirectAction {
+            host_redirect: rd.host.clone().unwrap_or_default(),
+            port_redirect: rd.port.map(u32::from).unwrap_or(0),
+            scheme_rewrite_specifier: rd
+                .scheme
+                .clone()
+                .map(eroute::redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
+            path_rewrite_specifier: rd
+                .path
+                .clone()
+                .map(eroute::redirect_action::PathRewriteSpecifier::PathRedirect)
+                .or(rd
+                    .prefix_rewrite
+                    .clone()
+                    .map(eroute::redirect_action::PathRewriteSpecifier::PrefixRewrite)),
+            response_code: match rd.response_code {
+                302 => eroute::redirect_action::RedirectResponseCode::Found as i32,
+                303 => eroute::redirect_action::RedirectResponseCode::SeeOther as i32,
+                307 => eroute::redirect_action::RedirectResponseCode::TemporaryRedirect as i32,
+                308 => eroute::redirect_action::RedirectResponseCode::PermanentRedirect as i32,
+                _ => eroute::redirect_action::RedirectResponseCode::MovedPermanently as i32,
+            },
+            ..Default::default()
+        }),
+        Action::DirectResponse { status, body } => {
+            eroute::route::Action::DirectResponse(eroute::DirectResponseAction {
+                status: *status,
+                body: body.clone().map(|b| ecore::DataSource {
+                    specifier: Some(ecore::data_source::Specifier::InlineString(b)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }
+    };
+    let mut typed_per_filter_config = std::collections::HashMap::new();
+    if let Some(f) = &r.fault {
+        typed_per_filter_config.insert("envoy.filters.http.fault".to_string(), to_any(&fault(f)));
+    }
+    eroute::Route {
+        name: r.name.clone(),
+        r#match: Some(eroute::RouteMatch {
+            path_specifier: Some(path),
+            case_sensitive: Some(BoolValue {
+                value: m.case_sensitive,
+            }),
+            headers,
+            query_parameters,
+            ..Default::default()
+        }),
+        action: Some(action),
+        request_headers_to_add: header_options(&r.request_headers),
+        request_headers_to_remove: r.request_headers.remove.clone(),
+        response_headers_to_add: header_options(&r.response_headers),
+        response_headers_to_remove: r.response_headers.remove.clone(),
+        typed_per_filter_config,
+        ..Default::default()
+    }
+}
+
+fn fault(f: &strait_xds::route::Fault) -> efault::HttpFault {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as ecfault;
+    efault::HttpFault {
+        delay: f.delay.as_ref().map(|d| ecfault::FaultDelay {
+            fault_delay_secifier: Some(ecfault::fault_delay::FaultDelaySecifier::FixedDelay(ms(
+                d.fixed_delay_ms
+            ))),
+            percentage: Some(percent(d.percent)),
+        }),
+        abort: f.abort.as_ref().map(|a| efault::FaultAbort {
+            error_type: Some(match a.status {
+                strait_xds::route::AbortStatus::Http(s) => {
+                    efault::fault_abort::ErrorType::HttpStatus(s)
+                }
+                strait_xds::route::AbortStatus::Grpc(s) => {
+                    efault::fault_abort::ErrorType::GrpcStatus(s)
+                }
+            }),
+            percentage: Some(percent(a.percent)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn route_action(a: &strait_xds::route::RouteAction) -> eroute::RouteAction {
+    use eroute::route_action::ClusterSpecifier;
+    let cluster_specifier = match a.clusters.as_slice() {
+        [one] if one.request_headers.is_empty() && one.response_headers.is_empty() => {
+            ClusterSpecifier::Cluster(one.name.clone())
+        }
+        many => ClusterSpecifier::WeightedClusters(eroute::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|c| eroute::weighted_cluster::ClusterWeight {
+                    name: c.name.clone(),
+                    weight: Some(u32v(c.weight)),
+                    request_headers_to_add: header_options(&c.request_headers),
+                    request_headers_to_remove: c.request_headers.remove.clone(),
+                    response_headers_to_add: header_options(&c.response_headers),
+                    response_headers_to_remove: c.response_headers.remove.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    eroute::RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        timeout: a.timeout_ms.map(ms),
+        // gRPC clients read the stream deadline from here.
+        max_stream_duration: a.timeout_ms.map(|t| eroute::route_action::MaxStreamDuration { max_stream_duration: Some(ms(t)), ..Default::default() }),
+        retry_policy: a.retry.as_ref().map(|r| eroute::RetryPolicy {
+            retry_on: r.retry_on.join(","),
+            num_retries: Some(u32v(r.num_retries)),
+            per_try_timeout: r.per_try_timeout_ms.map(ms),
+            retriable_status_codes: r.retriable_status_codes.clone(),
+            retry_back_off: r.backoff_base_ms.map(|b| eroute::retry_policy::RetryBackOff { base_interval: Some(ms(b)), ..Default::default() }),
+            retry_host_predicate: if r.retry_other_hosts {
+                vec![eroute::retry_policy::RetryHostPredicate {
+                    name: "envoy.retry_host_predicates.previous_hosts".into(),
+                    config_type: Some(eroute::retry_policy::retry_host_predicate::ConfigType::TypedConfig(Any {
+                        type_url: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate".into(),
+                        value: Vec::new(),
+                    })),
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }),
+        request_mirror_policies: a
+            .mirrors
+            .iter()
+            .map(|m| eroute::route_action::RequestMirrorPolicy {
+                cluster: m.cluster.clone(),
+                runtime_fraction: Some(ecore::RuntimeFractionalPercent { default_value: Some(percent(m.percent)), ..Default::default() }),
+                ..Default::default()
+            })
+            .collect(),
+        prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        regex_rewrite: a.regex_rewrite.as_ref().map(|(p, s)| ematcher::RegexMatchAndSubstitute { pattern: Some(regex(p)), substitution: s.clone() }),
+        host_rewrite_specifier: a.host_rewrite.clone().map(eroute::route_action::HostRewriteSpecifier::HostRewriteLiteral),
+        hash_policy: a
+            .hash_policy
+            .iter()
+            .map(|h| {
+                use eroute::route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter};
+                let spec = match h {
+                    strait_xds::route::HashPolicy::Header(n) => PolicySpecifier::Header(Header { header_name: n.clone(), ..Default::default() }),
+                    strait_xds::route::HashPolicy::Cookie { name, ttl_ms, path } => {
+                        PolicySpecifier::Cookie(Cookie { name: name.clone(), ttl: ttl_ms.map(ms), path: path.clone().unwrap_or_default(), ..Default::default() })
+                    }
+                    strait_xds::route::HashPolicy::SourceIp => PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true }),
+                    strait_xds::route::HashPolicy::QueryParameter(n) => PolicySpecifier::QueryParameter(QueryParameter { name: n.clone() }),
+                };
+                eroute::route_action::HashPolicy { policy_specifier: Some(spec), ..Default::default() }
+            })
+            .collect(),
+        upgrade_configs: a.upgrades.iter().map(|u| eroute::route_action::UpgradeConfig { upgrade_type: u.clone(), ..Default::default() }).collect(),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clusters and endpoints
+
+pub fn cluster(c: &Cluster) -> ecluster::Cluster {
+    use ecluster::cluster::{
+        ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy as ELb,
+    };
+    let mut out = ecluster::Cluster {
+        name: c.name.clone(),
+        connect_timeout: Some(ms(c.connect_timeout_ms)),
+        ..Default::default()
+    };
+    let static_assignment = |targets: Vec<(String, u16)>| eendpoint::ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: vec![eendpoint::LocalityLbEndpoints {
+            lb_endpoints: targets
+                .into_iter()
+                .map(|(ip, port)| eendpoint::LbEndpoint {
+                    host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
+                        eendpoint::Endpoint {
+                            address: Some(address(&SocketAddress::new(ip, port))),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    match &c.discovery {
+        Discovery::Eds(service) => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            out.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: service.clone().unwrap_or_default(),
+            });
+        }
+        Discovery::Static(addrs) => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+            out.load_assignment = Some(static_assignment(
+                addrs.iter().map(|a| (a.ip.clone(), a.port)).collect(),
+            ));
+        }
+        Discovery::StrictDns(targets) => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            out.load_assignment = Some(static_assignment(targets.clone()));
+        }
+        Discovery::OriginalDst => {
+            out.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            out.lb_policy = ELb::ClusterProvided as i32;
+        }
+        Discovery::None => {
+            out.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+        }
+    }
+    if !matches!(c.discovery, Discovery::OriginalDst) {
+        out.lb_policy = match c.lb_policy {
+            LbPolicy::RoundRobin => ELb::RoundRobin,
+            LbPolicy::LeastRequest => ELb::LeastRequest,
+            LbPolicy::Random => ELb::Random,
+            LbPolicy::RingHash { .. } => ELb::RingHash,
+            LbPolicy::Maglev { .. } => ELb::Maglev,
+        } as i32;
+    }
+    match c.lb_policy {
+        LbPolicy::RingHash { minimum_ring_size } => {
+            out.lb_config = Some(ecluster::cluster::LbConfig::RingHashLbConfig(
+                ecluster::cluster::RingHashLbConfig {
+                    minimum_ring_size: Some(UInt64Value {
+                        value: minimum_ring_size,
+                    }),
+                    ..Default::default()
+                },
+            ));
+        }
+        LbPolicy::Maglev { table_size } => {
+            out.lb_config = Some(ecluster::cluster::LbConfig::MaglevLbConfig(
+                ecluster::cluster::MaglevLbConfig {
+                    table_size: Some(UInt64Value { value: table_size }),
+                },
+            ));
+        }
+        _ => {}
+    }
+    if let Some(cb) = &c.circuit_breakers {
+        out.circuit_breakers = Some(ecluster::CircuitBreakers {
+            thresholds: vec![ecluster::circuit_breakers::Thresholds {
+                max_connections: cb.max_connections.map(u32v),
+                max_pending_requests: cb.max_pending_requests.map(u32v),
+                max_requests: cb.max_requests.map(u32v),
+                max_retries: cb.max_retries.map(u32v),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    if let Some(o) = &c.outlier_detection {
+        out.outlier_detection = Some(ecluster::OutlierDetection {
+            consecutive_5xx: Some(u32v(o.consecutive_5xx.unwrap_or(0))),
+            enforcing_consecutive_5xx: Some(u32v(if o.consecutive_5xx.is_some_and(|v| v > 0) {
+                100
+            } else {
+                0
+            })),
+            consecutive_gateway_failure: o.consecutive_gateway_errors.map(u32v),
+            enforcing_consecutive_gateway_failure: o
+                .consecutive_gateway_errors
+                .map(|v| u32v(if v > 0 { 100 } else { 0 })),
+            consecutive_local_origin_failure: o.consecutive_local_origin_failures.map(u32v),
+            split_external_local_origin_errors: o.split_external_local_origin_errors,
+            interval: Some(ms(o.interval_ms)),
+            base_ejection_time: Some(ms(o.base_ejection_time_ms)),
+            max_ejection_percent: Some(u32v(o.max_ejection_percent)),
+            ..Default::default()
+        });
+    }
+    if c.panic_threshold_percent.is_some() || c.locality_weighted {
+        out.common_lb_config = Some(ecluster::cluster::CommonLbConfig {
+            healthy_panic_threshold: c.panic_threshold_percent.map(|v| etype::Percent { value: v }),
+            locality_config_specifier: c.locality_weighted.then_some(ecluster::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(Default::default())),
+            ..Default::default()
+        });
+    }
+    let mut http_options = ecore::HttpProtocolOptions::default();
+    let mut has_http_options = false;
+    if let Some(n) = c.max_requests_per_connection {
+        http_options.max_requests_per_connection = Some(u32v(n));
+        has_http_options = true;
+    }
+    if let Some(t) = c.idle_timeout_ms {
+        http_options.idle_timeout = Some(ms(t));
+        has_http_options = true;
+    }
+    if has_http_options || c.http2 {
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3 as eup;
+        let protocol = if c.http2 {
+            eup::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Default::default(),
+            )
+        } else {
+            eup::http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                Default::default(),
+            )
+        };
+        let options = eup::HttpProtocolOptions {
+            common_http_protocol_options: has_http_options.then_some(http_options),
+            upstream_protocol_options: Some(
+                eup::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    eup::http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(protocol),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        out.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            to_any(&options),
+        );
+    }
+    if let Some(k) = &c.tcp_keepalive {
+        out.upstream_connection_options = Some(ecluster::UpstreamConnectionOptions {
+            tcp_keepalive: Some(ecore::TcpKeepalive {
+                keepalive_probes: k.probes.map(u32v),
+                keepalive_time: k.time_secs.map(u32v),
+                keepalive_interval: k.interval_secs.map(u32v),
+            }),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+pub fn load_assignment(cla: &ClusterLoadAssignment) -> eendpoint::ClusterLoadAssignment {
+    eendpoint::ClusterLoadAssignment {
+        cluster_name: cla.cluster_name.clone(),
+        endpoints: cla
+            .localities
+            .iter()
+            .map(|l| eendpoint::LocalityLbEndpoints {
+                locality: Some(locality(&l.locality)),
+                priority: l.priority,
+                load_balancing_weight: l.weight.map(u32v),
+                lb_endpoints: l
+                    .endpoints
+                    .iter()
+                    .map(|e| eendpoint::LbEndpoint {
+                        host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
+                            eendpoint::Endpoint {
+                                address: Some(address(&e.address)),
+                                ..Default::default()
+                            },
+                        )),
+                        health_status: match e.health {
+                            HealthStatus::Healthy => ecore::HealthStatus::Healthy,
+                            HealthStatus::Unhealthy => ecore::HealthStatus::Unhealthy,
+                            HealthStatus::Draining => ecore::HealthStatus::Draining,
+                        } as i32,
+                        load_balancing_weight: Some(u32v(e.weight.max(1))),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        policy: cla
+            .overprovisioning_factor
+            .map(|f| eendpoint::cluster_load_assignment::Policy {
+                overprovisioning_factor: Some(u32v(f)),
+                ..Default::default()
+            }),
+        ..Default::default()
+    }
+}
