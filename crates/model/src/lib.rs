@@ -20,7 +20,7 @@ pub use mesh::{MeshModel, ModelDiff, ServiceKey};
 pub use protocol::Protocol;
 pub use service::{
     Endpoint, EndpointAddress, Health, Service, ServiceOrigin, ServicePort, ServiceView, Workload,
-    WorkloadKind,
+    WorkloadKind, WorkloadRef,
 };
 pub use settings::MeshSettings;
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::build::{ClusterSource, build_cluster};
+use crate::build::{ClusterSource, ClusterView, build_cluster};
 use crate::ids::{ClusterId, Hostname};
 use crate::service::{ServiceView, Workload};
 use crate::settings::MeshSettings;
@@ -37,17 +37,26 @@ pub struct MeshModel {
 impl MeshModel {
     /// Builds every cluster and merges them.
     pub fn build(settings: Arc<MeshSettings>, clusters: &[ClusterSource]) -> Self {
-        let mut ordered: Vec<&ClusterSource> = clusters.iter().collect();
-        ordered.sort_by(|a, b| a.id.cmp(&b.id));
+        let views: Vec<(ClusterId, ClusterView)> = clusters
+            .iter()
+            .map(|c| (c.id.clone(), build_cluster(c, &settings)))
+            .collect();
+        let refs: Vec<(&ClusterId, &ClusterView)> = views.iter().map(|(id, v)| (id, v)).collect();
+        Self::from_views(settings, &refs)
+    }
+
+    /// Merges clusters already built (so a reload rebuilds only the clusters that changed).
+    pub fn from_views(settings: Arc<MeshSettings>, views: &[(&ClusterId, &ClusterView)]) -> Self {
+        let mut ordered: Vec<&(&ClusterId, &ClusterView)> = views.iter().collect();
+        ordered.sort_by(|a, b| a.0.cmp(b.0));
         let mut model = MeshModel {
-            settings: settings.clone(),
+            settings,
             ..Default::default()
         };
-        for cluster in ordered {
-            let view = build_cluster(cluster, &settings);
-            model.workloads.extend(view.workloads);
-            for sv in view.services {
-                model.merge(&cluster.id, sv);
+        for (id, view) in ordered {
+            model.workloads.extend(view.workloads.iter().cloned());
+            for sv in &view.services {
+                model.merge(id, sv.clone());
             }
         }
         model
@@ -131,8 +140,33 @@ impl MeshModel {
 
     /// What changed from `self` to `newer`, for incremental pushes.
     pub fn diff(&self, newer: &MeshModel) -> ModelDiff {
+        let mut d = self.diff_services(newer, |_| true);
+        d.workloads_changed = self.workloads != newer.workloads;
+        d.settings_changed = self.settings != newer.settings;
+        d
+    }
+
+    /// [`MeshModel::diff`] when only some hosts can differ (those defined by the clusters that
+    /// changed) and whether workloads changed is already known.
+    pub fn diff_hosts(
+        &self,
+        newer: &MeshModel,
+        hosts: &BTreeSet<Hostname>,
+        workloads_changed: bool,
+    ) -> ModelDiff {
+        let mut d = self.diff_services(newer, |k| hosts.contains(&k.host));
+        d.workloads_changed = workloads_changed;
+        d.settings_changed = self.settings != newer.settings;
+        d
+    }
+
+    fn diff_services(
+        &self,
+        newer: &MeshModel,
+        consider: impl Fn(&ServiceKey) -> bool,
+    ) -> ModelDiff {
         let mut d = ModelDiff::default();
-        for (k, old) in &self.services {
+        for (k, old) in self.services.iter().filter(|(k, _)| consider(k)) {
             match newer.services.get(k) {
                 None => {
                     d.removed.insert(k.clone());
@@ -146,13 +180,11 @@ impl MeshModel {
                 Some(_) => {}
             }
         }
-        for k in newer.services.keys() {
+        for k in newer.services.keys().filter(|k| consider(k)) {
             if !self.services.contains_key(k) {
                 d.added.insert(k.clone());
             }
         }
-        d.workloads_changed = self.workloads != newer.workloads;
-        d.settings_changed = self.settings != newer.settings;
         d
     }
 }

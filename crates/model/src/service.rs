@@ -61,6 +61,18 @@ impl Service {
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }
+
+    /// Whether proxies resolve this service's endpoints by DNS, so they travel inside its
+    /// cluster definition rather than over EDS (a ServiceEntry with `DNS` resolution).
+    pub fn resolved_by_dns(&self) -> bool {
+        matches!(
+            self.origin,
+            ServiceOrigin::ServiceEntry {
+                resolution: Resolution::Dns | Resolution::DnsRoundRobin,
+                ..
+            }
+        )
+    }
 }
 
 /// How an endpoint is addressed.

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use strait_config::load::{LoadOptions, list_files, load_bytes};
-use strait_model::{ClusterId, ClusterSource, MeshModel, MeshSettings, NetworkId};
+use strait_config::ConfigSet;
+use strait_config::load::{Diagnostic, LoadOptions, list_files, load_bytes};
+use strait_model::{
+    ClusterId, ClusterSource, ClusterView, Hostname, MeshModel, MeshSettings, NetworkId,
+    build_cluster,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Change, Snapshot, config_diff};
 use crate::store::{FileStore, fingerprint};
 
 /// One cluster: its name, the files and directories holding its manifests, its network.
@@ -48,6 +52,10 @@ impl Default for RegistryOptions {
 struct ClusterState {
     spec: ClusterSpec,
     store: FileStore,
+    /// The cluster's objects in effect and their problems; `None` after its files changed.
+    config: Option<(Arc<ConfigSet>, Vec<Diagnostic>)>,
+    /// The cluster's part of the mesh model, and the settings and network it was built with.
+    view: Option<(Arc<ClusterView>, Arc<MeshSettings>, NetworkId)>,
 }
 
 /// The registry of every cluster's manifests.
@@ -66,11 +74,13 @@ impl Registry {
             let mut state = ClusterState {
                 spec,
                 store: FileStore::new(),
+                config: None,
+                view: None,
             };
             rescan(&mut state, &options.load);
             clusters.insert(state.spec.id.clone(), state);
         }
-        let current = Arc::new(build_snapshot(&clusters, &options, 1));
+        let current = Arc::new(build_snapshot(&mut clusters, &options, 1, None));
         let (tx, _) = watch::channel(current.clone());
         Registry {
             clusters,
@@ -91,25 +101,35 @@ impl Registry {
 
     /// Re-reads the given clusters; publishes a new snapshot if anything changed.
     pub fn reload(&mut self, which: &BTreeSet<ClusterId>) -> Option<Arc<Snapshot>> {
+        let started = std::time::Instant::now();
         let mut changed = false;
         for id in which {
-            if let Some(state) = self.clusters.get_mut(id) {
-                changed |= rescan(state, &self.options.load);
+            if let Some(state) = self.clusters.get_mut(id)
+                && rescan(state, &self.options.load)
+            {
+                state.config = None;
+                changed = true;
             }
         }
         if !changed {
             return None;
         }
+        let read = started.elapsed();
         let next = Arc::new(build_snapshot(
-            &self.clusters,
+            &mut self.clusters,
             &self.options,
             self.current.version + 1,
+            Some(&self.current),
         ));
-        let change = next.changes_since(&self.current);
+        let built = started.elapsed();
+        let change = next.change.clone()?;
         if change.is_empty() && next.problems == self.current.problems {
             return None;
         }
         info!(
+            read_ms = read.as_millis() as u64,
+            built_ms = built.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             version = next.version,
             services_added = change.services.added.len(),
             services_removed = change.services.removed.len(),
@@ -236,17 +256,28 @@ fn rescan(state: &mut ClusterState, load: &LoadOptions) -> bool {
     changed
 }
 
+/// Builds the snapshot after `previous`, rebuilding only what changed: a cluster's objects
+/// when its files changed, its part of the model when those objects, the mesh settings or its
+/// network changed. The change from `previous` is computed over those clusters alone.
 fn build_snapshot(
-    clusters: &BTreeMap<ClusterId, ClusterState>,
+    clusters: &mut BTreeMap<ClusterId, ClusterState>,
     options: &RegistryOptions,
     version: u64,
+    previous: Option<&Snapshot>,
 ) -> Snapshot {
+    for state in clusters.values_mut() {
+        if state.config.is_none() {
+            let (set, problems) = state.store.config();
+            state.config = Some((Arc::new(set), problems));
+        }
+    }
     let mut configs = BTreeMap::new();
     let mut problems = Vec::new();
-    for (id, state) in clusters {
-        let (set, p) = state.store.config();
-        problems.extend(p);
-        configs.insert(id.clone(), Arc::new(set));
+    for (id, state) in clusters.iter() {
+        if let Some((set, p)) = &state.config {
+            problems.extend(p.iter().cloned());
+            configs.insert(id.clone(), set.clone());
+        }
     }
     let mesh_config = options
         .local_cluster
@@ -261,32 +292,89 @@ fn build_snapshot(
             .map(MeshSettings::from_config)
             .unwrap_or_default(),
     );
-    let sources: Vec<ClusterSource> = clusters
-        .iter()
-        .map(|(id, state)| {
-            let config = configs[id].clone();
-            let network = state.spec.network.clone().unwrap_or_else(|| {
-                NetworkId::new(
-                    config
-                        .mesh_configs
-                        .first()
-                        .and_then(|m| m.spec.network.as_deref())
-                        .unwrap_or(""),
-                )
-            });
-            ClusterSource {
-                id: id.clone(),
-                network,
-                config,
+    let settings = match previous {
+        Some(p) if *p.settings == *settings => p.settings.clone(),
+        _ => settings,
+    };
+    // Hosts the rebuilt clusters define (before or after), and whether their workloads moved.
+    let mut touched: BTreeSet<Hostname> = BTreeSet::new();
+    let mut workloads_changed = false;
+    for (id, state) in clusters.iter_mut() {
+        let config = configs[id].clone();
+        let network = state.spec.network.clone().unwrap_or_else(|| {
+            NetworkId::new(
+                config
+                    .mesh_configs
+                    .first()
+                    .and_then(|m| m.spec.network.as_deref())
+                    .unwrap_or(""),
+            )
+        });
+        let fresh = match &state.view {
+            Some((_, s, n)) => {
+                !Arc::ptr_eq(s, &settings)
+                    || *n != network
+                    || previous
+                        .and_then(|p| p.clusters.get(id))
+                        .is_none_or(|old| !Arc::ptr_eq(old, &config))
             }
-        })
+            None => true,
+        };
+        if !fresh {
+            continue;
+        }
+        let view = Arc::new(build_cluster(
+            &ClusterSource {
+                id: id.clone(),
+                network: network.clone(),
+                config,
+            },
+            &settings,
+        ));
+        let old = state.view.take();
+        touched.extend(view.services.iter().map(|s| s.service.host.clone()));
+        if let Some((old, _, _)) = &old {
+            touched.extend(old.services.iter().map(|s| s.service.host.clone()));
+            workloads_changed |= old.workloads != view.workloads;
+        } else {
+            workloads_changed = true;
+        }
+        state.view = Some((view, settings.clone(), network));
+    }
+    let views: Vec<(&ClusterId, &ClusterView)> = clusters
+        .iter()
+        .filter_map(|(id, s)| s.view.as_ref().map(|(v, _, _)| (id, v.as_ref())))
         .collect();
-    let model = Arc::new(MeshModel::build(settings.clone(), &sources));
+    let model = Arc::new(MeshModel::from_views(settings.clone(), &views));
+    let change = previous.map(|p| {
+        let mut config = BTreeSet::new();
+        let ids: BTreeSet<&ClusterId> = configs.keys().chain(p.clusters.keys()).collect();
+        let empty = Arc::new(ConfigSet::default());
+        for id in ids {
+            let new = configs.get(id).unwrap_or(&empty);
+            let old = p.clusters.get(id).unwrap_or(&empty);
+            if !Arc::ptr_eq(new, old) {
+                config_diff(id, old, new, &mut config);
+            }
+        }
+        let services = if Arc::ptr_eq(&p.settings, &settings) {
+            p.model.diff_hosts(&model, &touched, workloads_changed)
+        } else {
+            p.model.diff(&model)
+        };
+        Arc::new(Change {
+            from: p.version,
+            to: version,
+            services,
+            config,
+        })
+    });
     Snapshot {
         version,
         clusters: configs,
         settings,
         model,
         problems: Arc::new(problems),
+        change,
     }
 }

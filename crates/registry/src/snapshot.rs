@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub model: Arc<MeshModel>,
     /// Current problems: invalid documents (with their last good version kept), unreadable files.
     pub problems: Arc<Vec<Diagnostic>>,
+    /// What changed from the previous version (`None` for the first).
+    pub change: Option<Arc<Change>>,
 }
 
 /// An object that changed: its cluster, kind and `namespace/name`.
@@ -120,7 +122,12 @@ fn diff_kind<T: PartialEq>(
     }
 }
 
-fn config_diff(c: &ClusterId, old: &ConfigSet, new: &ConfigSet, out: &mut BTreeSet<ConfigKey>) {
+pub(crate) fn config_diff(
+    c: &ClusterId,
+    old: &ConfigSet,
+    new: &ConfigSet,
+    out: &mut BTreeSet<ConfigKey>,
+) {
     diff_kind(
         c,
         Kind::VirtualService,

@@ -45,10 +45,7 @@ pub fn outbound_cluster(
         LbPolicy::LeastRequest
     };
     let mut discovery = match s.origin {
-        ServiceOrigin::ServiceEntry {
-            resolution: Resolution::Dns | Resolution::DnsRoundRobin,
-            ..
-        } => {
+        _ if s.resolved_by_dns() => {
             let mut targets: Vec<(String, u16)> = view
                 .endpoints
                 .iter()

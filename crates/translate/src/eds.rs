@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use strait_config::istio::traffic::{LocalityLbSetting, Subset};
+use strait_config::istio::traffic::LocalityLbSetting;
 use strait_model::{
     Endpoint, EndpointAddress, Health, Locality as ModelLocality, NetworkId, ServicePort,
     ServiceView,
@@ -15,7 +15,6 @@ use strait_xds::endpoint::{
 };
 use strait_xds::{Locality, SocketAddress};
 
-use crate::policy::Policy;
 use crate::proxy::{ProxyKind, ProxyNode};
 
 /// A gateway into a network, resolved to an address.
@@ -34,8 +33,12 @@ pub struct EdsRequest<'a> {
     pub cluster_name: &'a str,
     pub service: &'a ServiceView,
     pub port: &'a ServicePort,
-    pub subset: Option<&'a Subset>,
-    pub policy: &'a Policy,
+    /// The subset's labels: only endpoints carrying them.
+    pub subset_labels: Option<&'a BTreeMap<String, String>>,
+    /// The DestinationRule's locality setting for this port and subset.
+    pub locality: Option<&'a LocalityLbSetting>,
+    /// Whether outlier detection is on (Istio's condition for locality priorities).
+    pub outlier_detection: bool,
     pub mesh_locality: Option<&'a LocalityLbSetting>,
     pub gateways: &'a GatewayTable,
 }
@@ -72,24 +75,16 @@ pub fn load_assignment(req: &EdsRequest<'_>, proxy: &ProxyNode) -> ClusterLoadAs
         .iter()
         .filter(|e| e.target_port(req.port.port).is_some())
         .filter(|e| {
-            req.subset
-                .is_none_or(|s| s.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            req.subset_labels
+                .is_none_or(|l| l.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
         })
         .collect();
     let placed = place(&selected, req, proxy);
     let setting = req
-        .policy
-        .load_balancer
-        .as_ref()
-        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .locality
         .or(req.mesh_locality)
         .filter(|s| s.enabled != Some(false));
-    let localities = prioritize(
-        placed,
-        setting,
-        req.policy.outlier_detection.is_some(),
-        proxy,
-    );
+    let localities = prioritize(placed, setting, req.outlier_detection, proxy);
     ClusterLoadAssignment {
         cluster_name: req.cluster_name.to_string(),
         localities,

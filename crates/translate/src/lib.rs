@@ -5,6 +5,7 @@
 pub mod cds;
 pub mod eds;
 pub mod gateways;
+pub mod keys;
 pub mod lds;
 pub mod names;
 pub mod policy;
@@ -12,17 +13,18 @@ pub mod proxy;
 pub mod rds;
 pub mod scope;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use strait_config::ConfigSet;
 use strait_config::istio::gateway::OutboundMode;
-use strait_config::istio::traffic::LocalityLbSetting;
-use strait_model::{EndpointAddress, MeshModel, ServicePort, ServiceView};
+use strait_config::istio::traffic::{LocalityLbSetting, Subset};
+use strait_model::{Hostname, MeshModel};
 use strait_xds::cluster::Discovery;
 use strait_xds::route::VirtualHost;
 use strait_xds::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
 
 pub use eds::{GatewayEndpoint, GatewayTable};
+pub use keys::{Profile, ProxyKeys};
 pub use proxy::{NodeInfo, ProxyKind, ProxyNode};
 
 /// Everything translation reads.
@@ -53,26 +55,46 @@ pub struct InboundPort {
     pub http: bool,
 }
 
-/// One EDS cluster and what its endpoints depend on.
-struct EdsCluster<'a> {
-    name: String,
-    service: &'a ServiceView,
-    port: &'a ServicePort,
-    subset: Option<&'a strait_config::istio::traffic::Subset>,
-    policy: policy::Policy,
+/// A cluster whose endpoints come over EDS, with everything its load assignment depends on
+/// besides the proxy's place (owned, so a server can keep it and recompute endpoints alone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdsPlan {
+    /// The cluster (and load assignment) name.
+    pub name: String,
+    pub host: Hostname,
+    pub port: u16,
+    /// The subset's labels, for a subset cluster.
+    pub subset_labels: Option<BTreeMap<String, String>>,
+    /// The locality setting of the DestinationRule for this port and subset.
+    pub locality: Option<LocalityLbSetting>,
+    /// Whether outlier detection is on (locality priorities need it, as in Istio).
+    pub outlier_detection: bool,
+    /// The DestinationRule the policy comes from (`namespace/name`), empty when none: load
+    /// assignments of the same cluster, rule and proxy place are equal.
+    pub rule: String,
 }
 
-fn eds_clusters<'a>(
-    view: &MeshView<'a>,
-    proxy: &ProxyNode,
-    services: &[&'a ServiceView],
-) -> Vec<(Cluster, Option<EdsCluster<'a>>)> {
-    let mut out = Vec::new();
-    for s in services {
+/// The part of a proxy's configuration that does not depend on where it runs or what it
+/// serves: its outbound clusters, their EDS plans, and its routes.
+pub struct Outbound {
+    pub clusters: Vec<Cluster>,
+    pub eds: Vec<EdsPlan>,
+    pub routes: Vec<RouteConfiguration>,
+}
+
+/// The outbound part of `proxy`'s configuration.
+pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
+    let services = scope::visible_services(view, proxy);
+    let mut clusters = Vec::new();
+    let mut eds = Vec::new();
+    for s in &services {
         let host = s.service.host.as_str();
         let dr = policy::rule_for(view, proxy, host, &s.service.namespace);
+        let rule = dr
+            .map(|d| format!("{}/{}", d.meta.namespace, d.meta.name))
+            .unwrap_or_default();
         for port in &s.service.ports {
-            let mut variants: Vec<(Option<&strait_config::istio::traffic::Subset>, String)> =
+            let mut variants: Vec<(Option<&Subset>, String)> =
                 vec![(None, names::outbound_cluster(port.port, "", host))];
             for subset in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
                 variants.push((
@@ -83,110 +105,34 @@ fn eds_clusters<'a>(
             for (subset, name) in variants {
                 let policy = policy::effective(dr.map(|d| &d.spec), port.port, subset);
                 let cluster = cds::outbound_cluster(name.clone(), s, port, subset, &policy, proxy);
-                let eds = matches!(cluster.discovery, Discovery::Eds(_)).then_some(EdsCluster {
-                    name,
-                    service: s,
-                    port,
-                    subset,
-                    policy,
-                });
-                out.push((cluster, eds));
-            }
-        }
-    }
-    out
-}
-
-/// The ports on which the proxy's own workload receives traffic.
-fn inbound_ports(view: &MeshView<'_>, proxy: &ProxyNode) -> Vec<InboundPort> {
-    let mut ports: BTreeSet<(u16, bool)> = BTreeSet::new();
-    let me = view.model.workloads().iter().find(|w| {
-        w.cluster == proxy.cluster
-            && ((proxy.ip.is_some()
-                && w.address
-                    == EndpointAddress::Ip(
-                        proxy.ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
-                    ))
-                || (w.name == proxy.workload_name && w.namespace == proxy.namespace))
-    });
-    if let Some(me) = me {
-        for (_, s) in view.model.services() {
-            for e in s.endpoints.iter().filter(|e| e.workload == me.reference()) {
-                for p in &s.service.ports {
-                    if let Some(t) = e.target_port(p.port) {
-                        ports.insert((t, p.protocol.is_http()));
-                    }
+                if matches!(cluster.discovery, Discovery::Eds(_)) {
+                    eds.push(EdsPlan {
+                        name,
+                        host: s.service.host.clone(),
+                        port: port.port,
+                        subset_labels: subset.map(|s| s.labels.clone()),
+                        locality: policy
+                            .load_balancer
+                            .as_ref()
+                            .and_then(|lb| lb.locality_lb_setting.clone()),
+                        outlier_detection: policy.outlier_detection.is_some(),
+                        rule: rule.clone(),
+                    });
                 }
+                clusters.push(cluster);
             }
         }
     }
-    if let Some(sc) = scope::sidecar_for(view, proxy) {
-        for ing in &sc.spec.ingress {
-            let target = ing
-                .default_endpoint
-                .as_deref()
-                .and_then(|e| e.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse::<u16>().ok());
-            let proto = ing
-                .port
-                .as_ref()
-                .and_then(|p| p.protocol.as_deref())
-                .and_then(strait_model::Protocol::parse);
-            if let Some(t) = target.or_else(|| {
-                ing.port
-                    .as_ref()
-                    .and_then(|p| p.number)
-                    .and_then(|n| u16::try_from(n).ok())
-            }) {
-                ports.insert((t, proto.is_some_and(|p| p.is_http())));
-            }
-        }
-    }
-    let mut out: Vec<InboundPort> = Vec::new();
-    for (t, http) in ports {
-        match out.iter_mut().find(|p| p.target_port == t) {
-            Some(p) => p.http |= http,
-            None => out.push(InboundPort {
-                target_port: t,
-                http,
-            }),
-        }
-    }
-    out
-}
-
-/// Every resource for a proxy.
-pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
-    let services = scope::visible_services(view, proxy);
-    let clusters_and_eds = eds_clusters(view, proxy, &services);
-    let mut generated = Generated::default();
-    for (cluster, eds) in &clusters_and_eds {
-        generated.clusters.push(cluster.clone());
-        if let Some(e) = eds {
-            generated.endpoints.push(eds::load_assignment(
-                &eds::EdsRequest {
-                    cluster_name: &e.name,
-                    service: e.service,
-                    port: e.port,
-                    subset: e.subset,
-                    policy: &e.policy,
-                    mesh_locality: view.mesh_locality,
-                    gateways: view.gateways,
-                },
-                proxy,
-            ));
-        }
-    }
+    let mut routes = Vec::new();
     match proxy.kind {
         ProxyKind::ProxylessGrpc => {
-            generated.listeners = lds::api_listeners(&services);
             for s in &services {
                 for p in &s.service.ports {
                     let name = names::grpc_listener(s.service.host.as_str(), p.port);
                     let mut vh = rds::virtual_host(view, proxy, s, p, rds::MESH_GATEWAY);
                     vh.domains.insert(0, name.clone());
                     vh.domains.dedup();
-                    generated.routes.push(RouteConfiguration {
+                    routes.push(RouteConfiguration {
                         name,
                         virtual_hosts: vec![vh],
                     });
@@ -194,38 +140,108 @@ pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
             }
         }
         ProxyKind::Sidecar => {
-            let inbound = inbound_ports(view, proxy);
-            generated.listeners = lds::sidecar_listeners(view, proxy, &services, &inbound);
+            let allow_any = scope::allow_any(view, proxy);
             for (port, entries) in rds::http_ports(&services) {
                 let mut vhs: Vec<VirtualHost> = entries
                     .iter()
                     .map(|(s, p)| rds::virtual_host(view, proxy, s, p, rds::MESH_GATEWAY))
                     .collect();
-                if scope::allow_any(view, proxy) {
+                if allow_any {
                     vhs.push(VirtualHost {
                         name: "allow_any".into(),
                         domains: vec!["*".into()],
                         routes: vec![passthrough_route()],
                     });
                 }
-                generated.routes.push(RouteConfiguration {
+                routes.push(RouteConfiguration {
                     name: port.to_string(),
                     virtual_hosts: vhs,
                 });
             }
-            generated
-                .clusters
-                .extend(inbound.iter().map(|p| cds::inbound_cluster(p.target_port)));
-            generated.clusters.extend(cds::special_clusters());
         }
-        ProxyKind::Router => {
-            let (listeners, routes) = lds::router_listeners(view, proxy, &services);
-            generated.listeners = listeners;
-            generated.routes = routes;
-            generated.clusters.extend(cds::special_clusters());
-        }
+        ProxyKind::Router => routes = lds::router_listeners(view, proxy, &services).1,
     }
-    generated
+    Outbound {
+        clusters,
+        eds,
+        routes,
+    }
+}
+
+/// The proxy's listeners: for sidecars, the capture listeners, one per service port and those
+/// for its own ports (`inbound`); for routers, those of the Gateways selecting them; for
+/// proxyless clients, one API listener per service port.
+pub fn listeners(view: &MeshView<'_>, proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Listener> {
+    let services = scope::visible_services(view, proxy);
+    match proxy.kind {
+        ProxyKind::ProxylessGrpc => lds::api_listeners(&services),
+        ProxyKind::Sidecar => lds::sidecar_listeners(view, proxy, &services, inbound),
+        ProxyKind::Router => lds::router_listeners(view, proxy, &services).0,
+    }
+}
+
+/// Clusters of the proxy itself: inbound clusters of its ports, passthrough and blackhole.
+pub fn local_clusters(proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Cluster> {
+    match proxy.kind {
+        ProxyKind::ProxylessGrpc => Vec::new(),
+        ProxyKind::Sidecar => {
+            let mut out: Vec<Cluster> = inbound
+                .iter()
+                .map(|p| cds::inbound_cluster(p.target_port))
+                .collect();
+            out.extend(cds::special_clusters());
+            out
+        }
+        ProxyKind::Router => cds::special_clusters(),
+    }
+}
+
+/// The load assignment of a planned cluster as `proxy` sees it (its network and locality);
+/// `None` when the service is gone.
+pub fn load_assignment(
+    view: &MeshView<'_>,
+    plan: &EdsPlan,
+    proxy: &ProxyNode,
+) -> Option<ClusterLoadAssignment> {
+    let service = view.model.service(&plan.host, &proxy.cluster)?;
+    let port = service.service.ports.iter().find(|p| p.port == plan.port)?;
+    Some(eds::load_assignment(
+        &eds::EdsRequest {
+            cluster_name: &plan.name,
+            service,
+            port,
+            subset_labels: plan.subset_labels.as_ref(),
+            locality: plan.locality.as_ref(),
+            outlier_detection: plan.outlier_detection,
+            mesh_locality: view.mesh_locality,
+            gateways: view.gateways,
+        },
+        proxy,
+    ))
+}
+
+/// Every resource for a proxy.
+pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
+    let inbound = if proxy.kind == ProxyKind::Sidecar {
+        Profile::new(view).inbound_ports(view, proxy)
+    } else {
+        Vec::new()
+    };
+    let out = outbound(view, proxy);
+    let endpoints = out
+        .eds
+        .iter()
+        .filter_map(|plan| load_assignment(view, plan, proxy))
+        .collect();
+    let listeners = listeners(view, proxy, &inbound);
+    let mut clusters = out.clusters;
+    clusters.extend(local_clusters(proxy, &inbound));
+    Generated {
+        listeners,
+        routes: out.routes,
+        clusters,
+        endpoints,
+    }
 }
 
 fn passthrough_route() -> strait_xds::route::Route {
@@ -254,32 +270,4 @@ fn passthrough_route() -> strait_xds::route::Route {
         fault: None,
         cors: None,
     }
-}
-
-/// The load assignments of the named clusters only (an endpoint-only push).
-pub fn endpoints_for(
-    view: &MeshView<'_>,
-    proxy: &ProxyNode,
-    names: &BTreeSet<String>,
-) -> Vec<ClusterLoadAssignment> {
-    let services = scope::visible_services(view, proxy);
-    eds_clusters(view, proxy, &services)
-        .into_iter()
-        .filter_map(|(_, e)| e)
-        .filter(|e| names.contains(&e.name))
-        .map(|e| {
-            eds::load_assignment(
-                &eds::EdsRequest {
-                    cluster_name: &e.name,
-                    service: e.service,
-                    port: e.port,
-                    subset: e.subset,
-                    policy: &e.policy,
-                    mesh_locality: view.mesh_locality,
-                    gateways: view.gateways,
-                },
-                proxy,
-            )
-        })
-        .collect()
 }

@@ -128,21 +128,6 @@ impl ProxyNode {
             labels,
         })
     }
-
-    /// A key identifying everything about the proxy that translation depends on, so proxies
-    /// with the same key can share generated resources.
-    pub fn generation_key(&self) -> String {
-        format!(
-            "{:?}|{}|{}|{}|{}|{}|{:?}",
-            self.kind,
-            self.namespace,
-            self.cluster,
-            self.network,
-            self.locality,
-            self.service_account,
-            self.labels
-        )
-    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use strait_config::{ConfigSet, LoadOptions, Resource, load_str};
+use strait_config::{ConfigSet, LoadOptions, load_str};
 use strait_model::{ClusterId, ClusterSource, Locality, MeshModel, MeshSettings, NetworkId};
-use strait_translate::{MeshView, NodeInfo, ProxyNode, gateways};
+use strait_translate::{MeshView, NodeInfo, Profile, ProxyNode, gateways};
 
 #[derive(Deserialize)]
 struct ProxySpec {
@@ -40,7 +40,8 @@ fn load(path: &Path) -> Arc<ConfigSet> {
     Arc::new(ConfigSet::from_resources(report.into_resources()))
 }
 
-fn run_case(dir: &Path) -> String {
+/// Builds the case's view and proxy and hands them to `f`.
+fn with_case<T>(dir: &Path, f: impl FnOnce(&MeshView<'_>, &ProxyNode, &ProxySpec) -> T) -> T {
     let c1 = load(&dir.join("cluster1.yaml"));
     let mesh = c1.mesh_configs.first().map(|m| m.spec.clone());
     let settings = Arc::new(
@@ -99,7 +100,15 @@ fn run_case(dir: &Path) -> String {
         locality: Locality::new(&spec.locality.0, &spec.locality.1, &spec.locality.2),
     };
     let proxy = ProxyNode::from_node(&node, &ClusterId::new("cluster1")).unwrap();
-    let generated = strait_translate::generate(&view, &proxy);
+    f(&view, &proxy, &spec)
+}
+
+fn run_case(dir: &Path) -> String {
+    with_case(dir, |view, proxy, spec| render(view, proxy, spec, dir))
+}
+
+fn render(view: &MeshView<'_>, proxy: &ProxyNode, spec: &ProxySpec, dir: &Path) -> String {
+    let generated = strait_translate::generate(view, proxy);
     let keep =
         |name: &str| spec.names.is_empty() || spec.names.iter().any(|n| name.contains(n.as_str()));
     let mut out = serde_json::Map::new();
@@ -137,8 +146,59 @@ fn run_case(dir: &Path) -> String {
         };
         out.insert(t.clone(), value.unwrap());
     }
-    let _ = Resource::kind; // keep the import meaningful for readers: inputs are Strait resources
     serde_json::to_string_pretty(&out).unwrap() + "\n"
+}
+
+/// Proxies with equal generation keys get equal resources: the server shares one generation
+/// among them, so a key that left out something translation reads would serve a proxy another
+/// proxy's configuration.
+#[test]
+fn proxies_with_equal_keys_get_equal_resources() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let (mut checked, mut relevant_seen) = (0, 0);
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        with_case(&dir, |view, proxy, _| {
+            let profile = Profile::new(view);
+            let keys = profile.keys(view, proxy);
+            // Same place and ports, different everything else that keys leave out.
+            let mut twin = proxy.clone();
+            twin.id = format!("{}-twin", proxy.id);
+            twin.service_account = "someone-else".into();
+            twin.labels.insert("unrelated-label".into(), "x".into());
+            twin.labels
+                .insert("pod-template-hash".into(), "abc123".into());
+            assert_eq!(profile.keys(view, &twin), keys, "{}", dir.display());
+            assert_eq!(
+                strait_translate::generate(view, &twin),
+                strait_translate::generate(view, proxy),
+                "{}: a proxy with the same keys got different resources",
+                dir.display()
+            );
+            // A different locality or namespace is a different key.
+            let mut moved = proxy.clone();
+            moved.locality = Locality::new("elsewhere", "z", "");
+            assert_ne!(profile.keys(view, &moved).endpoints, keys.endpoints);
+            let mut other_ns = proxy.clone();
+            other_ns.namespace = format!("{}-other", proxy.namespace);
+            assert_ne!(profile.keys(view, &other_ns).outbound, keys.outbound);
+            for label in profile.relevant_labels() {
+                let mut relabelled = proxy.clone();
+                relabelled
+                    .labels
+                    .insert(label.clone(), "a-value-no-selector-uses".into());
+                if relabelled.labels != proxy.labels {
+                    assert_ne!(profile.keys(view, &relabelled).outbound, keys.outbound);
+                    relevant_seen += 1;
+                }
+            }
+            checked += 1;
+        });
+    }
+    assert!(checked >= 16, "only {checked} cases checked");
+    assert!(
+        relevant_seen > 0,
+        "no case exercises a label a selector uses"
+    );
 }
 
 #[test]

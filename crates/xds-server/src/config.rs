@@ -1,15 +1,21 @@
-//! What the server serves from (`Current`), and each proxy's generated configuration, encoded
-//! once and shared by every proxy with the same generation key.
+//! What the server serves from (`Current`), and each proxy's configuration, assembled from parts
+//! that proxies alike share: encoded once per version, each part under the key of what it
+//! depends on (see [`strait_translate::keys`]), and carried over to the next version when only
+//! endpoints changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use strait_model::ClusterId;
 use strait_registry::Snapshot;
-use strait_translate::{GatewayTable, Generated, MeshView, ProxyNode, names};
+use strait_translate::{EdsPlan, GatewayTable, MeshView, Profile, ProxyNode, names};
 use strait_xds::ResourceType;
+use strait_xds_wire as wire;
 
 /// A published state of the mesh.
 pub struct Current {
@@ -39,99 +45,102 @@ impl Current {
     }
 }
 
-/// One encoded resource.
+/// One encoded resource: its `Any` as protobuf bytes (shared, never copied per proxy) and a
+/// hash of them (its version).
 #[derive(Debug)]
 pub struct Encoded {
-    pub any: Any,
+    pub any: Bytes,
     pub hash: u64,
 }
 
 impl Encoded {
+    fn new(any: &Any) -> Encoded {
+        let bytes = any.encode_to_vec();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Encoded {
+            hash: h.finish(),
+            any: Bytes::from(bytes),
+        }
+    }
+
     pub fn version(&self) -> String {
         format!("{:016x}", self.hash)
     }
 }
 
-/// All resources of one type, by name.
-pub type TypeResources = BTreeMap<String, Arc<Encoded>>;
+/// A resource name, shared by the maps that hold it and the subscriptions that ask for it.
+pub type Name = Arc<str>;
 
-/// A proxy's configuration at one version.
-pub struct ProxyConfig {
-    pub version: u64,
-    pub generated: Arc<Generated>,
-    pub types: BTreeMap<ResourceType, Arc<TypeResources>>,
+/// Resources of one type by name, shared by every proxy that gets them.
+pub type TypeResources = BTreeMap<Name, Arc<Encoded>>;
+
+/// A proxy's resources of one type: shared maps with disjoint names.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    layers: Vec<Arc<TypeResources>>,
 }
 
-impl ProxyConfig {
-    pub fn of(&self, t: ResourceType) -> Arc<TypeResources> {
-        self.types.get(&t).cloned().unwrap_or_default()
+impl Resources {
+    fn of(layers: Vec<Arc<TypeResources>>) -> Self {
+        Self { layers }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Encoded>> {
+        self.layers.iter().find_map(|l| l.get(name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The shared name, when a resource of that name exists.
+    pub fn name(&self, name: &str) -> Option<&Name> {
+        self.layers
+            .iter()
+            .find_map(|l| l.get_key_value(name).map(|(k, _)| k))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, &Arc<Encoded>)> {
+        self.layers.iter().flat_map(|l| l.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.iter().map(|l| l.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether both hold the very same maps (nothing can differ).
+    pub fn same_as(&self, other: &Resources) -> bool {
+        self.layers.len() == other.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
-fn encode(any: Any) -> Arc<Encoded> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    any.value.hash(&mut h);
-    Arc::new(Encoded {
-        hash: h.finish(),
-        any,
-    })
+/// A proxy's configuration at one version.
+#[derive(Debug)]
+pub struct ProxyConfig {
+    pub version: u64,
+    types: BTreeMap<ResourceType, Resources>,
 }
 
-fn encode_type<T>(
-    items: &[T],
-    name: impl Fn(&T) -> &str,
-    to_any: impl Fn(&T) -> Any,
-) -> Arc<TypeResources> {
-    Arc::new(
-        items
-            .iter()
-            .map(|r| (name(r).to_string(), encode(to_any(r))))
-            .collect(),
-    )
-}
-
-fn encode_all(g: &Generated) -> BTreeMap<ResourceType, Arc<TypeResources>> {
-    use strait_xds_wire as wire;
-    BTreeMap::from([
-        (
-            ResourceType::Listener,
-            encode_type(
-                &g.listeners,
-                |r| &r.name,
-                |r| wire::to_any(&wire::listener(r)),
-            ),
-        ),
-        (
-            ResourceType::Route,
-            encode_type(
-                &g.routes,
-                |r| &r.name,
-                |r| wire::to_any(&wire::route_configuration(r)),
-            ),
-        ),
-        (
-            ResourceType::Cluster,
-            encode_type(
-                &g.clusters,
-                |r| &r.name,
-                |r| wire::to_any(&wire::cluster(r)),
-            ),
-        ),
-        (
-            ResourceType::Endpoint,
-            encode_type(
-                &g.endpoints,
-                |r| &r.cluster_name,
-                |r| wire::to_any(&wire::load_assignment(r)),
-            ),
-        ),
-    ])
+impl ProxyConfig {
+    pub fn of(&self, t: ResourceType) -> Resources {
+        self.types.get(&t).cloned().unwrap_or_default()
+    }
 }
 
 /// How translation sees the current state.
 pub fn view<'a>(
     current: &'a Current,
-    cluster: &strait_model::ClusterId,
+    cluster: &ClusterId,
     root_namespace: &'a str,
 ) -> Option<MeshView<'a>> {
     let config = current.snapshot.clusters.get(cluster)?;
@@ -148,109 +157,270 @@ pub fn view<'a>(
     })
 }
 
-/// Generated configurations by generation key, for the current version.
+/// The outbound part: clusters, routes, and the EDS plans of the clusters.
+struct OutboundPart {
+    clusters: Arc<TypeResources>,
+    routes: Arc<TypeResources>,
+    eds: Vec<EdsPlan>,
+}
+
+/// Load assignments of one outbound part as proxies in one place see them.
+struct EndpointsPart {
+    resources: Arc<TypeResources>,
+    outbound: String,
+    endpoints_key: String,
+    /// A proxy in that place, to recompute assignments when endpoints change.
+    proxy: ProxyNode,
+}
+
+/// Everything cached for one version.
+#[derive(Default)]
+struct Parts {
+    version: u64,
+    profile: Option<Arc<Profile>>,
+    outbound: HashMap<String, Arc<OutboundPart>>,
+    /// (outbound key, inbound key) → listeners.
+    listeners: HashMap<(String, String), Arc<TypeResources>>,
+    /// (proxy kind, inbound key) → the proxy's own clusters.
+    local_clusters: HashMap<String, Arc<TypeResources>>,
+    /// (cluster name, rule, endpoints key) → load assignment.
+    loads: HashMap<(String, String, String), Arc<Encoded>>,
+    /// (outbound key, endpoints key) → load assignments.
+    endpoints: HashMap<(String, String), EndpointsPart>,
+    /// Full key → assembled configuration.
+    configs: HashMap<String, Arc<ProxyConfig>>,
+    /// Encodings by content, so equal resources of different parts share memory.
+    interned: HashMap<u64, Arc<Encoded>>,
+}
+
+impl Parts {
+    fn intern(&mut self, any: &Any) -> Arc<Encoded> {
+        let e = Encoded::new(any);
+        self.interned
+            .entry(e.hash)
+            .or_insert_with(|| Arc::new(e))
+            .clone()
+    }
+
+    fn intern_all<T>(
+        &mut self,
+        items: &[T],
+        name: impl Fn(&T) -> &str,
+        to_any: impl Fn(&T) -> Any,
+    ) -> Arc<TypeResources> {
+        Arc::new(
+            items
+                .iter()
+                .map(|r| (Name::from(name(r)), self.intern(&to_any(r))))
+                .collect(),
+        )
+    }
+
+    /// Moves to `current`: keeps every part when only endpoints changed (recomputing the load
+    /// assignments of the hosts that changed), else starts afresh.
+    fn advance(&mut self, current: &Current, view: Option<&MeshView<'_>>) {
+        let hosts = current.endpoint_hosts_since(self.version);
+        match (hosts, view) {
+            (Some(hosts), Some(view)) if self.version != 0 => {
+                let changed = |name: &str| {
+                    names::parse_outbound(name).is_some_and(|(_, _, h)| hosts.contains(h))
+                };
+                self.loads.retain(|(name, _, _), _| !changed(name));
+                let keys: Vec<(String, String)> = self.endpoints.keys().cloned().collect();
+                for key in keys {
+                    let Some(part) = self.endpoints.get(&key) else {
+                        continue;
+                    };
+                    let Some(outbound) = self.outbound.get(&part.outbound).cloned() else {
+                        continue;
+                    };
+                    let (proxy, endpoints_key) = (part.proxy.clone(), part.endpoints_key.clone());
+                    let mut resources = (*part.resources).clone();
+                    for plan in outbound.eds.iter().filter(|p| changed(&p.name)) {
+                        match self.load(view, plan, &proxy, &endpoints_key) {
+                            Some(e) => resources.insert(Name::from(plan.name.as_str()), e),
+                            None => resources.remove(plan.name.as_str()),
+                        };
+                    }
+                    if let Some(part) = self.endpoints.get_mut(&key) {
+                        part.resources = Arc::new(resources);
+                    }
+                }
+                // Own ports can follow endpoints; configurations are re-assembled from parts.
+                self.profile = None;
+                self.configs.clear();
+                // Encodings nothing refers to any more (replaced load assignments).
+                self.interned.retain(|_, e| Arc::strong_count(e) > 1);
+            }
+            _ => *self = Parts::default(),
+        }
+        self.version = current.version;
+    }
+
+    fn load(
+        &mut self,
+        view: &MeshView<'_>,
+        plan: &EdsPlan,
+        proxy: &ProxyNode,
+        endpoints_key: &str,
+    ) -> Option<Arc<Encoded>> {
+        let key = (
+            plan.name.clone(),
+            plan.rule.clone(),
+            endpoints_key.to_string(),
+        );
+        if let Some(e) = self.loads.get(&key) {
+            return Some(e.clone());
+        }
+        let cla = strait_translate::load_assignment(view, plan, proxy)?;
+        let e = self.intern(&wire::to_any(&wire::load_assignment(&cla)));
+        self.loads.insert(key, e.clone());
+        Some(e)
+    }
+
+    fn config(&mut self, view: &MeshView<'_>, proxy: &ProxyNode) -> Arc<ProxyConfig> {
+        let profile = self
+            .profile
+            .get_or_insert_with(|| Arc::new(Profile::new(view)))
+            .clone();
+        let keys = profile.keys(view, proxy);
+        let full = keys.full();
+        if let Some(c) = self.configs.get(&full) {
+            return c.clone();
+        }
+        let outbound = match self.outbound.get(&keys.outbound) {
+            Some(o) => o.clone(),
+            None => {
+                let o = strait_translate::outbound(view, proxy);
+                let part = Arc::new(OutboundPart {
+                    clusters: self.intern_all(
+                        &o.clusters,
+                        |c| &c.name,
+                        |c| wire::to_any(&wire::cluster(c)),
+                    ),
+                    routes: self.intern_all(
+                        &o.routes,
+                        |r| &r.name,
+                        |r| wire::to_any(&wire::route_configuration(r)),
+                    ),
+                    eds: o.eds,
+                });
+                self.outbound.insert(keys.outbound.clone(), part.clone());
+                part
+            }
+        };
+        let listeners_key = (keys.outbound.clone(), keys.inbound.clone());
+        let listeners = match self.listeners.get(&listeners_key) {
+            Some(l) => l.clone(),
+            None => {
+                let l = strait_translate::listeners(view, proxy, &keys.inbound_ports);
+                let l = self.intern_all(&l, |l| &l.name, |l| wire::to_any(&wire::listener(l)));
+                self.listeners.insert(listeners_key, l.clone());
+                l
+            }
+        };
+        let local_key = format!("{:?}|{}", proxy.kind, keys.inbound);
+        let local = match self.local_clusters.get(&local_key) {
+            Some(l) => l.clone(),
+            None => {
+                let l = strait_translate::local_clusters(proxy, &keys.inbound_ports);
+                let l = self.intern_all(&l, |c| &c.name, |c| wire::to_any(&wire::cluster(c)));
+                self.local_clusters.insert(local_key, l.clone());
+                l
+            }
+        };
+        let endpoints_key = (keys.outbound.clone(), keys.endpoints.clone());
+        let endpoints = match self.endpoints.get(&endpoints_key) {
+            Some(e) => e.resources.clone(),
+            None => {
+                let mut map = TypeResources::new();
+                for plan in &outbound.eds {
+                    if let Some(e) = self.load(view, plan, proxy, &keys.endpoints) {
+                        map.insert(Name::from(plan.name.as_str()), e);
+                    }
+                }
+                let map = Arc::new(map);
+                self.endpoints.insert(
+                    endpoints_key,
+                    EndpointsPart {
+                        resources: map.clone(),
+                        outbound: keys.outbound.clone(),
+                        endpoints_key: keys.endpoints.clone(),
+                        proxy: proxy.clone(),
+                    },
+                );
+                map
+            }
+        };
+        let config = Arc::new(ProxyConfig {
+            version: self.version,
+            types: BTreeMap::from([
+                (
+                    ResourceType::Cluster,
+                    Resources::of(vec![outbound.clusters.clone(), local]),
+                ),
+                (ResourceType::Endpoint, Resources::of(vec![endpoints])),
+                (ResourceType::Listener, Resources::of(vec![listeners])),
+                (
+                    ResourceType::Route,
+                    Resources::of(vec![outbound.routes.clone()]),
+                ),
+            ]),
+        });
+        self.configs.insert(full, config.clone());
+        config
+    }
+}
+
+/// What the cache holds: distinct encoded resources and their bytes, and assembled
+/// configurations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    pub resources: usize,
+    pub bytes: usize,
+}
+
+/// Proxies' configurations at the current version, assembled from shared parts.
 #[derive(Default)]
 pub struct ConfigCache {
-    entries: Mutex<HashMap<String, Arc<ProxyConfig>>>,
+    parts: Mutex<Parts>,
 }
 
 impl ConfigCache {
-    /// The configuration of `proxy` at `current`: from the cache, or by updating only the
-    /// endpoints of a cached older version when nothing else changed since, or generated anew.
+    pub fn stats(&self) -> CacheStats {
+        self.parts
+            .lock()
+            .map(|p| CacheStats {
+                resources: p.interned.len(),
+                bytes: p.interned.values().map(|e| e.any.len()).sum(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// The configuration of `proxy` at `current`.
     pub fn get(
         &self,
         current: &Current,
         proxy: &ProxyNode,
-        cluster: &strait_model::ClusterId,
+        cluster: &ClusterId,
         root_namespace: &str,
     ) -> Arc<ProxyConfig> {
-        let key = proxy.generation_key();
-        let cached = self.entries.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some(c) = &cached
-            && c.version == current.version
-        {
-            return c.clone();
-        }
-        let Some(view) = view(current, cluster, root_namespace) else {
+        let view = view(current, cluster, root_namespace);
+        let Ok(mut parts) = self.parts.lock() else {
             return Arc::new(ProxyConfig {
                 version: current.version,
-                generated: Arc::default(),
                 types: BTreeMap::new(),
             });
         };
-        let config = match cached
-            .as_ref()
-            .and_then(|c| current.endpoint_hosts_since(c.version).map(|h| (c, h)))
-        {
-            Some((old, hosts)) => {
-                Arc::new(update_endpoints(old, &hosts, &view, proxy, current.version))
-            }
-            None => {
-                let generated = strait_translate::generate(&view, proxy);
-                let types = encode_all(&generated);
-                Arc::new(ProxyConfig {
-                    version: current.version,
-                    generated: Arc::new(generated),
-                    types,
-                })
-            }
-        };
-        if let Ok(mut m) = self.entries.lock() {
-            // Keep the cache bounded by the number of distinct proxies (keys), one version each.
-            m.insert(key, config.clone());
+        if parts.version != current.version {
+            parts.advance(current, view.as_ref());
         }
-        config
-    }
-
-    /// Drops cached configurations of keys no connected proxy uses.
-    pub fn retain(&self, live_keys: &BTreeSet<String>) {
-        if let Ok(mut m) = self.entries.lock() {
-            m.retain(|k, _| live_keys.contains(k));
+        match &view {
+            Some(view) => parts.config(view, proxy),
+            None => Arc::new(ProxyConfig {
+                version: current.version,
+                types: BTreeMap::new(),
+            }),
         }
-    }
-}
-
-/// A new configuration sharing everything with `old` but the load assignments of `hosts`.
-fn update_endpoints(
-    old: &ProxyConfig,
-    hosts: &BTreeSet<String>,
-    view: &MeshView<'_>,
-    proxy: &ProxyNode,
-    version: u64,
-) -> ProxyConfig {
-    let old_eds = old.of(ResourceType::Endpoint);
-    let names: BTreeSet<String> = old_eds
-        .keys()
-        .filter(|n| names::parse_outbound(n).is_some_and(|(_, _, h)| hosts.contains(h)))
-        .cloned()
-        .collect();
-    let mut types = old.types.clone();
-    let mut generated = (*old.generated).clone();
-    if !names.is_empty() {
-        let fresh = strait_translate::endpoints_for(view, proxy, &names);
-        let mut eds = (*old_eds).clone();
-        for cla in &fresh {
-            eds.insert(
-                cla.cluster_name.clone(),
-                encode(strait_xds_wire::to_any(&strait_xds_wire::load_assignment(
-                    cla,
-                ))),
-            );
-        }
-        types.insert(ResourceType::Endpoint, Arc::new(eds));
-        for cla in fresh {
-            if let Some(slot) = generated
-                .endpoints
-                .iter_mut()
-                .find(|e| e.cluster_name == cla.cluster_name)
-            {
-                *slot = cla;
-            }
-        }
-    }
-    ProxyConfig {
-        version,
-        generated: Arc::new(generated),
-        types,
     }
 }

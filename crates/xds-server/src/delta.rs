@@ -5,32 +5,32 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
-use prost::Message;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use strait_xds::ResourceType;
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::Inner;
-use crate::metrics::TypeLabel;
+use crate::config::{Name, Resources};
 use crate::status::ConnectionInfo;
-use crate::stream::{PUSH_ORDER, Subscription, TypeState, changes};
-
-type Out = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+use crate::stream::{
+    Include, PUSH_ORDER, Sent, Subscription, TypeState, changes, intern, record_answer, record_sent,
+};
+use crate::wire::{DeltaEntry, Outbound, Outgoing, Requests};
 
 pub(crate) async fn run(
     inner: Arc<Inner>,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    out: Out,
+    mut inbound: Requests<DeltaDiscoveryRequest>,
+    out: Outbound,
 ) {
     let first = match inbound.message().await {
         Ok(Some(r)) => r,
-        _ => return,
+        Ok(None) => return,
+        Err(status) => {
+            let _ = out.send(Err(status)).await;
+            return;
+        }
     };
-    let Some(conn) = inner.connect_delta(first.node.as_ref(), &out).await else {
+    let Some(conn) = inner.connect(first.node.as_ref(), "delta", &out).await else {
         return;
     };
     let mut current_rx = inner.current.clone();
@@ -53,7 +53,7 @@ pub(crate) async fn run(
             changed = current_rx.changed() => {
                 if changed.is_err() { break; }
                 for t in PUSH_ORDER {
-                    if c.types.contains_key(&t) { c.send(t).await; }
+                    if c.types.contains_key(&t) { c.send(t, Include::Changes).await; }
                 }
             }
         }
@@ -67,7 +67,7 @@ struct Connection {
     types: BTreeMap<ResourceType, TypeState>,
     /// Versions a reconnecting client said it already holds (used once).
     known: HashMap<ResourceType, BTreeMap<String, String>>,
-    out: Out,
+    out: Outbound,
     counter: u64,
 }
 
@@ -101,115 +101,111 @@ impl Connection {
             return;
         };
         if !req.response_nonce.is_empty() && req.response_nonce == state.sent_nonce {
-            if let Some(err) = &req.error_detail {
-                let reason = err.message.clone();
-                warn!(proxy = %self.conn.node_id, r#type = t.short(), "proxy rejected configuration: {reason}");
-                self.inner
-                    .metrics
-                    .nacks
-                    .get_or_create(&TypeLabel {
-                        r#type: t.short().into(),
-                    })
-                    .inc();
-                self.conn.update(t, |s| {
-                    s.last_nack = Some(reason);
-                    s.nacks += 1;
-                });
-            } else {
-                if let Some(p) = state.published_at.take() {
-                    self.inner
-                        .metrics
-                        .convergence_seconds
-                        .observe(p.elapsed().as_secs_f64());
-                }
-                let n = req.response_nonce.clone();
-                let v = state.sent_version.to_string();
-                self.conn.update(t, |s| {
-                    s.acked_version = v;
-                    s.acked_nonce = n;
-                    s.last_nack = None;
-                });
-            }
+            let nack = req.error_detail.as_ref().map(|e| e.message.clone());
+            record_answer(&self.inner, &self.conn, state, t, nack);
         }
-        let mut resubscribed = false;
+        let mut added = BTreeSet::new();
         if let Subscription::Names(names) = &mut state.subscription {
+            let known = if req.resource_names_subscribe.is_empty() {
+                Resources::default()
+            } else {
+                self.inner.config_for(&self.conn.proxy).1.of(t)
+            };
             for n in &req.resource_names_subscribe {
-                resubscribed |= names.insert(n.clone());
+                if !names.contains(n.as_str()) {
+                    let name = intern(n, &known);
+                    names.insert(name.clone());
+                    added.insert(name);
+                }
             }
             for n in &req.resource_names_unsubscribe {
-                names.remove(n);
+                names.remove(n.as_str());
             }
         }
-        if first || resubscribed {
-            self.send(t).await;
+        if first {
+            // Nothing sent yet: everything subscribed goes, and names that do not exist are
+            // answered as removed.
+            self.send(t, Include::Names(added)).await;
+        } else if !added.is_empty() {
+            self.send(t, Include::Names(added)).await;
         }
     }
 
-    async fn send(&mut self, t: ResourceType) {
+    async fn send(&mut self, t: ResourceType, include: Include) {
         let started = Instant::now();
         let (current, config) = self.inner.config_for(&self.conn.proxy);
         let now = config.of(t);
         let Some(state) = self.types.get_mut(&t) else {
             return;
         };
-        let (mut changed, removed) = changes(state.sent_from.as_deref(), &now, &state.subscription);
+        if matches!(include, Include::Changes)
+            && state.sent_from.as_ref().is_some_and(|s| s.same_as(&now))
+        {
+            return;
+        }
+        let sent_from = match include {
+            Include::All => None,
+            _ => state.sent_from.as_ref(),
+        };
+        let (changed, mut removed) = changes(sent_from, &now, &state.subscription);
+        let mut names: BTreeSet<Name> = changed.into_iter().collect();
+        if let Include::Names(added) = &include {
+            for n in added {
+                if now.contains(n) {
+                    names.insert(n.clone());
+                } else {
+                    // Asked for and absent: say so, so the proxy need not wait for it.
+                    removed.push(n.clone());
+                }
+            }
+        }
         if let Some(known) = self.known.remove(&t) {
-            changed.retain(|n| {
+            names.retain(|n| {
                 known
-                    .get(n)
+                    .get(&**n)
                     .is_none_or(|v| now.get(n).is_none_or(|e| e.version() != *v))
             });
         }
         state.sent_from = Some(now.clone());
-        if changed.is_empty() && removed.is_empty() {
+        if names.is_empty() && removed.is_empty() {
             return;
         }
-        let resources: Vec<Resource> = changed
-            .iter()
-            .filter_map(|n| now.get(n).map(|e| (n, e)))
-            .map(|(n, e)| Resource {
-                name: n.clone(),
-                version: e.version(),
-                resource: Some(e.any.clone()),
-                ..Default::default()
+        let resources: Vec<DeltaEntry> = names
+            .into_iter()
+            .filter_map(|n| {
+                now.get(&n).map(|e| DeltaEntry {
+                    version: e.version(),
+                    any: e.any.clone(),
+                    name: n,
+                })
             })
             .collect();
         self.counter += 1;
         let nonce = format!("{}-{}", self.conn.id, self.counter);
-        let response = DeltaDiscoveryResponse {
-            system_version_info: current.version.to_string(),
+        let count = resources.len();
+        let message = Outgoing::delta(
+            &current.version.to_string(),
+            t.type_url(),
+            &nonce,
+            &removed,
             resources,
-            type_url: t.type_url().to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
-        let bytes = response.encoded_len() as u64;
-        let count = response.resources.len();
+        );
         state.sent_nonce = nonce.clone();
         state.sent_version = current.version;
         state.published_at = Some(current.published_at);
-        let subscribed = state.subscription.len_hint(now.len());
-        let version = current.version.to_string();
-        self.conn.update(t, |s| {
-            s.sent_version = version;
-            s.sent_nonce = nonce;
-            s.last_sent_resources = count;
-            s.subscribed = subscribed;
-        });
-        let label = TypeLabel {
-            r#type: t.short().into(),
-        };
-        self.inner.metrics.pushes.get_or_create(&label).inc();
-        self.inner
-            .metrics
-            .push_bytes
-            .get_or_create(&label)
-            .inc_by(bytes);
-        self.inner
-            .metrics
-            .push_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let _ = self.out.send(Ok(response)).await;
+        record_sent(
+            &self.inner,
+            &self.conn,
+            Sent {
+                t,
+                version: current.version,
+                nonce: &nonce,
+                resources: count,
+                subscribed: state.subscription.len_hint(now.len()),
+                bytes: message.wire_len(),
+                started,
+            },
+        );
+        let _ = self.out.send(Ok(message)).await;
     }
 }

@@ -6,11 +6,13 @@
 mod config;
 mod debug;
 mod delta;
+mod grpc;
 mod metrics;
 mod node;
 mod sotw;
 mod status;
 mod stream;
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,25 +21,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use strait_model::ClusterId;
 use strait_model::settings::GatewayAddress;
 use strait_registry::Snapshot;
 use strait_translate::{ProxyNode, gateways};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
+use tonic::Status;
 use tracing::{info, warn};
 
 pub use config::{Current, ProxyConfig};
 pub use debug::serve_debug;
+pub use grpc::AdsService;
 pub use metrics::Metrics;
 pub use status::{ConnectionInfo, TypeStatus};
+
+/// Bytes of responses copied for connections and not yet written, across all of them (see
+/// [`wire::SendBudget`]).
+const SEND_BUDGET: usize = 16 * 1024 * 1024;
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     metrics: Metrics,
     next_id: AtomicU64,
     ready: AtomicBool,
+    send_budget: Arc<wire::SendBudget>,
 }
 
 /// The xDS server; cheap to clone.
@@ -95,18 +96,17 @@ impl XdsServer {
             metrics,
             next_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
+            send_budget: wire::SendBudget::new(SEND_BUDGET),
         });
         let pipeline = push_pipeline(inner.clone(), snapshots, tx);
         (XdsServer { inner }, pipeline)
     }
 
-    /// The gRPC service to mount.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(Ads {
+    /// The gRPC service to mount (Envoy's `AggregatedDiscoveryService`).
+    pub fn service(&self) -> AdsService {
+        AdsService {
             inner: self.inner.clone(),
-        })
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024)
+        }
     }
 
     /// Marks the server ready (call once its listeners are bound).
@@ -131,6 +131,12 @@ impl XdsServer {
     }
 
     pub fn metrics_text(&self) -> String {
+        let stats = self.inner.cache.stats();
+        self.inner
+            .metrics
+            .cache_resources
+            .set(stats.resources as i64);
+        self.inner.metrics.cache_bytes.set(stats.bytes as i64);
         self.inner.metrics.encode()
     }
 
@@ -140,8 +146,13 @@ impl XdsServer {
             .connections()
             .into_iter()
             .find(|c| c.node_id == node_id)?;
-        let (current, config) = self.inner.config_for(&conn.proxy);
-        let g = &config.generated;
+        let current = self.current();
+        let view = config::view(
+            &current,
+            &self.inner.options.cluster,
+            &self.inner.options.root_namespace,
+        )?;
+        let g = strait_translate::generate(&view, &conn.proxy);
         Some(serde_json::json!({
             "node_id": node_id,
             "version": current.version,
@@ -182,8 +193,6 @@ impl Inner {
                 info!(proxy = %info.node_id, "proxy disconnected");
             }
             self.metrics.connected_proxies.set(c.len() as i64);
-            let live: BTreeSet<String> = c.values().map(|i| i.proxy.generation_key()).collect();
-            self.cache.retain(&live);
         }
     }
 
@@ -201,25 +210,10 @@ impl Inner {
         &self,
         node: Option<&Node>,
         protocol: &'static str,
-        out: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        out: &wire::Outbound,
     ) -> Option<Arc<ConnectionInfo>> {
         match self.proxy_of(node) {
             Ok(p) => Some(self.register(p, protocol)),
-            Err(e) => {
-                warn!("refused an xDS client: {}", e.message());
-                let _ = out.send(Err(e)).await;
-                None
-            }
-        }
-    }
-
-    async fn connect_delta(
-        &self,
-        node: Option<&Node>,
-        out: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Option<Arc<ConnectionInfo>> {
-        match self.proxy_of(node) {
-            Ok(p) => Some(self.register(p, "delta")),
             Err(e) => {
                 warn!("refused an xDS client: {}", e.message());
                 let _ = out.send(Err(e)).await;
@@ -272,10 +266,24 @@ async fn push_pipeline(
             return;
         }
         let snapshot = snapshots.borrow_and_update().clone();
+        let started = Instant::now();
         let previous = tx.borrow().clone();
-        let change = snapshot.changes_since(&previous.snapshot);
+        // The registry's own change record, unless a version was skipped.
+        let change = match &snapshot.change {
+            Some(c) if c.from == previous.snapshot.version => c.clone(),
+            _ => Arc::new(snapshot.changes_since(&previous.snapshot)),
+        };
         let gateways = resolve_gateways(&snapshot).await;
-        let endpoint_only = change.endpoints_only() && gateways == previous.gateways;
+        // Endpoints of DNS-resolved services travel inside their clusters: a change to them
+        // is a cluster change.
+        let inline_endpoints = change.services.endpoints_changed.iter().any(|k| {
+            snapshot
+                .model
+                .services()
+                .any(|(key, s)| key.host == k.host && s.service.resolved_by_dns())
+        });
+        let endpoint_only =
+            change.endpoints_only() && !inline_endpoints && gateways == previous.gateways;
         let version = snapshot.version;
         let (full_version, endpoint_changes) =
             if endpoint_only && previous.endpoint_changes.len() < 64 {
@@ -296,7 +304,12 @@ async fn push_pipeline(
             .metrics
             .config_errors
             .set(snapshot.problems.iter().filter(|d| d.is_error()).count() as i64);
-        info!(version, endpoint_only, "publishing configuration");
+        info!(
+            version,
+            endpoint_only,
+            prepared_ms = started.elapsed().as_millis() as u64,
+            "publishing configuration"
+        );
         let current = Arc::new(Current {
             version,
             snapshot,
@@ -306,34 +319,5 @@ async fn push_pipeline(
             published_at: Instant::now(),
         });
         tx.send_replace(current);
-    }
-}
-
-/// The ADS gRPC service.
-pub struct Ads {
-    inner: Arc<Inner>,
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(sotw::run(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(delta::run(self.inner.clone(), request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub push_seconds: Histogram,
     pub convergence_seconds: Histogram,
     pub snapshot_version: Gauge,
+    pub cache_resources: Gauge,
+    pub cache_bytes: Gauge,
     pub config_errors: Gauge,
 }
 
@@ -35,6 +37,8 @@ impl Default for Metrics {
             push_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             convergence_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             snapshot_version: Gauge::default(),
+            cache_resources: Gauge::default(),
+            cache_bytes: Gauge::default(),
             config_errors: Gauge::default(),
             registry: Registry::default(),
         };
@@ -67,6 +71,16 @@ impl Default for Metrics {
             "xds_convergence_seconds",
             "Time from a configuration change being published to a proxy acknowledging it",
             m.convergence_seconds.clone(),
+        );
+        registry.register(
+            "xds_cache_resources",
+            "Distinct encoded resources held for connected proxies (shared by proxies alike)",
+            m.cache_resources.clone(),
+        );
+        registry.register(
+            "xds_cache_bytes",
+            "Bytes of the encoded resources held for connected proxies",
+            m.cache_bytes.clone(),
         );
         registry.register(
             "registry_snapshot_version",

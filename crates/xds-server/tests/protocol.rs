@@ -407,3 +407,109 @@ async fn delta_sends_only_changes_names_removals_and_resumes_from_known_versions
         Ok(other) => panic!("{other:?}"),
     }
 }
+
+/// Growing a state-of-the-world EDS subscription sends the newly asked-for assignments only;
+/// an ACK carrying the same names (in any order) sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_sotw_subscription_gets_only_the_new_names() {
+    let h = start(&manifests("10.0.0.1", true)).await;
+    let mut a = Sotw::connect(h.port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node("sidecar~10.1.0.1~a.a~a.svc.cluster.local")),
+        type_url: EDS.into(),
+        resource_names: vec![HELLO.into()],
+        ..Default::default()
+    })
+    .await;
+    let first = a.recv().await;
+    assert_eq!(names(&first), vec![HELLO.to_string()]);
+    a.ack(&first, vec![HELLO.into(), OTHER.into()]).await;
+    let grown = a.recv().await;
+    assert_eq!(
+        names(&grown),
+        vec![OTHER.to_string()],
+        "only the added name"
+    );
+    a.ack(&grown, vec![OTHER.into(), HELLO.into()]).await;
+    assert!(
+        a.quiet(Duration::from_millis(500)).await,
+        "the same subscription sends nothing"
+    );
+}
+
+/// Delta: subscribing to a cluster that appears later gets it (it was pushed to no one before);
+/// subscribing to a name that does not exist is answered with that name removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_subscriptions_to_new_and_missing_names_are_answered() {
+    let h = start(&manifests("10.0.0.1", false)).await;
+    let mut d = Delta::connect(h.port).await;
+    let id = "sidecar~10.1.0.1~a.a~a.svc.cluster.local";
+    d.tx.send(DeltaDiscoveryRequest {
+        node: Some(node(id)),
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![
+            HELLO.into(),
+            "outbound|80||missing.a.svc.cluster.local".into(),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = d.recv().await;
+    assert_eq!(
+        first
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec![HELLO]
+    );
+    assert_eq!(
+        first.removed_resources,
+        vec!["outbound|80||missing.a.svc.cluster.local".to_string()]
+    );
+    d.ack(&first).await;
+    // `other` appears: nobody watches it yet, so nothing is sent…
+    std::fs::write(&h.file, manifests("10.0.0.1", true)).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // …until the proxy asks for it.
+    d.tx.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![OTHER.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let other = loop {
+        let r = d.recv().await;
+        d.ack(&r).await;
+        if r.resources.iter().any(|x| x.name == OTHER) {
+            break r;
+        }
+    };
+    assert!(other.resources.iter().all(|x| x.name == OTHER));
+}
+
+/// Methods other than the two ADS streams are refused with UNIMPLEMENTED, as gRPC servers do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_are_unimplemented() {
+    let h = start(&manifests("10.0.0.1", false)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", h.port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<DiscoveryRequest, DiscoveryResponse, _>(
+            tonic::Request::new(DiscoveryRequest::default()),
+            http::uri::PathAndQuery::from_static(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/FetchSomething",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}

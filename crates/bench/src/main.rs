@@ -1,0 +1,166 @@
+//! `strait-bench`: Strait's benchmark runner. Starts the release `strait` binary on loopback,
+//! drives it with simulated clients, and rewrites `docs/benchmarks.md` with what it measured.
+
+mod ads;
+mod control_plane;
+mod machine;
+mod process;
+mod report;
+mod stats;
+mod synth;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Measure Strait and write the results to a Markdown report.
+///
+/// Runs the control-plane scale scenario (synthetic mesh, simulated ADS proxies, state-of-the-
+/// world and delta) against the real `strait` binary. Use `scripts/bench`, which builds both
+/// binaries in release first.
+#[derive(Debug, Parser)]
+#[command(name = "strait-bench", version)]
+struct Args {
+    /// Small scale and few repetitions (a smoke test that the runner works, under 2 minutes);
+    /// writes to target/benchmarks-quick.md unless --out is given.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the report.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The `strait` binary to measure (default: next to this one).
+    #[arg(long, value_name = "PATH")]
+    strait: Option<PathBuf>,
+    /// Services in the synthetic mesh.
+    #[arg(long, value_name = "N")]
+    services: Option<usize>,
+    /// Endpoints of each service in each cluster.
+    #[arg(long, value_name = "N")]
+    endpoints: Option<usize>,
+    /// Clusters (each holds every service).
+    #[arg(long, value_name = "N")]
+    clusters: Option<usize>,
+    /// Simulated proxies.
+    #[arg(long, value_name = "N")]
+    proxies: Option<usize>,
+    /// Endpoint changes to time.
+    #[arg(long, value_name = "N")]
+    changes: Option<usize>,
+    /// Service additions to time.
+    #[arg(long, value_name = "N")]
+    additions: Option<usize>,
+    /// Only write the synthetic mesh's manifests to DIR (for profiling by hand) and exit.
+    #[arg(long, value_name = "DIR")]
+    write_mesh: Option<PathBuf>,
+    /// Where process logs go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-logs")]
+    logs: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "strait-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let strait = match &args.strait {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the runner's own directory")?
+            .join("strait"),
+    };
+    anyhow::ensure!(
+        strait.exists(),
+        "{} does not exist: build it (scripts/bench does) or pass --strait",
+        strait.display()
+    );
+    std::fs::create_dir_all(&args.logs)
+        .with_context(|| format!("creating {}", args.logs.display()))?;
+    let (services, endpoints, clusters, proxies, changes, additions) = if args.quick {
+        (100, 10, 3, 20, 5, 2)
+    } else {
+        (1000, 10, 3, 200, 100, 10)
+    };
+    let params = control_plane::Params {
+        shape: synth::Shape {
+            services: args.services.unwrap_or(services),
+            endpoints: args.endpoints.unwrap_or(endpoints),
+            clusters: args.clusters.unwrap_or(clusters),
+        },
+        proxies: args.proxies.unwrap_or(proxies),
+        workloads: 50,
+        endpoint_changes: args.changes.unwrap_or(changes),
+        service_additions: args.additions.unwrap_or(additions),
+        debounce_ms: 100,
+    };
+    if let Some(dir) = &args.write_mesh {
+        let files = synth::write(params.shape, dir)?;
+        say(&format!(
+            "wrote {files} manifest files under {}",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut phases = Vec::new();
+    for variant in [ads::Variant::StateOfTheWorld, ads::Variant::Delta] {
+        say(&format!(
+            "control plane: {} services × {} endpoints × {} clusters, {} {} proxies…",
+            params.shape.services,
+            params.shape.endpoints,
+            params.shape.clusters,
+            params.proxies,
+            variant.label()
+        ));
+        let r = runtime.block_on(control_plane::run(&strait, &params, variant, &args.logs))?;
+        say(&format!(
+            "  cold sync {}, endpoint change p99 {}, {} per proxy",
+            stats::ms(r.cold_sync_all),
+            stats::opt_ms(stats::percentile(&r.endpoint_changes.all_acked, 99.0)),
+            stats::kib(r.kib_per_proxy(params.proxies))
+        ));
+        phases.push(r);
+    }
+    let machine = machine::Machine::describe();
+    let mut command = String::from("scripts/bench");
+    for a in std::env::args().skip(1) {
+        command.push(' ');
+        command.push_str(&a);
+    }
+    let report = report::Report {
+        machine: &machine,
+        command,
+        quick: args.quick,
+        control_plane: Some((&params, &phases)),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.quick {
+            "target/benchmarks-quick.md"
+        } else {
+            "docs/benchmarks.md"
+        })
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, report.render()).with_context(|| format!("writing {}", out.display()))?;
+    say(&format!("wrote {}", out.display()));
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `docs/benchmarks.md`: the machine, the command, and each scenario's tables with its targets
+//! marked met or not met.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::ads::Type;
+use crate::control_plane::{Changes, Params, PhaseResult};
+use crate::machine::Machine;
+use crate::stats::{bytes, kib, ms, opt_ms, percentile};
+
+pub struct Report<'a> {
+    pub machine: &'a Machine,
+    pub command: String,
+    pub quick: bool,
+    pub control_plane: Option<(&'a Params, &'a [PhaseResult])>,
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
+/// Mean bytes per change per proxy, by type.
+fn per_change_per_proxy(c: &Changes, proxies: usize) -> [f64; 4] {
+    let n = (c.bytes.len() * proxies.max(1)) as f64;
+    std::array::from_fn(|i| {
+        if n == 0.0 {
+            0.0
+        } else {
+            c.bytes.iter().map(|b| b[i] as f64).sum::<f64>() / n
+        }
+    })
+}
+
+fn by_type(b: [f64; 4]) -> String {
+    let total: f64 = b.iter().sum();
+    let parts: Vec<String> = Type::ALL
+        .iter()
+        .filter(|t| b[**t as usize] > 0.0)
+        .map(|t| format!("{} {}", t.short(), bytes(b[*t as usize])))
+        .collect();
+    if parts.is_empty() {
+        "0 B".into()
+    } else {
+        format!("{} ({})", bytes(total), parts.join(", "))
+    }
+}
+
+fn p(values: &[Duration], q: f64) -> String {
+    opt_ms(percentile(values, q))
+}
+
+impl Report<'_> {
+    pub fn render(&self) -> String {
+        let m = self.machine;
+        let mut s = String::new();
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Written by the benchmark runner; do not edit by hand. Every number below was measured in the run described here.{}\n",
+            if self.quick {
+                " **This is a `--quick` run (smaller scale, few repetitions): a smoke test, not a measurement to quote.**"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "- Reproduce: `{}`", self.command);
+        let _ = writeln!(s, "- Date: {}", m.date);
+        let _ = writeln!(
+            s,
+            "- Machine: {} × {} ({} cores visible), {:.1} GiB RAM, Linux {}",
+            m.cores, m.cpu, m.cores, m.memory_gib, m.kernel
+        );
+        let _ = writeln!(
+            s,
+            "- Build: release profile, {}, commit {}",
+            m.rustc, m.commit
+        );
+        let _ = writeln!(
+            s,
+            "- Everything runs on loopback on this one machine: the measured process shares its cores with the load generators.\n"
+        );
+        if let Some((params, phases)) = self.control_plane {
+            control_plane(&mut s, params, phases);
+        }
+        let _ = writeln!(s, "## Data plane\n");
+        let _ = writeln!(
+            s,
+            "Not measured yet: the Strait proxy (sidecar and router) is not built. Its rows — direct vs one and two Strait hops, HAProxy and nginx on the same chain — join this runner when it is.\n"
+        );
+        s
+    }
+}
+
+fn control_plane(s: &mut String, params: &Params, phases: &[PhaseResult]) {
+    let sh = params.shape;
+    let _ = writeln!(s, "## Control plane\n");
+    let _ = writeln!(
+        s,
+        "The real `strait control-plane` process, watching manifests of a synthetic mesh: {} services, each in all {} clusters with {} endpoints in each ({} endpoints; one file per service and cluster, {} manifest files), plus 3 Nodes per cluster for zones. {} simulated sidecars in cluster1 ({} workloads spread over 3 zones: {} distinct generation keys) connect over ADS as Envoy does — clusters and listeners by wildcard, then the endpoints of every cluster and the routes every listener names — and ACK every response. Each service exposes HTTP on 80, every fifth also gRPC on 9090, so every sidecar holds every cluster and endpoint set (no `Sidecar` scoping). Debounce {} ms.\n",
+        sh.services,
+        sh.clusters,
+        sh.endpoints,
+        sh.services * sh.clusters * sh.endpoints,
+        phases.first().map_or(0, |p| p.manifests),
+        params.proxies,
+        params.workloads,
+        params.generation_keys(),
+        params.debounce_ms,
+    );
+    let _ = writeln!(
+        s,
+        "An *endpoint change* rewrites one service's file in one cluster with one endpoint address changed; it is timed from the file write (so the watcher, the debounce, the reload, the model rebuild and the push are all included) to the moment every proxy ACKed the response carrying that service's load assignment. A *service addition* writes a new service's file; it needs a full push (new cluster, new route entry) and is timed to every proxy's ACK of the new cluster's endpoints. Bytes are protobuf-encoded response messages as the clients decode them (HTTP/2 and gRPC framing not counted), averaged per change and proxy.\n"
+    );
+    let _ = writeln!(s, "### Targets\n");
+    let _ = writeln!(s, "| Target | Measured | |");
+    let _ = writeln!(s, "|---|---|---|");
+    for r in phases {
+        let v = r.variant.label();
+        let p99 = percentile(&r.endpoint_changes.all_acked, 99.0);
+        let ok = r.endpoint_changes.timed_out == 0
+            && p99.is_some_and(|d| d <= Duration::from_millis(500));
+        let _ = writeln!(
+            s,
+            "| Endpoint change ACKed by all proxies, p99 ≤ 500 ms ({v}) | {} over {} changes{} | {} |",
+            opt_ms(p99),
+            r.endpoint_changes.all_acked.len(),
+            timed_out_note(&r.endpoint_changes),
+            met(ok)
+        );
+    }
+    for r in phases {
+        let _ = writeln!(
+            s,
+            "| Cold sync of all proxies ≤ 1 s ({}) | {} | {} |",
+            r.variant.label(),
+            ms(r.cold_sync_all),
+            met(r.cold_sync_all <= Duration::from_secs(1))
+        );
+    }
+    for r in phases {
+        let per = r.kib_per_proxy(params.proxies);
+        let _ = writeln!(
+            s,
+            "| ≤ 200 KB of control-plane memory per connected proxy ({}) | {} | {} |",
+            r.variant.label(),
+            kib(per),
+            met(per * 1024.0 <= 200_000.0)
+        );
+    }
+    let sotw = phases
+        .iter()
+        .find(|r| r.variant == crate::ads::Variant::StateOfTheWorld);
+    let delta = phases
+        .iter()
+        .find(|r| r.variant == crate::ads::Variant::Delta);
+    if let (Some(sotw), Some(delta)) = (sotw, delta) {
+        let cluster_size = sotw.cold_bytes[Type::Cluster as usize] as f64
+            / params.proxies.max(1) as f64
+            / sh.service_ports() as f64;
+        let d =
+            per_change_per_proxy(&delta.service_additions, params.proxies)[Type::Cluster as usize];
+        let so =
+            per_change_per_proxy(&sotw.service_additions, params.proxies)[Type::Cluster as usize];
+        let _ = writeln!(
+            s,
+            "| Delta sends O(change) bytes | one added service: delta sends {} of clusters per proxy (one cluster ≈ {}), SotW {} | {} |",
+            bytes(d),
+            bytes(cluster_size),
+            bytes(so),
+            met(d > 0.0 && d <= 3.0 * cluster_size)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "### Results\n");
+    let _ = write!(s, "| |");
+    for r in phases {
+        let _ = write!(s, " {} |", r.variant.label());
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "|---|");
+    for _ in phases {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s);
+    let row = |s: &mut String, name: &str, f: &dyn Fn(&PhaseResult) -> String| {
+        let _ = write!(s, "| {name} |");
+        for r in phases {
+            let _ = write!(s, " {} |", f(r));
+        }
+        let _ = writeln!(s);
+    };
+    let n = params.proxies;
+    row(s, "Start to ready (first load of all manifests)", &|r| {
+        ms(r.load_to_ready)
+    });
+    row(s, "Control-plane RSS, ready, no proxies", &|r| {
+        kib(r.idle.rss_kib as f64)
+    });
+    row(s, &format!("Cold sync, all {n} proxies"), &|r| {
+        ms(r.cold_sync_all)
+    });
+    row(s, "Cold sync, each proxy p50 / p99", &|r| {
+        format!(
+            "{} / {}",
+            p(&r.cold_sync_each, 50.0),
+            p(&r.cold_sync_each, 99.0)
+        )
+    });
+    row(s, "Control-plane CPU during cold sync", &|r| {
+        format!("{:.2} s", r.cold_sync_cpu)
+    });
+    row(s, "Bytes per proxy, cold sync", &|r| {
+        by_type(std::array::from_fn(|i| {
+            r.cold_bytes[i] as f64 / n.max(1) as f64
+        }))
+    });
+    row(
+        s,
+        &format!("Control-plane RSS with {n} proxies synced"),
+        &|r| kib(r.synced.rss_kib as f64),
+    );
+    row(
+        s,
+        "Memory per connected proxy",
+        &|r| kib(r.kib_per_proxy(n)),
+    );
+    row(s, "Of which shared encoded configuration", &|r| {
+        r.cache_bytes
+            .map(|b| bytes(b as f64))
+            .unwrap_or_else(|| "not reported".into())
+    });
+    row(s, "Endpoint change → all ACKed, p50 / p99 / max", &|r| {
+        let c = &r.endpoint_changes;
+        format!(
+            "{} / {} / {} ({} changes{})",
+            p(&c.all_acked, 50.0),
+            p(&c.all_acked, 99.0),
+            p(&c.all_acked, 100.0),
+            c.all_acked.len(),
+            timed_out_note(c)
+        )
+    });
+    row(s, "Endpoint change → each proxy's ACK, p50 / p99", &|r| {
+        let c = &r.endpoint_changes;
+        format!("{} / {}", p(&c.each_acked, 50.0), p(&c.each_acked, 99.0))
+    });
+    row(s, "Bytes per endpoint change per proxy", &|r| {
+        by_type(per_change_per_proxy(&r.endpoint_changes, n))
+    });
+    row(s, "Service addition → all ACKed, p50 / max", &|r| {
+        let c = &r.service_additions;
+        format!(
+            "{} / {} ({} additions{})",
+            p(&c.all_acked, 50.0),
+            p(&c.all_acked, 100.0),
+            c.all_acked.len(),
+            timed_out_note(c)
+        )
+    });
+    row(s, "Bytes per service addition per proxy", &|r| {
+        by_type(per_change_per_proxy(&r.service_additions, n))
+    });
+    row(s, "Control-plane peak RSS", &|r| kib(r.end.peak_kib as f64));
+    let _ = writeln!(s);
+}
+
+fn timed_out_note(c: &Changes) -> String {
+    if c.timed_out > 0 {
+        format!(", **{} not ACKed by every proxy within 10 s**", c.timed_out)
+    } else {
+        String::new()
+    }
+}

@@ -1,0 +1,251 @@
+//! What of a proxy its configuration depends on, so that proxies alike share one generation:
+//! the labels the configuration can react to, and keys for the outbound part (clusters,
+//! routes), the load assignments (locality, network) and the inbound part (its own ports).
+//!
+//! Translation reads a proxy's labels only through selectors (Sidecar and DestinationRule
+//! workload selectors, VirtualService `sourceLabels`, Gateway selectors) and
+//! `failoverPriority` label names; labels no such place names cannot change the result, so they
+//! are left out of the keys. A test checks that proxies with equal keys get equal resources.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
+use strait_model::{ClusterId, EndpointAddress, MeshModel, WorkloadRef};
+
+use crate::proxy::{ProxyKind, ProxyNode};
+use crate::{InboundPort, MeshView, scope};
+
+/// Label names the current configuration selects on or fails over by.
+pub fn relevant_label_keys(view: &MeshView<'_>) -> BTreeSet<String> {
+    let c = view.config;
+    let mut keys = BTreeSet::new();
+    for s in &c.sidecars {
+        if let Some(w) = &s.spec.workload_selector {
+            keys.extend(w.labels.keys().cloned());
+        }
+    }
+    for g in &c.gateways {
+        keys.extend(g.spec.selector.keys().cloned());
+    }
+    for vs in &c.virtual_services {
+        for m in vs.spec.http.iter().flat_map(|r| r.matches.iter()) {
+            keys.extend(m.source_labels.keys().cloned());
+        }
+    }
+    let mut failover = |lb: Option<&LoadBalancerSettings>| {
+        for entry in lb
+            .and_then(|lb| lb.locality_lb_setting.as_ref())
+            .map(|l| l.failover_priority.as_slice())
+            .unwrap_or_default()
+        {
+            let name = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+            keys.insert(name.to_string());
+        }
+    };
+    let mut policies: Vec<&TrafficPolicy> = Vec::new();
+    for dr in &c.destination_rules {
+        policies.extend(dr.spec.traffic_policy.as_ref());
+        policies.extend(
+            dr.spec
+                .subsets
+                .iter()
+                .filter_map(|s| s.traffic_policy.as_ref()),
+        );
+    }
+    for p in policies {
+        failover(p.load_balancer.as_ref());
+        for port in p.port_level_settings.iter().flatten() {
+            failover(port.load_balancer.as_ref());
+        }
+    }
+    if let Some(mesh) = view.mesh_locality {
+        for entry in &mesh.failover_priority {
+            let name = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+            keys.insert(name.to_string());
+        }
+    }
+    for dr in &c.destination_rules {
+        if let Some(w) = &dr.spec.workload_selector {
+            keys.extend(w.match_labels.keys().cloned());
+        }
+    }
+    keys
+}
+
+/// A proxy's generation keys: proxies with equal keys get equal resources of that part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyKeys {
+    /// Clusters, routes and (for routers and proxyless clients) listeners: kind, namespace,
+    /// cluster and the relevant labels.
+    pub outbound: String,
+    /// Load assignments: kind (routers never cross networks), cluster, network, locality and
+    /// the relevant labels.
+    pub endpoints: String,
+    /// The proxy's own receiving ports (sidecars only).
+    pub inbound: String,
+    pub inbound_ports: Vec<InboundPort>,
+}
+
+impl ProxyKeys {
+    /// The key of the whole configuration.
+    pub fn full(&self) -> String {
+        format!("{}#{}#{}", self.outbound, self.endpoints, self.inbound)
+    }
+}
+
+/// Where each workload receives traffic: the ports of the services whose endpoints it backs.
+#[derive(Debug, Default)]
+struct InboundIndex {
+    by_ip: HashMap<(ClusterId, IpAddr), WorkloadRef>,
+    by_name: HashMap<(ClusterId, String, String), WorkloadRef>,
+    ports: HashMap<(ClusterId, WorkloadRef), BTreeSet<(u16, bool)>>,
+}
+
+impl InboundIndex {
+    fn new(model: &MeshModel) -> Self {
+        let mut index = InboundIndex::default();
+        for w in model.workloads() {
+            if let EndpointAddress::Ip(ip) = w.address {
+                index.by_ip.insert((w.cluster.clone(), ip), w.reference());
+            }
+            index.by_name.insert(
+                (w.cluster.clone(), w.namespace.clone(), w.name.clone()),
+                w.reference(),
+            );
+        }
+        for (_, s) in model.services() {
+            for e in &s.endpoints {
+                for p in &s.service.ports {
+                    if let Some(t) = e.target_port(p.port) {
+                        index
+                            .ports
+                            .entry((e.cluster.clone(), e.workload.clone()))
+                            .or_default()
+                            .insert((t, p.protocol.is_http()));
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    fn ports_of(&self, proxy: &ProxyNode) -> Option<&BTreeSet<(u16, bool)>> {
+        let me = proxy
+            .ip
+            .and_then(|ip| self.by_ip.get(&(proxy.cluster.clone(), ip)))
+            .or_else(|| {
+                self.by_name.get(&(
+                    proxy.cluster.clone(),
+                    proxy.namespace.clone(),
+                    proxy.workload_name.clone(),
+                ))
+            })?;
+        self.ports.get(&(proxy.cluster.clone(), me.clone()))
+    }
+}
+
+/// What is needed to key and place proxies under one view: built once per version.
+#[derive(Debug)]
+pub struct Profile {
+    relevant: BTreeSet<String>,
+    inbound: InboundIndex,
+}
+
+impl Profile {
+    pub fn new(view: &MeshView<'_>) -> Profile {
+        Profile {
+            relevant: relevant_label_keys(view),
+            inbound: InboundIndex::new(view.model),
+        }
+    }
+
+    /// Label names the configuration selects on or fails over by.
+    pub fn relevant_labels(&self) -> &BTreeSet<String> {
+        &self.relevant
+    }
+
+    /// The ports on which the proxy's own workload receives traffic: those of the services its
+    /// endpoints back, and the Sidecar resource's `ingress` ports.
+    pub fn inbound_ports(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Vec<InboundPort> {
+        let mut ports: BTreeSet<(u16, bool)> =
+            self.inbound.ports_of(proxy).cloned().unwrap_or_default();
+        if let Some(sc) = scope::sidecar_for(view, proxy) {
+            for ing in &sc.spec.ingress {
+                let target = ing
+                    .default_endpoint
+                    .as_deref()
+                    .and_then(|e| e.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok());
+                let proto = ing
+                    .port
+                    .as_ref()
+                    .and_then(|p| p.protocol.as_deref())
+                    .and_then(strait_model::Protocol::parse);
+                if let Some(t) = target.or_else(|| {
+                    ing.port
+                        .as_ref()
+                        .and_then(|p| p.number)
+                        .and_then(|n| u16::try_from(n).ok())
+                }) {
+                    ports.insert((t, proto.is_some_and(|p| p.is_http())));
+                }
+            }
+        }
+        let mut out: Vec<InboundPort> = Vec::new();
+        for (t, http) in ports {
+            match out.iter_mut().find(|p| p.target_port == t) {
+                Some(p) => p.http |= http,
+                None => out.push(InboundPort {
+                    target_port: t,
+                    http,
+                }),
+            }
+        }
+        out
+    }
+
+    /// The keys of `proxy`.
+    pub fn keys(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> ProxyKeys {
+        let mut labels = String::new();
+        for (k, v) in proxy
+            .labels
+            .iter()
+            .filter(|(k, _)| self.relevant.contains(*k))
+        {
+            let _ = write!(labels, "{k}={v},");
+        }
+        let outbound = format!(
+            "{:?}|{}|{}|{labels}",
+            proxy.kind, proxy.namespace, proxy.cluster
+        );
+        let endpoints = format!(
+            "{}|{}|{}|{}|{labels}",
+            proxy.kind == ProxyKind::Router,
+            proxy.cluster,
+            proxy.network,
+            proxy.locality
+        );
+        let inbound_ports = if proxy.kind == ProxyKind::Sidecar {
+            self.inbound_ports(view, proxy)
+        } else {
+            Vec::new()
+        };
+        let mut inbound = String::new();
+        for p in &inbound_ports {
+            let _ = write!(
+                inbound,
+                "{}{},",
+                p.target_port,
+                if p.http { "h" } else { "t" }
+            );
+        }
+        ProxyKeys {
+            outbound,
+            endpoints,
+            inbound,
+            inbound_ports,
+        }
+    }
+}
