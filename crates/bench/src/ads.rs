@@ -530,7 +530,13 @@ async fn delta(
             continue;
         };
         shared.record(t, response.encoded_len());
-        let (before_eds, before_routes) = (h.eds_names(), h.route_names());
+        // Only clusters and listeners change what the proxy subscribes to.
+        let structural = matches!(t, Type::Cluster | Type::Listener);
+        let (before_eds, before_routes) = if structural {
+            (h.eds_names(), h.route_names())
+        } else {
+            Default::default()
+        };
         for name in &response.removed_resources {
             match t {
                 Type::Cluster => drop(h.clusters.remove(name)),
@@ -564,10 +570,15 @@ async fn delta(
         .await?;
         let target = shared.target_in(t, response.resources.iter().map(|r| r.name.as_str()));
         note_progress(index, shared, &mut h, t, target);
-        for (dependent, before, after) in [
-            (Type::Endpoint, before_eds, h.eds_names()),
-            (Type::Route, before_routes, h.route_names()),
-        ] {
+        let dependents = if structural {
+            vec![
+                (Type::Endpoint, before_eds, h.eds_names()),
+                (Type::Route, before_routes, h.route_names()),
+            ]
+        } else {
+            Vec::new()
+        };
+        for (dependent, before, after) in dependents {
             let add: Vec<String> = after.difference(&before).cloned().collect();
             let remove: Vec<String> = before.difference(&after).cloned().collect();
             if !add.is_empty() || !remove.is_empty() {

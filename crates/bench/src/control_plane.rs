@@ -28,17 +28,6 @@ pub struct Params {
     pub debounce_ms: u64,
 }
 
-impl Params {
-    /// Distinct (workload, zone) pairs among the proxies: the control plane generates one
-    /// configuration per pair.
-    pub fn generation_keys(&self) -> usize {
-        (0..self.proxies)
-            .map(|p| identity(p, self).app + &identity(p, self).zone)
-            .collect::<BTreeSet<_>>()
-            .len()
-    }
-}
-
 /// Timings and bytes of one kind of change, repeated.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -61,8 +50,12 @@ pub struct PhaseResult {
     pub cold_sync_all: Duration,
     pub cold_sync_each: Vec<Duration>,
     pub cold_sync_cpu: f64,
+    /// CPU the simulated proxies (this runner) used meanwhile, on the same cores.
+    pub load_generator_cpu: f64,
     pub cold_bytes: [u64; 4],
     pub synced: Memory,
+    /// RSS growth per proxy when a second batch of proxies connects to the warm control plane.
+    pub marginal_kib: f64,
     /// Bytes of shared encoded configuration the control plane holds once synced (its
     /// `strait_xds_cache_bytes` metric).
     pub cache_bytes: Option<u64>,
@@ -82,7 +75,7 @@ fn identity(p: usize, params: &Params) -> Identity {
     let app = p % params.workloads.max(1);
     let replica = p / params.workloads.max(1);
     Identity {
-        ip: Shape::endpoint_ip(1, app, replica % params.shape.endpoints.max(1), 0),
+        ip: Shape::endpoint_ip(1, app, replica % params.shape.endpoints.max(1), 0, 0),
         pod: format!("svc-{app}-{replica}"),
         namespace: Shape::namespace_of(app),
         app: format!("svc-{app}"),
@@ -149,6 +142,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let addr = format!("http://127.0.0.1:{xds_port}");
     let cpu_before = cp.cpu_seconds()?;
+    let own_cpu_before = process::cpu_seconds(std::process::id())?;
     let started = Instant::now();
     for p in 0..params.proxies {
         tokio::spawn(ads::run(
@@ -172,6 +166,7 @@ pub async fn run(
     let cold_sync_all = started.elapsed();
     quiet(&shared, Duration::from_millis(300), Duration::from_secs(10)).await;
     let cold_sync_cpu = cp.cpu_seconds()? - cpu_before;
+    let load_generator_cpu = process::cpu_seconds(std::process::id())? - own_cpu_before;
     let cold_bytes = shared.total_bytes();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let synced = cp.memory()?;
@@ -179,6 +174,38 @@ pub async fn run(
         .await
         .and_then(|(_, body)| metric(&body, "strait_xds_cache_bytes"));
 
+    // What one more proxy costs once the mesh is warm: connect a second batch as large as the
+    // first (new pods of the same workloads) and divide the growth.
+    let before_batch = cp.memory()?;
+    let (batch_stop, batch_stop_rx) = watch::channel(false);
+    let batch_started = Instant::now();
+    for p in params.proxies..params.proxies * 2 {
+        tokio::spawn(ads::run(
+            p,
+            addr.clone(),
+            identity(p, params),
+            variant,
+            shared.clone(),
+            batch_stop_rx.clone(),
+        ));
+    }
+    let mut batch_synced = 0;
+    let deadline = batch_started + Duration::from_secs(180);
+    while batch_synced < params.proxies {
+        match next_event(&mut events, deadline).await? {
+            Event::Synced { .. } => batch_synced += 1,
+            Event::Failed { client, error } => bail!("simulated proxy {client}: {error}"),
+            Event::Acked { .. } => {}
+        }
+    }
+    quiet(&shared, Duration::from_millis(300), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_batch = cp.memory()?;
+    let marginal_kib =
+        (after_batch.rss_kib as f64 - before_batch.rss_kib as f64) / params.proxies.max(1) as f64;
+    // The second batch leaves again: changes are timed with the first batch only.
+    let _ = batch_stop.send(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut next_id = 0u64;
     let mut generation = 0usize;
     let mut endpoint_changes = Changes::default();
@@ -238,8 +265,10 @@ pub async fn run(
         cold_sync_all,
         cold_sync_each,
         cold_sync_cpu,
+        load_generator_cpu,
         cold_bytes,
         synced,
+        marginal_kib,
         cache_bytes,
         endpoint_changes,
         service_additions,

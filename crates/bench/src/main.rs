@@ -16,6 +16,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+/// The same allocator as `strait`: the simulated proxies allocate much, and the runner should
+/// take as little of the shared cores as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measure Strait and write the results to a Markdown report.
 ///
 /// Runs the control-plane scale scenario (synthetic mesh, simulated ADS proxies, state-of-the-

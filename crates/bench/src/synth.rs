@@ -47,9 +47,16 @@ impl Shape {
     }
 
     /// The `index`-th endpoint address of `service` in cluster `cluster` (1-based); `generation`
-    /// moves the first endpoint so that a rewrite is an endpoint change.
-    pub fn endpoint_ip(cluster: usize, service: usize, index: usize, generation: usize) -> String {
-        if index == 0 && generation > 0 {
+    /// moves the last endpoint (no simulated proxy runs there) so that a rewrite is an endpoint
+    /// change.
+    pub fn endpoint_ip(
+        cluster: usize,
+        service: usize,
+        index: usize,
+        last: usize,
+        generation: usize,
+    ) -> String {
+        if index == last && generation > 0 {
             return format!(
                 "10.{}.{}.{}",
                 100 + cluster,
@@ -107,7 +114,7 @@ pub fn service_manifest(shape: Shape, cluster: usize, service: usize, generation
         let _ = write!(
             s,
             "  - ip: {}\n    nodeName: node-{cluster}-{}\n",
-            Shape::endpoint_ip(cluster, service, i, generation),
+            Shape::endpoint_ip(cluster, service, i, shape.endpoints - 1, generation),
             i % ZONES + 1
         );
     }

@@ -95,35 +95,29 @@ impl ProxyKeys {
     }
 }
 
-/// Where each workload receives traffic: the ports of the services whose endpoints it backs.
+/// Where workloads receive traffic: for each endpoint address, the workload ports it serves
+/// (found by the proxy's IP, as Istio finds a proxy's service targets).
 #[derive(Debug, Default)]
 struct InboundIndex {
-    by_ip: HashMap<(ClusterId, IpAddr), WorkloadRef>,
-    by_name: HashMap<(ClusterId, String, String), WorkloadRef>,
-    ports: HashMap<(ClusterId, WorkloadRef), BTreeSet<(u16, bool)>>,
+    /// Endpoint IP → (cluster, workload port, HTTP?) for every service port it backs.
+    by_ip: HashMap<IpAddr, Vec<(ClusterId, u16, bool)>>,
 }
 
 impl InboundIndex {
     fn new(model: &MeshModel) -> Self {
         let mut index = InboundIndex::default();
-        for w in model.workloads() {
-            if let EndpointAddress::Ip(ip) = w.address {
-                index.by_ip.insert((w.cluster.clone(), ip), w.reference());
-            }
-            index.by_name.insert(
-                (w.cluster.clone(), w.namespace.clone(), w.name.clone()),
-                w.reference(),
-            );
-        }
         for (_, s) in model.services() {
             for e in &s.endpoints {
+                let EndpointAddress::Ip(ip) = e.address else {
+                    continue;
+                };
                 for p in &s.service.ports {
                     if let Some(t) = e.target_port(p.port) {
-                        index
-                            .ports
-                            .entry((e.cluster.clone(), e.workload.clone()))
-                            .or_default()
-                            .insert((t, p.protocol.is_http()));
+                        let entry = index.by_ip.entry(ip).or_default();
+                        let item = (e.cluster.clone(), t, p.protocol.is_http());
+                        if !entry.contains(&item) {
+                            entry.push(item);
+                        }
                     }
                 }
             }
@@ -131,18 +125,47 @@ impl InboundIndex {
         index
     }
 
-    fn ports_of(&self, proxy: &ProxyNode) -> Option<&BTreeSet<(u16, bool)>> {
-        let me = proxy
+    /// The proxy's workload ports: by its IP, else (no IP, or none of its endpoints known by
+    /// it) by its workload name, looked up in the model.
+    fn ports_of(&self, model: &MeshModel, proxy: &ProxyNode) -> BTreeSet<(u16, bool)> {
+        let by_ip: BTreeSet<(u16, bool)> = proxy
             .ip
-            .and_then(|ip| self.by_ip.get(&(proxy.cluster.clone(), ip)))
-            .or_else(|| {
-                self.by_name.get(&(
-                    proxy.cluster.clone(),
-                    proxy.namespace.clone(),
-                    proxy.workload_name.clone(),
-                ))
-            })?;
-        self.ports.get(&(proxy.cluster.clone(), me.clone()))
+            .and_then(|ip| self.by_ip.get(&ip))
+            .into_iter()
+            .flatten()
+            .filter(|(c, _, _)| *c == proxy.cluster)
+            .map(|(_, t, h)| (*t, *h))
+            .collect();
+        if !by_ip.is_empty() {
+            return by_ip;
+        }
+        let me: Option<WorkloadRef> = model
+            .workloads()
+            .iter()
+            .find(|w| {
+                w.cluster == proxy.cluster
+                    && w.namespace == proxy.namespace
+                    && w.name == proxy.workload_name
+            })
+            .map(|w| w.reference());
+        let Some(me) = me else {
+            return BTreeSet::new();
+        };
+        let mut ports = BTreeSet::new();
+        for (_, s) in model.services() {
+            for e in s
+                .endpoints
+                .iter()
+                .filter(|e| e.cluster == proxy.cluster && e.workload == me)
+            {
+                for p in &s.service.ports {
+                    if let Some(t) = e.target_port(p.port) {
+                        ports.insert((t, p.protocol.is_http()));
+                    }
+                }
+            }
+        }
+        ports
     }
 }
 
@@ -169,8 +192,7 @@ impl Profile {
     /// The ports on which the proxy's own workload receives traffic: those of the services its
     /// endpoints back, and the Sidecar resource's `ingress` ports.
     pub fn inbound_ports(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Vec<InboundPort> {
-        let mut ports: BTreeSet<(u16, bool)> =
-            self.inbound.ports_of(proxy).cloned().unwrap_or_default();
+        let mut ports = self.inbound.ports_of(view.model, proxy);
         if let Some(sc) = scope::sidecar_for(view, proxy) {
             for ing in &sc.spec.ingress {
                 let target = ing

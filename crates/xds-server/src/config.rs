@@ -13,7 +13,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use strait_model::ClusterId;
 use strait_registry::Snapshot;
-use strait_translate::{EdsPlan, GatewayTable, MeshView, Profile, ProxyNode, names};
+use strait_translate::{EdsPlan, GatewayTable, MeshView, Profile, ProxyKeys, ProxyNode, names};
 use strait_xds::ResourceType;
 use strait_xds_wire as wire;
 
@@ -51,21 +51,21 @@ impl Current {
 pub struct Encoded {
     pub any: Bytes,
     pub hash: u64,
+    /// The hash as the version delta xDS sends with the resource.
+    pub version: Arc<str>,
 }
 
 impl Encoded {
-    fn new(any: &Any) -> Encoded {
+    pub fn new(any: &Any) -> Encoded {
         let bytes = any.encode_to_vec();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         bytes.hash(&mut h);
+        let hash = h.finish();
         Encoded {
-            hash: h.finish(),
+            hash,
+            version: Arc::from(format!("{hash:016x}")),
             any: Bytes::from(bytes),
         }
-    }
-
-    pub fn version(&self) -> String {
-        format!("{:016x}", self.hash)
     }
 }
 
@@ -82,7 +82,7 @@ pub struct Resources {
 }
 
 impl Resources {
-    fn of(layers: Vec<Arc<TypeResources>>) -> Self {
+    pub fn from_layers(layers: Vec<Arc<TypeResources>>) -> Self {
         Self { layers }
     }
 
@@ -111,6 +111,10 @@ impl Resources {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn layers(&self) -> &[Arc<TypeResources>] {
+        &self.layers
     }
 
     /// Whether both hold the very same maps (nothing can differ).
@@ -178,6 +182,8 @@ struct EndpointsPart {
 struct Parts {
     version: u64,
     profile: Option<Arc<Profile>>,
+    /// Each connected proxy's keys at this version, by node ID.
+    keys: HashMap<String, (ProxyNode, Arc<ProxyKeys>)>,
     outbound: HashMap<String, Arc<OutboundPart>>,
     /// (outbound key, inbound key) → listeners.
     listeners: HashMap<(String, String), Arc<TypeResources>>,
@@ -248,6 +254,7 @@ impl Parts {
                 }
                 // Own ports can follow endpoints; configurations are re-assembled from parts.
                 self.profile = None;
+                self.keys.clear();
                 self.configs.clear();
                 // Encodings nothing refers to any more (replaced load assignments).
                 self.interned.retain(|_, e| Arc::strong_count(e) > 1);
@@ -283,7 +290,15 @@ impl Parts {
             .profile
             .get_or_insert_with(|| Arc::new(Profile::new(view)))
             .clone();
-        let keys = profile.keys(view, proxy);
+        let keys = match self.keys.get(&proxy.id) {
+            Some((p, k)) if p == proxy => k.clone(),
+            _ => {
+                let k = Arc::new(profile.keys(view, proxy));
+                self.keys
+                    .insert(proxy.id.clone(), (proxy.clone(), k.clone()));
+                k
+            }
+        };
         let full = keys.full();
         if let Some(c) = self.configs.get(&full) {
             return c.clone();
@@ -357,13 +372,19 @@ impl Parts {
             types: BTreeMap::from([
                 (
                     ResourceType::Cluster,
-                    Resources::of(vec![outbound.clusters.clone(), local]),
+                    Resources::from_layers(vec![outbound.clusters.clone(), local]),
                 ),
-                (ResourceType::Endpoint, Resources::of(vec![endpoints])),
-                (ResourceType::Listener, Resources::of(vec![listeners])),
+                (
+                    ResourceType::Endpoint,
+                    Resources::from_layers(vec![endpoints]),
+                ),
+                (
+                    ResourceType::Listener,
+                    Resources::from_layers(vec![listeners]),
+                ),
                 (
                     ResourceType::Route,
-                    Resources::of(vec![outbound.routes.clone()]),
+                    Resources::from_layers(vec![outbound.routes.clone()]),
                 ),
             ]),
         });

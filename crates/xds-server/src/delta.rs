@@ -84,7 +84,7 @@ impl Connection {
             let sub = if wildcard {
                 Subscription::Wildcard
             } else {
-                Subscription::Names(BTreeSet::new())
+                Subscription::Names(Default::default())
             };
             self.types.insert(t, TypeState::new(sub));
             if !req.initial_resource_versions.is_empty() {
@@ -163,7 +163,7 @@ impl Connection {
             names.retain(|n| {
                 known
                     .get(&**n)
-                    .is_none_or(|v| now.get(n).is_none_or(|e| e.version() != *v))
+                    .is_none_or(|v| now.get(n).is_none_or(|e| *e.version != **v))
             });
         }
         state.sent_from = Some(now.clone());
@@ -174,7 +174,7 @@ impl Connection {
             .into_iter()
             .filter_map(|n| {
                 now.get(&n).map(|e| DeltaEntry {
-                    version: e.version(),
+                    version: e.version.clone(),
                     any: e.any.clone(),
                     name: n,
                 })

@@ -9,16 +9,19 @@ use std::time::Instant;
 use strait_xds::ResourceType;
 
 use crate::Inner;
-use crate::config::{Encoded, Name, Resources};
+use crate::config::{Encoded, Name, Resources, TypeResources};
 use crate::metrics::TypeLabel;
 use crate::status::ConnectionInfo;
+
+/// A set of names, hashed with a per-process random seed (names come from clients).
+pub type NameSet = foldhash::HashSet<Name>;
 
 /// Which resources of a type a proxy asked for. Names are shared with the resource maps where
 /// the resource exists, so a proxy subscribed to every endpoint set holds pointers, not copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
     Wildcard,
-    Names(BTreeSet<Name>),
+    Names(NameSet),
 }
 
 impl Subscription {
@@ -50,9 +53,9 @@ impl Subscription {
                 {
                     return false;
                 }
-                let mut distinct: Vec<&str> = names.iter().map(String::as_str).collect();
-                distinct.sort_unstable();
-                distinct.dedup();
+                // As many names, all in the set: the same set unless a name repeats.
+                let mut distinct: foldhash::HashSet<&str> = foldhash::HashSet::default();
+                distinct.extend(names.iter().map(String::as_str));
                 distinct.len() == set.len()
             }
         }
@@ -71,7 +74,7 @@ impl Subscription {
     pub fn added_since(&self, before: &Subscription) -> Option<BTreeSet<Name>> {
         match (self, before) {
             (Subscription::Names(now), Subscription::Names(old)) => {
-                Some(now.difference(old).cloned().collect())
+                Some(now.iter().filter(|n| !old.contains(*n)).cloned().collect())
             }
             (Subscription::Names(_), Subscription::Wildcard) => Some(BTreeSet::new()),
             (Subscription::Wildcard, _) => None,
@@ -138,22 +141,78 @@ pub fn changes(
 ) -> (Vec<Name>, Vec<Name>) {
     let mut changed = Vec::new();
     let mut removed = Vec::new();
-    for (name, enc) in selected(now, sub) {
-        if sent
-            .and_then(|s| s.get(name))
-            .is_none_or(|old| old.hash != enc.hash)
-        {
-            changed.push(name.clone());
+    let Some(sent) = sent else {
+        changed.extend(selected(now, sub).map(|(n, _)| n.clone()));
+        return (changed, removed);
+    };
+    match (sent.layers(), now.layers()) {
+        (old, new) if old.len() == new.len() => {
+            for (old, new) in old.iter().zip(new) {
+                if !Arc::ptr_eq(old, new) {
+                    merge_changes(old, new, sub, &mut changed, &mut removed);
+                }
+            }
         }
-    }
-    if let Some(sent) = sent {
-        for (name, _) in selected(sent, sub) {
-            if !now.contains(name) {
-                removed.push(name.clone());
+        _ => {
+            for (name, enc) in selected(now, sub) {
+                if sent.get(name).is_none_or(|old| old.hash != enc.hash) {
+                    changed.push(name.clone());
+                }
+            }
+            for (name, _) in selected(sent, sub) {
+                if !now.contains(name) {
+                    removed.push(name.clone());
+                }
             }
         }
     }
     (changed, removed)
+}
+
+/// Walks two name-ordered maps side by side. A map derived from another shares its names and
+/// unchanged encodings, so most steps are pointer comparisons.
+fn merge_changes(
+    old: &TypeResources,
+    new: &TypeResources,
+    sub: &Subscription,
+    changed: &mut Vec<Name>,
+    removed: &mut Vec<Name>,
+) {
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) if Arc::ptr_eq(ka, kb) => std::cmp::Ordering::Equal,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some((k, _)) = a.next()
+                    && sub.contains(k)
+                {
+                    removed.push(k.clone());
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some((k, _)) = b.next()
+                    && sub.contains(k)
+                {
+                    changed.push(k.clone());
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some((_, ea)), Some((k, eb))) = (a.next(), b.next())
+                    && !Arc::ptr_eq(ea, eb)
+                    && ea.hash != eb.hash
+                    && sub.contains(k)
+                {
+                    changed.push(k.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Envoy's ordering for a consistent update: clusters, endpoints, listeners, routes.
@@ -235,5 +294,73 @@ pub fn record_answer(
                 s.last_nack = None;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::protobuf::Any;
+
+    use super::*;
+
+    fn enc(v: u8) -> Arc<Encoded> {
+        Arc::new(Encoded::new(&Any {
+            type_url: "t".into(),
+            value: vec![v],
+        }))
+    }
+
+    fn names(v: &[Name]) -> Vec<&str> {
+        v.iter().map(|n| &**n).collect()
+    }
+
+    #[test]
+    fn changes_between_a_map_and_one_derived_from_it() {
+        let old: TypeResources = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Name::from(*n), enc(i as u8)))
+            .collect();
+        let mut new = old.clone();
+        new.insert(Name::from("b"), enc(9)); // changed
+        new.remove("c"); // removed
+        new.insert(Name::from("bb"), enc(7)); // added
+        new.insert(Name::from("d"), enc(3)); // re-encoded, same content
+        let (old, new) = (
+            Resources::from_layers(vec![Arc::new(old)]),
+            Resources::from_layers(vec![Arc::new(new)]),
+        );
+        let (changed, removed) = changes(Some(&old), &new, &Subscription::Wildcard);
+        assert_eq!(
+            (names(&changed), names(&removed)),
+            (vec!["b", "bb"], vec!["c"])
+        );
+        // Only what the proxy asked for.
+        let sub = Subscription::Names(["b", "c"].iter().map(|n| Name::from(*n)).collect());
+        let (changed, removed) = changes(Some(&old), &new, &sub);
+        assert_eq!((names(&changed), names(&removed)), (vec!["b"], vec!["c"]));
+        // The very same maps: nothing.
+        assert_eq!(
+            changes(Some(&new), &new, &Subscription::Wildcard),
+            (vec![], vec![])
+        );
+        // Nothing sent yet: everything subscribed.
+        let (changed, _) = changes(None, &new, &sub);
+        assert_eq!(names(&changed), vec!["b"]);
+    }
+
+    #[test]
+    fn a_request_naming_the_same_set_in_another_order_is_the_same_subscription() {
+        let known = Resources::default();
+        let req = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sub = Subscription::from_request(ResourceType::Endpoint, &req(&["a", "b"]), &known);
+        assert!(sub.same_request(ResourceType::Endpoint, &req(&["b", "a"])));
+        assert!(!sub.same_request(ResourceType::Endpoint, &req(&["a", "a"])));
+        assert!(!sub.same_request(ResourceType::Endpoint, &req(&["a"])));
+        assert!(!sub.same_request(ResourceType::Endpoint, &req(&["a", "b", "c"])));
+        let all = Subscription::from_request(ResourceType::Cluster, &[], &known);
+        assert_eq!(all, Subscription::Wildcard);
+        assert!(all.same_request(ResourceType::Cluster, &[]));
+        assert!(!all.same_request(ResourceType::Cluster, &req(&["a"])));
     }
 }

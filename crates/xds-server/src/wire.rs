@@ -43,7 +43,7 @@ fn put_head(buf: &mut BytesMut, field: u8, len: usize) {
 /// One resource of a delta response: name, version, and the shared encoding of its `Any`.
 pub struct DeltaEntry {
     pub name: Arc<str>,
-    pub version: String,
+    pub version: Arc<str>,
     pub any: Bytes,
 }
 
@@ -556,7 +556,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, a)| DeltaEntry {
                     name: format!("r{i}").into(),
-                    version: format!("v{i}"),
+                    version: format!("v{i}").into(),
                     any: a.encode_to_vec().into(),
                 })
                 .collect();
