@@ -5,18 +5,23 @@ use envoy_types::pb::envoy::config::core::v3 as ecore;
 use envoy_types::pb::envoy::config::endpoint::v3 as eendpoint;
 use envoy_types::pb::envoy::config::listener::v3 as elistener;
 use envoy_types::pb::envoy::config::route::v3 as eroute;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3 as ecors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as efault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3 as erouter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as ehcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as etcp;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as etls;
 use envoy_types::pb::envoy::r#type::matcher::v3 as ematcher;
 use envoy_types::pb::envoy::r#type::v3 as etype;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value, UInt64Value};
 use prost::{Message, Name};
-use strait_xds::cluster::{Discovery, LbPolicy};
-use strait_xds::endpoint::HealthStatus;
+
+use crate::meta;
+use strait_xds::cluster::{Discovery, LbPolicy, UpstreamTls, UpstreamTlsMode};
+use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
 use strait_xds::listener::{
-    HttpConnectionManager, HttpFilter, ListenerKind, NetworkFilter, RouteSource, TcpProxy,
+    DownstreamTls, HttpConnectionManager, HttpFilter, ListenerKind, NetworkFilter, RouteSource,
+    TcpProxy,
 };
 use strait_xds::route::{Action, HeaderEdits, PathMatch};
 use strait_xds::{
@@ -214,6 +219,7 @@ fn filter_chain(fc: &strait_xds::listener::FilterChain) -> elistener::FilterChai
             ..Default::default()
         }),
         filters,
+        transport_socket: fc.tls.as_ref().map(downstream_tls_socket),
         ..Default::default()
     }
 }
@@ -301,6 +307,10 @@ fn http_connection_manager(h: &HttpConnectionManager) -> ehcm::HttpConnectionMan
                 ..Default::default()
             })
             .collect(),
+        common_http_protocol_options: h.idle_timeout_ms.map(|t| ecore::HttpProtocolOptions {
+            idle_timeout: Some(ms(t)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -433,6 +443,9 @@ fn route(r: &strait_xds::route::Route) -> eroute::Route {
     if let Some(f) = &r.fault {
         typed_per_filter_config.insert("envoy.filters.http.fault".to_string(), to_any(&fault(f)));
     }
+    if let Some(c) = &r.cors {
+        typed_per_filter_config.insert("envoy.filters.http.cors".to_string(), to_any(&cors(c)));
+    }
     eroute::Route {
         name: r.name.clone(),
         r#match: Some(eroute::RouteMatch {
@@ -450,6 +463,18 @@ fn route(r: &strait_xds::route::Route) -> eroute::Route {
         response_headers_to_add: header_options(&r.response_headers),
         response_headers_to_remove: r.response_headers.remove.clone(),
         typed_per_filter_config,
+        ..Default::default()
+    }
+}
+
+fn cors(c: &strait_xds::route::Cors) -> ecors::CorsPolicy {
+    ecors::CorsPolicy {
+        allow_origin_string_match: c.allow_origins.iter().map(string_matcher).collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c.max_age_secs.map(|s| s.to_string()).unwrap_or_default(),
+        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
         ..Default::default()
     }
 }
@@ -726,6 +751,46 @@ pub fn cluster(c: &Cluster) -> ecluster::Cluster {
             to_any(&options),
         );
     }
+    if let Some(svc) = &c.service {
+        out.metadata = meta::metadata(vec![(
+            meta::ISTIO,
+            meta::structure(
+                [
+                    (
+                        "services",
+                        meta::list(vec![meta::object([
+                            ("host", meta::string(&svc.host)),
+                            ("name", meta::string(&svc.name)),
+                            ("namespace", meta::string(&svc.namespace)),
+                        ])]),
+                    ),
+                    ("default_original_port", meta::number(f64::from(svc.port))),
+                ]
+                .into_iter()
+                .chain(svc.subset.as_deref().map(|v| ("subset", meta::string(v)))),
+            ),
+        )]);
+    }
+    if let Some(tls) = &c.tls {
+        let socket = upstream_tls_socket(tls);
+        if tls.mode == UpstreamTlsMode::IstioMutual {
+            // As Istio: mTLS to endpoints labelled tlsMode=istio, plaintext to the others.
+            out.transport_socket_matches = vec![
+                ecluster::cluster::TransportSocketMatch {
+                    name: "tlsMode-istio".into(),
+                    r#match: Some(meta::structure([("tlsMode", meta::string("istio"))])),
+                    transport_socket: Some(socket),
+                },
+                ecluster::cluster::TransportSocketMatch {
+                    name: "tlsMode-disabled".into(),
+                    r#match: Some(Default::default()),
+                    transport_socket: Some(raw_buffer()),
+                },
+            ];
+        } else {
+            out.transport_socket = Some(socket);
+        }
+    }
     if let Some(k) = &c.tcp_keepalive {
         out.upstream_connection_options = Some(ecluster::UpstreamConnectionOptions {
             tcp_keepalive: Some(ecore::TcpKeepalive {
@@ -737,6 +802,164 @@ pub fn cluster(c: &Cluster) -> ecluster::Cluster {
         });
     }
     out
+}
+
+pub(crate) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+pub(crate) const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+/// Istio's SDS names of the workload certificate and the mesh roots.
+pub const SDS_DEFAULT: &str = "default";
+pub const SDS_ROOTCA: &str = "ROOTCA";
+
+fn raw_buffer() -> ecore::TransportSocket {
+    ecore::TransportSocket {
+        name: RAW_BUFFER.into(),
+        config_type: Some(ecore::transport_socket::ConfigType::TypedConfig(Any {
+            type_url:
+                "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+                    .into(),
+            value: Vec::new(),
+        })),
+    }
+}
+
+pub(crate) fn sds(name: &str) -> etls::SdsSecretConfig {
+    etls::SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ads()),
+    }
+}
+
+fn file(path: &str) -> ecore::DataSource {
+    ecore::DataSource {
+        specifier: Some(ecore::data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
+}
+
+fn upstream_tls_socket(t: &UpstreamTls) -> ecore::TransportSocket {
+    let sans = t
+        .subject_alt_names
+        .iter()
+        .map(|san| etls::SubjectAltNameMatcher {
+            san_type: if san.starts_with("spiffe://") {
+                etls::subject_alt_name_matcher::SanType::Uri
+            } else {
+                etls::subject_alt_name_matcher::SanType::Dns
+            } as i32,
+            matcher: Some(string_matcher(&StringMatch::Exact(san.clone()))),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let mut common = etls::CommonTlsContext {
+        alpn_protocols: t.alpn.clone(),
+        ..Default::default()
+    };
+    let mut validation = etls::CertificateValidationContext {
+        match_typed_subject_alt_names: sans,
+        trusted_ca: t.ca_certificates.as_deref().map(file),
+        ..Default::default()
+    };
+    if t.insecure_skip_verify {
+        validation.trust_chain_verification =
+            etls::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32;
+    }
+    use etls::common_tls_context::ValidationContextType;
+    let roots_from_sds = match (t.mode, &t.credential_name) {
+        (UpstreamTlsMode::IstioMutual, _) => Some(SDS_ROOTCA.to_string()),
+        (_, Some(c)) if t.ca_certificates.is_none() => Some(format!("{c}-cacert")),
+        _ => None,
+    };
+    common.validation_context_type = Some(match roots_from_sds {
+        Some(name) => ValidationContextType::CombinedValidationContext(
+            etls::common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(validation),
+                validation_context_sds_secret_config: Some(sds(&name)),
+                ..Default::default()
+            },
+        ),
+        None => ValidationContextType::ValidationContext(validation),
+    });
+    match t.mode {
+        UpstreamTlsMode::IstioMutual => {
+            common.tls_certificate_sds_secret_configs = vec![sds(SDS_DEFAULT)];
+        }
+        UpstreamTlsMode::Mutual => match (&t.credential_name, &t.client_certificate) {
+            (Some(c), _) => common.tls_certificate_sds_secret_configs = vec![sds(c)],
+            (None, Some(cert)) => {
+                common.tls_certificates = vec![etls::TlsCertificate {
+                    certificate_chain: Some(file(cert)),
+                    private_key: t.private_key.as_deref().map(file),
+                    ..Default::default()
+                }];
+            }
+            (None, None) => {}
+        },
+        UpstreamTlsMode::Simple => {}
+    }
+    let context = etls::UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: t.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    ecore::TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(ecore::transport_socket::ConfigType::TypedConfig(to_any(
+            &context,
+        ))),
+    }
+}
+
+pub(crate) fn downstream_tls_socket(t: &DownstreamTls) -> ecore::TransportSocket {
+    use etls::common_tls_context::ValidationContextType;
+    let context = etls::DownstreamTlsContext {
+        common_tls_context: Some(etls::CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(&t.certificate)],
+            validation_context_type: t
+                .validation
+                .as_deref()
+                .map(|v| ValidationContextType::ValidationContextSdsSecretConfig(sds(v))),
+            alpn_protocols: t.alpn.clone(),
+            ..Default::default()
+        }),
+        require_client_certificate: Some(BoolValue {
+            value: t.require_client_certificate,
+        }),
+        ..Default::default()
+    };
+    ecore::TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(ecore::transport_socket::ConfigType::TypedConfig(to_any(
+            &context,
+        ))),
+    }
+}
+
+fn endpoint_metadata(m: &EndpointMetadata) -> Option<ecore::Metadata> {
+    let mut strait = vec![("network", meta::string(&m.network))];
+    if let Some(id) = &m.identity {
+        strait.push(("identity", meta::string(id)));
+    }
+    if m.gateway {
+        strait.push(("gateway", meta::boolean(true)));
+    }
+    let mut namespaces = vec![
+        (
+            meta::ISTIO,
+            // Istio's `<workload>;<namespace>;<canonical service>;<revision>;<cluster>`.
+            meta::structure([(
+                "workload",
+                meta::string(&format!("{};{};;;{}", m.workload, m.namespace, m.cluster)),
+            )]),
+        ),
+        (meta::STRAIT, meta::structure(strait)),
+    ];
+    if m.mtls {
+        namespaces.push((
+            meta::TRANSPORT_SOCKET_MATCH,
+            meta::structure([("tlsMode", meta::string("istio"))]),
+        ));
+    }
+    meta::metadata(namespaces)
 }
 
 pub fn load_assignment(cla: &ClusterLoadAssignment) -> eendpoint::ClusterLoadAssignment {
@@ -765,7 +988,7 @@ pub fn load_assignment(cla: &ClusterLoadAssignment) -> eendpoint::ClusterLoadAss
                             HealthStatus::Draining => ecore::HealthStatus::Draining,
                         } as i32,
                         load_balancing_weight: Some(u32v(e.weight.max(1))),
-                        ..Default::default()
+                        metadata: endpoint_metadata(&e.metadata),
                     })
                     .collect(),
                 ..Default::default()

@@ -1,0 +1,396 @@
+//! What the control plane sends is what the proxy reads: every resource of the translation
+//! golden files, converted to Envoy's protobufs and back, is unchanged.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // test
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use strait_xds::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
+use strait_xds_wire as wire;
+
+fn items<T: DeserializeOwned>(doc: &serde_json::Value, key: &str) -> Vec<T> {
+    doc.get(key)
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_golden_resource_survives_the_wire() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../translate/tests/golden");
+    let mut counts = [0usize; 4];
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        for l in items::<Listener>(&doc, "listeners") {
+            let back = wire::from_envoy::listener(&wire::to_any(&wire::listener(&l)))
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(back, l, "{case}: listener {}", l.name);
+            counts[0] += 1;
+        }
+        for r in items::<RouteConfiguration>(&doc, "routes") {
+            let back = wire::from_envoy::route_configuration(&wire::to_any(
+                &wire::route_configuration(&r),
+            ))
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(back, r, "{case}: route {}", r.name);
+            counts[1] += 1;
+        }
+        for c in items::<Cluster>(&doc, "clusters") {
+            let back = wire::from_envoy::cluster(&wire::to_any(&wire::cluster(&c)))
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(back, c, "{case}: cluster {}", c.name);
+            counts[2] += 1;
+        }
+        for e in items::<ClusterLoadAssignment>(&doc, "endpoints") {
+            let back = wire::from_envoy::load_assignment(&wire::to_any(&wire::load_assignment(&e)))
+                .unwrap_or_else(|err| panic!("{case}: {err}"));
+            assert_eq!(back, e, "{case}: endpoints {}", e.cluster_name);
+            counts[3] += 1;
+        }
+    }
+    println!("listeners, routes, clusters, endpoints: {counts:?}");
+    assert!(counts.iter().all(|c| *c > 0), "{counts:?}");
+}
+
+fn cluster_with_tls(tls: strait_xds::cluster::UpstreamTls) -> Cluster {
+    use strait_xds::cluster::*;
+    Cluster {
+        name: "outbound|443||api.example.com".into(),
+        discovery: Discovery::StrictDns(vec![("api.example.com".into(), 443)]),
+        lb_policy: LbPolicy::RingHash {
+            minimum_ring_size: 2048,
+        },
+        connect_timeout_ms: 1500,
+        circuit_breakers: Some(CircuitBreakers {
+            max_connections: Some(10),
+            max_pending_requests: Some(5),
+            max_requests: Some(100),
+            max_retries: Some(3),
+        }),
+        outlier_detection: Some(OutlierDetection {
+            consecutive_5xx: Some(5),
+            consecutive_gateway_errors: Some(2),
+            consecutive_local_origin_failures: Some(4),
+            split_external_local_origin_errors: true,
+            interval_ms: 2500,
+            base_ejection_time_ms: 60_000,
+            max_ejection_percent: 50,
+        }),
+        http2: true,
+        tls: Some(tls),
+        locality_weighted: true,
+        panic_threshold_percent: Some(25.0),
+        max_requests_per_connection: Some(7),
+        idle_timeout_ms: Some(3000),
+        tcp_keepalive: Some(TcpKeepalive {
+            probes: Some(3),
+            time_secs: Some(60),
+            interval_secs: Some(10),
+        }),
+        service: Some(ServiceInfo {
+            host: "api.example.com".into(),
+            namespace: "ext".into(),
+            name: "api".into(),
+            port: 443,
+            subset: Some("v1".into()),
+        }),
+    }
+}
+
+#[test]
+fn every_tls_mode_and_cluster_setting_survives_the_wire() {
+    use strait_xds::cluster::{UpstreamTls, UpstreamTlsMode};
+    let base = UpstreamTls {
+        mode: UpstreamTlsMode::Simple,
+        sni: Some("api.example.com".into()),
+        subject_alt_names: vec![],
+        alpn: vec![],
+        ca_certificates: None,
+        client_certificate: None,
+        private_key: None,
+        credential_name: None,
+        insecure_skip_verify: false,
+    };
+    let variants = vec![
+        UpstreamTls {
+            mode: UpstreamTlsMode::IstioMutual,
+            subject_alt_names: vec!["spiffe://cluster.local/ns/a/sa/b".into()],
+            alpn: vec!["istio".into()],
+            ..base.clone()
+        },
+        UpstreamTls {
+            ca_certificates: Some("/etc/ca.pem".into()),
+            subject_alt_names: vec!["api.example.com".into()],
+            ..base.clone()
+        },
+        UpstreamTls {
+            insecure_skip_verify: true,
+            ..base.clone()
+        },
+        UpstreamTls {
+            mode: UpstreamTlsMode::Mutual,
+            client_certificate: Some("/etc/cert.pem".into()),
+            private_key: Some("/etc/key.pem".into()),
+            ca_certificates: Some("/etc/ca.pem".into()),
+            ..base.clone()
+        },
+        UpstreamTls {
+            mode: UpstreamTlsMode::Mutual,
+            credential_name: Some("client-credential".into()),
+            ..base.clone()
+        },
+        UpstreamTls {
+            credential_name: Some("ca-only".into()),
+            ..base.clone()
+        },
+    ];
+    for tls in variants {
+        let c = cluster_with_tls(tls);
+        let back = wire::from_envoy::cluster(&wire::to_any(&wire::cluster(&c))).unwrap();
+        assert_eq!(back, c);
+    }
+}
+
+#[test]
+fn routes_and_listeners_with_every_feature_survive_the_wire() {
+    use strait_xds::StringMatch;
+    use strait_xds::listener::*;
+    use strait_xds::route::*;
+    let edits = HeaderEdits {
+        set: vec![("x-set".into(), "1".into())],
+        add: vec![("x-add".into(), "2".into())],
+        remove: vec!["x-gone".into()],
+    };
+    let routes = vec![
+        Route {
+            name: "redirect".into(),
+            matching: RouteMatch {
+                path: PathMatch::Exact("/old".into()),
+                case_sensitive: false,
+                headers: vec![HeaderMatch {
+                    name: ":method".into(),
+                    matcher: StringMatch::Exact("GET".into()),
+                    invert: true,
+                }],
+                query_params: vec![QueryMatch {
+                    name: "q".into(),
+                    matcher: StringMatch::Regex("a+".into()),
+                }],
+            },
+            action: Action::Redirect(Redirect {
+                scheme: Some("https".into()),
+                host: Some("new.example.com".into()),
+                port: Some(8443),
+                path: None,
+                prefix_rewrite: Some("/new".into()),
+                response_code: 308,
+            }),
+            request_headers: edits.clone(),
+            response_headers: HeaderEdits::default(),
+            fault: None,
+            cors: Some(Cors {
+                allow_origins: vec![StringMatch::Prefix("https://".into())],
+                allow_methods: vec!["GET".into(), "POST".into()],
+                allow_headers: vec!["x-a".into()],
+                expose_headers: vec!["x-b".into()],
+                max_age_secs: Some(60),
+                allow_credentials: Some(true),
+            }),
+        },
+        Route {
+            name: "direct".into(),
+            matching: RouteMatch::any(),
+            action: Action::DirectResponse {
+                status: 418,
+                body: Some("teapot".into()),
+            },
+            request_headers: HeaderEdits::default(),
+            response_headers: edits.clone(),
+            fault: Some(Fault {
+                delay: Some(FaultDelay {
+                    fixed_delay_ms: 250,
+                    percent: 12.5,
+                }),
+                abort: Some(FaultAbort {
+                    status: AbortStatus::Grpc(14),
+                    percent: 1.0,
+                }),
+            }),
+            cors: None,
+        },
+        Route {
+            name: "forward".into(),
+            matching: RouteMatch {
+                path: PathMatch::Regex("/v[0-9]+/.*".into()),
+                case_sensitive: true,
+                headers: vec![HeaderMatch {
+                    name: "x-present".into(),
+                    matcher: StringMatch::Present,
+                    invert: false,
+                }],
+                query_params: vec![],
+            },
+            action: Action::Forward(RouteAction {
+                clusters: vec![
+                    WeightedCluster {
+                        name: "a".into(),
+                        weight: 70,
+                        request_headers: edits.clone(),
+                        response_headers: HeaderEdits::default(),
+                    },
+                    WeightedCluster {
+                        name: "b".into(),
+                        weight: 30,
+                        request_headers: HeaderEdits::default(),
+                        response_headers: HeaderEdits::default(),
+                    },
+                ],
+                timeout_ms: Some(1500),
+                retry: Some(RetryPolicy {
+                    retry_on: vec!["5xx".into(), "reset".into()],
+                    num_retries: 4,
+                    per_try_timeout_ms: Some(300),
+                    retriable_status_codes: vec![503],
+                    backoff_base_ms: Some(25),
+                    retry_other_hosts: true,
+                }),
+                mirrors: vec![Mirror {
+                    cluster: "shadow".into(),
+                    percent: 5.0,
+                }],
+                prefix_rewrite: None,
+                regex_rewrite: Some(("^/v1/".into(), "/".into())),
+                host_rewrite: Some("inner".into()),
+                hash_policy: vec![
+                    HashPolicy::Header("x-user".into()),
+                    HashPolicy::Cookie {
+                        name: "c".into(),
+                        ttl_ms: Some(1000),
+                        path: Some("/".into()),
+                    },
+                    HashPolicy::SourceIp,
+                    HashPolicy::QueryParameter("u".into()),
+                ],
+                upgrades: vec!["websocket".into()],
+            }),
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            fault: None,
+            cors: None,
+        },
+    ];
+    let rc = RouteConfiguration {
+        name: "8080".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            routes,
+        }],
+    };
+    let back =
+        wire::from_envoy::route_configuration(&wire::to_any(&wire::route_configuration(&rc)))
+            .unwrap();
+    assert_eq!(back, rc);
+
+    let listener = Listener {
+        name: "0.0.0.0_15443".into(),
+        kind: ListenerKind::Socket(SocketListener {
+            address: strait_xds::SocketAddress::new("0.0.0.0", 15443),
+            direction: Direction::Inbound,
+            use_original_dst: false,
+            bind_to_port: true,
+            inspect_protocol: true,
+            filter_chains: vec![
+                FilterChain {
+                    name: "tls".into(),
+                    matching: FilterChainMatch {
+                        destination_port: Some(15443),
+                        prefix_ranges: vec!["10.0.0.0/8".into()],
+                        server_names: vec!["*.example.com".into()],
+                        transport_protocol: Some("tls".into()),
+                        application_protocols: vec!["istio".into()],
+                    },
+                    tls: Some(DownstreamTls {
+                        certificate: "default".into(),
+                        validation: Some("ROOTCA".into()),
+                        require_client_certificate: true,
+                        alpn: vec!["h2".into(), "http/1.1".into()],
+                    }),
+                    filter: NetworkFilter::Http(HttpConnectionManager {
+                        stat_prefix: "in".into(),
+                        route: RouteSource::Inline(rc.clone()),
+                        http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
+                        upgrades: vec!["websocket".into()],
+                        idle_timeout_ms: Some(60_000),
+                    }),
+                },
+                FilterChain {
+                    name: "sni".into(),
+                    matching: FilterChainMatch::default(),
+                    tls: None,
+                    filter: NetworkFilter::SniCluster(TcpProxy {
+                        stat_prefix: "sni".into(),
+                        clusters: vec![],
+                        idle_timeout_ms: None,
+                    }),
+                },
+            ],
+            default_chain: Some(FilterChain {
+                name: "tcp".into(),
+                matching: FilterChainMatch::default(),
+                tls: None,
+                filter: NetworkFilter::Tcp(TcpProxy {
+                    stat_prefix: "tcp".into(),
+                    clusters: vec![("x".into(), 60), ("y".into(), 40)],
+                    idle_timeout_ms: Some(1000),
+                }),
+            }),
+        }),
+    };
+    let back = wire::from_envoy::listener(&wire::to_any(&wire::listener(&listener))).unwrap();
+    assert_eq!(back, listener);
+}
+
+#[test]
+fn what_the_proxy_cannot_honour_is_rejected_with_the_field_named() {
+    use wire::pb::envoy::config::listener::v3 as l;
+    use wire::pb::google::protobuf::Any;
+    let bad = l::Listener {
+        name: "in".into(),
+        address: Some(wire::pb::envoy::config::core::v3::Address {
+            address: Some(wire::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                wire::pb::envoy::config::core::v3::SocketAddress {
+                    address: "0.0.0.0".into(),
+                    port_specifier: Some(
+                        wire::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(15006),
+                    ),
+                    ..Default::default()
+                },
+            )),
+        }),
+        filter_chains: vec![l::FilterChain {
+            filters: vec![l::Filter {
+                name: "envoy.filters.network.mongo_proxy".into(),
+                config_type: Some(l::filter::ConfigType::TypedConfig(Any::default())),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = wire::from_envoy::listener(&wire::to_any(&bad)).unwrap_err();
+    assert_eq!(err.resource, "listener in");
+    assert!(err.reason.contains("filter_chains[0].filters[0]"), "{err}");
+    assert!(err.reason.contains("mongo_proxy"), "{err}");
+    // A cluster sent where a listener is expected.
+    let err = wire::from_envoy::listener(&wire::to_any(
+        &wire::pb::envoy::config::cluster::v3::Cluster::default(),
+    ))
+    .unwrap_err();
+    assert!(
+        err.reason
+            .contains("expected type.googleapis.com/envoy.config.listener.v3.Listener"),
+        "{err}"
+    );
+}
