@@ -4,7 +4,7 @@
 //! endpoints changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -56,17 +56,34 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    pub fn new(any: &Any) -> Encoded {
-        let bytes = any.encode_to_vec();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut h);
-        let hash = h.finish();
+    /// `any` encoded, versioned by `hash` (of the resource's content, see [`content_hash`]).
+    pub fn new(any: &Any, hash: u64) -> Encoded {
         Encoded {
             hash,
             version: Arc::from(format!("{hash:016x}")),
-            any: Bytes::from(bytes),
+            any: Bytes::from(any.encode_to_vec()),
         }
     }
+}
+
+/// A hash of what a resource says. Not of its protobuf bytes: protobuf maps (metadata, per-filter
+/// configuration) encode in hash-map order, so equal resources can encode differently; Strait's
+/// own types serialize in a fixed order.
+pub fn content_hash<T: serde::Serialize>(resource: &T) -> u64 {
+    struct Feed<'a>(&'a mut std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Serializing Strait's resource types cannot fail (no maps with non-string keys).
+    let _ = serde_json::to_writer(Feed(&mut h), resource);
+    h.finish()
 }
 
 /// A resource name, shared by the maps that hold it and the subscriptions that ask for it.
@@ -200,15 +217,23 @@ struct Parts {
 }
 
 impl Parts {
-    fn intern(&mut self, any: &Any) -> Arc<Encoded> {
-        let e = Encoded::new(any);
+    fn intern<T: serde::Serialize>(
+        &mut self,
+        resource: &T,
+        to_any: impl Fn(&T) -> Any,
+    ) -> Arc<Encoded> {
+        let hash = content_hash(resource);
+        if let Some(e) = self.interned.get(&hash) {
+            return e.clone();
+        }
+        let e = Encoded::new(&to_any(resource), hash);
         self.interned
             .entry(e.hash)
             .or_insert_with(|| Arc::new(e))
             .clone()
     }
 
-    fn intern_all<T>(
+    fn intern_all<T: serde::Serialize>(
         &mut self,
         items: &[T],
         name: impl Fn(&T) -> &str,
@@ -217,7 +242,7 @@ impl Parts {
         Arc::new(
             items
                 .iter()
-                .map(|r| (Name::from(name(r)), self.intern(&to_any(r))))
+                .map(|r| (Name::from(name(r)), self.intern(r, &to_any)))
                 .collect(),
         )
     }
@@ -280,7 +305,7 @@ impl Parts {
             return Some(e.clone());
         }
         let cla = strait_translate::load_assignment(view, plan, proxy)?;
-        let e = self.intern(&wire::to_any(&wire::load_assignment(&cla)));
+        let e = self.intern(&cla, |c| wire::to_any(&wire::load_assignment(c)));
         self.loads.insert(key, e.clone());
         Some(e)
     }

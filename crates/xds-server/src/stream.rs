@@ -304,10 +304,11 @@ mod tests {
     use super::*;
 
     fn enc(v: u8) -> Arc<Encoded> {
-        Arc::new(Encoded::new(&Any {
+        let any = Any {
             type_url: "t".into(),
             value: vec![v],
-        }))
+        };
+        Arc::new(Encoded::new(&any, u64::from(v)))
     }
 
     fn names(v: &[Name]) -> Vec<&str> {
