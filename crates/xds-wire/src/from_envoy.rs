@@ -1217,10 +1217,9 @@ fn endpoint_metadata(m: Option<&ecore::Metadata>) -> EndpointMetadata {
         workload: part(0),
         namespace: part(1),
         cluster: part(4),
-        network: meta::as_str(meta::field(m, meta::STRAIT, "network"))
-            .unwrap_or_default()
-            .to_string(),
-        identity: meta::as_str(meta::field(m, meta::STRAIT, "identity")).map(str::to_string),
+        // Not carried on the wire (see `to_envoy::endpoint_metadata`).
+        network: String::new(),
+        identity: None,
         gateway: meta::as_bool(meta::field(m, meta::STRAIT, "gateway")).unwrap_or(false),
         mtls: meta::as_str(meta::field(m, meta::TRANSPORT_SOCKET_MATCH, "tlsMode"))
             == Some("istio"),

@@ -934,29 +934,29 @@ pub(crate) fn downstream_tls_socket(t: &DownstreamTls) -> ecore::TransportSocket
     }
 }
 
+/// What a proxy needs per endpoint, and no more (it is repeated for every endpoint of every
+/// cluster): Istio's workload string (`<workload>;<namespace>;<canonical service>;<revision>;
+/// <cluster>`, for telemetry), Istio's `tlsMode` (auto mTLS), and whether the address is another
+/// network's gateway. The network and identity stay with the control plane: identities a proxy
+/// verifies are the cluster's.
 fn endpoint_metadata(m: &EndpointMetadata) -> Option<ecore::Metadata> {
-    let mut strait = vec![("network", meta::string(&m.network))];
-    if let Some(id) = &m.identity {
-        strait.push(("identity", meta::string(id)));
-    }
-    if m.gateway {
-        strait.push(("gateway", meta::boolean(true)));
-    }
-    let mut namespaces = vec![
-        (
-            meta::ISTIO,
-            // Istio's `<workload>;<namespace>;<canonical service>;<revision>;<cluster>`.
-            meta::structure([(
-                "workload",
-                meta::string(&format!("{};{};;;{}", m.workload, m.namespace, m.cluster)),
-            )]),
-        ),
-        (meta::STRAIT, meta::structure(strait)),
-    ];
+    let mut namespaces = vec![(
+        meta::ISTIO,
+        meta::structure([(
+            "workload",
+            meta::string(&format!("{};{};;;{}", m.workload, m.namespace, m.cluster)),
+        )]),
+    )];
     if m.mtls {
         namespaces.push((
             meta::TRANSPORT_SOCKET_MATCH,
             meta::structure([("tlsMode", meta::string("istio"))]),
+        ));
+    }
+    if m.gateway {
+        namespaces.push((
+            meta::STRAIT,
+            meta::structure([("gateway", meta::boolean(true))]),
         ));
     }
     meta::metadata(namespaces)

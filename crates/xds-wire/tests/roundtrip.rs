@@ -43,9 +43,14 @@ fn every_golden_resource_survives_the_wire() {
             assert_eq!(back, c, "{case}: cluster {}", c.name);
             counts[2] += 1;
         }
-        for e in items::<ClusterLoadAssignment>(&doc, "endpoints") {
+        for mut e in items::<ClusterLoadAssignment>(&doc, "endpoints") {
             let back = wire::from_envoy::load_assignment(&wire::to_any(&wire::load_assignment(&e)))
                 .unwrap_or_else(|err| panic!("{case}: {err}"));
+            // An endpoint's network and identity stay with the control plane.
+            for ep in e.localities.iter_mut().flat_map(|l| l.endpoints.iter_mut()) {
+                ep.metadata.network.clear();
+                ep.metadata.identity = None;
+            }
             assert_eq!(back, e, "{case}: endpoints {}", e.cluster_name);
             counts[3] += 1;
         }
