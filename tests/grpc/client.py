@@ -22,9 +22,11 @@ def main():
     p.add_argument("--interval", type=float, default=10.0, help="milliseconds between calls in --seconds mode")
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--authority", help="the :authority to send (a plain target through a proxy)")
     args = p.parse_args()
     metadata = [tuple(h.split("=", 1)) for h in args.header]
-    channel = grpc.insecure_channel(args.target)
+    options = [("grpc.default_authority", args.authority)] if args.authority else []
+    channel = grpc.insecure_channel(args.target, options=options)
     call = channel.unary_unary("/strait.test.Echo/Name")
     call(b"", timeout=20, metadata=metadata, wait_for_ready=True)  # resolution and first connection
 

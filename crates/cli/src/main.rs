@@ -37,6 +37,8 @@ enum Command {
     Validate(commands::validate::Args),
     Analyze(commands::analyze::Args),
     ControlPlane(commands::control_plane::Args),
+    Proxy(commands::proxy::Args),
+    ProxyConfig(commands::proxy_config::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
         Command::ControlPlane(args) => commands::control_plane::run(&args),
+        Command::Proxy(args) => commands::proxy::run(&args),
+        Command::ProxyConfig(args) => commands::proxy_config::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -140,30 +140,9 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     server.set_ready();
     info!(xds = %args.xds_listen, debug = %args.debug_listen, "control plane ready");
     let grpc_task = tokio::spawn(grpc);
-    shutdown_signal().await;
+    super::shutdown_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -153,11 +153,9 @@ impl ControlPlane {
     }
 }
 
-/// A Python gRPC backend answering with `name` on `ip:port`.
-pub fn backend(name: &str, ip: &str, port: u16) -> Proc {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/grpc/backend.py"))
-        .args([name, &format!("{ip}:{port}")])
+/// Starts `cmd` and waits for it to print "ready".
+fn spawn_ready(mut cmd: Command, what: String) -> Proc {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -166,15 +164,16 @@ pub fn backend(name: &str, ip: &str, port: u16) -> Proc {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "backend {name} on {ip}:{port} did not start"
-    );
-    Proc {
-        child,
-        what: format!("backend {name}"),
-    }
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+    Proc { child, what }
+}
+
+/// A Python gRPC backend answering with `name` on `ip:port`.
+pub fn backend(name: &str, ip: &str, port: u16) -> Proc {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/grpc/backend.py"))
+        .args([name, &format!("{ip}:{port}")]);
+    spawn_ready(cmd, format!("gRPC backend {name} on {ip}:{port}"))
 }
 
 /// Runs the proxyless client to completion (at most 120 s) and returns its stdout.
@@ -230,4 +229,134 @@ pub fn lines(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// A Python HTTP/1.1 backend (`tests/http/backend.py`) named `name` on `ip:port`; with
+/// `always`, it answers every request with that status.
+pub fn http_backend(name: &str, ip: &str, port: u16, always: Option<u16>) -> Proc {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/http/backend.py"))
+        .args([name, &format!("{ip}:{port}")]);
+    if let Some(s) = always {
+        cmd.arg(s.to_string());
+    }
+    spawn_ready(cmd, format!("HTTP backend {name} on {ip}:{port}"))
+}
+
+/// A running `strait proxy` with its admin API on a free loopback port.
+pub struct StraitProxy {
+    pub proc: Proc,
+    pub admin_port: u16,
+    pub log: PathBuf,
+    pub access_log: PathBuf,
+}
+
+impl StraitProxy {
+    /// Starts a sidecar for `pod` in `namespace` with `labels` (`app=x,version=y`), and waits
+    /// until it has its whole configuration.
+    pub fn start(cp: &ControlPlane, dir: &Path, ip: &str, pod: &str, labels: &str) -> StraitProxy {
+        let admin_port = free_port();
+        let log = dir.join(format!("{pod}.proxy.log"));
+        let access_log = dir.join(format!("{pod}.access.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args([
+                "proxy",
+                "--xds",
+                &format!("127.0.0.1:{}", cp.xds_port),
+                "--node-id",
+                &format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local"),
+                "--meta",
+                "CLUSTER_ID=cluster1",
+                "--meta",
+                &format!("LABELS={labels}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin_port}"),
+                "--health-listen",
+                "off",
+                "--prometheus-listen",
+                "off",
+                "--access-log",
+            ])
+            .arg(&access_log)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let p = StraitProxy {
+            proc: Proc {
+                child,
+                what: format!("proxy {pod}"),
+            },
+            admin_port,
+            log,
+            access_log,
+        };
+        wait_for(Duration::from_secs(20), "the proxy to be ready", || {
+            http_get(admin_port, "/ready").filter(|(s, _)| *s == 200)
+        });
+        p
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        http_get(self.admin_port, path)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+}
+
+/// Runs a command to completion (at most 120 s; then it is killed by PID); (exit success,
+/// stdout, stderr).
+pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is missing ({e}): scripts/test installs it"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Ok(out)) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Ok(Err(e)) => panic!("{program}: {e}"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{program} {args:?} did not finish in 120 s");
+        }
+    }
+}
+
+/// `curl` with `args`; (HTTP status, body). `-s -o - -w` adds the status on the last line.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-s", "-m", "10", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let (_, out, _) = run("curl", &all);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Runs the gRPC client (`tests/grpc/client.py`) against a plain `host:port` target (no xDS);
+/// returns its stdout.
+pub fn client_plain(target: &str, args: &[&str]) -> String {
+    let script = repo().join("tests/grpc/client.py");
+    let mut all = vec![script.to_str().unwrap(), target];
+    all.extend_from_slice(args);
+    let (ok, out, err) = run(python().to_str().unwrap(), &all);
+    assert!(ok, "gRPC client failed: {out}\n{err}");
+    out
 }

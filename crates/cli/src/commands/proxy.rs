@@ -1,0 +1,188 @@
+//! `strait proxy`: a sidecar or router that takes its configuration from the control plane.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use strait_proxy::node::{Mode, NodeIdentity};
+use strait_proxy::xds::client::Variant;
+use strait_proxy::{ProxyOptions, SetLogLevel};
+
+/// Run a proxy (sidecar or router) driven by xDS from a Strait or Istio-compatible control plane.
+///
+/// The node ID and metadata follow Istio's conventions, so the control plane generates this
+/// proxy's listeners, routes, clusters and endpoints as it would for an Envoy sidecar:
+/// `--node-id sidecar~10.0.1.5~reviews-v1-7d9f8.bookinfo~bookinfo.svc.cluster.local --meta
+/// CLUSTER_ID=cluster1 --meta LABELS=app=reviews,version=v1`.
+///
+/// Ports as Istio's sidecar: admin 15000, outbound capture 15001, inbound capture 15006 (both
+/// from the configuration), health 15021 (`/healthz/ready`), Prometheus 15090. Each can be moved
+/// with a flag so several proxies run side by side on one machine. With capture, iptables in the
+/// pod's network namespace redirects traffic to 15001/15006 and lets the proxy's own traffic
+/// (marked with `--mark`) out; without it, Sidecar egress listeners with `bind` work as explicit
+/// proxies. Configuration the proxy cannot honour is rejected (NACK) with the reason and the
+/// last good version kept; `strait proxy-config` shows what it holds.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The control plane's xDS address (`host:port`).
+    #[arg(long, value_name = "ADDR")]
+    pub xds: Option<String>,
+    /// Istio-style node ID: `<sidecar|router>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The proxy's role; must agree with the node ID's type.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Node metadata as Istio's keys (`CLUSTER_ID=c1`, `LABELS=app=a,version=v1`, `NAMESPACE=ns`,
+    /// `LOCALITY=region/zone/subzone`); repeat.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// Address of the health endpoint (`/healthz/ready`); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15021", value_name = "ADDR")]
+    pub health_listen: String,
+    /// Address of the Prometheus endpoint (`/stats/prometheus`); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:15090", value_name = "ADDR")]
+    pub prometheus_listen: String,
+    /// A bootstrap file (YAML or JSON: `xds`, `node: {id, metadata, locality}`, `admin`);
+    /// flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap: Option<PathBuf>,
+    /// xDS variant: delta when the server has it (auto), or force one.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xds_variant: VariantArg,
+    /// Write a JSON access log line per request and connection (`-` for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
+    /// Mark upstream sockets (`SO_MARK`) so capture rules let the proxy's own traffic out.
+    #[arg(long, value_name = "MARK")]
+    pub mark: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Sidecar,
+    Router,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VariantArg {
+    Auto,
+    Delta,
+    Sotw,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bootstrap {
+    xds: Option<String>,
+    admin: Option<SocketAddr>,
+    #[serde(default)]
+    node: BootstrapNode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapNode {
+    id: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    locality: Option<BootstrapLocality>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BootstrapLocality {
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    sub_zone: String,
+}
+
+fn optional_addr(text: &str, flag: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .with_context(|| format!("{flag} {text}: write ip:port or off"))
+}
+
+/// Reads flags and bootstrap into the proxy's options.
+fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptions> {
+    let bootstrap = match &args.bootstrap {
+        None => Bootstrap::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--bootstrap {}: cannot read", path.display()))?;
+            serde_saphyr::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("--bootstrap {}: {e}", path.display()))?
+        }
+    };
+    let xds = args
+        .xds
+        .clone()
+        .or(bootstrap.xds)
+        .context("no control plane: give --xds host:port (or xds: in --bootstrap)")?;
+    let id = args.node_id.clone().or(bootstrap.node.id).context(
+        "no node ID: give --node-id sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local (or node.id in --bootstrap)",
+    )?;
+    let mut meta: Vec<(String, String)> = bootstrap.node.metadata.into_iter().collect();
+    if let Some(l) = bootstrap.node.locality {
+        meta.push((
+            "LOCALITY".into(),
+            format!("{}/{}/{}", l.region, l.zone, l.sub_zone),
+        ));
+    }
+    for kv in &args.meta {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--meta {kv}: write KEY=VALUE"))?;
+        meta.retain(|(key, _)| key != k);
+        meta.push((k.to_string(), v.to_string()));
+    }
+    let node = NodeIdentity::parse(&id, &meta).map_err(|e| anyhow::anyhow!("--node-id: {e}"))?;
+    match (args.mode, node.mode) {
+        (Some(ModeArg::Sidecar), Mode::Router) | (Some(ModeArg::Router), Mode::Sidecar) => {
+            bail!(
+                "--mode {:?} disagrees with the node ID's type ({:?}): the control plane reads the type from the ID",
+                args.mode,
+                node.mode
+            )
+        }
+        _ => {}
+    }
+    Ok(ProxyOptions {
+        xds_address: xds,
+        node,
+        variant: match args.xds_variant {
+            VariantArg::Auto => Variant::Auto,
+            VariantArg::Delta => Variant::Delta,
+            VariantArg::Sotw => Variant::StateOfTheWorld,
+        },
+        admin: bootstrap.admin.unwrap_or(args.admin_listen),
+        health: optional_addr(&args.health_listen, "--health-listen")?,
+        prometheus: optional_addr(&args.prometheus_listen, "--prometheus-listen")?,
+        mark: args.mark,
+        access_log: args.access_log.clone(),
+        set_log_level,
+    })
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let set_level = super::init_reloadable_logging();
+    let options = options(args, set_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(strait_proxy::run(options, super::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,593 @@
+//! The Strait proxy end to end with real clients: `strait control-plane` serves a sidecar
+//! (`strait proxy`) whose Sidecar egress listener is bound on a loopback address (captureMode
+//! NONE), curl, h2load and grpcio call through it to Python backends, and the proxy's admin API
+//! and `strait proxy-config` show what happened. Each test has its own 127.1.<n>.0/24 addresses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const HOST: &str = "echo.default.svc.cluster.local";
+
+/// Round robin rather than Istio's default least request, so tests can count.
+const ROUND_ROBIN: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+";
+
+/// A Service `echo` (port 8080) with pods at `ips`, and a Sidecar for `app=client` that binds
+/// the outbound listener for port 8080 (and 9090, 7000) on `bind`.
+fn mesh(dir: &Path, bind: &str, ips: &[&str], extra: &str) {
+    let mut docs = vec![format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  ports: [{{name: http, port: 8080}}, {{name: grpc, port: 9090}}, {{name: tcp-echo, port: 7000}}]
+  selector: {{app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: 8080, protocol: HTTP, name: http}}
+    bind: {bind}
+    captureMode: NONE
+    hosts: [\"./*\"]
+  - port: {{number: 9090, protocol: GRPC, name: grpc}}
+    bind: {bind}
+    captureMode: NONE
+    hosts: [\"./*\"]
+  - port: {{number: 7000, protocol: TCP, name: tcp}}
+    bind: {bind}
+    captureMode: NONE
+    hosts: [\"./*\"]
+"
+    )];
+    for (i, ip) in ips.iter().enumerate() {
+        docs.push(format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: echo-{i}, namespace: default, labels: {{app: echo}}}}
+spec: {{serviceAccountName: echo}}
+status: {{podIP: {ip}}}
+"
+        ));
+    }
+    if !extra.is_empty() {
+        docs.push(extra.to_string());
+    }
+    std::fs::write(dir.join("mesh.yaml"), docs.join("---\n")).unwrap();
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    _backends: Vec<Proc>,
+    _cp: ControlPlane,
+    proxy: StraitProxy,
+    bind: String,
+}
+
+fn setup(net: u8, backends: &[(&str, Option<u16>)], extra: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let bind = format!("127.1.{net}.100");
+    let ips: Vec<String> = (1..=backends.len())
+        .map(|i| format!("127.1.{net}.{i}"))
+        .collect();
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    mesh(&dir, &bind, &ip_refs, extra);
+    let procs: Vec<Proc> = backends
+        .iter()
+        .zip(&ips)
+        .map(|((name, always), ip)| http_backend(name, ip, 8080, *always))
+        .collect();
+    let cp = ControlPlane::start(&dir, &[]);
+    let proxy = StraitProxy::start(&cp, tmp.path(), &bind, "client-1", "app=client,version=v1");
+    Setup {
+        dir: dir.clone(),
+        _tmp: tmp,
+        _backends: procs,
+        _cp: cp,
+        proxy,
+        bind,
+    }
+}
+
+impl Setup {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}:8080{path}", self.bind)
+    }
+
+    fn get(&self, path: &str, extra: &[&str]) -> (u16, String) {
+        let url = self.url(path);
+        let host = format!("Host: {HOST}");
+        let mut args = vec!["-H", host.as_str()];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
+    fn name_of(body: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Applies a new version of the extra configuration and waits until the proxy has it.
+    /// Replaces the VirtualService and DestinationRule documents with `extra` and waits until
+    /// the proxy's configuration dump contains `marker`.
+    fn reconfigure(&self, extra: &str, marker: &str) {
+        let mesh_yaml = std::fs::read_to_string(self.dir.join("mesh.yaml")).unwrap();
+        let base: Vec<&str> = mesh_yaml.split("---\n").collect();
+        let keep: Vec<&str> = base
+            .into_iter()
+            .filter(|d| !d.contains("kind: VirtualService") && !d.contains("kind: DestinationRule"))
+            .collect();
+        let mut docs: Vec<String> = keep.into_iter().map(str::to_string).collect();
+        docs.push(extra.to_string());
+        std::fs::write(self.dir.join("mesh.yaml"), docs.join("---\n")).unwrap();
+        wait_for(
+            Duration::from_secs(20),
+            "the proxy to take the new configuration",
+            || {
+                self.proxy
+                    .admin("/config_dump")
+                    .contains(marker)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_labels() {
+    let s = setup(1, &[("a", None), ("b", None)], ROUND_ROBIN);
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..10 {
+        let (status, body) = s.get("/hello", &[]);
+        assert_eq!(status, 200, "{body}\n{}", s.proxy.log());
+        *seen.entry(Setup::name_of(&body)).or_default() += 1;
+    }
+    for _ in 0..10 {
+        let (status, body) = s.get("/h2", &["--http2-prior-knowledge"]);
+        assert_eq!(status, 200, "{body}");
+        *seen.entry(Setup::name_of(&body)).or_default() += 1;
+    }
+    // Round robin: exactly half each.
+    let hosts: Vec<String> = s
+        .proxy
+        .access_log()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["upstream_host"].to_string())
+        .collect();
+    assert_eq!(seen.get("a"), Some(&10), "{seen:?} {hosts:?}");
+    assert_eq!(seen.get("b"), Some(&10), "{seen:?}");
+
+    // What the backend received: the peer header, trace context, the request ID.
+    let (_, body) = s.get(
+        "/headers",
+        &[
+            "-H",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tp = v["headers"]["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "a new span for this hop: {tp}"
+    );
+    assert!(v["headers"]["x-request-id"].is_string());
+    assert_eq!(
+        v["headers"]["x-strait-peer"],
+        "client-1;default;cluster1;client;v1"
+    );
+
+    // Istio's metrics, with both clusters known.
+    let metrics = s.proxy.admin("/stats/prometheus");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .unwrap_or_else(|| panic!("no istio_requests_total line:\n{metrics}"));
+    for label in [
+        "reporter=\"source\"",
+        "source_workload=\"client-1\"",
+        "source_cluster=\"cluster1\"",
+        "destination_cluster=\"cluster1\"",
+        "destination_service=\"echo.default.svc.cluster.local\"",
+        "destination_workload_namespace=\"default\"",
+        "response_flags=\"-\"",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+    assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"));
+    assert!(metrics.contains("istio_response_bytes_sum{"));
+
+    // The access log has a JSON line per request.
+    let log = wait_for(Duration::from_secs(5), "access log lines", || {
+        let l = s.proxy.access_log();
+        (l.lines().count() >= 21).then_some(l)
+    });
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["response_code"], 200);
+    assert_eq!(
+        first["upstream_cluster"],
+        "outbound|8080||echo.default.svc.cluster.local"
+    );
+    assert_eq!(first["destination_cluster"], "cluster1");
+    assert_eq!(first["source_cluster"], "cluster1");
+}
+
+#[test]
+fn proxy_config_shows_listeners_routes_clusters_and_endpoints() {
+    let s = setup(2, &[("a", None)], "");
+    let admin = format!("127.0.0.1:{}", s.proxy.admin_port);
+    let show = |what: &str| {
+        let (ok, out, err) = run(
+            env!("CARGO_BIN_EXE_strait"),
+            &["proxy-config", what, "--admin", &admin],
+        );
+        assert!(ok, "{err}");
+        out
+    };
+    let listeners = show("listeners");
+    assert!(
+        listeners.contains(&format!("{}_8080", s.bind)),
+        "{listeners}"
+    );
+    assert!(listeners.contains("Route: 8080"), "{listeners}");
+    let routes = show("routes");
+    assert!(
+        routes.contains("echo.default.svc.cluster.local"),
+        "{routes}"
+    );
+    let clusters = show("clusters");
+    assert!(
+        clusters
+            .lines()
+            .any(|l| l.starts_with("echo.default.svc.cluster.local")
+                && l.contains("8080")
+                && l.contains("outbound")),
+        "{clusters}"
+    );
+    let endpoints = show("endpoints");
+    assert!(
+        endpoints
+            .lines()
+            .any(|l| l.contains("127.1.2.1:8080") && l.contains("HEALTHY") && l.contains("OK")),
+        "{endpoints}"
+    );
+    let (ok, json, _) = run(
+        env!("CARGO_BIN_EXE_strait"),
+        &["proxy-config", "clusters", "--admin", &admin, "-o", "json"],
+    );
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "outbound|8080||echo.default.svc.cluster.local")
+    );
+}
+
+#[test]
+fn retries_turn_503s_into_successes_and_timeouts_fire() {
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{headers: {x-no-retry: {exact: \"1\"}}}]
+    route: [{destination: {host: echo}}]
+    retries: {attempts: 0}
+  - match: [{headers: {x-slow: {exact: \"1\"}}}]
+    route: [{destination: {host: echo}}]
+    timeout: 300ms
+  - route: [{destination: {host: echo}}]
+    retries: {attempts: 3, retryOn: 5xx}
+";
+    let s = setup(
+        3,
+        &[("a", None), ("b", None)],
+        &format!("{vs}---\n{ROUND_ROBIN}"),
+    );
+    // Each backend fails its first request on a path: without retries the caller sees 503.
+    let (status, _) = s.get("/flaky/1?control", &["-H", "x-no-retry: 1"]);
+    assert_eq!(status, 503);
+    // With retries the same failures are hidden: a 503 from each backend, then a 200.
+    let (status, body) = s.get("/flaky/1?retried", &[]);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["x-envoy-attempt-count"], "3", "{body}");
+    // Four tries are not enough for a path that fails twice on each backend: 503, flagged URX.
+    let (status, _) = s.get("/flaky/2?exhausted", &[]);
+    assert_eq!(status, 503);
+
+    // The route timeout fires (504, UT) long before the backend answers.
+    let start = Instant::now();
+    let (status, body) = s.get("/delay/3000", &["-H", "x-slow: 1"]);
+    let took = start.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body, "upstream request timeout");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let metrics = s.proxy.admin("/stats/prometheus");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("response_code=\"504\"")
+                && l.contains("response_flags=\"UT\"")),
+        "{metrics}"
+    );
+}
+
+/// h2load's count of responses by class: [2xx, 3xx, 4xx, 5xx], and of failed requests.
+fn h2load(args: &[&str]) -> ([u64; 4], u64, String) {
+    let (_, out, err) = run("h2load", args);
+    let codes = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("status codes:"))
+        .unwrap_or_else(|| panic!("h2load printed no status codes:\n{out}\n{err}"));
+    let mut n = [0u64; 4];
+    for (i, part) in codes.split(':').nth(1).unwrap().split(',').enumerate() {
+        n[i] = part.split_whitespace().next().unwrap().parse().unwrap();
+    }
+    let failed = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests:"))
+        .and_then(|l| {
+            l.split(',')
+                .find(|p| p.contains("failed"))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(u64::MAX);
+    (n, failed, out)
+}
+
+#[test]
+fn a_failing_backend_is_ejected_and_shown_failed_in_clusters() {
+    let dr = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+";
+    let s = setup(4, &[("good", None), ("bad", Some(500))], dr);
+    let mut failures = 0;
+    for _ in 0..20 {
+        let (status, _) = s.get("/", &[]);
+        if status == 500 {
+            failures += 1;
+        }
+    }
+    // Three 500s in a row eject the bad host; nothing reaches it after that.
+    assert_eq!(failures, 3);
+    let clusters = s.proxy.admin("/clusters");
+    assert!(
+        clusters.contains("outbound|8080||echo.default.svc.cluster.local::127.1.4.2:8080::health_flags::/failed_outlier_check"),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(
+            "outbound|8080||echo.default.svc.cluster.local::127.1.4.1:8080::health_flags::healthy"
+        ),
+        "{clusters}"
+    );
+    let admin = format!("127.0.0.1:{}", s.proxy.admin_port);
+    let (_, endpoints, _) = run(
+        env!("CARGO_BIN_EXE_strait"),
+        &["proxy-config", "endpoints", "--admin", &admin],
+    );
+    assert!(
+        endpoints
+            .lines()
+            .any(|l| l.contains("127.1.4.2:8080") && l.contains("FAILED")),
+        "{endpoints}"
+    );
+    let stats = s.proxy.admin("/stats/prometheus");
+    assert!(
+        stats.contains("envoy_cluster_outlier_detection_ejections_total{cluster_name=\"outbound|8080||echo.default.svc.cluster.local\"} 1"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn pool_overflow_answers_503_with_the_overflow_flag() {
+    let dr = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+";
+    let s = setup(5, &[("a", None)], dr);
+    // Ten clients at once against one connection and one pending slot.
+    let url = s.url("/delay/200");
+    let (codes, _, out) = h2load(&[
+        "--h1",
+        "-n",
+        "20",
+        "-c",
+        "10",
+        "-H",
+        &format!(":authority: {HOST}"),
+        &url,
+    ]);
+    assert!(codes[0] >= 2, "some requests are served: {out}");
+    assert!(codes[3] >= 5, "most overflow: {out}");
+    let metrics = s.proxy.admin("/stats/prometheus");
+    let overflowed: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("response_flags=\"UO\"")
+                && l.contains("response_code=\"503\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(overflowed, codes[3], "every 503 is an overflow, flagged UO");
+}
+
+#[test]
+fn fault_injection_aborts_and_delays_the_configured_share() {
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{headers: {x-delay: {exact: \"1\"}}}]
+    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+    route: [{destination: {host: echo}}]
+  - fault: {abort: {httpStatus: 418, percentage: {value: 30}}}
+    route: [{destination: {host: echo}}]
+";
+    let s = setup(6, &[("a", None)], vs);
+    let url = s.url("/");
+    let (codes, failed, out) = h2load(&[
+        "--h1",
+        "-n",
+        "2000",
+        "-c",
+        "4",
+        "-H",
+        &format!(":authority: {HOST}"),
+        &url,
+    ]);
+    // h2load counts 4xx answers as failed; nothing else may fail.
+    assert_eq!(failed, codes[2], "{out}");
+    assert_eq!(codes[0] + codes[2], 2000, "{out}");
+    let aborted = codes[2] as f64 / 2000.0;
+    // 30 % ± 3 points (binomial σ ≈ 1 point over 2000 requests).
+    assert!((aborted - 0.30).abs() < 0.03, "{aborted} aborted: {out}");
+    let start = Instant::now();
+    let (status, _) = s.get("/", &["-H", "x-delay: 1"]);
+    assert_eq!(status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let metrics = s.proxy.admin("/stats/prometheus");
+    assert!(metrics.contains("response_flags=\"FI\""), "{metrics}");
+    assert!(metrics.contains("response_flags=\"DI\""), "{metrics}");
+}
+
+#[test]
+fn grpc_calls_and_tcp_bytes_pass_through() {
+    let s = setup(7, &[("a", None)], "");
+    let _grpc = backend("grpc-a", "127.1.7.1", 9090);
+    // gRPC (HTTP/2 to the upstream, trailers and status carried back).
+    let out = client_plain(
+        &format!("{}:9090", s.bind),
+        &["--calls", "20", "--authority", &format!("{HOST}:9090")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(v["answers"]["grpc-a"], 20, "{out}\n{}", s.proxy.log());
+    let metrics = s.proxy.admin("/stats/prometheus");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("request_protocol=\"grpc\"")
+                && l.contains("grpc_response_status=\"0\"")),
+        "{metrics}"
+    );
+
+    // Opaque TCP: an echo server behind the proxy.
+    let echo = std::net::TcpListener::bind("127.1.7.1:7000").unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut c, _)) = echo.accept() {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((s.bind.as_str(), 7000)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"hello through the mesh").unwrap();
+        let mut buf = [0u8; 22];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello through the mesh");
+    }
+    let metrics = wait_for(Duration::from_secs(5), "TCP metrics", || {
+        let m = s.proxy.admin("/stats/prometheus");
+        m.contains("istio_tcp_connections_closed_total{")
+            .then_some(m)
+    });
+    let sent = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_tcp_received_bytes_total{")
+                && l.contains("destination_cluster=\"cluster1\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(sent.ends_with(" 22"), "{sent}");
+}
+
+#[test]
+fn a_config_push_during_30s_of_load_fails_no_request() {
+    let s = setup(8, &[("a", None), ("b", None), ("c", None)], ROUND_ROBIN);
+    let url = s.url("/");
+    let host = format!(":authority: {HOST}");
+    let load = std::thread::scope(|scope| {
+        let load = scope.spawn(|| h2load(&["--h1", "-c", "4", "-D", "30", "-H", &host, &url]));
+        // Every 3 s, a new version: weights between subsets, then an endpoint less, then back.
+        for round in 0..8 {
+            std::thread::sleep(Duration::from_secs(3));
+            let weight = 10 + round * 10;
+            let vs = format!(
+                "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo]
+  http:
+  - route:
+    - {{destination: {{host: echo}}, weight: {weight}}}
+    - {{destination: {{host: echo}}, weight: {}, headers: {{request: {{set: {{x-round: \"round-{round}\"}}}}}}}}
+---
+{ROUND_ROBIN}",
+                100 - weight
+            );
+            s.reconfigure(&vs, &format!("round-{round}"));
+        }
+        load.join().unwrap()
+    });
+    let (codes, failed, out) = load;
+    assert!(codes[0] > 1000, "{out}");
+    assert_eq!(
+        (codes[1], codes[2], codes[3], failed),
+        (0, 0, 0, 0),
+        "{out}"
+    );
+}

@@ -1,0 +1,285 @@
+//! The admin API, in Envoy's shapes where they help habits carry over: `/config_dump` (what the
+//! proxy holds, as JSON), `/clusters` (each host's address, locality, priority, weight, health
+//! and outlier state; `?format=json`), `/stats/prometheus`, `/ready`, `/logging?level=`,
+//! `/quitquitquit`. The same server answers the health port (`/healthz/ready`) and the
+//! Prometheus port.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{Method, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Proxy;
+use crate::http::body;
+use crate::upstream::limits::Resource;
+use crate::upstream::pool::Body;
+
+/// Serves until `stop` flips.
+pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let p = proxy.clone();
+                async move { Ok::<_, Infallible>(route(&p, req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body_text: String, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(body_text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn json_response(v: &Value) -> Response<Body> {
+    text(
+        StatusCode::OK,
+        serde_json::to_string_pretty(v).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+fn query<'a>(req: &'a http::Request<Incoming>, key: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready" | "/healthz/ready") => {
+            if proxy.is_ready() {
+                text(StatusCode::OK, "LIVE\n".into(), "text/plain")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "PRE_INITIALIZING: waiting for the first complete configuration from the control plane\n".into(),
+                    "text/plain",
+                )
+            }
+        }
+        (&Method::GET, "/stats/prometheus" | "/metrics") => text(
+            StatusCode::OK,
+            proxy.metrics.encode() + &cluster_stats(proxy),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::GET, "/config_dump") => json_response(&config_dump(proxy)),
+        (&Method::GET, "/clusters") => {
+            if query(&req, "format") == Some("json") {
+                json_response(&clusters_json(proxy))
+            } else {
+                text(StatusCode::OK, clusters_text(proxy), "text/plain")
+            }
+        }
+        (&Method::GET | &Method::POST, "/logging") => match query(&req, "level") {
+            None => text(
+                StatusCode::OK,
+                "usage: /logging?level=<trace|debug|info|warn|error> (or a tracing filter such as strait_proxy=debug)\n".into(),
+                "text/plain",
+            ),
+            Some(level) => match (proxy.set_log_level)(level) {
+                Ok(()) => text(StatusCode::OK, format!("log level: {level}\n"), "text/plain"),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n"), "text/plain"),
+            },
+        },
+        (&Method::POST, "/quitquitquit") => {
+            let _ = proxy.stop.send(true);
+            text(StatusCode::OK, "OK\n".into(), "text/plain")
+        }
+        (&Method::GET, "/") => text(
+            StatusCode::OK,
+            "/config_dump /clusters[?format=json] /stats/prometheus /ready /logging?level= /quitquitquit\n"
+                .into(),
+            "text/plain",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found; see /\n".into(), "text/plain"),
+    }
+}
+
+/// Envoy-style per-cluster counters, for dashboards that read them.
+fn cluster_stats(proxy: &Proxy) -> String {
+    let snapshot = proxy.snapshot.load();
+    let mut out = String::new();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
+    names.sort();
+    let families: [(&str, &str); 6] = [
+        ("envoy_cluster_upstream_rq_total", "counter"),
+        ("envoy_cluster_upstream_rq_retry", "counter"),
+        ("envoy_cluster_upstream_rq_timeout", "counter"),
+        ("envoy_cluster_upstream_cx_connect_fail", "counter"),
+        ("envoy_cluster_outlier_detection_ejections_total", "counter"),
+        ("envoy_cluster_upstream_rq_pending_overflow", "counter"),
+    ];
+    for (family, kind) in families {
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for name in &names {
+            let c = &snapshot.clusters[*name];
+            let v = match family {
+                "envoy_cluster_upstream_rq_total" => c.stats.requests.load(Ordering::Relaxed),
+                "envoy_cluster_upstream_rq_retry" => c.stats.retries.load(Ordering::Relaxed),
+                "envoy_cluster_upstream_rq_timeout" => c.stats.timeouts.load(Ordering::Relaxed),
+                "envoy_cluster_upstream_cx_connect_fail" => {
+                    c.stats.connect_failures.load(Ordering::Relaxed)
+                }
+                "envoy_cluster_outlier_detection_ejections_total" => {
+                    c.stats.ejections.load(Ordering::Relaxed)
+                }
+                _ => {
+                    c.limits.overflowed(Resource::Pending)
+                        + c.limits.overflowed(Resource::Connections)
+                }
+            };
+            let _ = writeln!(out, "{family}{{cluster_name=\"{name}\"}} {v}");
+        }
+    }
+    out
+}
+
+fn config_dump(proxy: &Proxy) -> Value {
+    let store = proxy
+        .xds
+        .store
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let status = proxy
+        .xds
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let bind_errors = proxy
+        .bind_errors
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    json!({
+        "node": {
+            "id": proxy.node.id,
+            "cluster": proxy.node.cluster,
+            "namespace": proxy.node.namespace,
+            "workload": proxy.node.workload(),
+            "locality": proxy.node.locality,
+        },
+        "xds": status,
+        "versions": store.versions.iter().map(|(k, v)| (k.short().to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "rejected": store.rejections.iter().map(|(k, v)| (k.short().to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "listener_bind_errors": bind_errors,
+        "listeners": store.listeners.values().map(|l| serde_json::to_value(&**l).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "routes": store.routes.values().map(|r| serde_json::to_value(&*r.config).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "clusters": store.clusters.values().map(|c| serde_json::to_value(&**c).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "endpoints": store.endpoints.values().map(|e| serde_json::to_value(&**e).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+    })
+}
+
+fn clusters_json(proxy: &Proxy) -> Value {
+    let snapshot = proxy.snapshot.load();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
+    names.sort();
+    let clusters: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let c = &snapshot.clusters[name];
+            let plan = c.plan();
+            let hosts: Vec<Value> = plan
+                .hosts
+                .iter()
+                .map(|h| {
+                    let record = c.outlier_record(h.address).unwrap_or_default();
+                    json!({
+                        "address": h.address.to_string(),
+                        "locality": {"region": h.locality.region, "zone": h.locality.zone, "sub_zone": h.locality.sub_zone},
+                        "priority": h.priority,
+                        "weight": h.weight,
+                        "health": format!("{:?}", h.health).to_ascii_lowercase(),
+                        "outlier_ejected": h.state.ejected.load(Ordering::Relaxed),
+                        "ejections_total": record.ejections_total,
+                        "consecutive_5xx": record.consecutive_5xx,
+                        "active_requests": h.state.active_requests.load(Ordering::Relaxed),
+                        "requests_total": h.state.requests.load(Ordering::Relaxed),
+                        "idle_connections": h.state.pool.idle_count(),
+                        "cluster": h.metadata.cluster,
+                        "workload": h.metadata.workload,
+                        "gateway": h.metadata.gateway,
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "service": c.config.service.as_ref().map(|s| s.host.clone()),
+                "priority_load_percent": plan.load.percent,
+                "panic": plan.load.panic,
+                "circuit_breakers": {
+                    "connections": {"in_use": c.limits.in_use(Resource::Connections), "max": cap(c.limits.max(Resource::Connections))},
+                    "pending": {"in_use": c.limits.in_use(Resource::Pending), "max": cap(c.limits.max(Resource::Pending))},
+                    "requests": {"in_use": c.limits.in_use(Resource::Requests), "max": cap(c.limits.max(Resource::Requests))},
+                    "retries": {"in_use": c.limits.in_use(Resource::Retries), "max": cap(c.limits.max(Resource::Retries))},
+                },
+                "hosts": hosts,
+            })
+        })
+        .collect();
+    json!({ "clusters": clusters })
+}
+
+fn cap(v: u64) -> Value {
+    if v == u64::MAX { Value::Null } else { json!(v) }
+}
+
+/// Envoy's `/clusters` text: `cluster::host::field::value` lines.
+fn clusters_text(proxy: &Proxy) -> String {
+    let v = clusters_json(proxy);
+    let mut out = String::new();
+    for c in v["clusters"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or_default();
+        for h in c["hosts"].as_array().into_iter().flatten() {
+            let addr = h["address"].as_str().unwrap_or_default();
+            let health = if h["outlier_ejected"].as_bool() == Some(true) {
+                "/failed_outlier_check".to_string()
+            } else if h["health"] == "healthy" {
+                "healthy".to_string()
+            } else {
+                format!("/{}", h["health"].as_str().unwrap_or_default())
+            };
+            let l = &h["locality"];
+            let _ = writeln!(out, "{name}::{addr}::health_flags::{health}");
+            let _ = writeln!(out, "{name}::{addr}::priority::{}", h["priority"]);
+            let _ = writeln!(out, "{name}::{addr}::weight::{}", h["weight"]);
+            let _ = writeln!(
+                out,
+                "{name}::{addr}::region::{}",
+                l["region"].as_str().unwrap_or_default()
+            );
+            let _ = writeln!(
+                out,
+                "{name}::{addr}::zone::{}",
+                l["zone"].as_str().unwrap_or_default()
+            );
+            let _ = writeln!(out, "{name}::{addr}::rq_total::{}", h["requests_total"]);
+            let _ = writeln!(out, "{name}::{addr}::rq_active::{}", h["active_requests"]);
+        }
+    }
+    out
+}

@@ -1,0 +1,841 @@
+//! What a route does with a request: faults, direct responses, redirects, and forwarding — a
+//! weighted cluster, header edits and rewrites, mirrors, then attempts under the route's overall
+//! and per-try timeouts with retries (Envoy's retry-on conditions, jittered exponential backoff),
+//! circuit breakers answering 503 `UO`, outlier detection fed by every attempt, and upgrades
+//! (WebSocket) spliced through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::{Response, StatusCode};
+use strait_xds::cluster::Discovery;
+use strait_xds::listener::Direction;
+use strait_xds::route::{
+    AbortStatus, Action, HashPolicy, Redirect, Route, RouteAction, WeightedCluster,
+};
+use tokio::time::Instant;
+
+use super::body::{self, Replay};
+use super::headers::{self, local_reply};
+use super::{HttpConn, Outcome, RouteRef};
+use crate::metrics::ServiceLabels;
+use crate::upstream::limits::Resource;
+use crate::upstream::outlier::Outcome as HostOutcome;
+use crate::upstream::pool::{Body, Conn, ConnectError};
+use crate::upstream::{ClusterRuntime, Host, lb};
+
+/// Envoy's route timeout when the route sets none.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Envoy's default retry back-off base.
+const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+
+pub async fn route_request(
+    c: &Arc<HttpConn>,
+    req: http::Request<Body>,
+    grpc: bool,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let snapshot = c.proxy.snapshot.load_full();
+    let router = match &c.route {
+        RouteRef::Rds(name) => snapshot.routes.get(&**name).cloned(),
+        RouteRef::Inline(r) => Some(r.clone()),
+    };
+    let Some(router) = router else {
+        outcome.flag("NR");
+        return local_reply(StatusCode::NOT_FOUND, "", grpc);
+    };
+    let (mut parts, body) = req.into_parts();
+    let Some(selected) = router.select(&parts) else {
+        outcome.flag("NR");
+        return local_reply(StatusCode::NOT_FOUND, "", grpc);
+    };
+    let route = selected.route.clone();
+    let regex_rewrite = selected.regex_rewrite.cloned();
+    outcome.route = Some(route.name.clone());
+    let request_headers = parts.headers.clone();
+    let cors = route.cors.as_ref().and_then(headers::CorsPolicy::compile);
+    if let Some(policy) = &cors
+        && let Some(r) = policy.preflight(&parts.method, &parts.headers)
+    {
+        return r;
+    }
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = &fault.delay
+            && roll(delay.percent)
+        {
+            outcome.flag("DI");
+            tokio::time::sleep(Duration::from_millis(delay.fixed_delay_ms)).await;
+        }
+        if let Some(abort) = &fault.abort
+            && roll(abort.percent)
+        {
+            outcome.flag("FI");
+            return match abort.status {
+                AbortStatus::Http(code) => local_reply(
+                    StatusCode::from_u16(code as u16).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "fault filter abort",
+                    false,
+                ),
+                AbortStatus::Grpc(code) => {
+                    let mut r = local_reply(StatusCode::OK, "fault filter abort", true);
+                    r.headers_mut()
+                        .insert("grpc-status", HeaderValue::from(code));
+                    r
+                }
+            };
+        }
+    }
+    let mut response = match &route.action {
+        Action::DirectResponse { status, body: text } => {
+            let mut r = Response::new(match text {
+                Some(t) => body::full(t.clone()),
+                None => body::empty(),
+            });
+            *r.status_mut() = StatusCode::from_u16(*status as u16).unwrap_or(StatusCode::OK);
+            r
+        }
+        Action::Redirect(redirect) => redirect_response(redirect, &parts),
+        Action::Forward(action) => {
+            headers::apply_edits(&mut parts.headers, &route.request_headers);
+            forward(
+                c,
+                &snapshot,
+                parts,
+                body,
+                &route,
+                action,
+                regex_rewrite,
+                grpc,
+                outcome,
+            )
+            .await
+        }
+    };
+    headers::apply_edits(response.headers_mut(), &route.response_headers);
+    if let Some(policy) = &cors {
+        policy.decorate(&request_headers, response.headers_mut());
+    }
+    response
+}
+
+fn roll(percent: f64) -> bool {
+    fastrand::f64() * 100.0 < percent
+}
+
+fn redirect_response(r: &Redirect, parts: &http::request::Parts) -> Response<Body> {
+    let authority = super::router::authority_of(&parts.uri, &parts.headers);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r.host.as_deref().unwrap_or(host);
+    let port = match (r.port, port) {
+        (Some(p), _) => format!(":{p}"),
+        (None, Some(p)) if r.host.is_none() => format!(":{p}"),
+        _ => String::new(),
+    };
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let path = match (&r.path, &r.prefix_rewrite) {
+        (Some(p), _) => p.clone(),
+        (None, Some(prefix)) => prefix.clone() + original.trim_start_matches('/'),
+        (None, None) => original.to_string(),
+    };
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() =
+        StatusCode::from_u16(r.response_code as u16).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{port}{path}")) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
+fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return clusters.first();
+    }
+    let mut roll = fastrand::u64(..total);
+    for c in clusters {
+        if roll < u64::from(c.weight) {
+            return Some(c);
+        }
+        roll -= u64::from(c.weight);
+    }
+    clusters.last()
+}
+
+fn request_hash(
+    policies: &[HashPolicy],
+    parts: &http::request::Parts,
+    downstream: SocketAddr,
+) -> Option<u64> {
+    let mut combined: Option<u64> = None;
+    for p in policies {
+        let h = match p {
+            HashPolicy::Header(name) => parts
+                .headers
+                .get(name.as_str())
+                .map(|v| lb::stable_hash(v.as_bytes())),
+            HashPolicy::Cookie { name, .. } => parts
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| lb::stable_hash(v.as_bytes()))
+                }),
+            HashPolicy::SourceIp => Some(lb::stable_hash(downstream.ip().to_string().as_bytes())),
+            HashPolicy::QueryParameter(name) => parts.uri.query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| lb::stable_hash(v.as_bytes()))
+                })
+            }),
+        };
+        if let Some(h) = h {
+            combined = Some(combined.map_or(h, |c| c.rotate_left(1) ^ h));
+        }
+    }
+    combined
+}
+
+/// Envoy's retry-on conditions, decided on a response status (or a local failure).
+fn retriable(retry_on: &[String], codes: &[u32], attempt: &Attempt) -> bool {
+    retry_on.iter().any(|cond| match (cond.as_str(), attempt) {
+        ("5xx", Attempt::Response { status, .. }) => *status >= 500,
+        ("5xx" | "gateway-error" | "connect-failure" | "reset", Attempt::ConnectFailed) => true,
+        ("5xx" | "gateway-error" | "reset", Attempt::Reset) => true,
+        ("gateway-error", Attempt::Response { status, .. }) => matches!(status, 502..=504),
+        ("retriable-4xx", Attempt::Response { status, .. }) => *status == 409,
+        ("retriable-status-codes", Attempt::Response { status, .. }) => {
+            codes.contains(&u32::from(*status))
+        }
+        ("refused-stream", Attempt::Refused) => true,
+        (grpc_condition, Attempt::Response { grpc: Some(g), .. }) => matches!(
+            (grpc_condition, *g),
+            ("cancelled", 1)
+                | ("deadline-exceeded", 4)
+                | ("resource-exhausted", 8)
+                | ("internal", 13)
+                | ("unavailable", 14)
+        ),
+        _ => false,
+    })
+}
+
+/// How one attempt went.
+enum Attempt {
+    Response { status: u16, grpc: Option<u32> },
+    ConnectFailed,
+    Reset,
+    Refused,
+}
+
+/// The delay before retry `n` (1-based): random in [0, base × 2^n), at most 10 × base.
+pub fn retry_backoff(base: Duration, n: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1 << n.min(16))
+        .min(base.saturating_mul(10));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    c: &Arc<HttpConn>,
+    snapshot: &crate::state::Snapshot,
+    mut parts: http::request::Parts,
+    body: Body,
+    route: &Route,
+    action: &RouteAction,
+    regex_rewrite: Option<Arc<(regex::Regex, String)>>,
+    grpc: bool,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let Some(weighted) = pick_weighted(&action.clusters) else {
+        outcome.flag("NC");
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no cluster", grpc);
+    };
+    outcome.cluster = Some(weighted.name.clone());
+    let Some(cluster) = snapshot.clusters.get(&weighted.name).cloned() else {
+        outcome.flag("NC");
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no cluster", grpc);
+    };
+    if let Some(s) = &cluster.config.service {
+        outcome.service = Some(ServiceLabels {
+            host: Arc::from(s.host.as_str()),
+            name: Arc::from(s.name.as_str()),
+            namespace: Arc::from(s.namespace.as_str()),
+        });
+    }
+    headers::apply_edits(&mut parts.headers, &weighted.request_headers);
+
+    // Upgrades (WebSocket) pass through when the route allows them.
+    let upgrade = parts
+        .headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let upgrading = upgrade.as_ref().is_some_and(|u| {
+        action.upgrades.iter().any(|a| a.eq_ignore_ascii_case(u))
+            || c.upgrades.iter().any(|a| a.eq_ignore_ascii_case(u))
+    });
+    let downstream_upgrade = if upgrading {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    headers::strip_hop_by_hop(&mut parts.headers, upgrading);
+
+    // Rewrites.
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let path = if action.prefix_rewrite.is_some() || regex_rewrite.is_some() {
+        headers::rewrite_path(
+            &original,
+            &route.matching.path,
+            action.prefix_rewrite.as_deref(),
+            regex_rewrite.as_deref(),
+        )
+    } else {
+        original
+    };
+    let mut authority = super::router::authority_of(&parts.uri, &parts.headers).to_string();
+    if let Some(host) = &action.host_rewrite {
+        authority = host.clone();
+    }
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        parts.headers.insert(http::header::HOST, v);
+    }
+    if c.direction == Direction::Outbound
+        && let Some(v) = &c.proxy.peer_header
+    {
+        parts.headers.insert(super::PEER_HEADER, v.clone());
+    }
+    parts.headers.remove("x-envoy-attempt-count");
+    let hash = request_hash(&action.hash_policy, &parts, c.downstream);
+
+    let timeout = match action.timeout_ms {
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let retry = action.retry.clone();
+    let max_attempts = retry.as_ref().map_or(1, |r| 1 + r.num_retries);
+    let per_try = retry
+        .as_ref()
+        .and_then(|r| r.per_try_timeout_ms)
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
+    let replay = Replay::default();
+    let mut first_body = Some(if retry.is_some() || !action.mirrors.is_empty() {
+        replay.record(body)
+    } else {
+        body
+    });
+
+    // Mirrors get the request once its body has been read (fire and forget).
+    let mirror_targets: Vec<Arc<ClusterRuntime>> = action
+        .mirrors
+        .iter()
+        .filter(|m| roll(m.percent))
+        .filter_map(|m| snapshot.clusters.get(&m.cluster).cloned())
+        .collect();
+
+    let absolute = cluster.settings.http2;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retry_permit = None;
+    let mut attempt_n = 0u32;
+    loop {
+        attempt_n += 1;
+        outcome.attempts = attempt_n;
+        let body = match first_body.take() {
+            Some(b) => b,
+            None => match replay.again() {
+                Some(b) => b,
+                None => {
+                    // The body could not be kept for another try.
+                    return local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream reset before the request body could be retried",
+                        grpc,
+                    );
+                }
+            },
+        };
+        let Some(uri) = headers::upstream_uri(&path, &authority, absolute) else {
+            return local_reply(StatusCode::BAD_REQUEST, "invalid request target", grpc);
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = parts.headers.clone();
+        if attempt_n > 1 {
+            request
+                .headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(attempt_n));
+        }
+        if absolute {
+            request.headers_mut().remove(http::header::HOST);
+            *request.version_mut() = http::Version::HTTP_2;
+        } else {
+            *request.version_mut() = http::Version::HTTP_11;
+        }
+        let try_deadline = match (deadline, per_try) {
+            (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
+            (Some(d), None) => Some(d),
+            (None, Some(p)) => Some(Instant::now() + p),
+            (None, None) => None,
+        };
+        let (result, host) =
+            attempt(c, &cluster, request, hash, &tried, try_deadline, outcome).await;
+        if let Some(h) = &host {
+            tried.push(h.address);
+            outcome.upstream_host = Some(h.address);
+            outcome.destination = Some((
+                text_or_unknown(&h.metadata.workload),
+                text_or_unknown(&h.metadata.namespace),
+                text_or_unknown(&h.metadata.cluster),
+            ));
+        }
+        if attempt_n == 1 && !mirror_targets.is_empty() {
+            mirror(&mirror_targets, &parts, &path, &authority, &replay);
+        }
+        let (kind, response) = match result {
+            AttemptResult::Response(r) => {
+                let status = r.status().as_u16();
+                let grpc_status = r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse().ok());
+                if let Some(h) = &host {
+                    cluster.record(h, HostOutcome::Response(status));
+                }
+                (
+                    Attempt::Response {
+                        status,
+                        grpc: grpc_status,
+                    },
+                    Some(r),
+                )
+            }
+            AttemptResult::Local(kind, reply) => {
+                if let (Some(h), Attempt::ConnectFailed | Attempt::Reset) = (&host, &kind) {
+                    cluster.record(h, HostOutcome::LocalFailure);
+                }
+                (kind, Some(reply))
+            }
+            AttemptResult::Final(reply) => return reply,
+        };
+        let Some(response) = response else {
+            return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no response", grpc);
+        };
+        let may_retry = retry.as_ref().is_some_and(|r| {
+            attempt_n < max_attempts && retriable(&r.retry_on, &r.retriable_status_codes, &kind)
+        });
+        if !may_retry {
+            if attempt_n > 1
+                && retry.is_some()
+                && matches!(kind, Attempt::Response { status, .. } if status >= 500)
+            {
+                outcome.flag("URX");
+            }
+            return finish_upgrade(response, downstream_upgrade, upgrading);
+        }
+        // One more try: within the retry budget and the overall deadline.
+        if retry_permit.is_none() {
+            retry_permit = cluster.limits.acquire(Resource::Retries);
+            if retry_permit.is_none() {
+                outcome.flag("URX");
+                return response;
+            }
+        }
+        let base = retry
+            .as_ref()
+            .and_then(|r| r.backoff_base_ms)
+            .map_or(DEFAULT_BACKOFF_BASE, Duration::from_millis);
+        let wait = retry_backoff(base, attempt_n);
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return response;
+        }
+        cluster
+            .stats
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(response);
+        tokio::time::sleep(wait).await;
+        if !retry.as_ref().is_some_and(|r| r.retry_other_hosts) {
+            tried.clear();
+        }
+    }
+}
+
+fn text_or_unknown(s: &str) -> Arc<str> {
+    Arc::from(if s.is_empty() { "unknown" } else { s })
+}
+
+enum AttemptResult {
+    Response(Response<Body>),
+    /// A failure the proxy answers itself, which a retry may still fix.
+    Local(Attempt, Response<Body>),
+    /// A failure no retry fixes (overflow, no healthy host).
+    Final(Response<Body>),
+}
+
+async fn attempt(
+    c: &Arc<HttpConn>,
+    cluster: &Arc<ClusterRuntime>,
+    request: http::Request<Body>,
+    hash: Option<u64>,
+    tried: &[SocketAddr],
+    deadline: Option<Instant>,
+    outcome: &mut Outcome,
+) -> (AttemptResult, Option<Arc<Host>>) {
+    let grpc = super::is_grpc(request.headers());
+    let Some(_request_permit) = cluster.limits.acquire(Resource::Requests) else {
+        outcome.flag("UO");
+        return (
+            AttemptResult::Final(local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                grpc,
+            )),
+            None,
+        );
+    };
+    let host = match &cluster.config.discovery {
+        Discovery::OriginalDst => c
+            .captured
+            .then(|| crate::upstream::simple_host(c.destination, None)),
+        _ => cluster.pick(hash, tried),
+    };
+    let Some(host) = host else {
+        outcome.flag("UH");
+        return (
+            AttemptResult::Final(local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+                grpc,
+            )),
+            None,
+        );
+    };
+    cluster
+        .stats
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    host.state
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = async {
+        let conn = match connection(cluster, &host, deadline).await {
+            Ok(conn) => conn,
+            Err(ConnFailure::Overflow) => {
+                outcome.flag("UO");
+                return AttemptResult::Final(local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                    grpc,
+                ));
+            }
+            Err(ConnFailure::Connect(e)) => {
+                outcome.flag("UF");
+                cluster
+                    .stats
+                    .connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return AttemptResult::Local(
+                    Attempt::ConnectFailed,
+                    local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {e}"
+                        ),
+                        grpc,
+                    ),
+                );
+            }
+        };
+        host.state
+            .active_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = conn
+            .send(request, cluster.settings.max_requests_per_connection)
+            .await;
+        host.state
+            .active_requests
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match sent {
+            Ok(r) => AttemptResult::Response(r),
+            Err(e) => {
+                outcome.flag("UC");
+                let kind = if is_refused_stream(&e) {
+                    Attempt::Refused
+                } else {
+                    Attempt::Reset
+                };
+                AttemptResult::Local(
+                    kind,
+                    local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: {e}"
+                        ),
+                        grpc,
+                    ),
+                )
+            }
+        }
+    };
+    let result = match deadline {
+        None => work.await,
+        Some(d) => match tokio::time::timeout_at(d, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                outcome.flag("UT");
+                cluster
+                    .stats
+                    .timeouts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                host.state
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                AttemptResult::Local(
+                    Attempt::Reset,
+                    local_reply(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                        grpc,
+                    ),
+                )
+            }
+        },
+    };
+    (result, Some(host))
+}
+
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("REFUSED_STREAM") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+enum ConnFailure {
+    Overflow,
+    Connect(ConnectError),
+}
+
+/// A connection to `host`: a pooled one, a new one within `max_connections`, or a place in the
+/// pending queue (within `max_pending_requests`) until one of those frees up.
+async fn connection(
+    cluster: &Arc<ClusterRuntime>,
+    host: &Arc<Host>,
+    deadline: Option<Instant>,
+) -> Result<Conn, ConnFailure> {
+    let pool = host.state.pool.clone();
+    if let Some(c) = pool.checkout(&cluster.settings) {
+        return Ok(c);
+    }
+    if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
+        return pool
+            .connect(host.address, &cluster.settings, permit)
+            .await
+            .map_err(ConnFailure::Connect);
+    }
+    let Some(_pending) = cluster.limits.acquire(Resource::Pending) else {
+        return Err(ConnFailure::Overflow);
+    };
+    loop {
+        let wake = tokio::time::sleep(Duration::from_millis(2));
+        match deadline {
+            Some(d) if Instant::now() >= d => return Err(ConnFailure::Overflow),
+            _ => wake.await,
+        }
+        if let Some(c) = pool.checkout(&cluster.settings) {
+            return Ok(c);
+        }
+        if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
+            return pool
+                .connect(host.address, &cluster.settings, permit)
+                .await
+                .map_err(ConnFailure::Connect);
+        }
+    }
+}
+
+fn mirror(
+    targets: &[Arc<ClusterRuntime>],
+    parts: &http::request::Parts,
+    path: &str,
+    authority: &str,
+    replay: &Replay,
+) {
+    // Envoy sends the shadow to `<host>-shadow`.
+    let shadow_authority = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{h}-shadow:{p}"),
+        _ => format!("{authority}-shadow"),
+    };
+    for cluster in targets {
+        let cluster = cluster.clone();
+        let method = parts.method.clone();
+        let mut headers = parts.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&shadow_authority) {
+            headers.insert(http::header::HOST, v);
+        }
+        let path = path.to_string();
+        let authority = shadow_authority.clone();
+        let replay = replay.clone();
+        tokio::spawn(async move {
+            // Wait for the original body to have been read.
+            let mut body = None;
+            for _ in 0..100 {
+                if let Some(b) = replay.again() {
+                    body = Some(b);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let Some(body) = body else { return };
+            let Some(host) = cluster.pick(None, &[]) else {
+                return;
+            };
+            let absolute = cluster.settings.http2;
+            let Some(uri) = headers::upstream_uri(&path, &authority, absolute) else {
+                return;
+            };
+            let mut request = http::Request::new(body);
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            if absolute {
+                request.headers_mut().remove(http::header::HOST);
+                *request.version_mut() = http::Version::HTTP_2;
+            }
+            let Ok(conn) = connection(
+                &cluster,
+                &host,
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+            .await
+            else {
+                return;
+            };
+            if let Ok(r) = conn
+                .send(request, cluster.settings.max_requests_per_connection)
+                .await
+            {
+                use http_body_util::BodyExt;
+                let _ = r.into_body().collect().await;
+            }
+        });
+    }
+}
+
+/// For a 101 answer to an allowed upgrade: splice the two upgraded connections.
+fn finish_upgrade(
+    mut response: Response<Body>,
+    downstream: Option<hyper::upgrade::OnUpgrade>,
+    upgrading: bool,
+) -> Response<Body> {
+    if !upgrading || response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    let Some(downstream) = downstream else {
+        return response;
+    };
+    let upstream = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+            return;
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(conds: &[&str]) -> Vec<String> {
+        conds.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn retry_on_conditions_as_envoy_reads_them() {
+        let r = |status| Attempt::Response { status, grpc: None };
+        assert!(retriable(&on(&["5xx"]), &[], &r(503)));
+        assert!(!retriable(&on(&["5xx"]), &[], &r(404)));
+        assert!(retriable(&on(&["gateway-error"]), &[], &r(504)));
+        assert!(!retriable(&on(&["gateway-error"]), &[], &r(500)));
+        assert!(retriable(
+            &on(&["connect-failure"]),
+            &[],
+            &Attempt::ConnectFailed
+        ));
+        assert!(!retriable(&on(&["connect-failure"]), &[], &r(503)));
+        assert!(retriable(&on(&["retriable-status-codes"]), &[418], &r(418)));
+        assert!(retriable(&on(&["retriable-4xx"]), &[], &r(409)));
+        let g = |code| Attempt::Response {
+            status: 200,
+            grpc: Some(code),
+        };
+        assert!(retriable(&on(&["unavailable"]), &[], &g(14)));
+        assert!(!retriable(&on(&["unavailable"]), &[], &g(13)));
+        assert!(retriable(&on(&["internal", "cancelled"]), &[], &g(13)));
+        assert!(retriable(&on(&["refused-stream"]), &[], &Attempt::Refused));
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        for n in 1..10 {
+            let d = retry_backoff(Duration::from_millis(25), n);
+            assert!(d <= Duration::from_millis(250), "{d:?}");
+        }
+        let spread: std::collections::BTreeSet<u128> = (0..50)
+            .map(|_| retry_backoff(Duration::from_millis(25), 3).as_micros())
+            .collect();
+        assert!(spread.len() > 10, "jittered");
+    }
+
+    #[test]
+    fn weighted_clusters_follow_their_weights() {
+        let wc = |name: &str, weight| WeightedCluster {
+            name: name.into(),
+            weight,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        };
+        let clusters = vec![wc("a", 80), wc("b", 20), wc("c", 0)];
+        let mut n = [0; 3];
+        for _ in 0..10_000 {
+            match pick_weighted(&clusters).unwrap().name.as_str() {
+                "a" => n[0] += 1,
+                "b" => n[1] += 1,
+                _ => n[2] += 1,
+            }
+        }
+        assert_eq!(n[2], 0);
+        assert!((n[0] as f64 / 10_000.0 - 0.8).abs() < 0.02, "{n:?}");
+    }
+}

@@ -1,0 +1,303 @@
+//! Header work, pure: the route's edits, hop-by-hop headers a proxy must not forward, path and
+//! host rewrites, CORS, and local replies (gRPC-shaped for gRPC requests, as Envoy does).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri};
+use strait_xds::route::{Cors, HeaderEdits, PathMatch};
+
+use super::body;
+use crate::http::router::Matcher;
+use crate::upstream::pool::Body;
+
+/// Applies `set`, `add` and `remove` (in Envoy's order: remove last wins over nothing; we
+/// remove first, then set, then add, as Istio's `headers` operations read).
+pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    for name in &edits.remove {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(n);
+        }
+    }
+    for (name, value) in &edits.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &edits.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
+/// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `Upgrade`/`Connection` when
+/// the request is an upgrade being passed through, and `te: trailers` (gRPC needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    if !upgrading {
+        // Headers the Connection header names are hop-by-hop too.
+        let named: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+        headers.remove(http::header::CONNECTION);
+        headers.remove(http::header::UPGRADE);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(http::header::TRANSFER_ENCODING);
+    if headers
+        .get(http::header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(http::header::TE);
+    }
+}
+
+/// The path after a route's rewrite: the matched prefix replaced, or the regex substituted.
+pub fn rewrite_path(
+    path_and_query: &str,
+    matched: &PathMatch,
+    prefix_rewrite: Option<&str>,
+    regex_rewrite: Option<&(regex::Regex, String)>,
+) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut new_path = path.to_string();
+    if let Some(rewrite) = prefix_rewrite {
+        let prefix = match matched {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p.as_str(),
+            PathMatch::Regex(_) => path,
+        };
+        if path.len() >= prefix.len() {
+            new_path = format!("{rewrite}{}", &path[prefix.len()..]);
+        }
+    } else if let Some((re, substitution)) = regex_rewrite {
+        // Envoy's `$1`-style references become the regex crate's `${1}`.
+        new_path = re.replace_all(path, substitution.as_str()).into_owned();
+    }
+    if new_path.is_empty() {
+        new_path.push('/');
+    }
+    match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    }
+}
+
+/// Envoy's HTTP → gRPC status mapping for local replies.
+pub fn grpc_status_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// A reply the proxy makes itself (no route, no healthy upstream, overflow, timeout, faults).
+pub fn local_reply(status: StatusCode, message: &str, grpc: bool) -> http::Response<Body> {
+    if grpc {
+        let mut r = http::Response::new(body::empty());
+        *r.status_mut() = StatusCode::OK;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(grpc_status_for(status)));
+        if let Ok(v) = HeaderValue::from_str(message) {
+            h.insert("grpc-message", v);
+        }
+        return r;
+    }
+    let mut r = http::Response::new(body::full(message.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// The CORS policy ready to use.
+pub struct CorsPolicy {
+    origins: Vec<Matcher>,
+    config: Cors,
+}
+
+impl CorsPolicy {
+    pub fn compile(c: &Cors) -> Option<CorsPolicy> {
+        Some(CorsPolicy {
+            origins: c
+                .allow_origins
+                .iter()
+                .map(Matcher::compile)
+                .collect::<Result<_, _>>()
+                .ok()?,
+            config: c.clone(),
+        })
+    }
+
+    fn allowed_origin<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+        let origin = headers.get(http::header::ORIGIN)?;
+        let text = origin.to_str().ok()?;
+        self.origins
+            .iter()
+            .any(|m| m.matches(text))
+            .then_some(origin)
+    }
+
+    /// A preflight answered here, or `None` when the request is not one.
+    pub fn preflight(
+        &self,
+        method: &http::Method,
+        headers: &HeaderMap,
+    ) -> Option<http::Response<Body>> {
+        if method != http::Method::OPTIONS
+            || !headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return None;
+        }
+        let mut r = http::Response::new(body::empty());
+        if let Some(origin) = self.allowed_origin(headers) {
+            let h = r.headers_mut();
+            h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            let join = |v: &[String]| HeaderValue::from_str(&v.join(",")).ok();
+            if let Some(v) = join(&self.config.allow_methods) {
+                h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, v);
+            }
+            if let Some(v) = join(&self.config.allow_headers) {
+                h.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+            }
+            if let Some(age) = self.config.max_age_secs {
+                h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+            }
+            if self.config.allow_credentials == Some(true) {
+                h.insert(
+                    http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+        }
+        Some(r)
+    }
+
+    /// Headers added to an actual response.
+    pub fn decorate(&self, request: &HeaderMap, response: &mut HeaderMap) {
+        if let Some(origin) = self.allowed_origin(request) {
+            response.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            if self.config.allow_credentials == Some(true) {
+                response.insert(
+                    http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            if let Ok(v) = HeaderValue::from_str(&self.config.expose_headers.join(","))
+                && !self.config.expose_headers.is_empty()
+            {
+                response.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+            }
+        }
+    }
+}
+
+/// Builds the upstream URI: origin form for HTTP/1.1, absolute for HTTP/2.
+pub fn upstream_uri(path_and_query: &str, authority: &str, absolute: bool) -> Option<Uri> {
+    if absolute {
+        Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    } else {
+        path_and_query.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_remove_set_and_add() {
+        let mut h = HeaderMap::new();
+        h.insert("x-old", HeaderValue::from_static("1"));
+        h.insert("x-set", HeaderValue::from_static("before"));
+        apply_edits(
+            &mut h,
+            &HeaderEdits {
+                set: vec![("x-set".into(), "after".into())],
+                add: vec![("x-add".into(), "a".into()), ("x-add".into(), "b".into())],
+                remove: vec!["x-old".into()],
+            },
+        );
+        assert!(!h.contains_key("x-old"));
+        assert_eq!(h["x-set"], "after");
+        assert_eq!(h.get_all("x-add").iter().count(), 2);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_but_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["te", "x-kept"]);
+    }
+
+    #[test]
+    fn rewrites() {
+        let prefix = PathMatch::Prefix("/v1/reviews".into());
+        assert_eq!(
+            rewrite_path("/v1/reviews/7?x=1", &prefix, Some("/reviews"), None),
+            "/reviews/7?x=1"
+        );
+        assert_eq!(rewrite_path("/v1/reviews", &prefix, Some(""), None), "/");
+        let re = (
+            regex::Regex::new("^/api/(v[0-9]+)/(.*)$").unwrap(),
+            "/${2}?ver=${1}".to_string(),
+        );
+        assert_eq!(
+            rewrite_path(
+                "/api/v2/items",
+                &PathMatch::Prefix("/".into()),
+                None,
+                Some(&re)
+            ),
+            "/items?ver=v2"
+        );
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_local_replies() {
+        let r = local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", true);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        let r = local_reply(StatusCode::NOT_FOUND, "", false);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}

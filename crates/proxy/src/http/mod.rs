@@ -1,0 +1,312 @@
+//! The HTTP connection manager: serves HTTP/1.1 (with upgrades) and HTTP/2 on a downstream
+//! connection, routes each request with the route configuration of the moment, and records it
+//! (Istio metrics, access log) when its response body ends.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::HeaderValue;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use strait_xds::listener::Direction;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Proxy;
+use crate::metrics::{Peer, RequestLabels, ServiceLabels, Text};
+use crate::upstream::pool::{Body, BoxError};
+use body::{Finished, Observed};
+use http_body_util::BodyExt;
+use router::Router;
+
+/// Header carrying the calling workload's identity to the next sidecar (for `source_*` labels
+/// on the destination side): `<workload>;<namespace>;<cluster>;<app>;<version>`.
+pub const PEER_HEADER: &str = "x-strait-peer";
+
+/// Where a connection's routes come from.
+#[derive(Clone)]
+pub enum RouteRef {
+    Rds(Arc<str>),
+    Inline(Arc<Router>),
+}
+
+/// One downstream connection's context.
+pub struct HttpConn {
+    pub proxy: Arc<Proxy>,
+    pub direction: Direction,
+    pub listener: Arc<str>,
+    pub route: RouteRef,
+    pub downstream: SocketAddr,
+    pub destination: SocketAddr,
+    /// The destination is the original one of a captured connection (not this listener's
+    /// own address): only then can a passthrough cluster use it without looping back here.
+    pub captured: bool,
+    pub upgrades: Vec<String>,
+}
+
+/// Serves the connection until it closes.
+pub async fn serve<I>(conn: Arc<HttpConn>, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let c = conn.clone();
+        async move { Ok::<_, Infallible>(handle(c, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(Some(1024));
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+}
+
+/// What the request came to, filled in along the way.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub flags: Vec<&'static str>,
+    pub route: Option<String>,
+    pub cluster: Option<String>,
+    pub upstream_host: Option<SocketAddr>,
+    /// The destination's workload, namespace and cluster (from the endpoint's metadata).
+    pub destination: Option<(Text, Text, Text)>,
+    pub service: Option<ServiceLabels>,
+    pub attempts: u32,
+}
+
+impl Outcome {
+    pub fn flag(&mut self, f: &'static str) {
+        if !self.flags.contains(&f) {
+            self.flags.push(f);
+        }
+    }
+
+    fn flags_text(&self) -> Text {
+        if self.flags.is_empty() {
+            Arc::from("-")
+        } else {
+            Arc::from(self.flags.join(","))
+        }
+    }
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The peer header's content for a caller.
+pub fn peer_header_value(p: &Peer) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{};{};{};{};{}",
+        p.workload, p.namespace, p.cluster, p.app, p.version
+    ))
+    .ok()
+}
+
+fn peer_from_header(v: &HeaderValue) -> Option<Peer> {
+    let text = v.to_str().ok()?;
+    let mut it = text
+        .split(';')
+        .map(|s| -> Text { Arc::from(if s.is_empty() { "unknown" } else { s }) });
+    let mut p = Peer::unknown();
+    p.workload = it.next()?;
+    p.namespace = it.next()?;
+    p.cluster = it.next()?;
+    p.app = it.next().unwrap_or_else(|| p.app.clone());
+    p.version = it.next().unwrap_or_else(|| p.version.clone());
+    Some(p)
+}
+
+async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Response<Body> {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let trace_id = crate::trace::propagate(req.headers_mut());
+    let caller = match c.direction {
+        Direction::Inbound => req
+            .headers_mut()
+            .remove(PEER_HEADER)
+            .and_then(|v| peer_from_header(&v)),
+        Direction::Outbound => {
+            req.headers_mut().remove(PEER_HEADER);
+            None
+        }
+    };
+    let grpc = is_grpc(req.headers());
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let authority = router::authority_of(req.uri(), req.headers()).to_string();
+    let protocol = format!("{:?}", req.version());
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    // Count request bytes as the upstream reads them.
+    let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = request_bytes.clone();
+    let req = req.map(move |b| {
+        Observed::new(
+            b.map_err(BoxError::from).boxed_unsync(),
+            move |f: Finished| {
+                counter.store(f.bytes, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+        .boxed_unsync()
+    });
+
+    let mut outcome = Outcome::default();
+    let response = forward::route_request(&c, req, grpc, &mut outcome).await;
+    let status = response.status().as_u16();
+    let header_grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let proxy = c.proxy.clone();
+    let direction = c.direction;
+    let downstream = c.downstream;
+    let (parts, body) = response.into_parts();
+    let body = Observed::new(body, move |f: Finished| {
+        let grpc_status = f.grpc_status.clone().or(header_grpc_status);
+        let mut outcome = outcome;
+        if !f.complete {
+            outcome.flag("DC");
+        }
+        let me = &proxy.me;
+        let (source, destination) = match direction {
+            Direction::Outbound => {
+                let mut d = Peer::unknown();
+                if let Some((w, ns, cl)) = &outcome.destination {
+                    d.workload = w.clone();
+                    d.namespace = ns.clone();
+                    d.cluster = cl.clone();
+                }
+                (me.clone(), d)
+            }
+            Direction::Inbound => (caller.unwrap_or_else(Peer::unknown), me.clone()),
+        };
+        let service = outcome.service.clone().unwrap_or_else(|| match direction {
+            Direction::Inbound => inbound_service(&authority),
+            Direction::Outbound => ServiceLabels::unknown(),
+        });
+        let labels = RequestLabels {
+            reporter: match direction {
+                Direction::Outbound => "source",
+                Direction::Inbound => "destination",
+            },
+            source_canonical_service: source.app.clone(),
+            source_canonical_revision: source.version.clone(),
+            destination_canonical_service: destination.app.clone(),
+            destination_canonical_revision: destination.version.clone(),
+            source_workload: source.workload.clone(),
+            source_workload_namespace: source.namespace.clone(),
+            source_principal: source.principal.clone(),
+            source_app: source.app.clone(),
+            source_version: source.version.clone(),
+            source_cluster: source.cluster.clone(),
+            destination_workload: destination.workload.clone(),
+            destination_workload_namespace: destination.namespace.clone(),
+            destination_principal: destination.principal.clone(),
+            destination_app: destination.app.clone(),
+            destination_version: destination.version.clone(),
+            destination_service: service.host.clone(),
+            destination_service_name: service.name.clone(),
+            destination_service_namespace: service.namespace.clone(),
+            destination_cluster: destination.cluster.clone(),
+            request_protocol: if grpc { "grpc" } else { "http" },
+            response_code: status,
+            grpc_response_status: Arc::from(grpc_status.clone().unwrap_or_default()),
+            response_flags: outcome.flags_text(),
+            connection_security_policy: "none",
+        };
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let request_size = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let m = &proxy.metrics;
+        m.requests.get_or_create(&labels).inc();
+        m.duration.get_or_create(&labels).observe(ms);
+        m.request_bytes
+            .get_or_create(&labels)
+            .observe(request_size as f64);
+        m.response_bytes
+            .get_or_create(&labels)
+            .observe(f.bytes as f64);
+        if let Some(log) = &proxy.access_log {
+            let start_time = started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            log.write(&serde_json::json!({
+                "start_time_unix_ms": start_time,
+                "method": method.as_str(),
+                "path": path,
+                "protocol": protocol,
+                "authority": authority,
+                "response_code": status,
+                "grpc_status": grpc_status,
+                "response_flags": &*labels.response_flags,
+                "duration_ms": ms.round() as u64,
+                "bytes_received": request_size,
+                "bytes_sent": f.bytes,
+                "upstream_cluster": outcome.cluster,
+                "upstream_host": outcome.upstream_host.map(|h| h.to_string()),
+                "route_name": outcome.route,
+                "attempts": outcome.attempts,
+                "downstream_remote_address": downstream.to_string(),
+                "user_agent": user_agent,
+                "request_id": request_id,
+                "trace_id": trace_id,
+                "reporter": labels.reporter,
+                "source_workload": &*labels.source_workload,
+                "source_namespace": &*labels.source_workload_namespace,
+                "source_cluster": &*labels.source_cluster,
+                "destination_workload": &*labels.destination_workload,
+                "destination_namespace": &*labels.destination_workload_namespace,
+                "destination_cluster": &*labels.destination_cluster,
+                "destination_service": &*labels.destination_service,
+            }));
+        }
+    });
+    http::Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// The service an inbound request is for, from its authority (`reviews.bookinfo.svc...`).
+fn inbound_service(authority: &str) -> ServiceLabels {
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(authority);
+    let mut labels = ServiceLabels::unknown();
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return labels;
+    }
+    let mut parts = host.split('.');
+    if let (Some(name), Some(ns)) = (parts.next(), parts.next()) {
+        labels.name = Arc::from(name);
+        labels.namespace = Arc::from(ns);
+    }
+    labels.host = Arc::from(host);
+    labels
+}

@@ -1,0 +1,163 @@
+//! The Strait proxy: a sidecar or router driven by xDS from the control plane. It holds the
+//! configuration it is sent (rejecting, with reasons, what it cannot honour), binds and
+//! captures listeners, serves HTTP/1.1, HTTP/2, gRPC and TCP, routes, balances and protects
+//! upstreams with Envoy's semantics, and reports Istio's metrics and an admin API.
+
+pub mod access_log;
+pub mod admin;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod node;
+pub mod state;
+pub mod tcp;
+pub mod trace;
+pub mod upstream;
+pub mod xds;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use metrics::{Metrics, Peer};
+use node::NodeIdentity;
+use state::Snapshot;
+
+/// Changes the log filter at run time (`/logging?level=`).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How to run a proxy.
+pub struct ProxyOptions {
+    pub xds_address: String,
+    pub node: NodeIdentity,
+    pub variant: xds::client::Variant,
+    pub admin: SocketAddr,
+    /// Istio's health port (15021): `/healthz/ready`.
+    pub health: Option<SocketAddr>,
+    /// Istio's Prometheus port (15090): `/stats/prometheus`.
+    pub prometheus: Option<SocketAddr>,
+    /// `SO_MARK` for upstream sockets (capture rules let marked traffic out).
+    pub mark: Option<u32>,
+    /// JSON access log destination (`-` for standard output).
+    pub access_log: Option<String>,
+    pub set_log_level: SetLogLevel,
+}
+
+/// Everything shared by the proxy's tasks.
+pub struct Proxy {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub node: NodeIdentity,
+    pub me: Peer,
+    pub peer_header: Option<::http::HeaderValue>,
+    pub metrics: Metrics,
+    pub access_log: Option<access_log::AccessLog>,
+    pub mark: Option<u32>,
+    pub xds: Arc<xds::client::Shared>,
+    pub bind_errors: Arc<Mutex<HashMap<String, String>>>,
+    pub set_log_level: SetLogLevel,
+    pub stop: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Ready once every resource type has arrived and everything they name has too.
+    pub fn is_ready(&self) -> bool {
+        self.xds.store.lock().map(|s| s.is_warm()).unwrap_or(false)
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for {what} on {addr}: {e}; choose another address with {flag}"
+        )
+    })
+}
+
+/// Runs the proxy until `/quitquitquit` or `shutdown` resolves.
+pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let access_log = match &options.access_log {
+        Some(path) => Some(
+            access_log::AccessLog::open(path)
+                .map_err(|e| anyhow::anyhow!("--access-log {path}: {e}"))?,
+        ),
+        None => None,
+    };
+    let admin_listener = bind(options.admin, "the admin API", "--admin-listen").await?;
+    let health_listener = match options.health {
+        Some(a) => Some(bind(a, "health checks", "--health-listen").await?),
+        None => None,
+    };
+    let prometheus_listener = match options.prometheus {
+        Some(a) => Some(bind(a, "Prometheus", "--prometheus-listen").await?),
+        None => None,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = xds::client::Shared::new();
+    let me = options.node.peer();
+    let proxy = Arc::new(Proxy {
+        snapshot: ArcSwap::from_pointee(Snapshot::default()),
+        peer_header: http::peer_header_value(&me),
+        me,
+        metrics: Metrics::new(),
+        access_log,
+        mark: options.mark,
+        xds: shared.clone(),
+        bind_errors: Arc::default(),
+        set_log_level: options.set_log_level,
+        stop,
+        node: options.node.clone(),
+    });
+    for l in [Some(admin_listener), health_listener, prometheus_listener]
+        .into_iter()
+        .flatten()
+    {
+        tokio::spawn(admin::serve(proxy.clone(), l, stop_rx.clone()));
+    }
+    tokio::spawn(xds::client::run(
+        options.xds_address.clone(),
+        options.node.envoy_node(),
+        options.variant,
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    info!(node = %options.node.id, xds = %options.xds_address, admin = %options.admin, "proxy started");
+
+    let mut bound = listen::Bound::new(proxy.bind_errors.clone());
+    let mut changed = shared.changed.subscribe();
+    let mut stop_watch = stop_rx.clone();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = changed.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                apply(&proxy, &shared, &mut bound).await;
+            }
+            _ = stop_watch.changed() => break,
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("proxy stopping");
+    bound.stop_all();
+    let _ = proxy.stop.send(true);
+    Ok(())
+}
+
+/// Builds the next snapshot from the store, publishes it, and binds what it names.
+async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut listen::Bound) {
+    let next = {
+        let Ok(store) = shared.store.lock() else {
+            warn!("configuration store unavailable");
+            return;
+        };
+        Snapshot::build(&store, &proxy.snapshot.load(), proxy.mark)
+    };
+    proxy.snapshot.store(Arc::new(next));
+    bound.reconcile(proxy).await;
+}

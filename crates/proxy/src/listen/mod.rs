@@ -1,0 +1,254 @@
+//! Listeners: binds what the configuration says to bind (and lets go of what it no longer
+//! names, leaving open connections alone), accepts connections, recovers a captured
+//! connection's original destination (`SO_ORIGINAL_DST`), hands it to the listener for that
+//! destination, detects its protocol when asked, and runs the chosen filter chain.
+
+pub mod chain;
+pub mod sniff;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strait_xds::listener::{Direction, NetworkFilter, RouteSource};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::Proxy;
+use crate::http::{self, HttpConn, RouteRef};
+use crate::state::ListenerRuntime;
+use crate::tcp::{self, TcpConn};
+use chain::ConnectionFacts;
+
+/// How long to wait for a client's first bytes when the protocol must be detected (Istio's
+/// former default); a silent client is then treated as opaque TCP.
+pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The bound listeners.
+#[derive(Default)]
+pub struct Bound {
+    running: HashMap<String, (SocketAddr, JoinHandle<()>)>,
+    /// Listeners that could not be bound, with the reason.
+    pub errors: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Bound {
+    pub fn new(errors: Arc<Mutex<HashMap<String, String>>>) -> Bound {
+        Bound {
+            running: HashMap::new(),
+            errors,
+        }
+    }
+
+    /// Binds new listeners and stops accepting on removed ones.
+    pub async fn reconcile(&mut self, proxy: &Arc<Proxy>) {
+        let snapshot = proxy.snapshot.load_full();
+        let wanted: HashMap<&String, SocketAddr> = snapshot
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.socket().is_some_and(|s| s.bind_to_port))
+            .map(|(n, l)| (n, l.address))
+            .collect();
+        self.running.retain(|name, (addr, task)| {
+            let keep = wanted.get(name) == Some(addr);
+            if !keep {
+                info!(listener = %name, address = %addr, "listener removed; open connections continue");
+                task.abort();
+            }
+            keep
+        });
+        for (name, addr) in wanted {
+            if self.running.contains_key(name) {
+                continue;
+            }
+            match bind(addr) {
+                Ok(listener) => {
+                    info!(listener = %name, address = %addr, "listening");
+                    self.errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(name);
+                    let task = tokio::spawn(accept_loop(proxy.clone(), name.clone(), listener));
+                    self.running.insert(name.clone(), (addr, task));
+                }
+                Err(e) => {
+                    warn!(listener = %name, address = %addr, error = %e, "cannot bind listener");
+                    self.errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.clone(), format!("cannot bind {addr}: {e}"));
+                }
+            }
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for (_, (_, task)) in self.running.drain() {
+            task.abort();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(proxy: Arc<Proxy>, name: String, listener: TcpListener) {
+    let name: Arc<str> = Arc::from(name);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle(proxy.clone(), name.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off a little rather than spin.
+                warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The destination the client meant, before iptables redirected it here.
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let local = stream.local_addr().ok()?;
+    let original = if local.is_ipv4() {
+        sock.original_dst_v4().ok()?
+    } else {
+        sock.original_dst_v6().ok()?
+    };
+    original.as_socket()
+}
+
+async fn detect(stream: &TcpStream) -> sniff::Detected {
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DETECTION_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return sniff::Detected::Opaque,
+        };
+        if n == 0 {
+            return sniff::Detected::Opaque;
+        }
+        if let Some(d) = sniff::detect(&buf[..n]) {
+            return d;
+        }
+        if n == buf.len() {
+            if buf.len() >= sniff::MAX_PEEK {
+                return sniff::Detected::Opaque;
+            }
+            buf.resize(sniff::MAX_PEEK, 0);
+        }
+        // Part of a first message: wait for the rest.
+        if tokio::time::Instant::now() >= deadline {
+            return sniff::Detected::Opaque;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: SocketAddr) {
+    let snapshot = proxy.snapshot.load_full();
+    let Some(accepting) = snapshot.listeners.get(&*name).cloned() else {
+        return;
+    };
+    let Some(socket) = accepting.socket() else {
+        return;
+    };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let destination = if socket.use_original_dst {
+        match original_destination(&stream) {
+            Some(d) if d != local => d,
+            _ => {
+                // Not redirected here by capture rules: forwarding it would loop back to us.
+                debug!(listener = %name, %peer, "connection without an original destination; closing");
+                return;
+            }
+        }
+    } else {
+        local
+    };
+    let direction = socket.direction;
+    let listener: Arc<ListenerRuntime> =
+        if socket.use_original_dst && direction == Direction::Outbound {
+            snapshot
+                .listener_for(destination, Direction::Outbound)
+                .cloned()
+                .unwrap_or(accepting.clone())
+        } else {
+            accepting.clone()
+        };
+    let inspect = listener.socket().is_some_and(|s| s.inspect_protocol) || socket.inspect_protocol;
+    let mut facts = ConnectionFacts {
+        destination: Some(destination),
+        transport: "raw_buffer",
+        ..Default::default()
+    };
+    if inspect {
+        let detected = detect(&stream).await;
+        facts.transport = detected.transport();
+        facts.application_protocols = detected.application_protocols();
+        if let sniff::Detected::Tls { server_name, .. } = &detected {
+            facts.server_name = server_name.clone();
+        }
+    }
+    let Some(chain) = listener.select(&facts) else {
+        debug!(listener = %listener.config.name, %destination, "no filter chain matches; closing");
+        return;
+    };
+    match &chain.config.filter {
+        NetworkFilter::Http(hcm) => {
+            let route = match (&hcm.route, &chain.inline_router) {
+                (_, Some(r)) => RouteRef::Inline(r.clone()),
+                (RouteSource::Rds(n), None) => RouteRef::Rds(Arc::from(n.as_str())),
+                (RouteSource::Inline(_), None) => return,
+            };
+            let conn = Arc::new(HttpConn {
+                proxy: proxy.clone(),
+                direction,
+                listener: Arc::from(listener.config.name.as_str()),
+                route,
+                downstream: peer,
+                destination,
+                captured: socket.use_original_dst,
+                upgrades: hcm.upgrades.clone(),
+            });
+            drop(snapshot);
+            http::serve(conn, stream).await;
+        }
+        NetworkFilter::Tcp(config) => {
+            let config = config.clone();
+            let captured = socket.use_original_dst;
+            drop(snapshot);
+            tcp::serve(
+                TcpConn {
+                    proxy,
+                    direction,
+                    downstream: peer,
+                    destination,
+                    captured,
+                },
+                &config,
+                stream,
+            )
+            .await;
+        }
+        NetworkFilter::SniCluster(_) => {
+            debug!(listener = %listener.config.name, "SNI passthrough arrives with the east-west gateway; closing");
+        }
+    }
+}

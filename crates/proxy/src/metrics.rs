@@ -1,0 +1,228 @@
+//! Istio's standard metrics, with Istio's names and labels: `istio_requests_total`,
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`,
+//! `istio_tcp_sent_bytes_total`, `istio_tcp_received_bytes_total`,
+//! `istio_tcp_connections_opened_total` and `_closed_total`. Label values are shared strings, so
+//! recording a request clones pointers, not text.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub type Text = Arc<str>;
+
+/// Who is at one end of a request, as Istio labels it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub workload: Text,
+    pub namespace: Text,
+    pub principal: Text,
+    pub app: Text,
+    pub version: Text,
+    pub cluster: Text,
+}
+
+impl Peer {
+    pub fn unknown() -> Peer {
+        let u: Text = Arc::from("unknown");
+        Peer {
+            workload: u.clone(),
+            namespace: u.clone(),
+            principal: u.clone(),
+            app: u.clone(),
+            version: u.clone(),
+            cluster: u,
+        }
+    }
+}
+
+/// The destination service of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceLabels {
+    pub host: Text,
+    pub name: Text,
+    pub namespace: Text,
+}
+
+impl ServiceLabels {
+    pub fn unknown() -> ServiceLabels {
+        let u: Text = Arc::from("unknown");
+        ServiceLabels {
+            host: u.clone(),
+            name: u.clone(),
+            namespace: u,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: &'static str,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_principal: Text,
+    pub source_app: Text,
+    pub source_version: Text,
+    pub source_cluster: Text,
+    pub source_canonical_service: Text,
+    pub source_canonical_revision: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_principal: Text,
+    pub destination_app: Text,
+    pub destination_version: Text,
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub destination_cluster: Text,
+    pub destination_canonical_service: Text,
+    pub destination_canonical_revision: Text,
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub grpc_response_status: Text,
+    pub response_flags: Text,
+    pub connection_security_policy: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub reporter: &'static str,
+    pub source_workload: Text,
+    pub source_workload_namespace: Text,
+    pub source_principal: Text,
+    pub source_app: Text,
+    pub source_version: Text,
+    pub source_cluster: Text,
+    pub destination_workload: Text,
+    pub destination_workload_namespace: Text,
+    pub destination_principal: Text,
+    pub destination_app: Text,
+    pub destination_version: Text,
+    pub destination_service: Text,
+    pub destination_service_name: Text,
+    pub destination_service_namespace: Text,
+    pub destination_cluster: Text,
+    pub request_protocol: &'static str,
+    pub response_flags: Text,
+    pub connection_security_policy: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // Istio's default buckets for request duration (milliseconds).
+    Histogram::new([
+        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    ])
+}
+
+fn bytes_histogram() -> Histogram {
+    // Istio's default buckets for sizes: 1 B to 1 GB by powers of ten.
+    Histogram::new([
+        1.0,
+        10.0,
+        100.0,
+        1000.0,
+        10000.0,
+        100000.0,
+        1000000.0,
+        10000000.0,
+        100000000.0,
+        1000000000.0,
+    ])
+}
+
+/// The metric families, registered once per proxy (no global state).
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: HistogramFamily<RequestLabels>,
+    pub request_bytes: HistogramFamily<RequestLabels>,
+    pub response_bytes: HistogramFamily<RequestLabels>,
+    pub tcp_sent: Family<TcpLabels, Counter>,
+    pub tcp_received: Family<TcpLabels, Counter>,
+    pub tcp_opened: Family<TcpLabels, Counter>,
+    pub tcp_closed: Family<TcpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = HistogramFamily::new_with_constructor(duration_histogram as fn() -> _);
+        let request_bytes = HistogramFamily::new_with_constructor(bytes_histogram as fn() -> _);
+        let response_bytes = HistogramFamily::new_with_constructor(bytes_histogram as fn() -> _);
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        let tcp_received = Family::<TcpLabels, Counter>::default();
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        registry.register(
+            "istio_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the downstream in TCP connections",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the downstream in TCP connections",
+            tcp_received.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_sent,
+            tcp_received,
+            tcp_opened,
+            tcp_closed,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,175 @@
+//! The TCP proxy: a weighted cluster, a host from its balancer (or the original destination for
+//! passthrough), bytes copied both ways, Istio's TCP metrics and an access log line when the
+//! connection closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use strait_xds::cluster::Discovery;
+use strait_xds::listener::{Direction, TcpProxy};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Proxy;
+use crate::metrics::{Peer, ServiceLabels, TcpLabels};
+use crate::upstream::limits::Resource;
+use crate::upstream::outlier::Outcome;
+use crate::upstream::pool::connect_tcp;
+
+/// One downstream TCP connection's context.
+pub struct TcpConn {
+    pub proxy: Arc<Proxy>,
+    pub direction: Direction,
+    pub downstream: SocketAddr,
+    pub destination: SocketAddr,
+    /// See `HttpConn::captured`.
+    pub captured: bool,
+}
+
+pub async fn serve<I>(c: TcpConn, config: &TcpProxy, mut downstream: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let snapshot = c.proxy.snapshot.load_full();
+    let total: u64 = config.clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut roll = fastrand::u64(..total.max(1));
+    let cluster_name = config
+        .clusters
+        .iter()
+        .find(|(_, w)| {
+            if roll < u64::from(*w) {
+                true
+            } else {
+                roll -= u64::from(*w);
+                false
+            }
+        })
+        .or(config.clusters.first())
+        .map(|(n, _)| n.clone());
+    let cluster = cluster_name
+        .as_ref()
+        .and_then(|n| snapshot.clusters.get(n).cloned());
+    let mut flags = "-";
+    let mut destination = Peer::unknown();
+    let mut upstream_host = None;
+    let service = cluster
+        .as_ref()
+        .and_then(|c| c.config.service.as_ref())
+        .map(|s| ServiceLabels {
+            host: Arc::from(s.host.as_str()),
+            name: Arc::from(s.name.as_str()),
+            namespace: Arc::from(s.namespace.as_str()),
+        })
+        .unwrap_or_else(ServiceLabels::unknown);
+    let (mut sent, mut received) = (0u64, 0u64);
+    let labels_for = |destination: &Peer, flags: &str| -> TcpLabels {
+        let me = &c.proxy.me;
+        let (s, d) = match c.direction {
+            Direction::Outbound => (me.clone(), destination.clone()),
+            Direction::Inbound => (Peer::unknown(), me.clone()),
+        };
+        TcpLabels {
+            reporter: match c.direction {
+                Direction::Outbound => "source",
+                Direction::Inbound => "destination",
+            },
+            source_workload: s.workload,
+            source_workload_namespace: s.namespace,
+            source_principal: s.principal,
+            source_app: s.app,
+            source_version: s.version,
+            source_cluster: s.cluster,
+            destination_workload: d.workload,
+            destination_workload_namespace: d.namespace,
+            destination_principal: d.principal,
+            destination_app: d.app,
+            destination_version: d.version,
+            destination_service: service.host.clone(),
+            destination_service_name: service.name.clone(),
+            destination_service_namespace: service.namespace.clone(),
+            destination_cluster: d.cluster,
+            request_protocol: "tcp",
+            response_flags: Arc::from(flags),
+            connection_security_policy: "none",
+        }
+    };
+    match &cluster {
+        None => flags = "NC",
+        Some(cluster) => {
+            let host = match cluster.config.discovery {
+                Discovery::OriginalDst => c
+                    .captured
+                    .then(|| crate::upstream::simple_host(c.destination, None)),
+                _ => cluster.pick(None, &[]),
+            };
+            match host {
+                None => flags = "UH",
+                Some(host) => {
+                    if c.direction == Direction::Outbound {
+                        let m = &host.metadata;
+                        let known = |s: &str| Arc::from(if s.is_empty() { "unknown" } else { s });
+                        destination.workload = known(&m.workload);
+                        destination.namespace = known(&m.namespace);
+                        destination.cluster = known(&m.cluster);
+                    }
+                    upstream_host = Some(host.address);
+                    match cluster.limits.acquire(Resource::Connections) {
+                        None => flags = "UO",
+                        Some(_permit) => match connect_tcp(host.address, &cluster.settings).await {
+                            Err(_) => {
+                                flags = "UF";
+                                cluster.record(&host, Outcome::LocalFailure);
+                            }
+                            Ok(mut upstream) => {
+                                let opened = labels_for(&destination, "-");
+                                c.proxy.metrics.tcp_opened.get_or_create(&opened).inc();
+                                let copied =
+                                    tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
+                                        .await;
+                                if let Ok((up, down)) = copied {
+                                    received = up;
+                                    sent = down;
+                                }
+                                c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
+                                c.proxy
+                                    .metrics
+                                    .tcp_received
+                                    .get_or_create(&opened)
+                                    .inc_by(received);
+                                c.proxy.metrics.tcp_sent.get_or_create(&opened).inc_by(sent);
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+    if flags != "-" {
+        // A connection that never reached an upstream still counts, with its flag.
+        let labels = labels_for(&destination, flags);
+        c.proxy.metrics.tcp_opened.get_or_create(&labels).inc();
+        c.proxy.metrics.tcp_closed.get_or_create(&labels).inc();
+    }
+    if let Some(log) = &c.proxy.access_log {
+        let start_time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis().saturating_sub(start.elapsed().as_millis()))
+            .unwrap_or(0);
+        log.write(&serde_json::json!({
+            "start_time_unix_ms": start_time,
+            "protocol": "tcp",
+            "response_flags": flags,
+            "duration_ms": start.elapsed().as_millis() as u64,
+            "bytes_received": received,
+            "bytes_sent": sent,
+            "upstream_cluster": cluster_name,
+            "upstream_host": upstream_host.map(|h| h.to_string()),
+            "downstream_remote_address": c.downstream.to_string(),
+            "destination_address": c.destination.to_string(),
+            "source_cluster": &*c.proxy.me.cluster,
+            "destination_cluster": &*destination.cluster,
+            "destination_service": &*service.host,
+        }));
+    }
+}

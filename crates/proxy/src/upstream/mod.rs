@@ -1,0 +1,628 @@
+//! Upstream clusters at run time: their hosts (from EDS, static addresses or DNS), the plan that
+//! picks a host (priority load, locality weights, balancer), per-host pools and outlier state,
+//! and the cluster's circuit breakers and counters. A cluster's runtime outlives configuration
+//! updates that leave its settings alone, and hosts keep their pools and outlier records across
+//! endpoint updates by address.
+
+pub mod lb;
+pub mod limits;
+pub mod outlier;
+pub mod pool;
+pub mod priority;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use strait_xds::cluster::{Discovery, OutlierDetection};
+use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
+use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
+use tracing::info;
+
+use lb::{Balancer, Candidate, Draw};
+use limits::Limits;
+use outlier::{HostRecord, Outcome};
+use pool::{ConnectSettings, Pool};
+use priority::{LevelHealth, PriorityLoad};
+
+/// What lives with a host across endpoint updates.
+#[derive(Default)]
+pub struct HostState {
+    pub active_requests: AtomicU64,
+    pub ejected: AtomicBool,
+    pub pool: Arc<Pool>,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// One upstream host as the current assignment describes it.
+pub struct Host {
+    pub address: SocketAddr,
+    /// `ip:port`, the ring-hash key.
+    pub key: String,
+    pub weight: u32,
+    pub health: HealthStatus,
+    pub priority: u32,
+    pub locality: Locality,
+    pub locality_weight: Option<u32>,
+    pub metadata: Arc<EndpointMetadata>,
+    pub state: Arc<HostState>,
+}
+
+impl Host {
+    /// Healthy by EDS and not ejected.
+    pub fn is_available(&self) -> bool {
+        self.health == HealthStatus::Healthy && !self.state.ejected.load(Ordering::Relaxed)
+    }
+}
+
+impl Candidate for Arc<Host> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn active_requests(&self) -> u64 {
+        self.state.active_requests.load(Ordering::Relaxed)
+    }
+    fn ring_key(&self) -> &str {
+        &self.key
+    }
+}
+
+struct LocalityPlan {
+    hosts: Vec<Arc<Host>>,
+    balancer: Balancer,
+}
+
+struct LevelPlan {
+    localities: Vec<LocalityPlan>,
+    /// Cumulative effective locality weights (`None`: one locality, or not weighted).
+    cumulative: Option<Vec<u64>>,
+}
+
+/// How to pick, precomputed for the current hosts and their health.
+pub struct Plan {
+    pub hosts: Vec<Arc<Host>>,
+    pub load: PriorityLoad,
+    levels: Vec<LevelPlan>,
+}
+
+/// Counters of one cluster.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub no_healthy: AtomicU64,
+    pub ejections: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+/// A cluster at run time.
+pub struct ClusterRuntime {
+    pub config: Arc<Cluster>,
+    pub settings: ConnectSettings,
+    pub limits: Arc<Limits>,
+    pub stats: ClusterStats,
+    plan: ArcSwap<Plan>,
+    assignment: Mutex<Option<Arc<ClusterLoadAssignment>>>,
+    outlier: Mutex<HashMap<SocketAddr, HostRecord>>,
+    counter: AtomicU64,
+    overprovisioning: AtomicU64,
+    /// Woken when a connection or pending slot frees up.
+    pub released: tokio::sync::Notify,
+}
+
+impl ClusterRuntime {
+    pub fn new(config: Arc<Cluster>, mark: Option<u32>) -> Arc<ClusterRuntime> {
+        let settings = ConnectSettings {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
+            http2: config.http2,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms.unwrap_or(3_600_000)),
+            max_requests_per_connection: config.max_requests_per_connection,
+            mark,
+            keepalive: config
+                .tcp_keepalive
+                .as_ref()
+                .and_then(|k| k.time_secs)
+                .map(|s| Duration::from_secs(u64::from(s))),
+        };
+        let rt = Arc::new(ClusterRuntime {
+            limits: Limits::new(config.circuit_breakers.as_ref()),
+            settings,
+            stats: ClusterStats::default(),
+            plan: ArcSwap::from_pointee(Plan {
+                hosts: vec![],
+                load: priority::priority_load(&[], 140, 50.0),
+                levels: vec![],
+            }),
+            assignment: Mutex::new(None),
+            outlier: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+            overprovisioning: AtomicU64::new(u64::from(priority::DEFAULT_OVERPROVISIONING)),
+            released: tokio::sync::Notify::new(),
+            config,
+        });
+        if let Discovery::Static(addrs) = &rt.config.discovery {
+            let hosts = addrs
+                .iter()
+                .filter_map(|a| {
+                    a.ip.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, a.port))
+                })
+                .map(|addr| simple_host(addr, None))
+                .collect();
+            rt.set_hosts(hosts);
+        }
+        if rt.config.outlier_detection.is_some() {
+            tokio::spawn(sweep_loop(Arc::downgrade(&rt)));
+        }
+        rt
+    }
+
+    /// A new runtime for a changed cluster, carrying over hosts (with their pools and
+    /// outlier state) from the old one.
+    pub fn successor(&self, config: Arc<Cluster>, mark: Option<u32>) -> Arc<ClusterRuntime> {
+        let next = ClusterRuntime::new(config, mark);
+        if matches!(next.config.discovery, Discovery::Eds(_))
+            && let Some(a) = self.assignment()
+        {
+            *next.outlier.lock().unwrap_or_else(|e| e.into_inner()) = self
+                .outlier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            next.set_assignment_with(a, &self.plan.load().hosts);
+        }
+        next
+    }
+
+    pub fn assignment(&self) -> Option<Arc<ClusterLoadAssignment>> {
+        self.assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.load_full()
+    }
+
+    /// Takes a new load assignment; hosts at the same address keep their state.
+    pub fn set_assignment(&self, cla: Arc<ClusterLoadAssignment>) {
+        let old = self.plan.load().hosts.clone();
+        self.set_assignment_with(cla, &old);
+    }
+
+    fn set_assignment_with(&self, cla: Arc<ClusterLoadAssignment>, old: &[Arc<Host>]) {
+        let previous: HashMap<SocketAddr, Arc<HostState>> =
+            old.iter().map(|h| (h.address, h.state.clone())).collect();
+        let mut hosts = Vec::new();
+        for l in &cla.localities {
+            for e in &l.endpoints {
+                let Ok(ip) = e.address.ip.parse::<IpAddr>() else {
+                    continue;
+                };
+                let address = SocketAddr::new(ip, e.address.port);
+                hosts.push(Arc::new(Host {
+                    address,
+                    key: address.to_string(),
+                    weight: e.weight.max(1),
+                    health: e.health,
+                    priority: l.priority,
+                    locality: l.locality.clone(),
+                    locality_weight: l.weight,
+                    metadata: Arc::new(e.metadata.clone()),
+                    state: previous.get(&address).cloned().unwrap_or_default(),
+                }));
+            }
+        }
+        self.overprovisioning.store(
+            u64::from(
+                cla.overprovisioning_factor
+                    .unwrap_or(priority::DEFAULT_OVERPROVISIONING),
+            ),
+            Ordering::Relaxed,
+        );
+        *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = Some(cla);
+        self.set_hosts(hosts);
+    }
+
+    /// Replaces the hosts (static and DNS clusters, and after EDS) and rebuilds the plan.
+    pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        {
+            let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+            book.retain(|a, _| hosts.iter().any(|h| h.address == *a));
+        }
+        self.rebuild(hosts);
+    }
+
+    fn rebuild(&self, hosts: Vec<Arc<Host>>) {
+        let plan = build_plan(
+            hosts,
+            &self.config,
+            self.overprovisioning.load(Ordering::Relaxed) as u32,
+        );
+        self.plan.store(Arc::new(plan));
+    }
+
+    /// Picks a host, avoiding those in `avoid` when others can serve (retries to other hosts).
+    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr]) -> Option<Arc<Host>> {
+        let plan = self.plan.load();
+        let mut chosen = None;
+        for attempt in 0..3 {
+            let draw = Draw {
+                counter: self.counter.fetch_add(1, Ordering::Relaxed),
+                random: [fastrand::u64(..), fastrand::u64(..)],
+                hash: if attempt == 0 { hash } else { None },
+            };
+            let level_roll = fastrand::u32(..100);
+            let h = pick_in(&plan, draw, level_roll)?;
+            let again = avoid.contains(&h.address);
+            chosen = Some(h);
+            if !again {
+                break;
+            }
+        }
+        if chosen.is_none() {
+            self.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
+        }
+        chosen
+    }
+
+    /// Records a request's outcome against its host for outlier detection.
+    pub fn record(&self, host: &Arc<Host>, outcome: Outcome) {
+        let Some(policy) = &self.config.outlier_detection else {
+            return;
+        };
+        let plan = self.plan.load();
+        let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+        // The pure detector works on the records of the current hosts, in plan order.
+        let mut records: Vec<HostRecord> = plan
+            .hosts
+            .iter()
+            .map(|h| book.get(&h.address).cloned().unwrap_or_default())
+            .collect();
+        let Some(index) = plan.hosts.iter().position(|h| h.address == host.address) else {
+            return;
+        };
+        let ejected = outlier::record(policy, &mut records, index, outcome, Instant::now());
+        for (h, r) in plan.hosts.iter().zip(records) {
+            book.insert(h.address, r);
+        }
+        drop(book);
+        if let Some(reason) = ejected {
+            host.state.ejected.store(true, Ordering::Relaxed);
+            self.stats.ejections.fetch_add(1, Ordering::Relaxed);
+            info!(cluster = %self.config.name, host = %host.address, reason = reason.as_str(), "outlier ejected");
+            self.rebuild(plan.hosts.clone());
+        }
+    }
+
+    /// The interval sweep: returns hosts whose ejection is over.
+    fn sweep(&self, policy: &OutlierDetection) {
+        let _ = policy;
+        let plan = self.plan.load();
+        let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+        let mut records: Vec<HostRecord> = plan
+            .hosts
+            .iter()
+            .map(|h| book.get(&h.address).cloned().unwrap_or_default())
+            .collect();
+        let back = outlier::sweep(&mut records, Instant::now());
+        for (h, r) in plan.hosts.iter().zip(records) {
+            book.insert(h.address, r);
+        }
+        drop(book);
+        if !back.is_empty() {
+            for i in back {
+                plan.hosts[i].state.ejected.store(false, Ordering::Relaxed);
+                info!(cluster = %self.config.name, host = %plan.hosts[i].address, "outlier ejection ended");
+            }
+            self.rebuild(plan.hosts.clone());
+        }
+    }
+
+    /// A host's outlier record (for the admin API).
+    pub fn outlier_record(&self, address: SocketAddr) -> Option<HostRecord> {
+        self.outlier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&address)
+            .cloned()
+    }
+}
+
+async fn sweep_loop(cluster: Weak<ClusterRuntime>) {
+    let interval = match cluster
+        .upgrade()
+        .and_then(|c| c.config.outlier_detection.clone())
+    {
+        Some(p) => Duration::from_millis(p.interval_ms.max(10)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        if let Some(p) = &c.config.outlier_detection {
+            c.sweep(p);
+        }
+    }
+}
+
+/// A host without locality or metadata (static, DNS and original-destination clusters).
+pub fn simple_host(address: SocketAddr, state: Option<Arc<HostState>>) -> Arc<Host> {
+    Arc::new(Host {
+        address,
+        key: address.to_string(),
+        weight: 1,
+        health: HealthStatus::Healthy,
+        priority: 0,
+        locality: Locality::default(),
+        locality_weight: None,
+        metadata: Arc::new(EndpointMetadata::default()),
+        state: state.unwrap_or_default(),
+    })
+}
+
+fn build_plan(hosts: Vec<Arc<Host>>, config: &Cluster, overprovisioning: u32) -> Plan {
+    let max_priority = hosts.iter().map(|h| h.priority).max();
+    let levels_n = max_priority.map_or(0, |p| p as usize + 1);
+    let mut by_level: Vec<Vec<Arc<Host>>> = vec![Vec::new(); levels_n];
+    for h in &hosts {
+        by_level[h.priority as usize].push(h.clone());
+    }
+    let health: Vec<LevelHealth> = by_level
+        .iter()
+        .map(|l| LevelHealth {
+            healthy: l.iter().filter(|h| h.is_available()).count() as u32,
+            total: l.len() as u32,
+        })
+        .collect();
+    let panic_threshold = config
+        .panic_threshold_percent
+        .unwrap_or(priority::DEFAULT_PANIC_THRESHOLD);
+    let load = priority::priority_load(&health, overprovisioning, panic_threshold);
+    let levels = by_level
+        .iter()
+        .enumerate()
+        .map(|(i, level)| {
+            let panic = load.panic.get(i).copied().unwrap_or(false);
+            let chosen: Vec<Arc<Host>> = level
+                .iter()
+                .filter(|h| panic || h.is_available())
+                .cloned()
+                .collect();
+            level_plan(chosen, level, config, overprovisioning, panic)
+        })
+        .collect();
+    Plan {
+        hosts,
+        load,
+        levels,
+    }
+}
+
+fn level_plan(
+    chosen: Vec<Arc<Host>>,
+    all: &[Arc<Host>],
+    config: &Cluster,
+    overprovisioning: u32,
+    panic: bool,
+) -> LevelPlan {
+    if !config.locality_weighted {
+        let balancer = Balancer::build(&config.lb_policy, &chosen);
+        return LevelPlan {
+            localities: vec![LocalityPlan {
+                hosts: chosen,
+                balancer,
+            }],
+            cumulative: None,
+        };
+    }
+    // Group by locality, in first-seen order.
+    let mut order: Vec<Locality> = Vec::new();
+    for h in all {
+        if !order.contains(&h.locality) {
+            order.push(h.locality.clone());
+        }
+    }
+    let mut localities = Vec::new();
+    let mut cumulative = Vec::new();
+    let mut acc = 0u64;
+    for loc in order {
+        let members: Vec<&Arc<Host>> = all.iter().filter(|h| h.locality == loc).collect();
+        let hosts: Vec<Arc<Host>> = chosen
+            .iter()
+            .filter(|h| h.locality == loc)
+            .cloned()
+            .collect();
+        let weight = u64::from(members.first().and_then(|h| h.locality_weight).unwrap_or(1));
+        let healthy = members.iter().filter(|h| h.is_available()).count() as u32;
+        // Envoy: locality weight × its health (with overprovisioning), unless in panic.
+        let health = if panic {
+            100
+        } else {
+            priority::level_health(
+                LevelHealth {
+                    healthy,
+                    total: members.len() as u32,
+                },
+                overprovisioning,
+            )
+        };
+        acc += weight * u64::from(health);
+        cumulative.push(acc);
+        let balancer = Balancer::build(&config.lb_policy, &hosts);
+        localities.push(LocalityPlan { hosts, balancer });
+    }
+    LevelPlan {
+        localities,
+        cumulative: Some(cumulative),
+    }
+}
+
+fn pick_in(plan: &Plan, draw: Draw, level_roll: u32) -> Option<Arc<Host>> {
+    let level = plan
+        .levels
+        .get(priority::choose_level(&plan.load, level_roll))?;
+    let locality = match &level.cumulative {
+        None => level.localities.first()?,
+        Some(c) => {
+            let total = *c.last()?;
+            if total == 0 {
+                return None;
+            }
+            let roll = draw.random[1] % total;
+            level
+                .localities
+                .get(c.partition_point(|edge| *edge <= roll))?
+        }
+    };
+    let i = locality.balancer.choose(&locality.hosts, draw)?;
+    locality.hosts.get(i).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_xds::SocketAddress;
+    use strait_xds::cluster::LbPolicy;
+    use strait_xds::endpoint::{LbEndpoint, LocalityEndpoints};
+
+    fn cluster(locality_weighted: bool, outlier: Option<OutlierDetection>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            name: "outbound|80||svc".into(),
+            discovery: Discovery::Eds(None),
+            lb_policy: LbPolicy::RoundRobin,
+            connect_timeout_ms: 1000,
+            circuit_breakers: None,
+            outlier_detection: outlier,
+            http2: false,
+            tls: None,
+            locality_weighted,
+            panic_threshold_percent: None,
+            max_requests_per_connection: None,
+            idle_timeout_ms: None,
+            tcp_keepalive: None,
+            service: None,
+        })
+    }
+
+    fn locality(zone: &str, priority: u32, weight: Option<u32>, ips: &[&str]) -> LocalityEndpoints {
+        LocalityEndpoints {
+            locality: Locality {
+                region: "r".into(),
+                zone: zone.into(),
+                sub_zone: String::new(),
+            },
+            priority,
+            weight,
+            endpoints: ips
+                .iter()
+                .map(|ip| LbEndpoint {
+                    address: SocketAddress::new(*ip, 80),
+                    health: HealthStatus::Healthy,
+                    weight: 1,
+                    metadata: EndpointMetadata::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn counts(c: &ClusterRuntime, n: usize) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for _ in 0..n {
+            let h = c.pick(None, &[]).unwrap();
+            *m.entry(h.address.ip().to_string()).or_default() += 1;
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn priorities_fail_over_as_hosts_are_ejected_and_come_back() {
+        let c = ClusterRuntime::new(
+            cluster(
+                false,
+                Some(OutlierDetection {
+                    consecutive_5xx: Some(1),
+                    interval_ms: 10,
+                    base_ejection_time_ms: 50,
+                    max_ejection_percent: 100,
+                    ..Default::default()
+                }),
+            ),
+            None,
+        );
+        c.set_assignment(Arc::new(ClusterLoadAssignment {
+            cluster_name: "x".into(),
+            localities: vec![
+                locality("a", 0, None, &["10.0.0.1", "10.0.0.2"]),
+                locality("b", 1, None, &["10.0.1.1"]),
+            ],
+            overprovisioning_factor: None,
+        }));
+        let m = counts(&c, 100);
+        assert_eq!(
+            m.get("10.0.1.1"),
+            None,
+            "priority 1 idle while 0 is healthy"
+        );
+        assert_eq!(m["10.0.0.1"], 50);
+        // Eject both priority-0 hosts: everything goes to priority 1.
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            let h = c
+                .plan()
+                .hosts
+                .iter()
+                .find(|h| h.address.ip().to_string() == ip)
+                .unwrap()
+                .clone();
+            c.record(&h, Outcome::Response(503));
+        }
+        let m = counts(&c, 50);
+        assert_eq!(m["10.0.1.1"], 50, "{m:?}");
+        // After the ejection time, the sweep brings them back.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let m = counts(&c, 50);
+        assert_eq!(m.get("10.0.1.1"), None, "{m:?}");
+    }
+
+    #[tokio::test]
+    async fn locality_weights_split_traffic() {
+        let c = ClusterRuntime::new(cluster(true, None), None);
+        c.set_assignment(Arc::new(ClusterLoadAssignment {
+            cluster_name: "x".into(),
+            localities: vec![
+                locality("a", 0, Some(80), &["10.0.0.1"]),
+                locality("b", 0, Some(20), &["10.0.1.1"]),
+            ],
+            overprovisioning_factor: None,
+        }));
+        let m = counts(&c, 5000);
+        let share = m["10.0.0.1"] as f64 / 5000.0;
+        assert!((share - 0.8).abs() < 0.03, "{m:?}");
+    }
+
+    #[tokio::test]
+    async fn hosts_keep_their_state_across_endpoint_updates() {
+        let c = ClusterRuntime::new(cluster(false, None), None);
+        let cla = |ips: &[&str]| {
+            Arc::new(ClusterLoadAssignment {
+                cluster_name: "x".into(),
+                localities: vec![locality("a", 0, None, ips)],
+                overprovisioning_factor: None,
+            })
+        };
+        c.set_assignment(cla(&["10.0.0.1", "10.0.0.2"]));
+        let before = c.plan().hosts[0].state.clone();
+        c.set_assignment(cla(&["10.0.0.1", "10.0.0.3"]));
+        assert!(Arc::ptr_eq(&before, &c.plan().hosts[0].state));
+        assert_eq!(c.plan().hosts.len(), 2);
+    }
+}

@@ -1,0 +1,270 @@
+//! Connections to one upstream host: HTTP/1.1 connections kept alive and reused (one request at a
+//! time each, back in the pool when the response body ends), or one multiplexed HTTP/2
+//! connection. Every connection counts against its cluster's `max_connections` until it closes.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use super::limits::Permit;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body the proxy sends upstream or downstream.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// How to reach hosts of a cluster.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    pub connect_timeout: Duration,
+    pub http2: bool,
+    pub idle_timeout: Duration,
+    pub max_requests_per_connection: Option<u32>,
+    /// `SO_MARK` on upstream sockets, so capture rules can let the proxy's own traffic out.
+    pub mark: Option<u32>,
+    pub keepalive: Option<Duration>,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Refused(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => f.write_str("connect timeout"),
+            ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
+struct IdleH1 {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+    used: u32,
+}
+
+/// The pool of one host.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<IdleH1>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+/// A connection ready for one request.
+pub enum Conn {
+    H1 {
+        sender: http1::SendRequest<Body>,
+        used: u32,
+        pool: Weak<Pool>,
+    },
+    H2(http2::SendRequest<Body>),
+}
+
+impl Pool {
+    /// A ready connection from the pool, if there is one.
+    pub fn checkout(self: &Arc<Self>, settings: &ConnectSettings) -> Option<Conn> {
+        if settings.http2 {
+            let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            return h2
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .map(|s| Conn::H2(s.clone()));
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.sender.is_ready() && c.since.elapsed() < settings.idle_timeout {
+                return Some(Conn::H1 {
+                    sender: c.sender,
+                    used: c.used,
+                    pool: Arc::downgrade(self),
+                });
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, sender: http1::SendRequest<Body>, used: u32) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(IdleH1 {
+            sender,
+            since: Instant::now(),
+            used,
+        });
+    }
+
+    /// Idle HTTP/1.1 connections (for the admin API).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    /// Opens a new connection; `permit` holds its place in the cluster's connection limit
+    /// until it closes.
+    pub async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        settings: &ConnectSettings,
+        permit: Permit,
+    ) -> Result<Conn, ConnectError> {
+        let stream = connect_tcp(addr, settings).await?;
+        let io = TokioIo::new(stream);
+        if settings.http2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+                drop(permit);
+            });
+            Ok(Conn::H1 {
+                sender,
+                used: 0,
+                pool: Arc::downgrade(self),
+            })
+        }
+    }
+}
+
+/// A TCP connection to `addr` with the cluster's timeout, keepalive and mark.
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    settings: &ConnectSettings,
+) -> Result<TcpStream, ConnectError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::Refused)?;
+    if let Some(mark) = settings.mark {
+        socket2::SockRef::from(&socket)
+            .set_mark(mark)
+            .map_err(ConnectError::Refused)?;
+    }
+    if let Some(k) = settings.keepalive {
+        let ka = socket2::TcpKeepalive::new().with_time(k);
+        socket2::SockRef::from(&socket)
+            .set_tcp_keepalive(&ka)
+            .map_err(ConnectError::Refused)?;
+    }
+    let stream = tokio::time::timeout(settings.connect_timeout, socket.connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Refused)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+impl Conn {
+    /// Sends a request; an HTTP/1.1 connection goes back to its pool when the response body
+    /// has been read to the end (unless it has served its maximum of requests).
+    pub async fn send(
+        self,
+        request: http::Request<Body>,
+        max_requests: Option<u32>,
+    ) -> Result<http::Response<Body>, hyper::Error> {
+        use http_body_util::BodyExt;
+        match self {
+            Conn::H2(mut s) => {
+                let r = s.send_request(request).await?;
+                Ok(r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+            }
+            Conn::H1 {
+                mut sender,
+                used,
+                pool,
+            } => {
+                let upgrade = request.headers().contains_key(http::header::UPGRADE);
+                let r = sender.send_request(request).await?;
+                let used = used + 1;
+                let reusable = !upgrade
+                    && r.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    && max_requests.is_none_or(|m| used < m);
+                let back = reusable.then_some(ReturnToPool { sender, used, pool });
+                Ok(r.map(|b| {
+                    let mut body = PooledBody { inner: b, back };
+                    if body.inner.is_end_stream() {
+                        // Nothing to read (HEAD, 204, Content-Length: 0): free now.
+                        body.release();
+                    }
+                    body.boxed_unsync()
+                }))
+            }
+        }
+    }
+}
+
+struct ReturnToPool {
+    sender: http1::SendRequest<Body>,
+    used: u32,
+    pool: Weak<Pool>,
+}
+
+/// A response body that hands its connection back when it ends.
+struct PooledBody {
+    inner: hyper::body::Incoming,
+    back: Option<ReturnToPool>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(r) = self.back.take()
+            && let Some(pool) = r.pool.upgrade()
+        {
+            pool.put_back(r.sender, r.used);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled.map(|o| o.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

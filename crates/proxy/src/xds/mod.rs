@@ -1,0 +1,4 @@
+//! The proxy's side of xDS: the ADS client and the store of what it accepted.
+
+pub mod client;
+pub mod store;

@@ -1,0 +1,85 @@
+"""An HTTP/1.1 backend for proxy tests, with behaviours a test can ask for by path.
+
+Usage: backend.py NAME HOST:PORT [STATUS]
+(With STATUS, every request is answered with it: a backend that is broken.)
+Prints "ready" once serving; stops on SIGTERM. Every answer is JSON:
+{"name": NAME, "method": ..., "path": ..., "headers": {...}, "body_bytes": N, "count": N}.
+
+Paths:
+  /status/CODE      answer with that status
+  /delay/MS         wait MS milliseconds, then answer 200
+  /flaky/N          answer 503 to the first N requests this backend sees on that path, then 200
+  /grpc-status/N    answer 200 with `grpc-status: N` (a gRPC trailers-only shape)
+  anything else     200
+"""
+import json
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = sys.argv[1]
+ALWAYS = int(sys.argv[3]) if len(sys.argv) > 3 else None
+COUNTS = {}
+LOCK = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with LOCK:
+            COUNTS[self.path] = COUNTS.get(self.path, 0) + 1
+            count = COUNTS[self.path]
+        parts = self.path.split("?")[0].strip("/").split("/")
+        status = 200
+        extra = {}
+        if len(parts) == 2 and parts[0] == "status":
+            status = int(parts[1])
+        elif len(parts) == 2 and parts[0] == "delay":
+            time.sleep(int(parts[1]) / 1000.0)
+        elif len(parts) == 2 and parts[0] == "flaky":
+            if count <= int(parts[1]):
+                status = 503
+        elif len(parts) == 2 and parts[0] == "grpc-status":
+            extra["grpc-status"] = parts[1]
+        if ALWAYS is not None:
+            status = ALWAYS
+        payload = json.dumps({
+            "name": NAME,
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body_bytes": len(body),
+            "count": count,
+        }).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = answer
+
+
+def main():
+    host, port = sys.argv[2].rsplit(":", 1)
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 256
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
