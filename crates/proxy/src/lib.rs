@@ -122,6 +122,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         options.xds_address.clone(),
         options.node.envoy_node(),
         options.variant,
+        options.mark,
         shared.clone(),
         stop_rx.clone(),
     ));

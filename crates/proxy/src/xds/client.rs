@@ -87,6 +87,7 @@ pub async fn run(
     address: String,
     node: Node,
     variant: Variant,
+    mark: Option<u32>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -94,7 +95,7 @@ pub async fn run(
     let mut failures: u32 = 0;
     loop {
         let attempt = async {
-            let channel = connect(&address).await?;
+            let channel = connect(&address, mark).await?;
             if delta {
                 delta_stream(channel, &node, &shared).await
             } else {
@@ -172,19 +173,42 @@ fn failed(reason: impl std::fmt::Display) -> StreamError {
     }
 }
 
-async fn connect(address: &str) -> Result<Channel, StreamError> {
+/// Connects to the control plane; with `mark`, the socket carries it (`SO_MARK`) so the pod's
+/// capture rules let the proxy's own xDS connection out.
+async fn connect(address: &str, mark: Option<u32>) -> Result<Channel, StreamError> {
     let uri = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
     };
-    Endpoint::from_shared(uri)
+    let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| failed(format!("bad xDS address {address:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|e| failed(format!("cannot connect to {address}: {e}")))
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    let connected = match mark {
+        None => endpoint.connect().await,
+        Some(mark) => {
+            let connector = tower::service_fn(move |uri: http::Uri| async move {
+                let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+                let port = uri.port_u16().unwrap_or(15010);
+                let addr = tokio::net::lookup_host((host, port))
+                    .await?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other(format!("{host}: no address")))?;
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket2::SockRef::from(&socket).set_mark(mark)?;
+                let stream = socket.connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            });
+            endpoint.connect_with_connector(connector).await
+        }
+    };
+    connected.map_err(|e| failed(format!("cannot connect to {address}: {e}")))
 }
 
 async fn open<Req, Resp>(
