@@ -119,7 +119,8 @@ fn captured_traffic_goes_through_both_sidecars_to_its_original_destination() {
         args.extend(rule.split(' '));
         in_ns(&a, &args);
     }
-    // Echo pod: everything arriving for port 8080 goes to the sidecar's inbound port.
+    // Echo pod: everything arriving for the application's ports goes to the sidecar's inbound
+    // port.
     in_ns(
         &b,
         &[
@@ -147,7 +148,7 @@ fn captured_traffic_goes_through_both_sidecars_to_its_original_destination() {
         "apiVersion: v1
 kind: Service
 metadata: {name: echo, namespace: default}
-spec: {ports: [{name: http, port: 8080}], selector: {app: echo}}
+spec: {ports: [{name: http, port: 8080}, {name: grpc, port: 9090}], selector: {app: echo}}
 ---
 apiVersion: v1
 kind: Pod
@@ -295,6 +296,45 @@ status: {podIP: 10.77.0.1}
         "passthrough to the original destination\n{}",
         logs()
     );
+
+    // gRPC: HTTP/2 end to end, through the client's outbound and the echo pod's inbound.
+    let grpc_child = Command::new("ip")
+        .args(["netns", "exec", &b])
+        .arg(python())
+        .arg(repo().join("tests/grpc/backend.py"))
+        .args(["grpc-echo", "0.0.0.0:9090"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut grpc_backend = Proc {
+        child: grpc_child,
+        what: "gRPC echo app".into(),
+    };
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(grpc_backend.child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let script = repo().join("tests/grpc/client.py");
+    let (ok, out, err) = run(
+        "ip",
+        &[
+            "netns", "exec", &a,
+            python().to_str().unwrap(),
+            script.to_str().unwrap(),
+            "10.77.0.2:9090",
+            "--calls", "10",
+            "--authority", "echo.default.svc.cluster.local:9090",
+        ],
+    );
+    assert!(ok, "{out}\n{err}\n{}", logs());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(v["answers"]["grpc-echo"], 10, "{out}\n{}", logs());
+    drop(grpc_backend);
     drop(backend);
     drop(namespaces);
 }

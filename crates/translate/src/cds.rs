@@ -211,8 +211,9 @@ fn upstream_tls(
     })
 }
 
-/// A sidecar's cluster for its own application on `port` (the app listens on localhost).
-pub fn inbound_cluster(port: u16) -> Cluster {
+/// A sidecar's cluster for its own application on `port` (the app listens on localhost);
+/// HTTP/2 to applications that speak it (gRPC and HTTP/2 ports).
+pub fn inbound_cluster(port: u16, http2: bool) -> Cluster {
     Cluster {
         name: names::inbound_cluster(port),
         discovery: Discovery::Static(vec![SocketAddress::new("127.0.0.1", port)]),
@@ -220,7 +221,7 @@ pub fn inbound_cluster(port: u16) -> Cluster {
         connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
         circuit_breakers: None,
         outlier_detection: None,
-        http2: false,
+        http2,
         tls: None,
         locality_weighted: false,
         panic_threshold_percent: None,
@@ -233,7 +234,7 @@ pub fn inbound_cluster(port: u16) -> Cluster {
 
 /// `PassthroughCluster` (to the original destination) and `BlackHoleCluster` (refuse).
 pub fn special_clusters() -> Vec<Cluster> {
-    let base = inbound_cluster(0);
+    let base = inbound_cluster(0, false);
     vec![
         Cluster {
             name: names::BLACKHOLE.into(),

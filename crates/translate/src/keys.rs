@@ -15,7 +15,7 @@ use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
 use strait_model::{ClusterId, EndpointAddress, MeshModel, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
-use crate::{InboundPort, MeshView, scope};
+use crate::{InboundPort, InboundProtocol, MeshView, scope};
 
 /// Label names the current configuration selects on or fails over by.
 pub fn relevant_label_keys(view: &MeshView<'_>) -> BTreeSet<String> {
@@ -99,8 +99,8 @@ impl ProxyKeys {
 /// (found by the proxy's IP, as Istio finds a proxy's service targets).
 #[derive(Debug, Default)]
 struct InboundIndex {
-    /// Endpoint IP → (cluster, workload port, HTTP?) for every service port it backs.
-    by_ip: HashMap<IpAddr, Vec<(ClusterId, u16, bool)>>,
+    /// Endpoint IP → (cluster, workload port, protocol) for every service port it backs.
+    by_ip: HashMap<IpAddr, Vec<(ClusterId, u16, InboundProtocol)>>,
 }
 
 impl InboundIndex {
@@ -114,7 +114,7 @@ impl InboundIndex {
                 for p in &s.service.ports {
                     if let Some(t) = e.target_port(p.port) {
                         let entry = index.by_ip.entry(ip).or_default();
-                        let item = (e.cluster.clone(), t, p.protocol.is_http());
+                        let item = (e.cluster.clone(), t, InboundProtocol::of(p.protocol));
                         if !entry.contains(&item) {
                             entry.push(item);
                         }
@@ -127,8 +127,8 @@ impl InboundIndex {
 
     /// The proxy's workload ports: by its IP, else (no IP, or none of its endpoints known by
     /// it) by its workload name, looked up in the model.
-    fn ports_of(&self, model: &MeshModel, proxy: &ProxyNode) -> BTreeSet<(u16, bool)> {
-        let by_ip: BTreeSet<(u16, bool)> = proxy
+    fn ports_of(&self, model: &MeshModel, proxy: &ProxyNode) -> BTreeSet<(u16, InboundProtocol)> {
+        let by_ip: BTreeSet<(u16, InboundProtocol)> = proxy
             .ip
             .and_then(|ip| self.by_ip.get(&ip))
             .into_iter()
@@ -160,7 +160,7 @@ impl InboundIndex {
             {
                 for p in &s.service.ports {
                     if let Some(t) = e.target_port(p.port) {
-                        ports.insert((t, p.protocol.is_http()));
+                        ports.insert((t, InboundProtocol::of(p.protocol)));
                     }
                 }
             }
@@ -211,17 +211,17 @@ impl Profile {
                         .and_then(|p| p.number)
                         .and_then(|n| u16::try_from(n).ok())
                 }) {
-                    ports.insert((t, proto.is_some_and(|p| p.is_http())));
+                    ports.insert((t, proto.map_or(InboundProtocol::Tcp, InboundProtocol::of)));
                 }
             }
         }
         let mut out: Vec<InboundPort> = Vec::new();
-        for (t, http) in ports {
+        for (t, protocol) in ports {
             match out.iter_mut().find(|p| p.target_port == t) {
-                Some(p) => p.http |= http,
+                Some(p) => p.protocol = p.protocol.max(protocol),
                 None => out.push(InboundPort {
                     target_port: t,
-                    http,
+                    protocol,
                 }),
             }
         }
@@ -260,7 +260,7 @@ impl Profile {
                 inbound,
                 "{}{},",
                 p.target_port,
-                if p.http { "h" } else { "t" }
+                p.protocol.key()
             );
         }
         ProxyKeys {

@@ -231,7 +231,7 @@ fn inbound_listener(inbound: &[InboundPort]) -> Listener {
         .iter()
         .map(|ip| {
             let cluster = names::inbound_cluster(ip.target_port);
-            let filter = if ip.http {
+            let filter = if ip.http() {
                 let route = RouteConfiguration {
                     name: cluster.clone(),
                     virtual_hosts: vec![VirtualHost {

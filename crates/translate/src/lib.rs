@@ -52,7 +52,44 @@ pub struct Generated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPort {
     pub target_port: u16,
-    pub http: bool,
+    pub protocol: InboundProtocol,
+}
+
+impl InboundPort {
+    pub fn http(&self) -> bool {
+        self.protocol >= InboundProtocol::Http
+    }
+}
+
+/// How a workload port is served, from the protocols of the service ports it backs (the
+/// strongest wins when several meet on one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InboundProtocol {
+    Tcp,
+    Http,
+    /// HTTP/2 or gRPC: the application speaks HTTP/2.
+    Http2,
+}
+
+impl InboundProtocol {
+    pub fn of(p: strait_model::Protocol) -> InboundProtocol {
+        if p.is_http2() {
+            InboundProtocol::Http2
+        } else if p.is_http() {
+            InboundProtocol::Http
+        } else {
+            InboundProtocol::Tcp
+        }
+    }
+
+    /// One letter in a proxy's generation key.
+    pub fn key(self) -> &'static str {
+        match self {
+            InboundProtocol::Tcp => "t",
+            InboundProtocol::Http => "h",
+            InboundProtocol::Http2 => "2",
+        }
+    }
 }
 
 /// A cluster whose endpoints come over EDS, with everything its load assignment depends on
@@ -187,7 +224,7 @@ pub fn local_clusters(proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Cluster
         ProxyKind::Sidecar => {
             let mut out: Vec<Cluster> = inbound
                 .iter()
-                .map(|p| cds::inbound_cluster(p.target_port))
+                .map(|p| cds::inbound_cluster(p.target_port, p.protocol == InboundProtocol::Http2))
                 .collect();
             out.extend(cds::special_clusters());
             out
