@@ -10,8 +10,11 @@ Paths:
   /delay/MS         wait MS milliseconds, then answer 200
   /flaky/N          answer 503 to the first N requests this backend sees on that path, then 200
   /grpc-status/N    answer 200 with `grpc-status: N` (a gRPC trailers-only shape)
+  Upgrade: websocket  switch protocols (101, with Sec-WebSocket-Accept), then echo every byte
   anything else     200
 """
+import base64
+import hashlib
 import json
 import signal
 import sys
@@ -31,7 +34,26 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def upgrade(self):
+        key = self.headers.get("sec-websocket-key", "")
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("upgrade", "websocket")
+        self.send_header("connection", "Upgrade")
+        self.send_header("sec-websocket-accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        conn = self.connection
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                break
+            conn.sendall(data)
+        self.close_connection = True
+
     def answer(self):
+        if self.headers.get("upgrade", "").lower() == "websocket":
+            return self.upgrade()
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         with LOCK:

@@ -323,12 +323,16 @@ status: {podIP: 10.77.0.1}
     let (ok, out, err) = run(
         "ip",
         &[
-            "netns", "exec", &a,
+            "netns",
+            "exec",
+            &a,
             python().to_str().unwrap(),
             script.to_str().unwrap(),
             "10.77.0.2:9090",
-            "--calls", "10",
-            "--authority", "echo.default.svc.cluster.local:9090",
+            "--calls",
+            "10",
+            "--authority",
+            "echo.default.svc.cluster.local:9090",
         ],
     );
     assert!(ok, "{out}\n{err}\n{}", logs());

@@ -58,7 +58,7 @@ spec:
         docs.push(format!(
             "apiVersion: v1
 kind: Pod
-metadata: {{name: echo-{i}, namespace: default, labels: {{app: echo}}}}
+metadata: {{name: echo-{i}, namespace: default, labels: {{app: echo, version: v{i}}}}}
 spec: {{serviceAccountName: echo}}
 status: {{podIP: {ip}}}
 "
@@ -74,7 +74,7 @@ struct Setup {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
     _backends: Vec<Proc>,
-    _cp: ControlPlane,
+    cp: Option<ControlPlane>,
     proxy: StraitProxy,
     bind: String,
 }
@@ -100,7 +100,7 @@ fn setup(net: u8, backends: &[(&str, Option<u16>)], extra: &str) -> Setup {
         dir: dir.clone(),
         _tmp: tmp,
         _backends: procs,
-        _cp: cp,
+        cp: Some(cp),
         proxy,
         bind,
     }
@@ -590,4 +590,225 @@ spec:
         (0, 0, 0, 0),
         "{out}"
     );
+}
+
+#[test]
+fn a_rejected_cluster_is_nacked_with_its_reason_and_the_proxy_outlives_its_control_plane() {
+    let s = setup(9, &[("a", None)], ROUND_ROBIN);
+    let (status, _) = s.get("/", &[]);
+    assert_eq!(status, 200);
+    // Upstream TLS cannot be honoured yet: the cluster is NACKed, the proxy keeps the last good
+    // one, and a route change in the same push still applies.
+    s.reconfigure(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy: {tls: {mode: SIMPLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - route: [{destination: {host: echo}}]
+    headers: {response: {set: {x-version: two}}}
+",
+        "x-version",
+    );
+    let dump: serde_json::Value = serde_json::from_str(&s.proxy.admin("/config_dump")).unwrap();
+    let reason = dump["rejected"]["CDS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("outbound|8080||echo.default.svc.cluster.local")
+            && reason.contains("upstream TLS"),
+        "{dump}"
+    );
+    let (status, _) = s.get("/", &[]);
+    assert_eq!(status, 200, "the last good cluster still serves");
+    let (_, headers) = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("Host: {HOST}"),
+        &s.url("/"),
+    ]);
+    assert!(
+        headers.to_ascii_lowercase().contains("x-version: two"),
+        "{headers}"
+    );
+    // The control plane shows the proxy's reason.
+    let cp = s.cp.as_ref().unwrap();
+    let syncz = wait_for(Duration::from_secs(10), "the NACK in syncz", || {
+        let z = cp.get("/debug/syncz");
+        z.contains("upstream TLS").then_some(z)
+    });
+    assert!(syncz.contains("sidecar~127.1.9.100~client-1"), "{syncz}");
+
+    // The control plane goes away: the proxy keeps serving what it has.
+    let (xds_port, debug_port) = (cp.xds_port, cp.debug_port);
+    let mut s = s;
+    drop(s.cp.take());
+    for _ in 0..10 {
+        let (status, _) = s.get("/", &[]);
+        assert_eq!(status, 200);
+    }
+    let dump: serde_json::Value = serde_json::from_str(&s.proxy.admin("/config_dump")).unwrap();
+    assert_eq!(dump["xds"]["connected"], false);
+    // It comes back, and the proxy reconnects by itself.
+    s.cp = Some(ControlPlane::start_on(&s.dir, xds_port, debug_port, &[]));
+    wait_for(Duration::from_secs(30), "the proxy to reconnect", || {
+        let dump: serde_json::Value = serde_json::from_str(&s.proxy.admin("/config_dump")).ok()?;
+        (dump["xds"]["connected"] == true).then_some(())
+    });
+    let (status, _) = s.get("/", &[]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn websocket_upgrades_are_spliced_through() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = setup(10, &[("a", None)], "");
+    let mut c = std::net::TcpStream::connect((s.bind.as_str(), 8080)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        c,
+        "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(c.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "{head}\n{}",
+        s.proxy.log()
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // Frames (here: any bytes) flow both ways over the spliced connection.
+    for msg in [&b"\x81\x05hello"[..], &b"\x81\x05again"[..]] {
+        c.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        reader.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[test]
+fn routes_redirect_answer_rewrite_match_mirror_and_edit_headers() {
+    let config = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  subsets: [{name: a, labels: {version: v0}}, {name: b, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: short and stout}}
+  - match: [{uri: {prefix: /v1/}}]
+    rewrite: {uri: /}
+    route: [{destination: {host: echo, subset: b}}]
+  - match: [{uri: {prefix: /re/}}]
+    rewrite: {uriRegexRewrite: {match: \"^/re/(.*)$\", rewrite: \"/rewritten/\\\\1\"}}
+    route: [{destination: {host: echo, subset: b}}]
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: echo, subset: b}}]
+  - match: [{queryParams: {v: {exact: b}}}]
+    route: [{destination: {host: echo, subset: b}}]
+  - route: [{destination: {host: echo, subset: a}}]
+    mirror: {host: echo, subset: b}
+    mirrorPercentage: {value: 100}
+    headers:
+      request: {set: {x-req-set: \"yes\"}, add: {x-req-add: added}, remove: [x-remove-me]}
+      response: {set: {x-resp: set}}
+";
+    let s = setup(11, &[("a", None), ("b", None)], config);
+    let field = |body: &str, key: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()[key].clone()
+    };
+    // Redirect.
+    let (_, head) = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("Host: {HOST}"),
+        &s.url("/old/page"),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("location: http://{HOST}/new")),
+        "{head}"
+    );
+    // Direct response.
+    let (status, body) = s.get("/teapot", &[]);
+    assert_eq!((status, body.as_str()), (418, "short and stout"));
+    // Prefix and regex rewrites, to subset b.
+    let (_, body) = s.get("/v1/items?x=1", &[]);
+    assert_eq!(field(&body, "path"), "/items?x=1", "{body}");
+    assert_eq!(field(&body, "name"), "b");
+    let (_, body) = s.get("/re/abc", &[]);
+    assert_eq!(field(&body, "path"), "/rewritten/abc", "{body}");
+    // Header and query matches.
+    for _ in 0..4 {
+        let (_, body) = s.get("/", &["-H", "end-user: jason"]);
+        assert_eq!(field(&body, "name"), "b");
+        let (_, body) = s.get("/?v=b", &[]);
+        assert_eq!(field(&body, "name"), "b");
+    }
+    // The default route: subset a, headers edited both ways, mirrored to b.
+    let (_, head_and_body) = curl(&[
+        "-D",
+        "-",
+        "-H",
+        &format!("Host: {HOST}"),
+        "-H",
+        "x-remove-me: 1",
+        &s.url("/mirror-check"),
+    ]);
+    assert!(
+        head_and_body.to_ascii_lowercase().contains("x-resp: set"),
+        "{head_and_body}"
+    );
+    let body = head_and_body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(field(body, "name"), "a");
+    let headers = field(body, "headers");
+    assert_eq!(headers["x-req-set"], "yes", "{body}");
+    assert_eq!(headers["x-req-add"], "added", "{body}");
+    assert!(headers.get("x-remove-me").is_none(), "{body}");
+    // b saw the mirrored request (asked directly, its count for the path is then 2).
+    let b = wait_for(Duration::from_secs(5), "the mirrored request", || {
+        let (_, body) = curl(&["http://127.1.11.2:8080/mirror-check"]);
+        let count = field(&body, "count").as_u64()?;
+        (count >= 2).then_some(count)
+    });
+    assert_eq!(b, 2, "exactly one mirrored request");
 }

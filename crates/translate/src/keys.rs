@@ -256,12 +256,7 @@ impl Profile {
         };
         let mut inbound = String::new();
         for p in &inbound_ports {
-            let _ = write!(
-                inbound,
-                "{}{},",
-                p.target_port,
-                p.protocol.key()
-            );
+            let _ = write!(inbound, "{}{},", p.target_port, p.protocol.key());
         }
         ProxyKeys {
             outbound,

@@ -92,7 +92,11 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(config: &Path, extra: &[&str]) -> ControlPlane {
-        let (xds_port, debug_port) = (free_port(), free_port());
+        ControlPlane::start_on(config, free_port(), free_port(), extra)
+    }
+
+    /// Starts on given ports (to restart one where its proxies expect it).
+    pub fn start_on(config: &Path, xds_port: u16, debug_port: u16, extra: &[&str]) -> ControlPlane {
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
             .args(["control-plane", "--cluster", "cluster1", "--config"])
             .arg(config)
