@@ -152,6 +152,44 @@ pub fn sidecar_listeners(
             });
         }
     }
+    // Explicit inbound listeners from the Sidecar's `ingress` (bind / captureMode NONE): the
+    // application behind `defaultEndpoint`, reached without iptables.
+    if let Some(sc) = scope::sidecar_for(view, proxy) {
+        for ing in &sc.spec.ingress {
+            let explicit = ing.capture_mode == Some(CaptureMode::None) || ing.bind.is_some();
+            let port = ing
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok());
+            let target = ing
+                .default_endpoint
+                .as_deref()
+                .and_then(|e| e.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok());
+            let (Some(port), Some(target), true) = (port, target, explicit) else {
+                continue;
+            };
+            let Some(ip) = inbound.iter().find(|p| p.target_port == target) else {
+                continue;
+            };
+            let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
+            let mut c = inbound_chain(ip);
+            c.matching = FilterChainMatch::default();
+            out.push(Listener {
+                name: format!("{bind}_{port}"),
+                kind: ListenerKind::Socket(SocketListener {
+                    address: SocketAddress::new(bind, port),
+                    direction: Direction::Inbound,
+                    use_original_dst: false,
+                    bind_to_port: true,
+                    inspect_protocol: false,
+                    filter_chains: vec![],
+                    default_chain: Some(c),
+                }),
+            });
+        }
+    }
     out.push(inbound_listener(inbound));
     out
 }
@@ -227,56 +265,7 @@ fn outbound_port_listener(
 
 /// The inbound capture listener: one chain per workload port, to the local application.
 fn inbound_listener(inbound: &[InboundPort]) -> Listener {
-    let filter_chains = inbound
-        .iter()
-        .map(|ip| {
-            let cluster = names::inbound_cluster(ip.target_port);
-            let filter = if ip.http() {
-                let route = RouteConfiguration {
-                    name: cluster.clone(),
-                    virtual_hosts: vec![VirtualHost {
-                        name: "inbound|http".into(),
-                        domains: vec!["*".into()],
-                        routes: vec![strait_xds::route::Route {
-                            name: "default".into(),
-                            matching: RouteMatch::any(),
-                            action: Action::Forward(RouteAction {
-                                clusters: vec![WeightedCluster {
-                                    name: cluster.clone(),
-                                    weight: 100,
-                                    request_headers: HeaderEdits::default(),
-                                    response_headers: HeaderEdits::default(),
-                                }],
-                                timeout_ms: Some(0),
-                                retry: None,
-                                mirrors: vec![],
-                                prefix_rewrite: None,
-                                regex_rewrite: None,
-                                host_rewrite: None,
-                                hash_policy: vec![],
-                                upgrades: vec!["websocket".into()],
-                            }),
-                            request_headers: HeaderEdits::default(),
-                            response_headers: HeaderEdits::default(),
-                            fault: None,
-                            cors: None,
-                        }],
-                    }],
-                };
-                NetworkFilter::Http(http_manager(cluster.clone(), RouteSource::Inline(route)))
-            } else {
-                tcp(&cluster, cluster.clone())
-            };
-            chain(
-                cluster.clone(),
-                FilterChainMatch {
-                    destination_port: Some(ip.target_port),
-                    ..Default::default()
-                },
-                filter,
-            )
-        })
-        .collect();
+    let filter_chains = inbound.iter().map(inbound_chain).collect();
     Listener {
         name: names::INBOUND_LISTENER.into(),
         kind: ListenerKind::Socket(SocketListener {
@@ -293,6 +282,55 @@ fn inbound_listener(inbound: &[InboundPort]) -> Listener {
             )),
         }),
     }
+}
+
+/// The chain for one workload port: HTTP or TCP to its inbound cluster.
+fn inbound_chain(ip: &InboundPort) -> FilterChain {
+    let cluster = names::inbound_cluster(ip.target_port);
+    let filter = if ip.http() {
+        let route = RouteConfiguration {
+            name: cluster.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: "inbound|http".into(),
+                domains: vec!["*".into()],
+                routes: vec![strait_xds::route::Route {
+                    name: "default".into(),
+                    matching: RouteMatch::any(),
+                    action: Action::Forward(RouteAction {
+                        clusters: vec![WeightedCluster {
+                            name: cluster.clone(),
+                            weight: 100,
+                            request_headers: HeaderEdits::default(),
+                            response_headers: HeaderEdits::default(),
+                        }],
+                        timeout_ms: Some(0),
+                        retry: None,
+                        mirrors: vec![],
+                        prefix_rewrite: None,
+                        regex_rewrite: None,
+                        host_rewrite: None,
+                        hash_policy: vec![],
+                        upgrades: vec!["websocket".into()],
+                    }),
+                    request_headers: HeaderEdits::default(),
+                    response_headers: HeaderEdits::default(),
+                    fault: None,
+                    cors: None,
+                }],
+            }],
+        };
+        NetworkFilter::Http(http_manager(cluster.clone(), RouteSource::Inline(route)))
+    } else {
+        tcp(&cluster, cluster.clone())
+    };
+    chain(
+        cluster.clone(),
+        FilterChainMatch {
+            destination_port: Some(ip.target_port),
+            ..Default::default()
+        },
+        filter,
+    )
 }
 
 /// The Gateways whose selector matches a router.
