@@ -3,6 +3,7 @@
 
 mod ads;
 mod control_plane;
+mod data_plane;
 mod machine;
 mod process;
 mod report;
@@ -12,6 +13,7 @@ mod synth;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -60,9 +62,22 @@ struct Args {
     /// Only write the synthetic mesh's manifests to DIR (for profiling by hand) and exit.
     #[arg(long, value_name = "DIR")]
     write_mesh: Option<PathBuf>,
+    /// Seconds of each data-plane load run (saturation and fixed rate; default 10 and 15, or 2
+    /// and 3 with --quick).
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// Run only one scenario.
+    #[arg(long, value_enum)]
+    only: Option<Scenario>,
     /// Where process logs go.
     #[arg(long, value_name = "DIR", default_value = "target/bench-logs")]
     logs: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    ControlPlane,
+    DataPlane,
 }
 
 fn main() -> ExitCode {
@@ -125,7 +140,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let mut phases = Vec::new();
-    for variant in [ads::Variant::StateOfTheWorld, ads::Variant::Delta] {
+    let control_plane_runs = if args.only == Some(Scenario::DataPlane) {
+        vec![]
+    } else {
+        vec![ads::Variant::StateOfTheWorld, ads::Variant::Delta]
+    };
+    for variant in control_plane_runs {
         say(&format!(
             "control plane: {} services × {} endpoints × {} clusters, {} {} proxies…",
             params.shape.services,
@@ -143,6 +163,33 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
         phases.push(r);
     }
+    let data_plane = if args.only == Some(Scenario::ControlPlane) {
+        None
+    } else {
+        let dp = data_plane::Params {
+            saturation: Duration::from_secs(args.seconds.unwrap_or(if args.quick {
+                2
+            } else {
+                10
+            })),
+            fixed_rate: 1000,
+            fixed_duration: Duration::from_secs(args.seconds.unwrap_or(if args.quick {
+                3
+            } else {
+                15
+            })),
+            large: synth::Shape {
+                services: if args.quick { 100 } else { 1000 },
+                endpoints: 10,
+                clusters: 1,
+            },
+        };
+        say("data plane: direct, one and two Strait hops; HTTP/1.1, HTTP/2, TCP…");
+        Some((
+            dp.clone(),
+            runtime.block_on(data_plane::run(&strait, &dp, &args.logs, say))?,
+        ))
+    };
     let machine = machine::Machine::describe();
     let mut command = String::from("scripts/bench");
     for a in std::env::args().skip(1) {
@@ -153,7 +200,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         machine: &machine,
         command,
         quick: args.quick,
-        control_plane: Some((&params, &phases)),
+        control_plane: (!phases.is_empty()).then_some((&params, &phases[..])),
+        data_plane: data_plane.as_ref().map(|(p, r)| (p, r)),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(if args.quick {

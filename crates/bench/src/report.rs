@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::ads::Type;
 use crate::control_plane::{Changes, Params, PhaseResult};
+use crate::data_plane;
 use crate::machine::Machine;
 use crate::stats::{bytes, kib, ms, opt_ms, percentile};
 
@@ -14,6 +15,7 @@ pub struct Report<'a> {
     pub command: String,
     pub quick: bool,
     pub control_plane: Option<(&'a Params, &'a [PhaseResult])>,
+    pub data_plane: Option<(&'a data_plane::Params, &'a data_plane::Results)>,
 }
 
 fn met(ok: bool) -> &'static str {
@@ -83,11 +85,12 @@ impl Report<'_> {
         if let Some((params, phases)) = self.control_plane {
             control_plane(&mut s, params, phases);
         }
-        let _ = writeln!(s, "## Data plane\n");
-        let _ = writeln!(
-            s,
-            "Not measured yet: the Strait proxy (sidecar and router) is not built. Its rows — direct vs one and two Strait hops, HAProxy and nginx on the same chain — join this runner when it is.\n"
-        );
+        match self.data_plane {
+            Some((params, results)) => data_plane_section(&mut s, params, results),
+            None => {
+                let _ = writeln!(s, "## Data plane\n\nNot run (`--only control-plane`).\n");
+            }
+        }
         s
     }
 }
@@ -312,4 +315,122 @@ fn timed_out_note(c: &Changes) -> String {
     } else {
         String::new()
     }
+}
+
+fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plane::Results) {
+    let _ = writeln!(s, "## Data plane\n");
+    let _ = writeln!(
+        s,
+        "nginx (one worker) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), and through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end) and opaque TCP (HTTP/1.1 bytes through the TCP proxy). *Saturation*: one h2load thread for {} s, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2). *Fixed rate*: 10 connections at {} requests per second in all for {} s; latency percentiles from h2load's per-request log; CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        r.load_generator,
+        params.saturation.as_secs(),
+        params.fixed_rate,
+        params.fixed_duration.as_secs()
+    );
+    let direct = |protocol: &str| {
+        r.paths
+            .iter()
+            .find(|p| p.hops == 0 && p.protocol == protocol)
+            .map(|p| p.saturation_rps)
+    };
+    let _ = writeln!(s, "### Targets\n");
+    let _ = writeln!(s, "| Target | Measured | |");
+    let _ = writeln!(s, "|---|---|---|");
+    for protocol in ["HTTP/1.1", "HTTP/2"] {
+        if let (Some(d), Some(two)) = (
+            direct(protocol),
+            r.paths
+                .iter()
+                .find(|p| p.hops == 2 && p.protocol == protocol),
+        ) {
+            let ratio = two.saturation_rps / d.max(1.0);
+            let _ = writeln!(
+                s,
+                "| 2-hop path ≥ 0.5× direct throughput ({protocol}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
+                ratio,
+                two.saturation_rps,
+                d,
+                met(ratio >= 0.5)
+            );
+        }
+    }
+    let worst_cpu = r
+        .paths
+        .iter()
+        .flat_map(|p| p.cpu_per_1000.iter().copied())
+        .fold(0.0f64, f64::max);
+    let _ = writeln!(
+        s,
+        "| ≤ 0.10 vCPU per 1000 req/s per proxy | {:.3} vCPU at worst (CPU-seconds per 1000 requests) | {} |",
+        worst_cpu,
+        met(worst_cpu <= 0.10)
+    );
+    let _ = writeln!(
+        s,
+        "| Idle RSS ≤ 8 MB | {} | {} |",
+        kib(r.idle_rss_kib as f64),
+        met(r.idle_rss_kib as f64 <= 8.0 * 1000.0 * 1000.0 / 1024.0)
+    );
+    let _ = writeln!(
+        s,
+        "| RSS ≤ 20 MB holding {} services × {} endpoints | {} | {} |\n",
+        r.large_shape.services,
+        r.large_shape.endpoints,
+        kib(r.large_rss_kib as f64),
+        met(r.large_rss_kib as f64 <= 20.0 * 1000.0 * 1000.0 / 1024.0)
+    );
+    let _ = writeln!(s, "### Results\n");
+    let _ = writeln!(
+        s,
+        "| Protocol | Path | Saturation req/s | vs direct | At {} req/s: p50 / p90 / p99 | CPU per 1000 req (each proxy) | Errors |",
+        params.fixed_rate
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for p in &r.paths {
+        let vs = direct(if p.protocol == "TCP" {
+            "HTTP/1.1"
+        } else {
+            p.protocol
+        })
+        .map(|d| format!("{:.2}×", p.saturation_rps / d.max(1.0)))
+        .unwrap_or_default();
+        let lat = p
+            .latency
+            .map(|l| format!("{} / {} / {}", ms(l[0]), ms(l[1]), ms(l[2])))
+            .unwrap_or_else(|| "—".into());
+        let cpu = if p.cpu_per_1000.is_empty() {
+            "—".to_string()
+        } else {
+            p.cpu_per_1000
+                .iter()
+                .map(|c| format!("{c:.3} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {} | {} ({:.0} req/s achieved) | {} | {} |",
+            p.protocol,
+            p.path,
+            p.saturation_rps,
+            vs,
+            lat,
+            p.fixed_rps,
+            cpu,
+            p.saturation_errors + p.fixed_errors
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nProxy memory: {} idle with this small configuration; {} holding {} services × {} endpoints (every service visible, no `Sidecar` scoping; ready {} after start).\n",
+        kib(r.idle_rss_kib as f64),
+        kib(r.large_rss_kib as f64),
+        r.large_shape.services,
+        r.large_shape.endpoints,
+        ms(r.large_ready)
+    );
+    let _ = writeln!(
+        s,
+        "TCP rows compare with direct HTTP/1.1 (the same bytes). The TCP path opens one upstream connection per downstream connection; HTTP paths pool upstream connections.\n"
+    );
 }

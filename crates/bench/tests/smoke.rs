@@ -29,6 +29,8 @@ fn a_tiny_run_writes_a_complete_report() {
             "2",
             "--additions",
             "1",
+            "--only",
+            "control-plane",
         ])
         .arg("--strait")
         .arg(&strait)
@@ -59,4 +61,59 @@ fn a_tiny_run_writes_a_complete_report() {
         );
     }
     assert!(!report.contains("not ACKed by every proxy"), "{report}");
+}
+
+#[test]
+fn a_tiny_data_plane_run_measures_every_chain() {
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_strait-bench"));
+    let strait = runner.with_file_name("strait");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.md");
+    let status = Command::new(&runner)
+        .args([
+            "--quick",
+            "--only",
+            "data-plane",
+            "--seconds",
+            "1",
+            "--services",
+            "20",
+        ])
+        .arg("--strait")
+        .arg(&strait)
+        .arg("--out")
+        .arg(&out)
+        .arg("--logs")
+        .arg(dir.path().join("logs"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "strait-bench failed (needs nginx and h2load: scripts/test installs them)"
+    );
+    let report = std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        "## Data plane",
+        "2-hop path ≥ 0.5× direct throughput (HTTP/1.1)",
+        "2-hop path ≥ 0.5× direct throughput (HTTP/2)",
+        "≤ 0.10 vCPU per 1000 req/s per proxy",
+        "Idle RSS ≤ 8 MB",
+        "| HTTP/1.1 | 2 Strait hops |",
+        "| HTTP/2 | 1 Strait hop |",
+        "| TCP | 2 Strait hops |",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+    // Every chain answered: no row reports errors.
+    for line in report
+        .lines()
+        .filter(|l| l.starts_with("| HTTP") || l.starts_with("| TCP"))
+    {
+        if line.contains("Strait hop") || line.contains("direct") {
+            assert!(line.trim_end().ends_with("| 0 |"), "errors on {line}");
+        }
+    }
 }

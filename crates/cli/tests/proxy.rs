@@ -812,3 +812,50 @@ spec:
     });
     assert_eq!(b, 2, "exactly one mirrored request");
 }
+
+#[test]
+fn a_router_serves_an_ingress_gateway_with_its_virtual_services() {
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: [\"echo.example.com\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo-ingress, namespace: default}}
+spec:
+  hosts: [echo.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - match: [{{uri: {{prefix: /api}}}}]
+    route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
+"
+    );
+    let s = setup(12, &[("a", None)], &gateway);
+    let router = StraitProxy::start_node(
+        s.cp.as_ref().unwrap(),
+        s.dir.parent().unwrap(),
+        "router~127.1.12.200~ingress-0.istio-system~istio-system.svc.cluster.local",
+        "ingress-0",
+        "istio=ingressgateway",
+    );
+    let url = format!("http://127.0.0.1:{port}/api/x");
+    let (status, body) = curl(&["-H", "Host: echo.example.com", &url]);
+    assert_eq!(status, 200, "{body}\n{}", router.log());
+    assert_eq!(Setup::name_of(&body), "a");
+    // Hosts and paths the gateway does not route are not found.
+    let (status, _) = curl(&["-H", "Host: other.example.com", &url]);
+    assert_eq!(status, 404);
+    let (status, _) = curl(&[
+        "-H",
+        "Host: echo.example.com",
+        &format!("http://127.0.0.1:{port}/else"),
+    ]);
+    assert_eq!(status, 404);
+}

@@ -259,6 +259,18 @@ impl StraitProxy {
     /// Starts a sidecar for `pod` in `namespace` with `labels` (`app=x,version=y`), and waits
     /// until it has its whole configuration.
     pub fn start(cp: &ControlPlane, dir: &Path, ip: &str, pod: &str, labels: &str) -> StraitProxy {
+        let id = format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local");
+        StraitProxy::start_node(cp, dir, &id, pod, labels)
+    }
+
+    /// Starts a proxy with any node ID (`router~...` for a gateway).
+    pub fn start_node(
+        cp: &ControlPlane,
+        dir: &Path,
+        id: &str,
+        pod: &str,
+        labels: &str,
+    ) -> StraitProxy {
         let admin_port = free_port();
         let log = dir.join(format!("{pod}.proxy.log"));
         let access_log = dir.join(format!("{pod}.access.log"));
@@ -268,7 +280,7 @@ impl StraitProxy {
                 "--xds",
                 &format!("127.0.0.1:{}", cp.xds_port),
                 "--node-id",
-                &format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local"),
+                id,
                 "--meta",
                 "CLUSTER_ID=cluster1",
                 "--meta",

@@ -243,15 +243,11 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         };
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let request_size = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let m = &proxy.metrics;
-        m.requests.get_or_create(&labels).inc();
-        m.duration.get_or_create(&labels).observe(ms);
-        m.request_bytes
-            .get_or_create(&labels)
-            .observe(request_size as f64);
-        m.response_bytes
-            .get_or_create(&labels)
-            .observe(f.bytes as f64);
+        let series = proxy.metrics.request_series(&labels);
+        series.requests.inc();
+        series.duration.observe(ms);
+        series.request_bytes.observe(request_size as f64);
+        series.response_bytes.observe(f.bytes as f64);
         if let Some(log) = &proxy.access_log {
             let start_time = started_at
                 .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,0 +1,546 @@
+//! The data-plane scenario: nginx answers 1 KiB; h2load drives it directly, through one Strait
+//! sidecar (the client's, with an explicit `bind` listener) and through two (the client's and
+//! the server's, whose Sidecar `ingress` listener hands to nginx on loopback), over HTTP/1.1
+//! keep-alive, HTTP/2 and opaque TCP. For each path: saturation throughput, latency percentiles
+//! at a fixed 1000 requests per second, and each proxy's CPU per 1000 requests. Then the
+//! proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::process::{Started, free_port, wait_ready};
+use crate::synth;
+
+/// How long and how hard.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub saturation: Duration,
+    pub fixed_rate: u32,
+    pub fixed_duration: Duration,
+    /// The mesh the proxy holds for the large-configuration memory row.
+    pub large: synth::Shape,
+}
+
+/// One chain measured.
+#[derive(Debug, Clone)]
+pub struct PathResult {
+    pub path: &'static str,
+    pub protocol: &'static str,
+    pub hops: usize,
+    pub saturation_rps: f64,
+    pub saturation_errors: u64,
+    /// p50, p90, p99 at the fixed rate.
+    pub latency: Option<[Duration; 3]>,
+    pub fixed_rps: f64,
+    pub fixed_errors: u64,
+    /// CPU seconds per 1000 requests of each proxy on the path at the fixed rate.
+    pub cpu_per_1000: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub paths: Vec<PathResult>,
+    pub idle_rss_kib: u64,
+    pub large_rss_kib: u64,
+    pub large_ready: Duration,
+    pub large_shape: synth::Shape,
+    pub load_generator: String,
+}
+
+const NGINX_H1: u16 = 8081;
+const NGINX_H2: u16 = 8082;
+const APP_IP: &str = "127.2.0.1";
+const SERVER_IP: &str = "127.2.0.2";
+const CLIENT_BIND: &str = "127.2.0.100";
+
+fn nginx_conf(dir: &Path) -> String {
+    let body = "x".repeat(1024);
+    let d = dir.display();
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  keepalive_requests 1000000;
+  http2_max_requests 1000000;
+  server {{
+    listen {APP_IP}:{NGINX_H1}; listen 127.0.0.1:{NGINX_H1};
+    location / {{ default_type text/plain; return 200 '{body}'; }}
+  }}
+  server {{
+    listen {APP_IP}:{NGINX_H2} http2; listen 127.0.0.1:{NGINX_H2} http2;
+    location / {{ default_type text/plain; return 200 '{body}'; }}
+  }}
+}}
+"
+    )
+}
+
+/// Services for each chain, the client's Sidecar with bound egress listeners, and the server's
+/// Sidecar with bound ingress listeners in front of nginx.
+fn mesh() -> String {
+    let svc = |name: &str, app: &str, ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{selector: {{app: {app}}}, ports: [{ports}]}}\n"
+        )
+    };
+    let pod = |name: &str, app: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: {app}}}}}\nspec: {{serviceAccountName: {app}}}\nstatus: {{podIP: {ip}}}\n"
+        )
+    };
+    [
+        // One hop: the client's sidecar straight to nginx.
+        svc("one", "app", &format!("{{name: http, port: 8080, targetPort: {NGINX_H1}}}, {{name: http2, port: 8090, targetPort: {NGINX_H2}}}, {{name: tcp, port: 7000, targetPort: {NGINX_H1}}}")),
+        pod("app-0", "app", APP_IP),
+        // Two hops: to the server's sidecar, which hands to nginx on loopback.
+        svc("two", "server", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7001}"),
+        pod("server-0", "server", SERVER_IP),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7000, protocol: TCP, name: tcp}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n"
+        ),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: server, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: server}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
+        ),
+    ]
+    .join("---\n")
+}
+
+struct ControlPlane {
+    /// Kept to stop it (by PID) when dropped.
+    _process: Started,
+    xds_port: u16,
+}
+
+async fn control_plane(
+    strait: &Path,
+    config: &Path,
+    logs: &Path,
+    name: &str,
+) -> anyhow::Result<ControlPlane> {
+    let (xds_port, debug_port) = (free_port()?, free_port()?);
+    let mut cmd = Command::new(strait);
+    cmd.args(["control-plane", "--cluster", "cluster1", "--config"])
+        .arg(config)
+        .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
+        .args(["--debug-listen", &format!("127.0.0.1:{debug_port}")])
+        .env("RUST_LOG", "warn");
+    let mut process = Started::spawn(
+        "strait control-plane",
+        &mut cmd,
+        &logs.join(format!("{name}.log")),
+    )?;
+    wait_ready(&mut process, debug_port, Duration::from_secs(120)).await?;
+    Ok(ControlPlane {
+        _process: process,
+        xds_port,
+    })
+}
+
+struct Proxy {
+    process: Started,
+}
+
+/// Who a proxy is: its pod IP, name, namespace and `app` label.
+struct Pod<'a> {
+    ip: &'a str,
+    name: &'a str,
+    namespace: &'a str,
+    app: &'a str,
+}
+
+async fn proxy(
+    strait: &Path,
+    cp: &ControlPlane,
+    pod: Pod<'_>,
+    logs: &Path,
+    limit: Duration,
+) -> anyhow::Result<(Proxy, Duration)> {
+    let Pod {
+        ip,
+        name: pod,
+        namespace,
+        app,
+    } = pod;
+    let admin = free_port()?;
+    let mut cmd = Command::new(strait);
+    cmd.args(["proxy", "--xds", &format!("127.0.0.1:{}", cp.xds_port)])
+        .args([
+            "--node-id",
+            &format!("sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"),
+        ])
+        .args([
+            "--meta",
+            "CLUSTER_ID=cluster1",
+            "--meta",
+            &format!("LABELS=app={app}"),
+        ])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--health-listen", "off", "--prometheus-listen", "off"])
+        .env("RUST_LOG", "warn");
+    let mut process = Started::spawn(
+        &format!("strait proxy {pod}"),
+        &mut cmd,
+        &logs.join(format!("proxy-{pod}.log")),
+    )?;
+    let ready = wait_ready(&mut process, admin, limit).await?;
+    Ok((Proxy { process }, ready))
+}
+
+/// Runs h2load; returns its stdout.
+fn h2load(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("h2load")
+        .args(args)
+        .output()
+        .context("running h2load (install nghttp2-client; scripts/bench does)")?;
+    if !out.status.success() {
+        bail!(
+            "h2load {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// (requests per second, requests not answered 2xx) from h2load's summary.
+fn throughput(out: &str) -> anyhow::Result<(f64, u64)> {
+    let finished = out
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .context("h2load printed no summary")?;
+    let rps = finished
+        .split(',')
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("h2load's req/s")?;
+    let requests = out
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .context("h2load's request counts")?;
+    let count = |what: &str| {
+        requests
+            .split(',')
+            .find(|p| p.contains(what))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((rps, count("failed") + count("errored") + count("timeout")))
+}
+
+/// Durations of every request in an h2load `--log-file` (tab separated: start µs, status,
+/// duration µs).
+fn logged_durations(path: &Path) -> anyhow::Result<Vec<Duration>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .collect())
+}
+
+struct Chain {
+    path: &'static str,
+    protocol: &'static str,
+    hops: usize,
+    url: String,
+    authority: Option<&'static str>,
+    h2: bool,
+}
+
+fn chains() -> Vec<Chain> {
+    let c = |path, protocol, hops, url: String, authority, h2| Chain {
+        path,
+        protocol,
+        hops,
+        url,
+        authority,
+        h2,
+    };
+    vec![
+        c(
+            "direct",
+            "HTTP/1.1",
+            0,
+            format!("http://{APP_IP}:{NGINX_H1}/"),
+            None,
+            false,
+        ),
+        c(
+            "1 Strait hop",
+            "HTTP/1.1",
+            1,
+            format!("http://{CLIENT_BIND}:8080/"),
+            Some("one.default.svc.cluster.local"),
+            false,
+        ),
+        c(
+            "2 Strait hops",
+            "HTTP/1.1",
+            2,
+            format!("http://{CLIENT_BIND}:8080/"),
+            Some("two.default.svc.cluster.local"),
+            false,
+        ),
+        c(
+            "direct",
+            "HTTP/2",
+            0,
+            format!("http://{APP_IP}:{NGINX_H2}/"),
+            None,
+            true,
+        ),
+        c(
+            "1 Strait hop",
+            "HTTP/2",
+            1,
+            format!("http://{CLIENT_BIND}:8090/"),
+            Some("one.default.svc.cluster.local:8090"),
+            true,
+        ),
+        c(
+            "2 Strait hops",
+            "HTTP/2",
+            2,
+            format!("http://{CLIENT_BIND}:8090/"),
+            Some("two.default.svc.cluster.local:8090"),
+            true,
+        ),
+        c(
+            "1 Strait hop",
+            "TCP",
+            1,
+            format!("http://{CLIENT_BIND}:7000/"),
+            None,
+            false,
+        ),
+        c(
+            "2 Strait hops",
+            "TCP",
+            2,
+            format!("http://{CLIENT_BIND}:7001/"),
+            None,
+            false,
+        ),
+    ]
+}
+
+fn load_args<'a>(chain: &'a Chain, authority: &'a str) -> Vec<&'a str> {
+    let mut args = Vec::new();
+    if !chain.h2 {
+        args.push("--h1");
+    }
+    if chain.authority.is_some() {
+        args.extend(["-H", authority]);
+    }
+    args
+}
+
+pub async fn run(
+    strait: &Path,
+    params: &Params,
+    logs: &Path,
+    say: impl Fn(&str),
+) -> anyhow::Result<Results> {
+    let work = tempdir(logs, "data-plane")?;
+    std::fs::create_dir_all(work.join("tmp"))?;
+    std::fs::write(work.join("nginx.conf"), nginx_conf(&work))?;
+    let mut nginx_cmd = Command::new("nginx");
+    nginx_cmd
+        .args(["-c"])
+        .arg(work.join("nginx.conf"))
+        .args(["-p"])
+        .arg(&work);
+    let _nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
+        .context("starting nginx (install nginx-light; scripts/bench does)")?;
+    let config = work.join("config");
+    std::fs::create_dir_all(&config)?;
+    std::fs::write(config.join("mesh.yaml"), mesh())?;
+    let cp = control_plane(strait, &config, logs, "control-plane-data-plane").await?;
+    let (client, _) = proxy(
+        strait,
+        &cp,
+        Pod {
+            ip: CLIENT_BIND,
+            name: "client-0",
+            namespace: "default",
+            app: "client",
+        },
+        logs,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let (server, _) = proxy(
+        strait,
+        &cp,
+        Pod {
+            ip: SERVER_IP,
+            name: "server-0",
+            namespace: "default",
+            app: "server",
+        },
+        logs,
+        Duration::from_secs(30),
+    )
+    .await?;
+    // nginx up?
+    let start = Instant::now();
+    while std::net::TcpStream::connect((APP_IP, NGINX_H1)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "nginx did not start; see {}",
+                logs.join("nginx.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss_kib = client.process.memory()?.rss_kib;
+
+    let saturation = format!("{}", params.saturation.as_secs().max(1));
+    let fixed_secs = params.fixed_duration.as_secs().max(1);
+    let fixed = format!("{fixed_secs}");
+    // Ten clients at an equal share of the fixed rate.
+    let per_client = format!("{}", params.fixed_rate / 10);
+    let mut paths = Vec::new();
+    for chain in chains() {
+        let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
+        let base = load_args(&chain, &authority);
+        // Warm up pools and caches.
+        let mut warm = base.clone();
+        warm.extend(["-n", "200", "-c", "4", chain.url.as_str()]);
+        h2load(&warm)?;
+        let mut sat = base.clone();
+        if chain.h2 {
+            sat.extend(["-c", "8", "-m", "16"]);
+        } else {
+            sat.extend(["-c", "32"]);
+        }
+        sat.extend(["-t", "1", "-D", saturation.as_str(), chain.url.as_str()]);
+        let (saturation_rps, saturation_errors) = throughput(&h2load(&sat)?)?;
+        let log = work.join("latency.log");
+        let _ = std::fs::remove_file(&log);
+        let log_arg = log.to_string_lossy().into_owned();
+        let mut fixed_args = base.clone();
+        fixed_args.extend([
+            "-c",
+            "10",
+            "-t",
+            "1",
+            "--rps",
+            per_client.as_str(),
+            "-D",
+            fixed.as_str(),
+        ]);
+        fixed_args.extend(["--log-file", log_arg.as_str(), chain.url.as_str()]);
+        let proxies: Vec<&Started> = [&client.process, &server.process]
+            .into_iter()
+            .take(chain.hops)
+            .collect();
+        let cpu_before: Vec<f64> = proxies
+            .iter()
+            .map(|p| p.cpu_seconds().unwrap_or(0.0))
+            .collect();
+        let fixed_out = h2load(&fixed_args)?;
+        let cpu_after: Vec<f64> = proxies
+            .iter()
+            .map(|p| p.cpu_seconds().unwrap_or(0.0))
+            .collect();
+        let (fixed_rps, fixed_errors) = throughput(&fixed_out)?;
+        let durations = logged_durations(&log)?;
+        let latency = (!durations.is_empty()).then(|| {
+            [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())
+        });
+        let requests = durations.len().max(1) as f64;
+        let cpu_per_1000 = cpu_before
+            .iter()
+            .zip(&cpu_after)
+            .map(|(b, a)| (a - b) / requests * 1000.0)
+            .collect();
+        say(&format!(
+            "  {} {}: {:.0} req/s saturated, p99 {} at {} req/s",
+            chain.protocol,
+            chain.path,
+            saturation_rps,
+            latency.map(|l| crate::stats::ms(l[2])).unwrap_or_default(),
+            params.fixed_rate
+        ));
+        paths.push(PathResult {
+            path: chain.path,
+            protocol: chain.protocol,
+            hops: chain.hops,
+            saturation_rps,
+            saturation_errors,
+            latency,
+            fixed_rps,
+            fixed_errors,
+            cpu_per_1000,
+        });
+    }
+    drop(client);
+    drop(server);
+    drop(cp);
+
+    // Memory with a large mesh: every service visible to the sidecar.
+    let large_dir = work.join("large");
+    synth::write(params.large, &large_dir)?;
+    let cp = control_plane(
+        strait,
+        &synth::Shape::cluster_dir(&large_dir, 1),
+        logs,
+        "control-plane-large",
+    )
+    .await?;
+    let (large, large_ready) = proxy(
+        strait,
+        &cp,
+        Pod {
+            ip: "10.250.0.1",
+            name: "client-0",
+            namespace: "ns-0",
+            app: "client",
+        },
+        logs,
+        Duration::from_secs(120),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let large_rss_kib = large.process.memory()?.rss_kib;
+    let load_generator = Command::new("h2load")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default();
+    Ok(Results {
+        paths,
+        idle_rss_kib,
+        large_rss_kib,
+        large_ready,
+        large_shape: params.large,
+        load_generator,
+    })
+}
+
+fn tempdir(logs: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = logs.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir.canonicalize()?)
+}
