@@ -1,4 +1,5 @@
-//! The data-plane scenario: nginx answers 1 KiB; h2load drives it directly, through one Strait
+//! The data-plane scenario: nginx (one process, no master, so stopping it by PID stops it all)
+//! answers 1 KiB; h2load drives it directly, through one Strait
 //! sidecar (the client's, with an explicit `bind` listener) and through two (the client's and
 //! the server's, whose Sidecar `ingress` listener hands to nginx on loopback), over HTTP/1.1
 //! keep-alive, HTTP/2 and opaque TCP. For each path: saturation throughput, latency percentiles
@@ -62,6 +63,7 @@ fn nginx_conf(dir: &Path) -> String {
     format!(
         "worker_processes 1;
 daemon off;
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
 events {{ worker_connections 4096; }}

@@ -1,18 +1,86 @@
 //! Istio's standard metrics, with Istio's names and labels: `istio_requests_total`,
 //! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`,
 //! `istio_tcp_sent_bytes_total`, `istio_tcp_received_bytes_total`,
-//! `istio_tcp_connections_opened_total` and `_closed_total`. Label values are shared strings, so
-//! recording a request clones pointers, not text.
+//! `istio_tcp_connections_opened_total` and `_closed_total`. Label values are constants or shared
+//! strings, so recording a request copies pointers, not text.
 
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub type Text = Arc<str>;
+/// A label value: a constant, or text shared by every request that carries it.
+#[derive(Debug, Clone)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    pub const UNKNOWN: Text = Text::Static("unknown");
+
+    /// The text, or `unknown` when empty.
+    pub fn known_or_unknown(s: &str) -> Text {
+        if s.is_empty() {
+            Text::UNKNOWN
+        } else {
+            Text::Shared(Arc::from(s))
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text::Shared(Arc::from(s))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Shared(Arc::from(s))
+    }
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&**self, encoder)
+    }
+}
 
 /// Who is at one end of a request, as Istio labels it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,14 +95,13 @@ pub struct Peer {
 
 impl Peer {
     pub fn unknown() -> Peer {
-        let u: Text = Arc::from("unknown");
         Peer {
-            workload: u.clone(),
-            namespace: u.clone(),
-            principal: u.clone(),
-            app: u.clone(),
-            version: u.clone(),
-            cluster: u,
+            workload: Text::UNKNOWN,
+            namespace: Text::UNKNOWN,
+            principal: Text::UNKNOWN,
+            app: Text::UNKNOWN,
+            version: Text::UNKNOWN,
+            cluster: Text::UNKNOWN,
         }
     }
 }
@@ -49,11 +116,18 @@ pub struct ServiceLabels {
 
 impl ServiceLabels {
     pub fn unknown() -> ServiceLabels {
-        let u: Text = Arc::from("unknown");
         ServiceLabels {
-            host: u.clone(),
-            name: u.clone(),
-            namespace: u,
+            host: Text::UNKNOWN,
+            name: Text::UNKNOWN,
+            namespace: Text::UNKNOWN,
+        }
+    }
+
+    pub fn of(s: &strait_xds::cluster::ServiceInfo) -> ServiceLabels {
+        ServiceLabels {
+            host: Text::known_or_unknown(&s.host),
+            name: Text::known_or_unknown(&s.name),
+            namespace: Text::known_or_unknown(&s.namespace),
         }
     }
 }
@@ -251,6 +325,21 @@ impl Metrics {
             map.insert(labels.clone(), s.clone());
         }
         s
+    }
+
+    /// A gRPC status as a label value (the 17 codes without allocating).
+    pub fn grpc_status(status: Option<&str>) -> Text {
+        const CODES: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        match status {
+            None => Text::Static(""),
+            Some(s) => CODES
+                .iter()
+                .find(|c| **c == s)
+                .map_or_else(|| Text::from(s), |c| Text::Static(c)),
+        }
     }
 
     /// Prometheus text exposition.

@@ -4,12 +4,11 @@
 //! its telemetry reports for itself.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
-use crate::metrics::Peer;
+use crate::metrics::{Peer, Text};
 
 /// The proxy's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,18 +142,12 @@ impl NodeIdentity {
 
     /// This proxy's own labels in telemetry.
     pub fn peer(&self) -> Peer {
-        let or_unknown = |v: Option<&String>| -> Arc<str> {
-            Arc::from(
-                v.map(String::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("unknown"),
-            )
-        };
+        let or_unknown = |v: Option<&String>| Text::known_or_unknown(v.map_or("", String::as_str));
         let workload = self.workload();
         Peer {
             workload: or_unknown(Some(&workload)),
             namespace: or_unknown(Some(&self.namespace)),
-            principal: Arc::from("unknown"),
+            principal: Text::UNKNOWN,
             app: or_unknown(
                 self.labels
                     .get("app")

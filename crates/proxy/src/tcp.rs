@@ -11,7 +11,7 @@ use strait_xds::listener::{Direction, TcpProxy};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Proxy;
-use crate::metrics::{Peer, ServiceLabels, TcpLabels};
+use crate::metrics::{Peer, ServiceLabels, TcpLabels, Text};
 use crate::upstream::limits::Resource;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::connect_tcp;
@@ -55,15 +55,10 @@ where
     let mut upstream_host = None;
     let service = cluster
         .as_ref()
-        .and_then(|c| c.config.service.as_ref())
-        .map(|s| ServiceLabels {
-            host: Arc::from(s.host.as_str()),
-            name: Arc::from(s.name.as_str()),
-            namespace: Arc::from(s.namespace.as_str()),
-        })
+        .and_then(|c| c.service_labels.clone())
         .unwrap_or_else(ServiceLabels::unknown);
     let (mut sent, mut received) = (0u64, 0u64);
-    let labels_for = |destination: &Peer, flags: &str| -> TcpLabels {
+    let labels_for = |destination: &Peer, flags: &'static str| -> TcpLabels {
         let me = &c.proxy.me;
         let (s, d) = match c.direction {
             Direction::Outbound => (me.clone(), destination.clone()),
@@ -90,7 +85,7 @@ where
             destination_service_namespace: service.namespace.clone(),
             destination_cluster: d.cluster,
             request_protocol: "tcp",
-            response_flags: Arc::from(flags),
+            response_flags: Text::Static(flags),
             connection_security_policy: "none",
         }
     };
@@ -107,11 +102,9 @@ where
                 None => flags = "UH",
                 Some(host) => {
                     if c.direction == Direction::Outbound {
-                        let m = &host.metadata;
-                        let known = |s: &str| Arc::from(if s.is_empty() { "unknown" } else { s });
-                        destination.workload = known(&m.workload);
-                        destination.namespace = known(&m.namespace);
-                        destination.cluster = known(&m.cluster);
+                        destination.workload = host.labels.workload.clone();
+                        destination.namespace = host.labels.namespace.clone();
+                        destination.cluster = host.labels.cluster.clone();
                     }
                     upstream_host = Some(host.address);
                     match cluster.limits.acquire(Resource::Connections) {

@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use super::body::{self, Replay};
 use super::headers::{self, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
-use crate::metrics::ServiceLabels;
 use crate::upstream::limits::Resource;
 use crate::upstream::outlier::Outcome as HostOutcome;
 use crate::upstream::pool::{Body, Conn, ConnectError};
@@ -53,9 +52,10 @@ pub async fn route_request(
     };
     let route = selected.route.clone();
     let regex_rewrite = selected.regex_rewrite.cloned();
-    outcome.route = Some(route.name.clone());
-    let request_headers = parts.headers.clone();
+    outcome.route = Some(route.clone());
     let cors = route.cors.as_ref().and_then(headers::CorsPolicy::compile);
+    // The request's headers as they came, for CORS on the response (only when it applies).
+    let request_headers = cors.as_ref().map(|_| parts.headers.clone());
     if let Some(policy) = &cors
         && let Some(r) = policy.preflight(&parts.method, &parts.headers)
     {
@@ -114,8 +114,8 @@ pub async fn route_request(
         }
     };
     headers::apply_edits(response.headers_mut(), &route.response_headers);
-    if let Some(policy) = &cors {
-        policy.decorate(&request_headers, response.headers_mut());
+    if let (Some(policy), Some(request_headers)) = (&cors, &request_headers) {
+        policy.decorate(request_headers, response.headers_mut());
     }
     response
 }
@@ -264,18 +264,12 @@ async fn forward(
         outcome.flag("NC");
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no cluster", grpc);
     };
-    outcome.cluster = Some(weighted.name.clone());
     let Some(cluster) = snapshot.clusters.get(&weighted.name).cloned() else {
         outcome.flag("NC");
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no cluster", grpc);
     };
-    if let Some(s) = &cluster.config.service {
-        outcome.service = Some(ServiceLabels {
-            host: Arc::from(s.host.as_str()),
-            name: Arc::from(s.name.as_str()),
-            namespace: Arc::from(s.namespace.as_str()),
-        });
-    }
+    outcome.cluster = Some(cluster.clone());
+    outcome.service = cluster.service_labels.clone();
     headers::apply_edits(&mut parts.headers, &weighted.request_headers);
 
     // Upgrades (WebSocket) pass through when the route allows them.
@@ -381,7 +375,12 @@ async fn forward(
         let mut request = http::Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = if attempt_n >= max_attempts && mirror_targets.is_empty() {
+            // No other attempt or mirror will need them.
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         if attempt_n > 1 {
             request
                 .headers_mut()
@@ -404,11 +403,7 @@ async fn forward(
         if let Some(h) = &host {
             tried.push(h.address);
             outcome.upstream_host = Some(h.address);
-            outcome.destination = Some((
-                text_or_unknown(&h.metadata.workload),
-                text_or_unknown(&h.metadata.namespace),
-                text_or_unknown(&h.metadata.cluster),
-            ));
+            outcome.destination = Some(h.labels.clone());
         }
         if attempt_n == 1 && !mirror_targets.is_empty() {
             mirror(&mirror_targets, &parts, &path, &authority, &replay);
@@ -481,10 +476,6 @@ async fn forward(
             tried.clear();
         }
     }
-}
-
-fn text_or_unknown(s: &str) -> Arc<str> {
-    Arc::from(if s.is_empty() { "unknown" } else { s })
 }
 
 enum AttemptResult {

@@ -71,14 +71,14 @@ where
 }
 
 /// What the request came to, filled in along the way.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Outcome {
     pub flags: Vec<&'static str>,
-    pub route: Option<String>,
-    pub cluster: Option<String>,
+    pub route: Option<Arc<strait_xds::route::Route>>,
+    pub cluster: Option<Arc<crate::upstream::ClusterRuntime>>,
     pub upstream_host: Option<SocketAddr>,
     /// The destination's workload, namespace and cluster (from the endpoint's metadata).
-    pub destination: Option<(Text, Text, Text)>,
+    pub destination: Option<crate::upstream::HostLabels>,
     pub service: Option<ServiceLabels>,
     pub attempts: u32,
 }
@@ -91,10 +91,10 @@ impl Outcome {
     }
 
     fn flags_text(&self) -> Text {
-        if self.flags.is_empty() {
-            Arc::from("-")
-        } else {
-            Arc::from(self.flags.join(","))
+        match self.flags[..] {
+            [] => Text::Static("-"),
+            [one] => Text::Static(one),
+            _ => Text::from(self.flags.join(",")),
         }
     }
 }
@@ -116,9 +116,7 @@ pub fn peer_header_value(p: &Peer) -> Option<HeaderValue> {
 
 fn peer_from_header(v: &HeaderValue) -> Option<Peer> {
     let text = v.to_str().ok()?;
-    let mut it = text
-        .split(';')
-        .map(|s| -> Text { Arc::from(if s.is_empty() { "unknown" } else { s }) });
+    let mut it = text.split(';').map(Text::known_or_unknown);
     let mut p = Peer::unknown();
     p.workload = it.next()?;
     p.namespace = it.next()?;
@@ -143,24 +141,24 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         }
     };
     let grpc = is_grpc(req.headers());
-    let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let authority = router::authority_of(req.uri(), req.headers()).to_string();
-    let protocol = format!("{:?}", req.version());
-    let user_agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    // What only the access log and the inbound service label need: taken only then.
+    let authority = if c.direction == Direction::Inbound || c.proxy.access_log.is_some() {
+        router::authority_of(req.uri(), req.headers()).to_string()
+    } else {
+        String::new()
+    };
+    let log_context = c.proxy.access_log.as_ref().map(|_| LogContext {
+        started_at,
+        method: req.method().clone(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".into(), |p| p.as_str().to_string()),
+        protocol: format!("{:?}", req.version()),
+        user_agent: header_text(req.headers(), http::header::USER_AGENT.as_str()),
+        request_id: header_text(req.headers(), "x-request-id"),
+        trace_id,
+    });
 
     // Count request bytes as the upstream reads them.
     let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -198,10 +196,10 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         let (source, destination) = match direction {
             Direction::Outbound => {
                 let mut d = Peer::unknown();
-                if let Some((w, ns, cl)) = &outcome.destination {
-                    d.workload = w.clone();
-                    d.namespace = ns.clone();
-                    d.cluster = cl.clone();
+                if let Some(h) = &outcome.destination {
+                    d.workload = h.workload.clone();
+                    d.namespace = h.namespace.clone();
+                    d.cluster = h.cluster.clone();
                 }
                 (me.clone(), d)
             }
@@ -237,7 +235,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
             destination_cluster: destination.cluster.clone(),
             request_protocol: if grpc { "grpc" } else { "http" },
             response_code: status,
-            grpc_response_status: Arc::from(grpc_status.clone().unwrap_or_default()),
+            grpc_response_status: crate::metrics::Metrics::grpc_status(grpc_status.as_deref()),
             response_flags: outcome.flags_text(),
             connection_security_policy: "none",
         };
@@ -248,16 +246,17 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         series.duration.observe(ms);
         series.request_bytes.observe(request_size as f64);
         series.response_bytes.observe(f.bytes as f64);
-        if let Some(log) = &proxy.access_log {
-            let start_time = started_at
+        if let (Some(log), Some(cx)) = (&proxy.access_log, log_context) {
+            let start_time = cx
+                .started_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis())
                 .unwrap_or(0);
             log.write(&serde_json::json!({
                 "start_time_unix_ms": start_time,
-                "method": method.as_str(),
-                "path": path,
-                "protocol": protocol,
+                "method": cx.method.as_str(),
+                "path": cx.path,
+                "protocol": cx.protocol,
                 "authority": authority,
                 "response_code": status,
                 "grpc_status": grpc_status,
@@ -265,14 +264,14 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
                 "duration_ms": ms.round() as u64,
                 "bytes_received": request_size,
                 "bytes_sent": f.bytes,
-                "upstream_cluster": outcome.cluster,
+                "upstream_cluster": outcome.cluster.as_ref().map(|c| c.config.name.as_str()),
                 "upstream_host": outcome.upstream_host.map(|h| h.to_string()),
-                "route_name": outcome.route,
+                "route_name": outcome.route.as_ref().map(|r| r.name.as_str()),
                 "attempts": outcome.attempts,
                 "downstream_remote_address": downstream.to_string(),
-                "user_agent": user_agent,
-                "request_id": request_id,
-                "trace_id": trace_id,
+                "user_agent": cx.user_agent,
+                "request_id": cx.request_id,
+                "trace_id": cx.trace_id,
                 "reporter": labels.reporter,
                 "source_workload": &*labels.source_workload,
                 "source_namespace": &*labels.source_workload_namespace,
@@ -285,6 +284,24 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         }
     });
     http::Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// What an access log line needs of the request.
+struct LogContext {
+    started_at: SystemTime,
+    method: http::Method,
+    path: String,
+    protocol: String,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    trace_id: String,
+}
+
+fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The service an inbound request is for, from its authority (`reviews.bookinfo.svc...`).
@@ -300,9 +317,9 @@ fn inbound_service(authority: &str) -> ServiceLabels {
     }
     let mut parts = host.split('.');
     if let (Some(name), Some(ns)) = (parts.next(), parts.next()) {
-        labels.name = Arc::from(name);
-        labels.namespace = Arc::from(ns);
+        labels.name = Text::from(name);
+        labels.namespace = Text::from(ns);
     }
-    labels.host = Arc::from(host);
+    labels.host = Text::from(host);
     labels
 }

@@ -22,6 +22,7 @@ use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
 use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
 
+use crate::metrics::{ServiceLabels, Text};
 use lb::{Balancer, Candidate, Draw};
 use limits::Limits;
 use outlier::{HostRecord, Outcome};
@@ -38,6 +39,24 @@ pub struct HostState {
     pub failures: AtomicU64,
 }
 
+/// A host's workload, namespace and cluster as telemetry labels them.
+#[derive(Debug, Clone)]
+pub struct HostLabels {
+    pub workload: Text,
+    pub namespace: Text,
+    pub cluster: Text,
+}
+
+impl HostLabels {
+    fn of(m: &EndpointMetadata) -> HostLabels {
+        HostLabels {
+            workload: Text::known_or_unknown(&m.workload),
+            namespace: Text::known_or_unknown(&m.namespace),
+            cluster: Text::known_or_unknown(&m.cluster),
+        }
+    }
+}
+
 /// One upstream host as the current assignment describes it.
 pub struct Host {
     pub address: SocketAddr,
@@ -49,6 +68,7 @@ pub struct Host {
     pub locality: Locality,
     pub locality_weight: Option<u32>,
     pub metadata: Arc<EndpointMetadata>,
+    pub labels: HostLabels,
     pub state: Arc<HostState>,
 }
 
@@ -103,6 +123,8 @@ pub struct ClusterStats {
 /// A cluster at run time.
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
+    /// The service it reaches, as telemetry labels it.
+    pub service_labels: Option<ServiceLabels>,
     pub settings: ConnectSettings,
     pub limits: Arc<Limits>,
     pub stats: ClusterStats,
@@ -130,6 +152,7 @@ impl ClusterRuntime {
                 .map(|s| Duration::from_secs(u64::from(s))),
         };
         let rt = Arc::new(ClusterRuntime {
+            service_labels: config.service.as_ref().map(ServiceLabels::of),
             limits: Limits::new(config.circuit_breakers.as_ref()),
             settings,
             stats: ClusterStats::default(),
@@ -216,6 +239,7 @@ impl ClusterRuntime {
                     locality: l.locality.clone(),
                     locality_weight: l.weight,
                     metadata: Arc::new(e.metadata.clone()),
+                    labels: HostLabels::of(&e.metadata),
                     state: previous.get(&address).cloned().unwrap_or_default(),
                 }));
             }
@@ -366,6 +390,11 @@ pub fn simple_host(address: SocketAddr, state: Option<Arc<HostState>>) -> Arc<Ho
         locality: Locality::default(),
         locality_weight: None,
         metadata: Arc::new(EndpointMetadata::default()),
+        labels: HostLabels {
+            workload: Text::UNKNOWN,
+            namespace: Text::UNKNOWN,
+            cluster: Text::UNKNOWN,
+        },
         state: state.unwrap_or_default(),
     })
 }
