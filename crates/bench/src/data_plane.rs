@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::process::{Started, free_port, wait_ready};
+use crate::reference;
 use crate::synth;
 
 /// How long and how hard.
@@ -25,12 +26,24 @@ pub struct Params {
     pub large: synth::Shape,
 }
 
+/// What a chain goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Direct,
+    /// One or two Strait sidecars.
+    Strait(usize),
+    /// Two HAProxy hops.
+    Haproxy,
+    /// Two nginx hops.
+    Nginx,
+}
+
 /// One chain measured.
 #[derive(Debug, Clone)]
 pub struct PathResult {
     pub path: &'static str,
     pub protocol: &'static str,
-    pub hops: usize,
+    pub via: Via,
     pub saturation_rps: f64,
     pub saturation_errors: u64,
     /// p50, p90, p99 at the fixed rate.
@@ -254,17 +267,17 @@ fn logged_durations(path: &Path) -> anyhow::Result<Vec<Duration>> {
 struct Chain {
     path: &'static str,
     protocol: &'static str,
-    hops: usize,
+    via: Via,
     url: String,
     authority: Option<&'static str>,
     h2: bool,
 }
 
 fn chains() -> Vec<Chain> {
-    let c = |path, protocol, hops, url: String, authority, h2| Chain {
+    let c = |path, protocol, via, url: String, authority, h2| Chain {
         path,
         protocol,
-        hops,
+        via,
         url,
         authority,
         h2,
@@ -273,7 +286,7 @@ fn chains() -> Vec<Chain> {
         c(
             "direct",
             "HTTP/1.1",
-            0,
+            Via::Direct,
             format!("http://{APP_IP}:{NGINX_H1}/"),
             None,
             false,
@@ -281,7 +294,7 @@ fn chains() -> Vec<Chain> {
         c(
             "1 Strait hop",
             "HTTP/1.1",
-            1,
+            Via::Strait(1),
             format!("http://{CLIENT_BIND}:8080/"),
             Some("one.default.svc.cluster.local"),
             false,
@@ -289,7 +302,7 @@ fn chains() -> Vec<Chain> {
         c(
             "2 Strait hops",
             "HTTP/1.1",
-            2,
+            Via::Strait(2),
             format!("http://{CLIENT_BIND}:8080/"),
             Some("two.default.svc.cluster.local"),
             false,
@@ -297,7 +310,7 @@ fn chains() -> Vec<Chain> {
         c(
             "direct",
             "HTTP/2",
-            0,
+            Via::Direct,
             format!("http://{APP_IP}:{NGINX_H2}/"),
             None,
             true,
@@ -305,7 +318,7 @@ fn chains() -> Vec<Chain> {
         c(
             "1 Strait hop",
             "HTTP/2",
-            1,
+            Via::Strait(1),
             format!("http://{CLIENT_BIND}:8090/"),
             Some("one.default.svc.cluster.local:8090"),
             true,
@@ -313,7 +326,7 @@ fn chains() -> Vec<Chain> {
         c(
             "2 Strait hops",
             "HTTP/2",
-            2,
+            Via::Strait(2),
             format!("http://{CLIENT_BIND}:8090/"),
             Some("two.default.svc.cluster.local:8090"),
             true,
@@ -321,7 +334,7 @@ fn chains() -> Vec<Chain> {
         c(
             "1 Strait hop",
             "TCP",
-            1,
+            Via::Strait(1),
             format!("http://{CLIENT_BIND}:7000/"),
             None,
             false,
@@ -329,8 +342,40 @@ fn chains() -> Vec<Chain> {
         c(
             "2 Strait hops",
             "TCP",
-            2,
+            Via::Strait(2),
             format!("http://{CLIENT_BIND}:7001/"),
+            None,
+            false,
+        ),
+        c(
+            "2 HAProxy hops",
+            "HTTP/1.1",
+            Via::Haproxy,
+            format!("http://{}:8080/", reference::HAPROXY_A),
+            None,
+            false,
+        ),
+        c(
+            "2 nginx hops",
+            "HTTP/1.1",
+            Via::Nginx,
+            format!("http://{}:8080/", reference::NGINX_A),
+            None,
+            false,
+        ),
+        c(
+            "2 HAProxy hops",
+            "HTTP/2",
+            Via::Haproxy,
+            format!("http://{}:8090/", reference::HAPROXY_A),
+            None,
+            true,
+        ),
+        c(
+            "2 HAProxy hops",
+            "TCP",
+            Via::Haproxy,
+            format!("http://{}:7001/", reference::HAPROXY_A),
             None,
             false,
         ),
@@ -406,6 +451,12 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let references = reference::start(
+        &work,
+        logs,
+        &format!("{APP_IP}:{NGINX_H1}"),
+        &format!("{APP_IP}:{NGINX_H2}"),
+    )?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_kib = client.process.memory()?.rss_kib;
 
@@ -445,19 +496,21 @@ pub async fn run(
             fixed.as_str(),
         ]);
         fixed_args.extend(["--log-file", log_arg.as_str(), chain.url.as_str()]);
-        let proxies: Vec<&Started> = [&client.process, &server.process]
-            .into_iter()
-            .take(chain.hops)
-            .collect();
-        let cpu_before: Vec<f64> = proxies
-            .iter()
-            .map(|p| p.cpu_seconds().unwrap_or(0.0))
-            .collect();
+        let cpu = || -> Vec<f64> {
+            match chain.via {
+                Via::Direct => vec![],
+                Via::Strait(n) => [&client.process, &server.process]
+                    .into_iter()
+                    .take(n)
+                    .map(|p| p.cpu_seconds().unwrap_or(0.0))
+                    .collect(),
+                Via::Haproxy => references.cpu_seconds(true),
+                Via::Nginx => references.cpu_seconds(false),
+            }
+        };
+        let cpu_before = cpu();
         let fixed_out = h2load(&fixed_args)?;
-        let cpu_after: Vec<f64> = proxies
-            .iter()
-            .map(|p| p.cpu_seconds().unwrap_or(0.0))
-            .collect();
+        let cpu_after = cpu();
         let (fixed_rps, fixed_errors) = throughput(&fixed_out)?;
         let durations = logged_durations(&log)?;
         let latency = (!durations.is_empty()).then(|| {
@@ -480,7 +533,7 @@ pub async fn run(
         paths.push(PathResult {
             path: chain.path,
             protocol: chain.protocol,
-            hops: chain.hops,
+            via: chain.via,
             saturation_rps,
             saturation_errors,
             latency,
@@ -489,6 +542,7 @@ pub async fn run(
             cpu_per_1000,
         });
     }
+    drop(references);
     drop(client);
     drop(server);
     drop(cp);

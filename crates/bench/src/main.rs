@@ -6,6 +6,7 @@ mod control_plane;
 mod data_plane;
 mod machine;
 mod process;
+mod reference;
 mod report;
 mod stats;
 mod synth;

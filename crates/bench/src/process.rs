@@ -12,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Started {
     child: Child,
     pub what: String,
+    /// Stop with SIGTERM first (processes that must stop their own children, like nginx's
+    /// master), then SIGKILL after 3 s.
+    pub graceful: bool,
 }
 
 impl Started {
@@ -27,6 +30,7 @@ impl Started {
         Ok(Started {
             child,
             what: what.to_string(),
+            graceful: false,
         })
     }
 
@@ -53,6 +57,18 @@ impl Started {
 
 impl Drop for Started {
     fn drop(&mut self) {
+        if self.graceful {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -117,6 +133,31 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
             .unwrap_or(0)
     };
     Ok((ticks(11) + ticks(12)) as f64 / clock_ticks())
+}
+
+/// CPU time of a process and its direct children (nginx's master and workers).
+pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let mut total = cpu_seconds(pid)?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += cpu_seconds(child).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
 }
 
 /// A free loopback port (bound and released; the runner uses it right away).

@@ -318,50 +318,79 @@ fn timed_out_note(c: &Changes) -> String {
 }
 
 fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plane::Results) {
+    use data_plane::Via;
     let _ = writeln!(s, "## Data plane\n");
     let _ = writeln!(
         s,
-        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), and through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end) and opaque TCP (HTTP/1.1 bytes through the TCP proxy). *Saturation*: one h2load thread for {} s, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2). *Fixed rate*: 10 connections at {} requests per second in all for {} s; latency percentiles from h2load's per-request log; CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). All hops are plaintext (mTLS rows come with identity). *Saturation*: one h2load thread for {} s, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2). *Fixed rate*: 10 connections at {} requests per second in all for {} s; latency percentiles from h2load's per-request log (h2load paces each connection, so a slow answer delays that connection's next request: this is not a coordinated-omission-free open model); CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
         r.load_generator,
         params.saturation.as_secs(),
         params.fixed_rate,
         params.fixed_duration.as_secs()
     );
-    let direct = |protocol: &str| {
+    let find = |via: Via, protocol: &str| {
         r.paths
             .iter()
-            .find(|p| p.hops == 0 && p.protocol == protocol)
-            .map(|p| p.saturation_rps)
+            .find(|p| p.via == via && p.protocol == protocol)
+    };
+    let direct = |protocol: &str| find(Via::Direct, protocol).map(|p| p.saturation_rps);
+    let added_p99 = |via: Via, protocol: &str| -> Option<Duration> {
+        let base = find(Via::Direct, protocol)?.latency?[2];
+        Some(find(via, protocol)?.latency?[2].saturating_sub(base))
     };
     let _ = writeln!(s, "### Targets\n");
     let _ = writeln!(s, "| Target | Measured | |");
     let _ = writeln!(s, "|---|---|---|");
     for protocol in ["HTTP/1.1", "HTTP/2"] {
-        if let (Some(d), Some(two)) = (
-            direct(protocol),
-            r.paths
-                .iter()
-                .find(|p| p.hops == 2 && p.protocol == protocol),
-        ) {
+        if let (Some(d), Some(two)) = (direct(protocol), find(Via::Strait(2), protocol)) {
             let ratio = two.saturation_rps / d.max(1.0);
             let _ = writeln!(
                 s,
-                "| 2-hop path ≥ 0.5× direct throughput ({protocol}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
+                "| 2-hop path ≥ 0.5× direct throughput ({protocol}, plaintext; mTLS with identity) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
                 ratio,
                 two.saturation_rps,
                 d,
                 met(ratio >= 0.5)
             );
         }
+        for (via, name) in [(Via::Haproxy, "HAProxy"), (Via::Nginx, "nginx")] {
+            if let (Some(reference), Some(two)) =
+                (find(via, protocol), find(Via::Strait(2), protocol))
+            {
+                let ratio = two.saturation_rps / reference.saturation_rps.max(1.0);
+                let _ = writeln!(
+                    s,
+                    "| 2 Strait hops ≥ 1.0× {name} on the same chain ({protocol}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
+                    ratio,
+                    two.saturation_rps,
+                    reference.saturation_rps,
+                    met(ratio >= 1.0)
+                );
+            }
+        }
+        if let (Some(ours), Some(theirs)) = (
+            added_p99(Via::Strait(2), protocol),
+            added_p99(Via::Haproxy, protocol),
+        ) {
+            let _ = writeln!(
+                s,
+                "| Added p99 at {} req/s ≤ HAProxy's ({protocol}, two hops) | {} vs {} | {} |",
+                params.fixed_rate,
+                ms(ours),
+                ms(theirs),
+                met(ours <= theirs)
+            );
+        }
     }
     let worst_cpu = r
         .paths
         .iter()
+        .filter(|p| matches!(p.via, Via::Strait(_)))
         .flat_map(|p| p.cpu_per_1000.iter().copied())
         .fold(0.0f64, f64::max);
     let _ = writeln!(
         s,
-        "| ≤ 0.10 vCPU per 1000 req/s per proxy | {:.3} vCPU at worst (CPU-seconds per 1000 requests) | {} |",
+        "| ≤ 0.10 vCPU per 1000 req/s per Strait proxy | {:.3} vCPU at worst (CPU-seconds per 1000 requests) | {} |",
         worst_cpu,
         met(worst_cpu <= 0.10)
     );
@@ -382,10 +411,10 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "### Results\n");
     let _ = writeln!(
         s,
-        "| Protocol | Path | Saturation req/s | vs direct | At {} req/s: p50 / p90 / p99 | CPU per 1000 req (each proxy) | Errors |",
+        "| Protocol | Path | Saturation req/s | vs direct | vs 2 HAProxy hops | At {} req/s: p50 / p90 / p99 | CPU per 1000 req (each proxy) | Errors |",
         params.fixed_rate
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for p in &r.paths {
         let vs = direct(if p.protocol == "TCP" {
             "HTTP/1.1"
@@ -394,6 +423,9 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         })
         .map(|d| format!("{:.2}×", p.saturation_rps / d.max(1.0)))
         .unwrap_or_default();
+        let vs_haproxy = find(Via::Haproxy, p.protocol)
+            .map(|h| format!("{:.2}×", p.saturation_rps / h.saturation_rps.max(1.0)))
+            .unwrap_or_else(|| "—".into());
         let lat = p
             .latency
             .map(|l| format!("{} / {} / {}", ms(l[0]), ms(l[1]), ms(l[2])))
@@ -409,11 +441,12 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} ({:.0} req/s achieved) | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} ({:.0} req/s achieved) | {} | {} |",
             p.protocol,
             p.path,
             p.saturation_rps,
             vs,
+            vs_haproxy,
             lat,
             p.fixed_rps,
             cpu,
