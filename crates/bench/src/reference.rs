@@ -21,7 +21,7 @@ fn haproxy_conf(listen: &str, next_h1: &str, next_h2: &str, next_tcp: &str) -> S
     format!(
         "global
   nbthread 2
-  maxconn 20000
+  maxconn 4000
 defaults
   timeout connect 5s
   timeout client 60s
@@ -115,13 +115,39 @@ pub fn start(work: &Path, logs: &Path, app_h1: &str, app_h2: &str) -> anyhow::Re
     };
     let nb = nginx("nginx-b", NGINX_B, app_h1)?;
     let na = nginx("nginx-a", NGINX_A, &format!("{NGINX_B}:8080"))?;
-    Ok(References {
+    let mut refs = References {
         haproxy: [a, b],
         nginx: [na, nb],
-    })
+    };
+    refs.wait_listening()?;
+    Ok(refs)
 }
 
 impl References {
+    /// Waits until every hop accepts connections; fails (pointing at its log) if one exits.
+    fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let hops = [
+            (HAPROXY_A, 8080),
+            (HAPROXY_B, 8080),
+            (NGINX_A, 8080),
+            (NGINX_B, 8080),
+        ];
+        for (ip, port) in hops {
+            while std::net::TcpStream::connect((ip, port)).is_err() {
+                for p in self.haproxy.iter_mut().chain(self.nginx.iter_mut()) {
+                    p.check_alive()?;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "nothing listens on {ip}:{port} after 10 s; see the haproxy and nginx logs"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
     /// Total CPU seconds of a chain's processes (nginx: master and workers).
     pub fn cpu_seconds(&self, haproxy: bool) -> Vec<f64> {
         let procs = if haproxy { &self.haproxy } else { &self.nginx };

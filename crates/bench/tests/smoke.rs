@@ -117,6 +117,8 @@ fn a_tiny_data_plane_run_measures_every_chain() {
     {
         if line.contains(" hop") || line.contains("direct") {
             assert!(line.trim_end().ends_with("| 0 |"), "errors on {line}");
+            let rps: f64 = line.split('|').nth(3).unwrap().trim().parse().unwrap();
+            assert!(rps > 0.0, "nothing got through: {line}");
         }
     }
 }
