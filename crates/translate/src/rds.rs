@@ -131,7 +131,9 @@ fn default_route(cluster: String) -> Route {
                 request_headers: HeaderEdits::default(),
                 response_headers: HeaderEdits::default(),
             }],
-            timeout_ms: None,
+            // Istio disables the route timeout unless a VirtualService sets one (Envoy's own
+            // default would be 15 s).
+            timeout_ms: Some(0),
             retry: Some(default_retry()),
             mirrors: vec![],
             prefix_rewrite: None,
@@ -462,7 +464,8 @@ fn action(
     Action::Forward(RouteAction {
         hash_policy: hash_policy(view, proxy, vs, rule),
         clusters,
-        timeout_ms: millis(&rule.timeout),
+        // As Istio: no timeout unless the rule sets one.
+        timeout_ms: millis(&rule.timeout).or(Some(0)),
         retry,
         mirrors,
         prefix_rewrite: rewrite.and_then(|r| r.uri.clone()),
