@@ -275,6 +275,15 @@ fn proxy_config_shows_listeners_routes_clusters_and_endpoints() {
             .any(|l| l.contains("127.1.2.1:8080") && l.contains("HEALTHY") && l.contains("OK")),
         "{endpoints}"
     );
+    // The log level changes at run time, and a bad one is refused with the reason.
+    let (status, body) = curl(&["-X", "POST", &format!("http://{admin}/logging?level=debug")]);
+    assert_eq!((status, body.trim()), (200, "log level: debug"));
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{admin}/logging?level=strait=loud"),
+    ]);
+    assert_eq!(status, 400, "{body}");
     let (ok, json, _) = run(
         env!("CARGO_BIN_EXE_strait"),
         &["proxy-config", "clusters", "--admin", &admin, "-o", "json"],
