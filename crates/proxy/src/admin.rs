@@ -61,10 +61,7 @@ fn json_response(v: &Value) -> Response<Body> {
 }
 
 fn query<'a>(req: &'a http::Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then_some(v)
-    })
+    crate::http::router::query_param(req.uri().query()?, key)
 }
 
 fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {

@@ -84,10 +84,14 @@ impl Snapshot {
             .iter()
             .map(|(n, r)| (n.clone(), r.router.clone()))
             .collect();
+        // A listener the store still holds as the same resource keeps its compiled runtime.
         let listeners = store
             .listeners
             .iter()
-            .filter_map(|(n, l)| listener_runtime(l).map(|rt| (n.clone(), Arc::new(rt))))
+            .filter_map(|(n, l)| match previous.listeners.get(n) {
+                Some(rt) if Arc::ptr_eq(&rt.config, l) => Some((n.clone(), rt.clone())),
+                _ => listener_runtime(l).map(|rt| (n.clone(), Arc::new(rt))),
+            })
             .collect();
         Snapshot {
             generation: previous.generation + 1,

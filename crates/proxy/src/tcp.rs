@@ -32,21 +32,9 @@ where
 {
     let start = Instant::now();
     let snapshot = c.proxy.snapshot.load_full();
-    let total: u64 = config.clusters.iter().map(|(_, w)| u64::from(*w)).sum();
-    let mut roll = fastrand::u64(..total.max(1));
-    let cluster_name = config
-        .clusters
-        .iter()
-        .find(|(_, w)| {
-            if roll < u64::from(*w) {
-                true
-            } else {
-                roll -= u64::from(*w);
-                false
-            }
-        })
-        .or(config.clusters.first())
-        .map(|(n, _)| n.clone());
+    let cluster_name =
+        crate::upstream::lb::by_weight(&config.clusters, |(_, w)| *w, fastrand::u64(..))
+            .map(|(n, _)| n.clone());
     let cluster = cluster_name
         .as_ref()
         .and_then(|n| snapshot.clusters.get(n).cloned());

@@ -12,9 +12,7 @@ use strait_xds::listener::{
     Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter,
     Listener, ListenerKind, NetworkFilter, RouteSource, SocketListener, TcpProxy,
 };
-use strait_xds::route::{
-    Action, HeaderEdits, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
-};
+use strait_xds::route::{RouteConfiguration, VirtualHost};
 
 use crate::names;
 use crate::proxy::ProxyNode;
@@ -293,30 +291,7 @@ fn inbound_chain(ip: &InboundPort) -> FilterChain {
             virtual_hosts: vec![VirtualHost {
                 name: "inbound|http".into(),
                 domains: vec!["*".into()],
-                routes: vec![strait_xds::route::Route {
-                    name: "default".into(),
-                    matching: RouteMatch::any(),
-                    action: Action::Forward(RouteAction {
-                        clusters: vec![WeightedCluster {
-                            name: cluster.clone(),
-                            weight: 100,
-                            request_headers: HeaderEdits::default(),
-                            response_headers: HeaderEdits::default(),
-                        }],
-                        timeout_ms: Some(0),
-                        retry: None,
-                        mirrors: vec![],
-                        prefix_rewrite: None,
-                        regex_rewrite: None,
-                        host_rewrite: None,
-                        hash_policy: vec![],
-                        upgrades: vec!["websocket".into()],
-                    }),
-                    request_headers: HeaderEdits::default(),
-                    response_headers: HeaderEdits::default(),
-                    fault: None,
-                    cors: None,
-                }],
+                routes: vec![rds::forward_all("default", &cluster)],
             }],
         };
         NetworkFilter::Http(http_manager(cluster.clone(), RouteSource::Inline(route)))

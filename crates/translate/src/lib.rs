@@ -187,7 +187,7 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
                     vhs.push(VirtualHost {
                         name: "allow_any".into(),
                         domains: vec!["*".into()],
-                        routes: vec![passthrough_route()],
+                        routes: vec![rds::forward_all("allow_any", names::PASSTHROUGH)],
                     });
                 }
                 routes.push(RouteConfiguration {
@@ -278,33 +278,5 @@ pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
         routes: out.routes,
         clusters,
         endpoints,
-    }
-}
-
-fn passthrough_route() -> strait_xds::route::Route {
-    use strait_xds::route::{Action, HeaderEdits, Route, RouteAction, RouteMatch, WeightedCluster};
-    Route {
-        name: "allow_any".into(),
-        matching: RouteMatch::any(),
-        action: Action::Forward(RouteAction {
-            clusters: vec![WeightedCluster {
-                name: names::PASSTHROUGH.into(),
-                weight: 100,
-                request_headers: HeaderEdits::default(),
-                response_headers: HeaderEdits::default(),
-            }],
-            timeout_ms: Some(0),
-            retry: None,
-            mirrors: vec![],
-            prefix_rewrite: None,
-            regex_rewrite: None,
-            host_rewrite: None,
-            hash_policy: vec![],
-            upgrades: vec!["websocket".into()],
-        }),
-        request_headers: HeaderEdits::default(),
-        response_headers: HeaderEdits::default(),
-        fault: None,
-        cors: None,
     }
 }

@@ -656,3 +656,32 @@ pub fn http_ports<'a>(
     }
     by_port
 }
+
+/// A route that sends every request to one cluster, with no timeout or retries and WebSocket
+/// allowed: the sidecar's inbound routes and the passthrough route.
+pub(crate) fn forward_all(name: &str, cluster: &str) -> Route {
+    Route {
+        name: name.into(),
+        matching: RouteMatch::any(),
+        action: Action::Forward(RouteAction {
+            clusters: vec![WeightedCluster {
+                name: cluster.into(),
+                weight: 100,
+                request_headers: HeaderEdits::default(),
+                response_headers: HeaderEdits::default(),
+            }],
+            timeout_ms: Some(0),
+            retry: None,
+            mirrors: vec![],
+            prefix_rewrite: None,
+            regex_rewrite: None,
+            host_rewrite: None,
+            hash_policy: vec![],
+            upgrades: vec!["websocket".into()],
+        }),
+        request_headers: HeaderEdits::default(),
+        response_headers: HeaderEdits::default(),
+        fault: None,
+        cors: None,
+    }
+}

@@ -190,18 +190,16 @@ impl Connection {
             &removed,
             resources,
         );
-        state.sent_nonce = nonce.clone();
-        state.sent_version = current.version;
-        state.published_at = Some(current.published_at);
         record_sent(
             &self.inner,
             &self.conn,
+            state,
+            &current,
             Sent {
                 t,
-                version: current.version,
-                nonce: &nonce,
+                nonce,
                 resources: count,
-                subscribed: state.subscription.len_hint(now.len()),
+                available: now.len(),
                 bytes: message.wire_len(),
                 started,
             },

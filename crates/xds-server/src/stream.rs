@@ -224,24 +224,35 @@ pub const PUSH_ORDER: [ResourceType; 4] = [
 ];
 
 /// A response about to be sent, for status and metrics.
-pub struct Sent<'a> {
+pub struct Sent {
     pub t: ResourceType,
-    pub version: u64,
-    pub nonce: &'a str,
+    pub nonce: String,
     pub resources: usize,
-    pub subscribed: usize,
+    /// Resources of the type the proxy could be sent (for the subscription count).
+    pub available: usize,
     pub bytes: usize,
     pub started: Instant,
 }
 
-/// Records a response in the connection's status and the metrics.
-pub fn record_sent(inner: &Inner, conn: &ConnectionInfo, sent: Sent<'_>) {
+/// Records a response of configuration `current` in the type's state (the nonce to expect
+/// back), the connection's status and the metrics.
+pub fn record_sent(
+    inner: &Inner,
+    conn: &ConnectionInfo,
+    state: &mut TypeState,
+    current: &crate::config::Current,
+    sent: Sent,
+) {
+    let subscribed = state.subscription.len_hint(sent.available);
     conn.update(sent.t, |s| {
-        s.sent_version = sent.version.to_string();
-        s.sent_nonce = sent.nonce.to_string();
+        s.sent_version = current.version.to_string();
+        s.sent_nonce = sent.nonce.clone();
         s.last_sent_resources = sent.resources;
-        s.subscribed = sent.subscribed;
+        s.subscribed = subscribed;
     });
+    state.sent_nonce = sent.nonce;
+    state.sent_version = current.version;
+    state.published_at = Some(current.published_at);
     let label = TypeLabel {
         r#type: sent.t.short().into(),
     };

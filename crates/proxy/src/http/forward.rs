@@ -52,8 +52,8 @@ pub async fn route_request(
     };
     let route = selected.route.clone();
     let regex_rewrite = selected.regex_rewrite.cloned();
+    let cors = selected.cors.cloned();
     outcome.route = Some(route.clone());
-    let cors = route.cors.as_ref().and_then(headers::CorsPolicy::compile);
     // The request's headers as they came, for CORS on the response (only when it applies).
     let request_headers = cors.as_ref().map(|_| parts.headers.clone());
     if let Some(policy) = &cors
@@ -126,10 +126,7 @@ fn roll(percent: f64) -> bool {
 
 fn redirect_response(r: &Redirect, parts: &http::request::Parts) -> Response<Body> {
     let authority = super::router::authority_of(&parts.uri, &parts.headers);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
-        _ => (authority, None),
-    };
+    let (host, port) = super::router::split_port(authority);
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let host = r.host.as_deref().unwrap_or(host);
     let port = match (r.port, port) {
@@ -157,18 +154,7 @@ fn redirect_response(r: &Redirect, parts: &http::request::Parts) -> Response<Bod
 }
 
 fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
-    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
-    if total == 0 {
-        return clusters.first();
-    }
-    let mut roll = fastrand::u64(..total);
-    for c in clusters {
-        if roll < u64::from(c.weight) {
-            return Some(c);
-        }
-        roll -= u64::from(c.weight);
-    }
-    clusters.last()
+    lb::by_weight(clusters, |c| c.weight, fastrand::u64(..))
 }
 
 fn request_hash(
@@ -194,12 +180,11 @@ fn request_hash(
                     (k == name).then(|| lb::stable_hash(v.as_bytes()))
                 }),
             HashPolicy::SourceIp => Some(lb::stable_hash(downstream.ip().to_string().as_bytes())),
-            HashPolicy::QueryParameter(name) => parts.uri.query().and_then(|q| {
-                q.split('&').find_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == name).then(|| lb::stable_hash(v.as_bytes()))
-                })
-            }),
+            HashPolicy::QueryParameter(name) => parts
+                .uri
+                .query()
+                .and_then(|q| super::router::query_param(q, name))
+                .map(|v| lb::stable_hash(v.as_bytes())),
         };
         if let Some(h) = h {
             combined = Some(combined.map_or(h, |c| c.rotate_left(1) ^ h));
@@ -424,19 +409,16 @@ async fn forward(
                         status,
                         grpc: grpc_status,
                     },
-                    Some(r),
+                    r,
                 )
             }
             AttemptResult::Local(kind, reply) => {
                 if let (Some(h), Attempt::ConnectFailed | Attempt::Reset) = (&host, &kind) {
                     cluster.record(h, HostOutcome::LocalFailure);
                 }
-                (kind, Some(reply))
+                (kind, reply)
             }
             AttemptResult::Final(reply) => return reply,
-        };
-        let Some(response) = response else {
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no response", grpc);
         };
         let may_retry = retry.as_ref().is_some_and(|r| {
             attempt_n < max_attempts && retriable(&r.retry_on, &r.retriable_status_codes, &kind)
@@ -680,9 +662,9 @@ fn mirror(
     replay: &Replay,
 ) {
     // Envoy sends the shadow to `<host>-shadow`.
-    let shadow_authority = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{h}-shadow:{p}"),
-        _ => format!("{authority}-shadow"),
+    let shadow_authority = match super::router::split_port(authority) {
+        (h, Some(p)) => format!("{h}-shadow:{p}"),
+        (h, None) => format!("{h}-shadow"),
     };
     for cluster in targets {
         let cluster = cluster.clone();

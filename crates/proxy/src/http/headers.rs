@@ -135,20 +135,20 @@ pub fn local_reply(status: StatusCode, message: &str, grpc: bool) -> http::Respo
 }
 
 /// The CORS policy ready to use.
+#[derive(Debug)]
 pub struct CorsPolicy {
     origins: Vec<Matcher>,
     config: Cors,
 }
 
 impl CorsPolicy {
-    pub fn compile(c: &Cors) -> Option<CorsPolicy> {
-        Some(CorsPolicy {
+    pub fn compile(c: &Cors) -> Result<CorsPolicy, String> {
+        Ok(CorsPolicy {
             origins: c
                 .allow_origins
                 .iter()
                 .map(Matcher::compile)
-                .collect::<Result<_, _>>()
-                .ok()?,
+                .collect::<Result<_, _>>()?,
             config: c.clone(),
         })
     }

@@ -306,11 +306,7 @@ fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
 
 /// The service an inbound request is for, from its authority (`reviews.bookinfo.svc...`).
 fn inbound_service(authority: &str) -> ServiceLabels {
-    let host = authority
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map(|(h, _)| h)
-        .unwrap_or(authority);
+    let (host, _) = router::split_port(authority);
     let mut labels = ServiceLabels::unknown();
     if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
         return labels;

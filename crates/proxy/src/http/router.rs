@@ -10,6 +10,8 @@ use regex::Regex;
 use strait_xds::StringMatch;
 use strait_xds::route::{PathMatch, Route, RouteConfiguration};
 
+use super::headers::CorsPolicy;
+
 /// A string matcher ready to run.
 #[derive(Debug, Clone)]
 pub enum Matcher {
@@ -62,6 +64,7 @@ struct CompiledRoute {
     query: Vec<(String, Matcher)>,
     route: Arc<Route>,
     regex_rewrite: Option<Arc<(Regex, String)>>,
+    cors: Option<Arc<CorsPolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +93,8 @@ pub struct Selected<'a> {
     pub route: &'a Arc<Route>,
     /// The compiled `regex_rewrite` of a forwarding route.
     pub regex_rewrite: Option<&'a Arc<(Regex, String)>>,
+    /// The route's CORS policy, compiled.
+    pub cors: Option<&'a Arc<CorsPolicy>>,
 }
 
 impl Router {
@@ -173,6 +178,7 @@ impl Router {
             virtual_host: &vh.name,
             route: &route.route,
             regex_rewrite: route.regex_rewrite.as_ref(),
+            cors: route.cors.as_ref(),
         })
     }
 }
@@ -187,6 +193,22 @@ pub fn authority_of<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> &'a
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("")
+}
+
+/// The value of query parameter `name` (its first occurrence) in `query`.
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// An authority's host and, when it has one, its port.
+pub fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    }
 }
 
 fn compile_route(r: &Route) -> Result<CompiledRoute, String> {
@@ -228,6 +250,15 @@ fn compile_route(r: &Route) -> Result<CompiledRoute, String> {
         },
         _ => None,
     };
+    let cors = r
+        .cors
+        .as_ref()
+        .map(|c| {
+            CorsPolicy::compile(c)
+                .map(Arc::new)
+                .map_err(|e| format!("route {}: CORS allowed origin: {e}", r.name))
+        })
+        .transpose()?;
     Ok(CompiledRoute {
         path,
         case_sensitive: r.matching.case_sensitive,
@@ -235,6 +266,7 @@ fn compile_route(r: &Route) -> Result<CompiledRoute, String> {
         query,
         route: Arc::new(r.clone()),
         regex_rewrite,
+        cors,
     })
 }
 
@@ -283,10 +315,7 @@ fn route_matches(r: &CompiledRoute, parts: &Parts, authority: &str, path_and_que
     if !r.query.is_empty() {
         let query = path_and_query.split_once('?').map(|(_, q)| q).unwrap_or("");
         for (name, m) in &r.query {
-            let value = query.split('&').find_map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (k == name).then_some(v)
-            });
+            let value = query_param(query, name);
             if !value.is_some_and(|v| m.matches(v)) {
                 return false;
             }

@@ -146,6 +146,24 @@ impl Balancer {
     }
 }
 
+/// The item a uniform random `roll` lands on when each takes a share of its weight (weighted
+/// clusters of a route or a TCP proxy); with all weights zero, the first.
+pub fn by_weight<T>(items: &[T], weight: impl Fn(&T) -> u32, roll: u64) -> Option<&T> {
+    let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
+    if total == 0 {
+        return items.first();
+    }
+    let mut roll = roll % total;
+    for i in items {
+        let w = u64::from(weight(i));
+        if roll < w {
+            return Some(i);
+        }
+        roll -= w;
+    }
+    items.last()
+}
+
 /// A stable 64-bit hash (FNV-1a with a final mix), the same in every proxy, so consistent
 /// hashing sends a key to the same host whichever proxy handles it.
 pub fn stable_hash(bytes: &[u8]) -> u64 {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use strait_xds::cluster::{Discovery, OutlierDetection};
+use strait_xds::cluster::Discovery;
 use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
 use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
@@ -133,8 +133,6 @@ pub struct ClusterRuntime {
     outlier: Mutex<HashMap<SocketAddr, HostRecord>>,
     counter: AtomicU64,
     overprovisioning: AtomicU64,
-    /// Woken when a connection or pending slot frees up.
-    pub released: tokio::sync::Notify,
 }
 
 impl ClusterRuntime {
@@ -165,7 +163,6 @@ impl ClusterRuntime {
             outlier: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             overprovisioning: AtomicU64::new(u64::from(priority::DEFAULT_OVERPROVISIONING)),
-            released: tokio::sync::Notify::new(),
             config,
         });
         if let Discovery::Static(addrs) = &rt.config.discovery {
@@ -303,22 +300,29 @@ impl ClusterRuntime {
             return;
         };
         let plan = self.plan.load();
-        let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
-        // The pure detector works on the records of the current hosts, in plan order.
-        let mut records: Vec<HostRecord> = plan
-            .hosts
-            .iter()
-            .map(|h| book.get(&h.address).cloned().unwrap_or_default())
-            .collect();
-        let Some(index) = plan.hosts.iter().position(|h| h.address == host.address) else {
-            return;
-        };
-        let ejected = outlier::record(policy, &mut records, index, outcome, Instant::now());
-        for (h, r) in plan.hosts.iter().zip(records) {
-            book.insert(h.address, r);
+        let mut ejected = 0;
+        let mut current = false;
+        for h in &plan.hosts {
+            ejected += usize::from(h.state.ejected.load(Ordering::Relaxed));
+            current |= h.address == host.address;
         }
-        drop(book);
-        if let Some(reason) = ejected {
+        if !current {
+            // A host the last endpoint update removed.
+            return;
+        }
+        let reason = {
+            let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+            let record = book.entry(host.address).or_default();
+            outlier::record_host(
+                policy,
+                record,
+                ejected,
+                plan.hosts.len(),
+                outcome,
+                Instant::now(),
+            )
+        };
+        if let Some(reason) = reason {
             host.state.ejected.store(true, Ordering::Relaxed);
             self.stats.ejections.fetch_add(1, Ordering::Relaxed);
             info!(cluster = %self.config.name, host = %host.address, reason = reason.as_str(), "outlier ejected");
@@ -327,8 +331,7 @@ impl ClusterRuntime {
     }
 
     /// The interval sweep: returns hosts whose ejection is over.
-    fn sweep(&self, policy: &OutlierDetection) {
-        let _ = policy;
+    fn sweep(&self) {
         let plan = self.plan.load();
         let mut book = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
         let mut records: Vec<HostRecord> = plan
@@ -373,9 +376,7 @@ async fn sweep_loop(cluster: Weak<ClusterRuntime>) {
     loop {
         tick.tick().await;
         let Some(c) = cluster.upgrade() else { return };
-        if let Some(p) = &c.config.outlier_detection {
-            c.sweep(p);
-        }
+        c.sweep();
     }
 }
 
@@ -521,7 +522,7 @@ fn pick_in(plan: &Plan, draw: Draw, level_roll: u32) -> Option<Arc<Host>> {
 mod tests {
     use super::*;
     use strait_xds::SocketAddress;
-    use strait_xds::cluster::LbPolicy;
+    use strait_xds::cluster::{LbPolicy, OutlierDetection};
     use strait_xds::endpoint::{LbEndpoint, LocalityEndpoints};
 
     fn cluster(locality_weighted: bool, outlier: Option<OutlierDetection>) -> Arc<Cluster> {

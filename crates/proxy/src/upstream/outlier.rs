@@ -70,9 +70,22 @@ pub fn record(
     outcome: Outcome,
     now: Instant,
 ) -> Option<Reason> {
+    let ejected = hosts.iter().filter(|h| h.is_ejected()).count();
+    let total = hosts.len();
+    record_host(policy, hosts.get_mut(index)?, ejected, total, outcome, now)
+}
+
+/// Records an outcome for one host of `total`, `ejected` of which are out now.
+pub fn record_host(
+    policy: &OutlierDetection,
+    h: &mut HostRecord,
+    ejected: usize,
+    total: usize,
+    outcome: Outcome,
+    now: Instant,
+) -> Option<Reason> {
     let split = policy.split_external_local_origin_errors;
     let reason = {
-        let h = hosts.get_mut(index)?;
         match outcome {
             Outcome::Response(status) => {
                 if status >= 500 {
@@ -116,10 +129,9 @@ pub fn record(
             None
         }
     }?;
-    if !may_eject(policy, hosts) {
+    if !may_eject(policy, ejected, total) {
         return None;
     }
-    let h = &mut hosts[index];
     h.ejections += 1;
     h.ejections_total += 1;
     h.ejected_until = Some(now + ejection_time(policy, h.ejections));
@@ -129,13 +141,12 @@ pub fn record(
     Some(reason)
 }
 
-fn may_eject(policy: &OutlierDetection, hosts: &[HostRecord]) -> bool {
-    let ejected = hosts.iter().filter(|h| h.is_ejected()).count();
+fn may_eject(policy: &OutlierDetection, ejected: usize, total: usize) -> bool {
     if ejected == 0 {
         // Envoy ejects at least one host whatever the percentage.
         return true;
     }
-    (ejected + 1) * 100 <= hosts.len() * policy.max_ejection_percent as usize
+    (ejected + 1) * 100 <= total * policy.max_ejection_percent as usize
 }
 
 fn ejection_time(policy: &OutlierDetection, times: u32) -> Duration {
