@@ -120,6 +120,8 @@ pub async fn run(
         .arg(format!("127.0.0.1:{xds_port}"))
         .arg("--debug-listen")
         .arg(format!("127.0.0.1:{debug_port}"))
+        .arg("--secure-listen")
+        .arg(format!("127.0.0.1:{}", process::free_port()?))
         .arg("--debounce")
         .arg(params.debounce_ms.to_string())
         .env("RUST_LOG", "warn");

@@ -147,6 +147,7 @@ async fn control_plane(
         .arg(config)
         .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
         .args(["--debug-listen", &format!("127.0.0.1:{debug_port}")])
+        .args(["--secure-listen", &format!("127.0.0.1:{}", free_port()?)])
         .env("RUST_LOG", "warn");
     let mut process = Started::spawn(
         "strait control-plane",

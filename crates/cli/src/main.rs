@@ -36,6 +36,7 @@ struct Cli {
 enum Command {
     Validate(commands::validate::Args),
     Analyze(commands::analyze::Args),
+    Ca(commands::ca::Args),
     ControlPlane(commands::control_plane::Args),
     Proxy(commands::proxy::Args),
     ProxyConfig(commands::proxy_config::Args),
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
+        Command::Ca(args) => commands::ca::run(&args),
         Command::ControlPlane(args) => commands::control_plane::run(&args),
         Command::Proxy(args) => commands::proxy::run(&args),
         Command::ProxyConfig(args) => commands::proxy_config::run(&args),

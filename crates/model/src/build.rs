@@ -88,6 +88,15 @@ impl Context<'_> {
     }
 }
 
+/// The label sidecar injection puts on a workload that speaks mesh mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// The annotation sidecar injection leaves on a pod.
+const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+
+fn has_sidecar(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio")
+}
+
 /// Adds the topology labels Istio puts on every workload, so subsets can select by cluster,
 /// network or locality.
 fn augment_labels(
@@ -231,6 +240,8 @@ fn pod_workload(
         network,
         locality,
         identity: Some(ctx.identity(&pod.meta.namespace, &service_account)),
+        sidecar: has_sidecar(&pod.meta.labels)
+            || pod.meta.annotations.contains_key(SIDECAR_STATUS_ANNOTATION),
         service_account,
         address: ip.map_or(EndpointAddress::None, EndpointAddress::Ip),
         named_ports,
@@ -285,6 +296,7 @@ fn entry_workload(
         network,
         locality,
         identity,
+        sidecar: has_sidecar(&we.labels),
         service_account,
         address,
         named_ports: we
@@ -319,6 +331,7 @@ fn endpoint_from(w: &Workload, ports: BTreeMap<u16, u16>, health: Health) -> End
         locality: w.locality.clone(),
         service_account: w.service_account.clone(),
         identity: w.identity.clone(),
+        sidecar: w.sidecar,
         health,
         weight: w.weight,
         workload: w.reference(),
@@ -494,6 +507,7 @@ fn bare_workload(
         locality,
         service_account: String::new(),
         identity: None,
+        sidecar: false,
         address: EndpointAddress::Ip(ip),
         named_ports: BTreeMap::new(),
         health: Health::Healthy,

@@ -161,6 +161,9 @@ pub struct Endpoint {
     pub service_account: String,
     /// The SPIFFE identity the workload presents (none for external endpoints).
     pub identity: Option<SpiffeId>,
+    /// The workload runs a sidecar that speaks mesh mTLS (Istio's `tlsMode: istio`); auto mTLS
+    /// sends plaintext to the others.
+    pub sidecar: bool,
     pub health: Health,
     /// Relative load balancing weight (default 1).
     pub weight: u32,
@@ -193,6 +196,8 @@ pub struct Workload {
     pub labels: Labels,
     pub service_account: String,
     pub identity: Option<SpiffeId>,
+    /// See [`Endpoint::sidecar`].
+    pub sidecar: bool,
     pub address: EndpointAddress,
     /// Named ports of the workload (container ports, or a WorkloadEntry's `ports`).
     pub named_ports: BTreeMap<String, u16>,

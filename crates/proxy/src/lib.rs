@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod http;
+pub mod identity;
 pub mod listen;
 pub mod metrics;
 pub mod node;
@@ -46,6 +47,18 @@ pub struct ProxyOptions {
     /// JSON access log destination (`-` for standard output).
     pub access_log: Option<String>,
     pub set_log_level: SetLogLevel,
+    /// Where the workload certificate comes from; `None`: no identity (plaintext only).
+    pub identity: Option<IdentityOptions>,
+    /// TLS to the control plane (its 15012); `None`: plaintext xDS (15010).
+    pub xds_tls: Option<xds::client::XdsTls>,
+}
+
+/// The proxy's workload identity.
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    pub ca: strait_identity::workload::CaClientOptions,
+    /// The mesh's trust domain and its aliases.
+    pub trust_domains: Vec<String>,
 }
 
 /// Everything shared by the proxy's tasks.
@@ -57,6 +70,9 @@ pub struct Proxy {
     pub metrics: Metrics,
     pub access_log: Option<access_log::AccessLog>,
     pub mark: Option<u32>,
+    /// Mark and identity every cluster runtime shares.
+    pub cluster_env: upstream::ClusterEnv,
+    pub identity: Arc<identity::MeshIdentity>,
     pub xds: Arc<xds::client::Shared>,
     pub bind_errors: Arc<Mutex<HashMap<String, String>>>,
     pub set_log_level: SetLogLevel,
@@ -99,7 +115,20 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     let (stop, stop_rx) = watch::channel(false);
     let shared = xds::client::Shared::new();
     let me = options.node.peer();
+    let identity = Arc::new(identity::MeshIdentity::new(
+        options.identity.is_some(),
+        options
+            .identity
+            .as_ref()
+            .map(|i| i.trust_domains.clone())
+            .unwrap_or_default(),
+    ));
     let proxy = Arc::new(Proxy {
+        cluster_env: upstream::ClusterEnv {
+            mark: options.mark,
+            identity: identity.clone(),
+        },
+        identity: identity.clone(),
         snapshot: ArcSwap::from_pointee(Snapshot::default()),
         peer_header: http::peer_header_value(&me),
         me,
@@ -118,11 +147,30 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     {
         tokio::spawn(admin::serve(proxy.clone(), l, stop_rx.clone()));
     }
+    if let Some(id) = &options.identity {
+        let (manager, mut certs) = strait_identity::workload::IdentityManager::new(id.ca.clone());
+        tokio::spawn(manager.run(stop_rx.clone()));
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            while certs.changed().await.is_ok() {
+                let cert = certs.borrow_and_update().clone();
+                if let Some(cert) = cert
+                    && let Err(e) = identity.set(cert)
+                {
+                    warn!(error = %e, "the new workload certificate cannot be used; keeping the previous one");
+                }
+            }
+        });
+    }
     tokio::spawn(xds::client::run(
         options.xds_address.clone(),
         options.node.envoy_node(),
         options.variant,
-        options.mark,
+        xds::client::XdsTransport {
+            mark: options.mark,
+            tls: options.xds_tls.clone(),
+            identity: identity.clone(),
+        },
         shared.clone(),
         stop_rx.clone(),
     ));
@@ -157,7 +205,7 @@ async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut lis
             warn!("configuration store unavailable");
             return;
         };
-        Snapshot::build(&store, &proxy.snapshot.load(), proxy.mark)
+        Snapshot::build(&store, &proxy.snapshot.load(), &proxy.cluster_env)
     };
     proxy.snapshot.store(Arc::new(next));
     bound.reconcile(proxy).await;

@@ -235,6 +235,9 @@ pub struct Metrics {
     pub tcp_received: Family<TcpLabels, Counter>,
     pub tcp_opened: Family<TcpLabels, Counter>,
     pub tcp_closed: Family<TcpLabels, Counter>,
+    /// Inbound mTLS handshakes that failed (untrusted or expired peer, plaintext to a
+    /// TLS-only port that looked like TLS, ...): Envoy's `ssl.handshake` errors.
+    pub tls_handshake_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -294,6 +297,12 @@ impl Metrics {
             "TCP connections closed",
             tcp_closed.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "strait_tls_handshake_failures",
+            "Inbound mTLS handshakes that failed",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
             series: Default::default(),
             registry,
@@ -305,6 +314,7 @@ impl Metrics {
             tcp_received,
             tcp_opened,
             tcp_closed,
+            tls_handshake_failures,
         }
     }
 

@@ -13,7 +13,7 @@ use strait_xds::{Cluster, Listener};
 
 use crate::http::router::Router;
 use crate::listen::chain::{self, CompiledMatch};
-use crate::upstream::ClusterRuntime;
+use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
 /// A filter chain ready to use.
@@ -60,13 +60,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the next snapshot; `previous` lends its cluster runtimes.
-    pub fn build(store: &Store, previous: &Snapshot, mark: Option<u32>) -> Snapshot {
+    pub fn build(store: &Store, previous: &Snapshot, env: &ClusterEnv) -> Snapshot {
         let mut clusters = HashMap::new();
         for (name, config) in &store.clusters {
             let runtime = match previous.clusters.get(name) {
                 Some(rt) if same_cluster(&rt.config, config) => rt.clone(),
-                Some(rt) => rt.successor(config.clone(), mark),
-                None => ClusterRuntime::new(config.clone(), mark),
+                Some(rt) => rt.successor(config.clone(), env),
+                None => ClusterRuntime::new(config.clone(), env),
             };
             if let Discovery::Eds(service) = &config.discovery {
                 let key = service.as_deref().unwrap_or(name);

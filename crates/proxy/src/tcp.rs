@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime};
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::{Direction, TcpProxy};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
 use crate::Proxy;
 use crate::metrics::{Peer, ServiceLabels, TcpLabels, Text};
 use crate::upstream::limits::Resource;
 use crate::upstream::outlier::Outcome;
-use crate::upstream::pool::connect_tcp;
+use crate::upstream::pool::connect_stream;
 
 /// One downstream TCP connection's context.
 pub struct TcpConn {
@@ -24,6 +25,8 @@ pub struct TcpConn {
     pub destination: SocketAddr,
     /// See `HttpConn::captured`.
     pub captured: bool,
+    /// See `HttpConn::peer_principal`.
+    pub peer_principal: Option<Arc<str>>,
 }
 
 pub async fn serve<I>(c: TcpConn, config: &TcpProxy, mut downstream: I)
@@ -50,7 +53,13 @@ where
         let me = &c.proxy.me;
         let (s, d) = match c.direction {
             Direction::Outbound => (me.clone(), destination.clone()),
-            Direction::Inbound => (Peer::unknown(), me.clone()),
+            Direction::Inbound => {
+                let mut s = Peer::unknown();
+                if let Some(p) = &c.peer_principal {
+                    s.principal = Text::Shared(p.clone());
+                }
+                (s, me.clone())
+            }
         };
         TcpLabels {
             reporter: match c.direction {
@@ -74,7 +83,10 @@ where
             destination_cluster: d.cluster,
             request_protocol: "tcp",
             response_flags: Text::Static(flags),
-            connection_security_policy: "none",
+            connection_security_policy: crate::http::security_policy(
+                c.direction,
+                c.peer_principal.is_some(),
+            ),
         }
     };
     match &cluster {
@@ -97,8 +109,15 @@ where
                     upstream_host = Some(host.address);
                     match cluster.limits.acquire(Resource::Connections) {
                         None => flags = "UO",
-                        Some(_permit) => match connect_tcp(host.address, &cluster.settings).await {
-                            Err(_) => {
+                        Some(_permit) => match connect_stream(
+                            host.address,
+                            host.metadata.mtls,
+                            &cluster.settings,
+                        )
+                        .await
+                        {
+                            Err(e) => {
+                                debug!(upstream = %host.address, error = %e, "upstream connection failed");
                                 flags = "UF";
                                 cluster.record(&host, Outcome::LocalFailure);
                             }

@@ -13,6 +13,7 @@ use strait_xds::cluster::{
     UpstreamTls, UpstreamTlsMode,
 };
 
+use crate::MeshView;
 use crate::names;
 use crate::policy::Policy;
 use crate::proxy::{ProxyKind, ProxyNode};
@@ -30,6 +31,7 @@ fn non_negative(v: Option<i32>) -> Option<u32> {
 
 /// The cluster of one service port and subset for one proxy.
 pub fn outbound_cluster(
+    mesh: &MeshView<'_>,
     name: String,
     view: &ServiceView,
     port: &ServicePort,
@@ -123,7 +125,7 @@ pub fn outbound_cluster(
             .unwrap_or(10),
     });
     let subset_name = subset.map(|x| x.name.as_str()).unwrap_or("");
-    let tls = upstream_tls(policy, view, port, subset_name, proxy);
+    let tls = upstream_tls(policy, mesh, view, port, subset_name, proxy);
     let distribute = lb
         .and_then(|l| l.locality_lb_setting.as_ref())
         .is_some_and(|l| !l.distribute.is_empty());
@@ -160,16 +162,21 @@ pub fn outbound_cluster(
     }
 }
 
-/// Explicit TLS from a DestinationRule. Without one, mTLS is automatic per endpoint (the
-/// endpoint metadata says whether it has a sidecar); proxyless clients speak plaintext.
+/// Explicit TLS from a DestinationRule. Without one, mTLS is automatic (Istio's auto mTLS):
+/// `ISTIO_MUTUAL` to the endpoints that have a sidecar (the endpoint metadata says which),
+/// plaintext to the others — unless the destination namespace's PeerAuthentication disables
+/// mTLS. Proxyless clients speak plaintext.
 fn upstream_tls(
     policy: &Policy,
+    mesh: &MeshView<'_>,
     view: &ServiceView,
     port: &ServicePort,
     subset: &str,
     proxy: &ProxyNode,
 ) -> Option<UpstreamTls> {
-    let t = policy.tls.as_ref()?;
+    let Some(t) = policy.tls.as_ref().filter(|t| t.mode.is_some()) else {
+        return auto_mtls(mesh, view, port, subset, proxy);
+    };
     let mode = match t.mode? {
         ClientTlsMode::Disable => return None,
         ClientTlsMode::IstioMutual => UpstreamTlsMode::IstioMutual,
@@ -182,13 +189,7 @@ fn upstream_tls(
     let host = view.service.host.as_str();
     let sans: Vec<String> = match (&t.subject_alt_names, mode) {
         (Some(s), _) if !s.is_empty() => s.clone(),
-        (_, UpstreamTlsMode::IstioMutual) => view
-            .endpoints
-            .iter()
-            .filter_map(|e| e.identity.as_ref().map(ToString::to_string))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        (_, UpstreamTlsMode::IstioMutual) => identities(view),
         _ => Vec::new(),
     };
     Some(UpstreamTls {
@@ -208,6 +209,56 @@ fn upstream_tls(
         private_key: t.private_key.clone(),
         credential_name: t.credential_name.clone(),
         insecure_skip_verify: t.insecure_skip_verify == Some(true),
+    })
+}
+
+/// The SPIFFE identities behind a service: what a client accepts from its servers.
+fn identities(view: &ServiceView) -> Vec<String> {
+    view.endpoints
+        .iter()
+        .filter_map(|e| e.identity.as_ref().map(ToString::to_string))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn auto_mtls(
+    mesh: &MeshView<'_>,
+    view: &ServiceView,
+    port: &ServicePort,
+    subset: &str,
+    proxy: &ProxyNode,
+) -> Option<UpstreamTls> {
+    if proxy.kind == ProxyKind::ProxylessGrpc {
+        return None;
+    }
+    let sans = identities(view);
+    if sans.is_empty() || !view.endpoints.iter().any(|e| e.sidecar) {
+        return None;
+    }
+    let server_mode = crate::security::peer_mode(
+        mesh,
+        &view.service.namespace,
+        &Default::default(),
+        port.port,
+    );
+    if server_mode == crate::security::PeerMode::Disable {
+        return None;
+    }
+    Some(UpstreamTls {
+        mode: UpstreamTlsMode::IstioMutual,
+        sni: Some(names::sni_for(
+            port.port,
+            subset,
+            view.service.host.as_str(),
+        )),
+        subject_alt_names: sans,
+        alpn: vec!["istio".into()],
+        ca_certificates: None,
+        client_certificate: None,
+        private_key: None,
+        credential_name: None,
+        insecure_skip_verify: false,
     })
 }
 

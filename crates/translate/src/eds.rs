@@ -117,7 +117,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                         cluster: e.cluster.to_string(),
                         network: e.network.to_string(),
                         identity: e.identity.as_ref().map(ToString::to_string),
-                        mtls: e.identity.is_some(),
+                        mtls: e.sidecar,
                         gateway: false,
                         workload: e.workload.name.clone(),
                         namespace: e.workload.namespace.clone(),

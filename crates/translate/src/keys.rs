@@ -222,6 +222,7 @@ impl Profile {
                 None => out.push(InboundPort {
                     target_port: t,
                     protocol,
+                    mtls: crate::security::peer_mode(view, &proxy.namespace, &proxy.labels, t),
                 }),
             }
         }
@@ -256,7 +257,13 @@ impl Profile {
         };
         let mut inbound = String::new();
         for p in &inbound_ports {
-            let _ = write!(inbound, "{}{},", p.target_port, p.protocol.key());
+            let _ = write!(
+                inbound,
+                "{}{}{},",
+                p.target_port,
+                p.protocol.key(),
+                p.mtls.key()
+            );
         }
         ProxyKeys {
             outbound,

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use strait_config::istio::common::ServerTlsMode;
+
+use crate::security::PeerMode;
 use strait_config::istio::gateway::{CaptureMode, Gateway, Server};
 use strait_config::resource::Object;
 use strait_model::{ServicePort, ServiceView};
@@ -172,8 +174,10 @@ pub fn sidecar_listeners(
                 continue;
             };
             let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
-            let mut c = inbound_chain(ip);
-            c.matching = FilterChainMatch::default();
+            let mut chains = inbound_chains(ip);
+            for c in &mut chains {
+                c.matching.destination_port = None;
+            }
             out.push(Listener {
                 name: format!("{bind}_{port}"),
                 kind: ListenerKind::Socket(SocketListener {
@@ -181,9 +185,9 @@ pub fn sidecar_listeners(
                     direction: Direction::Inbound,
                     use_original_dst: false,
                     bind_to_port: true,
-                    inspect_protocol: false,
-                    filter_chains: vec![],
-                    default_chain: Some(c),
+                    inspect_protocol: ip.mtls != PeerMode::Disable,
+                    filter_chains: chains,
+                    default_chain: None,
                 }),
             });
         }
@@ -263,7 +267,7 @@ fn outbound_port_listener(
 
 /// The inbound capture listener: one chain per workload port, to the local application.
 fn inbound_listener(inbound: &[InboundPort]) -> Listener {
-    let filter_chains = inbound.iter().map(inbound_chain).collect();
+    let filter_chains = inbound.iter().flat_map(inbound_chains).collect();
     Listener {
         name: names::INBOUND_LISTENER.into(),
         kind: ListenerKind::Socket(SocketListener {
@@ -282,8 +286,19 @@ fn inbound_listener(inbound: &[InboundPort]) -> Listener {
     }
 }
 
-/// The chain for one workload port: HTTP or TCP to its inbound cluster.
-fn inbound_chain(ip: &InboundPort) -> FilterChain {
+/// ALPN values Istio's sidecars offer when they originate mesh mTLS (Envoy's overrides for
+/// HTTP/1.0, HTTP/1.1 and HTTP/2 clusters, and TCP's `istio-peer-exchange` / `istio`).
+pub const MTLS_ALPN: [&str; 5] = [
+    "istio-peer-exchange",
+    "istio",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+
+/// The chains of one workload port: HTTP or TCP to its inbound cluster, behind mesh mTLS
+/// and/or in plaintext as PeerAuthentication says.
+fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
     let cluster = names::inbound_cluster(ip.target_port);
     let filter = if ip.http() {
         let route = RouteConfiguration {
@@ -298,14 +313,44 @@ fn inbound_chain(ip: &InboundPort) -> FilterChain {
     } else {
         tcp(&cluster, cluster.clone())
     };
-    chain(
-        cluster.clone(),
-        FilterChainMatch {
-            destination_port: Some(ip.target_port),
-            ..Default::default()
-        },
-        filter,
-    )
+    let mtls = FilterChain {
+        tls: Some(DownstreamTls {
+            certificate: "default".into(),
+            validation: Some("ROOTCA".into()),
+            require_client_certificate: true,
+            alpn: if ip.http() {
+                vec!["h2".into(), "http/1.1".into()]
+            } else {
+                Vec::new()
+            },
+        }),
+        ..chain(
+            format!("{cluster}|mtls"),
+            FilterChainMatch {
+                destination_port: Some(ip.target_port),
+                transport_protocol: Some("tls".into()),
+                application_protocols: MTLS_ALPN.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+            filter.clone(),
+        )
+    };
+    let plaintext = |transport: Option<&str>| {
+        chain(
+            cluster.clone(),
+            FilterChainMatch {
+                destination_port: Some(ip.target_port),
+                transport_protocol: transport.map(Into::into),
+                ..Default::default()
+            },
+            filter.clone(),
+        )
+    };
+    match ip.mtls {
+        PeerMode::Strict => vec![mtls],
+        PeerMode::Permissive => vec![mtls, plaintext(Some("raw_buffer"))],
+        PeerMode::Disable => vec![plaintext(None)],
+    }
 }
 
 /// The Gateways whose selector matches a router.

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod proxy;
 pub mod rds;
 pub mod scope;
+pub mod security;
 
 use std::collections::BTreeMap;
 
@@ -53,6 +54,8 @@ pub struct Generated {
 pub struct InboundPort {
     pub target_port: u16,
     pub protocol: InboundProtocol,
+    /// What PeerAuthentication lets in on this port.
+    pub mtls: security::PeerMode,
 }
 
 impl InboundPort {
@@ -141,7 +144,8 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
             }
             for (subset, name) in variants {
                 let policy = policy::effective(dr.map(|d| &d.spec), port.port, subset);
-                let cluster = cds::outbound_cluster(name.clone(), s, port, subset, &policy, proxy);
+                let cluster =
+                    cds::outbound_cluster(view, name.clone(), s, port, subset, &policy, proxy);
                 if matches!(cluster.discovery, Discovery::Eds(_)) {
                     eds.push(EdsPlan {
                         name,

@@ -3,7 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use strait_identity::Authority;
+use strait_identity::cacerts::CaFiles;
+use strait_identity::policy::Limits;
+use strait_identity::service::CaService;
+use strait_identity::serving::{
+    ServingNames, keep_serving_config, reload_authority_on_change, serving_config,
+};
+use strait_identity::token::TokenKey;
+use strait_model::MeshSettings;
 
 use anyhow::{Context, bail};
 use strait_model::ClusterId;
@@ -50,6 +62,22 @@ pub struct Args {
     /// Namespace of mesh-wide objects (Sidecar, DestinationRule, PeerAuthentication defaults).
     #[arg(long, default_value = "istio-system", value_name = "NAMESPACE")]
     pub root_namespace: String,
+    /// Address of the TLS port serving the CA and xDS (Istio's 15012).
+    #[arg(long, default_value = "0.0.0.0:15012", value_name = "ADDR")]
+    pub secure_listen: SocketAddr,
+    /// The cluster's CA material in Istio's `cacerts` layout (`strait ca intermediate`); watched,
+    /// so a rotated intermediate or trust bundle applies without a restart. Without it, a
+    /// self-signed development root is created in memory.
+    #[arg(long, value_name = "DIR")]
+    pub cacerts: Option<PathBuf>,
+    /// Key that checks workloads' bootstrap tokens (`strait ca token --key FILE`); created if
+    /// missing. Without it, only workloads already holding a mesh certificate get one.
+    #[arg(long, value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
+    /// Extra DNS name for the control plane's serving certificate (besides
+    /// `istiod.<root-namespace>.svc` and `localhost`); repeat per name.
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -124,6 +152,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let xds_listener = bind(args.xds_listen, "xDS", "--xds-listen").await?;
     let debug_listener = bind(args.debug_listen, "the debug API", "--debug-listen").await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let secure = start_identity(args, &first.settings, stop_rx.clone()).await?;
     tokio::spawn(registry.watch(stop_rx.clone()));
     tokio::spawn(pipeline);
     tokio::spawn(serve_debug(server.clone(), debug_listener, stop_rx.clone()));
@@ -137,12 +166,101 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
                 let _ = grpc_stop.changed().await;
             },
         );
+    let mut secure_stop = stop_rx.clone();
+    let secure_grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(server.service())
+        .add_service(secure.ca.into_server())
+        .serve_with_incoming_shutdown(
+            strait_identity::transport::tls_incoming(secure.listener, secure.config),
+            async move {
+                let _ = secure_stop.changed().await;
+            },
+        );
     server.set_ready();
-    info!(xds = %args.xds_listen, debug = %args.debug_listen, "control plane ready");
+    info!(xds = %args.xds_listen, secure = %args.secure_listen, debug = %args.debug_listen, "control plane ready");
     let grpc_task = tokio::spawn(grpc);
+    tokio::spawn(secure_grpc);
     super::shutdown_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     Ok(())
+}
+
+/// What the TLS port serves: the CA service, with its listener and rotating TLS configuration.
+struct Secure {
+    ca: CaService,
+    listener: tokio::net::TcpListener,
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
+}
+
+/// Loads (or, for development, creates) the CA, its serving certificate and token key, and
+/// starts the tasks that keep them current.
+async fn start_identity(
+    args: &Args,
+    settings: &MeshSettings,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Secure> {
+    let limits = Limits {
+        trust_domain: settings.trust_domain.clone(),
+        trust_domain_aliases: settings.trust_domain_aliases.clone(),
+        ..Limits::default()
+    };
+    let files = match &args.cacerts {
+        Some(dir) => CaFiles::load(dir).context("--cacerts")?,
+        None => {
+            warn!(
+                "no --cacerts given: signing with a self-signed root created in memory for development; workloads of other clusters will not trust it and it is gone on restart (create a shared root with `strait ca init` and per-cluster intermediates with `strait ca intermediate`)"
+            );
+            CaFiles::self_signed_for_development(SystemTime::now())?
+        }
+    };
+    let authority = Authority::new(files, limits).map_err(|e| anyhow::anyhow!("--cacerts: {e}"))?;
+    let names = ServingNames::istiod(
+        &settings.trust_domain,
+        &args.root_namespace,
+        &args.server_names,
+    );
+    let config = Arc::new(ArcSwap::new(
+        serving_config(&authority, &names, SystemTime::now()).map_err(anyhow::Error::msg)?,
+    ));
+    let authority = Arc::new(ArcSwap::from_pointee(authority));
+    let tokens = match &args.token_key {
+        Some(path) => Some(Arc::new(
+            TokenKey::load_or_create(path).map_err(|e| anyhow::anyhow!("--token-key: {e}"))?,
+        )),
+        None => {
+            info!("no --token-key: the CA only renews certificates of workloads that hold one");
+            None
+        }
+    };
+    let (changed_tx, changed_rx) = watch::channel(0u64);
+    if let Some(dir) = &args.cacerts {
+        tokio::spawn(reload_authority_on_change(
+            dir.clone(),
+            authority.clone(),
+            changed_tx,
+            Duration::from_secs(2),
+            stop.clone(),
+        ));
+    }
+    tokio::spawn(keep_serving_config(
+        authority.clone(),
+        names,
+        config.clone(),
+        changed_rx,
+        stop,
+    ));
+    let listener = bind(
+        args.secure_listen,
+        "the CA and secure xDS",
+        "--secure-listen",
+    )
+    .await?;
+    Ok(Secure {
+        ca: CaService::new(authority, tokens),
+        listener,
+        config,
+    })
 }

@@ -1,6 +1,7 @@
 //! Subcommands of `strait`.
 
 pub mod analyze;
+pub mod ca;
 pub mod control_plane;
 pub mod proxy;
 pub mod proxy_config;

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use strait_identity::SpiffeId;
+use strait_identity::workload::CaClientOptions;
 use strait_proxy::node::{Mode, NodeIdentity};
-use strait_proxy::xds::client::Variant;
-use strait_proxy::{ProxyOptions, SetLogLevel};
+use strait_proxy::xds::client::{Variant, XdsTls};
+use strait_proxy::{IdentityOptions, ProxyOptions, SetLogLevel};
 
 /// Run a proxy (sidecar or router) driven by xDS from a Strait or Istio-compatible control plane.
 ///
@@ -62,6 +65,33 @@ pub struct Args {
     /// Mark upstream sockets (`SO_MARK`) so capture rules let the proxy's own traffic out.
     #[arg(long, value_name = "MARK")]
     pub mark: Option<u32>,
+    /// The mesh root(s) that verify the control plane before the proxy holds a trust bundle
+    /// of its own (Istio's `root-cert.pem`). Turns on workload identity: TLS to `--xds` (its
+    /// 15012) and a certificate from the CA for mesh mTLS.
+    #[arg(long, value_name = "PEM")]
+    pub ca_root: Option<PathBuf>,
+    /// The CA's address (Istio's `CA_ADDR`); defaults to `--xds`.
+    #[arg(long, value_name = "ADDR")]
+    pub ca_address: Option<String>,
+    /// The bootstrap token file (`strait ca token`), re-read on each certificate request.
+    #[arg(long, value_name = "FILE")]
+    pub token: Option<PathBuf>,
+    /// The name the control plane's certificate carries.
+    #[arg(long, default_value = "istiod.istio-system.svc", value_name = "NAME")]
+    pub control_plane_name: String,
+    /// The mesh's trust domain.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
+    /// Another trust domain whose identities count as this one's (Istio's
+    /// `trustDomainAliases`); repeat.
+    #[arg(long = "trust-domain-alias", value_name = "DOMAIN")]
+    pub trust_domain_aliases: Vec<String>,
+    /// The workload's service account (default: `SERVICE_ACCOUNT` metadata, else `default`).
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
+    /// Requested certificate lifetime in seconds (0: the CA's default, 24 h).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub cert_ttl: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -159,7 +189,10 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         }
         _ => {}
     }
+    let (identity, xds_tls) = identity_options(args, &node, &xds)?;
     Ok(ProxyOptions {
+        identity,
+        xds_tls,
         xds_address: xds,
         node,
         variant: match args.xds_variant {
@@ -174,6 +207,46 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         access_log: args.access_log.clone(),
         set_log_level,
     })
+}
+
+/// Workload identity and control-plane TLS, when `--ca-root` is given.
+fn identity_options(
+    args: &Args,
+    node: &NodeIdentity,
+    xds: &str,
+) -> anyhow::Result<(Option<IdentityOptions>, Option<XdsTls>)> {
+    let Some(root_path) = &args.ca_root else {
+        if args.token.is_some() || args.ca_address.is_some() {
+            bail!("--token and --ca-address need --ca-root (the mesh root that verifies the CA)");
+        }
+        return Ok((None, None));
+    };
+    let pem = std::fs::read_to_string(root_path)
+        .with_context(|| format!("--ca-root {}: cannot read", root_path.display()))?;
+    let roots = strait_identity::cert::parse_pem_certs(&pem, &root_path.display().to_string())?;
+    let service_account = args
+        .service_account
+        .clone()
+        .or_else(|| node.metadata.get("SERVICE_ACCOUNT").cloned())
+        .unwrap_or_else(|| "default".into());
+    let mut trust_domains = vec![args.trust_domain.clone()];
+    trust_domains.extend(args.trust_domain_aliases.iter().cloned());
+    let ca = CaClientOptions {
+        address: args.ca_address.clone().unwrap_or_else(|| xds.to_string()),
+        server_name: args.control_plane_name.clone(),
+        bootstrap_roots: roots.clone(),
+        token_file: args.token.clone(),
+        identity: SpiffeId::new(&args.trust_domain, &node.namespace, &service_account),
+        ttl: Duration::from_secs(args.cert_ttl),
+        mark: args.mark,
+    };
+    Ok((
+        Some(IdentityOptions { ca, trust_domains }),
+        Some(XdsTls {
+            server_name: args.control_plane_name.clone(),
+            roots,
+        }),
+    ))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {

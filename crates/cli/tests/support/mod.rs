@@ -87,6 +87,8 @@ pub struct ControlPlane {
     pub proc: Proc,
     pub xds_port: u16,
     pub debug_port: u16,
+    /// The CA and xDS over TLS (Istio's 15012).
+    pub secure_port: u16,
     pub config: PathBuf,
 }
 
@@ -97,6 +99,7 @@ impl ControlPlane {
 
     /// Starts on given ports (to restart one where its proxies expect it).
     pub fn start_on(config: &Path, xds_port: u16, debug_port: u16, extra: &[&str]) -> ControlPlane {
+        let secure_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
             .args(["control-plane", "--cluster", "cluster1", "--config"])
             .arg(config)
@@ -105,6 +108,8 @@ impl ControlPlane {
                 &format!("127.0.0.1:{xds_port}"),
                 "--debug-listen",
                 &format!("127.0.0.1:{debug_port}"),
+                "--secure-listen",
+                &format!("127.0.0.1:{secure_port}"),
             ])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -121,6 +126,7 @@ impl ControlPlane {
             },
             xds_port,
             debug_port,
+            secure_port,
             config: config.to_path_buf(),
         };
         wait_for(
@@ -271,14 +277,32 @@ impl StraitProxy {
         pod: &str,
         labels: &str,
     ) -> StraitProxy {
+        StraitProxy::start_with(cp, dir, id, pod, labels, &[])
+    }
+
+    /// Starts a proxy with extra flags; with `--ca-root` among them it talks to the control
+    /// plane's TLS port (xDS and CA) instead of the plaintext one.
+    pub fn start_with(
+        cp: &ControlPlane,
+        dir: &Path,
+        id: &str,
+        pod: &str,
+        labels: &str,
+        extra: &[&str],
+    ) -> StraitProxy {
         let admin_port = free_port();
+        let xds_port = if extra.contains(&"--ca-root") {
+            cp.secure_port
+        } else {
+            cp.xds_port
+        };
         let log = dir.join(format!("{pod}.proxy.log"));
         let access_log = dir.join(format!("{pod}.access.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
             .args([
                 "proxy",
                 "--xds",
-                &format!("127.0.0.1:{}", cp.xds_port),
+                &format!("127.0.0.1:{xds_port}"),
                 "--node-id",
                 id,
                 "--meta",
@@ -294,6 +318,7 @@ impl StraitProxy {
                 "--access-log",
             ])
             .arg(&access_log)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))

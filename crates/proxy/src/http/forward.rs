@@ -629,7 +629,7 @@ async fn connection(
     }
     if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
         return pool
-            .connect(host.address, &cluster.settings, permit)
+            .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
             .await
             .map_err(ConnFailure::Connect);
     }
@@ -647,7 +647,7 @@ async fn connection(
         }
         if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
             return pool
-                .connect(host.address, &cluster.settings, permit)
+                .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
                 .await
                 .map_err(ConnFailure::Connect);
         }

@@ -48,6 +48,17 @@ pub struct HttpConn {
     /// own address): only then can a passthrough cluster use it without looping back here.
     pub captured: bool,
     pub upgrades: Vec<String>,
+    /// The caller's SPIFFE ID, verified by mesh mTLS on this connection.
+    pub peer_principal: Option<Arc<str>>,
+}
+
+/// Istio's `connection_security_policy`: what the server saw; a client reports `unknown`.
+pub fn security_policy(direction: Direction, mutual_tls: bool) -> &'static str {
+    match (direction, mutual_tls) {
+        (Direction::Outbound, _) => "unknown",
+        (Direction::Inbound, true) => "mutual_tls",
+        (Direction::Inbound, false) => "none",
+    }
 }
 
 /// Serves the connection until it closes.
@@ -185,6 +196,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
     let proxy = c.proxy.clone();
     let direction = c.direction;
     let downstream = c.downstream;
+    let peer_principal = c.peer_principal.clone();
     let (parts, body) = response.into_parts();
     let body = Observed::new(body, move |f: Finished| {
         let grpc_status = f.grpc_status.clone().or(header_grpc_status);
@@ -203,7 +215,13 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
                 }
                 (me.clone(), d)
             }
-            Direction::Inbound => (caller.unwrap_or_else(Peer::unknown), me.clone()),
+            Direction::Inbound => {
+                let mut s = caller.unwrap_or_else(Peer::unknown);
+                if let Some(p) = &peer_principal {
+                    s.principal = Text::Shared(p.clone());
+                }
+                (s, me.clone())
+            }
         };
         let service = outcome.service.clone().unwrap_or_else(|| match direction {
             Direction::Inbound => inbound_service(&authority),
@@ -237,7 +255,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
             response_code: status,
             grpc_response_status: crate::metrics::Metrics::grpc_status(grpc_status.as_deref()),
             response_flags: outcome.flags_text(),
-            connection_security_policy: "none",
+            connection_security_policy: security_policy(direction, peer_principal.is_some()),
         };
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let request_size = request_bytes.load(std::sync::atomic::Ordering::Relaxed);

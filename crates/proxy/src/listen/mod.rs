@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strait_xds::listener::{Direction, NetworkFilter, RouteSource};
+use strait_xds::listener::{Direction, NetworkFilter, RouteSource, TcpProxy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -25,6 +25,8 @@ use chain::ConnectionFacts;
 /// How long to wait for a client's first bytes when the protocol must be detected (Istio's
 /// former default); a silent client is then treated as opaque TCP.
 pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a peer has to finish its mTLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bound listeners.
 #[derive(Default)]
@@ -210,14 +212,24 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
         debug!(listener = %listener.config.name, %destination, "no filter chain matches; closing");
         return;
     };
-    match &chain.config.filter {
+    let tls = match &chain.config.tls {
+        None => None,
+        Some(t) => match proxy.identity.server_config(&t.alpn) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, error = %e, "cannot terminate mTLS; closing");
+                return;
+            }
+        },
+    };
+    let served = match &chain.config.filter {
         NetworkFilter::Http(hcm) => {
             let route = match (&hcm.route, &chain.inline_router) {
                 (_, Some(r)) => RouteRef::Inline(r.clone()),
                 (RouteSource::Rds(n), None) => RouteRef::Rds(Arc::from(n.as_str())),
                 (RouteSource::Inline(_), None) => return,
             };
-            let conn = Arc::new(HttpConn {
+            Served::Http(HttpConn {
                 proxy: proxy.clone(),
                 direction,
                 listener: Arc::from(listener.config.name.as_str()),
@@ -226,29 +238,76 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 destination,
                 captured: socket.use_original_dst,
                 upgrades: hcm.upgrades.clone(),
-            });
-            drop(snapshot);
-            http::serve(conn, stream).await;
+                peer_principal: None,
+            })
         }
-        NetworkFilter::Tcp(config) => {
-            let config = config.clone();
-            let captured = socket.use_original_dst;
-            drop(snapshot);
-            tcp::serve(
-                TcpConn {
-                    proxy,
-                    direction,
-                    downstream: peer,
-                    destination,
-                    captured,
-                },
-                &config,
-                stream,
-            )
-            .await;
-        }
+        NetworkFilter::Tcp(config) => Served::Tcp(
+            TcpConn {
+                proxy: proxy.clone(),
+                direction,
+                downstream: peer,
+                destination,
+                captured: socket.use_original_dst,
+                peer_principal: None,
+            },
+            config.clone(),
+        ),
         NetworkFilter::SniCluster(_) => {
             debug!(listener = %listener.config.name, "SNI passthrough arrives with the east-west gateway; closing");
+            return;
+        }
+    };
+    drop(snapshot);
+    match tls {
+        None => served.serve(stream).await,
+        Some(config) => {
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "mTLS handshake failed; closing");
+                    proxy.metrics.tls_handshake_failures.inc();
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "mTLS handshake timed out; closing");
+                    proxy.metrics.tls_handshake_failures.inc();
+                    return;
+                }
+            };
+            let principal = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(strait_identity::tls::peer_identity)
+                .map(|id| Arc::from(id.to_string()));
+            served.with_principal(principal).serve(tls_stream).await;
+        }
+    }
+}
+
+/// What a connection is handed to once its chain is chosen.
+enum Served {
+    Http(HttpConn),
+    Tcp(TcpConn, TcpProxy),
+}
+
+impl Served {
+    fn with_principal(mut self, principal: Option<Arc<str>>) -> Self {
+        match &mut self {
+            Served::Http(c) => c.peer_principal = principal,
+            Served::Tcp(c, _) => c.peer_principal = principal,
+        }
+        self
+    }
+
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Served::Http(conn) => http::serve(Arc::new(conn), io).await,
+            Served::Tcp(conn, config) => tcp::serve(conn, &config, io).await,
         }
     }
 }

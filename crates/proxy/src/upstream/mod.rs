@@ -121,6 +121,15 @@ pub struct ClusterStats {
 }
 
 /// A cluster at run time.
+/// What every cluster runtime shares with the proxy.
+#[derive(Clone, Default)]
+pub struct ClusterEnv {
+    /// `SO_MARK` for upstream sockets.
+    pub mark: Option<u32>,
+    /// The workload certificate mesh mTLS presents.
+    pub identity: Arc<crate::identity::MeshIdentity>,
+}
+
 pub struct ClusterRuntime {
     pub config: Arc<Cluster>,
     /// The service it reaches, as telemetry labels it.
@@ -136,7 +145,8 @@ pub struct ClusterRuntime {
 }
 
 impl ClusterRuntime {
-    pub fn new(config: Arc<Cluster>, mark: Option<u32>) -> Arc<ClusterRuntime> {
+    pub fn new(config: Arc<Cluster>, env: &ClusterEnv) -> Arc<ClusterRuntime> {
+        let mark = env.mark;
         let settings = ConnectSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
             http2: config.http2,
@@ -148,6 +158,10 @@ impl ClusterRuntime {
                 .as_ref()
                 .and_then(|k| k.time_secs)
                 .map(|s| Duration::from_secs(u64::from(s))),
+            tls: config.tls.as_ref().map(|t| pool::UpstreamTlsRuntime {
+                config: Arc::new(t.clone()),
+                identity: env.identity.clone(),
+            }),
         };
         let rt = Arc::new(ClusterRuntime {
             service_labels: config.service.as_ref().map(ServiceLabels::of),
@@ -185,8 +199,8 @@ impl ClusterRuntime {
 
     /// A new runtime for a changed cluster, carrying over hosts (with their pools and
     /// outlier state) from the old one.
-    pub fn successor(&self, config: Arc<Cluster>, mark: Option<u32>) -> Arc<ClusterRuntime> {
-        let next = ClusterRuntime::new(config, mark);
+    pub fn successor(&self, config: Arc<Cluster>, env: &ClusterEnv) -> Arc<ClusterRuntime> {
+        let next = ClusterRuntime::new(config, env);
         if matches!(next.config.discovery, Discovery::Eds(_))
             && let Some(a) = self.assignment()
         {
@@ -587,7 +601,7 @@ mod tests {
                     ..Default::default()
                 }),
             ),
-            None,
+            &ClusterEnv::default(),
         );
         c.set_assignment(Arc::new(ClusterLoadAssignment {
             cluster_name: "x".into(),
@@ -625,7 +639,7 @@ mod tests {
 
     #[tokio::test]
     async fn locality_weights_split_traffic() {
-        let c = ClusterRuntime::new(cluster(true, None), None);
+        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default());
         c.set_assignment(Arc::new(ClusterLoadAssignment {
             cluster_name: "x".into(),
             localities: vec![
@@ -641,7 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_keep_their_state_across_endpoint_updates() {
-        let c = ClusterRuntime::new(cluster(false, None), None);
+        let c = ClusterRuntime::new(cluster(false, None), &ClusterEnv::default());
         let cla = |ips: &[&str]| {
             Arc::new(ClusterLoadAssignment {
                 cluster_name: "x".into(),

@@ -14,7 +14,11 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use strait_identity::transport::ClientIo;
+use strait_xds::cluster::UpstreamTls;
+
 use super::limits::Permit;
+use crate::identity::MeshIdentity;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends upstream or downstream.
@@ -30,6 +34,23 @@ pub struct ConnectSettings {
     /// `SO_MARK` on upstream sockets, so capture rules can let the proxy's own traffic out.
     pub mark: Option<u32>,
     pub keepalive: Option<Duration>,
+    /// Mesh mTLS to the hosts that have a sidecar (the cluster's `ISTIO_MUTUAL`).
+    pub tls: Option<UpstreamTlsRuntime>,
+}
+
+/// A cluster's mesh mTLS: what to verify, and the identity to present.
+#[derive(Clone)]
+pub struct UpstreamTlsRuntime {
+    pub config: Arc<UpstreamTls>,
+    pub identity: Arc<MeshIdentity>,
+}
+
+impl std::fmt::Debug for UpstreamTlsRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why no connection could be had.
@@ -37,6 +58,8 @@ pub struct ConnectSettings {
 pub enum ConnectError {
     Timeout,
     Refused(std::io::Error),
+    /// The mTLS handshake failed (or no certificate to present).
+    Tls(String),
     Handshake(hyper::Error),
 }
 
@@ -45,6 +68,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timeout"),
             ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "mTLS failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
@@ -115,10 +139,11 @@ impl Pool {
     pub async fn connect(
         self: &Arc<Self>,
         addr: SocketAddr,
+        mtls: bool,
         settings: &ConnectSettings,
         permit: Permit,
     ) -> Result<Conn, ConnectError> {
-        let stream = connect_tcp(addr, settings).await?;
+        let stream = connect_stream(addr, mtls, settings).await?;
         let io = TokioIo::new(stream);
         if settings.http2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -148,6 +173,38 @@ impl Pool {
             })
         }
     }
+}
+
+/// A connection to `addr`: mesh mTLS when the cluster originates it and the host has a
+/// sidecar (`mtls`), plaintext otherwise.
+pub async fn connect_stream(
+    addr: SocketAddr,
+    mtls: bool,
+    settings: &ConnectSettings,
+) -> Result<ClientIo, ConnectError> {
+    let tcp = connect_tcp(addr, settings).await?;
+    let Some(tls) = settings.tls.as_ref().filter(|_| mtls) else {
+        return Ok(ClientIo::Plain(tcp));
+    };
+    let config = tls
+        .identity
+        .client_config(&tls.config)
+        .map_err(ConnectError::Tls)?;
+    // Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) lets an east-west gateway route the
+    // connection without terminating it.
+    let sni = tls
+        .config
+        .sni
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let name = rustls::pki_types::ServerName::try_from(sni)
+        .map_err(|e| ConnectError::Tls(format!("SNI: {e}")))?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let stream = tokio::time::timeout(settings.connect_timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    Ok(ClientIo::Tls(Box::new(stream)))
 }
 
 /// A TCP connection to `addr` with the cluster's timeout, keepalive and mark.

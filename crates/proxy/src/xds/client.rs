@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 use tracing::{debug, info, warn};
 
@@ -87,7 +87,7 @@ pub async fn run(
     address: String,
     node: Node,
     variant: Variant,
-    mark: Option<u32>,
+    transport: XdsTransport,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -95,7 +95,7 @@ pub async fn run(
     let mut failures: u32 = 0;
     loop {
         let attempt = async {
-            let channel = connect(&address, mark).await?;
+            let channel = connect(&address, &transport).await?;
             if delta {
                 delta_stream(channel, &node, &shared).await
             } else {
@@ -173,42 +173,59 @@ fn failed(reason: impl std::fmt::Display) -> StreamError {
     }
 }
 
-/// Connects to the control plane; with `mark`, the socket carries it (`SO_MARK`) so the pod's
-/// capture rules let the proxy's own xDS connection out.
-async fn connect(address: &str, mark: Option<u32>) -> Result<Channel, StreamError> {
-    let uri = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| failed(format!("bad xDS address {address:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    let connected = match mark {
-        None => endpoint.connect().await,
-        Some(mark) => {
-            let connector = tower::service_fn(move |uri: http::Uri| async move {
-                let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
-                let port = uri.port_u16().unwrap_or(15010);
-                let addr = tokio::net::lookup_host((host, port))
-                    .await?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other(format!("{host}: no address")))?;
-                let socket = if addr.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                socket2::SockRef::from(&socket).set_mark(mark)?;
-                let stream = socket.connect(addr).await?;
-                stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            });
-            endpoint.connect_with_connector(connector).await
+/// TLS to the control plane (Istio's 15012).
+#[derive(Debug, Clone)]
+pub struct XdsTls {
+    /// The name its certificate must carry (`istiod.istio-system.svc`).
+    pub server_name: String,
+    /// Roots that verify it before the proxy has a trust bundle of its own.
+    pub roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// How the client reaches the control plane.
+#[derive(Clone)]
+pub struct XdsTransport {
+    /// `SO_MARK`, so the pod's capture rules let the proxy's own xDS connection out.
+    pub mark: Option<u32>,
+    pub tls: Option<XdsTls>,
+    /// Presented as the client certificate once the proxy has one.
+    pub identity: Arc<crate::identity::MeshIdentity>,
+}
+
+/// Connects to the control plane, over TLS when configured (verifying its name against the
+/// bootstrap roots and the current trust bundle, presenting the workload certificate if any).
+async fn connect(address: &str, transport: &XdsTransport) -> Result<Channel, StreamError> {
+    let tls = match &transport.tls {
+        None => None,
+        Some(t) => {
+            let current = transport.identity.certificate();
+            let mut roots = t.roots.clone();
+            if let Some(c) = &current {
+                roots.extend(c.roots.iter().filter(|r| !t.roots.contains(r)).cloned());
+            }
+            let store = strait_identity::tls::root_store(&roots).map_err(failed)?;
+            let key = match &current {
+                Some(c) => Some(strait_identity::tls::certified_key(c).map_err(failed)?),
+                None => None,
+            };
+            let verifier = strait_identity::tls::MeshServerVerifier::new(
+                store,
+                strait_identity::tls::Expect::DnsName(t.server_name.clone()),
+            );
+            let config =
+                strait_identity::tls::client_config(key, verifier, &[b"h2"]).map_err(failed)?;
+            Some((config, t.server_name.clone()))
         }
     };
-    connected.map_err(|e| failed(format!("cannot connect to {address}: {e}")))
+    strait_identity::transport::connect_channel(
+        address,
+        strait_identity::transport::ChannelOptions {
+            mark: transport.mark,
+            tls,
+        },
+    )
+    .await
+    .map_err(failed)
 }
 
 async fn open<Req, Resp>(

@@ -4,8 +4,10 @@
 //! the others still apply (Envoy's behaviour). It also says which endpoints and routes to ask for:
 //! those the current clusters and listeners name.
 
+use crate::identity::{SDS_DEFAULT, SDS_ROOTCA};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use strait_xds::cluster::UpstreamTlsMode;
 
 use envoy_types::pb::google::protobuf::Any;
 use strait_xds::cluster::Discovery;
@@ -236,10 +238,13 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
             {
                 Router::compile(rc)?;
             }
-            if c.tls.is_some() {
+            if let Some(tls) = &c.tls
+                && (tls.certificate != SDS_DEFAULT
+                    || tls.validation.as_deref().is_some_and(|v| v != SDS_ROOTCA))
+            {
                 return Err(format!(
-                    "filter chain {}: terminating TLS needs workload certificates, which this proxy does not have yet",
-                    c.name
+                    "filter chain {}: serves secret {:?} (validation {:?}); the Strait proxy serves only its workload certificate ({SDS_DEFAULT:?}, roots {SDS_ROOTCA:?}) — Gateway credentialName secrets are not supported yet",
+                    c.name, tls.certificate, tls.validation
                 ));
             }
         }
@@ -258,10 +263,13 @@ fn decode_routes(any: &Any) -> Result<Routes, String> {
 
 fn decode_cluster(any: &Any) -> Result<Cluster, String> {
     let c = from_envoy::cluster(any).map_err(|e| e.to_string())?;
-    if c.tls.is_some() {
-        return Err(
-            "upstream TLS needs workload certificates, which this proxy does not have yet".into(),
-        );
+    if let Some(tls) = &c.tls
+        && tls.mode != UpstreamTlsMode::IstioMutual
+    {
+        return Err(format!(
+            "upstream TLS mode {:?} (DestinationRule tls SIMPLE/MUTUAL) is not supported by the Strait proxy yet; ISTIO_MUTUAL is",
+            tls.mode
+        ));
     }
     if let Discovery::Static(addrs) = &c.discovery {
         for a in addrs {
@@ -363,7 +371,7 @@ mod tests {
         );
         let mut bad = cluster("a");
         bad.tls = Some(strait_xds::cluster::UpstreamTls {
-            mode: strait_xds::cluster::UpstreamTlsMode::Simple,
+            mode: UpstreamTlsMode::Simple,
             sni: None,
             subject_alt_names: vec![],
             alpn: vec![],

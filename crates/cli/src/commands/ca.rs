@@ -1,0 +1,195 @@
+//! `strait ca`: the mesh's certificate material — a root, per-cluster intermediates in Istio's
+//! `cacerts` layout, and bootstrap tokens for workloads.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use strait_identity::cacerts::{self, CaValidity};
+use strait_identity::token::{TokenKey, claims};
+
+/// Create and manage the mesh's certificate authority material.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CaCommand {
+    /// Create the mesh's root CA (`root-cert.pem`, `root-key.pem`) in a new directory. Keep the
+    /// key offline: it only signs intermediates.
+    Init {
+        /// Directory to create the root in.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lifetime of the root, in days.
+        #[arg(long, default_value_t = 3650, value_name = "DAYS")]
+        days: u64,
+    },
+    /// Create a cluster's intermediate CA, signed by the root, in Istio's `cacerts` layout
+    /// (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`) — what
+    /// `strait control-plane --cacerts DIR` (or Istio's `cacerts` Secret) uses.
+    Intermediate {
+        /// The root's directory (from `strait ca init`).
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// The cluster this intermediate signs for (written into its subject).
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        /// Directory to create the intermediate in.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lifetime of the intermediate, in days (capped at the root's).
+        #[arg(long, default_value_t = 730, value_name = "DAYS")]
+        days: u64,
+        /// Extra root certificates workloads should trust too (a root being rotated in or out).
+        #[arg(long = "also-trust", value_name = "PEM")]
+        also_trust: Vec<PathBuf>,
+    },
+    /// Issue a workload certificate directly from a `cacerts` directory (for a machine without
+    /// the proxy's certificate client, or for testing peers): writes `cert-chain.pem`,
+    /// `key.pem` (0600) and `root-cert.pem`.
+    Issue {
+        /// The signing CA (`strait ca intermediate` output).
+        #[arg(long, value_name = "DIR")]
+        cacerts: PathBuf,
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: String,
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        service_account: String,
+        #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+        trust_domain: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86400, value_name = "SECONDS")]
+        ttl: u64,
+        /// Directory to write the files to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Mint a workload's bootstrap token: what it presents to obtain its first certificate.
+    Token {
+        /// The control plane's token key (`strait control-plane --token-key`); created if
+        /// missing.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: String,
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        service_account: String,
+        #[arg(long, value_name = "NAME", default_value = "")]
+        cluster: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        ttl: u64,
+    },
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now();
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        CaCommand::Init { out: dir, days } => {
+            let root = cacerts::create_root(Duration::from_secs(days * 86400), now)?;
+            cacerts::write_root(dir, &root)?;
+            writeln!(
+                out,
+                "root CA created in {}: {} and {} (mode 0600; keep it offline)",
+                dir.display(),
+                cacerts::ROOT_CERT,
+                cacerts::ROOT_KEY
+            )?;
+        }
+        CaCommand::Intermediate {
+            root,
+            cluster,
+            out: dir,
+            days,
+            also_trust,
+        } => {
+            let root_pair = cacerts::read_root(root)?;
+            let validity = CaValidity {
+                intermediate: Duration::from_secs(days * 86400),
+                ..CaValidity::default()
+            };
+            let ca = cacerts::create_intermediate(&root_pair, cluster, validity.intermediate, now)?;
+            let mut bundle = root_pair.cert.clone();
+            for extra in also_trust {
+                let pem = std::fs::read_to_string(extra)
+                    .with_context(|| format!("--also-trust {}", extra.display()))?;
+                strait_identity::cert::parse_pem_certs(&pem, &extra.display().to_string())?;
+                bundle.push_str(&pem);
+            }
+            cacerts::write_intermediate(dir, &ca, &bundle, &root_pair.cert)?;
+            writeln!(
+                out,
+                "intermediate CA for cluster {cluster} created in {} (Istio's cacerts layout); run `strait control-plane --cacerts {}`",
+                dir.display(),
+                dir.display()
+            )?;
+        }
+        CaCommand::Issue {
+            cacerts,
+            namespace,
+            service_account,
+            trust_domain,
+            ttl,
+            out: dir,
+        } => {
+            let files = cacerts::CaFiles::load(cacerts)?;
+            let limits = strait_identity::policy::Limits {
+                trust_domain: trust_domain.clone(),
+                ..Default::default()
+            };
+            let authority = strait_identity::Authority::new(files, limits)?;
+            let id = strait_identity::SpiffeId::new(trust_domain, namespace, service_account);
+            let cert = authority.issue(&id, Duration::from_secs(*ttl), now)?;
+            std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+            let write = |name: &str, text: &str, secret: bool| -> anyhow::Result<()> {
+                let path = dir.join(name);
+                if secret {
+                    strait_identity::token::write_secret(&path, text)
+                } else {
+                    std::fs::write(&path, text)
+                }
+                .with_context(|| format!("cannot write {}", path.display()))
+            };
+            write(
+                "cert-chain.pem",
+                &strait_identity::cert::to_pem(&cert.chain.0),
+                false,
+            )?;
+            write(
+                "root-cert.pem",
+                &strait_identity::cert::to_pem(&cert.roots),
+                false,
+            )?;
+            write(
+                "key.pem",
+                &strait_identity::cert::key_to_pem(&cert.key),
+                true,
+            )?;
+            writeln!(out, "issued {id} (valid {ttl} s) into {}", dir.display())?;
+        }
+        CaCommand::Token {
+            key,
+            namespace,
+            service_account,
+            cluster,
+            ttl,
+        } => {
+            let key = TokenKey::load_or_create(key).map_err(anyhow::Error::msg)?;
+            let token = key.mint(&claims(
+                namespace,
+                service_account,
+                cluster,
+                now,
+                Duration::from_secs(*ttl),
+            ));
+            writeln!(out, "{token}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,376 @@
+//! Mesh identity end to end with real tools: `strait ca` creates a root and a cluster
+//! intermediate, the control plane signs with it (`--cacerts`) and checks bootstrap tokens, two
+//! sidecars obtain their SPIFFE certificates from it over 15012 and talk mTLS (the server side
+//! STRICT by PeerAuthentication); `openssl s_client` shows the chain and the SPIFFE URI SAN, and
+//! peers without a certificate, with another root's, or with an expired one are refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn strait(args: &[&str]) -> String {
+    let (ok, out, err) = run(env!("CARGO_BIN_EXE_strait"), args);
+    assert!(ok, "strait {args:?} failed: {err}");
+    out
+}
+
+/// `openssl s_client` to `addr` offering Istio's ALPN, sending one HTTP/1.1 request; returns
+/// everything it printed (the handshake and, if it got through, the response).
+fn s_client(addr: &str, root: &Path, client: Option<&Path>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        addr,
+        "-alpn",
+        "istio",
+        "-showcerts",
+        "-CAfile",
+    ])
+    .arg(root);
+    if let Some(dir) = client {
+        // `-cert` sends only the first certificate; the intermediate goes with `-cert_chain`.
+        cmd.arg("-cert")
+            .arg(dir.join("cert-chain.pem"))
+            .arg("-cert_chain")
+            .arg(dir.join("cert-chain.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is missing: scripts/test installs it");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        // Give the handshake time to finish before the request (TLS 1.3 client auth
+        // completes after the client's first flight).
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = stdin.write_all(b"GET /whoami HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(out)) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        _ => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("openssl s_client to {addr} did not finish");
+        }
+    }
+}
+
+fn first_pem(text: &str) -> String {
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start + 25;
+    format!("{}\n", &text[start..end])
+}
+
+#[test]
+fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // The mesh's root and this cluster's intermediate, as an operator makes them.
+    strait(&["ca", "init", "--out", t.join("root").to_str().unwrap()]);
+    strait(&[
+        "ca",
+        "intermediate",
+        "--root",
+        t.join("root").to_str().unwrap(),
+        "--cluster",
+        "cluster1",
+        "--out",
+        t.join("cacerts").to_str().unwrap(),
+    ]);
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "root-cert.pem",
+        "cert-chain.pem",
+    ] {
+        assert!(t.join("cacerts").join(f).exists(), "{f} missing");
+    }
+    let root = t.join("cacerts/root-cert.pem");
+    let key = t.join("token-key");
+    let token = |sa: &str| {
+        let path = t.join(format!("{sa}.token"));
+        let tok = strait(&[
+            "ca",
+            "token",
+            "--key",
+            key.to_str().unwrap(),
+            "--namespace",
+            "default",
+            "--service-account",
+            sa,
+        ]);
+        std::fs::write(&path, tok.trim()).unwrap();
+        path
+    };
+    let (client_token, echo_token) = (token("client"), token("echo"));
+
+    // The mesh: a client sidecar with an explicit egress listener, and an echo workload whose
+    // sidecar has an explicit STRICT ingress listener in front of the app.
+    let app_port = free_port();
+    let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec: {{ports: [{{name: http, port: 8080}}], selector: {{app: echo}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-0, namespace: default, labels: {{app: echo, security.istio.io/tlsMode: istio}}}}
+spec: {{serviceAccountName: echo}}
+status: {{podIP: 127.1.40.1}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: 8080, protocol: HTTP, name: http}}
+    bind: 127.1.40.100
+    captureMode: NONE
+    hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: echo, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: echo}}}}
+  ingress:
+  - port: {{number: 8080, protocol: HTTP, name: http}}
+    bind: 127.1.40.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app_port}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: STRICT}}}}
+"
+        ),
+    )
+    .unwrap();
+    let cp = ControlPlane::start(
+        &dir,
+        &[
+            "--cacerts",
+            t.join("cacerts").to_str().unwrap(),
+            "--token-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let secure = |token: &Path, sa: &'static str, ttl: &'static str| -> Vec<String> {
+        vec![
+            "--ca-root".into(),
+            root.to_str().unwrap().into(),
+            "--token".into(),
+            token.to_str().unwrap().into(),
+            "--service-account".into(),
+            sa.into(),
+            "--cert-ttl".into(),
+            ttl.into(),
+        ]
+    };
+    let echo_args = secure(&echo_token, "echo", "3600");
+    let echo = StraitProxy::start_with(
+        &cp,
+        t,
+        "sidecar~127.1.40.1~echo-0.default~default.svc.cluster.local",
+        "echo-0",
+        "app=echo",
+        &echo_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // The client's certificate lives 6 s, so it rotates about every 3 s during the test.
+    let client_args = secure(&client_token, "client", "6");
+    let client = StraitProxy::start_with(
+        &cp,
+        t,
+        "sidecar~127.1.40.100~client-0.default~default.svc.cluster.local",
+        "client-0",
+        "app=client",
+        &client_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "both workload certificates",
+        || {
+            (echo.log().contains("workload certificate issued")
+                && client.log().contains("workload certificate issued"))
+            .then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(20), "the echo ingress listener", || {
+        std::net::TcpStream::connect("127.1.40.1:8080").ok()
+    });
+
+    // Through both sidecars, mTLS between them, for 8 s of certificate rotation: no failure.
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let (code, body) = curl(&["http://127.1.40.100:8080/hello", "-H", "Host: echo"]);
+        assert_eq!(code, 200, "call {calls} failed: {body}\n{}", client.log());
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let issued = client.log().matches("workload certificate issued").count();
+    assert!(
+        issued >= 3,
+        "the client's certificate should have rotated: issued {issued} times\n{}",
+        client.log()
+    );
+    let stats = echo.admin("/stats/prometheus");
+    let mtls_line = stats
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("connection_security_policy=\"mutual_tls\"")
+                && l.contains("source_principal=\"spiffe://cluster.local/ns/default/sa/client\"")
+        })
+        .unwrap_or_else(|| panic!("no mTLS request from the client's identity in:\n{stats}"));
+    let counted: f64 = mtls_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(counted as usize, calls, "{mtls_line}");
+
+    // openssl sees the echo sidecar's chain (leaf, intermediate) and its SPIFFE identity.
+    let peer = t.join("peer");
+    strait(&[
+        "ca",
+        "issue",
+        "--cacerts",
+        t.join("cacerts").to_str().unwrap(),
+        "--namespace",
+        "default",
+        "--service-account",
+        "tester",
+        "--out",
+        peer.to_str().unwrap(),
+    ]);
+    let out = s_client("127.1.40.1:8080", &root, Some(&peer));
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(
+        out.contains(" 1 s:") && out.contains("Intermediate CA"),
+        "the chain should hold the intermediate: {out}"
+    );
+    assert!(
+        out.contains("HTTP/1.1 200"),
+        "an mTLS peer is served: {out}"
+    );
+    let leaf = t.join("leaf.pem");
+    std::fs::write(&leaf, first_pem(&out)).unwrap();
+    let (_, san, _) = run(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            leaf.to_str().unwrap(),
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+    );
+    assert!(
+        san.contains("URI:spiffe://cluster.local/ns/default/sa/echo"),
+        "{san}"
+    );
+
+    // Refused: no client certificate, another root's certificate, an expired certificate,
+    // and plaintext to the STRICT port.
+    let out = s_client("127.1.40.1:8080", &root, None);
+    assert!(
+        !out.contains("HTTP/1.1 200"),
+        "a peer without a certificate was served: {out}"
+    );
+    strait(&[
+        "ca",
+        "init",
+        "--out",
+        t.join("other-root").to_str().unwrap(),
+    ]);
+    strait(&[
+        "ca",
+        "intermediate",
+        "--root",
+        t.join("other-root").to_str().unwrap(),
+        "--cluster",
+        "x",
+        "--out",
+        t.join("other-ca").to_str().unwrap(),
+    ]);
+    let stranger = t.join("stranger");
+    strait(&[
+        "ca",
+        "issue",
+        "--cacerts",
+        t.join("other-ca").to_str().unwrap(),
+        "--namespace",
+        "default",
+        "--service-account",
+        "client",
+        "--out",
+        stranger.to_str().unwrap(),
+    ]);
+    let out = s_client("127.1.40.1:8080", &root, Some(&stranger));
+    assert!(
+        !out.contains("HTTP/1.1 200"),
+        "a peer from another root was served: {out}"
+    );
+    let expired = t.join("expired");
+    strait(&[
+        "ca",
+        "issue",
+        "--cacerts",
+        t.join("cacerts").to_str().unwrap(),
+        "--namespace",
+        "default",
+        "--service-account",
+        "client",
+        "--ttl",
+        "1",
+        "--out",
+        expired.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let out = s_client("127.1.40.1:8080", &root, Some(&expired));
+    assert!(
+        !out.contains("HTTP/1.1 200"),
+        "a peer with an expired certificate was served: {out}"
+    );
+    let (code, _) = curl(&["http://127.1.40.1:8080/hello"]);
+    assert_eq!(code, 0, "plaintext to a STRICT port must not be served");
+    let failures = echo.admin("/stats/prometheus");
+    assert!(
+        failures
+            .lines()
+            .any(|l| l.starts_with("strait_tls_handshake_failures_total ") && !l.ends_with(" 0")),
+        "handshake failures are counted:\n{failures}"
+    );
+}

@@ -1,0 +1,144 @@
+//! Istio's certificate service (`istio.v1.auth.IstioCertificateService/CreateCertificate`)
+//! over gRPC: authenticates the caller (bootstrap token, or the mesh certificate it renews
+//! with), lets the policy decide, signs with the current authority.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tonic::{Request, Response, Status};
+
+use crate::authority::{Authority, SignError};
+use crate::pb::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::policy::{Caller, Proof};
+use crate::token::TokenKey;
+use crate::transport::PeerInfo;
+use crate::{SpiffeId, tls};
+
+/// Counts of what the CA did, for the control plane's metrics.
+#[derive(Debug, Default)]
+pub struct CaStats {
+    pub issued: AtomicU64,
+    pub refused: AtomicU64,
+    pub unauthenticated: AtomicU64,
+}
+
+/// The certificate service.
+#[derive(Clone)]
+pub struct CaService {
+    authority: Arc<ArcSwap<Authority>>,
+    tokens: Option<Arc<TokenKey>>,
+    pub stats: Arc<CaStats>,
+}
+
+impl CaService {
+    /// `tokens`: the key bootstrap tokens are checked with; without it only callers holding a
+    /// mesh certificate (renewals) are served.
+    pub fn new(authority: Arc<ArcSwap<Authority>>, tokens: Option<Arc<TokenKey>>) -> Self {
+        Self {
+            authority,
+            tokens,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
+        IstioCertificateServiceServer::new(self)
+    }
+
+    /// Who is calling: a valid bootstrap token, else a verified client certificate.
+    pub fn authenticate<T>(&self, request: &Request<T>, now: SystemTime) -> Result<Caller, Status> {
+        let trust_domain = self.authority.load().limits.trust_domain.clone();
+        let mut reasons = Vec::new();
+        if let Some(value) = request.metadata().get("authorization") {
+            let token = value
+                .to_str()
+                .unwrap_or_default()
+                .trim()
+                .strip_prefix("Bearer ")
+                .unwrap_or_default();
+            match &self.tokens {
+                None => reasons.push(
+                    "bootstrap tokens are not accepted by this control plane (it runs without --token-key)"
+                        .to_string(),
+                ),
+                Some(key) => match key.verify(token, now) {
+                    Ok(claims) => {
+                        return Ok(Caller {
+                            identity: SpiffeId::new(
+                                &trust_domain,
+                                &claims.namespace,
+                                &claims.service_account,
+                            ),
+                            proof: Proof::Token,
+                        });
+                    }
+                    Err(e) => reasons.push(format!("bootstrap token: {e}")),
+                },
+            }
+        }
+        let peer = request.extensions().get::<PeerInfo>();
+        if let Some(certs) = peer.map(|p| &p.certs).filter(|c| !c.is_empty()) {
+            match tls::peer_identity(certs) {
+                Some(identity) => {
+                    return Ok(Caller {
+                        identity,
+                        proof: Proof::ClientCertificate,
+                    });
+                }
+                None => reasons.push("the client certificate has no SPIFFE identity".into()),
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push(
+                "no credentials: send a bootstrap token (authorization: Bearer <token>) or connect with a mesh certificate"
+                    .into(),
+            );
+        }
+        Err(Status::unauthenticated(reasons.join("; ")))
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let now = SystemTime::now();
+        let caller = match self.authenticate(&request, now) {
+            Ok(c) => c,
+            Err(status) => {
+                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    reason = status.message(),
+                    "certificate request not authenticated"
+                );
+                return Err(status);
+            }
+        };
+        let body = request.into_inner();
+        let ttl = Duration::from_secs(body.validity_duration.max(0) as u64);
+        let authority = self.authority.load_full();
+        match authority.sign_csr(&body.csr, &caller, ttl, now) {
+            Ok(cert_chain) => {
+                self.stats.issued.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(identity = %caller.identity, proof = ?caller.proof, "certificate issued");
+                Ok(Response::new(IstioCertificateResponse { cert_chain }))
+            }
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(caller = %caller.identity, reason = %e, "certificate refused");
+                Err(match e {
+                    SignError::BadCsr(_) => Status::invalid_argument(e.to_string()),
+                    SignError::Refused(_) => Status::permission_denied(e.to_string()),
+                    SignError::Signing(_) => Status::internal(e.to_string()),
+                })
+            }
+        }
+    }
+}
