@@ -50,22 +50,10 @@ pub enum CaFilesError {
     Generate(#[from] rcgen::Error),
 }
 
-/// Validity of the certificates `strait ca` creates.
-#[derive(Debug, Clone, Copy)]
-pub struct CaValidity {
-    pub root: Duration,
-    pub intermediate: Duration,
-}
-
-impl Default for CaValidity {
-    fn default() -> Self {
-        // As Istio's certificate Makefile: ten years for the root, two for an intermediate.
-        Self {
-            root: Duration::from_secs(3650 * 86400),
-            intermediate: Duration::from_secs(730 * 86400),
-        }
-    }
-}
+/// Lifetimes of the CA certificates `strait ca` creates by default, as Istio's certificate
+/// Makefile: ten years for the root, two for an intermediate.
+pub const ROOT_VALIDITY: Duration = Duration::from_secs(3650 * 86400);
+pub const INTERMEDIATE_VALIDITY: Duration = Duration::from_secs(730 * 86400);
 
 /// A CA certificate with its key, as PEM.
 #[derive(Debug, Clone)]
@@ -98,20 +86,11 @@ pub fn create_intermediate(
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = ca_params("Intermediate CA", Some(cluster), valid_for, now);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let root_after = CertInfo::of(
-        parse_pem_certs(&root.cert, ROOT_CERT)
-            .map_err(|e| CaFilesError::Invalid {
-                path: ROOT_CERT.into(),
-                reason: e.to_string(),
-            })?
-            .first()
-            .map(|c| c.as_ref())
-            .unwrap_or_default(),
-    )
-    .map(|i| i.not_after)
-    .ok();
-    if let Some(limit) = root_after {
-        params.not_after = params.not_after.min(limit.into());
+    // Never outlive the root.
+    let root_der = parse_pem_certs(&root.cert, ROOT_CERT)
+        .map_err(|e| invalid(Path::new(ROOT_CERT), e.to_string()))?;
+    if let Ok(info) = CertInfo::of(&root_der[0]) {
+        params.not_after = params.not_after.min(info.not_after.into());
     }
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
@@ -344,7 +323,7 @@ impl CaFiles {
 
     /// A self-signed development CA that exists only in memory: its root is its signing CA.
     pub fn self_signed_for_development(now: SystemTime) -> Result<Self, CaFilesError> {
-        let root = create_root(CaValidity::default().root, now)?;
+        let root = create_root(ROOT_VALIDITY, now)?;
         let der = parse_pem_certs(&root.cert, "generated root")
             .map_err(|e| invalid(Path::new("generated root"), e.to_string()))?;
         Ok(Self {

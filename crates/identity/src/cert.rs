@@ -133,12 +133,6 @@ impl CertInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertChain(pub Vec<CertificateDer<'static>>);
 
-impl CertChain {
-    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
-        self.0.first()
-    }
-}
-
 /// A workload's private key, its certificate chain (leaf first, without the root) and the roots
 /// it trusts — what Istio's SDS calls the `default` and `ROOTCA` secrets.
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 //! with), lets the policy decide, signs with the current authority.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,31 +18,18 @@ use crate::token::TokenKey;
 use crate::transport::PeerInfo;
 use crate::{SpiffeId, tls};
 
-/// Counts of what the CA did, for the control plane's metrics.
-#[derive(Debug, Default)]
-pub struct CaStats {
-    pub issued: AtomicU64,
-    pub refused: AtomicU64,
-    pub unauthenticated: AtomicU64,
-}
-
 /// The certificate service.
 #[derive(Clone)]
 pub struct CaService {
     authority: Arc<ArcSwap<Authority>>,
     tokens: Option<Arc<TokenKey>>,
-    pub stats: Arc<CaStats>,
 }
 
 impl CaService {
     /// `tokens`: the key bootstrap tokens are checked with; without it only callers holding a
     /// mesh certificate (renewals) are served.
     pub fn new(authority: Arc<ArcSwap<Authority>>, tokens: Option<Arc<TokenKey>>) -> Self {
-        Self {
-            authority,
-            tokens,
-            stats: Arc::default(),
-        }
+        Self { authority, tokens }
     }
 
     pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
@@ -113,7 +99,6 @@ impl IstioCertificateService for CaService {
         let caller = match self.authenticate(&request, now) {
             Ok(c) => c,
             Err(status) => {
-                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     reason = status.message(),
                     "certificate request not authenticated"
@@ -126,12 +111,10 @@ impl IstioCertificateService for CaService {
         let authority = self.authority.load_full();
         match authority.sign_csr(&body.csr, &caller, ttl, now) {
             Ok(cert_chain) => {
-                self.stats.issued.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(identity = %caller.identity, proof = ?caller.proof, "certificate issued");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
             Err(e) => {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(caller = %caller.identity, reason = %e, "certificate refused");
                 Err(match e {
                     SignError::BadCsr(_) => Status::invalid_argument(e.to_string()),

@@ -32,8 +32,11 @@ impl ServingNames {
             format!("istiod.{namespace}.svc.cluster.local"),
             "localhost".to_string(),
         ];
-        dns.extend(extra.iter().cloned());
-        dns.dedup();
+        for name in extra {
+            if !dns.contains(name) {
+                dns.push(name.clone());
+            }
+        }
         Self {
             dns,
             ips: vec![

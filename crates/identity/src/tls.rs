@@ -14,9 +14,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use crate::cert::CertInfo;
 use crate::{SpiffeId, WorkloadCert};
 
-/// ALPN Istio's sidecars offer to each other for mesh mTLS.
-pub const ALPN_ISTIO_PEER: &[&[u8]] = &[b"istio-peer-exchange", b"istio"];
-
 /// The ring crypto provider, built once.
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
@@ -239,6 +236,32 @@ pub fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// TLS to the control plane (xDS and CA on 15012): its certificate must carry `server_name`
+/// and chain to the bootstrap roots or to the bundle of the workload's `current` certificate,
+/// which is presented (once there is one) so the control plane knows the caller.
+pub fn control_plane_client_config(
+    server_name: &str,
+    bootstrap_roots: &[CertificateDer<'static>],
+    current: Option<&WorkloadCert>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = bootstrap_roots.to_vec();
+    if let Some(c) = current {
+        roots.extend(
+            c.roots
+                .iter()
+                .filter(|r| !bootstrap_roots.contains(r))
+                .cloned(),
+        );
+    }
+    let key = match current {
+        Some(c) if c.not_after > std::time::SystemTime::now() => Some(certified_key(c)?),
+        _ => None,
+    };
+    let verifier =
+        MeshServerVerifier::new(root_store(&roots)?, Expect::DnsName(server_name.into()));
+    client_config(key, verifier, &[b"h2"])
 }
 
 /// The SPIFFE identity of a verified peer's certificate chain.

@@ -16,7 +16,7 @@ use crate::cacerts::is_self_signed;
 use crate::cert::{CertInfo, parse_pem_certs};
 use crate::pb::IstioCertificateRequest;
 use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
-use crate::tls::{self, Expect, MeshServerVerifier};
+use crate::tls;
 use crate::transport::{ChannelOptions, connect_channel};
 use crate::{CertChain, SpiffeId, WorkloadCert};
 
@@ -44,23 +44,9 @@ pub async fn request_certificate(
     options: &CaClientOptions,
     current: Option<&WorkloadCert>,
 ) -> Result<WorkloadCert, String> {
-    let mut roots = options.bootstrap_roots.clone();
-    if let Some(c) = current {
-        for r in &c.roots {
-            if !roots.contains(r) {
-                roots.push(r.clone());
-            }
-        }
-    }
-    let store = tls::root_store(&roots).map_err(|e| e.to_string())?;
-    let client_cert = match current {
-        Some(c) if c.not_after > SystemTime::now() => {
-            Some(tls::certified_key(c).map_err(|e| e.to_string())?)
-        }
-        _ => None,
-    };
-    let verifier = MeshServerVerifier::new(store, Expect::DnsName(options.server_name.clone()));
-    let config = tls::client_config(client_cert, verifier, &[b"h2"]).map_err(|e| e.to_string())?;
+    let config =
+        tls::control_plane_client_config(&options.server_name, &options.bootstrap_roots, current)
+            .map_err(|e| e.to_string())?;
     let channel = connect_channel(
         &options.address,
         ChannelOptions {

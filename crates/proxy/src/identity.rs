@@ -11,20 +11,8 @@ use arc_swap::ArcSwapOption;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use strait_identity::WorkloadCert;
 use strait_identity::tls::{self, ClientAuth, Expect, MeshServerVerifier};
+use strait_xds::MESH_MTLS_ALPN;
 use strait_xds::cluster::UpstreamTls;
-
-/// Secret names the proxy serves from its own identity (Istio's SDS names).
-pub const SDS_DEFAULT: &str = "default";
-pub const SDS_ROOTCA: &str = "ROOTCA";
-
-/// ALPN values Istio's sidecars offer when they originate mesh mTLS.
-const MESH_ALPN: [&[u8]; 5] = [
-    b"istio-peer-exchange",
-    b"istio",
-    b"istio-http/1.0",
-    b"istio-http/1.1",
-    b"istio-h2",
-];
 
 /// A client configuration's accepted identities and ALPN.
 type ClientKey = (Vec<String>, Vec<String>);
@@ -88,7 +76,7 @@ impl MeshIdentity {
         let alpn_bytes: Vec<&[u8]> = alpn
             .iter()
             .map(|a| a.as_bytes())
-            .chain(MESH_ALPN.iter().copied())
+            .chain(MESH_MTLS_ALPN.iter().map(|a| a.as_bytes()))
             .collect();
         let config = tls::server_config(
             m.key.clone(),

@@ -69,10 +69,9 @@ pub struct Proxy {
     pub peer_header: Option<::http::HeaderValue>,
     pub metrics: Metrics,
     pub access_log: Option<access_log::AccessLog>,
-    pub mark: Option<u32>,
-    /// Mark and identity every cluster runtime shares.
+    /// The upstream socket mark and the workload identity, shared by every cluster runtime
+    /// and by the listeners that terminate mTLS.
     pub cluster_env: upstream::ClusterEnv,
-    pub identity: Arc<identity::MeshIdentity>,
     pub xds: Arc<xds::client::Shared>,
     pub bind_errors: Arc<Mutex<HashMap<String, String>>>,
     pub set_log_level: SetLogLevel,
@@ -128,13 +127,11 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
             mark: options.mark,
             identity: identity.clone(),
         },
-        identity: identity.clone(),
         snapshot: ArcSwap::from_pointee(Snapshot::default()),
         peer_header: http::peer_header_value(&me),
         me,
         metrics: Metrics::new(),
         access_log,
-        mark: options.mark,
         xds: shared.clone(),
         bind_errors: Arc::default(),
         set_log_level: options.set_log_level,

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use strait_config::istio::common::ServerTlsMode;
 
+use strait_xds::{MESH_MTLS_ALPN, SDS_DEFAULT, SDS_ROOTCA};
+
 use crate::security::PeerMode;
 use strait_config::istio::gateway::{CaptureMode, Gateway, Server};
 use strait_config::resource::Object;
@@ -286,16 +288,6 @@ fn inbound_listener(inbound: &[InboundPort]) -> Listener {
     }
 }
 
-/// ALPN values Istio's sidecars offer when they originate mesh mTLS (Envoy's overrides for
-/// HTTP/1.0, HTTP/1.1 and HTTP/2 clusters, and TCP's `istio-peer-exchange` / `istio`).
-pub const MTLS_ALPN: [&str; 5] = [
-    "istio-peer-exchange",
-    "istio",
-    "istio-http/1.0",
-    "istio-http/1.1",
-    "istio-h2",
-];
-
 /// The chains of one workload port: HTTP or TCP to its inbound cluster, behind mesh mTLS
 /// and/or in plaintext as PeerAuthentication says.
 fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
@@ -315,8 +307,8 @@ fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
     };
     let mtls = FilterChain {
         tls: Some(DownstreamTls {
-            certificate: "default".into(),
-            validation: Some("ROOTCA".into()),
+            certificate: SDS_DEFAULT.into(),
+            validation: Some(SDS_ROOTCA.into()),
             require_client_certificate: true,
             alpn: if ip.http() {
                 vec!["h2".into(), "http/1.1".into()]
@@ -329,7 +321,7 @@ fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
             FilterChainMatch {
                 destination_port: Some(ip.target_port),
                 transport_protocol: Some("tls".into()),
-                application_protocols: MTLS_ALPN.iter().map(|s| s.to_string()).collect(),
+                application_protocols: MESH_MTLS_ALPN.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             },
             filter.clone(),
@@ -453,7 +445,7 @@ pub fn router_listeners(
                                 .credential_name
                                 .clone()
                                 .or(t.server_certificate.clone())
-                                .unwrap_or_else(|| "default".into()),
+                                .unwrap_or_else(|| SDS_DEFAULT.into()),
                             validation: matches!(
                                 mode,
                                 Some(
@@ -462,7 +454,11 @@ pub fn router_listeners(
                                         | ServerTlsMode::IstioMutual
                                 )
                             )
-                            .then(|| t.ca_certificates.clone().unwrap_or_else(|| "ROOTCA".into())),
+                            .then(|| {
+                                t.ca_certificates
+                                    .clone()
+                                    .unwrap_or_else(|| SDS_ROOTCA.into())
+                            }),
                             require_client_certificate: matches!(
                                 mode,
                                 Some(ServerTlsMode::Mutual | ServerTlsMode::IstioMutual)

@@ -806,9 +806,7 @@ pub fn cluster(c: &Cluster) -> ecluster::Cluster {
 
 pub(crate) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 pub(crate) const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
-/// Istio's SDS names of the workload certificate and the mesh roots.
-pub const SDS_DEFAULT: &str = "default";
-pub const SDS_ROOTCA: &str = "ROOTCA";
+pub use strait_xds::{SDS_DEFAULT, SDS_ROOTCA};
 
 fn raw_buffer() -> ecore::TransportSocket {
     ecore::TransportSocket {

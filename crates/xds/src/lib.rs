@@ -15,6 +15,21 @@ pub use endpoint::ClusterLoadAssignment;
 pub use listener::Listener;
 pub use route::RouteConfiguration;
 
+/// Istio's SDS names of the workload certificate and the mesh roots.
+pub const SDS_DEFAULT: &str = "default";
+pub const SDS_ROOTCA: &str = "ROOTCA";
+
+/// ALPN values Istio's sidecars offer when they originate mesh mTLS (Envoy's overrides for
+/// HTTP/1.0, HTTP/1.1 and HTTP/2 clusters, and TCP's `istio-peer-exchange` / `istio`); inbound
+/// mTLS filter chains match on them.
+pub const MESH_MTLS_ALPN: [&str; 5] = [
+    "istio-peer-exchange",
+    "istio",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+
 /// The resource types served over ADS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ResourceType {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use strait_identity::cacerts::{self, CaValidity};
+use strait_identity::cacerts;
 use strait_identity::token::{TokenKey, claims};
 
 /// Create and manage the mesh's certificate authority material.
@@ -26,7 +26,7 @@ pub enum CaCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Lifetime of the root, in days.
-        #[arg(long, default_value_t = 3650, value_name = "DAYS")]
+        #[arg(long, default_value_t = cacerts::ROOT_VALIDITY.as_secs() / 86400, value_name = "DAYS")]
         days: u64,
     },
     /// Create a cluster's intermediate CA, signed by the root, in Istio's `cacerts` layout
@@ -43,7 +43,7 @@ pub enum CaCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Lifetime of the intermediate, in days (capped at the root's).
-        #[arg(long, default_value_t = 730, value_name = "DAYS")]
+        #[arg(long, default_value_t = cacerts::INTERMEDIATE_VALIDITY.as_secs() / 86400, value_name = "DAYS")]
         days: u64,
         /// Extra root certificates workloads should trust too (a root being rotated in or out).
         #[arg(long = "also-trust", value_name = "PEM")]
@@ -110,11 +110,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             also_trust,
         } => {
             let root_pair = cacerts::read_root(root)?;
-            let validity = CaValidity {
-                intermediate: Duration::from_secs(days * 86400),
-                ..CaValidity::default()
-            };
-            let ca = cacerts::create_intermediate(&root_pair, cluster, validity.intermediate, now)?;
+            let ca = cacerts::create_intermediate(
+                &root_pair,
+                cluster,
+                Duration::from_secs(days * 86400),
+                now,
+            )?;
             let mut bundle = root_pair.cert.clone();
             for extra in also_trust {
                 let pem = std::fs::read_to_string(extra)

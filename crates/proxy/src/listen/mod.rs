@@ -214,7 +214,7 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
     };
     let tls = match &chain.config.tls {
         None => None,
-        Some(t) => match proxy.identity.server_config(&t.alpn) {
+        Some(t) => match proxy.cluster_env.identity.server_config(&t.alpn) {
             Ok(c) => Some(c),
             Err(e) => {
                 warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, error = %e, "cannot terminate mTLS; closing");

@@ -199,21 +199,12 @@ async fn connect(address: &str, transport: &XdsTransport) -> Result<Channel, Str
         None => None,
         Some(t) => {
             let current = transport.identity.certificate();
-            let mut roots = t.roots.clone();
-            if let Some(c) = &current {
-                roots.extend(c.roots.iter().filter(|r| !t.roots.contains(r)).cloned());
-            }
-            let store = strait_identity::tls::root_store(&roots).map_err(failed)?;
-            let key = match &current {
-                Some(c) => Some(strait_identity::tls::certified_key(c).map_err(failed)?),
-                None => None,
-            };
-            let verifier = strait_identity::tls::MeshServerVerifier::new(
-                store,
-                strait_identity::tls::Expect::DnsName(t.server_name.clone()),
-            );
-            let config =
-                strait_identity::tls::client_config(key, verifier, &[b"h2"]).map_err(failed)?;
+            let config = strait_identity::tls::control_plane_client_config(
+                &t.server_name,
+                &t.roots,
+                current.as_deref(),
+            )
+            .map_err(failed)?;
             Some((config, t.server_name.clone()))
         }
     };

@@ -4,10 +4,10 @@
 //! the others still apply (Envoy's behaviour). It also says which endpoints and routes to ask for:
 //! those the current clusters and listeners name.
 
-use crate::identity::{SDS_DEFAULT, SDS_ROOTCA};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use strait_xds::cluster::UpstreamTlsMode;
+use strait_xds::{SDS_DEFAULT, SDS_ROOTCA};
 
 use envoy_types::pb::google::protobuf::Any;
 use strait_xds::cluster::Discovery;
