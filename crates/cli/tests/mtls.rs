@@ -15,12 +15,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn strait(args: &[&str]) -> String {
-    let (ok, out, err) = run(env!("CARGO_BIN_EXE_strait"), args);
-    assert!(ok, "strait {args:?} failed: {err}");
-    out
-}
-
 /// `openssl s_client` to `addr` offering Istio's ALPN, sending one HTTP/1.1 request; returns
 /// everything it printed (the handshake and, if it got through, the response).
 fn s_client(addr: &str, root: &Path, client: Option<&Path>) -> String {
@@ -89,43 +83,16 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     // The mesh's root and this cluster's intermediate, as an operator makes them.
-    strait(&["ca", "init", "--out", t.join("root").to_str().unwrap()]);
-    strait(&[
-        "ca",
-        "intermediate",
-        "--root",
-        t.join("root").to_str().unwrap(),
-        "--cluster",
-        "cluster1",
-        "--out",
-        t.join("cacerts").to_str().unwrap(),
-    ]);
+    let ca = MeshCa::create(t);
     for f in [
         "ca-cert.pem",
         "ca-key.pem",
         "root-cert.pem",
         "cert-chain.pem",
     ] {
-        assert!(t.join("cacerts").join(f).exists(), "{f} missing");
+        assert!(ca.cacerts.join(f).exists(), "{f} missing");
     }
-    let root = t.join("cacerts/root-cert.pem");
-    let key = t.join("token-key");
-    let token = |sa: &str| {
-        let path = t.join(format!("{sa}.token"));
-        let tok = strait(&[
-            "ca",
-            "token",
-            "--key",
-            key.to_str().unwrap(),
-            "--namespace",
-            "default",
-            "--service-account",
-            sa,
-        ]);
-        std::fs::write(&path, tok.trim()).unwrap();
-        path
-    };
-    let (client_token, echo_token) = (token("client"), token("echo"));
+    let root = ca.root.clone();
 
     // The mesh: a client sidecar with an explicit egress listener, and an echo workload whose
     // sidecar has an explicit STRICT ingress listener in front of the app.
@@ -179,45 +146,25 @@ spec: {{mtls: {{mode: STRICT}}}}
         ),
     )
     .unwrap();
-    let cp = ControlPlane::start(
-        &dir,
-        &[
-            "--cacerts",
-            t.join("cacerts").to_str().unwrap(),
-            "--token-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let secure = |token: &Path, sa: &'static str, ttl: &'static str| -> Vec<String> {
-        vec![
-            "--ca-root".into(),
-            root.to_str().unwrap().into(),
-            "--token".into(),
-            token.to_str().unwrap().into(),
-            "--service-account".into(),
-            sa.into(),
-            "--cert-ttl".into(),
-            ttl.into(),
-        ]
-    };
-    let echo_args = secure(&echo_token, "echo", "3600");
+    let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
+    let echo_args = ca.proxy_args("default", "echo", "3600");
     let echo = StraitProxy::start_with(
         &cp,
         t,
         "sidecar~127.1.40.1~echo-0.default~default.svc.cluster.local",
         "echo-0",
         "app=echo",
-        &echo_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &strs(&echo_args),
     );
     // The client's certificate lives 6 s, so it rotates about every 3 s during the test.
-    let client_args = secure(&client_token, "client", "6");
+    let client_args = ca.proxy_args("default", "client", "6");
     let client = StraitProxy::start_with(
         &cp,
         t,
         "sidecar~127.1.40.100~client-0.default~default.svc.cluster.local",
         "client-0",
         "app=client",
-        &client_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &strs(&client_args),
     );
     wait_for(
         Duration::from_secs(20),
@@ -266,7 +213,7 @@ spec: {{mtls: {{mode: STRICT}}}}
         "ca",
         "issue",
         "--cacerts",
-        t.join("cacerts").to_str().unwrap(),
+        ca.cacerts.to_str().unwrap(),
         "--namespace",
         "default",
         "--service-account",
@@ -348,7 +295,7 @@ spec: {{mtls: {{mode: STRICT}}}}
         "ca",
         "issue",
         "--cacerts",
-        t.join("cacerts").to_str().unwrap(),
+        ca.cacerts.to_str().unwrap(),
         "--namespace",
         "default",
         "--service-account",

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod http;
 pub mod identity;
 pub mod listen;

@@ -238,6 +238,16 @@ pub struct Metrics {
     /// Inbound mTLS handshakes that failed (untrusted or expired peer, plaintext to a
     /// TLS-only port that looked like TLS, ...): Envoy's `ssl.handshake` errors.
     pub tls_handshake_failures: Counter,
+    /// Authorization decisions (Envoy's `rbac.allowed` / `rbac.denied` / `rbac.shadow_*`).
+    pub authorization: Family<AuthzLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// `http` (per request) or `tcp` (per connection).
+    pub protocol: &'static str,
+    /// `allowed`, `denied`, `shadow_allowed`, `shadow_denied`.
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -303,6 +313,12 @@ impl Metrics {
             "Inbound mTLS handshakes that failed",
             tls_handshake_failures.clone(),
         );
+        let authorization = Family::<AuthzLabels, Counter>::default();
+        registry.register(
+            "strait_authorization_decisions",
+            "Authorization decisions of RBAC filters, by protocol and result",
+            authorization.clone(),
+        );
         Metrics {
             series: Default::default(),
             registry,
@@ -315,6 +331,25 @@ impl Metrics {
             tcp_opened,
             tcp_closed,
             tls_handshake_failures,
+            authorization,
+        }
+    }
+
+    /// Counts one authorization verdict.
+    pub fn record_authorization(&self, protocol: &'static str, v: &crate::authz::Verdict) {
+        let result = if v.allowed() { "allowed" } else { "denied" };
+        self.authorization
+            .get_or_create(&AuthzLabels { protocol, result })
+            .inc();
+        if let Some(shadow) = v.shadow_allowed {
+            let result = if shadow {
+                "shadow_allowed"
+            } else {
+                "shadow_denied"
+            };
+            self.authorization
+                .get_or_create(&AuthzLabels { protocol, result })
+                .inc();
         }
     }
 

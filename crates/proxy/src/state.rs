@@ -6,21 +6,61 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::{FilterChain, ListenerKind, NetworkFilter, RouteSource, SocketListener};
 use strait_xds::{Cluster, Listener};
+use tokio::sync::Notify;
 
+use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::listen::chain::{self, CompiledMatch};
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
+/// Set when a chain's configuration is replaced or removed: its HTTP connections finish the
+/// requests they carry and close (HTTP/1.1 after the current response, HTTP/2 with GOAWAY), so
+/// the next requests meet the new configuration — new routes, new authorization — on a fresh
+/// connection, as Envoy drains a changed filter chain. Opaque TCP streams run to their end.
+#[derive(Debug, Default)]
+pub struct Retirement {
+    retired: AtomicBool,
+    notify: Notify,
+}
+
+impl Retirement {
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Resolves once retired.
+    pub async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_retired() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// A filter chain ready to use.
 pub struct ChainRuntime {
+    pub retirement: Arc<Retirement>,
     pub config: FilterChain,
     /// The compiled router of an inline route configuration.
     pub inline_router: Option<Arc<Router>>,
+    /// Connection-level authorization (network RBAC), checked once the peer is known.
+    pub connection_authz: Option<Arc<Authorizer>>,
+    /// Per-request authorization of an HTTP chain.
+    pub request_authz: Option<Arc<Authorizer>>,
 }
 
 /// A socket listener ready to use.
@@ -28,11 +68,16 @@ pub struct ListenerRuntime {
     pub config: Arc<Listener>,
     pub address: SocketAddr,
     matches: Vec<CompiledMatch>,
-    pub chains: Vec<ChainRuntime>,
-    pub default_chain: Option<ChainRuntime>,
+    pub chains: Vec<Arc<ChainRuntime>>,
+    pub default_chain: Option<Arc<ChainRuntime>>,
 }
 
 impl ListenerRuntime {
+    /// Every chain, the default one included.
+    fn all_chains(&self) -> impl Iterator<Item = &Arc<ChainRuntime>> {
+        self.chains.iter().chain(&self.default_chain)
+    }
+
     pub fn socket(&self) -> Option<&SocketListener> {
         match &self.config.kind {
             ListenerKind::Socket(s) => Some(s),
@@ -41,7 +86,7 @@ impl ListenerRuntime {
     }
 
     /// The chain for a connection, or `None` (no chain and no default: close it).
-    pub fn select(&self, facts: &chain::ConnectionFacts) -> Option<&ChainRuntime> {
+    pub fn select(&self, facts: &chain::ConnectionFacts) -> Option<&Arc<ChainRuntime>> {
         match chain::select(&self.matches, facts) {
             Some(i) => self.chains.get(i),
             None => self.default_chain.as_ref(),
@@ -84,15 +129,29 @@ impl Snapshot {
             .iter()
             .map(|(n, r)| (n.clone(), r.router.clone()))
             .collect();
-        // A listener the store still holds as the same resource keeps its compiled runtime.
-        let listeners = store
+        // A listener the store still holds as the same resource keeps its compiled runtime; a
+        // changed one keeps the runtimes of its unchanged chains.
+        let listeners: BTreeMap<String, Arc<ListenerRuntime>> = store
             .listeners
             .iter()
             .filter_map(|(n, l)| match previous.listeners.get(n) {
                 Some(rt) if Arc::ptr_eq(&rt.config, l) => Some((n.clone(), rt.clone())),
-                _ => listener_runtime(l).map(|rt| (n.clone(), Arc::new(rt))),
+                old => listener_runtime(l, old.map(|o| &**o)).map(|rt| (n.clone(), Arc::new(rt))),
             })
             .collect();
+        // Chains no longer served as they were: their connections drain.
+        for (name, old) in &previous.listeners {
+            let current = listeners.get(name);
+            if current.is_some_and(|c| Arc::ptr_eq(c, old)) {
+                continue;
+            }
+            for chain in old.all_chains() {
+                let kept = current.is_some_and(|c| c.all_chains().any(|n| Arc::ptr_eq(n, chain)));
+                if !kept {
+                    chain.retirement.retire();
+                }
+            }
+        }
         Snapshot {
             generation: previous.generation + 1,
             listeners,
@@ -128,7 +187,19 @@ fn same_cluster(a: &Arc<Cluster>, b: &Arc<Cluster>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
-fn chain_runtime(c: &FilterChain) -> ChainRuntime {
+/// The runtime of chain `c`: the previous listener's, when it served the very same chain.
+fn chain_runtime(c: &FilterChain, previous: Option<&ListenerRuntime>) -> Arc<ChainRuntime> {
+    if let Some(same) = previous
+        .into_iter()
+        .flat_map(ListenerRuntime::all_chains)
+        .find(|old| old.config == *c)
+    {
+        return same.clone();
+    }
+    Arc::new(compile_chain(c))
+}
+
+fn compile_chain(c: &FilterChain) -> ChainRuntime {
     let inline_router = match &c.filter {
         NetworkFilter::Http(hcm) => match &hcm.route {
             RouteSource::Inline(rc) => Router::compile(rc).ok().map(Arc::new),
@@ -136,13 +207,26 @@ fn chain_runtime(c: &FilterChain) -> ChainRuntime {
         },
         _ => None,
     };
+    // The store accepted only chains whose authorization compiles.
+    let compile =
+        |rbac: &[strait_xds::rbac::Rbac]| Authorizer::compile(rbac).ok().flatten().map(Arc::new);
+    let request_authz = match &c.filter {
+        NetworkFilter::Http(hcm) => compile(&hcm.rbac),
+        _ => None,
+    };
     ChainRuntime {
+        retirement: Arc::default(),
         config: c.clone(),
         inline_router,
+        connection_authz: compile(&c.rbac),
+        request_authz,
     }
 }
 
-fn listener_runtime(l: &Arc<Listener>) -> Option<ListenerRuntime> {
+fn listener_runtime(
+    l: &Arc<Listener>,
+    previous: Option<&ListenerRuntime>,
+) -> Option<ListenerRuntime> {
     let ListenerKind::Socket(s) = &l.kind else {
         return None;
     };
@@ -153,7 +237,110 @@ fn listener_runtime(l: &Arc<Listener>) -> Option<ListenerRuntime> {
         config: l.clone(),
         address: SocketAddr::new(ip, s.address.port),
         matches,
-        chains: s.filter_chains.iter().map(chain_runtime).collect(),
-        default_chain: s.default_chain.as_ref().map(chain_runtime),
+        chains: s
+            .filter_chains
+            .iter()
+            .map(|c| chain_runtime(c, previous))
+            .collect(),
+        default_chain: s.default_chain.as_ref().map(|c| chain_runtime(c, previous)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_xds::SocketAddress;
+    use strait_xds::listener::{Direction, FilterChainMatch, TcpProxy};
+    use strait_xds::rbac::{Rbac, RbacAction};
+
+    fn tcp_chain(name: &str, port: u16, deny_all: bool) -> FilterChain {
+        FilterChain {
+            name: name.into(),
+            matching: FilterChainMatch {
+                destination_port: Some(port),
+                ..Default::default()
+            },
+            tls: None,
+            rbac: if deny_all {
+                vec![Rbac {
+                    action: RbacAction::Allow,
+                    policies: vec![],
+                    shadow: false,
+                }]
+            } else {
+                vec![]
+            },
+            filter: NetworkFilter::Tcp(TcpProxy {
+                stat_prefix: name.into(),
+                clusters: vec![(name.into(), 100)],
+                idle_timeout_ms: None,
+            }),
+        }
+    }
+
+    fn store(chains: Vec<FilterChain>) -> Store {
+        let mut s = Store::default();
+        s.listeners.insert(
+            "in".into(),
+            Arc::new(Listener {
+                name: "in".into(),
+                kind: ListenerKind::Socket(SocketListener {
+                    address: SocketAddress::new("0.0.0.0", 15006),
+                    direction: Direction::Inbound,
+                    use_original_dst: false,
+                    bind_to_port: true,
+                    inspect_protocol: false,
+                    filter_chains: chains,
+                    default_chain: None,
+                }),
+            }),
+        );
+        s
+    }
+
+    #[test]
+    fn changed_chains_retire_and_unchanged_ones_carry_over() {
+        let env = ClusterEnv::default();
+        let first = Snapshot::build(
+            &store(vec![tcp_chain("a", 80, false), tcp_chain("b", 81, false)]),
+            &Snapshot::default(),
+            &env,
+        );
+        let old = first.listeners["in"].clone();
+        assert!(old.chains.iter().all(|c| c.connection_authz.is_none()));
+        // Chain b gains an authorization policy; a stays as it was.
+        let second = Snapshot::build(
+            &store(vec![tcp_chain("a", 80, false), tcp_chain("b", 81, true)]),
+            &first,
+            &env,
+        );
+        let new = &second.listeners["in"];
+        assert!(Arc::ptr_eq(&old.chains[0], &new.chains[0]));
+        assert!(!old.chains[0].retirement.is_retired());
+        assert!(old.chains[1].retirement.is_retired());
+        assert!(new.chains[1].connection_authz.is_some());
+        assert!(!new.chains[1].retirement.is_retired());
+        // The listener goes away: all its chains retire.
+        let third = Snapshot::build(&Store::default(), &second, &env);
+        assert!(third.listeners.is_empty());
+        assert!(new.chains.iter().all(|c| c.retirement.is_retired()));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_retirement_ends_when_retired_even_if_already() {
+        let r = Arc::new(Retirement::default());
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait().await }
+        });
+        tokio::task::yield_now().await;
+        r.retire();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), r.wait())
+            .await
+            .unwrap();
+    }
 }

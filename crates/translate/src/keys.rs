@@ -15,7 +15,7 @@ use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
 use strait_model::{ClusterId, EndpointAddress, MeshModel, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
-use crate::{InboundPort, InboundProtocol, MeshView, scope};
+use crate::{Inbound, InboundPort, InboundProtocol, MeshView, scope};
 
 /// Label names the current configuration selects on or fails over by.
 pub fn relevant_label_keys(view: &MeshView<'_>) -> BTreeSet<String> {
@@ -83,9 +83,9 @@ pub struct ProxyKeys {
     /// Load assignments: kind (routers never cross networks), cluster, network, locality and
     /// the relevant labels.
     pub endpoints: String,
-    /// The proxy's own receiving ports (sidecars only).
+    /// The proxy's own receiving ports and their authorization (sidecars only).
     pub inbound: String,
-    pub inbound_ports: Vec<InboundPort>,
+    pub inbound_side: Inbound,
 }
 
 impl ProxyKeys {
@@ -229,6 +229,14 @@ impl Profile {
         out
     }
 
+    /// The ports of the proxy's own workload and the authorization in front of them.
+    pub fn inbound(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Inbound {
+        Inbound {
+            ports: self.inbound_ports(view, proxy),
+            authorization: crate::authz::for_workload(view, &proxy.namespace, &proxy.labels),
+        }
+    }
+
     /// The keys of `proxy`.
     pub fn keys(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> ProxyKeys {
         let mut labels = String::new();
@@ -250,13 +258,13 @@ impl Profile {
             proxy.network,
             proxy.locality
         );
-        let inbound_ports = if proxy.kind == ProxyKind::Sidecar {
-            self.inbound_ports(view, proxy)
+        let inbound_side = if proxy.kind == ProxyKind::Sidecar {
+            self.inbound(view, proxy)
         } else {
-            Vec::new()
+            Inbound::default()
         };
-        let mut inbound = String::new();
-        for p in &inbound_ports {
+        let mut inbound = inbound_side.authorization.key();
+        for p in &inbound_side.ports {
             let _ = write!(
                 inbound,
                 "{}{}{},",
@@ -269,7 +277,7 @@ impl Profile {
             outbound,
             endpoints,
             inbound,
-            inbound_ports,
+            inbound_side,
         }
     }
 }

@@ -18,11 +18,12 @@ use strait_xds::listener::{
 };
 use strait_xds::route::{RouteConfiguration, VirtualHost};
 
+use crate::authz::Authorization;
 use crate::names;
 use crate::proxy::ProxyNode;
 use crate::rds;
 use crate::scope;
-use crate::{InboundPort, MeshView};
+use crate::{Inbound, InboundPort, MeshView};
 
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
@@ -32,6 +33,7 @@ fn http_manager(stat_prefix: String, route: RouteSource) -> HttpConnectionManage
         stat_prefix,
         route,
         http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
+        rbac: Vec::new(),
         upgrades: vec!["websocket".into()],
         idle_timeout_ms: None,
     }
@@ -50,6 +52,7 @@ fn chain(name: String, matching: FilterChainMatch, filter: NetworkFilter) -> Fil
         name,
         matching,
         tls: None,
+        rbac: Vec::new(),
         filter,
     }
 }
@@ -82,8 +85,9 @@ pub fn sidecar_listeners(
     view: &MeshView<'_>,
     proxy: &ProxyNode,
     services: &[&ServiceView],
-    inbound: &[InboundPort],
+    inbound: &Inbound,
 ) -> Vec<Listener> {
+    let authz = &inbound.authorization;
     let passthrough = if scope::allow_any(view, proxy) {
         names::PASSTHROUGH
     } else {
@@ -172,11 +176,11 @@ pub fn sidecar_listeners(
             let (Some(port), Some(target), true) = (port, target, explicit) else {
                 continue;
             };
-            let Some(ip) = inbound.iter().find(|p| p.target_port == target) else {
+            let Some(ip) = inbound.ports.iter().find(|p| p.target_port == target) else {
                 continue;
             };
             let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
-            let mut chains = inbound_chains(ip);
+            let mut chains = inbound_chains(ip, authz);
             for c in &mut chains {
                 c.matching.destination_port = None;
             }
@@ -194,7 +198,7 @@ pub fn sidecar_listeners(
             });
         }
     }
-    out.push(inbound_listener(inbound));
+    out.push(inbound_listener(&inbound.ports, authz));
     out
 }
 
@@ -267,9 +271,13 @@ fn outbound_port_listener(
     }
 }
 
-/// The inbound capture listener: one chain per workload port, to the local application.
-fn inbound_listener(inbound: &[InboundPort]) -> Listener {
-    let filter_chains = inbound.iter().flat_map(inbound_chains).collect();
+/// The inbound capture listener: one chain per workload port, to the local application; ports
+/// no service declares pass through, behind the same authorization.
+fn inbound_listener(inbound: &[InboundPort], authz: &Authorization) -> Listener {
+    let filter_chains = inbound
+        .iter()
+        .flat_map(|p| inbound_chains(p, authz))
+        .collect();
     Listener {
         name: names::INBOUND_LISTENER.into(),
         kind: ListenerKind::Socket(SocketListener {
@@ -279,20 +287,23 @@ fn inbound_listener(inbound: &[InboundPort]) -> Listener {
             bind_to_port: true,
             inspect_protocol: true,
             filter_chains,
-            default_chain: Some(chain(
-                "InboundPassthrough".into(),
-                FilterChainMatch::default(),
-                tcp(names::PASSTHROUGH, names::PASSTHROUGH.into()),
-            )),
+            default_chain: Some(FilterChain {
+                rbac: authz.tcp.clone(),
+                ..chain(
+                    "InboundPassthrough".into(),
+                    FilterChainMatch::default(),
+                    tcp(names::PASSTHROUGH, names::PASSTHROUGH.into()),
+                )
+            }),
         }),
     }
 }
 
 /// The chains of one workload port: HTTP or TCP to its inbound cluster, behind mesh mTLS
 /// and/or in plaintext as PeerAuthentication says.
-fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
+fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
     let cluster = names::inbound_cluster(ip.target_port);
-    let filter = if ip.http() {
+    let (filter, rbac) = if ip.http() {
         let route = RouteConfiguration {
             name: cluster.clone(),
             virtual_hosts: vec![VirtualHost {
@@ -301,9 +312,11 @@ fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
                 routes: vec![rds::forward_all("default", &cluster)],
             }],
         };
-        NetworkFilter::Http(http_manager(cluster.clone(), RouteSource::Inline(route)))
+        let mut hcm = http_manager(cluster.clone(), RouteSource::Inline(route));
+        hcm.rbac = authz.http.clone();
+        (NetworkFilter::Http(hcm), Vec::new())
     } else {
-        tcp(&cluster, cluster.clone())
+        (tcp(&cluster, cluster.clone()), authz.tcp.clone())
     };
     let mtls = FilterChain {
         tls: Some(DownstreamTls {
@@ -316,6 +329,7 @@ fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
                 Vec::new()
             },
         }),
+        rbac: rbac.clone(),
         ..chain(
             format!("{cluster}|mtls"),
             FilterChainMatch {
@@ -327,8 +341,9 @@ fn inbound_chains(ip: &InboundPort) -> Vec<FilterChain> {
             filter.clone(),
         )
     };
-    let plaintext = |transport: Option<&str>| {
-        chain(
+    let plaintext = |transport: Option<&str>| FilterChain {
+        rbac: rbac.clone(),
+        ..chain(
             cluster.clone(),
             FilterChainMatch {
                 destination_port: Some(ip.target_port),
@@ -412,6 +427,7 @@ pub fn router_listeners(
                         ..Default::default()
                     },
                     tls: None,
+                    rbac: Vec::new(),
                     filter: NetworkFilter::SniCluster(TcpProxy {
                         stat_prefix: format!("{gw_name}/sni"),
                         clusters: vec![],
@@ -428,6 +444,7 @@ pub fn router_listeners(
                                 ..Default::default()
                             },
                             tls: None,
+                            rbac: Vec::new(),
                             filter: tcp(&cluster, cluster.clone()),
                         });
                     }
@@ -480,6 +497,7 @@ pub fn router_listeners(
                             ..Default::default()
                         },
                         tls,
+                        rbac: Vec::new(),
                         filter: NetworkFilter::Http(http_manager(
                             format!("{gw_name}.{port}"),
                             RouteSource::Rds(route_name),

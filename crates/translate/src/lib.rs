@@ -2,6 +2,7 @@
 //! resources (listeners, routes, clusters, load assignments), named as Istio names them. Pure:
 //! no IO; golden-file tests pin every feature.
 
+pub mod authz;
 pub mod cds;
 pub mod eds;
 pub mod gateways;
@@ -47,6 +48,13 @@ pub struct Generated {
     pub routes: Vec<RouteConfiguration>,
     pub clusters: Vec<Cluster>,
     pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+/// What a sidecar's own workload receives: its ports, and who may reach them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inbound {
+    pub ports: Vec<InboundPort>,
+    pub authorization: authz::Authorization,
 }
 
 /// A port of the proxy's own workload, receiving traffic.
@@ -212,7 +220,7 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
 /// The proxy's listeners: for sidecars, the capture listeners, one per service port and those
 /// for its own ports (`inbound`); for routers, those of the Gateways selecting them; for
 /// proxyless clients, one API listener per service port.
-pub fn listeners(view: &MeshView<'_>, proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Listener> {
+pub fn listeners(view: &MeshView<'_>, proxy: &ProxyNode, inbound: &Inbound) -> Vec<Listener> {
     let services = scope::visible_services(view, proxy);
     match proxy.kind {
         ProxyKind::ProxylessGrpc => lds::api_listeners(&services),
@@ -264,9 +272,9 @@ pub fn load_assignment(
 /// Every resource for a proxy.
 pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
     let inbound = if proxy.kind == ProxyKind::Sidecar {
-        Profile::new(view).inbound_ports(view, proxy)
+        Profile::new(view).inbound(view, proxy)
     } else {
-        Vec::new()
+        Inbound::default()
     };
     let out = outbound(view, proxy);
     let endpoints = out
@@ -276,7 +284,7 @@ pub fn generate(view: &MeshView<'_>, proxy: &ProxyNode) -> Generated {
         .collect();
     let listeners = listeners(view, proxy, &inbound);
     let mut clusters = out.clusters;
-    clusters.extend(local_clusters(proxy, &inbound));
+    clusters.extend(local_clusters(proxy, &inbound.ports));
     Generated {
         listeners,
         routes: out.routes,

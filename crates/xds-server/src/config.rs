@@ -353,7 +353,7 @@ impl Parts {
         let listeners = match self.listeners.get(&listeners_key) {
             Some(l) => l.clone(),
             None => {
-                let l = strait_translate::listeners(view, proxy, &keys.inbound_ports);
+                let l = strait_translate::listeners(view, proxy, &keys.inbound_side);
                 let l = self.intern_all(&l, |l| &l.name, |l| wire::to_any(&wire::listener(l)));
                 self.listeners.insert(listeners_key, l.clone());
                 l
@@ -363,7 +363,7 @@ impl Parts {
         let local = match self.local_clusters.get(&local_key) {
             Some(l) => l.clone(),
             None => {
-                let l = strait_translate::local_clusters(proxy, &keys.inbound_ports);
+                let l = strait_translate::local_clusters(proxy, &keys.inbound_side.ports);
                 let l = self.intern_all(&l, |c| &c.name, |c| wire::to_any(&wire::cluster(c)));
                 self.local_clusters.insert(local_key, l.clone());
                 l

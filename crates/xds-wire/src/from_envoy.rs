@@ -35,7 +35,7 @@ use strait_xds::route::{
 };
 use strait_xds::{
     Cluster, ClusterLoadAssignment, Listener, Locality, RouteConfiguration, SocketAddress,
-    StringMatch,
+    StringMatch, regex_escape,
 };
 
 use crate::meta;
@@ -56,9 +56,9 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
-type R<T> = Result<T, String>;
+pub(crate) type R<T> = Result<T, String>;
 
-fn reject<T>(reason: impl Into<String>) -> R<T> {
+pub(crate) fn reject<T>(reason: impl Into<String>) -> R<T> {
     Err(reason.into())
 }
 
@@ -70,7 +70,7 @@ fn named<T>(resource: &str, r: R<T>) -> Result<T, Rejected> {
 }
 
 /// Unpacks an `Any` of the expected message type.
-fn unpack<M: Message + Name + Default>(any: &Any, field: &str) -> R<M> {
+pub(crate) fn unpack<M: Message + Name + Default>(any: &Any, field: &str) -> R<M> {
     if any.type_url != M::type_url() {
         return reject(format!(
             "{field}: expected {} but got {}",
@@ -122,7 +122,7 @@ fn locality(l: Option<&ecore::Locality>) -> Locality {
     .unwrap_or_default()
 }
 
-fn string_match(m: &ematcher::StringMatcher, field: &str) -> R<StringMatch> {
+pub(crate) fn string_match(m: &ematcher::StringMatcher, field: &str) -> R<StringMatch> {
     use ematcher::string_matcher::MatchPattern;
     if m.ignore_case {
         return reject(format!("{field}.ignore_case: not supported"));
@@ -141,15 +141,29 @@ fn string_match(m: &ematcher::StringMatcher, field: &str) -> R<StringMatch> {
     })
 }
 
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
+// The deprecated direct matchers are still what some control planes send.
+#[allow(deprecated)]
+pub(crate) fn header_match(h: eroute::HeaderMatcher, field: &str) -> R<HeaderMatch> {
+    use eroute::header_matcher::HeaderMatchSpecifier as S;
+    let matcher = match h.header_match_specifier {
+        Some(S::PresentMatch(true)) => StringMatch::Present,
+        Some(S::StringMatch(s)) => string_match(&s, field)?,
+        Some(S::ExactMatch(v)) => StringMatch::Exact(v),
+        Some(S::PrefixMatch(v)) => StringMatch::Prefix(v),
+        Some(S::SuffixMatch(v)) => StringMatch::Suffix(v),
+        Some(S::SafeRegexMatch(r)) => StringMatch::Regex(r.regex),
+        Some(other) => {
+            return reject(format!(
+                "{field}: header matcher {other:?} is not supported"
+            ));
         }
-        out.push(c);
-    }
-    out
+        None => StringMatch::Present,
+    };
+    Ok(HeaderMatch {
+        name: h.name,
+        matcher,
+        invert: h.invert_match,
+    })
 }
 
 fn percent(p: Option<&etype::FractionalPercent>) -> f64 {
@@ -272,6 +286,7 @@ fn filter_chain(fc: elistener::FilterChain, field: &str) -> R<FilterChain> {
     };
     let mut sni_cluster = false;
     let mut filter = None;
+    let mut rbac = Vec::new();
     for (i, f) in fc.filters.into_iter().enumerate() {
         let ff = format!("{field}.filters[{i}]");
         let config = match f.config_type {
@@ -280,6 +295,9 @@ fn filter_chain(fc: elistener::FilterChain, field: &str) -> R<FilterChain> {
         };
         match f.name.as_str() {
             "envoy.filters.network.sni_cluster" => sni_cluster = true,
+            crate::rbac::NETWORK_RBAC if filter.is_none() => {
+                rbac.push(crate::rbac::from_network_filter(&config, &ff)?);
+            }
             "envoy.filters.network.http_connection_manager" => {
                 let hcm: ehcm::HttpConnectionManager = unpack(&config, &ff)?;
                 filter = Some(NetworkFilter::Http(http_connection_manager(hcm, &ff)?));
@@ -290,7 +308,7 @@ fn filter_chain(fc: elistener::FilterChain, field: &str) -> R<FilterChain> {
             }
             other => {
                 return reject(format!(
-                    "{ff}: network filter {other:?} is not supported (supported: http_connection_manager, tcp_proxy, sni_cluster)"
+                    "{ff}: network filter {other:?} is not supported (supported: rbac before the terminal filter, sni_cluster, http_connection_manager, tcp_proxy)"
                 ));
             }
         }
@@ -313,6 +331,7 @@ fn filter_chain(fc: elistener::FilterChain, field: &str) -> R<FilterChain> {
         name: fc.name,
         matching,
         tls,
+        rbac,
         filter,
     })
 }
@@ -356,15 +375,28 @@ fn http_connection_manager(
         }
     };
     let mut http_filters = Vec::new();
+    let mut rbac = Vec::new();
     for (i, f) in h.http_filters.iter().enumerate() {
         match f.name.as_str() {
+            crate::rbac::HTTP_RBAC => {
+                let ff = format!("{field}.http_filters[{i}] ({})", f.name);
+                if !http_filters.is_empty() {
+                    return reject(format!(
+                        "{ff}: RBAC filters must come before the other HTTP filters"
+                    ));
+                }
+                let Some(ehcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return reject(format!("{ff}: typed_config missing"));
+                };
+                rbac.push(crate::rbac::from_http_filter(any, &ff)?);
+            }
             "envoy.filters.http.fault" => http_filters.push(HttpFilter::Fault),
             "envoy.filters.http.cors" => http_filters.push(HttpFilter::Cors),
             "envoy.filters.http.router" => http_filters.push(HttpFilter::Router),
             _ if f.is_optional => {}
             other => {
                 return reject(format!(
-                    "{field}.http_filters[{i}]: HTTP filter {other:?} is not supported (supported: fault, cors, router)"
+                    "{field}.http_filters[{i}]: HTTP filter {other:?} is not supported (supported: rbac, fault, cors, router)"
                 ));
             }
         }
@@ -378,6 +410,7 @@ fn http_connection_manager(
         stat_prefix: h.stat_prefix,
         route,
         http_filters,
+        rbac,
         upgrades: h
             .upgrade_configs
             .into_iter()
@@ -534,25 +567,8 @@ fn route(r: eroute::Route, field: &str) -> R<Route> {
         .into_iter()
         .enumerate()
         .map(|(i, h)| {
-            use eroute::header_matcher::HeaderMatchSpecifier as S;
             let hf = format!("{field}.match.headers[{i}] ({})", h.name);
-            let matcher = match h.header_match_specifier {
-                Some(S::PresentMatch(true)) => StringMatch::Present,
-                Some(S::StringMatch(s)) => string_match(&s, &hf)?,
-                Some(S::ExactMatch(v)) => StringMatch::Exact(v),
-                Some(S::PrefixMatch(v)) => StringMatch::Prefix(v),
-                Some(S::SuffixMatch(v)) => StringMatch::Suffix(v),
-                Some(S::SafeRegexMatch(r)) => StringMatch::Regex(r.regex),
-                Some(other) => {
-                    return reject(format!("{hf}: header matcher {other:?} is not supported"));
-                }
-                None => StringMatch::Present,
-            };
-            Ok(HeaderMatch {
-                name: h.name,
-                matcher,
-                invert: h.invert_match,
-            })
+            header_match(h, &hf)
         })
         .collect::<R<Vec<_>>>()?;
     let query_params = m

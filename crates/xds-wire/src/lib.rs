@@ -5,6 +5,7 @@
 
 pub mod from_envoy;
 mod meta;
+mod rbac;
 mod to_envoy;
 
 pub use from_envoy::Rejected;

@@ -80,7 +80,23 @@ fn locality(l: &Locality) -> ecore::Locality {
     }
 }
 
-fn string_matcher(m: &StringMatch) -> ematcher::StringMatcher {
+pub(crate) fn header_matcher(h: &strait_xds::route::HeaderMatch) -> eroute::HeaderMatcher {
+    eroute::HeaderMatcher {
+        name: h.name.clone(),
+        invert_match: h.invert,
+        header_match_specifier: Some(match &h.matcher {
+            StringMatch::Present => {
+                eroute::header_matcher::HeaderMatchSpecifier::PresentMatch(true)
+            }
+            other => {
+                eroute::header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(other))
+            }
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn string_matcher(m: &StringMatch) -> ematcher::StringMatcher {
     use ematcher::string_matcher::MatchPattern;
     let pattern = match m {
         StringMatch::Exact(v) => MatchPattern::Exact(v.clone()),
@@ -185,7 +201,11 @@ fn filter_chain(fc: &strait_xds::listener::FilterChain) -> elistener::FilterChai
         NetworkFilter::Tcp(t) => tcp_filter(t),
         NetworkFilter::SniCluster(t) => tcp_filter(t),
     };
-    let mut filters = Vec::new();
+    let mut filters: Vec<elistener::Filter> = fc
+        .rbac
+        .iter()
+        .map(|r| crate::rbac::network_filter(r, &fc.name))
+        .collect();
     if matches!(fc.filter, NetworkFilter::SniCluster(_)) {
         filters.push(elistener::Filter {
             name: "envoy.filters.network.sni_cluster".into(),
@@ -266,10 +286,9 @@ fn http_connection_manager(h: &HttpConnectionManager) -> ehcm::HttpConnectionMan
             ehcm::http_connection_manager::RouteSpecifier::RouteConfig(route_configuration(rc))
         }
     };
-    let http_filters = h
-        .http_filters
-        .iter()
-        .map(|f| {
+    let rbac = h.rbac.iter().map(crate::rbac::http_filter);
+    let http_filters = rbac
+        .chain(h.http_filters.iter().map(|f| {
             let (name, config) = match f {
                 HttpFilter::Fault => (
                     "envoy.filters.http.fault",
@@ -293,7 +312,7 @@ fn http_connection_manager(h: &HttpConnectionManager) -> ehcm::HttpConnectionMan
                 config_type: Some(ehcm::http_filter::ConfigType::TypedConfig(config)),
                 ..Default::default()
             }
-        })
+        }))
         .collect();
     ehcm::HttpConnectionManager {
         stat_prefix: h.stat_prefix.clone(),
@@ -366,23 +385,7 @@ fn route(r: &strait_xds::route::Route) -> eroute::Route {
         PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
         PathMatch::Regex(p) => PathSpecifier::SafeRegex(regex(p)),
     };
-    let headers = m
-        .headers
-        .iter()
-        .map(|h| eroute::HeaderMatcher {
-            name: h.name.clone(),
-            invert_match: h.invert,
-            header_match_specifier: Some(match &h.matcher {
-                StringMatch::Present => {
-                    eroute::header_matcher::HeaderMatchSpecifier::PresentMatch(true)
-                }
-                other => {
-                    eroute::header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(other))
-                }
-            }),
-            ..Default::default()
-        })
-        .collect();
+    let headers = m.headers.iter().map(header_matcher).collect();
     let query_parameters = m
         .query_params
         .iter()

@@ -323,10 +323,12 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                         require_client_certificate: true,
                         alpn: vec!["h2".into(), "http/1.1".into()],
                     }),
+                    rbac: Vec::new(),
                     filter: NetworkFilter::Http(HttpConnectionManager {
                         stat_prefix: "in".into(),
                         route: RouteSource::Inline(rc.clone()),
                         http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
+                        rbac: vec![every_rbac_rule(false), every_rbac_rule(true)],
                         upgrades: vec!["websocket".into()],
                         idle_timeout_ms: Some(60_000),
                     }),
@@ -335,6 +337,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                     name: "sni".into(),
                     matching: FilterChainMatch::default(),
                     tls: None,
+                    rbac: Vec::new(),
                     filter: NetworkFilter::SniCluster(TcpProxy {
                         stat_prefix: "sni".into(),
                         clusters: vec![],
@@ -346,6 +349,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                 name: "tcp".into(),
                 matching: FilterChainMatch::default(),
                 tls: None,
+                rbac: vec![every_rbac_rule(false)],
                 filter: NetworkFilter::Tcp(TcpProxy {
                     stat_prefix: "tcp".into(),
                     clusters: vec![("x".into(), 60), ("y".into(), 40)],
@@ -356,6 +360,62 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
     };
     let back = wire::from_envoy::listener(&wire::to_any(&wire::listener(&listener))).unwrap();
     assert_eq!(back, listener);
+}
+
+/// One RBAC filter using every permission and principal kind.
+fn every_rbac_rule(shadow: bool) -> strait_xds::rbac::Rbac {
+    use strait_xds::StringMatch;
+    use strait_xds::rbac::{Permission as P, Principal as I, Rbac, RbacAction, RbacPolicy};
+    use strait_xds::route::HeaderMatch;
+    let header = HeaderMatch {
+        name: "x-token".into(),
+        matcher: StringMatch::Prefix("abc".into()),
+        invert: false,
+    };
+    Rbac {
+        action: if shadow {
+            RbacAction::Allow
+        } else {
+            RbacAction::Deny
+        },
+        shadow,
+        policies: vec![
+            RbacPolicy {
+                name: "ns[foo]-policy[a]-rule[0]".into(),
+                permissions: vec![
+                    P::And(vec![
+                        P::Or(vec![
+                            P::DestinationPort(8080),
+                            P::DestinationIp("10.0.0.0/8".into()),
+                        ]),
+                        P::Not(Box::new(P::Path(StringMatch::Regex("/x/[^/]+".into())))),
+                        P::Host(StringMatch::Suffix(".example.com".into())),
+                        P::ServerName(StringMatch::Exact("a.example.com".into())),
+                        P::Header(header.clone()),
+                    ]),
+                    P::Any,
+                    P::never(),
+                ],
+                principals: vec![
+                    I::And(vec![
+                        I::Or(vec![
+                            I::Authenticated(StringMatch::Present),
+                            I::Authenticated(StringMatch::Exact("spiffe://td/ns/a/sa/b".into())),
+                        ]),
+                        I::Not(Box::new(I::DirectRemoteIp("192.0.2.0/24".into()))),
+                        I::RemoteIp("2001:db8::/32".into()),
+                        I::Header(header),
+                    ]),
+                    I::Any,
+                ],
+            },
+            RbacPolicy {
+                name: "ns[foo]-policy[b]-rule[0]".into(),
+                permissions: vec![P::Any],
+                principals: vec![I::never()],
+            },
+        ],
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod listener;
+pub mod rbac;
 pub mod route;
 
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,18 @@ pub enum StringMatch {
     Regex(String),
     /// The value is present, whatever it is.
     Present,
+}
+
+/// `text` as a regex that matches it literally (for `StringMatch::Regex` built from user text).
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A resource with its name, of any type.

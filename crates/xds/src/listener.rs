@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::SocketAddress;
+use crate::rbac::Rbac;
 use crate::route::RouteConfiguration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,10 @@ pub struct FilterChain {
     pub matching: FilterChainMatch,
     /// Terminate TLS with this setting (inbound mTLS, gateways).
     pub tls: Option<DownstreamTls>,
+    /// Connection-level authorization (Envoy's network RBAC filters, in order), checked once
+    /// the peer is known; HTTP chains authorize each request in their connection manager.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rbac: Vec<Rbac>,
     pub filter: NetworkFilter,
 }
 
@@ -89,6 +94,9 @@ pub struct HttpConnectionManager {
     pub stat_prefix: String,
     pub route: RouteSource,
     pub http_filters: Vec<HttpFilter>,
+    /// Request authorization (Envoy's HTTP RBAC filters, in order), before any other filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rbac: Vec<Rbac>,
     /// Let `Upgrade: websocket` through.
     pub upgrades: Vec<String>,
     /// Closes idle downstream connections.

@@ -58,7 +58,7 @@ pub enum PathMatch {
 }
 
 /// A header condition; pseudo-headers (`:method`, `:authority`, `:scheme`) included.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderMatch {
     pub name: String,
     pub matcher: StringMatch,

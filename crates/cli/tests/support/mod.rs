@@ -112,7 +112,11 @@ impl ControlPlane {
                 &format!("127.0.0.1:{secure_port}"),
             ])
             .args(extra)
-            .env("RUST_LOG", "info")
+            // `STRAIT_TEST_LOG=debug` to see more of what a failing test's proxies did.
+            .env(
+                "RUST_LOG",
+                std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(config.with_extension("log")).unwrap(),
@@ -319,7 +323,11 @@ impl StraitProxy {
             ])
             .arg(&access_log)
             .args(extra)
-            .env("RUST_LOG", "info")
+            // `STRAIT_TEST_LOG=debug` to see more of what a failing test's proxies did.
+            .env(
+                "RUST_LOG",
+                std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -400,4 +408,96 @@ pub fn client_plain(target: &str, args: &[&str]) -> String {
     let (ok, out, err) = run(python().to_str().unwrap(), &all);
     assert!(ok, "gRPC client failed: {out}\n{err}");
     out
+}
+
+/// Runs the `strait` binary to completion; its stdout (panics with its stderr if it fails).
+pub fn strait(args: &[&str]) -> String {
+    let (ok, out, err) = run(env!("CARGO_BIN_EXE_strait"), args);
+    assert!(ok, "strait {args:?} failed: {err}");
+    out
+}
+
+/// A mesh root and cluster1's intermediate made with `strait ca`, as an operator makes them,
+/// and the key that signs bootstrap tokens.
+pub struct MeshCa {
+    dir: PathBuf,
+    /// `cacerts/`, in Istio's layout.
+    pub cacerts: PathBuf,
+    /// The roots proxies trust (`cacerts/root-cert.pem`).
+    pub root: PathBuf,
+    pub token_key: PathBuf,
+}
+
+impl MeshCa {
+    pub fn create(dir: &Path) -> MeshCa {
+        let path = |p: &str| dir.join(p).to_str().unwrap().to_string();
+        strait(&["ca", "init", "--out", &path("root")]);
+        strait(&[
+            "ca",
+            "intermediate",
+            "--root",
+            &path("root"),
+            "--cluster",
+            "cluster1",
+            "--out",
+            &path("cacerts"),
+        ]);
+        MeshCa {
+            dir: dir.to_path_buf(),
+            cacerts: dir.join("cacerts"),
+            root: dir.join("cacerts/root-cert.pem"),
+            token_key: dir.join("token-key"),
+        }
+    }
+
+    /// The control plane's flags: sign with the intermediate, check tokens with the key.
+    pub fn control_plane_args(&self) -> Vec<String> {
+        vec![
+            "--cacerts".into(),
+            self.cacerts.to_str().unwrap().into(),
+            "--token-key".into(),
+            self.token_key.to_str().unwrap().into(),
+        ]
+    }
+
+    /// A bootstrap token file for `namespace/service_account`.
+    pub fn token(&self, namespace: &str, service_account: &str) -> PathBuf {
+        let path = self
+            .dir
+            .join(format!("{namespace}.{service_account}.token"));
+        let token = strait(&[
+            "ca",
+            "token",
+            "--key",
+            self.token_key.to_str().unwrap(),
+            "--namespace",
+            namespace,
+            "--service-account",
+            service_account,
+        ]);
+        std::fs::write(&path, token.trim()).unwrap();
+        path
+    }
+
+    /// A proxy's flags to obtain its certificate (lifetime `ttl` seconds) and xDS over TLS.
+    pub fn proxy_args(&self, namespace: &str, service_account: &str, ttl: &str) -> Vec<String> {
+        vec![
+            "--ca-root".into(),
+            self.root.to_str().unwrap().into(),
+            "--token".into(),
+            self.token(namespace, service_account)
+                .to_str()
+                .unwrap()
+                .into(),
+            "--service-account".into(),
+            service_account.into(),
+            "--cert-ttl".into(),
+            ttl.into(),
+        ]
+    }
+}
+
+/// Borrows owned arguments as the `&[&str]` process helpers take.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

@@ -19,7 +19,9 @@ use strait_xds::listener::Direction;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Proxy;
+use crate::authz::{Authorizer, Facts, RequestFacts};
 use crate::metrics::{Peer, RequestLabels, ServiceLabels, Text};
+use crate::state::Retirement;
 use crate::upstream::pool::{Body, BoxError};
 use body::{Finished, Observed};
 use http_body_util::BodyExt;
@@ -50,6 +52,12 @@ pub struct HttpConn {
     pub upgrades: Vec<String>,
     /// The caller's SPIFFE ID, verified by mesh mTLS on this connection.
     pub peer_principal: Option<Arc<str>>,
+    /// The TLS server name the client asked for, when known.
+    pub server_name: Option<Arc<str>>,
+    /// Who may make which requests (the connection manager's RBAC filters).
+    pub authz: Option<Arc<Authorizer>>,
+    /// Set when the chain serving this connection is replaced: the connection then drains.
+    pub retirement: Arc<Retirement>,
 }
 
 /// Istio's `connection_security_policy`: what the server saw; a client reports `unknown`.
@@ -66,6 +74,7 @@ pub async fn serve<I>(conn: Arc<HttpConn>, io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let retirement = conn.retirement.clone();
     let service = hyper::service::service_fn(move |req| {
         let c = conn.clone();
         async move { Ok::<_, Infallible>(handle(c, req).await) }
@@ -76,9 +85,13 @@ where
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(Some(1024));
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await;
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = retirement.wait() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
 }
 
 /// What the request came to, filled in along the way.
@@ -185,7 +198,29 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
     });
 
     let mut outcome = Outcome::default();
-    let response = forward::route_request(&c, req, grpc, &mut outcome).await;
+    let verdict = c.authz.as_ref().map(|a| {
+        let v = a.evaluate(&Facts {
+            peer: c.downstream,
+            destination: c.destination,
+            principal: c.peer_principal.as_deref(),
+            server_name: c.server_name.as_deref(),
+            request: Some(RequestFacts {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                authority: router::authority_of(req.uri(), req.headers()),
+            }),
+        });
+        c.proxy.metrics.record_authorization("http", &v);
+        v
+    });
+    let denial = verdict.as_ref().and_then(|v| v.details());
+    let response = match &denial {
+        // Envoy's local reply for an RBAC denial (gRPC callers get PERMISSION_DENIED).
+        Some(_) => headers::local_reply(http::StatusCode::FORBIDDEN, "RBAC: access denied", grpc),
+        None => forward::route_request(&c, req, grpc, &mut outcome).await,
+    };
+    let audit = verdict.and_then(|v| v.audit);
     let status = response.status().as_u16();
     let header_grpc_status = response
         .headers()
@@ -298,6 +333,9 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
                 "destination_namespace": &*labels.destination_workload_namespace,
                 "destination_cluster": &*labels.destination_cluster,
                 "destination_service": &*labels.destination_service,
+                "source_principal": &*labels.source_principal,
+                "response_code_details": denial,
+                "audit_policy": audit.as_deref(),
             }));
         }
     });

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::Proxy;
+use crate::authz::Facts;
 use crate::http::{self, HttpConn, RouteRef};
 use crate::state::ListenerRuntime;
 use crate::tcp::{self, TcpConn};
@@ -56,7 +57,7 @@ impl Bound {
         self.running.retain(|name, (addr, task)| {
             let keep = wanted.get(name) == Some(addr);
             if !keep {
-                info!(listener = %name, address = %addr, "listener removed; open connections continue");
+                info!(listener = %name, address = %addr, "listener removed; its HTTP connections drain, TCP streams run to their end");
                 task.abort();
             }
             keep
@@ -222,6 +223,8 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
             }
         },
     };
+    let connection_authz = chain.connection_authz.clone();
+    let server_name: Option<Arc<str>> = facts.server_name.as_deref().map(Arc::from);
     let served = match &chain.config.filter {
         NetworkFilter::Http(hcm) => {
             let route = match (&hcm.route, &chain.inline_router) {
@@ -239,6 +242,9 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 captured: socket.use_original_dst,
                 upgrades: hcm.upgrades.clone(),
                 peer_principal: None,
+                server_name: server_name.clone(),
+                authz: chain.request_authz.clone(),
+                retirement: chain.retirement.clone(),
             })
         }
         NetworkFilter::Tcp(config) => Served::Tcp(
@@ -258,8 +264,33 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
         }
     };
     drop(snapshot);
+    let authorized = |principal: Option<&str>| {
+        let Some(authz) = &connection_authz else {
+            return true;
+        };
+        let verdict = authz.evaluate(&Facts {
+            peer,
+            destination,
+            principal,
+            server_name: server_name.as_deref(),
+            request: None,
+        });
+        proxy.metrics.record_authorization("tcp", &verdict);
+        if let Some(policy) = &verdict.audit {
+            info!(%peer, %destination, principal, %policy, "audit: connection matched an AUDIT policy");
+        }
+        if let Some(details) = verdict.details() {
+            debug!(%peer, %destination, principal, %details, "connection denied by authorization policy; closing");
+            return false;
+        }
+        true
+    };
     match tls {
-        None => served.serve(stream).await,
+        None => {
+            if authorized(None) {
+                served.serve(stream).await;
+            }
+        }
         Some(config) => {
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
@@ -281,7 +312,9 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 .peer_certificates()
                 .and_then(strait_identity::tls::peer_identity)
                 .map(|id| Arc::from(id.to_string()));
-            served.with_principal(principal).serve(tls_stream).await;
+            if authorized(principal.as_deref()) {
+                served.with_principal(principal).serve(tls_stream).await;
+            }
         }
     }
 }

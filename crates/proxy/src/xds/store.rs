@@ -15,6 +15,7 @@ use strait_xds::listener::{ListenerKind, NetworkFilter, RouteSource};
 use strait_xds::{Cluster, ClusterLoadAssignment, Listener, ResourceType, RouteConfiguration};
 use strait_xds_wire::from_envoy;
 
+use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::listen::chain;
 
@@ -233,10 +234,13 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
             .parse::<std::net::IpAddr>()
             .map_err(|_| format!("address {:?} is not an IP address", s.address.ip))?;
         for c in s.filter_chains.iter().chain(&s.default_chain) {
-            if let NetworkFilter::Http(hcm) = &c.filter
-                && let RouteSource::Inline(rc) = &hcm.route
-            {
-                Router::compile(rc)?;
+            let in_chain = |e: String| format!("filter chain {}: {e}", c.name);
+            Authorizer::compile(&c.rbac).map_err(in_chain)?;
+            if let NetworkFilter::Http(hcm) = &c.filter {
+                Authorizer::compile(&hcm.rbac).map_err(in_chain)?;
+                if let RouteSource::Inline(rc) = &hcm.route {
+                    Router::compile(rc)?;
+                }
             }
             if let Some(tls) = &c.tls
                 && (tls.certificate != SDS_DEFAULT

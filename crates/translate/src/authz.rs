@@ -1,0 +1,649 @@
+//! Authorization: the AuthorizationPolicies that select a workload become the RBAC filters of its
+//! inbound chains, built as Istio builds them. A policy applies to a sidecar when it lives in the
+//! workload's namespace or the root namespace and its selector (if any) matches the workload's
+//! labels; `targetRef(s)` policies attach to gateways and waypoints, not sidecars. Each rule is
+//! one RBAC policy named `ns[<ns>]-policy[<name>]-rule[<i>]`: its `to` operations (with the
+//! request-side `when` conditions) are the permissions, its `from` sources (with the caller-side
+//! conditions) the principals. Filters come in Istio's order: AUDIT (log), DENY, ALLOW, then
+//! the dry-run ones (shadow). On TCP chains, an ALLOW rule naming anything only HTTP has
+//! (methods, paths, hosts, request principals, headers, JWT claims) never matches, and a DENY
+//! rule is applied with those fields left out — both the safe way round. CUSTOM policies need an
+//! external authorizer Strait does not have: their rules deny, as Istio does for a CUSTOM
+//! provider it cannot use.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use strait_config::istio::security::{
+    AuthorizationPolicy, AuthzAction, Condition, Operation, Rule, Source,
+};
+use strait_config::resource::Object;
+use strait_xds::rbac::{Permission, Principal, Rbac, RbacAction, RbacPolicy};
+use strait_xds::route::HeaderMatch;
+use strait_xds::{StringMatch, regex_escape};
+
+use crate::MeshView;
+
+/// The RBAC filters of a workload's inbound chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Authorization {
+    /// For HTTP connection managers.
+    pub http: Vec<Rbac>,
+    /// For TCP chains (connection-level).
+    pub tcp: Vec<Rbac>,
+}
+
+impl Authorization {
+    /// A short fingerprint for cache keys: equal authorizations have equal keys.
+    pub fn key(&self) -> String {
+        if self.http.is_empty() && self.tcp.is_empty() {
+            return String::new();
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Tcp,
+}
+
+/// The authorization of a workload in `namespace` with `labels`.
+pub fn for_workload(
+    view: &MeshView<'_>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Authorization {
+    let mut policies: Vec<&Object<AuthorizationPolicy>> = view
+        .config
+        .authorization_policies
+        .iter()
+        .filter(|p| selects(p, view.root_namespace, namespace, labels))
+        .collect();
+    if policies.is_empty() {
+        return Authorization::default();
+    }
+    policies
+        .sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
+    let settings = &view.model.settings;
+    let mut trust_domains = vec![settings.trust_domain.clone()];
+    for alias in &settings.trust_domain_aliases {
+        if !trust_domains.contains(alias) {
+            trust_domains.push(alias.clone());
+        }
+    }
+    let builder = Builder { trust_domains };
+    Authorization {
+        http: builder.filters(&policies, Protocol::Http),
+        tcp: builder.filters(&policies, Protocol::Tcp),
+    }
+}
+
+fn selects(
+    p: &Object<AuthorizationPolicy>,
+    root_namespace: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let targeted =
+        p.spec.target_ref.is_some() || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty());
+    let in_scope = p.meta.namespace == namespace || p.meta.namespace == root_namespace;
+    !targeted
+        && in_scope
+        && p.spec
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+fn dry_run(p: &Object<AuthorizationPolicy>) -> bool {
+    p.meta
+        .annotations
+        .get("istio.io/dry-run")
+        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "t" | "TRUE" | "True"))
+}
+
+struct Builder {
+    /// The mesh's trust domain first, then its aliases.
+    trust_domains: Vec<String>,
+}
+
+impl Builder {
+    fn filters(&self, policies: &[&Object<AuthorizationPolicy>], protocol: Protocol) -> Vec<Rbac> {
+        let mut log = Vec::new();
+        let mut deny = Vec::new();
+        let mut allow = Vec::new();
+        let mut shadow_deny = Vec::new();
+        let mut shadow_allow = Vec::new();
+        let (mut any_allow, mut any_shadow_allow) = (false, false);
+        for p in policies {
+            let dry = dry_run(p);
+            let action = p.spec.action();
+            let (target, suffix) = match (action, dry) {
+                (AuthzAction::Allow, false) => {
+                    any_allow = true;
+                    (&mut allow, "")
+                }
+                (AuthzAction::Allow, true) => {
+                    any_shadow_allow = true;
+                    (&mut shadow_allow, "")
+                }
+                (AuthzAction::Deny, false) => (&mut deny, ""),
+                (AuthzAction::Deny, true) => (&mut shadow_deny, ""),
+                (AuthzAction::Audit, _) => (&mut log, ""),
+                (AuthzAction::Custom, _) => (&mut deny, "-deny-due-to-bad-CUSTOM-action"),
+            };
+            let enforce_as = match action {
+                AuthzAction::Allow => RbacAction::Allow,
+                AuthzAction::Audit => RbacAction::Log,
+                AuthzAction::Deny | AuthzAction::Custom => RbacAction::Deny,
+            };
+            for (i, rule) in p.spec.rules.iter().flatten().enumerate() {
+                let name = format!(
+                    "ns[{}]-policy[{}]-rule[{i}]{suffix}",
+                    p.meta.namespace, p.meta.name
+                );
+                if let Some(policy) = self.rule(name, rule, &p.meta.namespace, enforce_as, protocol)
+                {
+                    target.push(policy);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut push = |action, mut policies: Vec<RbacPolicy>, shadow, always: bool| {
+            if policies.is_empty() && !always {
+                return;
+            }
+            policies.sort_by(|a, b| a.name.cmp(&b.name));
+            out.push(Rbac {
+                action,
+                policies,
+                shadow,
+            });
+        };
+        push(RbacAction::Log, log, false, false);
+        push(RbacAction::Deny, deny, false, false);
+        // An ALLOW policy that matches nothing still denies everything else.
+        push(RbacAction::Allow, allow, false, any_allow);
+        push(RbacAction::Deny, shadow_deny, true, false);
+        push(RbacAction::Allow, shadow_allow, true, any_shadow_allow);
+        out
+    }
+
+    /// One rule as an RBAC policy; `None` when it cannot match on this protocol.
+    fn rule(
+        &self,
+        name: String,
+        rule: &Rule,
+        namespace: &str,
+        action: RbacAction,
+        protocol: Protocol,
+    ) -> Option<RbacPolicy> {
+        let tcp = protocol == Protocol::Tcp;
+        if tcp && action == RbacAction::Allow && http_only(rule) {
+            return None;
+        }
+        let mut when_permissions = Vec::new();
+        let mut when_principals = Vec::new();
+        for c in &rule.when {
+            if tcp && condition_is_http_only(&c.key) {
+                continue;
+            }
+            match self.condition(c, namespace) {
+                Some(Side::Permission(p)) => when_permissions.push(p),
+                Some(Side::Principal(p)) => when_principals.push(p),
+                None => {}
+            }
+        }
+        let operations: Vec<Option<&Operation>> = match &rule.to {
+            Some(to) if !to.is_empty() => to.iter().map(|t| t.operation.as_ref()).collect(),
+            _ => vec![None],
+        };
+        let sources: Vec<Option<&Source>> = match &rule.from {
+            Some(from) if !from.is_empty() => from.iter().map(|f| f.source.as_ref()).collect(),
+            _ => vec![None],
+        };
+        let permissions = operations
+            .into_iter()
+            .map(|op| {
+                let mut parts = op.map(|o| operation(o, tcp)).unwrap_or_default();
+                parts.extend(when_permissions.iter().cloned());
+                all(parts)
+            })
+            .collect();
+        let principals = sources
+            .into_iter()
+            .map(|src| {
+                let mut parts = src
+                    .map(|s| self.source(s, namespace, tcp))
+                    .unwrap_or_default();
+                parts.extend(when_principals.iter().cloned());
+                all(parts)
+            })
+            .collect();
+        Some(RbacPolicy {
+            name,
+            permissions,
+            principals,
+        })
+    }
+
+    fn source(&self, s: &Source, namespace: &str, tcp: bool) -> Vec<Principal> {
+        let mut out = Vec::new();
+        either(
+            &mut out,
+            s.principals.as_ref(),
+            s.not_principals.as_ref(),
+            |v| self.principal(v),
+        );
+        if !tcp {
+            // No RequestAuthentication (JWT) yet: no request carries a request principal.
+            either(
+                &mut out,
+                s.request_principals.as_ref(),
+                s.not_request_principals.as_ref(),
+                |_| Principal::never(),
+            );
+        }
+        either(
+            &mut out,
+            s.namespaces.as_ref(),
+            s.not_namespaces.as_ref(),
+            namespace_matcher,
+        );
+        either(
+            &mut out,
+            s.service_accounts.as_ref(),
+            s.not_service_accounts.as_ref(),
+            |v| service_account_matcher(v, namespace),
+        );
+        either(
+            &mut out,
+            s.ip_blocks.as_ref(),
+            s.not_ip_blocks.as_ref(),
+            |v| Principal::DirectRemoteIp(v.to_string()),
+        );
+        either(
+            &mut out,
+            s.remote_ip_blocks.as_ref(),
+            s.not_remote_ip_blocks.as_ref(),
+            |v| Principal::RemoteIp(v.to_string()),
+        );
+        either(
+            &mut out,
+            s.trust_domains.as_ref(),
+            s.not_trust_domains.as_ref(),
+            |v| {
+                Principal::Authenticated(if v == "*" {
+                    StringMatch::Present
+                } else {
+                    StringMatch::Prefix(format!("spiffe://{v}/"))
+                })
+            },
+        );
+        out
+    }
+
+    /// A `principals` value: `*`, `prefix*`, `*suffix` or exact, without `spiffe://`; a principal
+    /// in the mesh's trust domain (or an alias, or Istio's default `cluster.local`) matches in
+    /// every one of them.
+    fn principal(&self, v: &str) -> Principal {
+        if v == "*" {
+            return Principal::Authenticated(StringMatch::Present);
+        }
+        if let Some(suffix) = v.strip_prefix('*') {
+            return Principal::Authenticated(StringMatch::Suffix(suffix.to_string()));
+        }
+        let (body, prefix) = match v.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (v, false),
+        };
+        let make = |id: String| {
+            Principal::Authenticated(if prefix {
+                StringMatch::Prefix(id)
+            } else {
+                StringMatch::Exact(id)
+            })
+        };
+        let local = body
+            .split_once('/')
+            .filter(|(td, _)| *td == "cluster.local" || self.trust_domains.iter().any(|t| t == td));
+        match local {
+            Some((_, rest)) => any_of(
+                self.trust_domains
+                    .iter()
+                    .map(|td| make(format!("spiffe://{td}/{rest}")))
+                    .collect(),
+            ),
+            None => make(format!("spiffe://{body}")),
+        }
+    }
+
+    fn condition(&self, c: &Condition, namespace: &str) -> Option<Side> {
+        let key = c.key.as_str();
+        if let Some(name) = key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            let name = name.to_ascii_lowercase();
+            return Some(Side::Principal(principal_values(c, |v| {
+                Principal::Header(HeaderMatch {
+                    name: name.clone(),
+                    matcher: wildcard(v),
+                    invert: false,
+                })
+            })));
+        }
+        Some(match key {
+            "source.ip" => Side::Principal(principal_values(c, |v| {
+                Principal::DirectRemoteIp(v.to_string())
+            })),
+            "remote.ip" => {
+                Side::Principal(principal_values(c, |v| Principal::RemoteIp(v.to_string())))
+            }
+            "source.namespace" => Side::Principal(principal_values(c, namespace_matcher)),
+            "source.principal" => Side::Principal(principal_values(c, |v| self.principal(v))),
+            "source.serviceAccount" => Side::Principal(principal_values(c, |v| {
+                service_account_matcher(v, namespace)
+            })),
+            "destination.ip" => Side::Permission(permission_values(c, |v| {
+                Permission::DestinationIp(v.to_string())
+            })),
+            "destination.port" => Side::Permission(permission_values(c, |v| {
+                v.parse::<u16>()
+                    .map_or_else(|_| Permission::never(), Permission::DestinationPort)
+            })),
+            "connection.sni" => Side::Permission(permission_values(c, |v| {
+                Permission::ServerName(wildcard(v))
+            })),
+            // JWT claims (no RequestAuthentication yet) and Envoy filter metadata: nothing a
+            // request carries here can match them.
+            _ => Side::Principal(principal_values(c, |_| Principal::never())),
+        })
+    }
+}
+
+/// Where a `when` condition goes: what is asked for, or who asks.
+enum Side {
+    Permission(Permission),
+    Principal(Principal),
+}
+
+fn operation(o: &Operation, tcp: bool) -> Vec<Permission> {
+    let mut out = Vec::new();
+    if !tcp {
+        either(&mut out, o.hosts.as_ref(), o.not_hosts.as_ref(), |v| {
+            Permission::Host(wildcard(&v.to_ascii_lowercase()))
+        });
+    }
+    either(&mut out, o.ports.as_ref(), o.not_ports.as_ref(), |v| {
+        v.parse::<u16>()
+            .map_or_else(|_| Permission::never(), Permission::DestinationPort)
+    });
+    if !tcp {
+        either(&mut out, o.methods.as_ref(), o.not_methods.as_ref(), |v| {
+            Permission::Header(HeaderMatch {
+                name: ":method".into(),
+                matcher: if v == "*" {
+                    StringMatch::Present
+                } else {
+                    StringMatch::Exact(v.to_string())
+                },
+                invert: false,
+            })
+        });
+        either(&mut out, o.paths.as_ref(), o.not_paths.as_ref(), |v| {
+            Permission::Path(path_matcher(v))
+        });
+    }
+    out
+}
+
+/// Whether a rule names something only HTTP requests have.
+fn http_only(rule: &Rule) -> bool {
+    let set = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    let from = rule.from.iter().flatten().filter_map(|f| f.source.as_ref());
+    let to = rule
+        .to
+        .iter()
+        .flatten()
+        .filter_map(|t| t.operation.as_ref());
+    from.clone()
+        .any(|s| set(&s.request_principals) || set(&s.not_request_principals))
+        || to.clone().any(|o| {
+            set(&o.hosts)
+                || set(&o.not_hosts)
+                || set(&o.methods)
+                || set(&o.not_methods)
+                || set(&o.paths)
+                || set(&o.not_paths)
+        })
+        || rule.when.iter().any(|c| condition_is_http_only(&c.key))
+}
+
+fn condition_is_http_only(key: &str) -> bool {
+    key.starts_with("request.") || key.starts_with("experimental.")
+}
+
+/// `*` (present), `prefix*`, `*suffix` or exact.
+fn wildcard(v: &str) -> StringMatch {
+    if v == "*" {
+        StringMatch::Present
+    } else if let Some(s) = v.strip_prefix('*') {
+        StringMatch::Suffix(s.to_string())
+    } else if let Some(p) = v.strip_suffix('*') {
+        StringMatch::Prefix(p.to_string())
+    } else {
+        StringMatch::Exact(v.to_string())
+    }
+}
+
+/// A `paths` value: as `wildcard`, plus Istio's templates (`{*}` one segment, `{**}` the rest).
+fn path_matcher(v: &str) -> StringMatch {
+    if !v.contains("{*}") && !v.contains("{**}") {
+        return wildcard(v);
+    }
+    let mut regex = String::new();
+    let mut rest = v;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("{**}") {
+            regex.push_str(".*");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("{*}") {
+            regex.push_str("[^/]+");
+            rest = r;
+        } else {
+            let next = rest.find('{').filter(|i| *i > 0).unwrap_or(rest.len());
+            regex.push_str(&regex_escape(&rest[..next]));
+            rest = &rest[next..];
+        }
+    }
+    StringMatch::Regex(regex)
+}
+
+/// A namespace pattern as a match on the peer's SPIFFE ID.
+fn namespace_matcher(v: &str) -> Principal {
+    let segment = segment_regex(v);
+    Principal::Authenticated(StringMatch::Regex(format!(
+        "spiffe://[^/]+/ns/{segment}/.*"
+    )))
+}
+
+/// `namespace/name` (a bare name is in the policy's namespace).
+fn service_account_matcher(v: &str, policy_namespace: &str) -> Principal {
+    let (ns, sa) = v.split_once('/').unwrap_or((policy_namespace, v));
+    Principal::Authenticated(StringMatch::Regex(format!(
+        "spiffe://[^/]+/ns/{}/sa/{}",
+        segment_regex(ns),
+        segment_regex(sa)
+    )))
+}
+
+/// One SPIFFE path segment matching `*`, `prefix*`, `*suffix` or exact.
+fn segment_regex(v: &str) -> String {
+    if v == "*" {
+        "[^/]+".into()
+    } else if let Some(s) = v.strip_prefix('*') {
+        format!("[^/]*{}", regex_escape(s))
+    } else if let Some(p) = v.strip_suffix('*') {
+        format!("{}[^/]*", regex_escape(p))
+    } else {
+        regex_escape(v)
+    }
+}
+
+/// Tree nodes of either side.
+trait Node: Sized + Clone {
+    fn any() -> Self;
+    fn and(v: Vec<Self>) -> Self;
+    fn or(v: Vec<Self>) -> Self;
+    fn not(self) -> Self;
+}
+
+impl Node for Permission {
+    fn any() -> Self {
+        Permission::Any
+    }
+    fn and(v: Vec<Self>) -> Self {
+        Permission::And(v)
+    }
+    fn or(v: Vec<Self>) -> Self {
+        Permission::Or(v)
+    }
+    fn not(self) -> Self {
+        Permission::Not(Box::new(self))
+    }
+}
+
+impl Node for Principal {
+    fn any() -> Self {
+        Principal::Any
+    }
+    fn and(v: Vec<Self>) -> Self {
+        Principal::And(v)
+    }
+    fn or(v: Vec<Self>) -> Self {
+        Principal::Or(v)
+    }
+    fn not(self) -> Self {
+        Principal::Not(Box::new(self))
+    }
+}
+
+fn any_of<T: Node>(mut v: Vec<T>) -> T {
+    if v.len() == 1 { v.remove(0) } else { T::or(v) }
+}
+
+fn all<T: Node>(mut v: Vec<T>) -> T {
+    match v.len() {
+        0 => T::any(),
+        1 => v.remove(0),
+        _ => T::and(v),
+    }
+}
+
+/// Adds "one of `yes`" and "none of `no`" (when given) to `out`.
+fn either<T: Node>(
+    out: &mut Vec<T>,
+    yes: Option<&Vec<String>>,
+    no: Option<&Vec<String>>,
+    each: impl Fn(&str) -> T,
+) {
+    if let Some(yes) = yes.filter(|v| !v.is_empty()) {
+        out.push(any_of(yes.iter().map(|v| each(v)).collect()));
+    }
+    if let Some(no) = no.filter(|v| !v.is_empty()) {
+        out.push(any_of(no.iter().map(|v| each(v)).collect()).not());
+    }
+}
+
+fn principal_values(c: &Condition, each: impl Fn(&str) -> Principal) -> Principal {
+    let mut parts = Vec::new();
+    either(&mut parts, c.values.as_ref(), c.not_values.as_ref(), each);
+    all(parts)
+}
+
+fn permission_values(c: &Condition, each: impl Fn(&str) -> Permission) -> Permission {
+    let mut parts = Vec::new();
+    either(&mut parts, c.values.as_ref(), c.not_values.as_ref(), each);
+    all(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_and_path_templates() {
+        assert_eq!(wildcard("*"), StringMatch::Present);
+        assert_eq!(wildcard("/api/*"), StringMatch::Prefix("/api/".into()));
+        assert_eq!(wildcard("*.local"), StringMatch::Suffix(".local".into()));
+        assert_eq!(
+            path_matcher("/v1/{*}/items/{**}"),
+            StringMatch::Regex("/v1/[^/]+/items/.*".into())
+        );
+        assert_eq!(
+            path_matcher("/a.b/{*}"),
+            StringMatch::Regex("/a\\.b/[^/]+".into())
+        );
+    }
+
+    #[test]
+    fn principals_in_the_mesh_trust_domain_match_in_its_aliases() {
+        let b = Builder {
+            trust_domains: vec!["td1".into(), "old-td".into()],
+        };
+        assert_eq!(
+            b.principal("cluster.local/ns/a/sa/b"),
+            Principal::Or(vec![
+                Principal::Authenticated(StringMatch::Exact("spiffe://td1/ns/a/sa/b".into())),
+                Principal::Authenticated(StringMatch::Exact("spiffe://old-td/ns/a/sa/b".into())),
+            ])
+        );
+        assert_eq!(
+            b.principal("other/ns/a/sa/*"),
+            Principal::Authenticated(StringMatch::Prefix("spiffe://other/ns/a/sa/".into()))
+        );
+        assert_eq!(
+            b.principal("*"),
+            Principal::Authenticated(StringMatch::Present)
+        );
+    }
+
+    #[test]
+    fn tcp_drops_http_only_allow_rules_and_widens_deny_rules() {
+        let b = Builder {
+            trust_domains: vec!["cluster.local".into()],
+        };
+        let rule: Rule = serde_json::from_value(serde_json::json!({
+            "to": [{"operation": {"methods": ["GET"], "ports": ["8080"]}}]
+        }))
+        .unwrap();
+        assert!(
+            b.rule("r".into(), &rule, "ns", RbacAction::Allow, Protocol::Tcp)
+                .is_none()
+        );
+        let deny = b
+            .rule("r".into(), &rule, "ns", RbacAction::Deny, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(deny.permissions, vec![Permission::DestinationPort(8080)]);
+        let http = b
+            .rule("r".into(), &rule, "ns", RbacAction::Deny, Protocol::Http)
+            .unwrap();
+        assert_eq!(
+            http.permissions,
+            vec![Permission::And(vec![
+                Permission::DestinationPort(8080),
+                Permission::Header(HeaderMatch {
+                    name: ":method".into(),
+                    matcher: StringMatch::Exact("GET".into()),
+                    invert: false,
+                }),
+            ])]
+        );
+        assert_eq!(http.principals, vec![Principal::Any]);
+    }
+}
