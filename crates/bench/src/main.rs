@@ -4,6 +4,7 @@
 mod ads;
 mod control_plane;
 mod data_plane;
+mod identity;
 mod machine;
 mod process;
 mod reference;
@@ -79,6 +80,7 @@ struct Args {
 enum Scenario {
     ControlPlane,
     DataPlane,
+    Identity,
 }
 
 fn main() -> ExitCode {
@@ -141,7 +143,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let mut phases = Vec::new();
-    let control_plane_runs = if args.only == Some(Scenario::DataPlane) {
+    let runs = |s: Scenario| args.only.is_none_or(|o| o == s);
+    let control_plane_runs = if !runs(Scenario::ControlPlane) {
         vec![]
     } else {
         vec![ads::Variant::StateOfTheWorld, ads::Variant::Delta]
@@ -164,7 +167,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
         phases.push(r);
     }
-    let data_plane = if args.only == Some(Scenario::ControlPlane) {
+    let identity = if runs(Scenario::Identity) {
+        say("identity: CSR signing rate, mTLS handshake cost…");
+        let r = identity::run(args.quick)?;
+        say(&format!(
+            "  {:.0} CSRs/s on one thread; mTLS connection {:?} (TCP {:?})",
+            r.csr_per_sec, r.mtls_wall, r.tcp_wall
+        ));
+        Some(r)
+    } else {
+        None
+    };
+    let data_plane = if !runs(Scenario::DataPlane) {
         None
     } else {
         let dp = data_plane::Params {
@@ -203,6 +217,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         quick: args.quick,
         control_plane: (!phases.is_empty()).then_some((&params, &phases[..])),
         data_plane: data_plane.as_ref().map(|(p, r)| (p, r)),
+        identity: identity.as_ref(),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(if args.quick {

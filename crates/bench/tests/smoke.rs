@@ -122,3 +122,33 @@ fn a_tiny_data_plane_run_measures_every_chain() {
         }
     }
 }
+
+#[test]
+fn a_tiny_identity_run_reports_signing_and_handshakes() {
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_strait-bench"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.md");
+    let status = Command::new(&runner)
+        .args(["--quick", "--only", "identity", "--strait"])
+        .arg(runner.with_file_name("strait"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--logs")
+        .arg(dir.path().join("logs"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "strait-bench failed");
+    let report = std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        "## Identity",
+        "| CSR signing rate, one core |",
+        "bare P-256 signatures",
+        "| mTLS connection per hop, wall |",
+        "| mTLS connection per hop, CPU (both ends) |",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+}
