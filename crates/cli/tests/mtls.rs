@@ -156,8 +156,8 @@ spec: {{mtls: {{mode: STRICT}}}}
         "app=echo",
         &strs(&echo_args),
     );
-    // The client's certificate lives 6 s, so it rotates about every 3 s during the test.
-    let client_args = ca.proxy_args("default", "client", "6");
+    // The client's certificate lives 4 s, so it rotates about every 2 s during the test.
+    let client_args = ca.proxy_args("default", "client", "4");
     let client = StraitProxy::start_with(
         &cp,
         t,

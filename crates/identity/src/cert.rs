@@ -158,18 +158,6 @@ impl Clone for WorkloadCert {
     }
 }
 
-impl WorkloadCert {
-    /// When to renew: at `fraction` of the lifetime (Istio's agent uses about half), never in
-    /// the past.
-    pub fn renew_at(&self, fraction: f64) -> SystemTime {
-        let life = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        self.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

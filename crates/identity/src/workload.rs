@@ -139,13 +139,25 @@ fn assemble(
     })
 }
 
-/// When the next renewal is due: about half the lifetime, spread by ±5 % so a fleet issued at
-/// once does not renew at once.
+/// When the next renewal is due: about half the lifetime left (45 % to 55 %) so a fleet
+/// issued at once does not renew at once. The lifetime counts from when the certificate arrived,
+/// not from its `not_before`, which the CA backdates a minute for clock skew: a short-lived
+/// certificate would otherwise look half-spent on arrival and be renewed again and again.
 pub fn renewal_delay(cert: &WorkloadCert, now: SystemTime, jitter: f64) -> Duration {
+    delay_within(cert.not_before, cert.not_after, now, jitter)
+}
+
+fn delay_within(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    now: SystemTime,
+    jitter: f64,
+) -> Duration {
     let fraction = 0.5 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.1;
-    cert.renew_at(fraction)
-        .duration_since(now)
-        .unwrap_or(Duration::ZERO)
+    not_after
+        .duration_since(now.max(not_before))
+        .unwrap_or_default()
+        .mul_f64(fraction)
 }
 
 /// Keeps the workload's certificate current and publishes it.
@@ -195,5 +207,34 @@ impl IdentityManager {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_at_half_the_lifetime_left_not_of_the_backdated_one() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // A 4-second certificate, backdated a minute by the CA.
+        let delay = delay_within(
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(4),
+            now,
+            0.5,
+        );
+        assert_eq!(delay, Duration::from_secs(2));
+        // A day-long one, with the jitter at its ends: 45 % .. 55 %.
+        let day = Duration::from_secs(86_400);
+        let early = delay_within(now - Duration::from_secs(60), now + day, now, 0.0);
+        let late = delay_within(now - Duration::from_secs(60), now + day, now, 1.0);
+        assert_eq!(early, day.mul_f64(0.45));
+        assert_eq!(late, day.mul_f64(0.55));
+        // Already expired: renew at once.
+        assert_eq!(
+            delay_within(now - day, now - Duration::from_secs(1), now, 0.5),
+            Duration::ZERO
+        );
     }
 }

@@ -15,6 +15,12 @@ pub fn report_failure(e: &anyhow::Error) {
     let _ = writeln!(err, "strait: {e:#}");
 }
 
+/// Colours only for a person watching: a log file or pipe gets plain text to grep.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the level (`info` by default).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -22,6 +28,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .try_init();
 }
 
@@ -35,7 +42,11 @@ pub fn init_reloadable_logging() -> strait_proxy::SetLogLevel {
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour()),
+        )
         .try_init();
     Box::new(move |level: &str| {
         let filter = tracing_subscriber::EnvFilter::try_new(level)

@@ -367,6 +367,7 @@ impl StraitProxy {
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
     let child = Command::new(program)
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
