@@ -102,48 +102,7 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
         dir.join("mesh.yaml"),
-        format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec: {{ports: [{{name: http, port: 8080}}], selector: {{app: echo}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo-0, namespace: default, labels: {{app: echo, security.istio.io/tlsMode: istio}}}}
-spec: {{serviceAccountName: echo}}
-status: {{podIP: 127.1.40.1}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: default}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: 8080, protocol: HTTP, name: http}}
-    bind: 127.1.40.100
-    captureMode: NONE
-    hosts: [\"./*\"]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: echo, namespace: default}}
-spec:
-  workloadSelector: {{labels: {{app: echo}}}}
-  ingress:
-  - port: {{number: 8080, protocol: HTTP, name: http}}
-    bind: 127.1.40.1
-    captureMode: NONE
-    defaultEndpoint: 127.0.0.1:{app_port}
-  egress:
-  - hosts: [\"./*\"]
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: default}}
-spec: {{mtls: {{mode: STRICT}}}}
-"
-        ),
+        two_sidecar_mesh("127.1.40.1", "127.1.40.100", app_port, ""),
     )
     .unwrap();
     let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));

@@ -60,57 +60,23 @@ fn the_mesh_root_rotates_under_load_without_a_failed_request() {
     let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
     let dir = t.join("config");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(
-        dir.join("mesh.yaml"),
-        format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec: {{ports: [{{name: http, port: 8080}}], selector: {{app: echo}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo-0, namespace: default, labels: {{app: echo, security.istio.io/tlsMode: istio}}}}
-spec: {{serviceAccountName: echo}}
-status: {{podIP: 127.1.42.1}}
----
+    // Every request on a new upstream connection: a full handshake with the trust of the moment.
+    let one_request_per_connection = "---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: echo, namespace: default}}
+metadata: {name: echo, namespace: default}
 spec:
   host: echo.default.svc.cluster.local
   trafficPolicy:
-    connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: client, namespace: default}}
-spec:
-  workloadSelector: {{labels: {{app: client}}}}
-  egress:
-  - port: {{number: 8080, protocol: HTTP, name: http}}
-    bind: 127.1.42.100
-    captureMode: NONE
-    hosts: [\"./*\"]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: echo, namespace: default}}
-spec:
-  workloadSelector: {{labels: {{app: echo}}}}
-  ingress:
-  - port: {{number: 8080, protocol: HTTP, name: http}}
-    bind: 127.1.42.1
-    captureMode: NONE
-    defaultEndpoint: 127.0.0.1:{app_port}
-  egress:
-  - hosts: [\"./*\"]
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: default}}
-spec: {{mtls: {{mode: STRICT}}}}
-"
+    connectionPool: {http: {maxRequestsPerConnection: 1}}
+";
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        two_sidecar_mesh(
+            "127.1.42.1",
+            "127.1.42.100",
+            app_port,
+            one_request_per_connection,
         ),
     )
     .unwrap();

@@ -293,14 +293,10 @@ fn remote_ip(f: &Facts<'_>) -> IpAddr {
         .unwrap_or(f.peer.ip())
 }
 
-fn matcher(m: &StringMatch) -> Result<Matcher, String> {
-    Matcher::compile(m)
-}
-
 fn header(h: &HeaderMatch) -> Result<Header, String> {
     Ok(Header {
         name: h.name.to_ascii_lowercase(),
-        matcher: matcher(&h.matcher)?,
+        matcher: Matcher::compile(&h.matcher)?,
         invert: h.invert,
     })
 }
@@ -312,11 +308,11 @@ fn perm(p: &Permission) -> Result<Perm, String> {
         Permission::Or(v) => Perm::Or(v.iter().map(perm).collect::<Result<_, _>>()?),
         Permission::Not(p) => Perm::Not(Box::new(perm(p)?)),
         Permission::Header(h) => Perm::Header(header(h)?),
-        Permission::Host(m) => Perm::Host(matcher(m)?),
-        Permission::Path(m) => Perm::Path(matcher(m)?),
+        Permission::Host(m) => Perm::Host(Matcher::compile(m)?),
+        Permission::Path(m) => Perm::Path(Matcher::compile(m)?),
         Permission::DestinationIp(c) => Perm::DestinationIp(Cidr::parse(c)?),
         Permission::DestinationPort(p) => Perm::DestinationPort(*p),
-        Permission::ServerName(m) => Perm::ServerName(matcher(m)?),
+        Permission::ServerName(m) => Perm::ServerName(Matcher::compile(m)?),
     })
 }
 
@@ -327,7 +323,7 @@ fn who(p: &Principal) -> Result<Who, String> {
         Principal::Or(v) => Who::Or(v.iter().map(who).collect::<Result<_, _>>()?),
         Principal::Not(p) => Who::Not(Box::new(who(p)?)),
         Principal::Authenticated(StringMatch::Present) => Who::Authenticated(None),
-        Principal::Authenticated(m) => Who::Authenticated(Some(matcher(m)?)),
+        Principal::Authenticated(m) => Who::Authenticated(Some(Matcher::compile(m)?)),
         Principal::DirectRemoteIp(c) => Who::DirectRemoteIp(Cidr::parse(c)?),
         Principal::RemoteIp(c) => Who::RemoteIp(Cidr::parse(c)?),
         Principal::Header(h) => Who::Header(header(h)?),

@@ -187,16 +187,17 @@ fn same_cluster(a: &Arc<Cluster>, b: &Arc<Cluster>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
-/// The runtime of chain `c`: the previous listener's, when it served the very same chain.
-fn chain_runtime(c: &FilterChain, previous: Option<&ListenerRuntime>) -> Arc<ChainRuntime> {
-    if let Some(same) = previous
-        .into_iter()
-        .flat_map(ListenerRuntime::all_chains)
-        .find(|old| old.config == *c)
-    {
-        return same.clone();
+/// The runtime of chain `c`: the previous listener's chain of that name when its configuration
+/// is the very same, else freshly compiled. Chains are looked up by name, so a listener of many
+/// chains is not compared pairwise.
+fn chain_runtime(
+    c: &FilterChain,
+    previous: &HashMap<&str, &Arc<ChainRuntime>>,
+) -> Arc<ChainRuntime> {
+    match previous.get(c.name.as_str()) {
+        Some(old) if old.config == *c => (*old).clone(),
+        _ => Arc::new(compile_chain(c)),
     }
-    Arc::new(compile_chain(c))
 }
 
 fn compile_chain(c: &FilterChain) -> ChainRuntime {
@@ -233,6 +234,11 @@ fn listener_runtime(
     // The store accepted only listeners whose address and chains compile.
     let ip: IpAddr = s.address.ip.parse().ok()?;
     let matches = chain::compile_all(&s.filter_chains).ok()?;
+    let previous: HashMap<&str, &Arc<ChainRuntime>> = previous
+        .into_iter()
+        .flat_map(ListenerRuntime::all_chains)
+        .map(|c| (c.config.name.as_str(), c))
+        .collect();
     Some(ListenerRuntime {
         config: l.clone(),
         address: SocketAddr::new(ip, s.address.port),
@@ -240,9 +246,12 @@ fn listener_runtime(
         chains: s
             .filter_chains
             .iter()
-            .map(|c| chain_runtime(c, previous))
+            .map(|c| chain_runtime(c, &previous))
             .collect(),
-        default_chain: s.default_chain.as_ref().map(|c| chain_runtime(c, previous)),
+        default_chain: s
+            .default_chain
+            .as_ref()
+            .map(|c| chain_runtime(c, &previous)),
     })
 }
 

@@ -329,7 +329,7 @@ impl Builder {
             .and_then(|k| k.strip_suffix(']'))
         {
             let name = name.to_ascii_lowercase();
-            return Some(Side::Principal(principal_values(c, |v| {
+            return Some(Side::Principal(condition_values(c, |v| {
                 Principal::Header(HeaderMatch {
                     name: name.clone(),
                     matcher: wildcard(v),
@@ -338,30 +338,30 @@ impl Builder {
             })));
         }
         Some(match key {
-            "source.ip" => Side::Principal(principal_values(c, |v| {
+            "source.ip" => Side::Principal(condition_values(c, |v| {
                 Principal::DirectRemoteIp(v.to_string())
             })),
             "remote.ip" => {
-                Side::Principal(principal_values(c, |v| Principal::RemoteIp(v.to_string())))
+                Side::Principal(condition_values(c, |v| Principal::RemoteIp(v.to_string())))
             }
-            "source.namespace" => Side::Principal(principal_values(c, namespace_matcher)),
-            "source.principal" => Side::Principal(principal_values(c, |v| self.principal(v))),
-            "source.serviceAccount" => Side::Principal(principal_values(c, |v| {
+            "source.namespace" => Side::Principal(condition_values(c, namespace_matcher)),
+            "source.principal" => Side::Principal(condition_values(c, |v| self.principal(v))),
+            "source.serviceAccount" => Side::Principal(condition_values(c, |v| {
                 service_account_matcher(v, namespace)
             })),
-            "destination.ip" => Side::Permission(permission_values(c, |v| {
+            "destination.ip" => Side::Permission(condition_values(c, |v| {
                 Permission::DestinationIp(v.to_string())
             })),
-            "destination.port" => Side::Permission(permission_values(c, |v| {
+            "destination.port" => Side::Permission(condition_values(c, |v| {
                 v.parse::<u16>()
                     .map_or_else(|_| Permission::never(), Permission::DestinationPort)
             })),
-            "connection.sni" => Side::Permission(permission_values(c, |v| {
-                Permission::ServerName(wildcard(v))
-            })),
+            "connection.sni" => {
+                Side::Permission(condition_values(c, |v| Permission::ServerName(wildcard(v))))
+            }
             // JWT claims (no RequestAuthentication yet) and Envoy filter metadata: nothing a
             // request carries here can match them.
-            _ => Side::Principal(principal_values(c, |_| Principal::never())),
+            _ => Side::Principal(condition_values(c, |_| Principal::never())),
         })
     }
 }
@@ -560,13 +560,8 @@ fn either<T: Node>(
     }
 }
 
-fn principal_values(c: &Condition, each: impl Fn(&str) -> Principal) -> Principal {
-    let mut parts = Vec::new();
-    either(&mut parts, c.values.as_ref(), c.not_values.as_ref(), each);
-    all(parts)
-}
-
-fn permission_values(c: &Condition, each: impl Fn(&str) -> Permission) -> Permission {
+/// A condition's `values` (one of) and `notValues` (none of), each value made a node by `each`.
+fn condition_values<T: Node>(c: &Condition, each: impl Fn(&str) -> T) -> T {
     let mut parts = Vec::new();
     either(&mut parts, c.values.as_ref(), c.not_values.as_ref(), each);
     all(parts)

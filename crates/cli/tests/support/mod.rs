@@ -502,3 +502,52 @@ impl MeshCa {
 pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
+
+/// The manifests of a two-sidecar mesh in namespace `default`: `echo` (pod `echo-0` at
+/// `echo_ip`, a sidecar with an explicit ingress listener on `echo_ip:8080` in front of the app
+/// on `127.0.0.1:app_port`) and a `client` sidecar with an egress listener on
+/// `client_ip:8080`, under a STRICT PeerAuthentication; `extra` manifests are appended.
+pub fn two_sidecar_mesh(echo_ip: &str, client_ip: &str, app_port: u16, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec: {{ports: [{{name: http, port: 8080}}], selector: {{app: echo}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-0, namespace: default, labels: {{app: echo, security.istio.io/tlsMode: istio}}}}
+spec: {{serviceAccountName: echo}}
+status: {{podIP: {echo_ip}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  egress:
+  - port: {{number: 8080, protocol: HTTP, name: http}}
+    bind: {client_ip}
+    captureMode: NONE
+    hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: echo, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: echo}}}}
+  ingress:
+  - port: {{number: 8080, protocol: HTTP, name: http}}
+    bind: {echo_ip}
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app_port}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: STRICT}}}}
+{extra}"
+    )
+}
