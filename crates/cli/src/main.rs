@@ -40,6 +40,8 @@ enum Command {
     ControlPlane(commands::control_plane::Args),
     Proxy(commands::proxy::Args),
     ProxyConfig(commands::proxy_config::Args),
+    Up(commands::up::Args),
+    Demo(commands::demo::Args),
 }
 
 /// A sidecar should hold only the memory it uses: mimalloc then commits its arenas as they fill
@@ -75,6 +77,8 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => commands::control_plane::run(&args),
         Command::Proxy(args) => commands::proxy::run(&args),
         Command::ProxyConfig(args) => commands::proxy_config::run(&args),
+        Command::Up(args) => commands::up::run(&args),
+        Command::Demo(args) => commands::demo::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -58,24 +58,6 @@ fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> Proc {
     }
 }
 
-fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
-    let mut all = vec![
-        "netns",
-        "exec",
-        ns,
-        "curl",
-        "-s",
-        "-m",
-        "10",
-        "-w",
-        "\n%{http_code}",
-    ];
-    all.extend_from_slice(args);
-    let (_, out, _) = run("ip", &all);
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn captured_traffic_goes_through_both_sidecars_to_its_original_destination() {
     let id = std::process::id();

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::issue::{Issue, IssueKind};
 use crate::kube::{
     EndpointPort, EndpointSubset, NamespaceSpec, ObjectMeta, Opaque, PodSpec, PodStatus,
-    SecretData, ServiceSpec, SliceEndpoint,
+    SecretData, ServiceSpec, ServiceStatus, SliceEndpoint,
 };
 use crate::path::FieldPath;
 use crate::resource::{
@@ -603,6 +603,20 @@ struct EndpointSliceDocument {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct ServiceDocument {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: Option<ServiceSpec>,
+    #[serde(default)]
+    status: ServiceStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PodDocument {
     #[allow(dead_code)]
     api_version: String,
@@ -716,8 +730,9 @@ fn read_resource(
         Kind::TrafficSplit => spec_kind!(TrafficSplit),
         Kind::MeshConfig => spec_kind!(MeshConfig),
         Kind::Service => {
-            let (doc, issues) = typed::<SpecDocument<ServiceSpec>>(node, base)?;
-            let spec = doc.spec.unwrap_or_default();
+            let (doc, issues) = typed::<ServiceDocument>(node, base)?;
+            let mut spec = doc.spec.unwrap_or_default();
+            spec.load_balancer_ingress = doc.status.ingress_addresses();
             Ok((
                 Resource::Service(Object {
                     meta: meta(&api, doc.metadata, namespace),

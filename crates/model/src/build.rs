@@ -376,7 +376,19 @@ fn kubernetes_service(
     if !addresses.is_empty() {
         address_map.insert(ctx.cluster.id.clone(), addresses);
     }
+    let mut external: Vec<String> = spec.load_balancer_ingress.clone();
+    for ip in &spec.external_ips {
+        if !external.contains(ip) {
+            external.push(ip.clone());
+        }
+    }
+    let mut external_addresses = BTreeMap::new();
+    if !external.is_empty() {
+        let network = ctx.network(None, None, &svc.meta.namespace, None);
+        external_addresses.insert(network, external);
+    }
     let service = Service {
+        external_addresses,
         cluster_local: ctx.mesh.is_cluster_local(&host),
         host: Hostname::new(&host),
         namespace: svc.meta.namespace.clone(),
@@ -692,6 +704,7 @@ fn service_entry(
                     location: spec.location(),
                 },
                 addresses: addresses.clone(),
+                external_addresses: BTreeMap::new(),
                 clusters: BTreeSet::from([ctx.cluster.id.clone()]),
                 cluster_local: ctx.mesh.is_cluster_local(host),
                 export_to: spec.export_to.clone(),

@@ -95,6 +95,14 @@ impl MeshModel {
         }
         s.clusters.extend(incoming.service.clusters);
         s.addresses.extend(incoming.service.addresses);
+        for (network, addresses) in incoming.service.external_addresses {
+            let known = s.external_addresses.entry(network).or_default();
+            for a in addresses {
+                if !known.contains(&a) {
+                    known.push(a);
+                }
+            }
+        }
         existing.endpoints.extend(incoming.endpoints);
     }
 

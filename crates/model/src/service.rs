@@ -47,6 +47,10 @@ pub struct Service {
     pub origin: ServiceOrigin,
     /// Virtual IPs by cluster (a Service's cluster IPs; a ServiceEntry's addresses).
     pub addresses: BTreeMap<ClusterId, Vec<String>>,
+    /// Where the service is reachable from outside its network, by the network of the cluster
+    /// that publishes it: a Kubernetes Service's load-balancer ingress points and external IPs
+    /// (IPs or host names). East-west gateways are found this way, as Istio finds them.
+    pub external_addresses: BTreeMap<NetworkId, Vec<String>>,
     /// The clusters that define this service.
     pub clusters: BTreeSet<ClusterId>,
     /// Kept inside its cluster rather than merged with same-named services elsewhere.

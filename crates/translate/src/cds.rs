@@ -162,6 +162,26 @@ pub fn outbound_cluster(
     }
 }
 
+/// The cluster an east-west gateway forwards an SNI-routed connection to (Istio's SNI-DNAT
+/// cluster): named by the SNI clients send (`outbound_.<port>_.<subset>_.<host>`), with the
+/// service cluster's endpoints and balancing, but no TLS and no HTTP settings of its own — the
+/// bytes pass through, so the workload's mTLS stays end to end.
+pub fn sni_dnat_cluster(service_cluster: &Cluster, port: u16, host: &str) -> Cluster {
+    let subset = service_cluster
+        .service
+        .as_ref()
+        .and_then(|s| s.subset.as_deref())
+        .unwrap_or("");
+    Cluster {
+        name: names::sni_for(port, subset, host),
+        http2: false,
+        tls: None,
+        max_requests_per_connection: None,
+        idle_timeout_ms: None,
+        ..service_cluster.clone()
+    }
+}
+
 /// Explicit TLS from a DestinationRule. Without one, mTLS is automatic (Istio's auto mTLS):
 /// `ISTIO_MUTUAL` to the endpoints that have a sidecar (the endpoint metadata says which),
 /// plaintext to the others — unless the destination namespace's PeerAuthentication disables

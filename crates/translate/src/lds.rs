@@ -375,6 +375,17 @@ pub fn gateways_for<'a>(view: &MeshView<'a>, proxy: &ProxyNode) -> Vec<&'a Objec
         .collect()
 }
 
+/// Whether a Gateway selecting the router passes TLS through by SNI to any service
+/// (`AUTO_PASSTHROUGH`, the east-west gateway): it then needs a cluster per SNI.
+pub fn auto_passthrough(view: &MeshView<'_>, proxy: &ProxyNode) -> bool {
+    gateways_for(view, proxy).iter().any(|g| {
+        g.spec
+            .servers
+            .iter()
+            .any(|s| s.tls.as_ref().and_then(|t| t.mode) == Some(ServerTlsMode::AutoPassthrough))
+    })
+}
+
 /// Router listeners and their route tables, from the Gateways selecting the proxy.
 pub fn router_listeners(
     view: &MeshView<'_>,
@@ -659,6 +670,7 @@ fn gateway_routes(
                                 ports: vec![],
                                 origin: strait_model::ServiceOrigin::Kubernetes,
                                 addresses: Default::default(),
+                                external_addresses: Default::default(),
                                 clusters: Default::default(),
                                 cluster_local: false,
                                 export_to: vec![],

@@ -133,6 +133,7 @@ pub struct Outbound {
 /// The outbound part of `proxy`'s configuration.
 pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
     let services = scope::visible_services(view, proxy);
+    let sni_dnat = proxy.kind == ProxyKind::Router && lds::auto_passthrough(view, proxy);
     let mut clusters = Vec::new();
     let mut eds = Vec::new();
     for s in &services {
@@ -154,19 +155,27 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
                 let policy = policy::effective(dr.map(|d| &d.spec), port.port, subset);
                 let cluster =
                     cds::outbound_cluster(view, name.clone(), s, port, subset, &policy, proxy);
+                let plan = |name: String| EdsPlan {
+                    name,
+                    host: s.service.host.clone(),
+                    port: port.port,
+                    subset_labels: subset.map(|s| s.labels.clone()),
+                    locality: policy
+                        .load_balancer
+                        .as_ref()
+                        .and_then(|lb| lb.locality_lb_setting.clone()),
+                    outlier_detection: policy.outlier_detection.is_some(),
+                    rule: rule.clone(),
+                };
+                if sni_dnat {
+                    let dnat = cds::sni_dnat_cluster(&cluster, port.port, host);
+                    if matches!(dnat.discovery, Discovery::Eds(_)) {
+                        eds.push(plan(dnat.name.clone()));
+                    }
+                    clusters.push(dnat);
+                }
                 if matches!(cluster.discovery, Discovery::Eds(_)) {
-                    eds.push(EdsPlan {
-                        name,
-                        host: s.service.host.clone(),
-                        port: port.port,
-                        subset_labels: subset.map(|s| s.labels.clone()),
-                        locality: policy
-                            .load_balancer
-                            .as_ref()
-                            .and_then(|lb| lb.locality_lb_setting.clone()),
-                        outlier_detection: policy.outlier_detection.is_some(),
-                        rule: rule.clone(),
-                    });
+                    eds.push(plan(name));
                 }
                 clusters.push(cluster);
             }

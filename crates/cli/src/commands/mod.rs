@@ -3,8 +3,10 @@
 pub mod analyze;
 pub mod ca;
 pub mod control_plane;
+pub mod demo;
 pub mod proxy;
 pub mod proxy_config;
+pub mod up;
 pub mod validate;
 
 use std::io::Write;

@@ -551,3 +551,22 @@ spec: {{mtls: {{mode: STRICT}}}}
 {extra}"
     )
 }
+
+/// `curl -s ARGS` run inside network namespace `ns`: (status, body).
+pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
+    let mut all = vec![
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+    ];
+    all.extend_from_slice(args);
+    let (_, out, _) = run("ip", &all);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -111,6 +111,49 @@ pub struct ServiceSpec {
     pub ip_families: Option<Vec<String>>,
     pub ip_family_policy: Option<String>,
     pub traffic_distribution: Option<String>,
+    /// The load balancer's addresses (IPs or host names) from the Service's
+    /// `status.loadBalancer.ingress`, where a cloud (or `strait up`) publishes them; filled by
+    /// the loader, not part of the spec.
+    #[serde(skip)]
+    pub load_balancer_ingress: Vec<String>,
+}
+
+/// A Service's `status`: only the load balancer's ingress points matter to a mesh (they are
+/// how other networks reach an east-west gateway); the rest is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~ServiceStatus", rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub load_balancer: Option<LoadBalancerStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~LoadBalancerStatus", rename_all = "camelCase")]
+pub struct LoadBalancerStatus {
+    #[serde(default)]
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "~LoadBalancerIngress", rename_all = "camelCase")]
+pub struct LoadBalancerIngress {
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl ServiceStatus {
+    /// The ingress points' addresses, IPs before host names as Istio reads them.
+    pub fn ingress_addresses(&self) -> Vec<String> {
+        let ingress = self
+            .load_balancer
+            .as_ref()
+            .map(|l| l.ingress.as_slice())
+            .unwrap_or_default();
+        ingress
+            .iter()
+            .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -214,6 +257,9 @@ pub struct PodSpec {
 pub struct Container {
     #[serde(default)]
     pub name: String,
+    pub image: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
 }

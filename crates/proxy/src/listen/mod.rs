@@ -210,7 +210,7 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
         }
     }
     let Some(chain) = listener.select(&facts) else {
-        debug!(listener = %listener.config.name, %destination, "no filter chain matches; closing");
+        debug!(listener = %listener.config.name, %destination, server_name = ?facts.server_name, transport = facts.transport, "no filter chain matches; closing");
         return;
     };
     let tls = match &chain.config.tls {
@@ -225,6 +225,14 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
     };
     let connection_authz = chain.connection_authz.clone();
     let server_name: Option<Arc<str>> = facts.server_name.as_deref().map(Arc::from);
+    let tcp_conn = || TcpConn {
+        proxy: proxy.clone(),
+        direction,
+        downstream: peer,
+        destination,
+        captured: socket.use_original_dst,
+        peer_principal: None,
+    };
     let served = match &chain.config.filter {
         NetworkFilter::Http(hcm) => {
             let route = match (&hcm.route, &chain.inline_router) {
@@ -247,20 +255,19 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 retirement: chain.retirement.clone(),
             })
         }
-        NetworkFilter::Tcp(config) => Served::Tcp(
-            TcpConn {
-                proxy: proxy.clone(),
-                direction,
-                downstream: peer,
-                destination,
-                captured: socket.use_original_dst,
-                peer_principal: None,
-            },
-            config.clone(),
-        ),
-        NetworkFilter::SniCluster(_) => {
-            debug!(listener = %listener.config.name, "SNI passthrough arrives with the east-west gateway; closing");
-            return;
+        NetworkFilter::Tcp(config) => Served::Tcp(tcp_conn(), config.clone()),
+        NetworkFilter::SniCluster(config) => {
+            // East-west gateway: the SNI names the cluster (`outbound_.<port>_.<subset>_.<host>`);
+            // the bytes, the client's ClientHello included, pass through untouched.
+            let Some(sni) = facts.server_name.as_deref() else {
+                debug!(listener = %listener.config.name, %peer, "no SNI to route by; closing");
+                return;
+            };
+            let by_sni = TcpProxy {
+                clusters: vec![(sni.to_string(), 1)],
+                ..config.clone()
+            };
+            Served::Tcp(tcp_conn(), by_sni)
         }
     };
     drop(snapshot);

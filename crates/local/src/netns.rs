@@ -1,0 +1,149 @@
+//! Network namespaces, links and per-namespace files (the edge): thin wrappers over `ip` and
+//! `iptables`, each failure naming the command and what it said, and a way to run a closure
+//! inside a namespace (on a thread of its own, so the caller's namespace never changes).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Runs `program args...`, failing with its standard error.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}: is it installed?"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `args` inside namespace `ns`.
+pub fn run_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Whether this process may create namespaces (root, or CAP_NET_ADMIN and CAP_SYS_ADMIN).
+pub fn can_create_namespaces() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The namespaces (`ip netns list`) whose names start with `prefix-`.
+pub fn list(prefix: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Creates namespace `ns` with its loopback up.
+pub fn add(ns: &str) -> anyhow::Result<()> {
+    run("ip", &["netns", "add", ns])?;
+    run_in(ns, &["ip", "link", "set", "lo", "up"])
+}
+
+/// Deletes namespace `ns` (its links and rules go with it) and its `/etc/netns` files.
+pub fn delete(ns: &str) {
+    let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+    let _ = std::fs::remove_dir_all(etc_dir(ns));
+}
+
+/// A bridge `br0` in `ns` with `address/prefix_len` (a segment and its router).
+pub fn add_bridge(ns: &str, address: Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+    run_in(ns, &["ip", "link", "add", "br0", "type", "bridge"])?;
+    run_in(
+        ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{address}/{prefix_len}"),
+            "dev",
+            "br0",
+        ],
+    )?;
+    run_in(ns, &["ip", "link", "set", "br0", "up"])
+}
+
+/// A veth from `ns` (as `ifname`, with `address/prefix_len`) to the bridge in `bridge_ns`
+/// (as `peer`); both ends up.
+pub fn attach(
+    ns: &str,
+    ifname: &str,
+    address: Ipv4Addr,
+    prefix_len: u8,
+    bridge_ns: &str,
+    peer: &str,
+) -> anyhow::Result<()> {
+    run(
+        "ip",
+        &[
+            "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", peer, "netns",
+            bridge_ns,
+        ],
+    )?;
+    run_in(
+        bridge_ns,
+        &["ip", "link", "set", peer, "master", "br0", "up"],
+    )?;
+    run_in(
+        ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{address}/{prefix_len}"),
+            "dev",
+            ifname,
+        ],
+    )?;
+    run_in(ns, &["ip", "link", "set", ifname, "up"])
+}
+
+/// The directory whose files `ip netns exec` mounts over `/etc` for processes in `ns`.
+pub fn etc_dir(ns: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(ns)
+}
+
+/// Gives processes started in `ns` their own `/etc/hosts`.
+pub fn write_hosts(ns: &str, text: &str) -> anyhow::Result<()> {
+    let dir = etc_dir(ns);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("hosts");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs `f` on a thread that entered network namespace `ns`, and returns what it returns.
+pub fn within<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = PathBuf::from("/var/run/netns").join(ns);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("namespace {ns}: cannot open {}", path.display()))?;
+    let handle = std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map(|()| f())
+    });
+    match handle.join() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => bail!("cannot enter namespace {ns}: {e}"),
+        Err(_) => bail!("the task inside namespace {ns} failed"),
+    }
+}

@@ -1,0 +1,397 @@
+//! The plan of a local mesh (pure): from a topology and each cluster's manifests, every
+//! network segment, control plane, pod and service address, with the names of the network
+//! namespaces that will hold them.
+//!
+//! Addresses: network *n* (in order of first appearance) is `10.n.0.0/16` with its router at
+//! `10.n.0.1` and control planes from `10.n.0.2`; pods from `10.n.1.10`. The networks meet only
+//! on the WAN segment `10.255.0.0/24` (routers at `10.255.0.n`, east-west gateways' load
+//! balancer addresses from `10.255.0.100`). Cluster *c*'s service VIPs are `10.(200+c).0.x`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use strait_config::ConfigSet;
+use strait_config::kube::PodSpec;
+
+use crate::topology::Topology;
+
+/// The demo images `strait up` runs, and what they become.
+pub const HELLOWORLD_IMAGE: &str = "strait/helloworld";
+pub const CLIENT_IMAGE: &str = "strait/client";
+pub const TCP_ECHO_IMAGE: &str = "strait/tcp-echo";
+/// A pod of the proxy alone: a gateway (`strait proxy --mode router`).
+pub const PROXY_IMAGE: &str = "strait/strait";
+
+/// The label Istio's injector puts on pods with a sidecar (peers then use mesh mTLS).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// The WAN segment's routers' and gateways' prefix.
+pub const WAN_PREFIX: [u8; 3] = [10, 255, 0];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Prefix of every namespace name (`strait up --name`).
+    pub prefix: String,
+    pub networks: Vec<NetworkPlan>,
+    pub control_planes: Vec<ControlPlanePlan>,
+    pub pods: Vec<PodPlan>,
+    /// Cluster → `namespace/name` of a Service → its VIP, for Services without a cluster IP.
+    pub vips: BTreeMap<String, BTreeMap<String, Ipv4Addr>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPlan {
+    pub name: String,
+    pub index: u8,
+    /// The namespace holding the segment's bridge and its router.
+    pub netns: String,
+    pub router: Ipv4Addr,
+    /// The router's address on the WAN (where it masquerades the segment's traffic).
+    pub wan: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlanePlan {
+    pub cluster: String,
+    pub network: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// The other clusters whose registries it reads (every other cluster of the mesh).
+    pub remotes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub cluster: String,
+    pub namespace: String,
+    pub name: String,
+    pub netns: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    /// A gateway's load-balancer address on the WAN.
+    pub wan: Option<Ipv4Addr>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub app: App,
+    /// Whether a sidecar is injected (Istio's rules: the namespace's `istio-injection=enabled`
+    /// or the pod's `sidecar.istio.io/inject=true`, unless the pod says `false`).
+    pub sidecar: bool,
+    pub locality: Option<String>,
+}
+
+/// What runs in a pod besides (or, for a gateway, as) its proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum App {
+    /// Istio's helloworld: answers `Hello version: <version>, instance: <pod>`.
+    HelloWorld {
+        port: u16,
+        version: String,
+    },
+    /// Calls `url` in a loop and keeps a tally; without a URL it idles like Istio's `sleep`.
+    Client {
+        url: Option<String>,
+    },
+    TcpEcho {
+        port: u16,
+    },
+    /// No app: the pod is an east-west (or ingress) gateway.
+    Gateway,
+}
+
+/// Plans the mesh. `configs` holds each cluster's manifests, in the topology's order.
+pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<Plan, String> {
+    let mut networks: Vec<NetworkPlan> = Vec::new();
+    for c in &topology.clusters {
+        if !networks.iter().any(|n| n.name == c.network) {
+            let index = u8::try_from(networks.len() + 1)
+                .ok()
+                .filter(|i| *i < 200)
+                .ok_or("more than 199 networks")?;
+            networks.push(NetworkPlan {
+                name: c.network.clone(),
+                index,
+                netns: format!("{prefix}-net-{}", c.network),
+                router: Ipv4Addr::new(10, index, 0, 1),
+                wan: Ipv4Addr::new(WAN_PREFIX[0], WAN_PREFIX[1], WAN_PREFIX[2], index),
+            });
+        }
+    }
+    let index_of = |network: &str| {
+        networks
+            .iter()
+            .find(|n| n.name == network)
+            .map(|n| n.index)
+            .unwrap_or(0)
+    };
+    let mut control_planes = Vec::new();
+    let mut next_host: BTreeMap<u8, u16> = BTreeMap::new();
+    for c in topology.clusters.iter().filter(|c| c.is_primary()) {
+        let n = index_of(&c.network);
+        let host = next_host.entry(n).or_insert(2);
+        control_planes.push(ControlPlanePlan {
+            cluster: c.name.clone(),
+            network: c.network.clone(),
+            netns: format!("{prefix}-{}-istiod", c.name),
+            ip: Ipv4Addr::new(
+                10,
+                n,
+                0,
+                u8::try_from(*host).map_err(|_| "too many control planes")?,
+            ),
+            remotes: topology
+                .clusters
+                .iter()
+                .filter(|o| o.name != c.name)
+                .map(|o| o.name.clone())
+                .collect(),
+        });
+        *host += 1;
+    }
+    let mut pods = Vec::new();
+    let mut next_pod: BTreeMap<u8, u32> = BTreeMap::new();
+    let mut next_gateway = 100u32;
+    let mut vips = BTreeMap::new();
+    for (ci, (cluster, config)) in topology.clusters.iter().zip(configs).enumerate() {
+        let n = index_of(&cluster.network);
+        let injected_namespaces: Vec<&str> = config
+            .namespaces
+            .iter()
+            .filter(|ns| {
+                ns.meta.labels.get("istio-injection").map(String::as_str) == Some("enabled")
+            })
+            .map(|ns| ns.meta.name.as_str())
+            .collect();
+        for pod in &config.pods {
+            let where_ = format!(
+                "{}: Pod {}/{}",
+                cluster.name, pod.meta.namespace, pod.meta.name
+            );
+            let app =
+                app_of(&pod.spec.spec, &pod.meta.labels).map_err(|e| format!("{where_}: {e}"))?;
+            let k = next_pod.entry(n).or_insert(0);
+            let ip = Ipv4Addr::new(
+                10,
+                n,
+                u8::try_from(1 + *k / 200).map_err(|_| format!("{where_}: too many pods"))?,
+                (10 + *k % 200) as u8,
+            );
+            *k += 1;
+            let wan = (app == App::Gateway).then(|| {
+                let g = next_gateway;
+                next_gateway += 1;
+                Ipv4Addr::new(WAN_PREFIX[0], WAN_PREFIX[1], WAN_PREFIX[2], g as u8)
+            });
+            if next_gateway > 250 {
+                return Err(format!("{where_}: too many gateways"));
+            }
+            let inject = pod
+                .meta
+                .labels
+                .get("sidecar.istio.io/inject")
+                .map(String::as_str);
+            let sidecar = app != App::Gateway
+                && inject != Some("false")
+                && (inject == Some("true")
+                    || injected_namespaces.contains(&pod.meta.namespace.as_str()));
+            let spec = &pod.spec.spec;
+            let mut labels = pod.meta.labels.clone();
+            if sidecar {
+                labels.insert(TLS_MODE_LABEL.into(), "istio".into());
+            }
+            pods.push(PodPlan {
+                cluster: cluster.name.clone(),
+                namespace: pod.meta.namespace.clone(),
+                name: pod.meta.name.clone(),
+                netns: format!(
+                    "{prefix}-{}-{}-{}",
+                    cluster.name, pod.meta.namespace, pod.meta.name
+                ),
+                network: cluster.network.clone(),
+                ip,
+                wan,
+                labels,
+                service_account: spec
+                    .service_account_name
+                    .clone()
+                    .or(spec.service_account.clone())
+                    .unwrap_or_else(|| "default".into()),
+                app,
+                sidecar,
+                locality: cluster.locality.clone(),
+            });
+        }
+        let mut cluster_vips = BTreeMap::new();
+        let mut next_vip = 10u32;
+        for svc in &config.services {
+            let has_ip = svc
+                .spec
+                .cluster_ip
+                .as_deref()
+                .is_some_and(|ip| !ip.is_empty())
+                || !svc.spec.cluster_ips.is_empty();
+            if has_ip || svc.spec.external_name.is_some() {
+                continue;
+            }
+            let c = u8::try_from(200 + ci).map_err(|_| "more than 55 clusters")?;
+            cluster_vips.insert(
+                format!("{}/{}", svc.meta.namespace, svc.meta.name),
+                Ipv4Addr::new(10, c, (next_vip / 250) as u8, (next_vip % 250) as u8),
+            );
+            next_vip += 1;
+        }
+        vips.insert(cluster.name.clone(), cluster_vips);
+    }
+    Ok(Plan {
+        prefix: prefix.to_string(),
+        networks,
+        control_planes,
+        pods,
+        vips,
+    })
+}
+
+/// What a pod runs, from its first container's image (and args, ports, labels).
+fn app_of(spec: &PodSpec, labels: &BTreeMap<String, String>) -> Result<App, String> {
+    let Some(container) = spec.containers.first() else {
+        return Err("no containers; give it one with a demo image".into());
+    };
+    let image = container.image.as_deref().unwrap_or("");
+    let image = image.split_once(':').map_or(image, |(name, _)| name);
+    let port = |default: u16| {
+        container
+            .ports
+            .first()
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .unwrap_or(default)
+    };
+    Ok(match image {
+        HELLOWORLD_IMAGE => App::HelloWorld {
+            port: port(5000),
+            version: labels
+                .get("version")
+                .cloned()
+                .unwrap_or_else(|| "v1".into()),
+        },
+        CLIENT_IMAGE => App::Client {
+            url: container.args.first().cloned(),
+        },
+        TCP_ECHO_IMAGE => App::TcpEcho { port: port(9000) },
+        PROXY_IMAGE => App::Gateway,
+        other => {
+            return Err(format!(
+                "image {other:?} is not one strait up can run; use {HELLOWORLD_IMAGE}, {CLIENT_IMAGE}, {TCP_ECHO_IMAGE} or {PROXY_IMAGE} (a gateway)"
+            ));
+        }
+    })
+}
+
+impl Plan {
+    pub fn network(&self, name: &str) -> Option<&NetworkPlan> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The control plane serving `cluster`'s proxies.
+    pub fn control_plane_for<'a>(
+        &'a self,
+        topology: &Topology,
+        cluster: &str,
+    ) -> Option<&'a ControlPlanePlan> {
+        let c = topology.clusters.iter().find(|c| c.name == cluster)?;
+        let cp = c.control_plane_cluster();
+        self.control_planes.iter().find(|p| p.cluster == cp)
+    }
+
+    /// Every namespace the plan creates.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut out = vec![format!("{}-wan", self.prefix)];
+        out.extend(self.networks.iter().map(|n| n.netns.clone()));
+        out.extend(self.control_planes.iter().map(|c| c.netns.clone()));
+        out.extend(self.pods.iter().map(|p| p.netns.clone()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use strait_config::{LoadOptions, load_str};
+
+    use super::*;
+
+    fn config(yaml: &str) -> ConfigSet {
+        ConfigSet::from_resources(load_str(yaml, "t", &LoadOptions::default()).into_resources())
+    }
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: sample, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: helloworld, namespace: sample}
+spec: {ports: [{port: 5000, name: http}], selector: {app: helloworld}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hw, namespace: sample, labels: {app: helloworld, version: v2}}
+spec:
+  serviceAccountName: helloworld
+  containers: [{name: hw, image: strait/helloworld, ports: [{containerPort: 5000}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: gw, namespace: istio-system, labels: {istio: eastwestgateway}}
+spec: {containers: [{name: istio-proxy, image: strait/strait}]}
+"#;
+
+    #[test]
+    fn networks_pods_gateways_and_vips_get_addresses() {
+        let topology = crate::topology::parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n  - {name: c2, network: n2}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let plan = plan(&topology, &[config(CLUSTER), config(CLUSTER)], "st").unwrap();
+        assert_eq!(plan.networks[1].router, Ipv4Addr::new(10, 2, 0, 1));
+        assert_eq!(plan.control_planes[1].ip, Ipv4Addr::new(10, 2, 0, 2));
+        assert_eq!(plan.control_planes[0].remotes, ["c2"]);
+        let hw = &plan.pods[2];
+        assert_eq!(hw.netns, "st-c2-sample-hw");
+        assert_eq!(hw.ip, Ipv4Addr::new(10, 2, 1, 10));
+        assert!(hw.sidecar);
+        assert_eq!(
+            hw.app,
+            App::HelloWorld {
+                port: 5000,
+                version: "v2".into()
+            }
+        );
+        let gw = &plan.pods[3];
+        assert_eq!((gw.app.clone(), gw.sidecar), (App::Gateway, false));
+        assert_eq!(gw.wan, Some(Ipv4Addr::new(10, 255, 0, 101)));
+        assert_eq!(
+            plan.vips["c2"]["sample/helloworld"],
+            Ipv4Addr::new(10, 201, 0, 10)
+        );
+    }
+
+    #[test]
+    fn an_unknown_image_names_the_pod() {
+        let topology = crate::topology::parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let bad = CLUSTER.replace(
+            "strait/helloworld",
+            "docker.io/istio/examples-helloworld-v1",
+        );
+        let e = plan(&topology, &[config(&bad)], "st").unwrap_err();
+        assert!(
+            e.contains("c1: Pod sample/hw") && e.contains("examples-helloworld"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,705 @@
+//! Starting and stopping a local mesh (the edge): namespaces and links as the plan says, the
+//! mesh CA and bootstrap tokens, one control plane per primary, and in each pod its app and
+//! sidecar (or a gateway's proxy) — every process recorded in a state file so `--down`, Ctrl-C
+//! or the next start removes all of it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use strait_config::ConfigSet;
+use strait_config::load::{LoadOptions, load_paths};
+use strait_identity::cacerts;
+use strait_identity::token::{self, TokenKey};
+
+use crate::capture::Capture;
+use crate::plan::{self, App, Plan, PodPlan};
+use crate::topology::{self, Topology};
+use crate::{manifests, netns};
+
+/// The trust domain of local meshes.
+const TRUST_DOMAIN: &str = "cluster.local";
+/// The name in the control planes' serving certificates.
+const CONTROL_PLANE_NAME: &str = "istiod.istio-system.svc";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The example: `topology.yaml` and a directory of manifests per cluster.
+    pub dir: PathBuf,
+    /// Prefix of every namespace (and the run's name).
+    pub name: String,
+    /// Where state, generated manifests, CA files and logs go.
+    pub state_dir: PathBuf,
+    /// The `strait` binary the pods run.
+    pub exe: PathBuf,
+    /// `RUST_LOG` of the mesh's processes.
+    pub log_level: String,
+}
+
+/// What a run created, written as it goes so a crashed run can be cleaned up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    namespaces: Vec<String>,
+    pids: Vec<u32>,
+}
+
+impl State {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.json")
+    }
+
+    fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = Self::path(state_dir);
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// A process of the mesh.
+struct Process {
+    what: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A running local mesh.
+pub struct Mesh {
+    pub options: Options,
+    pub topology: Topology,
+    pub plan: Plan,
+    state: State,
+    processes: Vec<Process>,
+}
+
+/// Removes what a run named `name` left: its processes (by the PIDs it recorded) and its
+/// namespaces. Returns what it removed.
+pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
+    let mut state: State = std::fs::read(State::path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut killed = 0;
+    for pid in &state.pids {
+        if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32)
+            && rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    if killed > 0 {
+        std::thread::sleep(Duration::from_millis(500));
+        for pid in &state.pids {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    for ns in netns::list(name) {
+        if !state.namespaces.contains(&ns) {
+            state.namespaces.push(ns);
+        }
+    }
+    let removed = state.namespaces.len();
+    for ns in &state.namespaces {
+        netns::delete(ns);
+    }
+    let _ = std::fs::remove_file(State::path(state_dir));
+    (killed, removed)
+}
+
+/// Loads every cluster's manifests, failing with each problem found.
+fn load_clusters(topology: &Topology) -> anyhow::Result<Vec<ConfigSet>> {
+    let mut out = Vec::new();
+    for c in &topology.clusters {
+        let dir = topology.dir.join(&c.name);
+        if !dir.is_dir() {
+            bail!(
+                "{}: no such directory; the topology names cluster {:?}, whose manifests belong there",
+                dir.display(),
+                c.name
+            );
+        }
+        let report = load_paths(&[dir], &LoadOptions::default());
+        let errors: Vec<String> = report
+            .diagnostics()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            bail!(
+                "cluster {}: the manifests have errors (fix them; `strait validate` shows the same):\n{}",
+                c.name,
+                errors.join("\n")
+            );
+        }
+        let config = ConfigSet::from_resources(report.into_resources());
+        if let Some(mesh) = config.mesh_configs.first()
+            && let Some(n) = mesh.spec.network.as_deref()
+            && n != c.network
+        {
+            bail!(
+                "cluster {}: its MeshConfig says network {n:?} but the topology says {:?}; make them agree",
+                c.name,
+                c.network
+            );
+        }
+        out.push(config);
+    }
+    Ok(out)
+}
+
+impl Mesh {
+    /// Starts the mesh, reporting progress on `out`.
+    pub fn start(options: Options, out: &mut dyn Write) -> anyhow::Result<Mesh> {
+        if !netns::can_create_namespaces() {
+            bail!(
+                "strait up runs pods as network namespaces and needs root (try sudo); the loopback mode without root is not built yet"
+            );
+        }
+        let topology = topology::read(&options.dir)?;
+        let configs = load_clusters(&topology)?;
+        let plan = plan::plan(&topology, &configs, &options.name).map_err(anyhow::Error::msg)?;
+        let (killed, removed) = down(&options.name, &options.state_dir);
+        if killed + removed > 0 {
+            writeln!(
+                out,
+                "cleaned up a previous run of {:?}: {killed} processes, {removed} namespaces",
+                options.name
+            )?;
+        }
+        std::fs::create_dir_all(options.state_dir.join("logs"))
+            .with_context(|| format!("cannot create {}", options.state_dir.display()))?;
+        let mut mesh = Mesh {
+            options,
+            topology,
+            plan,
+            state: State::default(),
+            processes: Vec::new(),
+        };
+        mesh.write_manifests()?;
+        mesh.create_ca()?;
+        writeln!(out, "networks: {}", mesh.network_summary())?;
+        mesh.create_networks()?;
+        for cp in mesh.plan.control_planes.clone() {
+            writeln!(out, "control plane of {} at {}", cp.cluster, cp.ip)?;
+            mesh.start_control_plane(&cp)?;
+        }
+        for pod in mesh.plan.pods.clone() {
+            writeln!(
+                out,
+                "pod {}/{}/{} at {}{}{}",
+                pod.cluster,
+                pod.namespace,
+                pod.name,
+                pod.ip,
+                pod.wan
+                    .map(|w| format!(" (load balancer {w})"))
+                    .unwrap_or_default(),
+                if pod.sidecar { " with a sidecar" } else { "" }
+            )?;
+            mesh.start_pod(&pod)?;
+        }
+        mesh.wait_ready(out)?;
+        // Apps start once every proxy holds its configuration, as Istio's
+        // `holdApplicationUntilProxyStarts`: a client's first call does not race its sidecar.
+        for pod in mesh.plan.pods.clone() {
+            mesh.start_app(&pod)?;
+        }
+        Ok(mesh)
+    }
+
+    fn state_path(&self, rel: &str) -> PathBuf {
+        self.options.state_dir.join(rel)
+    }
+
+    fn network_summary(&self) -> String {
+        self.plan
+            .networks
+            .iter()
+            .map(|n| format!("{} 10.{}.0.0/16", n.name, n.index))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn write_manifests(&self) -> anyhow::Result<()> {
+        for c in &self.topology.clusters {
+            let src = self.topology.dir.join(&c.name);
+            let dst = self.state_path(&format!("clusters/{}", c.name));
+            let _ = std::fs::remove_dir_all(&dst);
+            std::fs::create_dir_all(&dst)?;
+            let (files, _) = strait_config::load::list_files(std::slice::from_ref(&src), 10_000);
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let rel = file.strip_prefix(&src).unwrap_or(&file);
+                let flat = rel.to_string_lossy().replace('/', "_");
+                let rewritten =
+                    manifests::rewrite(&text, &file.display().to_string(), &c.name, &self.plan)
+                        .map_err(anyhow::Error::msg)?;
+                std::fs::write(dst.join(flat).with_extension("yaml"), rewritten)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_ca(&self) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let ca = self.state_path("ca");
+        let _ = std::fs::remove_dir_all(&ca);
+        let root_dir = ca.join("root");
+        std::fs::create_dir_all(&root_dir)?;
+        let root = cacerts::create_root(Duration::from_secs(365 * 86400), now)?;
+        cacerts::write_root(&root_dir, &root)?;
+        for cp in &self.plan.control_planes {
+            let dir = ca.join(&cp.cluster);
+            std::fs::create_dir_all(&dir)?;
+            let inter = cacerts::create_intermediate(
+                &root,
+                &cp.cluster,
+                Duration::from_secs(30 * 86400),
+                now,
+            )?;
+            cacerts::write_intermediate(&dir, &inter, &root.cert, &root.cert)?;
+        }
+        let key = TokenKey::load_or_create(&ca.join("token-key")).map_err(anyhow::Error::msg)?;
+        for pod in &self.plan.pods {
+            let claims = token::claims(
+                &pod.namespace,
+                &pod.service_account,
+                &pod.cluster,
+                now,
+                Duration::from_secs(86400),
+            );
+            token::write_secret(&self.token_path(pod), &key.mint(&claims))?;
+        }
+        Ok(())
+    }
+
+    fn token_path(&self, pod: &PodPlan) -> PathBuf {
+        self.state_path(&format!(
+            "ca/{}.{}.{}.token",
+            pod.cluster, pod.namespace, pod.name
+        ))
+    }
+
+    fn add_namespace(&mut self, ns: &str) -> anyhow::Result<()> {
+        self.state.namespaces.push(ns.to_string());
+        self.state.save(&self.options.state_dir)?;
+        netns::add(ns)
+    }
+
+    fn create_networks(&mut self) -> anyhow::Result<()> {
+        let wan = format!("{}-wan", self.plan.prefix);
+        self.add_namespace(&wan)?;
+        netns::run_in(&wan, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        netns::run_in(&wan, &["ip", "link", "set", "br0", "up"])?;
+        for n in self.plan.networks.clone() {
+            self.add_namespace(&n.netns)?;
+            netns::add_bridge(&n.netns, n.router, 16)?;
+            netns::attach(&n.netns, "wan", n.wan, 24, &wan, &format!("n{}", n.index))?;
+            netns::run_in(&n.netns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+            // The segment reaches the WAN (other networks' gateways) behind its router's
+            // address, as a cluster's nodes reach a cloud load balancer.
+            netns::run_in(
+                &n.netns,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "wan",
+                    "-j",
+                    "MASQUERADE",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A namespace on `network`'s segment at `ip`, routed through its router.
+    fn join_segment(
+        &mut self,
+        ns: &str,
+        network: &str,
+        ip: Ipv4Addr,
+        peer: &str,
+    ) -> anyhow::Result<()> {
+        let n = self
+            .plan
+            .network(network)
+            .with_context(|| format!("network {network} is not planned"))?
+            .clone();
+        self.add_namespace(ns)?;
+        netns::attach(ns, "eth0", ip, 16, &n.netns, peer)?;
+        netns::run_in(
+            ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &n.router.to_string(),
+            ],
+        )
+    }
+
+    fn spawn(&mut self, ns: &str, what: String, args: &[String]) -> anyhow::Result<()> {
+        let log = self.state_path(&format!("logs/{}.log", what.replace('/', "_")));
+        let file =
+            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(&self.options.exe)
+            .args(args)
+            .env("RUST_LOG", &self.options.log_level)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        self.state.pids.push(child.id());
+        self.state.save(&self.options.state_dir)?;
+        self.processes.push(Process { what, child, log });
+        Ok(())
+    }
+
+    fn start_control_plane(&mut self, cp: &plan::ControlPlanePlan) -> anyhow::Result<()> {
+        let index = self
+            .plan
+            .control_planes
+            .iter()
+            .position(|c| c.cluster == cp.cluster)
+            .unwrap_or(0);
+        self.join_segment(&cp.netns, &cp.network, cp.ip, &format!("cp{index}"))?;
+        let dir = |c: &str| {
+            self.state_path(&format!("clusters/{c}"))
+                .display()
+                .to_string()
+        };
+        let mut args: Vec<String> = vec![
+            "control-plane".into(),
+            "--cluster".into(),
+            cp.cluster.clone(),
+            "--config".into(),
+            dir(&cp.cluster),
+            "--xds-listen".into(),
+            format!("{}:15010", cp.ip),
+            "--debug-listen".into(),
+            format!("{}:15014", cp.ip),
+            "--secure-listen".into(),
+            format!("{}:15012", cp.ip),
+            "--cacerts".into(),
+            self.state_path(&format!("ca/{}", cp.cluster))
+                .display()
+                .to_string(),
+            "--token-key".into(),
+            self.state_path("ca/token-key").display().to_string(),
+        ];
+        for remote in &cp.remotes {
+            args.push("--remote-config".into());
+            args.push(format!("{remote}={}", dir(remote)));
+        }
+        self.spawn(&cp.netns.clone(), format!("{}/istiod", cp.cluster), &args)
+    }
+
+    fn hosts_file(&self, pod: &PodPlan) -> String {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        text.push_str(&format!("{} {}\n", pod.ip, pod.name));
+        for (svc, vip) in self.plan.vips.get(&pod.cluster).into_iter().flatten() {
+            let (ns, name) = svc.split_once('/').unwrap_or(("default", svc));
+            text.push_str(&format!(
+                "{vip} {name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}"
+            ));
+            if ns == pod.namespace {
+                text.push_str(&format!(" {name}"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn start_pod(&mut self, pod: &PodPlan) -> anyhow::Result<()> {
+        let index = self
+            .plan
+            .pods
+            .iter()
+            .position(|p| p.netns == pod.netns)
+            .unwrap_or(0);
+        self.join_segment(&pod.netns, &pod.network, pod.ip, &format!("p{index}"))?;
+        if let Some(wan) = pod.wan {
+            let wan_ns = format!("{}-wan", self.plan.prefix);
+            netns::attach(&pod.netns, "wan", wan, 24, &wan_ns, &format!("g{index}"))?;
+        }
+        netns::write_hosts(&pod.netns, &self.hosts_file(pod))?;
+        let capture = Capture::default();
+        if pod.sidecar {
+            for rule in capture.rules() {
+                let mut args = vec!["iptables"];
+                args.extend(rule.iter().map(String::as_str));
+                netns::run_in(&pod.netns, &args)?;
+            }
+        }
+        let who = format!("{}/{}/{}", pod.cluster, pod.namespace, pod.name);
+        if pod.sidecar || pod.app == App::Gateway {
+            let args = self.proxy_args(pod, &capture)?;
+            let what = if pod.app == App::Gateway {
+                format!("{who}.gateway")
+            } else {
+                format!("{who}.sidecar")
+            };
+            self.spawn(&pod.netns.clone(), what, &args)?;
+        }
+        Ok(())
+    }
+
+    fn start_app(&mut self, pod: &PodPlan) -> anyhow::Result<()> {
+        let who = format!("{}/{}/{}", pod.cluster, pod.namespace, pod.name);
+        let app: Option<Vec<String>> = match &pod.app {
+            App::HelloWorld { port, version } => Some(vec![
+                "demo".into(),
+                "helloworld".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{port}"),
+                "--service-version".into(),
+                version.clone(),
+                "--instance".into(),
+                pod.name.clone(),
+            ]),
+            App::Client { url } => Some(
+                ["demo", "client"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(url.clone())
+                    .collect(),
+            ),
+            App::TcpEcho { port } => Some(vec![
+                "demo".into(),
+                "tcp-echo".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{port}"),
+                "--instance".into(),
+                pod.name.clone(),
+            ]),
+            App::Gateway => None,
+        };
+        if let Some(args) = app {
+            self.spawn(&pod.netns.clone(), format!("{who}.app"), &args)?;
+        }
+        Ok(())
+    }
+
+    fn proxy_args(&self, pod: &PodPlan, capture: &Capture) -> anyhow::Result<Vec<String>> {
+        let cp = self
+            .plan
+            .control_plane_for(&self.topology, &pod.cluster)
+            .with_context(|| format!("cluster {} has no control plane", pod.cluster))?;
+        let kind = if pod.app == App::Gateway {
+            "router"
+        } else {
+            "sidecar"
+        };
+        let labels = pod
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args: Vec<String> = vec![
+            "proxy".into(),
+            "--mode".into(),
+            kind.into(),
+            "--xds".into(),
+            format!("{}:15012", cp.ip),
+            "--node-id".into(),
+            format!(
+                "{kind}~{}~{}.{}~{}.svc.cluster.local",
+                pod.ip, pod.name, pod.namespace, pod.namespace
+            ),
+            "--meta".into(),
+            format!("CLUSTER_ID={}", pod.cluster),
+            "--meta".into(),
+            format!("NETWORK={}", pod.network),
+            "--meta".into(),
+            format!("NAMESPACE={}", pod.namespace),
+            "--meta".into(),
+            format!("LABELS={labels}"),
+            "--ca-root".into(),
+            self.state_path("ca/root/root-cert.pem")
+                .display()
+                .to_string(),
+            "--token".into(),
+            self.token_path(pod).display().to_string(),
+            "--service-account".into(),
+            pod.service_account.clone(),
+            "--control-plane-name".into(),
+            CONTROL_PLANE_NAME.into(),
+            "--trust-domain".into(),
+            TRUST_DOMAIN.into(),
+            "--mark".into(),
+            capture.mark.to_string(),
+            "--access-log".into(),
+            self.state_path(&format!(
+                "logs/{}_{}_{}.access.log",
+                pod.cluster, pod.namespace, pod.name
+            ))
+            .display()
+            .to_string(),
+        ];
+        if let Some(l) = &pod.locality {
+            args.push("--meta".into());
+            args.push(format!("LOCALITY={l}"));
+        }
+        Ok(args)
+    }
+
+    /// Waits (at most a minute) until every control plane and proxy is ready.
+    fn wait_ready(&mut self, out: &mut dyn Write) -> anyhow::Result<()> {
+        let mut pending: Vec<(String, String, String)> = Vec::new();
+        for cp in &self.plan.control_planes {
+            pending.push((
+                format!("{}/istiod", cp.cluster),
+                cp.netns.clone(),
+                format!("http://{}:15014/ready", cp.ip),
+            ));
+        }
+        for pod in self
+            .plan
+            .pods
+            .iter()
+            .filter(|p| p.sidecar || p.app == App::Gateway)
+        {
+            pending.push((
+                format!("{}/{}/{} proxy", pod.cluster, pod.namespace, pod.name),
+                pod.netns.clone(),
+                format!("http://{}:15021/healthz/ready", pod.ip),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            if let Some(dead) = self.exited() {
+                bail!("{dead}");
+            }
+            let mut still = Vec::new();
+            for (what, ns, url) in pending {
+                let url2 = url.clone();
+                let ready = netns::within(&ns, move || {
+                    crate::apps::get(&url2, Duration::from_millis(500))
+                })?;
+                if matches!(ready, Ok((200, _))) {
+                    writeln!(out, "ready: {what}")?;
+                } else {
+                    still.push((what, ns, url));
+                }
+            }
+            pending = still;
+            if Instant::now() > deadline {
+                let names: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+                bail!(
+                    "not ready after 60 s: {}; their logs are in {}",
+                    names.join(", "),
+                    self.state_path("logs").display()
+                );
+            }
+            if !pending.is_empty() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// A process that has exited, described with its log's last lines.
+    pub fn exited(&mut self) -> Option<String> {
+        for p in &mut self.processes {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Some(format!(
+                    "{} exited ({status}); log {}:\n{}",
+                    p.what,
+                    p.log.display(),
+                    tail.join("\n")
+                ));
+            }
+        }
+        None
+    }
+
+    /// The clients' latest tallies (the last line of each client's log), by pod.
+    pub fn tallies(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for p in self.processes.iter().filter(|p| p.what.ends_with(".app")) {
+            let is_client = self.plan.pods.iter().any(|pod| {
+                matches!(pod.app, App::Client { url: Some(_) })
+                    && p.what == format!("{}/{}/{}.app", pod.cluster, pod.namespace, pod.name)
+            });
+            if !is_client {
+                continue;
+            }
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            if let Some(last) = log.lines().rev().find(|l| l.contains(" calls: ")) {
+                out.insert(
+                    p.what.trim_end_matches(".app").to_string(),
+                    last.to_string(),
+                );
+            }
+        }
+        out
+    }
+
+    /// A table of what runs.
+    pub fn status(&self) -> String {
+        let mut s = String::new();
+        for c in &self.topology.clusters {
+            let cp = self
+                .plan
+                .control_plane_for(&self.topology, &c.name)
+                .map(|cp| format!("control plane {} ({})", cp.ip, cp.cluster))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "cluster {} · network {} · {cp}\n",
+                c.name, c.network
+            ));
+            for p in self.plan.pods.iter().filter(|p| p.cluster == c.name) {
+                let role = match &p.app {
+                    App::Gateway => format!(
+                        "gateway, load balancer {}",
+                        p.wan.map(|w| w.to_string()).unwrap_or_default()
+                    ),
+                    App::HelloWorld { version, .. } => format!("helloworld {version}"),
+                    App::Client { url: Some(u) } => format!("client → {u}"),
+                    App::Client { url: None } => "client (idle)".into(),
+                    App::TcpEcho { .. } => "tcp-echo".into(),
+                };
+                s.push_str(&format!(
+                    "  {:<28} {:<12} {role}{}\n",
+                    format!("{}/{}", p.namespace, p.name),
+                    p.ip,
+                    if p.sidecar { " + sidecar" } else { "" }
+                ));
+                s.push_str(&format!("  {:<28} ip netns exec {} ...\n", "", p.netns));
+            }
+        }
+        s
+    }
+
+    /// Stops every process and removes every namespace.
+    pub fn stop(mut self) -> (usize, usize) {
+        for p in &mut self.processes {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        self.state.pids.clear();
+        let _ = self.state.save(&self.options.state_dir);
+        down(&self.options.name, &self.options.state_dir)
+    }
+}
