@@ -84,25 +84,37 @@ pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    for ns in netns::list(name) {
+        if !state.namespaces.contains(&ns) {
+            state.namespaces.push(ns);
+        }
+    }
+    // A recorded PID is ended only while it still runs inside one of the run's namespaces: a
+    // PID the system reused since a crash belongs to someone else.
+    let ours: Vec<(u64, u64)> = state
+        .namespaces
+        .iter()
+        .filter_map(|ns| namespace_id(&PathBuf::from("/var/run/netns").join(ns)))
+        .collect();
+    let pids: Vec<rustix::process::Pid> = state
+        .pids
+        .iter()
+        .filter(|pid| {
+            namespace_id(&PathBuf::from(format!("/proc/{pid}/ns/net")))
+                .is_some_and(|id| ours.contains(&id))
+        })
+        .filter_map(|pid| rustix::process::Pid::from_raw(*pid as i32))
+        .collect();
     let mut killed = 0;
-    for pid in &state.pids {
-        if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32)
-            && rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
-        {
+    for pid in &pids {
+        if rustix::process::kill_process(*pid, rustix::process::Signal::TERM).is_ok() {
             killed += 1;
         }
     }
     if killed > 0 {
         std::thread::sleep(Duration::from_millis(500));
-        for pid in &state.pids {
-            if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-    for ns in netns::list(name) {
-        if !state.namespaces.contains(&ns) {
-            state.namespaces.push(ns);
+        for pid in &pids {
+            let _ = rustix::process::kill_process(*pid, rustix::process::Signal::KILL);
         }
     }
     let removed = state.namespaces.len();
@@ -111,6 +123,12 @@ pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
     }
     let _ = std::fs::remove_file(State::path(state_dir));
     (killed, removed)
+}
+
+/// A network namespace's identity (device and inode of its nsfs file).
+fn namespace_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Loads every cluster's manifests, failing with each problem found.
