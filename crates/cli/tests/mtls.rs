@@ -168,18 +168,7 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
 
     // openssl sees the echo sidecar's chain (leaf, intermediate) and its SPIFFE identity.
     let peer = t.join("peer");
-    strait(&[
-        "ca",
-        "issue",
-        "--cacerts",
-        ca.cacerts.to_str().unwrap(),
-        "--namespace",
-        "default",
-        "--service-account",
-        "tester",
-        "--out",
-        peer.to_str().unwrap(),
-    ]);
+    issue_certificate(&ca.cacerts, "tester", &peer, &[]);
     let out = s_client("127.1.40.1:8080", &root, Some(&peer));
     assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
     assert!(
@@ -232,38 +221,14 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
         t.join("other-ca").to_str().unwrap(),
     ]);
     let stranger = t.join("stranger");
-    strait(&[
-        "ca",
-        "issue",
-        "--cacerts",
-        t.join("other-ca").to_str().unwrap(),
-        "--namespace",
-        "default",
-        "--service-account",
-        "client",
-        "--out",
-        stranger.to_str().unwrap(),
-    ]);
+    issue_certificate(&t.join("other-ca"), "client", &stranger, &[]);
     let out = s_client("127.1.40.1:8080", &root, Some(&stranger));
     assert!(
         !out.contains("HTTP/1.1 200"),
         "a peer from another root was served: {out}"
     );
     let expired = t.join("expired");
-    strait(&[
-        "ca",
-        "issue",
-        "--cacerts",
-        ca.cacerts.to_str().unwrap(),
-        "--namespace",
-        "default",
-        "--service-account",
-        "client",
-        "--ttl",
-        "1",
-        "--out",
-        expired.to_str().unwrap(),
-    ]);
+    issue_certificate(&ca.cacerts, "client", &expired, &["--ttl", "1"]);
     std::thread::sleep(Duration::from_secs(2));
     let out = s_client("127.1.40.1:8080", &root, Some(&expired));
     assert!(

@@ -197,18 +197,7 @@ spec:
     }
     // The echo sidecar now presents a certificate of the new root, which alone is trusted.
     let peer = t.join("peer");
-    strait(&[
-        "ca",
-        "issue",
-        "--cacerts",
-        ca.cacerts.to_str().unwrap(),
-        "--namespace",
-        "default",
-        "--service-account",
-        "tester",
-        "--out",
-        peer.to_str().unwrap(),
-    ]);
+    issue_certificate(&ca.cacerts, "tester", &peer, &[]);
     let verify = |root: &Path| {
         let (_, out, err) = run(
             "openssl",

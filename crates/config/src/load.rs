@@ -560,7 +560,7 @@ fn object_node(source: &Source) -> Option<&Node> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SpecDocument<S> {
+struct SpecDocument<S, T = Opaque> {
     #[allow(dead_code)] // read by classify before typing
     api_version: String,
     #[allow(dead_code)]
@@ -568,8 +568,8 @@ struct SpecDocument<S> {
     #[serde(default)]
     metadata: ObjectMeta,
     spec: Option<S>,
-    #[allow(dead_code)]
-    status: Option<Opaque>,
+    /// Ignored (`Opaque`) except where a kind's status matters (a Service's load balancer).
+    status: Option<T>,
 }
 
 #[derive(Deserialize)]
@@ -599,20 +599,6 @@ struct EndpointSliceDocument {
     endpoints: Vec<SliceEndpoint>,
     #[serde(default)]
     ports: Vec<EndpointPort>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ServiceDocument {
-    #[allow(dead_code)]
-    api_version: String,
-    #[allow(dead_code)]
-    kind: String,
-    #[serde(default)]
-    metadata: ObjectMeta,
-    spec: Option<ServiceSpec>,
-    #[serde(default)]
-    status: ServiceStatus,
 }
 
 #[derive(Deserialize)]
@@ -730,9 +716,12 @@ fn read_resource(
         Kind::TrafficSplit => spec_kind!(TrafficSplit),
         Kind::MeshConfig => spec_kind!(MeshConfig),
         Kind::Service => {
-            let (doc, issues) = typed::<ServiceDocument>(node, base)?;
+            let (doc, issues) = typed::<SpecDocument<ServiceSpec, ServiceStatus>>(node, base)?;
             let mut spec = doc.spec.unwrap_or_default();
-            spec.load_balancer_ingress = doc.status.ingress_addresses();
+            spec.load_balancer_ingress = doc
+                .status
+                .map(|s| s.ingress_addresses())
+                .unwrap_or_default();
             Ok((
                 Resource::Service(Object {
                     meta: meta(&api, doc.metadata, namespace),

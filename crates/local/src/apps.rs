@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -33,13 +33,15 @@ pub async fn helloworld(
                 let answer = answer.clone();
                 async move {
                     let (status, body) = match req.uri().path() {
-                        "/hello" => (200, answer),
-                        "/health" => (200, Bytes::from_static(b"ok\n")),
-                        _ => (404, Bytes::from_static(b"not found; try /hello\n")),
+                        "/hello" => (StatusCode::OK, answer),
+                        "/health" => (StatusCode::OK, Bytes::from_static(b"ok\n")),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            Bytes::from_static(b"not found; try /hello\n"),
+                        ),
                     };
                     let mut resp = Response::new(Full::new(body));
-                    *resp.status_mut() =
-                        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                    *resp.status_mut() = status;
                     Ok::<_, Infallible>(resp)
                 }
             });

@@ -72,7 +72,7 @@ pub fn read(dir: &Path) -> anyhow::Result<Topology> {
     let path = dir.join(FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         anyhow::anyhow!(
-            "{}: {e}; `strait up DIR` needs a topology file there (see examples/*/{FILE})",
+            "{}: {e}; `strait up DIR` needs a topology file there (see examples/*/{FILE}; the default example is found from the repository's root)",
             path.display()
         )
     })?;

@@ -204,11 +204,11 @@ impl Mesh {
         mesh.create_ca()?;
         writeln!(out, "networks: {}", mesh.network_summary())?;
         mesh.create_networks()?;
-        for cp in mesh.plan.control_planes.clone() {
+        for (index, cp) in mesh.plan.control_planes.clone().iter().enumerate() {
             writeln!(out, "control plane of {} at {}", cp.cluster, cp.ip)?;
-            mesh.start_control_plane(&cp)?;
+            mesh.start_control_plane(index, cp)?;
         }
-        for pod in mesh.plan.pods.clone() {
+        for (index, pod) in mesh.plan.pods.clone().iter().enumerate() {
             writeln!(
                 out,
                 "pod {}/{}/{} at {}{}{}",
@@ -221,7 +221,7 @@ impl Mesh {
                     .unwrap_or_default(),
                 if pod.sidecar { " with a sidecar" } else { "" }
             )?;
-            mesh.start_pod(&pod)?;
+            mesh.start_pod(index, pod)?;
         }
         mesh.wait_ready(out)?;
         // Apps start once every proxy holds its configuration, as Istio's
@@ -371,7 +371,7 @@ impl Mesh {
     }
 
     fn spawn(&mut self, ns: &str, what: String, args: &[String]) -> anyhow::Result<()> {
-        let log = self.state_path(&format!("logs/{}.log", what.replace('/', "_")));
+        let log = self.log_path(&what);
         let file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new("ip")
@@ -390,13 +390,17 @@ impl Mesh {
         Ok(())
     }
 
-    fn start_control_plane(&mut self, cp: &plan::ControlPlanePlan) -> anyhow::Result<()> {
-        let index = self
-            .plan
-            .control_planes
-            .iter()
-            .position(|c| c.cluster == cp.cluster)
-            .unwrap_or(0);
+    /// Starts the control plane planned at `index` (which names its link on the segment).
+    /// Where the process `what` (`cluster/namespace/pod.app`, ...) logs.
+    fn log_path(&self, what: &str) -> PathBuf {
+        self.state_path(&format!("logs/{}.log", what.replace('/', "_")))
+    }
+
+    fn start_control_plane(
+        &mut self,
+        index: usize,
+        cp: &plan::ControlPlanePlan,
+    ) -> anyhow::Result<()> {
         self.join_segment(&cp.netns, &cp.network, cp.ip, &format!("cp{index}"))?;
         let dir = |c: &str| {
             self.state_path(&format!("clusters/{c}"))
@@ -445,13 +449,8 @@ impl Mesh {
         text
     }
 
-    fn start_pod(&mut self, pod: &PodPlan) -> anyhow::Result<()> {
-        let index = self
-            .plan
-            .pods
-            .iter()
-            .position(|p| p.netns == pod.netns)
-            .unwrap_or(0);
+    /// Makes the pod planned at `index` (which names its links) and starts its proxy.
+    fn start_pod(&mut self, index: usize, pod: &PodPlan) -> anyhow::Result<()> {
         self.join_segment(&pod.netns, &pod.network, pod.ip, &format!("p{index}"))?;
         if let Some(wan) = pod.wan {
             let wan_ns = format!("{}-wan", self.plan.prefix);
@@ -655,20 +654,17 @@ impl Mesh {
     /// The clients' latest tallies (the last line of each client's log), by pod.
     pub fn tallies(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for p in self.processes.iter().filter(|p| p.what.ends_with(".app")) {
-            let is_client = self.plan.pods.iter().any(|pod| {
-                matches!(pod.app, App::Client { url: Some(_) })
-                    && p.what == format!("{}/{}/{}.app", pod.cluster, pod.namespace, pod.name)
-            });
-            if !is_client {
-                continue;
-            }
-            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let clients = self
+            .plan
+            .pods
+            .iter()
+            .filter(|p| matches!(p.app, App::Client { url: Some(_) }));
+        for pod in clients {
+            let who = format!("{}/{}/{}", pod.cluster, pod.namespace, pod.name);
+            let log =
+                std::fs::read_to_string(self.log_path(&format!("{who}.app"))).unwrap_or_default();
             if let Some(last) = log.lines().rev().find(|l| l.contains(" calls: ")) {
-                out.insert(
-                    p.what.trim_end_matches(".app").to_string(),
-                    last.to_string(),
-                );
+                out.insert(who, last.to_string());
             }
         }
         out

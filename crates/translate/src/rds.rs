@@ -120,33 +120,14 @@ pub fn routes_for(
     vec![default_route(names::outbound_cluster(port.port, "", host))]
 }
 
+/// The route of a service without a VirtualService: everything to its cluster, with Istio's
+/// default retries ([`forward_all`] otherwise).
 fn default_route(cluster: String) -> Route {
-    Route {
-        name: "default".into(),
-        matching: RouteMatch::any(),
-        action: Action::Forward(RouteAction {
-            clusters: vec![WeightedCluster {
-                name: cluster,
-                weight: 100,
-                request_headers: HeaderEdits::default(),
-                response_headers: HeaderEdits::default(),
-            }],
-            // Istio disables the route timeout unless a VirtualService sets one (Envoy's own
-            // default would be 15 s).
-            timeout_ms: Some(0),
-            retry: Some(default_retry()),
-            mirrors: vec![],
-            prefix_rewrite: None,
-            regex_rewrite: None,
-            host_rewrite: None,
-            hash_policy: vec![],
-            upgrades: vec!["websocket".into()],
-        }),
-        request_headers: HeaderEdits::default(),
-        response_headers: HeaderEdits::default(),
-        fault: None,
-        cors: None,
+    let mut route = forward_all("default", &cluster);
+    if let Action::Forward(action) = &mut route.action {
+        action.retry = Some(default_retry());
     }
+    route
 }
 
 /// An SMI TrafficSplit whose root service is `service`: weighted routes to its backends.

@@ -57,14 +57,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.dir.join(strait_local::topology::FILE).exists()
-        && args.dir.as_os_str() == DEFAULT_EXAMPLE
-    {
-        anyhow::bail!(
-            "{DEFAULT_EXAMPLE}/{} not found: run strait up from the repository's root, or name an example directory",
-            strait_local::topology::FILE
-        );
-    }
     let options = Options {
         dir: args.dir.clone(),
         name: args.name.clone(),

@@ -498,6 +498,25 @@ impl MeshCa {
     }
 }
 
+/// `strait ca issue`: a certificate for `default/service_account` signed by the intermediate in
+/// `cacerts`, written to `out` (`extra` flags such as `--ttl 1` appended).
+pub fn issue_certificate(cacerts: &Path, service_account: &str, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "ca",
+        "issue",
+        "--cacerts",
+        cacerts.to_str().unwrap(),
+        "--namespace",
+        "default",
+        "--service-account",
+        service_account,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    strait(&args);
+}
+
 /// Borrows owned arguments as the `&[&str]` process helpers take.
 pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
