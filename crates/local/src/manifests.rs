@@ -1,6 +1,8 @@
 //! The manifests a local cluster's control plane reads: the user's documents with what a
-//! Kubernetes cluster would have added — each Pod's `status.podIP`, a cluster IP for Services
-//! without one, and the load balancer's address in an east-west gateway Service's `status`.
+//! Kubernetes cluster would have added — each Pod's `status.podIP` and node (a Node labelled
+//! with the cluster's locality, where Istio reads an endpoint's locality), a cluster IP for
+//! Services without one, and the load balancer's address in an east-west gateway Service's
+//! `status`.
 //! Pure: text in, text out (each document re-written as JSON, which is YAML).
 
 use std::collections::BTreeMap;
@@ -30,6 +32,75 @@ pub fn rewrite(text: &str, label: &str, cluster: &str, plan: &Plan) -> Result<St
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The one node of a local cluster.
+pub fn node_name(cluster: &str) -> String {
+    format!("{cluster}-node")
+}
+
+/// The Node document of a local cluster, labelled with its locality (`region/zone[/subzone]`)
+/// as a cloud labels its nodes.
+pub fn node(cluster: &str, locality: Option<&str>) -> String {
+    let mut labels = serde_json::Map::new();
+    let parts: Vec<&str> = locality.map(|l| l.split('/').collect()).unwrap_or_default();
+    for (key, value) in [
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.istio.io/subzone",
+    ]
+    .into_iter()
+    .zip(parts)
+    {
+        labels.insert(key.into(), json!(value));
+    }
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node_name(cluster), "labels": labels},
+    });
+    format!("---\n{doc}\n")
+}
+
+/// The control plane of a primary cluster as Kubernetes would list it: its pod at `ip` and,
+/// unless the manifests define it (`with_service` false), the `istiod` Service in
+/// `istio-system` — so a gateway can pass 15012 through to it for remote clusters (Istio's
+/// `expose-istiod.yaml`).
+pub fn control_plane(cluster: &str, ip: std::net::Ipv4Addr, with_service: bool) -> String {
+    let labels = json!({"app": "istiod", "istio": "pilot"});
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "istiod", "namespace": "istio-system", "labels": labels},
+        "spec": {
+            "selector": labels,
+            "ports": [
+                {"name": "grpc-xds", "port": 15010},
+                {"name": "https-dns", "port": 15012},
+                {"name": "http-monitoring", "port": 15014},
+            ],
+        },
+    });
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": format!("istiod-{cluster}"), "namespace": "istio-system", "labels": labels},
+        "spec": {
+            "serviceAccountName": "istiod",
+            "nodeName": node_name(cluster),
+            "containers": [{"name": "discovery", "image": "strait/strait"}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip.to_string(),
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    });
+    if with_service {
+        format!("---\n{service}\n---\n{pod}\n")
+    } else {
+        format!("---\n{pod}\n")
+    }
 }
 
 fn patch(doc: &mut Value, cluster: &str, plan: &Plan) {
@@ -64,6 +135,9 @@ fn patch(doc: &mut Value, cluster: &str, plan: &Plan) {
                     doc["metadata"]["labels"][TLS_MODE_LABEL] = json!("istio");
                     doc["metadata"]["annotations"]["sidecar.istio.io/status"] =
                         json!(r#"{"containers":["istio-proxy"]}"#);
+                }
+                if doc.pointer("/spec/nodeName").is_none() {
+                    doc["spec"]["nodeName"] = json!(node_name(cluster));
                 }
                 doc["status"] = json!({
                     "phase": "Running",
@@ -157,6 +231,12 @@ mod tests {
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: hw, namespace: sample}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: hw, namespace: sample}\nspec: {selector: {app: hw}, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: istio-system}\nspec: {selector: {istio: eastwestgateway}, ports: [{port: 15443}]}\n";
         let out = rewrite(text, "t.yaml", "c1", &plan).unwrap();
         assert!(out.contains(r#""podIP":"10.1.1.10""#), "{out}");
+        assert!(out.contains(r#""nodeName":"c1-node""#), "{out}");
+        let node = node("c1", Some("region1/zone1"));
+        assert!(
+            node.contains(r#""topology.kubernetes.io/zone":"zone1""#),
+            "{node}"
+        );
         assert!(
             out.contains(r#""security.istio.io/tlsMode":"istio""#),
             "{out}"

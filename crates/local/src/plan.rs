@@ -8,7 +8,7 @@
 //! balancer addresses from `10.255.0.100`). Cluster *c*'s service VIPs are `10.(200+c).0.x`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use strait_config::ConfigSet;
 use strait_config::kube::PodSpec;
@@ -24,6 +24,9 @@ pub const PROXY_IMAGE: &str = "strait/strait";
 
 /// The label Istio's injector puts on pods with a sidecar (peers then use mesh mTLS).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// The control plane's port for proxies (mTLS-secured xDS and certificates).
+pub const XDS_PORT: u16 = 15012;
 
 /// The WAN segment's routers' and gateways' prefix.
 pub const WAN_PREFIX: [u8; 3] = [10, 255, 0];
@@ -58,6 +61,9 @@ pub struct ControlPlanePlan {
     pub ip: Ipv4Addr,
     /// The other clusters whose registries it reads (every other cluster of the mesh).
     pub remotes: Vec<String>,
+    /// Whether the cluster's manifests define the `istio-system/istiod` Service themselves (as
+    /// an install would); otherwise `strait up` adds it.
+    pub has_service: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +131,12 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
     };
     let mut control_planes = Vec::new();
     let mut next_host: BTreeMap<u8, u16> = BTreeMap::new();
-    for c in topology.clusters.iter().filter(|c| c.is_primary()) {
+    for (c, config) in topology
+        .clusters
+        .iter()
+        .zip(configs)
+        .filter(|(c, _)| c.is_primary())
+    {
         let n = index_of(&c.network);
         let host = next_host.entry(n).or_insert(2);
         control_planes.push(ControlPlanePlan {
@@ -144,6 +155,10 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                 .filter(|o| o.name != c.name)
                 .map(|o| o.name.clone())
                 .collect(),
+            has_service: config
+                .services
+                .iter()
+                .any(|s| s.meta.namespace == "istio-system" && s.meta.name == "istiod"),
         });
         *host += 1;
     }
@@ -241,13 +256,21 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
         }
         vips.insert(cluster.name.clone(), cluster_vips);
     }
-    Ok(Plan {
+    let plan = Plan {
         prefix: prefix.to_string(),
         networks,
         control_planes,
         pods,
         vips,
-    })
+    };
+    for pod in plan
+        .pods
+        .iter()
+        .filter(|p| p.sidecar || p.app == App::Gateway)
+    {
+        plan.xds_address(topology, pod)?;
+    }
+    Ok(plan)
 }
 
 /// What a pod runs, from its first container's image (and args, ports, labels).
@@ -299,6 +322,29 @@ impl Plan {
         let c = topology.clusters.iter().find(|c| c.name == cluster)?;
         let cp = c.control_plane_cluster();
         self.control_planes.iter().find(|p| p.cluster == cp)
+    }
+
+    /// Where `pod`'s proxy reaches its control plane: directly on the same network; from
+    /// another network (a remote cluster's pods), through the east-west gateway of the control
+    /// plane's cluster, which passes 15012 through to it (Istio's `expose-istiod.yaml`).
+    pub fn xds_address(&self, topology: &Topology, pod: &PodPlan) -> Result<SocketAddrV4, String> {
+        let cp = self
+            .control_plane_for(topology, &pod.cluster)
+            .ok_or_else(|| format!("cluster {} has no control plane", pod.cluster))?;
+        if cp.network == pod.network {
+            return Ok(SocketAddrV4::new(cp.ip, XDS_PORT));
+        }
+        self.pods
+            .iter()
+            .filter(|p| p.cluster == cp.cluster && p.app == App::Gateway)
+            .find_map(|p| p.wan)
+            .map(|wan| SocketAddrV4::new(wan, XDS_PORT))
+            .ok_or_else(|| {
+                format!(
+                    "cluster {} is on network {} but its control plane (cluster {}) is on network {}: give cluster {} an east-west gateway exposing port {XDS_PORT} (Istio's expose-istiod.yaml), or put both on one network",
+                    pod.cluster, pod.network, cp.cluster, cp.network, cp.cluster
+                )
+            })
     }
 
     /// Every namespace the plan creates.
@@ -375,6 +421,25 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
             plan.vips["c2"]["sample/helloworld"],
             Ipv4Addr::new(10, 201, 0, 10)
         );
+    }
+
+    #[test]
+    fn a_remote_on_another_network_reaches_its_control_plane_through_the_gateway() {
+        let topology = crate::topology::parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n  - {name: c2, network: n2, controlPlane: c1}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let planned = plan(&topology, &[config(CLUSTER), config(CLUSTER)], "st").unwrap();
+        assert_eq!(planned.control_planes.len(), 1);
+        let local = planned.xds_address(&topology, &planned.pods[0]).unwrap();
+        assert_eq!(local, "10.1.0.2:15012".parse().unwrap());
+        let remote = planned.xds_address(&topology, &planned.pods[2]).unwrap();
+        assert_eq!(remote, "10.255.0.100:15012".parse().unwrap());
+
+        let no_gateway: String = CLUSTER.split("---").take(3).collect::<Vec<_>>().join("---");
+        let e = plan(&topology, &[config(&no_gateway), config(CLUSTER)], "st").unwrap_err();
+        assert!(e.contains("expose-istiod"), "{e}");
     }
 
     #[test]

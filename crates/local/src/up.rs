@@ -4,7 +4,6 @@
 //! or the next start removes all of it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -66,7 +65,19 @@ struct Process {
     what: String,
     child: Child,
     log: PathBuf,
+    /// How it was started, for a restart.
+    netns: String,
+    args: Vec<String>,
+    /// Restarted when it exits (a control plane, as its Deployment would); a pod's processes
+    /// stay down, so stopping a pod shows how the mesh fails over.
+    restart: bool,
+    /// Its exit has been reported.
+    reported: bool,
+    restarts: u32,
 }
+
+/// Restarts of one process at most, so one that cannot run does not spin.
+const MAX_RESTARTS: u32 = 5;
 
 /// A running local mesh.
 pub struct Mesh {
@@ -123,6 +134,13 @@ pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
     }
     let _ = std::fs::remove_file(State::path(state_dir));
     (killed, removed)
+}
+
+/// The last `n` lines of a log file.
+fn log_tail(path: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(n).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// A network namespace's identity (device and inode of its nsfs file).
@@ -251,6 +269,21 @@ impl Mesh {
             let dst = self.state_path(&format!("clusters/{}", c.name));
             let _ = std::fs::remove_dir_all(&dst);
             std::fs::create_dir_all(&dst)?;
+            std::fs::write(
+                dst.join("strait-up-node.yaml"),
+                manifests::node(&c.name, c.locality.as_deref()),
+            )?;
+            if let Some(cp) = self
+                .plan
+                .control_planes
+                .iter()
+                .find(|p| p.cluster == c.name)
+            {
+                std::fs::write(
+                    dst.join("strait-up-istiod.yaml"),
+                    manifests::control_plane(&c.name, cp.ip, !cp.has_service),
+                )?;
+            }
             let (files, _) = strait_config::load::list_files(std::slice::from_ref(&src), 10_000);
             for file in files {
                 let text = std::fs::read_to_string(&file)
@@ -370,10 +403,36 @@ impl Mesh {
         )
     }
 
-    fn spawn(&mut self, ns: &str, what: String, args: &[String]) -> anyhow::Result<()> {
+    /// Starts a process of the mesh; `restart`: restart it when it exits (see [`Mesh::watch`]).
+    fn spawn(
+        &mut self,
+        ns: &str,
+        what: String,
+        args: &[String],
+        restart: bool,
+    ) -> anyhow::Result<()> {
+        let mut process = self.start_process(ns, what, args, false)?;
+        process.restart = restart;
+        self.processes.push(process);
+        Ok(())
+    }
+
+    /// Starts `strait ARGS` in `ns`, logging to the log of `what` (appending on a restart).
+    fn start_process(
+        &mut self,
+        ns: &str,
+        what: String,
+        args: &[String],
+        append: bool,
+    ) -> anyhow::Result<Process> {
         let log = self.log_path(&what);
-        let file =
-            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(&self.options.exe)
@@ -386,8 +445,16 @@ impl Mesh {
             .with_context(|| format!("cannot start {what}"))?;
         self.state.pids.push(child.id());
         self.state.save(&self.options.state_dir)?;
-        self.processes.push(Process { what, child, log });
-        Ok(())
+        Ok(Process {
+            what,
+            child,
+            log,
+            netns: ns.to_string(),
+            args: args.to_vec(),
+            restart: false,
+            reported: false,
+            restarts: 0,
+        })
     }
 
     /// Starts the control plane planned at `index` (which names its link on the segment).
@@ -430,7 +497,12 @@ impl Mesh {
             args.push("--remote-config".into());
             args.push(format!("{remote}={}", dir(remote)));
         }
-        self.spawn(&cp.netns.clone(), format!("{}/istiod", cp.cluster), &args)
+        self.spawn(
+            &cp.netns.clone(),
+            format!("{}/istiod", cp.cluster),
+            &args,
+            true,
+        )
     }
 
     fn hosts_file(&self, pod: &PodPlan) -> String {
@@ -473,7 +545,7 @@ impl Mesh {
             } else {
                 format!("{who}.sidecar")
             };
-            self.spawn(&pod.netns.clone(), what, &args)?;
+            self.spawn(&pod.netns.clone(), what, &args, false)?;
         }
         Ok(())
     }
@@ -509,16 +581,16 @@ impl Mesh {
             App::Gateway => None,
         };
         if let Some(args) = app {
-            self.spawn(&pod.netns.clone(), format!("{who}.app"), &args)?;
+            self.spawn(&pod.netns.clone(), format!("{who}.app"), &args, false)?;
         }
         Ok(())
     }
 
     fn proxy_args(&self, pod: &PodPlan, capture: &Capture) -> anyhow::Result<Vec<String>> {
-        let cp = self
+        let xds = self
             .plan
-            .control_plane_for(&self.topology, &pod.cluster)
-            .with_context(|| format!("cluster {} has no control plane", pod.cluster))?;
+            .xds_address(&self.topology, pod)
+            .map_err(anyhow::Error::msg)?;
         let kind = if pod.app == App::Gateway {
             "router"
         } else {
@@ -535,7 +607,7 @@ impl Mesh {
             "--mode".into(),
             kind.into(),
             "--xds".into(),
-            format!("{}:15012", cp.ip),
+            xds.to_string(),
             "--node-id".into(),
             format!(
                 "{kind}~{}~{}.{}~{}.svc.cluster.local",
@@ -633,22 +705,61 @@ impl Mesh {
         Ok(())
     }
 
-    /// A process that has exited, described with its log's last lines.
-    pub fn exited(&mut self) -> Option<String> {
+    /// A process that has exited, described with its log's last lines (while starting, any
+    /// exit is a failure).
+    fn exited(&mut self) -> Option<String> {
         for p in &mut self.processes {
             if let Ok(Some(status)) = p.child.try_wait() {
-                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 return Some(format!(
                     "{} exited ({status}); log {}:\n{}",
                     p.what,
                     p.log.display(),
-                    tail.join("\n")
+                    log_tail(&p.log, 5)
                 ));
             }
         }
         None
+    }
+
+    /// Once up: reports each process that exited since the last call, and restarts the
+    /// control planes among them (at most [`MAX_RESTARTS`] times each). A pod's processes stay
+    /// down — the rest of the mesh keeps running, as a cluster does when a pod stops.
+    pub fn watch(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        for i in 0..self.processes.len() {
+            let p = &mut self.processes[i];
+            if p.reported {
+                continue;
+            }
+            let Ok(Some(status)) = p.child.try_wait() else {
+                continue;
+            };
+            p.reported = true;
+            let what = p.what.clone();
+            if !p.restart || p.restarts >= MAX_RESTARTS {
+                events.push(format!(
+                    "{what} exited ({status}); it stays down. Its log ({}) ends:\n{}",
+                    p.log.display(),
+                    log_tail(&p.log, 3)
+                ));
+                continue;
+            }
+            let (netns, args, restarts) = (p.netns.clone(), p.args.clone(), p.restarts + 1);
+            match self.start_process(&netns, what.clone(), &args, true) {
+                Ok(mut fresh) => {
+                    fresh.restart = true;
+                    fresh.restarts = restarts;
+                    events.push(format!(
+                        "{what} exited ({status}); restarted it (restart {restarts} of at most {MAX_RESTARTS})"
+                    ));
+                    self.processes[i] = fresh;
+                }
+                Err(e) => events.push(format!(
+                    "{what} exited ({status}) and could not be restarted: {e:#}"
+                )),
+            }
+        }
+        events
     }
 
     /// The clients' latest tallies (the last line of each client's log), by pod.

@@ -99,8 +99,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => return anyhow::Ok("interrupted".to_string()),
                 _ = term.recv() => return Ok("terminated".to_string()),
                 _ = tick.tick() => {
-                    if let Some(dead) = mesh.exited() {
-                        return Ok(dead);
+                    let events = mesh.watch();
+                    if !events.is_empty() {
+                        let mut out = std::io::stdout().lock();
+                        for e in events {
+                            let _ = writeln!(out, "{e}");
+                        }
                     }
                     if args.status_every > 0 && last_status.elapsed() >= every {
                         last_status = tokio::time::Instant::now();

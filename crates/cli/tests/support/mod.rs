@@ -571,21 +571,18 @@ spec: {{mtls: {{mode: STRICT}}}}
     )
 }
 
-/// `curl -s ARGS` run inside network namespace `ns`: (status, body).
-pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
-    let mut all = vec![
-        "netns",
-        "exec",
-        ns,
-        "curl",
-        "-s",
-        "-m",
-        "10",
-        "-w",
-        "\n%{http_code}",
-    ];
+/// `curl -s ARGS` run inside network namespace `ns`: its output.
+pub fn curl_raw_in(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["netns", "exec", ns, "curl", "-s"];
     all.extend_from_slice(args);
-    let (_, out, _) = run("ip", &all);
+    run("ip", &all).1
+}
+
+/// `curl -s ARGS` run inside network namespace `ns` (10 s at most): (status, body).
+pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
+    let mut all = vec!["-m", "10", "-w", "\n%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl_raw_in(ns, &all);
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
