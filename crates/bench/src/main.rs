@@ -6,6 +6,7 @@ mod control_plane;
 mod data_plane;
 mod identity;
 mod machine;
+mod multicluster;
 mod process;
 mod reference;
 mod report;
@@ -71,6 +72,9 @@ struct Args {
     /// Run only one scenario.
     #[arg(long, value_enum)]
     only: Option<Scenario>,
+    /// The repository's examples (the multi-cluster scenario runs `locality-failover`).
+    #[arg(long, value_name = "DIR", default_value = "examples")]
+    examples: PathBuf,
     /// Where process logs go.
     #[arg(long, value_name = "DIR", default_value = "target/bench-logs")]
     logs: PathBuf,
@@ -81,6 +85,7 @@ enum Scenario {
     ControlPlane,
     DataPlane,
     Identity,
+    Multicluster,
 }
 
 fn main() -> ExitCode {
@@ -205,6 +210,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
             runtime.block_on(data_plane::run(&strait, &dp, &args.logs, say))?,
         ))
     };
+    let multicluster = if !runs(Scenario::Multicluster) {
+        None
+    } else {
+        say("multi-cluster: gateway hop and failover on examples/locality-failover…");
+        let params = multicluster::Params {
+            example: args.examples.join("locality-failover"),
+            hop_calls: if args.quick { 300 } else { 3000 },
+            window: Duration::from_secs(if args.quick { 5 } else { 10 }),
+        };
+        let r = multicluster::run(&strait, &params, &args.logs, say);
+        if let Err(e) = &r {
+            say(&format!("  not measured: {e:#}"));
+        }
+        Some((params, r.map_err(|e| format!("{e:#}"))))
+    };
     let machine = machine::Machine::describe();
     let mut command = String::from("scripts/bench");
     for a in std::env::args().skip(1) {
@@ -218,6 +238,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         control_plane: (!phases.is_empty()).then_some((&params, &phases[..])),
         data_plane: data_plane.as_ref().map(|(p, r)| (p, r)),
         identity: identity.as_ref(),
+        multicluster: multicluster.as_ref().map(|(p, r)| (p, r.as_ref())),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(if args.quick {

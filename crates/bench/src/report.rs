@@ -9,6 +9,7 @@ use crate::control_plane::{Changes, Params, PhaseResult};
 use crate::data_plane;
 use crate::identity;
 use crate::machine::Machine;
+use crate::multicluster;
 use crate::stats::{bytes, kib, ms, opt_ms, percentile};
 
 pub struct Report<'a> {
@@ -18,6 +19,11 @@ pub struct Report<'a> {
     pub control_plane: Option<(&'a Params, &'a [PhaseResult])>,
     pub data_plane: Option<(&'a data_plane::Params, &'a data_plane::Results)>,
     pub identity: Option<&'a identity::Results>,
+    /// The multi-cluster scenario, or why it could not run.
+    pub multicluster: Option<(
+        &'a multicluster::Params,
+        Result<&'a multicluster::Results, &'a String>,
+    )>,
 }
 
 fn met(ok: bool) -> &'static str {
@@ -97,6 +103,21 @@ impl Report<'_> {
             Some(r) => identity_section(&mut s, r),
             None => {
                 let _ = writeln!(s, "## Identity\n\nNot run (`--only`).\n");
+            }
+        }
+        match self.multicluster {
+            Some((params, Ok(r))) => multicluster_section(&mut s, params, r),
+            Some((_, Err(e))) => {
+                let _ = writeln!(
+                    s,
+                    "## Multi-cluster: gateway hop and failover\n\n**NOT MEASURED in this run: {e}.** Run the runner as root to measure it.\n"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "## Multi-cluster: gateway hop and failover\n\nNot run (`--only`).\n"
+                );
             }
         }
         s
@@ -512,5 +533,92 @@ fn identity_section(s: &mut String, r: &identity::Results) {
     let _ = writeln!(
         s,
         "\nA handshake is paid once per connection: the proxies pool upstream connections, so at steady state requests ride established mTLS connections.\n"
+    );
+}
+
+fn multicluster_section(s: &mut String, params: &multicluster::Params, r: &multicluster::Results) {
+    let _ = writeln!(s, "## Multi-cluster: gateway hop and failover\n");
+    let _ = writeln!(
+        s,
+        "`{}` run by `strait up`'s library: two primary clusters on two networks (network namespaces; the networks meet only on a WAN segment through their routers and east-west gateways), helloworld v1 in cluster1 and v2 in cluster2, 80/20 locality `distribute`, outlier detection (5 consecutive 5xx, 30 s), 1 s connect timeout, the seed's retries (3 attempts, 1 s per try). cluster1's client pod calls helloworld one call after another, each on a new connection to its sidecar (debug-free release build, everything on this machine's cores).\n",
+        params.example.display()
+    );
+    let _ = writeln!(
+        s,
+        "### The gateway hop\n\n{} calls in {:.1} s; the answer says which path it took. A local call is client sidecar → server sidecar (mTLS); a far call is client sidecar → network2's east-west gateway (SNI passthrough, the mTLS untouched) → server sidecar, plus the routers between the networks.\n",
+        r.local.len() + r.far.len(),
+        r.hop_wall.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| Path | Calls | p50 | p90 | p99 |\n|---|---|---|---|---|"
+    );
+    for (name, v) in [
+        ("in cluster1's network", &r.local),
+        ("across networks, through the gateway", &r.far),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} |",
+            v.len(),
+            p(v, 50.0),
+            p(v, 90.0),
+            p(v, 99.0)
+        );
+    }
+    let added = |q: f64| match (percentile(&r.far, q), percentile(&r.local, q)) {
+        (Some(f), Some(l)) => {
+            let d = f.as_secs_f64() - l.as_secs_f64();
+            format!("{:+.2} ms", d * 1000.0)
+        }
+        _ => "n/a".into(),
+    };
+    let _ = writeln!(
+        s,
+        "\nAdded by the gateway hop (far − local): p50 {}, p99 {}. Throughput through the gateway under load is not measured yet.\n",
+        added(50.0),
+        added(99.0)
+    );
+    let _ = writeln!(
+        s,
+        "### Failover\n\nThe client calls for {:.0} s; 1 s in, the failure happens. *Moved after*: from the failure to the start of the last call it still touched (failed, answered by the failed side, or stalled ≥ 500 ms on it) — after that every call went to the healthy side at full speed. Targets: moved ≤ 3 s; ≤ 0.1 % failed with retries.\n",
+        params.window.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| Failure | Retries | Calls after it | Failed | Moved after | Target |\n|---|---|---|---|---|---|"
+    );
+    for (name, retries, f) in [
+        (
+            "cluster1's helloworld pod stopped (SIGKILL)",
+            true,
+            &r.stop_with_retries,
+        ),
+        (
+            "cluster1's helloworld pod stopped (SIGKILL)",
+            false,
+            &r.stop_without_retries,
+        ),
+        (
+            "network2 blackholed (router and gateway drop every packet)",
+            true,
+            &r.blackhole,
+        ),
+    ] {
+        let failed_pct = f.failed_after as f64 * 100.0 / f.calls_after.max(1) as f64;
+        let ok = f.moved_after <= Duration::from_secs(3) && (!retries || failed_pct <= 0.1);
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} ({failed_pct:.1} %) | {} | {} |",
+            if retries { "3 × 1 s" } else { "none" },
+            f.calls_after,
+            f.failed_after,
+            ms(f.moved_after),
+            met(ok)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nWhy a blackhole takes longer than a stopped pod: a stopped pod refuses at once, so its 5 consecutive failures (the outlier threshold) come within milliseconds and the retry hides each. A blackholed gateway answers nothing: each call sent its way waits out the 1 s per-try (or connect) timeout before its retry succeeds in cluster1, and only 20 % of a single sequential caller's calls go that way — the far gateway collects its 5 failures over several seconds (the example's own `sleep` client adds some). More callers, or a lower `consecutive5xxErrors`, eject it sooner; Istio has no active health check for this, Linkerd probes its gateways (planned here with mirroring).\n"
     );
 }

@@ -127,22 +127,6 @@ impl Mesh {
         std::fs::read_to_string(self.state.path().join("logs").join(file)).unwrap_or_default()
     }
 
-    /// The PIDs of every process in a namespace.
-    fn pids(&self, ns: &str) -> Vec<String> {
-        let (_, out, _) = run("ip", &["netns", "pids", ns]);
-        out.split_whitespace().map(str::to_string).collect()
-    }
-
-    /// Ends every process of a namespace (by PID).
-    fn kill_all_in(&self, ns: &str) -> usize {
-        let pids = self.pids(ns);
-        assert!(!pids.is_empty(), "nothing runs in {ns}");
-        for pid in &pids {
-            run("kill", &["-9", pid]);
-        }
-        pids.len()
-    }
-
     /// Ctrl-C, then checks that nothing is left.
     fn interrupt_and_check_clean(mut self) {
         assert!(!namespaces(&self.name).is_empty());
@@ -332,25 +316,6 @@ fn share(by: &BTreeMap<String, u32>, version: &str) -> f64 {
         / f64::from(total.max(1))
 }
 
-/// Cuts a network off the WAN: its router and its gateways drop every packet to or from it.
-fn cut(mesh: &Mesh, network: &str, gateway_ns: &str, action: &str) {
-    let router = format!("{}-net-{network}", mesh.name);
-    for (ns, chain, dir) in [
-        (router.as_str(), "FORWARD", "-i"),
-        (router.as_str(), "FORWARD", "-o"),
-        (gateway_ns, "INPUT", "-i"),
-        (gateway_ns, "OUTPUT", "-o"),
-    ] {
-        let (ok, _, err) = run(
-            "ip",
-            &[
-                "netns", "exec", ns, "iptables", action, chain, dir, "wan", "-j", "DROP",
-            ],
-        );
-        assert!(ok, "iptables {action} {chain} in {ns}: {err}");
-    }
-}
-
 #[test]
 fn locality_distribute_control_plane_restart_failover_and_link_cut() {
     let Some(mesh) = Mesh::start("locality-failover", "d") else {
@@ -372,7 +337,10 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
     // Kill cluster1's control plane: proxies keep serving from their last configuration, the
     // control plane is restarted, and cluster1's three proxies connect to it again.
     let istiod1 = mesh.ns("cluster1", "istiod");
-    mesh.kill_all_in(&istiod1);
+    assert!(
+        strait_local::netns::kill_all(&istiod1) > 0,
+        "nothing runs in {istiod1}"
+    );
     let restarted = mesh.wait_line(Duration::from_secs(10), |l| {
         l.starts_with("cluster1/istiod exited") && l.contains("restarted")
     });
@@ -397,17 +365,12 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
     // Failover: stop cluster1's helloworld pod while sleep calls in a loop. With Istio's
     // default retries no call fails, and within 3 s every call is served by cluster2.
     let helloworld1 = mesh.ns("cluster1", "sample/helloworld-v1");
-    let killer = {
-        let mesh_pids = mesh.pids(&helloworld1);
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            let at = Instant::now();
-            for pid in &mesh_pids {
-                run("kill", &["-9", pid]);
-            }
-            at
-        })
-    };
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let at = Instant::now();
+        assert!(strait_local::netns::kill_all(&helloworld1) > 0);
+        at
+    });
     let start = Instant::now();
     let mut calls: Vec<(Instant, u16, String)> = Vec::new();
     while start.elapsed() < Duration::from_secs(5) {
@@ -467,7 +430,8 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
     // are retried on v2. (Cut last: a host ejected meanwhile stays out for the base ejection
     // time, 30 s, after the link returns — Envoy's semantics.)
     let gateway1 = mesh.ns("cluster1", "istio-system/istio-eastwestgateway");
-    cut(&mesh, "network1", &gateway1, "-I");
+    strait_local::netns::cut_off(&format!("{}-net-network1", mesh.name), &[&gateway1], true)
+        .unwrap();
     let by = versions_of(&sleep2, 50);
     assert_eq!(
         by.get("Hello version: v2"),

@@ -31,6 +31,49 @@ pub fn run_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     run("ip", &all)
 }
 
+/// The interface by which a network's router and its gateways meet the WAN.
+pub const WAN_LINK: &str = "wan";
+
+/// Cuts a network off the WAN (`cut` true) or joins it again: its router (`router_ns`) and its
+/// gateways drop every packet to or from the WAN — a link failure, not a refusal: the other
+/// side sees silence until its timeouts.
+pub fn cut_off(router_ns: &str, gateway_namespaces: &[&str], cut: bool) -> anyhow::Result<()> {
+    let action = if cut { "-I" } else { "-D" };
+    let mut rules = vec![(router_ns, "FORWARD", "-i"), (router_ns, "FORWARD", "-o")];
+    for gw in gateway_namespaces {
+        rules.push((gw, "INPUT", "-i"));
+        rules.push((gw, "OUTPUT", "-o"));
+    }
+    for (ns, chain, direction) in rules {
+        run_in(
+            ns,
+            &["iptables", action, chain, direction, WAN_LINK, "-j", "DROP"],
+        )?;
+    }
+    Ok(())
+}
+
+/// The processes running in namespace `ns` (`ip netns pids`).
+pub fn pids(ns: &str) -> Vec<i32> {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Ends every process in namespace `ns` at once (SIGKILL, by PID): a pod or node that stops.
+/// Returns how many it ended.
+pub fn kill_all(ns: &str) -> usize {
+    pids(ns)
+        .into_iter()
+        .filter_map(rustix::process::Pid::from_raw)
+        .filter(|pid| rustix::process::kill_process(*pid, rustix::process::Signal::KILL).is_ok())
+        .count()
+}
+
 /// Whether this process may create namespaces (root, or CAP_NET_ADMIN and CAP_SYS_ADMIN).
 pub fn can_create_namespaces() -> bool {
     rustix::process::geteuid().is_root()

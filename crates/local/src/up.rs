@@ -353,7 +353,14 @@ impl Mesh {
         for n in self.plan.networks.clone() {
             self.add_namespace(&n.netns)?;
             netns::add_bridge(&n.netns, n.router, 16)?;
-            netns::attach(&n.netns, "wan", n.wan, 24, &wan, &format!("n{}", n.index))?;
+            netns::attach(
+                &n.netns,
+                netns::WAN_LINK,
+                n.wan,
+                24,
+                &wan,
+                &format!("n{}", n.index),
+            )?;
             netns::run_in(&n.netns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
             // The segment reaches the WAN (other networks' gateways) behind its router's
             // address, as a cluster's nodes reach a cloud load balancer.
@@ -366,7 +373,7 @@ impl Mesh {
                     "-A",
                     "POSTROUTING",
                     "-o",
-                    "wan",
+                    netns::WAN_LINK,
                     "-j",
                     "MASQUERADE",
                 ],
@@ -526,7 +533,14 @@ impl Mesh {
         self.join_segment(&pod.netns, &pod.network, pod.ip, &format!("p{index}"))?;
         if let Some(wan) = pod.wan {
             let wan_ns = format!("{}-wan", self.plan.prefix);
-            netns::attach(&pod.netns, "wan", wan, 24, &wan_ns, &format!("g{index}"))?;
+            netns::attach(
+                &pod.netns,
+                netns::WAN_LINK,
+                wan,
+                24,
+                &wan_ns,
+                &format!("g{index}"),
+            )?;
         }
         netns::write_hosts(&pod.netns, &self.hosts_file(pod))?;
         let capture = Capture::default();
