@@ -540,7 +540,7 @@ fn multicluster_section(s: &mut String, params: &multicluster::Params, r: &multi
     let _ = writeln!(s, "## Multi-cluster: gateway hop and failover\n");
     let _ = writeln!(
         s,
-        "`{}` run by `strait up`'s library: two primary clusters on two networks (network namespaces; the networks meet only on a WAN segment through their routers and east-west gateways), helloworld v1 in cluster1 and v2 in cluster2, 80/20 locality `distribute`, outlier detection (5 consecutive 5xx, 30 s), 1 s connect timeout, the seed's retries (3 attempts, 1 s per try). cluster1's client pod calls helloworld one call after another, each on a new connection to its sidecar (debug-free release build, everything on this machine's cores).\n",
+        "`{}` run by `strait up`'s library: two primary clusters on two networks (network namespaces; the networks meet only on a WAN segment through their routers and east-west gateways), helloworld v1 in cluster1 and v2 in cluster2, 80/20 locality `distribute`, outlier detection (5 consecutive 5xx, 30 s), 1 s connect timeout, the seed's retries (3 attempts, 1 s per try). cluster1's client pod calls helloworld one call after another, each on a new connection to its sidecar (release build; everything shares this machine's cores).\n",
         params.example.display()
     );
     let _ = writeln!(
@@ -609,7 +609,7 @@ fn multicluster_section(s: &mut String, params: &multicluster::Params, r: &multi
         let ok = f.moved_after <= Duration::from_secs(3) && (!retries || failed_pct <= 0.1);
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} ({failed_pct:.1} %) | {} | {} |",
+            "| {name} | {} | {} | {} ({failed_pct:.2} %) | {} | {} |",
             if retries { "3 × 1 s" } else { "none" },
             f.calls_after,
             f.failed_after,

@@ -42,6 +42,8 @@ enum Command {
     ProxyConfig(commands::proxy_config::Args),
     Up(commands::up::Args),
     Demo(commands::demo::Args),
+    CreateRemoteSecret(commands::multicluster::CreateRemoteSecretArgs),
+    Multicluster(commands::multicluster::MulticlusterArgs),
 }
 
 /// A sidecar should hold only the memory it uses: mimalloc then commits its arenas as they fill
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
         Command::ProxyConfig(args) => commands::proxy_config::run(&args),
         Command::Up(args) => commands::up::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::CreateRemoteSecret(args) => commands::multicluster::create_remote_secret(&args),
+        Command::Multicluster(args) => commands::multicluster::multicluster(&args),
     };
     match result {
         Ok(code) => code,

@@ -203,6 +203,21 @@ fn multi_primary_multi_network_serves_both_clusters_through_the_gateways_with_mt
     let Some(mesh) = Mesh::start("multi-primary-multi-network", "a") else {
         return;
     };
+    // Each control plane watches the other's registry through the remote secret `strait up`
+    // made, across the WAN.
+    for (cluster, ip, peer) in [
+        ("cluster1", "10.1.0.2", "cluster2"),
+        ("cluster2", "10.2.0.2", "cluster1"),
+    ] {
+        let (synced, table) = multicluster_check(&mesh.ns(cluster, "istiod"), ip);
+        assert!(synced, "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(peer) && l.contains(" synced ")),
+            "{table}"
+        );
+    }
     both_versions_from_each_cluster(&mesh);
     // cluster2's gateway pod is 10.2.1.10 (the first pod of network2).
     v2_saw_cluster1_sleep_from(&mesh, "10.2.1.10");
@@ -226,6 +241,20 @@ fn multi_primary_single_network_calls_go_pod_to_pod_with_mtls() {
     // One network: straight from cluster1's sleep (10.1.1.11) to v2's pod.
     v2_saw_cluster1_sleep_from(&mesh, "10.1.1.11");
     mesh.interrupt_and_check_clean();
+}
+
+/// `strait multicluster check` against the control plane at `ip` (from its namespace):
+/// (all synced, the table).
+fn multicluster_check(ns: &str, ip: &str) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_strait")])
+        .args(["multicluster", "check", "--debug", &format!("{ip}:15014")])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The primary's control plane (cluster1's, at 10.1.0.2) serves `expected` proxies of cluster2.
@@ -425,18 +454,36 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
             .is_some(),
         "strait up did not report the stopped pod"
     );
-    // Cut network1 off (packets dropped, not refused): cluster2 keeps being served by v2 —
-    // calls it sends to network1's gateway get no answer within the 1 s per-try timeout and
-    // are retried on v2. (Cut last: a host ejected meanwhile stays out for the base ejection
-    // time, 30 s, after the link returns — Envoy's semantics.)
+    // Cut network1 off (packets dropped, not refused) — its router, gateway and control
+    // plane: cluster2 keeps being served by v2 — calls it sends to network1's gateway get no
+    // answer within the 1 s per-try timeout and are retried on v2 — and cluster2's control
+    // plane notices the silent link (HTTP/2 pings) and holds cluster1's registry as stale.
+    // (Cut last: a host ejected meanwhile stays out for the base ejection time, 30 s, after
+    // the link returns — Envoy's semantics.)
     let gateway1 = mesh.ns("cluster1", "istio-system/istio-eastwestgateway");
-    strait_local::netns::cut_off(&format!("{}-net-network1", mesh.name), &[&gateway1], true)
-        .unwrap();
+    strait_local::netns::cut_off(
+        &format!("{}-net-network1", mesh.name),
+        &[&gateway1, &istiod1],
+        true,
+    )
+    .unwrap();
     let by = versions_of(&sleep2, 50);
     assert_eq!(
         by.get("Hello version: v2"),
         Some(&50),
         "cluster2 with network1 cut off: {by:?}"
+    );
+    let istiod2 = mesh.ns("cluster2", "istiod");
+    wait_for(
+        Duration::from_secs(30),
+        "cluster2's control plane to hold cluster1 as stale",
+        || {
+            let (_, table) = multicluster_check(&istiod2, "10.2.0.2");
+            table
+                .lines()
+                .any(|l| l.starts_with("cluster1") && l.contains(" stale "))
+                .then_some(())
+        },
     );
     mesh.interrupt_and_check_clean();
 }

@@ -52,6 +52,7 @@ pub async fn request_certificate(
         ChannelOptions {
             mark: options.mark,
             tls: Some((config, options.server_name.clone())),
+            keepalive: None,
         },
     )
     .await?;

@@ -4,8 +4,9 @@
 //!
 //! Addresses: network *n* (in order of first appearance) is `10.n.0.0/16` with its router at
 //! `10.n.0.1` and control planes from `10.n.0.2`; pods from `10.n.1.10`. The networks meet only
-//! on the WAN segment `10.255.0.0/24` (routers at `10.255.0.n`, east-west gateways' load
-//! balancer addresses from `10.255.0.100`). Cluster *c*'s service VIPs are `10.(200+c).0.x`.
+//! on the WAN segment `10.255.0.0/24` (routers at `10.255.0.n`, control planes' registry
+//! endpoints from `10.255.0.50`, east-west gateways' load balancer addresses from
+//! `10.255.0.100`). Cluster *c*'s service VIPs are `10.(200+c).0.x`.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -59,7 +60,13 @@ pub struct ControlPlanePlan {
     pub network: String,
     pub netns: String,
     pub ip: Ipv4Addr,
-    /// The other clusters whose registries it reads (every other cluster of the mesh).
+    /// Its address on the WAN, where other networks' control planes reach its registry stream
+    /// (as a cloud exposes a cluster's API server).
+    pub wan: Ipv4Addr,
+    /// The other primaries, whose registries it watches through remote secrets.
+    pub peers: Vec<String>,
+    /// The remote clusters (no control plane of their own), whose manifests it reads directly
+    /// — as a primary reads a remote's API server.
     pub remotes: Vec<String>,
     /// Whether the cluster's manifests define the `istio-system/istiod` Service themselves (as
     /// an install would); otherwise `strait up` adds it.
@@ -149,10 +156,25 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                 0,
                 u8::try_from(*host).map_err(|_| "too many control planes")?,
             ),
+            wan: Ipv4Addr::new(
+                WAN_PREFIX[0],
+                WAN_PREFIX[1],
+                WAN_PREFIX[2],
+                u8::try_from(50 + control_planes.len())
+                    .ok()
+                    .filter(|a| *a < 100)
+                    .ok_or("more than 50 control planes")?,
+            ),
+            peers: topology
+                .clusters
+                .iter()
+                .filter(|o| o.name != c.name && o.is_primary())
+                .map(|o| o.name.clone())
+                .collect(),
             remotes: topology
                 .clusters
                 .iter()
-                .filter(|o| o.name != c.name)
+                .filter(|o| !o.is_primary())
                 .map(|o| o.name.clone())
                 .collect(),
             has_service: config
@@ -402,7 +424,8 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
         let plan = plan(&topology, &[config(CLUSTER), config(CLUSTER)], "st").unwrap();
         assert_eq!(plan.networks[1].router, Ipv4Addr::new(10, 2, 0, 1));
         assert_eq!(plan.control_planes[1].ip, Ipv4Addr::new(10, 2, 0, 2));
-        assert_eq!(plan.control_planes[0].remotes, ["c2"]);
+        assert_eq!(plan.control_planes[0].peers, ["c2"]);
+        assert_eq!(plan.control_planes[1].wan, Ipv4Addr::new(10, 255, 0, 51));
         let hw = &plan.pods[2];
         assert_eq!(hw.netns, "st-c2-sample-hw");
         assert_eq!(hw.ip, Ipv4Addr::new(10, 2, 1, 10));

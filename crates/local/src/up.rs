@@ -16,6 +16,9 @@ use strait_config::ConfigSet;
 use strait_config::load::{LoadOptions, load_paths};
 use strait_identity::cacerts;
 use strait_identity::token::{self, TokenKey};
+use strait_multicluster::secret::{
+    READER_NAMESPACE, READER_SERVICE_ACCOUNT, RemoteAccess, secret_yaml,
+};
 
 use crate::capture::Capture;
 use crate::plan::{self, App, Plan, PodPlan};
@@ -220,6 +223,7 @@ impl Mesh {
         };
         mesh.write_manifests()?;
         mesh.create_ca()?;
+        mesh.write_remote_secrets()?;
         writeln!(out, "networks: {}", mesh.network_summary())?;
         mesh.create_networks()?;
         for (index, cp) in mesh.plan.control_planes.clone().iter().enumerate() {
@@ -328,6 +332,49 @@ impl Mesh {
                 Duration::from_secs(86400),
             );
             token::write_secret(&self.token_path(pod), &key.mint(&claims))?;
+        }
+        Ok(())
+    }
+
+    /// Gives each control plane a remote secret per other primary, as `strait
+    /// create-remote-secret` run there would: its registry stream's address (directly on one
+    /// network, its WAN address from another), the mesh root, a reader token.
+    fn write_remote_secrets(&self) -> anyhow::Result<()> {
+        let key = TokenKey::load_or_create(&self.state_path("ca/token-key"))
+            .map_err(anyhow::Error::msg)?;
+        let root = std::fs::read_to_string(self.state_path("ca/root/root-cert.pem"))?;
+        for cp in &self.plan.control_planes {
+            for peer in &cp.peers {
+                let Some(other) = self.plan.control_planes.iter().find(|p| p.cluster == *peer)
+                else {
+                    continue;
+                };
+                let address = if other.network == cp.network {
+                    other.ip
+                } else {
+                    other.wan
+                };
+                let access = RemoteAccess {
+                    cluster: peer.clone(),
+                    server: format!("{address}:{}", plan::XDS_PORT),
+                    server_name: CONTROL_PLANE_NAME.into(),
+                    ca_pem: root.clone(),
+                    token: key.mint(&token::claims(
+                        READER_NAMESPACE,
+                        READER_SERVICE_ACCOUNT,
+                        peer,
+                        SystemTime::now(),
+                        Duration::from_secs(86400),
+                    )),
+                    source: String::new(),
+                };
+                let path = self.state_path(&format!(
+                    "clusters/{}/strait-up-remote-secret-{peer}.yaml",
+                    cp.cluster
+                ));
+                token::write_secret(&path, &secret_yaml(&access))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
         }
         Ok(())
     }
@@ -476,6 +523,15 @@ impl Mesh {
         cp: &plan::ControlPlanePlan,
     ) -> anyhow::Result<()> {
         self.join_segment(&cp.netns, &cp.network, cp.ip, &format!("cp{index}"))?;
+        let wan_ns = format!("{}-wan", self.plan.prefix);
+        netns::attach(
+            &cp.netns,
+            netns::WAN_LINK,
+            cp.wan,
+            24,
+            &wan_ns,
+            &format!("c{index}"),
+        )?;
         let dir = |c: &str| {
             self.state_path(&format!("clusters/{c}"))
                 .display()
@@ -491,8 +547,9 @@ impl Mesh {
             format!("{}:15010", cp.ip),
             "--debug-listen".into(),
             format!("{}:15014", cp.ip),
+            // All addresses: proxies come from the segment, peers' registry watches from the WAN.
             "--secure-listen".into(),
-            format!("{}:15012", cp.ip),
+            format!("0.0.0.0:{}", plan::XDS_PORT),
             "--cacerts".into(),
             self.state_path(&format!("ca/{}", cp.cluster))
                 .display()
@@ -666,13 +723,23 @@ impl Mesh {
 
     /// Waits (at most a minute) until every control plane and proxy is ready.
     fn wait_ready(&mut self, out: &mut dyn Write) -> anyhow::Result<()> {
-        let mut pending: Vec<(String, String, String)> = Vec::new();
+        // (what, namespace, URL, the answer's first line when ready; `None`: any 200)
+        let mut pending: Vec<(String, String, String, Option<String>)> = Vec::new();
         for cp in &self.plan.control_planes {
             pending.push((
                 format!("{}/istiod", cp.cluster),
                 cp.netns.clone(),
                 format!("http://{}:15014/ready", cp.ip),
+                None,
             ));
+            if !cp.peers.is_empty() {
+                pending.push((
+                    format!("{}/istiod synced with {}", cp.cluster, cp.peers.join(", ")),
+                    cp.netns.clone(),
+                    format!("http://{}:15014/debug/remotez/synced", cp.ip),
+                    Some(cp.peers.len().to_string()),
+                ));
+            }
         }
         for pod in self
             .plan
@@ -684,6 +751,7 @@ impl Mesh {
                 format!("{}/{}/{} proxy", pod.cluster, pod.namespace, pod.name),
                 pod.netns.clone(),
                 format!("http://{}:15021/healthz/ready", pod.ip),
+                None,
             ));
         }
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -692,15 +760,19 @@ impl Mesh {
                 bail!("{dead}");
             }
             let mut still = Vec::new();
-            for (what, ns, url) in pending {
+            for (what, ns, url, want) in pending {
                 let url2 = url.clone();
                 let ready = netns::within(&ns, move || {
                     crate::apps::get(&url2, Duration::from_millis(500))
                 })?;
-                if matches!(ready, Ok((200, _))) {
+                let ok = match &ready {
+                    Ok((200, body)) => want.as_ref().is_none_or(|w| body == w),
+                    _ => false,
+                };
+                if ok {
                     writeln!(out, "ready: {what}")?;
                 } else {
-                    still.push((what, ns, url));
+                    still.push((what, ns, url, want));
                 }
             }
             pending = still;

@@ -8,5 +8,5 @@ mod registry;
 mod snapshot;
 pub mod store;
 
-pub use registry::{ClusterSpec, Registry, RegistryOptions};
+pub use registry::{ClusterSpec, Pushed, Registry, RegistryOptions};
 pub use snapshot::{Change, ConfigKey, Snapshot};

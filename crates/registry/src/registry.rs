@@ -27,6 +27,38 @@ pub struct ClusterSpec {
     pub network: Option<NetworkId>,
 }
 
+/// A change to a cluster whose objects arrive over the network (a remote cluster's registry
+/// stream) rather than from files. Each object is one manifest, named by a key unique in its
+/// cluster (`<kind>/<namespace>/<name>`).
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    /// The cluster's objects are exactly these (a first or renewed full state); a cluster the
+    /// registry does not hold yet is added, on `network` (else its MeshConfig's).
+    Replace {
+        cluster: ClusterId,
+        network: Option<NetworkId>,
+        objects: Vec<(String, Vec<u8>)>,
+    },
+    /// Some objects changed or appeared, some are gone.
+    Update {
+        cluster: ClusterId,
+        upserts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    },
+    /// The cluster leaves the mesh: its services and endpoints are withdrawn.
+    Remove { cluster: ClusterId },
+}
+
+impl Pushed {
+    fn cluster(&self) -> &ClusterId {
+        match self {
+            Pushed::Replace { cluster, .. }
+            | Pushed::Update { cluster, .. }
+            | Pushed::Remove { cluster } => cluster,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Quiet time after a file change before reloading (changes during it are batched).
@@ -51,6 +83,8 @@ impl Default for RegistryOptions {
 
 struct ClusterState {
     spec: ClusterSpec,
+    /// Its objects arrive as [`Pushed`] changes; it has no files to rescan.
+    pushed: bool,
     store: FileStore,
     /// The cluster's objects in effect and their problems; `None` after its files changed.
     config: Option<(Arc<ConfigSet>, Vec<Diagnostic>)>,
@@ -64,6 +98,8 @@ pub struct Registry {
     options: RegistryOptions,
     current: Arc<Snapshot>,
     tx: watch::Sender<Arc<Snapshot>>,
+    pushed_tx: mpsc::UnboundedSender<Pushed>,
+    pushed_rx: mpsc::UnboundedReceiver<Pushed>,
 }
 
 impl Registry {
@@ -73,6 +109,7 @@ impl Registry {
         for spec in specs {
             let mut state = ClusterState {
                 spec,
+                pushed: false,
                 store: FileStore::new(),
                 config: None,
                 view: None,
@@ -82,12 +119,104 @@ impl Registry {
         }
         let current = Arc::new(build_snapshot(&mut clusters, &options, 1, None));
         let (tx, _) = watch::channel(current.clone());
+        let (pushed_tx, pushed_rx) = mpsc::unbounded_channel();
         Registry {
             clusters,
             options,
             current,
             tx,
+            pushed_tx,
+            pushed_rx,
         }
+    }
+
+    /// Where changes of pushed clusters go (see [`Pushed`]); [`Registry::watch`] applies them
+    /// with the same debounce as file changes.
+    pub fn pusher(&self) -> mpsc::UnboundedSender<Pushed> {
+        self.pushed_tx.clone()
+    }
+
+    /// Applies a pushed change to its cluster's objects; returns the cluster to rebuild (none
+    /// when nothing changed). Each object is loaded — parsed and validated — like a file.
+    pub fn apply(&mut self, change: Pushed) -> Option<ClusterId> {
+        let id = change.cluster().clone();
+        let label = |key: &str| format!("{id} (remote): {key}");
+        let path = |key: &str| PathBuf::from(format!("remote://{id}/{key}"));
+        let mut changed = false;
+        let upsert = |state: &mut ClusterState, objects: Vec<(String, Vec<u8>)>| {
+            let mut any = false;
+            for (key, bytes) in objects {
+                let fp = fingerprint(&bytes);
+                let p = path(&key);
+                if state.store.fingerprint(&p) != Some(fp) {
+                    let report = load_bytes(&bytes, &label(&key), &self.options.load);
+                    state.store.update_file(&p, fp, report);
+                    any = true;
+                }
+            }
+            any
+        };
+        match change {
+            Pushed::Replace {
+                network, objects, ..
+            } => {
+                let state = self.clusters.entry(id.clone()).or_insert_with(|| {
+                    changed = true;
+                    ClusterState {
+                        spec: ClusterSpec {
+                            id: id.clone(),
+                            paths: Vec::new(),
+                            network: network.clone(),
+                        },
+                        pushed: true,
+                        store: FileStore::new(),
+                        config: None,
+                        view: None,
+                    }
+                });
+                if !state.pushed {
+                    warn!(cluster = %id, "a remote registry names a cluster this control plane reads from files; ignored");
+                    return None;
+                }
+                if state.spec.network != network {
+                    state.spec.network = network;
+                    changed = true;
+                }
+                let keep: BTreeSet<PathBuf> = objects.iter().map(|(k, _)| path(k)).collect();
+                let gone: Vec<PathBuf> = state
+                    .store
+                    .paths()
+                    .filter(|p| !keep.contains(*p))
+                    .cloned()
+                    .collect();
+                for p in gone {
+                    changed |= state.store.remove_file(&p);
+                }
+                changed |= upsert(state, objects);
+            }
+            Pushed::Update {
+                upserts, deletes, ..
+            } => {
+                let state = self.clusters.get_mut(&id).filter(|s| s.pushed)?;
+                for key in deletes {
+                    changed |= state.store.remove_file(&path(&key));
+                }
+                changed |= upsert(state, upserts);
+            }
+            Pushed::Remove { .. } => {
+                if self.clusters.get(&id).is_some_and(|s| s.pushed) {
+                    self.clusters.remove(&id);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return None;
+        }
+        if let Some(state) = self.clusters.get_mut(&id) {
+            state.config = None;
+        }
+        Some(id)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -104,11 +233,16 @@ impl Registry {
         let started = std::time::Instant::now();
         let mut changed = false;
         for id in which {
-            if let Some(state) = self.clusters.get_mut(id)
-                && rescan(state, &self.options.load)
-            {
-                state.config = None;
-                changed = true;
+            match self.clusters.get_mut(id) {
+                // A pushed cluster's objects were applied already; a removed one is gone.
+                Some(state) if state.pushed => changed |= state.config.is_none(),
+                Some(state) => {
+                    if rescan(state, &self.options.load) {
+                        state.config = None;
+                        changed = true;
+                    }
+                }
+                None => changed |= self.current.clusters.contains_key(id),
             }
         }
         if !changed {
@@ -163,6 +297,9 @@ impl Registry {
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     Some(id) = events.recv() => { dirty.insert(id); }
+                    Some(change) = self.pushed_rx.recv() => {
+                        dirty.extend(self.apply(change));
+                    }
                 }
                 // Debounce: wait for a quiet period, but no longer than `max_delay` in all.
                 let deadline = tokio::time::Instant::now() + self.options.max_delay;
@@ -173,6 +310,10 @@ impl Registry {
                         _ = quiet => break,
                         Some(id) = events.recv() => {
                             dirty.insert(id);
+                            if tokio::time::Instant::now() >= deadline { break; }
+                        }
+                        Some(change) = self.pushed_rx.recv() => {
+                            dirty.extend(self.apply(change));
                             if tokio::time::Instant::now() >= deadline { break; }
                         }
                     }

@@ -254,3 +254,86 @@ fn incremental_reloads_equal_building_from_scratch() {
         assert!(!recorded.is_empty(), "{what}");
     }
 }
+
+/// A pushed cluster (a remote registry stream) joins, changes and leaves the mesh through the
+/// same snapshots as file changes; an invalid pushed object is reported under its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_clusters_join_change_and_leave() {
+    use strait_registry::Pushed;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), SERVICE).unwrap();
+    let registry = Registry::load(
+        vec![ClusterSpec {
+            id: ClusterId::new("c1"),
+            paths: vec![dir.path().to_path_buf()],
+            network: None,
+        }],
+        RegistryOptions::default(),
+    );
+    let mut rx = registry.subscribe();
+    let pusher = registry.pusher();
+    let (_stop_tx, stop) = watch::channel(false);
+    tokio::spawn(registry.watch(stop));
+    let remote = ClusterId::new("remote");
+    let host = Hostname::new("helloworld.sample.svc.cluster.local");
+    let ips = |s: &Snapshot| -> Vec<String> {
+        s.model
+            .service(&host, &remote)
+            .map(|v| v.endpoints.iter().map(|e| e.address.to_string()).collect())
+            .unwrap_or_default()
+    };
+    let v0 = rx.borrow().version;
+
+    pusher
+        .send(Pushed::Replace {
+            cluster: remote.clone(),
+            network: None,
+            objects: vec![
+                ("Service/sample/helloworld".into(), SERVICE.into()),
+                ("Pod/sample/hw-v1".into(), pod("10.9.0.1").into()),
+            ],
+        })
+        .unwrap();
+    let s = next(&mut rx, v0).await;
+    assert_eq!(ips(&s), ["10.9.0.1"]);
+
+    pusher
+        .send(Pushed::Update {
+            cluster: remote.clone(),
+            upserts: vec![(
+                "Pod/sample/hw-v1".into(),
+                b"apiVersion: v1\nkind: Pod\nmetadata: {name: hw-v1, namespace: sample, labels: [oops]}\n"
+                    .to_vec(),
+            )],
+            deletes: vec![],
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    assert_eq!(ips(&s), ["10.9.0.1"], "the last good Pod stays in effect");
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.to_string().contains("remote (remote): Pod/sample/hw-v1")),
+        "{:?}",
+        s.problems
+    );
+
+    pusher
+        .send(Pushed::Update {
+            cluster: remote.clone(),
+            upserts: vec![],
+            deletes: vec!["Pod/sample/hw-v1".into()],
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    assert!(ips(&s).is_empty());
+
+    pusher
+        .send(Pushed::Remove {
+            cluster: remote.clone(),
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    assert!(!s.clusters.contains_key(&remote));
+    assert!(s.clusters.contains_key(&ClusterId::new("c1")));
+}

@@ -1,5 +1,6 @@
 //! The debug and metrics API (port 15014 by default): `/ready`, `/metrics`, `/debug/syncz`,
-//! `/debug/config_dump?proxy=ID`, `/debug/config_problems`.
+//! `/debug/config_dump?proxy=ID`, `/debug/config_problems`, and pages other parts of the control
+//! plane add (`/debug/remotez`: the remote clusters' sync states).
 
 use std::convert::Infallible;
 
@@ -102,7 +103,10 @@ fn handle(server: &XdsServer, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             let problems: Vec<String> = current.snapshot.problems.iter().map(ToString::to_string).collect();
             json(&serde_json::json!({ "version": current.version, "problems": problems }))
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "endpoints: /ready /metrics /debug/syncz /debug/config_dump?proxy=ID /debug/config_problems\n".into()),
+        path => match server.debug_page(path) {
+            Some(page) => json(&page()),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "endpoints: /ready /metrics /debug/syncz /debug/config_dump?proxy=ID /debug/config_problems /debug/remotez\n".into()),
+        },
     }
 }
 

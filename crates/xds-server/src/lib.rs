@@ -58,7 +58,12 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     ready: AtomicBool,
     send_budget: Arc<wire::SendBudget>,
+    /// Debug pages other parts of the control plane add (path → JSON).
+    pages: Mutex<BTreeMap<String, DebugPage>>,
 }
+
+/// A debug page's content, computed on each request.
+pub type DebugPage = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The xDS server; cheap to clone.
 #[derive(Clone)]
@@ -97,6 +102,7 @@ impl XdsServer {
             next_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
             send_budget: wire::SendBudget::new(SEND_BUDGET),
+            pages: Mutex::new(BTreeMap::new()),
         });
         let pipeline = push_pipeline(inner.clone(), snapshots, tx);
         (XdsServer { inner }, pipeline)
@@ -107,6 +113,18 @@ impl XdsServer {
         AdsService {
             inner: self.inner.clone(),
         }
+    }
+
+    /// Adds a JSON page to the debug API at `path` (e.g. `/debug/remotez`).
+    pub fn add_debug_page(&self, path: &str, page: DebugPage) {
+        if let Ok(mut pages) = self.inner.pages.lock() {
+            pages.insert(path.to_string(), page);
+        }
+    }
+
+    /// The added debug page at `path`, if any.
+    pub fn debug_page(&self, path: &str) -> Option<DebugPage> {
+        self.inner.pages.lock().ok()?.get(path).cloned()
     }
 
     /// Marks the server ready (call once its listeners are bound).

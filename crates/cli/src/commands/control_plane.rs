@@ -19,6 +19,9 @@ use strait_model::MeshSettings;
 
 use anyhow::{Context, bail};
 use strait_model::ClusterId;
+use strait_multicluster::client::{StatusBoard, WatchOptions};
+use strait_multicluster::remotes;
+use strait_multicluster::server::RegistryService;
 use strait_registry::{ClusterSpec, Registry, RegistryOptions};
 use strait_xds_server::{ServerOptions, XdsServer, serve_debug};
 use tokio::sync::watch;
@@ -32,9 +35,16 @@ use tracing::{info, warn};
 /// `--remote-config`), and serves every connected proxy its own listeners, routes, clusters and
 /// endpoints over Envoy's ADS (state-of-the-world and delta), as Istio's istiod does on 15010.
 ///
+/// Other clusters join through remote secrets among the manifests (`strait
+/// create-remote-secret` of the other cluster): each is watched over the other control plane's
+/// authenticated registry stream on its TLS port, which this one serves too. Adding, replacing
+/// or deleting a remote secret applies without a restart; a remote that cannot be reached keeps
+/// its last services and endpoints for `--remote-stale-after`, then they are withdrawn.
+///
 /// The debug port serves `/ready` (after the first load and once xDS is listening), `/metrics`
-/// (Prometheus), `/debug/syncz` (what each proxy was sent and acknowledged, and NACK reasons)
-/// and `/debug/config_dump?proxy=ID` (what that proxy is sent, as JSON).
+/// (Prometheus), `/debug/syncz` (what each proxy was sent and acknowledged, and NACK reasons),
+/// `/debug/config_dump?proxy=ID` (what that proxy is sent, as JSON) and `/debug/remotez` (each
+/// remote cluster's sync state, reason and age).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// This cluster's name (Istio's cluster ID).
@@ -78,6 +88,10 @@ pub struct Args {
     /// `istiod.<root-namespace>.svc` and `localhost`); repeat per name.
     #[arg(long = "server-name", value_name = "NAME")]
     pub server_names: Vec<String>,
+    /// How long an unreachable remote cluster's services and endpoints stay in effect before
+    /// they are withdrawn, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    pub remote_stale_after: u64,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -129,7 +143,9 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         local_cluster: Some(cluster.clone()),
         ..Default::default()
     };
+    let local_paths = specs[0].paths.clone();
     let registry = Registry::load(specs, options);
+    let pusher = registry.pusher();
     let first = registry.snapshot();
     for p in first.problems.iter() {
         warn!("{p}");
@@ -143,7 +159,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     );
     let (server, pipeline) = XdsServer::new(
         ServerOptions {
-            cluster,
+            cluster: cluster.clone(),
             root_namespace: args.root_namespace.clone(),
         },
         registry.subscribe(),
@@ -153,7 +169,36 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let debug_listener = bind(args.debug_listen, "the debug API", "--debug-listen").await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let secure = start_identity(args, &first.settings, stop_rx.clone()).await?;
+    let snapshots = registry.subscribe();
     tokio::spawn(registry.watch(stop_rx.clone()));
+    let board: StatusBoard = Arc::default();
+    tokio::spawn(remotes::run(
+        cluster.clone(),
+        snapshots.clone(),
+        pusher,
+        board.clone(),
+        WatchOptions {
+            local: cluster.to_string(),
+            stale_after: Duration::from_secs(args.remote_stale_after),
+            ..WatchOptions::default()
+        },
+        stop_rx.clone(),
+    ));
+    let synced_board = board.clone();
+    server.add_debug_page(
+        "/debug/remotez",
+        Arc::new(move || strait_multicluster::client::board_json(&board)),
+    );
+    server.add_debug_page(
+        "/debug/remotez/synced",
+        Arc::new(move || serde_json::json!(remotes::synced_count(&synced_board))),
+    );
+    let registry_service = RegistryService::new(
+        cluster.clone(),
+        local_paths,
+        snapshots,
+        secure.tokens.clone(),
+    );
     tokio::spawn(pipeline);
     tokio::spawn(serve_debug(server.clone(), debug_listener, stop_rx.clone()));
     let mut grpc_stop = stop_rx.clone();
@@ -171,6 +216,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server.service())
         .add_service(secure.ca.into_server())
+        .add_service(registry_service.into_server())
         .serve_with_incoming_shutdown(
             strait_identity::transport::tls_incoming(secure.listener, secure.config),
             async move {
@@ -191,6 +237,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
 /// What the TLS port serves: the CA service, with its listener and rotating TLS configuration.
 struct Secure {
     ca: CaService,
+    /// Checks bootstrap and registry-reader tokens.
+    tokens: Option<Arc<TokenKey>>,
     listener: tokio::net::TcpListener,
     config: Arc<ArcSwap<rustls::ServerConfig>>,
 }
@@ -259,7 +307,8 @@ async fn start_identity(
     )
     .await?;
     Ok(Secure {
-        ca: CaService::new(authority, tokens),
+        ca: CaService::new(authority, tokens.clone()),
+        tokens,
         listener,
         config,
     })

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod ca;
 pub mod control_plane;
 pub mod demo;
+pub mod multicluster;
 pub mod proxy;
 pub mod proxy_config;
 pub mod up;

@@ -99,9 +99,20 @@ impl ControlPlane {
 
     /// Starts on given ports (to restart one where its proxies expect it).
     pub fn start_on(config: &Path, xds_port: u16, debug_port: u16, extra: &[&str]) -> ControlPlane {
+        ControlPlane::start_cluster("cluster1", config, xds_port, debug_port, extra)
+    }
+
+    /// Starts the control plane of cluster `cluster`.
+    pub fn start_cluster(
+        cluster: &str,
+        config: &Path,
+        xds_port: u16,
+        debug_port: u16,
+        extra: &[&str],
+    ) -> ControlPlane {
         let secure_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
-            .args(["control-plane", "--cluster", "cluster1", "--config"])
+            .args(["control-plane", "--cluster", cluster, "--config"])
             .arg(config)
             .args([
                 "--xds-listen",

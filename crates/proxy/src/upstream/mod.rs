@@ -302,6 +302,21 @@ impl ClusterRuntime {
                 break;
             }
         }
+        // Weighted draws can keep landing on an avoided host (a retry after a failure in the
+        // locality that takes 80 % of the traffic); a retry then goes to another available host
+        // of the same priority rather than back to the one that just failed.
+        if let Some(h) = chosen.as_ref().filter(|h| avoid.contains(&h.address)) {
+            let others: Vec<&Arc<Host>> = plan
+                .hosts
+                .iter()
+                .filter(|o| {
+                    o.priority == h.priority && o.is_available() && !avoid.contains(&o.address)
+                })
+                .collect();
+            if !others.is_empty() {
+                chosen = Some(others[fastrand::usize(..others.len())].clone());
+            }
+        }
         if chosen.is_none() {
             self.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
         }
@@ -651,6 +666,34 @@ mod tests {
         let m = counts(&c, 5000);
         let share = m["10.0.0.1"] as f64 / 5000.0;
         assert!((share - 0.8).abs() < 0.03, "{m:?}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_leaves_the_host_that_failed_even_against_the_weights() {
+        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default());
+        c.set_assignment(Arc::new(ClusterLoadAssignment {
+            cluster_name: "x".into(),
+            localities: vec![
+                locality("a", 0, Some(99), &["10.0.0.1"]),
+                locality("b", 0, Some(1), &["10.0.1.1"]),
+                locality("c", 1, None, &["10.0.2.1"]),
+            ],
+            overprovisioning_factor: None,
+        }));
+        let failed: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        for _ in 0..200 {
+            let h = c.pick(None, &[failed]).unwrap();
+            assert_eq!(h.address.ip().to_string(), "10.0.1.1");
+        }
+        // With every host of its priority avoided, the pick stays in that priority.
+        let all: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.1.1:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_ne!(
+            c.pick(None, &all).unwrap().address.ip().to_string(),
+            "10.0.2.1"
+        );
     }
 
     #[tokio::test]

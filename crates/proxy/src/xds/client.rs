@@ -213,6 +213,7 @@ async fn connect(address: &str, transport: &XdsTransport) -> Result<Channel, Str
         strait_identity::transport::ChannelOptions {
             mark: transport.mark,
             tls,
+            keepalive: None,
         },
     )
     .await

@@ -1,0 +1,170 @@
+//! `strait create-remote-secret` and `strait multicluster check`: giving another cluster's
+//! control plane access to this cluster's registry, and seeing where each remote stands.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use strait_identity::token::{TokenKey, claims};
+use strait_multicluster::secret::{
+    READER_NAMESPACE, READER_SERVICE_ACCOUNT, RemoteAccess, secret_yaml,
+};
+
+/// Print a remote secret for this cluster: apply it among another cluster's manifests and that
+/// cluster's control plane watches this one's registry (Istio's `istioctl create-remote-secret`).
+///
+/// The secret holds this control plane's secure address, the CA bundle that verifies it and a
+/// reader token valid for `--ttl`. Create a fresh one and replace the old to rotate the token:
+/// the watching control plane reconnects with it, without a restart, and keeps the remote's
+/// services meanwhile.
+#[derive(Debug, clap::Args)]
+pub struct CreateRemoteSecretArgs {
+    /// This cluster's name (the secret's key; `--cluster` of its control plane).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// `host:port` where other control planes reach this one's secure port (15012).
+    #[arg(long, value_name = "ADDR")]
+    pub server: String,
+    /// The DNS name in this control plane's serving certificate.
+    #[arg(long, default_value = "istiod.istio-system.svc", value_name = "NAME")]
+    pub server_name: String,
+    /// PEM root(s) the serving certificate chains to (the mesh root, `root-cert.pem`).
+    #[arg(long, value_name = "FILE")]
+    pub ca_root: PathBuf,
+    /// This control plane's token key (`strait control-plane --token-key`).
+    #[arg(long, value_name = "FILE")]
+    pub token_key: PathBuf,
+    /// How long the reader token is valid (Go duration: `24h`, `30m`).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub ttl: String,
+}
+
+pub fn create_remote_secret(args: &CreateRemoteSecretArgs) -> anyhow::Result<ExitCode> {
+    let ttl = strait_config::duration::parse(&args.ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl: {e}; write e.g. 24h or 30m"))?;
+    let ca_pem = std::fs::read_to_string(&args.ca_root)
+        .with_context(|| format!("--ca-root {}: cannot read it", args.ca_root.display()))?;
+    strait_identity::cert::parse_pem_certs(&ca_pem, "--ca-root")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !args.token_key.exists() {
+        anyhow::bail!(
+            "--token-key {}: no such file; give the key this cluster's control plane checks tokens with",
+            args.token_key.display()
+        );
+    }
+    let key = TokenKey::load_or_create(&args.token_key).map_err(anyhow::Error::msg)?;
+    let token = key.mint(&claims(
+        READER_NAMESPACE,
+        READER_SERVICE_ACCOUNT,
+        &args.cluster,
+        SystemTime::now(),
+        ttl.as_std(),
+    ));
+    let access = RemoteAccess {
+        cluster: args.cluster.clone(),
+        server: args.server.clone(),
+        server_name: args.server_name.clone(),
+        ca_pem,
+        token,
+        source: String::new(),
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(secret_yaml(&access).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Multi-cluster operations.
+#[derive(Debug, clap::Args)]
+pub struct MulticlusterArgs {
+    #[command(subcommand)]
+    pub command: MulticlusterCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MulticlusterCommand {
+    /// Show each remote cluster a control plane watches: sync state (synced, syncing, stale,
+    /// failed), reason, age and objects held. Exits 1 unless every remote is synced.
+    Check {
+        /// The control plane's debug address (`--debug-listen`).
+        #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
+        debug: String,
+    },
+}
+
+pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        MulticlusterCommand::Check { debug } => check(debug),
+    }
+}
+
+fn check(debug: &str) -> anyhow::Result<ExitCode> {
+    let body = http_get(debug, "/debug/remotez").with_context(|| {
+        format!("cannot read /debug/remotez from the control plane at {debug}; is it running (give its --debug-listen with --debug)?")
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).context("the control plane's /debug/remotez is not JSON")?;
+    let remotes = v["remotes"].as_array().cloned().unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if remotes.is_empty() {
+        writeln!(
+            out,
+            "no remote clusters: this control plane has no remote secrets (create them with `strait create-remote-secret` in the other clusters)"
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<16} {:<8} {:>8} {:>8}  {:<22} REASON",
+        "CLUSTER", "STATE", "AGE", "OBJECTS", "SERVER"
+    )?;
+    let mut all_synced = true;
+    for r in &remotes {
+        let state = r["state"].as_str().unwrap_or("?");
+        all_synced &= state == "synced";
+        writeln!(
+            out,
+            "{:<16} {:<8} {:>7}s {:>8}  {:<22} {}",
+            r["cluster"].as_str().unwrap_or("?"),
+            state,
+            r["age_s"].as_u64().unwrap_or(0),
+            r["objects"].as_u64().unwrap_or(0),
+            r["server"].as_str().unwrap_or("?"),
+            r["reason"].as_str().unwrap_or("-"),
+        )?;
+    }
+    Ok(if all_synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A plain HTTP/1.1 GET (the debug API is local and plaintext).
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{addr} has no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .context("the connection closed before a response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_string())
+}

@@ -1,0 +1,259 @@
+//! Remote secrets (pure). What `strait create-remote-secret` prints is Istio's shape — a Secret
+//! labelled `istio/multiCluster: "true"` whose key is the cluster's name and whose value is a
+//! kubeconfig — holding what another control plane needs to watch this cluster: the address of
+//! its registry stream, the CA bundle to verify it, and a short-lived reader token. Reading one
+//! back from a cluster's manifests names the Secret and key of every mistake.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use strait_config::kube::SecretData;
+use strait_config::resource::Object;
+
+/// The label that marks a remote secret (Istio's).
+pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
+/// The annotation naming the cluster a remote secret gives access to (Istio's).
+pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
+/// The identity a reader token carries (Istio's remote secrets use this service account).
+pub const READER_NAMESPACE: &str = "istio-system";
+pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
+
+/// What a remote secret gives: where a cluster's registry stream is and how to be let in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteAccess {
+    /// The remote cluster's name (the secret's key).
+    pub cluster: String,
+    /// `host:port` of its control plane's secure port.
+    pub server: String,
+    /// The DNS name its serving certificate carries.
+    pub server_name: String,
+    /// PEM certificates its serving certificate must chain to.
+    pub ca_pem: String,
+    pub token: String,
+    /// Where it came from: `Secret <namespace>/<name>`.
+    pub source: String,
+}
+
+impl std::fmt::Debug for RemoteAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAccess")
+            .field("cluster", &self.cluster)
+            .field("server", &self.server)
+            .field("server_name", &self.server_name)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Secret document (YAML) for `access`.
+pub fn secret_yaml(access: &RemoteAccess) -> String {
+    let c = &access.cluster;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {c}\n  cluster:\n    server: https://{server}\n    tls-server-name: {name}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {c}\n  context:\n    cluster: {c}\n    user: {c}\ncurrent-context: {c}\nusers:\n- name: {c}\n  user:\n    token: {token}\n",
+        server = access.server,
+        name = access.server_name,
+        ca = B64.encode(access.ca_pem.as_bytes()),
+        token = access.token,
+    );
+    let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "# Lets another cluster's control plane watch cluster {c}'s registry. Apply it (put it in\n# that control plane's manifests); replacing it with a fresh one rotates the token.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: istio-remote-secret-{c}\n  namespace: istio-system\n  labels:\n    {MULTICLUSTER_LABEL}: \"true\"\n  annotations:\n    {CLUSTER_ANNOTATION}: {c}\ntype: Opaque\nstringData:\n  {c}: |\n{indented}"
+    )
+}
+
+#[derive(Deserialize)]
+struct KubeConfig {
+    #[serde(default)]
+    clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    users: Vec<NamedUser>,
+}
+
+#[derive(Deserialize)]
+struct NamedCluster {
+    cluster: ClusterEntry,
+}
+
+#[derive(Deserialize)]
+struct ClusterEntry {
+    server: String,
+    #[serde(rename = "tls-server-name")]
+    tls_server_name: Option<String>,
+    #[serde(rename = "certificate-authority-data")]
+    certificate_authority_data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NamedUser {
+    user: UserEntry,
+}
+
+#[derive(Deserialize)]
+struct UserEntry {
+    token: Option<String>,
+}
+
+/// Whether a Secret is a remote secret.
+pub fn is_remote_secret(secret: &Object<SecretData>) -> bool {
+    secret
+        .meta
+        .labels
+        .get(MULTICLUSTER_LABEL)
+        .map(String::as_str)
+        == Some("true")
+}
+
+/// The remote clusters a remote secret gives access to, one per key; each mistake names the
+/// Secret, the key and the field.
+pub fn remote_access(secret: &Object<SecretData>) -> Vec<Result<RemoteAccess, String>> {
+    let source = format!("Secret {}/{}", secret.meta.namespace, secret.meta.name);
+    let mut values: Vec<(String, Result<String, String>)> = secret
+        .spec
+        .data
+        .iter()
+        .map(|(k, v)| {
+            let decoded = B64
+                .decode(v.trim())
+                .map_err(|e| format!("data.{k} is not base64 ({e})"))
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| format!("data.{k} is not UTF-8 text"))
+                });
+            (k.clone(), decoded)
+        })
+        .collect();
+    values.extend(
+        secret
+            .spec
+            .string_data
+            .iter()
+            .map(|(k, v)| (k.clone(), Ok(v.clone()))),
+    );
+    values
+        .into_iter()
+        .map(|(cluster, text)| {
+            let text = text.map_err(|e| format!("{source}: {e}"))?;
+            parse_kubeconfig(&cluster, &text, &source)
+                .map_err(|e| format!("{source}, key {cluster:?}: {e}"))
+        })
+        .collect()
+}
+
+fn parse_kubeconfig(cluster: &str, text: &str, source: &str) -> Result<RemoteAccess, String> {
+    let config: KubeConfig = serde_saphyr::from_str(text).map_err(|e| {
+        format!("not a kubeconfig ({e}); create it with `strait create-remote-secret`")
+    })?;
+    let entry = config
+        .clusters
+        .into_iter()
+        .next()
+        .ok_or("clusters is empty: the kubeconfig names no server")?
+        .cluster;
+    let server = entry
+        .server
+        .strip_prefix("https://")
+        .ok_or_else(|| {
+            format!(
+                "clusters[0].cluster.server {:?} must be https://host:port (the remote control plane's secure port)",
+                entry.server
+            )
+        })?
+        .trim_end_matches('/')
+        .to_string();
+    let ca = entry
+        .certificate_authority_data
+        .ok_or("clusters[0].cluster.certificate-authority-data is missing: without it the remote cannot be verified")?;
+    let ca_pem = B64
+        .decode(ca.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|p| p.contains("BEGIN CERTIFICATE"))
+        .ok_or(
+            "clusters[0].cluster.certificate-authority-data is not base64 of PEM certificates",
+        )?;
+    let token = config
+        .users
+        .into_iter()
+        .next()
+        .and_then(|u| u.user.token)
+        .ok_or("users[0].user.token is missing: the remote lets no one in without it")?;
+    Ok(RemoteAccess {
+        cluster: cluster.to_string(),
+        server,
+        server_name: entry
+            .tls_server_name
+            .unwrap_or_else(|| "istiod.istio-system.svc".into()),
+        ca_pem,
+        token,
+        source: source.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_config::{ConfigSet, LoadOptions, load_str};
+
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn secrets(yaml: &str) -> ConfigSet {
+        let report = load_str(yaml, "s.yaml", &LoadOptions::default());
+        let errors: Vec<String> = report
+            .diagnostics()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        ConfigSet::from_resources(report.into_resources())
+    }
+
+    #[test]
+    fn what_create_remote_secret_prints_reads_back() {
+        let access = RemoteAccess {
+            cluster: "cluster2".into(),
+            server: "10.2.0.2:15012".into(),
+            server_name: "istiod.istio-system.svc".into(),
+            ca_pem: PEM.into(),
+            token: "strait1.abc.def".into(),
+            source: String::new(),
+        };
+        let set = secrets(&secret_yaml(&access));
+        let secret = &set.secrets[0];
+        assert!(is_remote_secret(secret));
+        let read = remote_access(secret);
+        let got = read[0].as_ref().unwrap();
+        assert_eq!(got.cluster, "cluster2");
+        assert_eq!(got.server, "10.2.0.2:15012");
+        assert_eq!(
+            (got.ca_pem.as_str(), got.token.as_str()),
+            (PEM, "strait1.abc.def")
+        );
+        assert_eq!(
+            got.source,
+            "Secret istio-system/istio-remote-secret-cluster2"
+        );
+        assert!(
+            !format!("{got:?}").contains("abc"),
+            "the token leaks into logs"
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_secret_key_and_field() {
+        let set = secrets(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: r\n  namespace: istio-system\n  labels: {istio/multiCluster: \"true\"}\nstringData:\n  c2: |\n    clusters:\n    - cluster: {server: \"http://10.0.0.1:15012\"}\n  c3: |\n    clusters:\n    - cluster: {server: \"https://10.0.0.1:15012\"}\n",
+        );
+        let errors: Vec<String> = remote_access(&set.secrets[0])
+            .into_iter()
+            .map(|r| r.unwrap_err())
+            .collect();
+        assert!(
+            errors[0].starts_with("Secret istio-system/r, key \"c2\": clusters[0].cluster.server"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("certificate-authority-data is missing"),
+            "{errors:?}"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The remote registry service (the edge): streams this cluster's shared objects to watchers
+//! that present a reader token — first every object, then each change. It re-reads the
+//! cluster's manifest paths whenever the local registry publishes a snapshot that touched this
+//! cluster, so watchers see what this control plane sees.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use strait_config::load::list_files;
+use strait_identity::token::TokenKey;
+use strait_model::ClusterId;
+use strait_registry::Snapshot;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::objects::{self, Objects};
+use crate::pb::remote_registry_server::{RemoteRegistry, RemoteRegistryServer};
+use crate::pb::{RegistryObject, WatchRequest, WatchResponse};
+use crate::secret::{READER_NAMESPACE, READER_SERVICE_ACCOUNT};
+
+/// Serves one cluster's registry.
+#[derive(Clone)]
+pub struct RegistryService {
+    cluster: ClusterId,
+    paths: Vec<PathBuf>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    tokens: Option<Arc<TokenKey>>,
+}
+
+impl RegistryService {
+    /// `paths` are the cluster's manifests (what its registry reads); `tokens` verifies
+    /// readers' tokens (without it every watcher is refused, saying why).
+    pub fn new(
+        cluster: ClusterId,
+        paths: Vec<PathBuf>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        tokens: Option<Arc<TokenKey>>,
+    ) -> Self {
+        Self {
+            cluster,
+            paths,
+            snapshots,
+            tokens,
+        }
+    }
+
+    pub fn into_server(self) -> RemoteRegistryServer<Self> {
+        RemoteRegistryServer::new(self)
+    }
+
+    /// Only a valid reader token is let in.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(key) = &self.tokens else {
+            return Err(Status::unauthenticated(
+                "this control plane runs without --token-key, so it cannot check reader tokens; start it with one and create the remote secret from the same key",
+            ));
+        };
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no reader token: send `authorization: Bearer <token>` (the remote secret's users[0].user.token)",
+                )
+            })?;
+        let claims = key.verify(token, SystemTime::now()).map_err(|e| {
+            Status::unauthenticated(format!(
+                "reader token: {e}; create a fresh remote secret with `strait create-remote-secret`"
+            ))
+        })?;
+        if claims.namespace != READER_NAMESPACE || claims.service_account != READER_SERVICE_ACCOUNT
+        {
+            return Err(Status::permission_denied(format!(
+                "the token is for {}/{}, not the registry reader {READER_NAMESPACE}/{READER_SERVICE_ACCOUNT}",
+                claims.namespace, claims.service_account
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cluster's shared objects as its files hold them now.
+    fn read(&self) -> Objects {
+        let (files, _) = list_files(&self.paths, 100_000);
+        let mut out = Objects::new();
+        for file in files {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                objects::add_from_text(&text, &mut out);
+            }
+        }
+        out
+    }
+}
+
+fn response(cluster: &str, version: u64, full: bool, diff: objects::Diff) -> WatchResponse {
+    WatchResponse {
+        cluster: cluster.to_string(),
+        version,
+        full,
+        upserts: diff
+            .upserts
+            .into_iter()
+            .map(|(key, manifest)| RegistryObject { key, manifest })
+            .collect(),
+        deletes: diff.deletes,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RemoteRegistry for RegistryService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        if let Err(status) = self.authenticate(&request) {
+            warn!(reason = status.message(), "registry watcher refused");
+            return Err(status);
+        }
+        let watcher = request.into_inner().watcher;
+        info!(%watcher, "registry watcher connected");
+        let (tx, rx) = mpsc::channel(16);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut snapshots = service.snapshots.clone();
+            snapshots.mark_unchanged();
+            let cluster = service.cluster.to_string();
+            let mut held = service.read();
+            let mut version = 1;
+            let all = objects::diff(&Objects::new(), &held);
+            if tx
+                .send(Ok(response(&cluster, version, true, all)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    changed = snapshots.changed() => if changed.is_err() { break },
+                }
+                let touched = snapshots
+                    .borrow_and_update()
+                    .change
+                    .as_ref()
+                    .is_none_or(|c| c.config.iter().any(|k| k.cluster == service.cluster));
+                if !touched {
+                    continue;
+                }
+                let next = service.read();
+                let diff = objects::diff(&held, &next);
+                if diff.is_empty() {
+                    continue;
+                }
+                version += 1;
+                if tx
+                    .send(Ok(response(&cluster, version, false, diff)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                held = next;
+            }
+            info!(%watcher, "registry watcher left");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
