@@ -10,6 +10,9 @@
 //!   killed is restarted and its proxies keep serving meanwhile, then reconnect; stopping every
 //!   helloworld pod of a cluster moves its callers to the other region within 3 s, with no
 //!   failed call; a cut link to one network (its packets dropped) leaves the rest serving;
+//! - Linkerd-style: east links west, sees its exported backend-api as backend-api-west
+//!   through west's gateway, splits 70/30 with SMI, and withdraws the mirror when the gateway
+//!   fails its probes;
 //! - Ctrl-C removes every namespace and process.
 //!
 //! Needs root (network namespaces, iptables). Without it each test says so and does nothing.
@@ -175,27 +178,37 @@ fn both_versions_from_each_cluster(mesh: &Mesh) {
     }
 }
 
-/// cluster1's calls reached v2 in cluster2 over mTLS with the caller's identity, arriving from
-/// `from` (cluster2's gateway across networks, cluster1's `sleep` on one network).
-fn v2_saw_cluster1_sleep_from(mesh: &Mesh, from: &str) {
-    let log = mesh.log("cluster2_sample_helloworld-v2.access.log");
-    let from_cluster1: Vec<serde_json::Value> = log
+/// The calls `log_file` (a destination sidecar's access log) recorded from `source_cluster`
+/// were mesh mTLS from `principal`, arriving from `from` (the far network's gateway, or on one
+/// network the caller itself).
+fn callers_were(mesh: &Mesh, log_file: &str, source_cluster: &str, principal: &str, from: &str) {
+    let log = mesh.log(log_file);
+    let calls: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["reporter"] == "destination" && e["source_cluster"] == "cluster1")
+        .filter(|e| e["reporter"] == "destination" && e["source_cluster"] == source_cluster)
         .collect();
-    assert!(!from_cluster1.is_empty(), "no calls from cluster1 in {log}");
-    for e in &from_cluster1 {
-        assert_eq!(
-            e["source_principal"], "spiffe://cluster.local/ns/sample/sa/sleep",
-            "{e}"
-        );
+    assert!(!calls.is_empty(), "no calls from {source_cluster} in {log}");
+    for e in &calls {
+        assert_eq!(e["source_principal"], principal, "{e}");
         let addr = e["downstream_remote_address"].as_str().unwrap();
         assert!(
             addr.starts_with(&format!("{from}:")),
             "not from {from}: {e}"
         );
     }
+}
+
+/// cluster1's calls reached v2 in cluster2 over mTLS with sleep's identity, arriving from
+/// `from` (cluster2's gateway across networks, cluster1's `sleep` on one network).
+fn v2_saw_cluster1_sleep_from(mesh: &Mesh, from: &str) {
+    callers_were(
+        mesh,
+        "cluster2_sample_helloworld-v2.access.log",
+        "cluster1",
+        "spiffe://cluster.local/ns/sample/sa/sleep",
+        from,
+    );
 }
 
 #[test]
@@ -312,24 +325,38 @@ fn primary_remote_multi_network_remote_proxies_reach_the_primary_through_its_gat
     mesh.interrupt_and_check_clean();
 }
 
-/// `n` calls in one `curl` (one connection, each call balanced on its own): answers by version.
-fn versions_of(ns: &str, n: u32) -> BTreeMap<String, u32> {
-    let url = format!("{HELLO}?n=[1-{n}]");
-    let out = curl_raw_in(ns, &["-m", "60", "-w", "|%{http_code}\n", &url]);
-    // Each answer is its body's line, then `|<status>`.
+/// `n` calls to `url` in one `curl` (one connection, each call balanced on its own): the
+/// answers' first lines by count, failures as `status <code>: <body>`.
+fn answers(ns: &str, url: &str, n: u32) -> BTreeMap<String, u32> {
+    let url = format!("{url}?n=[1-{n}]");
+    // A marker ends each answer: `<body>~~<pid>|<status>`, whether or not the body
+    // ends its line.
+    let marker = format!("~~{}", std::process::id());
+    let format = format!("{marker}|%{{http_code}}\n");
+    let out = curl_raw_in(ns, &["-m", "60", "-w", &format, &url]);
     let mut by: BTreeMap<String, u32> = BTreeMap::new();
-    let mut body = "";
-    for line in out.lines() {
-        let Some(code) = line.strip_prefix('|') else {
-            body = line;
-            continue;
-        };
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find(&format!("{marker}|")) {
+        let body = rest[..at].trim();
+        let after = &rest[at + marker.len() + 1..];
+        let (code, next) = after.split_once('\n').unwrap_or((after, ""));
         let key = if code == "200" {
-            body.split(',').next().unwrap_or(body).to_string()
+            body.lines().next().unwrap_or("").to_string()
         } else {
-            format!("status {code}")
+            format!("status {code}: {body}")
         };
         *by.entry(key).or_default() += 1;
+        rest = next;
+    }
+    by
+}
+
+/// `n` calls to helloworld from `ns`: answers by version (`Hello version: v1`).
+fn versions_of(ns: &str, n: u32) -> BTreeMap<String, u32> {
+    let mut by: BTreeMap<String, u32> = BTreeMap::new();
+    for (answer, count) in answers(ns, HELLO, n) {
+        let key = answer.split(',').next().unwrap_or(&answer).to_string();
+        *by.entry(key).or_default() += count;
     }
     by
 }
@@ -484,6 +511,86 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
                 .any(|l| l.starts_with("cluster1") && l.contains(" stale "))
                 .then_some(())
         },
+    );
+    mesh.interrupt_and_check_clean();
+}
+
+#[test]
+fn linkerd_mirroring_splits_70_30_to_the_mirror_and_probes_the_gateway() {
+    let Some(mesh) = Mesh::start("linkerd-mirroring", "f") else {
+        return;
+    };
+    let east = mesh.ns("east", "istiod");
+    // Synced at once (strait up waits for it); the gateway's first probe within a period.
+    wait_for(
+        Duration::from_secs(10),
+        "east synced with west and west's gateway alive",
+        || {
+            let (synced, table) = multicluster_check(&east, "10.1.0.2");
+            (synced
+                && table.lines().any(|l| {
+                    l.starts_with("west") && l.contains(" synced ") && l.contains(" alive ")
+                }))
+            .then_some(())
+        },
+    );
+    // west links nothing: it sees none of east's services.
+    let (_, west_table) = multicluster_check(&mesh.ns("west", "istiod"), "10.2.0.2");
+    assert!(west_table.contains("no remote clusters"), "{west_table}");
+
+    // The seed's TrafficSplit: 70 % local, 30 % to backend-api-west (±5 points over 1000).
+    let sleep = mesh.ns("east", "prod/sleep");
+    let by = answers(&sleep, "http://backend-api.prod:8080/hello", 1000);
+    assert_eq!(by.values().sum::<u32>(), 1000, "{by:?}");
+    let west = f64::from(
+        by.get("Hello version: west, instance: backend-api-west")
+            .copied()
+            .unwrap_or(0),
+    ) / 10.0;
+    eprintln!("linkerd-mirroring: {west:.1} % to west: {by:?}");
+    assert!((25.0..=35.0).contains(&west), "{west} % to west: {by:?}");
+
+    // The mirror by name, over mesh mTLS through west's gateway: west's backend sees east's
+    // sleep identity, arriving from its gateway (10.2.1.10).
+    let (code, body) = curl_in(&sleep, &["http://backend-api-west.prod:8080/hello"]);
+    assert_eq!(
+        (code, body.trim()),
+        (200, "Hello version: west, instance: backend-api-west")
+    );
+    callers_were(
+        &mesh,
+        "west_prod_backend-api-west.access.log",
+        "east",
+        "spiffe://cluster.local/ns/prod/sa/sleep",
+        "10.2.1.10",
+    );
+
+    // west's gateway stops: east's probe (every 3 s) fails and the mirror loses its endpoints
+    // — a call to it is answered by east's sidecar (no healthy upstream) instead of going to
+    // a dead gateway.
+    assert!(
+        strait_local::netns::kill_all(&mesh.ns("west", "istio-system/istio-eastwestgateway")) > 0
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "east to see west's gateway failing",
+        || {
+            let (synced, table) = multicluster_check(&east, "10.1.0.2");
+            (!synced && table.contains(" failing ")).then_some(())
+        },
+    );
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "east's sidecar to drop the mirror's endpoints",
+        || {
+            let (code, body) = curl_in(&sleep, &["http://backend-api-west.prod:8080/hello"]);
+            (code == 503 && body.trim() == "no healthy upstream").then_some(())
+        },
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the call waited on a dead gateway"
     );
     mesh.interrupt_and_check_clean();
 }

@@ -227,6 +227,7 @@ mod tests {
                 "c1".into(),
                 BTreeMap::from([("sample/hw".into(), Ipv4Addr::new(10, 200, 0, 10))]),
             )]),
+            exported: BTreeMap::new(),
         };
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: hw, namespace: sample}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: hw, namespace: sample}\nspec: {selector: {app: hw}, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: istio-system}\nspec: {selector: {istio: eastwestgateway}, ports: [{port: 15443}]}\n";
         let out = rewrite(text, "t.yaml", "c1", &plan).unwrap();

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use strait_config::ConfigSet;
 use strait_config::kube::PodSpec;
 
-use crate::topology::Topology;
+use crate::topology::{Discovery, Topology};
 
 /// The demo images `strait up` runs, and what they become.
 pub const HELLOWORLD_IMAGE: &str = "strait/helloworld";
@@ -29,6 +29,9 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// The control plane's port for proxies (mTLS-secured xDS and certificates).
 pub const XDS_PORT: u16 = 15012;
 
+/// The label that exports a Service to linking clusters (Linkerd's).
+pub const EXPORTED_LABEL: &str = "mirror.linkerd.io/exported";
+
 /// The WAN segment's routers' and gateways' prefix.
 pub const WAN_PREFIX: [u8; 3] = [10, 255, 0];
 
@@ -41,6 +44,8 @@ pub struct Plan {
     pub pods: Vec<PodPlan>,
     /// Cluster → `namespace/name` of a Service → its VIP, for Services without a cluster IP.
     pub vips: BTreeMap<String, BTreeMap<String, Ipv4Addr>>,
+    /// Cluster → `namespace/name` of its Services labelled `mirror.linkerd.io/exported: "true"`.
+    pub exported: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +68,11 @@ pub struct ControlPlanePlan {
     /// Its address on the WAN, where other networks' control planes reach its registry stream
     /// (as a cloud exposes a cluster's API server).
     pub wan: Ipv4Addr,
-    /// The other primaries, whose registries it watches through remote secrets.
+    /// The other primaries, whose registries it watches through remote secrets (Istio), or
+    /// the clusters it links (Linkerd).
     pub peers: Vec<String>,
+    /// It links its peers Linkerd-style (mirrors of their exported services).
+    pub mirror: bool,
     /// The remote clusters (no control plane of their own), whose manifests it reads directly
     /// — as a primary reads a remote's API server.
     pub remotes: Vec<String>,
@@ -165,12 +173,16 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                     .filter(|a| *a < 100)
                     .ok_or("more than 50 control planes")?,
             ),
-            peers: topology
-                .clusters
-                .iter()
-                .filter(|o| o.name != c.name && o.is_primary())
-                .map(|o| o.name.clone())
-                .collect(),
+            peers: match topology.discovery {
+                Discovery::Istio => topology
+                    .clusters
+                    .iter()
+                    .filter(|o| o.name != c.name && o.is_primary())
+                    .map(|o| o.name.clone())
+                    .collect(),
+                Discovery::Linkerd => c.links.clone(),
+            },
+            mirror: topology.discovery == Discovery::Linkerd,
             remotes: topology
                 .clusters
                 .iter()
@@ -278,12 +290,27 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
         }
         vips.insert(cluster.name.clone(), cluster_vips);
     }
+    let exported = topology
+        .clusters
+        .iter()
+        .zip(configs)
+        .map(|(c, config)| {
+            let names = config
+                .services
+                .iter()
+                .filter(|s| s.meta.labels.get(EXPORTED_LABEL).map(String::as_str) == Some("true"))
+                .map(|s| format!("{}/{}", s.meta.namespace, s.meta.name))
+                .collect();
+            (c.name.clone(), names)
+        })
+        .collect();
     let plan = Plan {
         prefix: prefix.to_string(),
         networks,
         control_planes,
         pods,
         vips,
+        exported,
     };
     for pod in plan
         .pods

@@ -17,6 +17,20 @@ pub struct Topology {
     /// The example's directory (where the clusters' manifest directories are).
     pub dir: PathBuf,
     pub clusters: Vec<Cluster>,
+    pub discovery: Discovery,
+}
+
+/// How the clusters' control planes learn of each other's services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// Istio's: every primary watches every other cluster (remote secrets); same-named
+    /// services merge across clusters.
+    #[default]
+    Istio,
+    /// Linkerd's: a cluster sees only the exported services of the clusters it `links`,
+    /// mirrored as `<name>-<cluster>`.
+    Linkerd,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -33,6 +47,9 @@ pub struct Cluster {
     /// a primary, which runs its own.
     #[serde(default)]
     pub control_plane: Option<String>,
+    /// With `discovery: linkerd`, the clusters whose exported services this one mirrors.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 impl Cluster {
@@ -65,6 +82,8 @@ struct Metadata {
 #[serde(deny_unknown_fields)]
 struct Spec {
     clusters: Vec<Cluster>,
+    #[serde(default)]
+    discovery: Discovery,
 }
 
 /// Reads `<dir>/topology.yaml`.
@@ -135,10 +154,32 @@ pub fn parse(text: &str, dir: &Path) -> Result<Topology, String> {
             }
         }
     }
+    let discovery = doc.spec.discovery;
+    for (i, c) in clusters.iter().enumerate() {
+        for (j, l) in c.links.iter().enumerate() {
+            let field = format!("spec.clusters[{i}].links[{j}]");
+            if discovery != Discovery::Linkerd {
+                return Err(format!(
+                    "{field}: links are Linkerd's way of discovery; set spec.discovery: linkerd (Istio's primaries see every cluster)"
+                ));
+            }
+            if l == &c.name || !clusters.iter().any(|o| &o.name == l && o.is_primary()) {
+                return Err(format!(
+                    "{field} {l:?} must name another cluster of this topology that runs its own control plane"
+                ));
+            }
+        }
+        if discovery == Discovery::Linkerd && !c.is_primary() {
+            return Err(format!(
+                "spec.clusters[{i}].controlPlane: with discovery: linkerd every cluster runs its own control plane"
+            ));
+        }
+    }
     Ok(Topology {
         name: doc.metadata.name,
         dir: dir.to_path_buf(),
         clusters,
+        discovery,
     })
 }
 
@@ -175,6 +216,23 @@ mod tests {
     }
 
     #[test]
+    fn linkerd_links() {
+        let t = parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  discovery: linkerd\n  clusters:\n  - {name: east, network: n1, links: [west]}\n  - {name: west, network: n2}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(t.discovery, Discovery::Linkerd);
+        assert_eq!(t.clusters[0].links, ["west"]);
+        let e = parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  discovery: linkerd\n  clusters:\n  - {name: east, network: n1, links: [nowhere]}\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.contains("spec.clusters[0].links[0]"), "{e}");
+    }
+
+    #[test]
     fn mistakes_name_the_field() {
         for (clusters, wanted) in [
             (
@@ -194,6 +252,10 @@ mod tests {
             (
                 "  - {name: c1, network: n1}\n  - {name: c2, network: n1, controlPlane: c1}\n  - {name: c3, network: n1, controlPlane: c2}\n",
                 "itself a remote",
+            ),
+            (
+                "  - {name: c1, network: n1, links: [c2]}\n  - {name: c2, network: n1}\n",
+                "spec.discovery: linkerd",
             ),
         ] {
             let e = parse_spec(clusters).unwrap_err();

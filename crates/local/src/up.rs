@@ -25,6 +25,15 @@ use crate::plan::{self, App, Plan, PodPlan};
 use crate::topology::{self, Topology};
 use crate::{manifests, netns};
 
+/// What [`Mesh::wait_ready`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Control planes ready and synced with the clusters they watch.
+    ControlPlanes,
+    /// Proxies holding their configuration.
+    Proxies,
+}
+
 /// The trust domain of local meshes.
 const TRUST_DOMAIN: &str = "cluster.local";
 /// The name in the control planes' serving certificates.
@@ -230,6 +239,9 @@ impl Mesh {
             writeln!(out, "control plane of {} at {}", cp.cluster, cp.ip)?;
             mesh.start_control_plane(index, cp)?;
         }
+        // Control planes first, each synced with the clusters it watches — as istiod waits
+        // for its remote clusters before it is ready — so proxies start with the whole mesh.
+        mesh.wait_ready(out, Phase::ControlPlanes)?;
         for (index, pod) in mesh.plan.pods.clone().iter().enumerate() {
             writeln!(
                 out,
@@ -245,7 +257,7 @@ impl Mesh {
             )?;
             mesh.start_pod(index, pod)?;
         }
-        mesh.wait_ready(out)?;
+        mesh.wait_ready(out, Phase::Proxies)?;
         // Apps start once every proxy holds its configuration, as Istio's
         // `holdApplicationUntilProxyStarts`: a client's first call does not race its sidecar.
         for pod in mesh.plan.pods.clone() {
@@ -367,6 +379,19 @@ impl Mesh {
                         Duration::from_secs(86400),
                     )),
                     source: String::new(),
+                    mirror: cp.mirror,
+                    // A link probes the linked cluster's gateway, as Linkerd's does.
+                    probe: cp
+                        .mirror
+                        .then(|| {
+                            self.plan
+                                .pods
+                                .iter()
+                                .filter(|p| p.cluster == *peer && p.app == App::Gateway)
+                                .find_map(|p| p.wan)
+                                .map(|wan| format!("http://{wan}:15021/healthz/ready"))
+                        })
+                        .flatten(),
                 };
                 let path = self.state_path(&format!(
                     "clusters/{}/strait-up-remote-secret-{peer}.yaml",
@@ -582,6 +607,31 @@ impl Mesh {
             }
             text.push('\n');
         }
+        // Linkerd-style mirrors of the linked clusters' exported services (`<name>-<cluster>`),
+        // at the address the linked cluster gives them.
+        let links = self
+            .topology
+            .clusters
+            .iter()
+            .find(|c| c.name == pod.cluster)
+            .map(|c| c.links.clone())
+            .unwrap_or_default();
+        for linked in &links {
+            for svc in self.plan.exported.get(linked).into_iter().flatten() {
+                let Some(vip) = self.plan.vips.get(linked).and_then(|v| v.get(svc)) else {
+                    continue;
+                };
+                let (ns, name) = svc.split_once('/').unwrap_or(("default", svc));
+                let mirror = format!("{name}-{linked}");
+                text.push_str(&format!(
+                    "{vip} {mirror}.{ns}.svc.cluster.local {mirror}.{ns}.svc {mirror}.{ns}"
+                ));
+                if ns == pod.namespace {
+                    text.push_str(&format!(" {mirror}"));
+                }
+                text.push('\n');
+            }
+        }
         text
     }
 
@@ -721,11 +771,15 @@ impl Mesh {
         Ok(args)
     }
 
-    /// Waits (at most a minute) until every control plane and proxy is ready.
-    fn wait_ready(&mut self, out: &mut dyn Write) -> anyhow::Result<()> {
+    /// Waits (at most a minute) until every control plane or every proxy is ready.
+    fn wait_ready(&mut self, out: &mut dyn Write, phase: Phase) -> anyhow::Result<()> {
         // (what, namespace, URL, the answer's first line when ready; `None`: any 200)
         let mut pending: Vec<(String, String, String, Option<String>)> = Vec::new();
-        for cp in &self.plan.control_planes {
+        let control_planes = match phase {
+            Phase::ControlPlanes => &self.plan.control_planes[..],
+            Phase::Proxies => &[],
+        };
+        for cp in control_planes {
             pending.push((
                 format!("{}/istiod", cp.cluster),
                 cp.netns.clone(),
@@ -745,7 +799,7 @@ impl Mesh {
             .plan
             .pods
             .iter()
-            .filter(|p| p.sidecar || p.app == App::Gateway)
+            .filter(|p| phase == Phase::Proxies && (p.sidecar || p.app == App::Gateway))
         {
             pending.push((
                 format!("{}/{}/{} proxy", pod.cluster, pod.namespace, pod.name),

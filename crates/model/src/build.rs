@@ -405,6 +405,7 @@ fn kubernetes_service(
             .unwrap_or_default(),
         labels: Arc::new(svc.meta.labels.clone()),
         selector: spec.selector.clone(),
+        mirror_of: None,
     };
     ServiceView { service, endpoints }
 }
@@ -710,6 +711,7 @@ fn service_entry(
                 export_to: spec.export_to.clone(),
                 labels: Arc::new(se.meta.labels.clone()),
                 selector: spec.workload_selector.as_ref().map(|s| s.labels.clone()),
+                mirror_of: None,
             },
             endpoints: endpoints.clone(),
         })

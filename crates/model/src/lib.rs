@@ -7,6 +7,7 @@ pub mod identity;
 pub mod ids;
 pub mod locality;
 pub mod mesh;
+pub mod mirror;
 pub mod network;
 pub mod protocol;
 pub mod service;

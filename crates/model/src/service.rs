@@ -59,9 +59,17 @@ pub struct Service {
     pub labels: Labels,
     /// The label selector choosing workloads, when there is one.
     pub selector: Option<BTreeMap<String, String>>,
+    /// For a Linkerd-style mirror (`<name>-<cluster>`), the exported service it stands for:
+    /// the name its own cluster (and that cluster's east-west gateway) knows it by.
+    pub mirror_of: Option<Hostname>,
 }
 
 impl Service {
+    /// The host mesh mTLS names in its SNI: a mirror's exported service, else its own.
+    pub fn sni_host(&self) -> &Hostname {
+        self.mirror_of.as_ref().unwrap_or(&self.host)
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }

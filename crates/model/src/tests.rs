@@ -28,6 +28,11 @@ fn cluster(id: &str, network: &str, yaml: &str) -> ClusterSource {
     }
 }
 
+/// One cluster's part of the model, built from `yaml` (default network).
+pub(crate) fn view_of(id: &str, yaml: &str) -> ClusterView {
+    build_cluster(&cluster(id, "", yaml), &MeshSettings::default())
+}
+
 const HELLOWORLD_SERVICE: &str = r#"
 apiVersion: v1
 kind: Service

@@ -55,6 +55,9 @@ pub struct RemoteStatus {
     pub objects: usize,
     /// Unix seconds of the last response.
     pub last_update: Option<u64>,
+    /// A linked (mirrored) cluster's gateway: whether it passes its probes (`None`: not
+    /// probed).
+    pub gateway_alive: Option<bool>,
 }
 
 /// Every remote's status, by cluster.
@@ -110,6 +113,7 @@ fn set(board: &StatusBoard, access: &RemoteAccess, update: impl FnOnce(&mut Remo
                 since: Some(Instant::now()),
                 objects: 0,
                 last_update: None,
+                gateway_alive: None,
             });
         entry.server = access.server.clone();
         entry.source = access.source.clone();
@@ -131,6 +135,15 @@ pub async fn watch_remote(
 ) {
     let cluster = ClusterId::new(&access.cluster);
     set(&board, &access, |s| s.state = SyncState::Connecting);
+    if let Some(url) = access.probe.clone() {
+        tokio::spawn(probe_gateway(
+            access.clone(),
+            url,
+            pusher.clone(),
+            board.clone(),
+            stop.clone(),
+        ));
+    }
     // Set while the remote's objects are held without a connection: when it was lost.
     let mut lost_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
@@ -247,6 +260,7 @@ async fn stream_once(
             Pushed::Replace {
                 cluster: cluster.clone(),
                 network: None,
+                mirror: access.mirror,
                 objects: upserts,
             }
         } else {
@@ -274,4 +288,76 @@ async fn stream_once(
             s.last_update = Some(now);
         });
     }
+}
+
+/// How often a link's gateway is probed (Linkerd's default).
+pub const PROBE_PERIOD: Duration = Duration::from_secs(3);
+
+/// Consecutive failed probes that mark a gateway failing (one lost probe does not).
+pub const PROBE_FAILURES: u32 = 2;
+
+/// Probes a linked cluster's gateway (`GET url`, 2 s to answer 200) every [`PROBE_PERIOD`]
+/// until `stop` fires. After [`PROBE_FAILURES`] failures in a row the mirrors lose their
+/// endpoints; the next passing probe gives them back. A gateway starts out presumed alive, so
+/// a link made while its gateway is still starting does not flap.
+async fn probe_gateway(
+    access: RemoteAccess,
+    url: String,
+    pusher: mpsc::UnboundedSender<Pushed>,
+    board: StatusBoard,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cluster = ClusterId::new(&access.cluster);
+    let mut alive = true;
+    let mut failures = 0;
+    loop {
+        if probe(&url).await {
+            failures = 0;
+            if !alive {
+                info!(cluster = %access.cluster, %url, "linked cluster's gateway answers again; its mirrors get their endpoints back");
+                alive = true;
+                let _ = pusher.send(Pushed::Gateway {
+                    cluster: cluster.clone(),
+                    alive,
+                });
+            }
+            set(&board, &access, |s| s.gateway_alive = Some(true));
+        } else {
+            failures += 1;
+            if alive && failures >= PROBE_FAILURES {
+                warn!(cluster = %access.cluster, %url, failures, "linked cluster's gateway fails its probes; its mirrors lose their endpoints");
+                alive = false;
+                let _ = pusher.send(Pushed::Gateway {
+                    cluster: cluster.clone(),
+                    alive,
+                });
+                set(&board, &access, |s| s.gateway_alive = Some(false));
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(PROBE_PERIOD) => {}
+        }
+    }
+}
+
+/// `GET url` (plain HTTP) answered 200 within 2 s.
+async fn probe(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(authority).await.ok()?;
+        let req = format!("GET /{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(true))
+    )
 }

@@ -32,6 +32,12 @@ pub struct RemoteAccess {
     pub token: String,
     /// Where it came from: `Secret <namespace>/<name>`.
     pub source: String,
+    /// A Linkerd-style link: only the cluster's exported services join, mirrored as
+    /// `<name>-<cluster>`; else (Istio) its services merge with the mesh's.
+    pub mirror: bool,
+    /// A link's gateway health URL, probed every few seconds: mirrors lose their endpoints
+    /// while it fails.
+    pub probe: Option<String>,
 }
 
 impl std::fmt::Debug for RemoteAccess {
@@ -41,21 +47,50 @@ impl std::fmt::Debug for RemoteAccess {
             .field("server", &self.server)
             .field("server_name", &self.server_name)
             .field("source", &self.source)
+            .field("mirror", &self.mirror)
+            .field("probe", &self.probe)
             .finish_non_exhaustive()
     }
 }
 
-/// The Secret document (YAML) for `access`.
-pub fn secret_yaml(access: &RemoteAccess) -> String {
+/// The secret type of a Linkerd link's credentials.
+pub const LINK_SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
+/// The label naming a link's target cluster (Linkerd's).
+pub const LINK_CLUSTER_LABEL: &str = "mirror.linkerd.io/cluster-name";
+/// The annotation holding a link's gateway probe URL.
+pub const LINK_PROBE_ANNOTATION: &str = "strait.dev/gateway-probe";
+
+/// The kubeconfig a remote secret carries.
+fn kubeconfig(access: &RemoteAccess) -> String {
     let c = &access.cluster;
-    let kubeconfig = format!(
+    format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: {c}\n  cluster:\n    server: https://{server}\n    tls-server-name: {name}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {c}\n  context:\n    cluster: {c}\n    user: {c}\ncurrent-context: {c}\nusers:\n- name: {c}\n  user:\n    token: {token}\n",
         server = access.server,
         name = access.server_name,
         ca = B64.encode(access.ca_pem.as_bytes()),
         token = access.token,
-    );
-    let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
+    )
+}
+
+fn indented(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The Secret document (YAML) for `access`: Istio's remote secret, or with `access.mirror` the
+/// credentials of a Linkerd-style link (`strait multicluster link`).
+pub fn secret_yaml(access: &RemoteAccess) -> String {
+    let c = &access.cluster;
+    let indented = indented(&kubeconfig(access));
+    if access.mirror {
+        let probe = access
+            .probe
+            .as_deref()
+            .map(|p| format!("  annotations:\n    {LINK_PROBE_ANNOTATION}: {p}\n"))
+            .unwrap_or_default();
+        return format!(
+            "# Links cluster {c} Linkerd-style: its services labelled mirror.linkerd.io/exported=true\n# appear here as <name>-{c}. Apply it among the linking cluster's manifests.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: cluster-credentials-{c}\n  namespace: linkerd-multicluster\n  labels:\n    {LINK_CLUSTER_LABEL}: {c}\n{probe}type: {LINK_SECRET_TYPE}\nstringData:\n  kubeconfig: |\n{indented}"
+        );
+    }
     format!(
         "# Lets another cluster's control plane watch cluster {c}'s registry. Apply it (put it in\n# that control plane's manifests); replacing it with a fresh one rotates the token.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: istio-remote-secret-{c}\n  namespace: istio-system\n  labels:\n    {MULTICLUSTER_LABEL}: \"true\"\n  annotations:\n    {CLUSTER_ANNOTATION}: {c}\ntype: Opaque\nstringData:\n  {c}: |\n{indented}"
     )
@@ -93,7 +128,7 @@ struct UserEntry {
     token: Option<String>,
 }
 
-/// Whether a Secret is a remote secret.
+/// Whether a Secret is a remote secret (Istio's) or a link's credentials (Linkerd's).
 pub fn is_remote_secret(secret: &Object<SecretData>) -> bool {
     secret
         .meta
@@ -101,6 +136,11 @@ pub fn is_remote_secret(secret: &Object<SecretData>) -> bool {
         .get(MULTICLUSTER_LABEL)
         .map(String::as_str)
         == Some("true")
+        || is_link(secret)
+}
+
+fn is_link(secret: &Object<SecretData>) -> bool {
+    secret.spec.secret_type.as_deref() == Some(LINK_SECRET_TYPE)
 }
 
 /// The remote clusters a remote secret gives access to, one per key; each mistake names the
@@ -128,6 +168,27 @@ pub fn remote_access(secret: &Object<SecretData>) -> Vec<Result<RemoteAccess, St
             .iter()
             .map(|(k, v)| (k.clone(), Ok(v.clone()))),
     );
+    if is_link(secret) {
+        // One kubeconfig under `kubeconfig`; the cluster is named by the label.
+        let Some(cluster) = secret.meta.labels.get(LINK_CLUSTER_LABEL) else {
+            return vec![Err(format!(
+                "{source}: a link's credentials need the label {LINK_CLUSTER_LABEL} naming the linked cluster"
+            ))];
+        };
+        let probe = secret.meta.annotations.get(LINK_PROBE_ANNOTATION).cloned();
+        return values
+            .into_iter()
+            .filter(|(k, _)| k == "kubeconfig")
+            .map(|(_, text)| {
+                let text = text.map_err(|e| format!("{source}: {e}"))?;
+                let mut access = parse_kubeconfig(cluster, &text, &source)
+                    .map_err(|e| format!("{source}, key \"kubeconfig\": {e}"))?;
+                access.mirror = true;
+                access.probe = probe.clone();
+                Ok(access)
+            })
+            .collect();
+    }
     values
         .into_iter()
         .map(|(cluster, text)| {
@@ -185,6 +246,8 @@ fn parse_kubeconfig(cluster: &str, text: &str, source: &str) -> Result<RemoteAcc
         ca_pem,
         token,
         source: source.to_string(),
+        mirror: false,
+        probe: None,
     })
 }
 
@@ -216,6 +279,8 @@ mod tests {
             ca_pem: PEM.into(),
             token: "strait1.abc.def".into(),
             source: String::new(),
+            mirror: false,
+            probe: None,
         };
         let set = secrets(&secret_yaml(&access));
         let secret = &set.secrets[0];
@@ -235,6 +300,27 @@ mod tests {
         assert!(
             !format!("{got:?}").contains("abc"),
             "the token leaks into logs"
+        );
+
+        let link = RemoteAccess {
+            mirror: true,
+            probe: Some("http://10.255.0.101:15021/healthz/ready".into()),
+            ..access
+        };
+        let set = secrets(&secret_yaml(&link));
+        assert!(is_remote_secret(&set.secrets[0]));
+        let got = remote_access(&set.secrets[0]).remove(0).unwrap();
+        assert_eq!(
+            got.source,
+            "Secret linkerd-multicluster/cluster-credentials-cluster2"
+        );
+        assert_eq!(
+            (got.cluster.as_str(), got.mirror, got.probe.as_deref()),
+            (
+                "cluster2",
+                true,
+                Some("http://10.255.0.101:15021/healthz/ready")
+            )
         );
     }
 

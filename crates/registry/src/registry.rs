@@ -37,8 +37,15 @@ pub enum Pushed {
     Replace {
         cluster: ClusterId,
         network: Option<NetworkId>,
+        /// Linked Linkerd-style: only its exported services join, mirrored as
+        /// `<name>-<cluster>` ([`strait_model::mirror`]); else its services merge with the
+        /// mesh's by name, as Istio's multi-cluster does.
+        mirror: bool,
         objects: Vec<(String, Vec<u8>)>,
     },
+    /// A mirrored cluster's gateway passed (`alive`) or failed its probes: while it fails, the
+    /// mirrors keep their names but have no endpoints.
+    Gateway { cluster: ClusterId, alive: bool },
     /// Some objects changed or appeared, some are gone.
     Update {
         cluster: ClusterId,
@@ -54,6 +61,7 @@ impl Pushed {
         match self {
             Pushed::Replace { cluster, .. }
             | Pushed::Update { cluster, .. }
+            | Pushed::Gateway { cluster, .. }
             | Pushed::Remove { cluster } => cluster,
         }
     }
@@ -85,6 +93,12 @@ struct ClusterState {
     spec: ClusterSpec,
     /// Its objects arrive as [`Pushed`] changes; it has no files to rescan.
     pushed: bool,
+    /// Only its exported services join, mirrored (see [`Pushed::Replace`]).
+    mirror: bool,
+    /// A mirrored cluster's gateway passes its probes.
+    alive: bool,
+    /// Its part of the model must be rebuilt although its objects did not change.
+    rebuild: bool,
     store: FileStore,
     /// The cluster's objects in effect and their problems; `None` after its files changed.
     config: Option<(Arc<ConfigSet>, Vec<Diagnostic>)>,
@@ -110,6 +124,9 @@ impl Registry {
             let mut state = ClusterState {
                 spec,
                 pushed: false,
+                mirror: false,
+                alive: true,
+                rebuild: false,
                 store: FileStore::new(),
                 config: None,
                 view: None,
@@ -158,7 +175,10 @@ impl Registry {
         };
         match change {
             Pushed::Replace {
-                network, objects, ..
+                network,
+                mirror,
+                objects,
+                ..
             } => {
                 let state = self.clusters.entry(id.clone()).or_insert_with(|| {
                     changed = true;
@@ -169,6 +189,9 @@ impl Registry {
                             network: network.clone(),
                         },
                         pushed: true,
+                        mirror,
+                        alive: true,
+                        rebuild: false,
                         store: FileStore::new(),
                         config: None,
                         view: None,
@@ -178,8 +201,10 @@ impl Registry {
                     warn!(cluster = %id, "a remote registry names a cluster this control plane reads from files; ignored");
                     return None;
                 }
-                if state.spec.network != network {
+                if state.spec.network != network || state.mirror != mirror {
                     state.spec.network = network;
+                    state.mirror = mirror;
+                    state.rebuild = true;
                     changed = true;
                 }
                 let keep: BTreeSet<PathBuf> = objects.iter().map(|(k, _)| path(k)).collect();
@@ -202,6 +227,18 @@ impl Registry {
                     changed |= state.store.remove_file(&path(&key));
                 }
                 changed |= upsert(state, upserts);
+            }
+            Pushed::Gateway { alive, .. } => {
+                let state = self
+                    .clusters
+                    .get_mut(&id)
+                    .filter(|s| s.pushed && s.mirror)?;
+                if state.alive == alive {
+                    return None;
+                }
+                state.alive = alive;
+                state.rebuild = true;
+                changed = true;
             }
             Pushed::Remove { .. } => {
                 if self.clusters.get(&id).is_some_and(|s| s.pushed) {
@@ -235,7 +272,9 @@ impl Registry {
         for id in which {
             match self.clusters.get_mut(id) {
                 // A pushed cluster's objects were applied already; a removed one is gone.
-                Some(state) if state.pushed => changed |= state.config.is_none(),
+                Some(state) if state.pushed => {
+                    changed |= state.config.is_none() || state.rebuild;
+                }
                 Some(state) => {
                     if rescan(state, &self.options.load) {
                         state.config = None;
@@ -453,7 +492,8 @@ fn build_snapshot(
         });
         let fresh = match &state.view {
             Some((_, s, n)) => {
-                !Arc::ptr_eq(s, &settings)
+                std::mem::take(&mut state.rebuild)
+                    || !Arc::ptr_eq(s, &settings)
                     || *n != network
                     || previous
                         .and_then(|p| p.clusters.get(id))
@@ -464,14 +504,19 @@ fn build_snapshot(
         if !fresh {
             continue;
         }
-        let view = Arc::new(build_cluster(
+        let built = build_cluster(
             &ClusterSource {
                 id: id.clone(),
                 network: network.clone(),
                 config,
             },
             &settings,
-        ));
+        );
+        let view = Arc::new(if state.mirror {
+            strait_model::mirror::mirror_view(&built, id, state.alive)
+        } else {
+            built
+        });
         let old = state.view.take();
         touched.extend(view.services.iter().map(|s| s.service.host.clone()));
         if let Some((old, _, _)) = &old {

@@ -288,6 +288,7 @@ async fn pushed_clusters_join_change_and_leave() {
         .send(Pushed::Replace {
             cluster: remote.clone(),
             network: None,
+            mirror: false,
             objects: vec![
                 ("Service/sample/helloworld".into(), SERVICE.into()),
                 ("Pod/sample/hw-v1".into(), pod("10.9.0.1").into()),
@@ -336,4 +337,55 @@ async fn pushed_clusters_join_change_and_leave() {
     let s = next(&mut rx, s.version).await;
     assert!(!s.clusters.contains_key(&remote));
     assert!(s.clusters.contains_key(&ClusterId::new("c1")));
+
+    // Linked Linkerd-style: only the exported service joins, as `<name>-<cluster>`, and loses
+    // its endpoints while the cluster's gateway fails its probes.
+    let exported = SERVICE.replace(
+        "namespace: sample}",
+        "namespace: sample, labels: {mirror.linkerd.io/exported: \"true\"}}",
+    );
+    pusher
+        .send(Pushed::Replace {
+            cluster: remote.clone(),
+            network: None,
+            mirror: true,
+            objects: vec![
+                ("Service/sample/helloworld".into(), exported.into()),
+                ("Pod/sample/hw-v1".into(), pod("10.9.0.2").into()),
+            ],
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    let mirror = Hostname::new("helloworld-remote.sample.svc.cluster.local");
+    let mirror_ips = |s: &Snapshot| -> Vec<String> {
+        s.model
+            .service(&mirror, &remote)
+            .map(|v| v.endpoints.iter().map(|e| e.address.to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(mirror_ips(&s), ["10.9.0.2"]);
+    assert!(
+        ips(&s).is_empty(),
+        "a linked cluster does not merge by name"
+    );
+    pusher
+        .send(Pushed::Gateway {
+            cluster: remote.clone(),
+            alive: false,
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    assert!(mirror_ips(&s).is_empty());
+    assert!(
+        s.model.service(&mirror, &remote).is_some(),
+        "the mirror keeps its name"
+    );
+    pusher
+        .send(Pushed::Gateway {
+            cluster: remote.clone(),
+            alive: true,
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    assert_eq!(mirror_ips(&s), ["10.9.0.2"]);
 }

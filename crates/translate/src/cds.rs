@@ -206,7 +206,7 @@ fn upstream_tls(
     if proxy.kind == ProxyKind::ProxylessGrpc && mode == UpstreamTlsMode::IstioMutual {
         return None;
     }
-    let host = view.service.host.as_str();
+    let host = view.service.sni_host().as_str();
     let sans: Vec<String> = match (&t.subject_alt_names, mode) {
         (Some(s), _) if !s.is_empty() => s.clone(),
         (_, UpstreamTlsMode::IstioMutual) => identities(view),
@@ -270,7 +270,7 @@ fn auto_mtls(
         sni: Some(names::sni_for(
             port.port,
             subset,
-            view.service.host.as_str(),
+            view.service.sni_host().as_str(),
         )),
         subject_alt_names: sans,
         alpn: vec!["istio".into()],

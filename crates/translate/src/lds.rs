@@ -676,6 +676,7 @@ fn gateway_routes(
                                 export_to: vec![],
                                 labels: Default::default(),
                                 selector: None,
+                                mirror_of: None,
                             },
                             endpoints: vec![],
                         };

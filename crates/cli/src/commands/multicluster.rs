@@ -24,6 +24,13 @@ pub struct CreateRemoteSecretArgs {
     /// This cluster's name (the secret's key; `--cluster` of its control plane).
     #[arg(long, value_name = "NAME")]
     pub cluster: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// How another control plane reaches and is let into this one.
+#[derive(Debug, clap::Args)]
+pub struct AccessArgs {
     /// `host:port` where other control planes reach this one's secure port (15012).
     #[arg(long, value_name = "ADDR")]
     pub server: String,
@@ -42,6 +49,15 @@ pub struct CreateRemoteSecretArgs {
 }
 
 pub fn create_remote_secret(args: &CreateRemoteSecretArgs) -> anyhow::Result<ExitCode> {
+    let access = remote_access(&args.cluster, &args.access)?;
+    std::io::stdout()
+        .lock()
+        .write_all(secret_yaml(&access).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a secret holds: the address, the CA and a fresh reader token.
+fn remote_access(cluster: &str, args: &AccessArgs) -> anyhow::Result<RemoteAccess> {
     let ttl = strait_config::duration::parse(&args.ttl)
         .map_err(|e| anyhow::anyhow!("--ttl: {e}; write e.g. 24h or 30m"))?;
     let ca_pem = std::fs::read_to_string(&args.ca_root)
@@ -58,22 +74,20 @@ pub fn create_remote_secret(args: &CreateRemoteSecretArgs) -> anyhow::Result<Exi
     let token = key.mint(&claims(
         READER_NAMESPACE,
         READER_SERVICE_ACCOUNT,
-        &args.cluster,
+        cluster,
         SystemTime::now(),
         ttl.as_std(),
     ));
-    let access = RemoteAccess {
-        cluster: args.cluster.clone(),
+    Ok(RemoteAccess {
+        cluster: cluster.to_string(),
         server: args.server.clone(),
         server_name: args.server_name.clone(),
         ca_pem,
         token,
         source: String::new(),
-    };
-    std::io::stdout()
-        .lock()
-        .write_all(secret_yaml(&access).as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+        mirror: false,
+        probe: None,
+    })
 }
 
 /// Multi-cluster operations.
@@ -85,8 +99,31 @@ pub struct MulticlusterArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum MulticlusterCommand {
-    /// Show each remote cluster a control plane watches: sync state (synced, syncing, stale,
-    /// failed), reason, age and objects held. Exits 1 unless every remote is synced.
+    /// Print a link to this cluster, Linkerd-style (`linkerd multicluster link`): applied among
+    /// another cluster's manifests, this cluster's Services labelled
+    /// `mirror.linkerd.io/exported: "true"` appear there as `<name>-<cluster-name>`, routed
+    /// through this cluster's east-west gateway, whose health is probed every 3 s (after two
+    /// failed probes in a row the mirrors lose their endpoints until it answers again).
+    Link {
+        /// This cluster's name, the suffix of its mirrored services.
+        #[arg(long, value_name = "NAME")]
+        cluster_name: String,
+        #[command(flatten)]
+        access: AccessArgs,
+        /// The gateway's health URL the linking control plane probes
+        /// (`http://<gateway address>:15021/healthz/ready`).
+        #[arg(long, value_name = "URL")]
+        gateway_probe: Option<String>,
+    },
+    /// Say what removes a link: the link's Secret to delete from the linking cluster's
+    /// manifests (its mirrors go with it).
+    Unlink {
+        #[arg(long, value_name = "NAME")]
+        cluster_name: String,
+    },
+    /// Show each remote or linked cluster a control plane watches: sync state (synced,
+    /// syncing, stale, failed), reason, age, objects held and, for links, whether the gateway
+    /// passes its probes. Exits 1 unless every remote is synced and every gateway alive.
     Check {
         /// The control plane's debug address (`--debug-listen`).
         #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
@@ -97,6 +134,33 @@ pub enum MulticlusterCommand {
 pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         MulticlusterCommand::Check { debug } => check(debug),
+        MulticlusterCommand::Link {
+            cluster_name,
+            access,
+            gateway_probe,
+        } => {
+            if let Some(url) = gateway_probe
+                && !url.starts_with("http://")
+            {
+                anyhow::bail!(
+                    "--gateway-probe {url}: write an http:// URL (the gateway's health port)"
+                );
+            }
+            let mut link = remote_access(cluster_name, access)?;
+            link.mirror = true;
+            link.probe = gateway_probe.clone();
+            std::io::stdout()
+                .lock()
+                .write_all(secret_yaml(&link).as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        MulticlusterCommand::Unlink { cluster_name } => {
+            writeln!(
+                std::io::stdout().lock(),
+                "delete Secret linkerd-multicluster/cluster-credentials-{cluster_name} from the linking cluster's manifests: its {cluster_name} mirrors are withdrawn at once, without a restart"
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -117,21 +181,27 @@ fn check(debug: &str) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<16} {:<8} {:>8} {:>8}  {:<22} REASON",
-        "CLUSTER", "STATE", "AGE", "OBJECTS", "SERVER"
+        "{:<16} {:<8} {:>8} {:>8}  {:<22} {:<8} REASON",
+        "CLUSTER", "STATE", "AGE", "OBJECTS", "SERVER", "GATEWAY"
     )?;
     let mut all_synced = true;
     for r in &remotes {
         let state = r["state"].as_str().unwrap_or("?");
-        all_synced &= state == "synced";
+        let gateway = match r["gateway_alive"].as_bool() {
+            None => "-",
+            Some(true) => "alive",
+            Some(false) => "failing",
+        };
+        all_synced &= state == "synced" && gateway != "failing";
         writeln!(
             out,
-            "{:<16} {:<8} {:>7}s {:>8}  {:<22} {}",
+            "{:<16} {:<8} {:>7}s {:>8}  {:<22} {:<8} {}",
             r["cluster"].as_str().unwrap_or("?"),
             state,
             r["age_s"].as_u64().unwrap_or(0),
             r["objects"].as_u64().unwrap_or(0),
             r["server"].as_str().unwrap_or("?"),
+            gateway,
             r["reason"].as_str().unwrap_or("-"),
         )?;
     }

@@ -1,0 +1,84 @@
+//! Linkerd-style service mirroring (pure): of a linked cluster's services, those labelled
+//! `mirror.linkerd.io/exported: "true"` appear as `<name>-<cluster>` in the same namespace —
+//! a service of their own, never merged with the local one of the same name — with the linked
+//! cluster's endpoints; mesh mTLS still names the exported service, so the linked cluster's
+//! east-west gateway routes it. The linked cluster's other services stay out of the mesh, but
+//! for its gateways' Services, where the mesh finds their addresses.
+
+use crate::build::ClusterView;
+use crate::ids::{ClusterId, Hostname};
+use crate::service::ServiceView;
+
+/// The label that exports a service to linking clusters (Linkerd's).
+pub const EXPORTED_LABEL: &str = "mirror.linkerd.io/exported";
+
+/// `backend-api.prod.svc.cluster.local` mirrored from `west`:
+/// `backend-api-west.prod.svc.cluster.local`.
+pub fn mirror_host(host: &Hostname, cluster: &ClusterId) -> Hostname {
+    let h = host.as_str();
+    match h.split_once('.') {
+        Some((name, rest)) => Hostname::new(&format!("{name}-{cluster}.{rest}")),
+        None => Hostname::new(&format!("{h}-{cluster}")),
+    }
+}
+
+/// What a linked cluster contributes: its exported services, mirrored; with `alive` false (its
+/// gateway fails its probes) they keep their names but lose their endpoints.
+pub fn mirror_view(view: &ClusterView, cluster: &ClusterId, alive: bool) -> ClusterView {
+    let exported =
+        |s: &&ServiceView| s.service.labels.get(EXPORTED_LABEL).map(String::as_str) == Some("true");
+    // Load-balanced Services (the linked cluster's east-west gateways) stay as they are: the
+    // mesh finds a network's gateway address on them (`registryServiceName`), as Istio does.
+    let gateways = view
+        .services
+        .iter()
+        .filter(|s| !exported(s) && !s.service.external_addresses.is_empty())
+        .cloned();
+    let services = view
+        .services
+        .iter()
+        .filter(exported)
+        .map(|s| {
+            let mut m = s.clone();
+            m.service.mirror_of = Some(s.service.host.clone());
+            m.service.host = mirror_host(&s.service.host, cluster);
+            m.service.name = format!("{}-{cluster}", s.service.name);
+            if !alive {
+                m.endpoints.clear();
+            }
+            m
+        })
+        .chain(gateways)
+        .collect();
+    ClusterView {
+        services,
+        workloads: view.workloads.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::view_of;
+
+    #[test]
+    fn exported_services_are_mirrored_and_the_rest_stay_out() {
+        let west = ClusterId::new("west");
+        let view = view_of(
+            "west",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: backend-api, namespace: prod, labels: {mirror.linkerd.io/exported: \"true\"}}\nspec: {ports: [{port: 8080, name: http}], selector: {app: backend-api}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: internal, namespace: prod}\nspec: {ports: [{port: 80, name: http}], selector: {app: internal}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b1, namespace: prod, labels: {app: backend-api}}\nstatus: {podIP: 10.2.1.5}\n",
+        );
+        let m = mirror_view(&view, &west, true);
+        let hosts: Vec<&str> = m.services.iter().map(|s| s.service.host.as_str()).collect();
+        assert_eq!(hosts, ["backend-api-west.prod.svc.cluster.local"]);
+        let s = &m.services[0];
+        assert_eq!(s.service.name, "backend-api-west");
+        assert_eq!(
+            s.service.sni_host().as_str(),
+            "backend-api.prod.svc.cluster.local"
+        );
+        assert_eq!(s.endpoints.len(), 1);
+        let dead = mirror_view(&view, &west, false);
+        assert!(dead.services[0].endpoints.is_empty());
+    }
+}
