@@ -231,6 +231,40 @@ fn multi_primary_multi_network_serves_both_clusters_through_the_gateways_with_mt
             "{table}"
         );
     }
+    // Rotate cluster1's secret for cluster2 (a fresh token, as `strait create-remote-secret`
+    // run again prints): cluster1's control plane reconnects with it and stays synced.
+    let state = mesh.state.path();
+    let rotated = strait(&[
+        "create-remote-secret",
+        "--cluster",
+        "cluster2",
+        "--server",
+        "10.255.0.51:15012",
+        "--ca-root",
+        state.join("ca/root/root-cert.pem").to_str().unwrap(),
+        "--token-key",
+        state.join("ca/token-key").to_str().unwrap(),
+        "--ttl",
+        "1h",
+    ]);
+    std::fs::write(
+        state.join("clusters/cluster1/strait-up-remote-secret-cluster2.yaml"),
+        rotated,
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "cluster1 to use the rotated secret",
+        || {
+            mesh.log("cluster1_istiod.log")
+                .contains("remote secret changed")
+                .then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(10), "cluster1 synced again", || {
+        let (synced, _) = multicluster_check(&mesh.ns("cluster1", "istiod"), "10.1.0.2");
+        synced.then_some(())
+    });
     both_versions_from_each_cluster(&mesh);
     // cluster2's gateway pod is 10.2.1.10 (the first pod of network2).
     v2_saw_cluster1_sleep_from(&mesh, "10.2.1.10");
@@ -533,6 +567,18 @@ fn linkerd_mirroring_splits_70_30_to_the_mirror_and_probes_the_gateway() {
                 }))
             .then_some(())
         },
+    );
+    let gateways = Command::new("ip")
+        .args(["netns", "exec", &east, env!("CARGO_BIN_EXE_strait")])
+        .args(["multicluster", "gateways", "--debug", "10.1.0.2:15014"])
+        .output()
+        .unwrap();
+    let gateways = String::from_utf8_lossy(&gateways.stdout).into_owned();
+    assert!(
+        gateways.lines().any(|l| l.starts_with("west")
+            && l.contains(" yes ")
+            && l.ends_with("http://10.255.0.100:15021/healthz/ready")),
+        "{gateways}"
     );
     // west links nothing: it sees none of east's services.
     let (_, west_table) = multicluster_check(&mesh.ns("west", "istiod"), "10.2.0.2");

@@ -56,8 +56,12 @@ pub struct RemoteStatus {
     /// Unix seconds of the last response.
     pub last_update: Option<u64>,
     /// A linked (mirrored) cluster's gateway: whether it passes its probes (`None`: not
-    /// probed).
+    /// probed, or no answer yet).
     pub gateway_alive: Option<bool>,
+    /// The URL the gateway is probed at.
+    pub probe: Option<String>,
+    /// The last passing probe's round trip, in milliseconds.
+    pub probe_ms: Option<f64>,
 }
 
 /// Every remote's status, by cluster.
@@ -114,6 +118,8 @@ fn set(board: &StatusBoard, access: &RemoteAccess, update: impl FnOnce(&mut Remo
                 objects: 0,
                 last_update: None,
                 gateway_alive: None,
+                probe: access.probe.clone(),
+                probe_ms: None,
             });
         entry.server = access.server.clone();
         entry.source = access.source.clone();
@@ -311,7 +317,9 @@ async fn probe_gateway(
     let mut alive = true;
     let mut failures = 0;
     loop {
+        let started = Instant::now();
         if probe(&url).await {
+            let rtt = started.elapsed().as_secs_f64() * 1000.0;
             failures = 0;
             if !alive {
                 info!(cluster = %access.cluster, %url, "linked cluster's gateway answers again; its mirrors get their endpoints back");
@@ -321,7 +329,10 @@ async fn probe_gateway(
                     alive,
                 });
             }
-            set(&board, &access, |s| s.gateway_alive = Some(true));
+            set(&board, &access, |s| {
+                s.gateway_alive = Some(true);
+                s.probe_ms = Some(rtt);
+            });
         } else {
             failures += 1;
             if alive && failures >= PROBE_FAILURES {

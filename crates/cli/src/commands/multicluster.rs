@@ -115,6 +115,14 @@ pub enum MulticlusterCommand {
         #[arg(long, value_name = "URL")]
         gateway_probe: Option<String>,
     },
+    /// List the linked clusters' gateways (Linkerd's `multicluster gateways`): probe URL,
+    /// whether the gateway passes its probes and the last probe's round trip. Exits 1 if any
+    /// fails.
+    Gateways {
+        /// The control plane's debug address (`--debug-listen`).
+        #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
+        debug: String,
+    },
     /// Say what removes a link: the link's Secret to delete from the linking cluster's
     /// manifests (its mirrors go with it).
     Unlink {
@@ -134,6 +142,7 @@ pub enum MulticlusterCommand {
 pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         MulticlusterCommand::Check { debug } => check(debug),
+        MulticlusterCommand::Gateways { debug } => gateways(debug),
         MulticlusterCommand::Link {
             cluster_name,
             access,
@@ -164,13 +173,64 @@ pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(debug: &str) -> anyhow::Result<ExitCode> {
+/// The remotes on a control plane's `/debug/remotez`.
+fn remotes(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let body = http_get(debug, "/debug/remotez").with_context(|| {
         format!("cannot read /debug/remotez from the control plane at {debug}; is it running (give its --debug-listen with --debug)?")
     })?;
     let v: serde_json::Value =
         serde_json::from_str(&body).context("the control plane's /debug/remotez is not JSON")?;
-    let remotes = v["remotes"].as_array().cloned().unwrap_or_default();
+    Ok(v["remotes"].as_array().cloned().unwrap_or_default())
+}
+
+fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
+    let links: Vec<serde_json::Value> = remotes(debug)?
+        .into_iter()
+        .filter(|r| r["probe"].is_string())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if links.is_empty() {
+        writeln!(
+            out,
+            "no linked gateways: this control plane has no links with a gateway probe (`strait multicluster link --gateway-probe`)"
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<16} {:<8} {:>9}  PROBE",
+        "CLUSTER", "ALIVE", "LATENCY"
+    )?;
+    let mut all_alive = true;
+    for r in &links {
+        let alive = match r["gateway_alive"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
+        all_alive &= alive != "no";
+        let latency = r["probe_ms"]
+            .as_f64()
+            .map(|ms| format!("{ms:.1}ms"))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<16} {:<8} {:>9}  {}",
+            r["cluster"].as_str().unwrap_or("?"),
+            alive,
+            latency,
+            r["probe"].as_str().unwrap_or("?"),
+        )?;
+    }
+    Ok(if all_alive {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn check(debug: &str) -> anyhow::Result<ExitCode> {
+    let remotes = remotes(debug)?;
     let mut out = std::io::stdout().lock();
     if remotes.is_empty() {
         writeln!(
