@@ -21,6 +21,7 @@ pub(crate) async fn run(
     inner: Arc<Inner>,
     mut inbound: Requests<DeltaDiscoveryRequest>,
     out: Outbound,
+    caller: crate::caller::Caller,
 ) {
     let first = match inbound.message().await {
         Ok(Some(r)) => r,
@@ -30,7 +31,10 @@ pub(crate) async fn run(
             return;
         }
     };
-    let Some(conn) = inner.connect(first.node.as_ref(), "delta", &out).await else {
+    let Some(conn) = inner
+        .connect(first.node.as_ref(), "delta", &out, &caller)
+        .await
+    else {
         return;
     };
     let mut current_rx = inner.current.clone();

@@ -12,7 +12,10 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+use strait_identity::transport::PeerInfo;
+
 use crate::Inner;
+use crate::caller::Caller;
 use crate::wire::{Requests, ResponseBody};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -58,15 +61,20 @@ impl tower_service::Service<http::Request<Body>> for AdsService {
             .map(str::to_string);
         let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
         let inner = self.inner.clone();
+        // The TLS listener hands each request the client's verified certificates.
+        let caller = match request.extensions().get::<PeerInfo>() {
+            None => Caller::Plaintext,
+            Some(peer) => Caller::Tls(strait_identity::tls::peer_identity(&peer.certs)),
+        };
         match method.as_deref() {
             Some("StreamAggregatedResources") => {
                 let requests = Requests::<DiscoveryRequest>::new(request.into_body(), MAX_REQUEST);
-                tokio::spawn(crate::sotw::run(inner, requests, tx));
+                tokio::spawn(crate::sotw::run(inner, requests, tx, caller));
             }
             Some("DeltaAggregatedResources") => {
                 let requests =
                     Requests::<DeltaDiscoveryRequest>::new(request.into_body(), MAX_REQUEST);
-                tokio::spawn(crate::delta::run(inner, requests, tx));
+                tokio::spawn(crate::delta::run(inner, requests, tx, caller));
             }
             _ => {
                 let status = Status::unimplemented(format!(

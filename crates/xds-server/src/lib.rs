@@ -3,6 +3,7 @@
 //! registry's snapshots; a push pipeline that sends only what changed (endpoint-only changes as
 //! EDS alone, to the proxies watching those clusters); a debug and metrics API.
 
+pub mod caller;
 mod config;
 mod debug;
 mod delta;
@@ -229,8 +230,12 @@ impl Inner {
         node: Option<&Node>,
         protocol: &'static str,
         out: &wire::Outbound,
+        caller: &caller::Caller,
     ) -> Option<Arc<ConnectionInfo>> {
-        match self.proxy_of(node) {
+        let authorized = self
+            .proxy_of(node)
+            .and_then(|p| caller::authorize(caller, &p).map(|()| p));
+        match authorized {
             Ok(p) => Some(self.register(p, protocol)),
             Err(e) => {
                 warn!("refused an xDS client: {}", e.message());

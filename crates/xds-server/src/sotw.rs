@@ -19,7 +19,12 @@ use crate::stream::{
 };
 use crate::wire::{Outbound, Outgoing, Requests};
 
-pub(crate) async fn run(inner: Arc<Inner>, mut inbound: Requests<DiscoveryRequest>, out: Outbound) {
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut inbound: Requests<DiscoveryRequest>,
+    out: Outbound,
+    caller: crate::caller::Caller,
+) {
     let first = match inbound.message().await {
         Ok(Some(r)) => r,
         Ok(None) => return,
@@ -28,7 +33,10 @@ pub(crate) async fn run(inner: Arc<Inner>, mut inbound: Requests<DiscoveryReques
             return;
         }
     };
-    let Some(conn) = inner.connect(first.node.as_ref(), "sotw", &out).await else {
+    let Some(conn) = inner
+        .connect(first.node.as_ref(), "sotw", &out, &caller)
+        .await
+    else {
         return;
     };
     let mut current_rx = inner.current.clone();

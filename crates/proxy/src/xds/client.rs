@@ -182,6 +182,9 @@ pub struct XdsTls {
     pub roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
+/// How long a connection over TLS waits for the proxy's first certificate.
+const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(10);
+
 /// How the client reaches the control plane.
 #[derive(Clone)]
 pub struct XdsTransport {
@@ -198,6 +201,16 @@ async fn connect(address: &str, transport: &XdsTransport) -> Result<Channel, Str
     let tls = match &transport.tls {
         None => None,
         Some(t) => {
+            // The control plane's TLS port serves a proxy only with its mesh certificate
+            // (Istio's xDS authorization): with an identity configured, wait (a bounded time)
+            // for the first one rather than be refused.
+            let deadline = tokio::time::Instant::now() + FIRST_CERTIFICATE_WAIT;
+            while transport.identity.enabled
+                && transport.identity.certificate().is_none()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let current = transport.identity.certificate();
             let config = strait_identity::tls::control_plane_client_config(
                 &t.server_name,
