@@ -2,7 +2,8 @@
 //! intermediate, the control plane signs with it (`--cacerts`) and checks bootstrap tokens, two
 //! sidecars obtain their SPIFFE certificates from it over 15012 and talk mTLS (the server side
 //! STRICT by PeerAuthentication); `openssl s_client` shows the chain and the SPIFFE URI SAN, and
-//! peers without a certificate, with another root's, or with an expired one are refused.
+//! peers without a certificate, with another root's, or with an expired one are refused. A
+//! PERMISSIVE port takes mTLS and plaintext alike, until STRICT applies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -244,4 +245,85 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
             .any(|l| l.starts_with("strait_tls_handshake_failures_total ") && !l.ends_with(" 0")),
         "handshake failures are counted:\n{failures}"
     );
+}
+
+/// PERMISSIVE, as Istio: the server sidecar's port takes mesh mTLS and plaintext alike (a
+/// workload-level PeerAuthentication over the namespace's STRICT), reporting which each request
+/// used; switched to STRICT while running, plaintext is refused and mTLS keeps working.
+#[test]
+fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ca = MeshCa::create(t);
+    let app_port = free_port();
+    let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let mesh = |mode: &str| {
+        two_sidecar_mesh(
+            "127.1.41.1",
+            "127.1.41.100",
+            app_port,
+            &format!(
+                "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: echo, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: echo}}}}, mtls: {{mode: {mode}}}}}\n"
+            ),
+        )
+    };
+    std::fs::write(dir.join("mesh.yaml"), mesh("PERMISSIVE")).unwrap();
+    let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
+    let echo = StraitProxy::start_with(
+        &cp,
+        t,
+        "sidecar~127.1.41.1~echo-0.default~default.svc.cluster.local",
+        "echo-0",
+        "app=echo",
+        &strs(&ca.proxy_args("default", "echo", "3600")),
+    );
+    let client = StraitProxy::start_with(
+        &cp,
+        t,
+        "sidecar~127.1.41.100~client-0.default~default.svc.cluster.local",
+        "client-0",
+        "app=client",
+        &strs(&ca.proxy_args("default", "client", "3600")),
+    );
+    wait_for(Duration::from_secs(20), "both certificates", || {
+        (echo.log().contains("workload certificate issued")
+            && client.log().contains("workload certificate issued"))
+        .then_some(())
+    });
+    wait_for(Duration::from_secs(20), "the echo ingress listener", || {
+        std::net::TcpStream::connect("127.1.41.1:8080").ok()
+    });
+
+    // Both ways in, on one port.
+    let through_client = || curl(&["http://127.1.41.100:8080/hello", "-H", "Host: echo"]);
+    let plaintext = || curl(&["-m", "3", "http://127.1.41.1:8080/hello"]);
+    for _ in 0..5 {
+        assert_eq!(through_client().0, 200, "{}", client.log());
+        assert_eq!(plaintext().0, 200, "{}", echo.log());
+    }
+    let stats = echo.admin("/stats/prometheus");
+    let count = |policy: &str| -> f64 {
+        stats
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("reporter=\"destination\"")
+                    && l.contains(&format!("connection_security_policy=\"{policy}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("mutual_tls"), 5.0, "{stats}");
+    assert_eq!(count("none"), 5.0, "{stats}");
+
+    // STRICT now: plaintext refused, mTLS still served.
+    std::fs::write(dir.join("mesh.yaml"), mesh("STRICT")).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "plaintext refused under STRICT",
+        || (plaintext().0 != 200).then_some(()),
+    );
+    assert_eq!(through_client().0, 200, "{}", client.log());
 }

@@ -124,8 +124,10 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                     },
                 },
             });
-        } else if proxy.kind != ProxyKind::Router {
-            // A gateway never sends traffic on to another network.
+        } else if proxy.kind != ProxyKind::Router && e.sidecar {
+            // A gateway never sends traffic on to another network; and another network is
+            // reached only with mesh mTLS, whose SNI its gateway routes by — an endpoint without
+            // a sidecar could not be reached there, so it is left out (as Istio does).
             let entry = remote
                 .entry((e.network.clone(), e.locality.clone()))
                 .or_insert((0, 0, e));
