@@ -227,7 +227,7 @@ fn h2load(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// (requests per second, requests not answered 2xx) from h2load's summary.
-fn throughput(out: &str) -> anyhow::Result<(f64, u64)> {
+pub(crate) fn throughput(out: &str) -> anyhow::Result<(f64, u64)> {
     let finished = out
         .lines()
         .find(|l| l.starts_with("finished in"))

@@ -218,6 +218,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             example: args.examples.join("locality-failover"),
             hop_calls: if args.quick { 300 } else { 3000 },
             window: Duration::from_secs(if args.quick { 5 } else { 10 }),
+            load: Duration::from_secs(if args.quick { 2 } else { 10 }),
         };
         let r = multicluster::run(&strait, &params, &args.logs, say);
         if let Err(e) = &r {

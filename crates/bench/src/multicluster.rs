@@ -20,6 +20,8 @@ pub struct Params {
     pub hop_calls: usize,
     /// How long each failure scenario is watched (the failure comes 1 s in).
     pub window: Duration,
+    /// How long each path is loaded for its throughput.
+    pub load: Duration,
 }
 
 /// One call from cluster1's client.
@@ -62,6 +64,9 @@ pub struct Results {
     pub stop_with_retries: Failover,
     pub stop_without_retries: Failover,
     pub blackhole: Failover,
+    /// Saturation throughput (req/s, answers not 2xx) of each path, from cluster1's client pod.
+    pub local_throughput: (f64, u64),
+    pub far_throughput: (f64, u64),
 }
 
 /// A stall this long means the call waited on the failed side (the example's per-try and
@@ -89,6 +94,11 @@ pub fn run(strait: &Path, params: &Params, logs: &Path, say: fn(&str)) -> anyhow
     let blackhole = with_mesh(strait, &params.example, logs, "mc3", |m| {
         failure(m, params.window, Failure::BlackholeFarNetwork)
     })?;
+    say("  mesh 4: throughput of each path (h2load, 8 connections)");
+    let paths = copy_with_paths(&params.example, &logs.join("mc-paths"))?;
+    let (local_throughput, far_throughput) = with_mesh(strait, &paths, logs, "mc4", |m| {
+        Ok((load(m, params.load, "local")?, load(m, params.load, "far")?))
+    })?;
     let (calls, hop_wall) = hop;
     let pick = |a: Answer| -> Vec<Duration> {
         calls
@@ -104,7 +114,94 @@ pub fn run(strait: &Path, params: &Params, logs: &Path, say: fn(&str)) -> anyhow
         stop_with_retries,
         stop_without_retries,
         blackhole,
+        local_throughput,
+        far_throughput,
     })
+}
+
+/// Saturation throughput from cluster1's client pod to helloworld along `path` (`local`:
+/// cluster1's v1; `far`: cluster2's v2 through network2's gateway), chosen by a header the
+/// bench's copy of the example routes on.
+fn load(mesh: &Mesh, duration: Duration, path: &str) -> anyhow::Result<(f64, u64)> {
+    let (client, url) = client_and_url(mesh)?;
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &client, "h2load", "--h1", "-c", "8", "-t", "1", "-D",
+        ])
+        .arg(duration.as_secs().max(1).to_string())
+        .args(["-H", &format!("{PATH_HEADER}: {path}")])
+        .arg(&url)
+        .output()
+        .context("running h2load in the client pod (install nghttp2-client; scripts/bench does)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "h2load in the client pod failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::data_plane::throughput(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// cluster1's client pod's namespace, and helloworld's URL by its cluster IP (the pod's
+/// hosts file is not this process's).
+fn client_and_url(mesh: &Mesh) -> anyhow::Result<(String, String)> {
+    let client = mesh
+        .plan
+        .pods
+        .iter()
+        .find(|p| p.cluster == "cluster1" && p.name == "sleep")
+        .context("the example has no pod cluster1/sleep")?;
+    let vip = mesh
+        .plan
+        .vips
+        .get("cluster1")
+        .and_then(|v| v.get("sample/helloworld"))
+        .context("the example has no Service sample/helloworld in cluster1")?;
+    Ok((client.netns.clone(), format!("http://{vip}:5000/hello")))
+}
+
+/// The header the bench's copy of the example routes on (`local` or `far`).
+const PATH_HEADER: &str = "x-strait-bench-path";
+
+/// A copy of the example whose helloworld routes by [`PATH_HEADER`]: `far` to v2 (cluster2,
+/// through the gateway), anything else to v1 (cluster1).
+fn copy_with_paths(example: &Path, to: &Path) -> anyhow::Result<PathBuf> {
+    copy_changing(example, to, |text| {
+        let host = "  host: helloworld.sample.svc.cluster.local\n";
+        anyhow::ensure!(
+            text.contains(host),
+            "the example's DestinationRule changed shape"
+        );
+        let mut changed = text.replacen(
+            host,
+            &format!("{host}  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n"),
+            1,
+        );
+        let vs = changed
+            .find("\n---\n")
+            .context("the example's VirtualService is missing")?;
+        changed.truncate(vs);
+        changed.push_str(&format!(
+            "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: helloworld, namespace: sample}}\nspec:\n  hosts: [helloworld.sample.svc.cluster.local]\n  http:\n  - match: [{{headers: {{{PATH_HEADER}: {{exact: far}}}}}}]\n    route: [{{destination: {{host: helloworld.sample.svc.cluster.local, subset: v2}}}}]\n  - route: [{{destination: {{host: helloworld.sample.svc.cluster.local, subset: v1}}}}]\n"
+        ));
+        Ok(changed)
+    })
+}
+
+/// A copy of the example with each cluster's `locality.yaml` passed through `change`.
+fn copy_changing(
+    example: &Path,
+    to: &Path,
+    change: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(to);
+    copy_dir(example, to)?;
+    for cluster in ["cluster1", "cluster2"] {
+        let path = to.join(cluster).join("locality.yaml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        std::fs::write(&path, change(&text)?)?;
+    }
+    Ok(to.to_path_buf())
 }
 
 /// Starts the mesh of `example`, runs `f`, and removes the mesh whatever `f` returned.
@@ -150,21 +247,7 @@ fn calls_from_cluster1(
     drive: Drive,
     event: Option<(Duration, Box<dyn FnOnce() + Send>)>,
 ) -> anyhow::Result<(Vec<Call>, Duration)> {
-    let pod = |cluster: &str, name: &str| {
-        mesh.plan
-            .pods
-            .iter()
-            .find(|p| p.cluster == cluster && p.name == name)
-            .with_context(|| format!("the example has no pod {cluster}/{name}"))
-    };
-    let client = pod("cluster1", "sleep")?.netns.clone();
-    let vip = mesh
-        .plan
-        .vips
-        .get("cluster1")
-        .and_then(|v| v.get("sample/helloworld"))
-        .context("the example has no Service sample/helloworld in cluster1")?;
-    let url = format!("http://{vip}:5000/hello");
+    let (client, url) = client_and_url(mesh)?;
     let (started_tx, started_rx) = mpsc::channel();
     let event_thread = event.map(|(at, f)| {
         let started: mpsc::Receiver<Instant> = started_rx;
@@ -257,20 +340,15 @@ fn summarize(calls: &[Call], failed_at: Duration, failure: Failure) -> Failover 
 
 /// A copy of the example whose helloworld VirtualService makes no retries.
 fn copy_without_retries(example: &Path, to: &Path) -> anyhow::Result<PathBuf> {
-    let _ = std::fs::remove_dir_all(to);
-    copy_dir(example, to)?;
-    for cluster in ["cluster1", "cluster2"] {
-        let path = to.join(cluster).join("locality.yaml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    copy_changing(example, to, |text| {
         let retries = text
             .find("    retries:\n")
             .context("the example's VirtualService has no retries to turn off")?;
-        let mut changed = text[..retries].to_string();
-        changed.push_str("    retries:\n      attempts: 0\n");
-        std::fs::write(&path, changed)?;
-    }
-    Ok(to.to_path_buf())
+        Ok(format!(
+            "{}    retries:\n      attempts: 0\n",
+            &text[..retries]
+        ))
+    })
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

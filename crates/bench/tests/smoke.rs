@@ -164,6 +164,8 @@ fn a_tiny_multicluster_run_measures_the_gateway_hop_and_failover() {
         "| cluster1's helloworld pod stopped (SIGKILL) | 3 × 1 s |",
         "| cluster1's helloworld pod stopped (SIGKILL) | none |",
         "| network2 blackholed (router and gateway drop every packet) | 3 × 1 s |",
+        "Saturation throughput from cluster1's client pod",
+        "Through the gateway: ",
     ] {
         assert!(
             report.contains(needle),
