@@ -114,6 +114,9 @@ pub struct Registry {
     tx: watch::Sender<Arc<Snapshot>>,
     pushed_tx: mpsc::UnboundedSender<Pushed>,
     pushed_rx: mpsc::UnboundedReceiver<Pushed>,
+    /// The last probe result of each mirrored cluster's gateway — also for clusters whose
+    /// objects have not arrived yet (a probe can fail before the first sync).
+    gateways_alive: BTreeMap<ClusterId, bool>,
 }
 
 impl Registry {
@@ -144,6 +147,7 @@ impl Registry {
             tx,
             pushed_tx,
             pushed_rx,
+            gateways_alive: BTreeMap::new(),
         }
     }
 
@@ -180,6 +184,7 @@ impl Registry {
                 objects,
                 ..
             } => {
+                let alive = self.gateways_alive.get(&id).copied().unwrap_or(true);
                 let state = self.clusters.entry(id.clone()).or_insert_with(|| {
                     changed = true;
                     ClusterState {
@@ -190,7 +195,7 @@ impl Registry {
                         },
                         pushed: true,
                         mirror,
-                        alive: true,
+                        alive,
                         rebuild: false,
                         store: FileStore::new(),
                         config: None,
@@ -229,6 +234,7 @@ impl Registry {
                 changed |= upsert(state, upserts);
             }
             Pushed::Gateway { alive, .. } => {
+                self.gateways_alive.insert(id.clone(), alive);
                 let state = self
                     .clusters
                     .get_mut(&id)

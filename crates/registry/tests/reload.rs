@@ -350,7 +350,7 @@ async fn pushed_clusters_join_change_and_leave() {
             network: None,
             mirror: true,
             objects: vec![
-                ("Service/sample/helloworld".into(), exported.into()),
+                ("Service/sample/helloworld".into(), exported.clone().into()),
                 ("Pod/sample/hw-v1".into(), pod("10.9.0.2").into()),
             ],
         })
@@ -388,4 +388,29 @@ async fn pushed_clusters_join_change_and_leave() {
         .unwrap();
     let s = next(&mut rx, s.version).await;
     assert_eq!(mirror_ips(&s), ["10.9.0.2"]);
+
+    // A gateway found failing before its cluster's objects arrive: they arrive without
+    // endpoints.
+    let late = ClusterId::new("late");
+    pusher
+        .send(Pushed::Gateway {
+            cluster: late.clone(),
+            alive: false,
+        })
+        .unwrap();
+    pusher
+        .send(Pushed::Replace {
+            cluster: late.clone(),
+            network: None,
+            mirror: true,
+            objects: vec![
+                ("Service/sample/helloworld".into(), exported.clone().into()),
+                ("Pod/sample/hw-v1".into(), pod("10.9.0.3").into()),
+            ],
+        })
+        .unwrap();
+    let s = next(&mut rx, s.version).await;
+    let late_mirror = Hostname::new("helloworld-late.sample.svc.cluster.local");
+    let view = s.model.service(&late_mirror, &late).expect("the mirror");
+    assert!(view.endpoints.is_empty(), "{:?}", view.endpoints);
 }
