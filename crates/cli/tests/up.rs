@@ -290,17 +290,25 @@ fn multi_primary_single_network_calls_go_pod_to_pod_with_mtls() {
     mesh.interrupt_and_check_clean();
 }
 
-/// `strait multicluster check` against the control plane at `ip` (from its namespace):
-/// (all synced, the table).
-fn multicluster_check(ns: &str, ip: &str) -> (bool, String) {
+/// `strait ARGS` inside namespace `ns`: (exit success, stdout).
+fn strait_in(ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_strait")])
-        .args(["multicluster", "check", "--debug", &format!("{ip}:15014")])
+        .args(args)
         .output()
         .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `strait multicluster check` against the control plane at `ip` (from its namespace):
+/// (all synced, the table).
+fn multicluster_check(ns: &str, ip: &str) -> (bool, String) {
+    strait_in(
+        ns,
+        &["multicluster", "check", "--debug", &format!("{ip}:15014")],
     )
 }
 
@@ -568,12 +576,10 @@ fn linkerd_mirroring_splits_70_30_to_the_mirror_and_probes_the_gateway() {
             .then_some(())
         },
     );
-    let gateways = Command::new("ip")
-        .args(["netns", "exec", &east, env!("CARGO_BIN_EXE_strait")])
-        .args(["multicluster", "gateways", "--debug", "10.1.0.2:15014"])
-        .output()
-        .unwrap();
-    let gateways = String::from_utf8_lossy(&gateways.stdout).into_owned();
+    let (_, gateways) = strait_in(
+        &east,
+        &["multicluster", "gateways", "--debug", "10.1.0.2:15014"],
+    );
     assert!(
         gateways.lines().any(|l| l.starts_with("west")
             && l.contains(" yes ")

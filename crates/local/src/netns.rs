@@ -104,21 +104,21 @@ pub fn delete(ns: &str) {
     let _ = std::fs::remove_dir_all(etc_dir(ns));
 }
 
-/// A bridge `br0` in `ns` with `address/prefix_len` (a segment and its router).
-pub fn add_bridge(ns: &str, address: Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+/// A bridge `br0` in `ns`, with `address/prefix_len` (a segment and its router) or without
+/// (the WAN, where the routers and gateways meet).
+pub fn add_bridge(ns: &str, address: Option<(Ipv4Addr, u8)>) -> anyhow::Result<()> {
     run_in(ns, &["ip", "link", "add", "br0", "type", "bridge"])?;
-    run_in(
-        ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{address}/{prefix_len}"),
-            "dev",
-            "br0",
-        ],
-    )?;
-    run_in(ns, &["ip", "link", "set", "br0", "up"])
+    match address {
+        Some((address, prefix_len)) => address_up(ns, "br0", address, prefix_len),
+        None => run_in(ns, &["ip", "link", "set", "br0", "up"]),
+    }
+}
+
+/// Gives `dev` in `ns` `address/prefix_len` and brings it up.
+fn address_up(ns: &str, dev: &str, address: Ipv4Addr, prefix_len: u8) -> anyhow::Result<()> {
+    let cidr = format!("{address}/{prefix_len}");
+    run_in(ns, &["ip", "addr", "add", &cidr, "dev", dev])?;
+    run_in(ns, &["ip", "link", "set", dev, "up"])
 }
 
 /// A veth from `ns` (as `ifname`, with `address/prefix_len`) to the bridge in `bridge_ns`
@@ -142,18 +142,7 @@ pub fn attach(
         bridge_ns,
         &["ip", "link", "set", peer, "master", "br0", "up"],
     )?;
-    run_in(
-        ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{address}/{prefix_len}"),
-            "dev",
-            ifname,
-        ],
-    )?;
-    run_in(ns, &["ip", "link", "set", ifname, "up"])
+    address_up(ns, ifname, address, prefix_len)
 }
 
 /// The directory whose files `ip netns exec` mounts over `/etc` for processes in `ns`.

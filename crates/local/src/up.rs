@@ -420,11 +420,10 @@ impl Mesh {
     fn create_networks(&mut self) -> anyhow::Result<()> {
         let wan = format!("{}-wan", self.plan.prefix);
         self.add_namespace(&wan)?;
-        netns::run_in(&wan, &["ip", "link", "add", "br0", "type", "bridge"])?;
-        netns::run_in(&wan, &["ip", "link", "set", "br0", "up"])?;
+        netns::add_bridge(&wan, None)?;
         for n in self.plan.networks.clone() {
             self.add_namespace(&n.netns)?;
-            netns::add_bridge(&n.netns, n.router, 16)?;
+            netns::add_bridge(&n.netns, Some((n.router, 16)))?;
             netns::attach(
                 &n.netns,
                 netns::WAN_LINK,

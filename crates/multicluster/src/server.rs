@@ -1,11 +1,12 @@
 //! The remote registry service (the edge): streams this cluster's shared objects to watchers
 //! that present a reader token — first every object, then each change. It re-reads the
-//! cluster's manifest paths whenever the local registry publishes a snapshot that touched this
-//! cluster, so watchers see what this control plane sees.
+//! cluster's manifest paths (once per registry version, for all watchers) whenever the local
+//! registry publishes a snapshot that touched this cluster, so watchers see what this control
+//! plane sees.
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use strait_config::load::list_files;
@@ -22,6 +23,9 @@ use crate::pb::remote_registry_server::{RemoteRegistry, RemoteRegistryServer};
 use crate::pb::{RegistryObject, WatchRequest, WatchResponse};
 use crate::secret::{READER_NAMESPACE, READER_SERVICE_ACCOUNT};
 
+/// The shared objects read at one registry version.
+type Reading = (u64, Arc<Objects>);
+
 /// Serves one cluster's registry.
 #[derive(Clone)]
 pub struct RegistryService {
@@ -29,6 +33,8 @@ pub struct RegistryService {
     paths: Vec<PathBuf>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     tokens: Option<Arc<TokenKey>>,
+    /// The shared objects as of a registry version, read once for all watchers.
+    read_at: Arc<Mutex<Option<Reading>>>,
 }
 
 impl RegistryService {
@@ -45,6 +51,7 @@ impl RegistryService {
             paths,
             snapshots,
             tokens,
+            read_at: Arc::default(),
         }
     }
 
@@ -82,6 +89,20 @@ impl RegistryService {
             )));
         }
         Ok(())
+    }
+
+    /// The cluster's shared objects as of registry `version` (read from its files by the first
+    /// watcher that asks; the others share that reading).
+    fn objects_at(&self, version: u64) -> Arc<Objects> {
+        let mut cached = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, objects)) = cached.as_ref()
+            && *v == version
+        {
+            return objects.clone();
+        }
+        let objects = Arc::new(self.read());
+        *cached = Some((version, objects.clone()));
+        objects
     }
 
     /// The cluster's shared objects as its files hold them now.
@@ -133,7 +154,7 @@ impl RemoteRegistry for RegistryService {
             let mut snapshots = service.snapshots.clone();
             snapshots.mark_unchanged();
             let cluster = service.cluster.to_string();
-            let mut held = service.read();
+            let mut held = service.objects_at(snapshots.borrow().version);
             let mut version = 1;
             let all = objects::diff(&Objects::new(), &held);
             if tx
@@ -148,15 +169,18 @@ impl RemoteRegistry for RegistryService {
                     _ = tx.closed() => break,
                     changed = snapshots.changed() => if changed.is_err() { break },
                 }
-                let touched = snapshots
-                    .borrow_and_update()
-                    .change
-                    .as_ref()
-                    .is_none_or(|c| c.config.iter().any(|k| k.cluster == service.cluster));
+                let (version_now, touched) = {
+                    let snapshot = snapshots.borrow_and_update();
+                    let touched = snapshot
+                        .change
+                        .as_ref()
+                        .is_none_or(|c| c.config.iter().any(|k| k.cluster == service.cluster));
+                    (snapshot.version, touched)
+                };
                 if !touched {
                     continue;
                 }
-                let next = service.read();
+                let next = service.objects_at(version_now);
                 let diff = objects::diff(&held, &next);
                 if diff.is_empty() {
                     continue;

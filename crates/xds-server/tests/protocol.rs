@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // protocol tests
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,10 +14,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use strait_model::ClusterId;
-use strait_registry::{ClusterSpec, Registry, RegistryOptions};
-use strait_xds_server::{ServerOptions, XdsServer};
-use tokio::sync::{mpsc, watch};
+use strait_xds_server::XdsServer;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
@@ -33,54 +33,28 @@ fn manifests(hello_ip: &str, with_other: bool) -> String {
 }
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    /// Keeps the manifest directory and the registry's watch alive.
+    _served: support::Served,
     file: std::path::PathBuf,
     server: XdsServer,
     port: u16,
-    _stop: watch::Sender<bool>,
 }
 
 async fn start(text: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, text).unwrap();
-    let registry = Registry::load(
-        vec![ClusterSpec {
-            id: ClusterId::new("c1"),
-            paths: vec![dir.path().to_path_buf()],
-            network: None,
-        }],
-        RegistryOptions {
-            debounce: Duration::from_millis(30),
-            ..Default::default()
-        },
-    );
-    let (server, pipeline) = XdsServer::new(
-        ServerOptions {
-            cluster: ClusterId::new("c1"),
-            root_namespace: "istio-system".into(),
-        },
-        registry.subscribe(),
-    )
-    .await;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(registry.watch(stop_rx));
-    tokio::spawn(pipeline);
+    let served = support::serve(text).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let svc = server.service();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(svc)
+            .add_service(served.server.service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    server.set_ready();
+    served.server.set_ready();
     Harness {
-        _dir: dir,
-        file,
-        server,
+        file: served.file.clone(),
+        server: served.server.clone(),
+        _served: served,
         port,
-        _stop: stop_tx,
     }
 }
 

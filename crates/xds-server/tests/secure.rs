@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +17,6 @@ use strait_identity::cacerts::CaFiles;
 use strait_identity::policy::Limits;
 use strait_identity::serving::{ServingNames, serving_config};
 use strait_identity::{Authority, SpiffeId, WorkloadCert, tls, transport};
-use strait_model::ClusterId;
-use strait_registry::{ClusterSpec, Registry, RegistryOptions};
-use strait_xds_server::{ServerOptions, XdsServer};
 use tokio_stream::wrappers::ReceiverStream;
 
 const SERVER_NAME: &str = "istiod.istio-system.svc";
@@ -25,34 +24,17 @@ const SERVER_NAME: &str = "istiod.istio-system.svc";
 struct Secure {
     address: String,
     authority: Authority,
-    _dir: tempfile::TempDir,
+    /// Keeps the manifests and the TLS server alive.
+    _served: support::Served,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
 async fn start() -> Secure {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
+    let served = support::serve(
         "apiVersion: v1\nkind: Service\nmetadata: {name: hello, namespace: a}\nspec: {ports: [{name: http, port: 80}], selector: {app: hello}}\n",
     )
-    .unwrap();
-    let registry = Registry::load(
-        vec![ClusterSpec {
-            id: ClusterId::new("c1"),
-            paths: vec![dir.path().to_path_buf()],
-            network: None,
-        }],
-        RegistryOptions::default(),
-    );
-    let (server, pipeline) = XdsServer::new(
-        ServerOptions {
-            cluster: ClusterId::new("c1"),
-            root_namespace: "istio-system".into(),
-        },
-        registry.subscribe(),
-    )
     .await;
-    tokio::spawn(pipeline);
+    let server = served.server.clone();
     let authority = Authority::new(
         CaFiles::self_signed_for_development(SystemTime::now()).unwrap(),
         Limits::default(),
@@ -77,7 +59,7 @@ async fn start() -> Secure {
     Secure {
         address,
         authority,
-        _dir: dir,
+        _served: served,
         _stop: stop_tx,
     }
 }

@@ -60,6 +60,32 @@ pub fn init_reloadable_logging() -> strait_proxy::SetLogLevel {
     })
 }
 
+/// A GET over HTTP/1.0 to a local JSON API (a proxy's admin port, a control plane's debug
+/// port), parsed. `what` names the API and `hint` says how to point at it, in errors.
+pub fn get_json(
+    addr: &str,
+    path: &str,
+    what: &str,
+    hint: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("cannot reach {what} at {addr}: {hint}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{what} sent no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        anyhow::bail!("{addr}{path}: {}", head.lines().next().unwrap_or_default());
+    }
+    serde_json::from_str(body).with_context(|| format!("{addr}{path}: not JSON"))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use strait_identity::token::{TokenKey, claims};
@@ -175,11 +175,12 @@ pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
 
 /// The remotes on a control plane's `/debug/remotez`.
 fn remotes(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let body = http_get(debug, "/debug/remotez").with_context(|| {
-        format!("cannot read /debug/remotez from the control plane at {debug}; is it running (give its --debug-listen with --debug)?")
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).context("the control plane's /debug/remotez is not JSON")?;
+    let v = super::get_json(
+        debug,
+        "/debug/remotez",
+        "the control plane's debug API",
+        "is it running? (give its --debug-listen with --debug)",
+    )?;
     Ok(v["remotes"].as_array().cloned().unwrap_or_default())
 }
 
@@ -270,31 +271,4 @@ fn check(debug: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A plain HTTP/1.1 GET (the debug API is local and plaintext).
-fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use std::io::Read;
-    use std::net::ToSocketAddrs;
-    let target = addr
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("{addr} has no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .context("the connection closed before a response")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "{}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(body.to_string())
 }

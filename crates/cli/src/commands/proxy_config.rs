@@ -1,12 +1,9 @@
 //! `strait proxy-config`: what a running proxy holds, read from its admin API, in the tables
 //! `istioctl proxy-config` users know (or the JSON behind them).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// Show a proxy's listeners, routes, clusters or endpoints (like `istioctl proxy-config`).
@@ -40,25 +37,14 @@ pub enum Output {
     Json,
 }
 
-/// A GET over HTTP/1.0 (the admin API is local and small).
-fn get(admin: &str, path: &str) -> anyhow::Result<Value> {
-    let mut s = TcpStream::connect(admin).with_context(|| {
-        format!(
-            "cannot reach the proxy's admin API at {admin}: is the proxy running? (--admin ADDR)"
-        )
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
-    let mut response = Vec::new();
-    s.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("the admin API sent no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{admin}{path}: {}", head.lines().next().unwrap_or_default());
-    }
-    serde_json::from_str(body).with_context(|| format!("{admin}{path}: not JSON"))
+/// GET `path` from the proxy's admin API, as JSON.
+fn admin_get(admin: &str, path: &str) -> anyhow::Result<Value> {
+    super::get_json(
+        admin,
+        path,
+        "the proxy's admin API",
+        "is the proxy running? (--admin ADDR)",
+    )
 }
 
 fn table(rows: Vec<Vec<String>>) -> String {
@@ -306,12 +292,12 @@ fn endpoints(clusters: &Value) -> Vec<Vec<String>> {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (value, rows) = match args.what {
         What::Endpoints => {
-            let v = get(&args.admin, "/clusters?format=json")?;
+            let v = admin_get(&args.admin, "/clusters?format=json")?;
             let rows = endpoints(&v);
             (v, rows)
         }
         what => {
-            let dump = get(&args.admin, "/config_dump")?;
+            let dump = admin_get(&args.admin, "/config_dump")?;
             let rows = match what {
                 What::Listeners => listeners(&dump),
                 What::Routes => routes(&dump),
