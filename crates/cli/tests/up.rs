@@ -276,7 +276,94 @@ fn multi_primary_multi_network_serves_both_clusters_through_the_gateways_with_mt
         &["-m", "3", "http://10.2.1.11:5000/hello"],
     );
     assert_ne!(code, 200, "a pod on network2 answered network1 directly");
+
+    dns_resolves_remote_only_services_and_outlives_the_control_plane(&mesh);
     mesh.interrupt_and_check_clean();
+}
+
+/// The first address `getent hosts NAME` finds inside `ns` (the C library's resolver, as
+/// applications use it), or `None`.
+fn getent(ns: &str, name: &str) -> Option<String> {
+    let (ok, out, _) = run("ip", &["netns", "exec", ns, "getent", "hosts", name]);
+    ok.then(|| out.split_whitespace().next().map(str::to_string))
+        .flatten()
+}
+
+/// The DNS proxy (examples/multi-primary-multi-network): `tcp-echo` exists only in cluster2,
+/// with no stub Service in cluster1; cluster1's `sleep` resolves it through its sidecar's name
+/// table (at cluster2's service address) and talks to it through the gateways, while
+/// cluster1's own DNS (asked directly by a pod without a sidecar) does not know it. With
+/// cluster1's control plane frozen, the sidecar keeps answering.
+fn dns_resolves_remote_only_services_and_outlives_the_control_plane(mesh: &Mesh) {
+    let sleep1 = mesh.ns("cluster1", "sample/sleep");
+    let echo_ip = getent(&sleep1, "tcp-echo.sample").expect("tcp-echo.sample resolves in cluster1");
+    assert!(
+        echo_ip.starts_with("10.201."),
+        "not cluster2's VIP: {echo_ip}"
+    );
+    assert_eq!(
+        getent(&sleep1, "tcp-echo").as_deref(),
+        Some(echo_ip.as_str())
+    );
+    // Short names only within the caller's namespace.
+    assert!(getent(&sleep1, "istiod.istio-system").is_some());
+    assert_eq!(getent(&sleep1, "istiod"), None);
+    let gateway1 = mesh.ns("cluster1", "istio-system/istio-eastwestgateway");
+    assert_eq!(
+        getent(&gateway1, "tcp-echo.sample.svc.cluster.local"),
+        None,
+        "cluster1's own DNS should not know a cluster2-only Service"
+    );
+    assert!(getent(&gateway1, "helloworld.sample.svc.cluster.local").is_some());
+    let echo = |ns: &str| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "timeout",
+                "10",
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/tcp-echo.sample/9000; echo ping >&3; head -n 2 <&3",
+            ],
+        )
+        .1
+    };
+    let out = echo(&sleep1);
+    assert!(
+        out.starts_with("hello tcp-echo") && out.lines().nth(1) == Some("ping"),
+        "tcp-echo through the gateways: {out:?}"
+    );
+    let (_, stats) = curl_in(&sleep1, &["http://127.0.0.1:15000/dns"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats["answered"].as_u64().unwrap() > 0, "{stats}");
+
+    // Freeze cluster1's control plane (SIGSTOP by PID): names still resolve, calls still work.
+    let istiod1 = mesh.ns("cluster1", "istiod");
+    let pids = strait_local::netns::pids(&istiod1);
+    assert!(!pids.is_empty());
+    let signal = |sig: &str| {
+        for pid in &pids {
+            run("kill", &[sig, &pid.to_string()]);
+        }
+    };
+    signal("-STOP");
+    let frozen = (
+        getent(&sleep1, "helloworld.sample"),
+        getent(&sleep1, "tcp-echo.sample"),
+        curl_in(&sleep1, &[HELLO]).0,
+        echo(&sleep1),
+    );
+    signal("-CONT");
+    assert!(
+        frozen.0.is_some(),
+        "helloworld.sample with the control plane frozen"
+    );
+    assert_eq!(frozen.1.as_deref(), Some(echo_ip.as_str()));
+    assert_eq!(frozen.2, 200);
+    assert!(frozen.3.starts_with("hello tcp-echo"), "{:?}", frozen.3);
 }
 
 #[test]

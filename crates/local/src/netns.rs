@@ -150,11 +150,12 @@ pub fn etc_dir(ns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(ns)
 }
 
-/// Gives processes started in `ns` their own `/etc/hosts`.
-pub fn write_hosts(ns: &str, text: &str) -> anyhow::Result<()> {
+/// Gives processes started in `ns` (by `ip netns exec`) their own `/etc/<file>` (`hosts`,
+/// `resolv.conf`).
+pub fn write_etc(ns: &str, file: &str, text: &str) -> anyhow::Result<()> {
     let dir = etc_dir(ns);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("hosts");
+    let path = dir.join(file);
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -580,6 +580,9 @@ impl Mesh {
                 .to_string(),
             "--token-key".into(),
             self.state_path("ca/token-key").display().to_string(),
+            // The cluster's DNS, as kube-dns: where sidecars forward what the mesh does not know.
+            "--dns-listen".into(),
+            format!("{}:53", cp.ip),
         ];
         for remote in &cp.remotes {
             args.push("--remote-config".into());
@@ -593,9 +596,34 @@ impl Mesh {
         )
     }
 
+    /// A pod's resolver: its cluster's DNS (the control plane, as kube-dns) and Kubernetes'
+    /// search domains. With a sidecar, the questions go to its DNS proxy (capture), which
+    /// forwards what the mesh does not know to this name server.
+    fn resolv_conf(&self, pod: &PodPlan) -> String {
+        let mut text = String::new();
+        if let Some(cp) = self
+            .plan
+            .control_planes
+            .iter()
+            .find(|c| c.cluster == pod.cluster)
+        {
+            text.push_str(&format!("nameserver {}\n", cp.ip));
+        }
+        let ns = &pod.namespace;
+        text.push_str(&format!(
+            "search {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        ));
+        text
+    }
+
+    /// A pod's `/etc/hosts`: itself, and for a pod without a sidecar (no DNS proxy) the
+    /// services it may call.
     fn hosts_file(&self, pod: &PodPlan) -> String {
         let mut text = String::from("127.0.0.1 localhost\n");
         text.push_str(&format!("{} {}\n", pod.ip, pod.name));
+        if pod.sidecar {
+            return text;
+        }
         for (svc, vip) in self.plan.vips.get(&pod.cluster).into_iter().flatten() {
             let (ns, name) = svc.split_once('/').unwrap_or(("default", svc));
             text.push_str(&format!(
@@ -648,7 +676,8 @@ impl Mesh {
                 &format!("g{index}"),
             )?;
         }
-        netns::write_hosts(&pod.netns, &self.hosts_file(pod))?;
+        netns::write_etc(&pod.netns, "hosts", &self.hosts_file(pod))?;
+        netns::write_etc(&pod.netns, "resolv.conf", &self.resolv_conf(pod))?;
         let capture = Capture::default();
         if pod.sidecar {
             for rule in capture.rules() {
@@ -766,6 +795,12 @@ impl Mesh {
         if let Some(l) = &pod.locality {
             args.push("--meta".into());
             args.push(format!("LOCALITY={l}"));
+        }
+        if pod.sidecar
+            && let Some(port) = capture.dns_port
+        {
+            args.push("--dns-listen".into());
+            args.push(format!("127.0.0.1:{port}"));
         }
         Ok(args)
     }

@@ -406,6 +406,7 @@ fn kubernetes_service(
         labels: Arc::new(svc.meta.labels.clone()),
         selector: spec.selector.clone(),
         mirror_of: None,
+        vip_allocated: false,
     };
     ServiceView { service, endpoints }
 }
@@ -712,6 +713,7 @@ fn service_entry(
                 labels: Arc::new(se.meta.labels.clone()),
                 selector: spec.workload_selector.as_ref().map(|s| s.labels.clone()),
                 mirror_of: None,
+                vip_allocated: false,
             },
             endpoints: endpoints.clone(),
         })

@@ -12,6 +12,7 @@ pub mod network;
 pub mod protocol;
 pub mod service;
 pub mod settings;
+pub mod vips;
 
 pub use build::{ClusterSource, ClusterView, build_cluster};
 pub use identity::SpiffeId;

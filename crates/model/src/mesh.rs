@@ -10,6 +10,7 @@ use crate::build::{ClusterSource, ClusterView, build_cluster};
 use crate::ids::{ClusterId, Hostname};
 use crate::service::{ServiceView, Workload};
 use crate::settings::MeshSettings;
+use crate::vips;
 
 /// How a service is keyed: by host, and by cluster for cluster-local services.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,7 +60,42 @@ impl MeshModel {
                 model.merge(id, sv.clone());
             }
         }
+        model.allocate_vips();
         model
+    }
+
+    /// Gives ServiceEntry hosts without addresses one from `240.240.0.0/16` (see [`vips`]).
+    fn allocate_vips(&mut self) {
+        let taken = self
+            .services
+            .values()
+            .flat_map(|s| s.service.addresses.values().flatten())
+            .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .collect();
+        let wanted: Vec<String> = self
+            .services
+            .values()
+            .filter(|s| vips::wants_vip(s))
+            .map(|s| s.service.host.as_str().to_string())
+            .collect();
+        let allocated: BTreeMap<String, std::net::Ipv4Addr> =
+            vips::allocate(wanted.iter().map(String::as_str), &taken)
+                .into_iter()
+                .map(|(h, a)| (h.to_string(), a))
+                .collect();
+        for sv in self.services.values_mut() {
+            let Some(a) = allocated.get(sv.service.host.as_str()) else {
+                continue;
+            };
+            if !vips::wants_vip(sv) {
+                continue;
+            }
+            let s = &mut sv.service;
+            for c in &s.clusters {
+                s.addresses.insert(c.clone(), vec![a.to_string()]);
+            }
+            s.vip_allocated = true;
+        }
     }
 
     fn merge(&mut self, cluster: &ClusterId, incoming: ServiceView) {

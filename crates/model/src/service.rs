@@ -45,8 +45,11 @@ pub struct Service {
     pub name: String,
     pub ports: Vec<ServicePort>,
     pub origin: ServiceOrigin,
-    /// Virtual IPs by cluster (a Service's cluster IPs; a ServiceEntry's addresses).
+    /// Virtual IPs by cluster (a Service's cluster IPs; a ServiceEntry's addresses, or the one
+    /// allocated for it, see `vip_allocated`).
     pub addresses: BTreeMap<ClusterId, Vec<String>>,
+    /// The address was allocated by the mesh (`240.240.0.0/16`), the ServiceEntry named none.
+    pub vip_allocated: bool,
     /// Where the service is reachable from outside its network, by the network of the cluster
     /// that publishes it: a Kubernetes Service's load-balancer ingress points and external IPs
     /// (IPs or host names). East-west gateways are found this way, as Istio finds them.

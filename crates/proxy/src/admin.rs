@@ -79,10 +79,11 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/stats/prometheus" | "/metrics") => text(
             StatusCode::OK,
-            proxy.metrics.encode() + &cluster_stats(proxy),
+            proxy.metrics.encode() + &cluster_stats(proxy) + &dns_stats(proxy),
             "text/plain; version=0.0.4",
         ),
         (&Method::GET, "/config_dump") => json_response(&config_dump(proxy)),
+        (&Method::GET, "/dns") => json_response(&dns_json(proxy)),
         (&Method::GET, "/clusters") => {
             if query(&req, "format") == Some("json") {
                 json_response(&clusters_json(proxy))
@@ -107,7 +108,7 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/") => text(
             StatusCode::OK,
-            "/config_dump /clusters[?format=json] /stats/prometheus /ready /logging?level= /quitquitquit\n"
+            "/config_dump /clusters[?format=json] /dns /stats/prometheus /ready /logging?level= /quitquitquit\n"
                 .into(),
             "text/plain",
         ),
@@ -116,6 +117,44 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
 }
 
 /// Envoy-style per-cluster counters, for dashboards that read them.
+/// The DNS proxy: its upstreams, counters and the table it answers from.
+fn dns_json(proxy: &Proxy) -> Value {
+    let Some(dns) = &proxy.dns else {
+        return serde_json::json!({"enabled": false});
+    };
+    let s = &dns.stats;
+    serde_json::json!({
+        "enabled": true,
+        "upstreams": dns.upstreams().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "requests": s.requests.load(Ordering::Relaxed),
+        "answered": s.answered.load(Ordering::Relaxed),
+        "forwarded": s.forwarded.load(Ordering::Relaxed),
+        "upstream_failures": s.upstream_failures.load(Ordering::Relaxed),
+        "table": dns.table().map(|t| serde_json::to_value(&*t).unwrap_or(Value::Null)),
+    })
+}
+
+/// The DNS proxy's counters under Istio's agent metric names.
+fn dns_stats(proxy: &Proxy) -> String {
+    let Some(dns) = &proxy.dns else {
+        return String::new();
+    };
+    let s = &dns.stats;
+    let mut out = String::new();
+    for (family, value) in [
+        ("istio_agent_dns_requests_total", &s.requests),
+        ("istio_agent_dns_upstream_requests_total", &s.forwarded),
+        (
+            "istio_agent_dns_upstream_failures_total",
+            &s.upstream_failures,
+        ),
+    ] {
+        let _ = writeln!(out, "# TYPE {family} counter");
+        let _ = writeln!(out, "{family} {}", value.load(Ordering::Relaxed));
+    }
+    out
+}
+
 fn cluster_stats(proxy: &Proxy) -> String {
     let snapshot = proxy.snapshot.load();
     let mut out = String::new();

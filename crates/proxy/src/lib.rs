@@ -52,6 +52,20 @@ pub struct ProxyOptions {
     pub identity: Option<IdentityOptions>,
     /// TLS to the control plane (its 15012); `None`: plaintext xDS (15010).
     pub xds_tls: Option<xds::client::XdsTls>,
+    /// The DNS proxy (Istio's 15053); `None`: the proxy answers no DNS.
+    pub dns: Option<DnsOptions>,
+}
+
+/// The DNS proxy's address and what it needs besides the name table.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    pub listen: SocketAddr,
+    /// Where names the mesh does not know are asked (from `resolv.conf`).
+    pub upstreams: Vec<SocketAddr>,
+    /// `resolv.conf`'s search domains.
+    pub search: Vec<String>,
+    /// The cluster's domain suffix (`cluster.local`).
+    pub domain_suffix: String,
 }
 
 /// The proxy's workload identity.
@@ -77,6 +91,8 @@ pub struct Proxy {
     pub bind_errors: Arc<Mutex<HashMap<String, String>>>,
     pub set_log_level: SetLogLevel,
     pub stop: watch::Sender<bool>,
+    /// The DNS proxy, when it runs.
+    pub dns: Option<Arc<strait_dns::DnsServer>>,
 }
 
 impl Proxy {
@@ -113,7 +129,11 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let shared = xds::client::Shared::new();
+    let shared = xds::client::Shared::new(options.dns.is_some());
+    let dns = match &options.dns {
+        Some(d) => Some(start_dns(d, &options.node.namespace, options.mark).await?),
+        None => None,
+    };
     let me = options.node.peer();
     let identity = Arc::new(identity::MeshIdentity::new(
         options.identity.is_some(),
@@ -138,6 +158,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         set_log_level: options.set_log_level,
         stop,
         node: options.node.clone(),
+        dns,
     });
     for l in [Some(admin_listener), health_listener, prometheus_listener]
         .into_iter()
@@ -196,6 +217,41 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     Ok(())
 }
 
+/// Starts the DNS proxy (its table arrives later over xDS; until then it forwards).
+async fn start_dns(
+    options: &DnsOptions,
+    namespace: &str,
+    mark: Option<u32>,
+) -> anyhow::Result<Arc<strait_dns::DnsServer>> {
+    if options.upstreams.contains(&options.listen) {
+        anyhow::bail!(
+            "the DNS proxy's upstream {} is its own address; give the real resolver with --dns-upstream",
+            options.listen
+        );
+    }
+    let (udp, tcp) = strait_dns::server::bind(options.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for DNS on {}: {e}; choose another address with --dns-listen",
+                options.listen
+            )
+        })?;
+    let server = Arc::new(strait_dns::DnsServer::new(
+        strait_dns::LookupContext {
+            namespace: namespace.to_string(),
+            domain_suffix: options.domain_suffix.clone(),
+            search: options.search.clone(),
+            zone: None,
+        },
+        options.upstreams.clone(),
+        mark,
+    ));
+    tokio::spawn(server.clone().serve(udp, tcp));
+    info!(listen = %options.listen, upstreams = ?options.upstreams, "DNS proxy started");
+    Ok(server)
+}
+
 /// Builds the next snapshot from the store, publishes it, and binds what it names.
 async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut listen::Bound) {
     let next = {
@@ -203,6 +259,9 @@ async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut lis
             warn!("configuration store unavailable");
             return;
         };
+        if let (Some(dns), Some(names)) = (&proxy.dns, &store.names) {
+            dns.update(names);
+        }
         Snapshot::build(&store, &proxy.snapshot.load(), &proxy.cluster_env)
     };
     proxy.snapshot.store(Arc::new(next));

@@ -677,6 +677,7 @@ fn gateway_routes(
                                 labels: Default::default(),
                                 selector: None,
                                 mirror_of: None,
+                                vip_allocated: false,
                             },
                             endpoints: vec![],
                         };

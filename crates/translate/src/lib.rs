@@ -4,6 +4,7 @@
 
 pub mod authz;
 pub mod cds;
+pub mod dns;
 pub mod eds;
 pub mod gateways;
 pub mod keys;

@@ -21,7 +21,8 @@ struct ProxySpec {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     locality: (String, String, String),
-    /// Resource types to compare: listeners, routes, clusters, endpoints.
+    /// Resource types to compare: listeners, routes, clusters, endpoints, names (the
+    /// sidecar's DNS table), cluster_names (the cluster DNS's).
     types: Vec<String>,
     /// Only resources whose name contains one of these (all when empty).
     #[serde(default)]
@@ -142,6 +143,11 @@ fn render(view: &MeshView<'_>, proxy: &ProxyNode, spec: &ProxySpec, dir: &Path) 
                     .filter(|r| keep(&r.cluster_name))
                     .collect::<Vec<_>>(),
             ),
+            "names" => serde_json::to_value(strait_translate::dns::name_table(view, proxy)),
+            "cluster_names" => serde_json::to_value(strait_translate::dns::cluster_table(
+                view.model,
+                &proxy.cluster,
+            )),
             other => panic!("unknown resource type {other} in {}", dir.display()),
         };
         out.insert(t.clone(), value.unwrap());

@@ -13,7 +13,9 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use strait_model::ClusterId;
 use strait_registry::Snapshot;
-use strait_translate::{EdsPlan, GatewayTable, MeshView, Profile, ProxyKeys, ProxyNode, names};
+use strait_translate::{
+    EdsPlan, GatewayTable, MeshView, Profile, ProxyKeys, ProxyKind, ProxyNode, names,
+};
 use strait_xds::ResourceType;
 use strait_xds_wire as wire;
 
@@ -210,6 +212,9 @@ struct Parts {
     loads: HashMap<(String, String, String), Arc<Encoded>>,
     /// (outbound key, endpoints key) → load assignments.
     endpoints: HashMap<(String, String), EndpointsPart>,
+    /// (outbound key, endpoints key) → a sidecar's DNS name table (headless services answer
+    /// with their endpoints, so it follows endpoint changes too).
+    names: HashMap<(String, String), Arc<TypeResources>>,
     /// Full key → assembled configuration.
     configs: HashMap<String, Arc<ProxyConfig>>,
     /// Encodings by content, so equal resources of different parts share memory.
@@ -278,6 +283,7 @@ impl Parts {
                     }
                 }
                 // Own ports can follow endpoints; configurations are re-assembled from parts.
+                self.names.clear();
                 self.profile = None;
                 self.keys.clear();
                 self.configs.clear();
@@ -392,9 +398,25 @@ impl Parts {
                 map
             }
         };
+        let names_key = (keys.outbound.clone(), keys.endpoints.clone());
+        let names = match self.names.get(&names_key) {
+            Some(n) => n.clone(),
+            None if proxy.kind == ProxyKind::Sidecar => {
+                let table = strait_translate::dns::name_table(view, proxy);
+                let e = self.intern(&table, |t| wire::to_any(&wire::nds::name_table(t)));
+                let n = Arc::new(TypeResources::from([(
+                    Name::from(strait_xds::dns::NAME_TABLE),
+                    e,
+                )]));
+                self.names.insert(names_key, n.clone());
+                n
+            }
+            None => Arc::default(),
+        };
         let config = Arc::new(ProxyConfig {
             version: self.version,
             types: BTreeMap::from([
+                (ResourceType::NameTable, Resources::from_layers(vec![names])),
                 (
                     ResourceType::Cluster,
                     Resources::from_layers(vec![outbound.clusters.clone(), local]),

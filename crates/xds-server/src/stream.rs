@@ -215,12 +215,14 @@ fn merge_changes(
     }
 }
 
-/// Envoy's ordering for a consistent update: clusters, endpoints, listeners, routes.
-pub const PUSH_ORDER: [ResourceType; 4] = [
+/// Envoy's ordering for a consistent update: clusters, endpoints, listeners, routes; then the
+/// DNS name table (Istio's NDS).
+pub const PUSH_ORDER: [ResourceType; 5] = [
     ResourceType::Cluster,
     ResourceType::Endpoint,
     ResourceType::Listener,
     ResourceType::Route,
+    ResourceType::NameTable,
 ];
 
 /// A response about to be sent, for status and metrics.

@@ -487,3 +487,61 @@ async fn other_methods_are_unimplemented() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 }
+
+const NDS: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+
+/// The name table in a response: host → addresses.
+fn name_table(r: &DiscoveryResponse) -> BTreeMap<String, Vec<String>> {
+    assert_eq!(r.resources.len(), 1, "one name table");
+    let table = strait_xds_wire::nds::name_table_from(&r.resources[0]).unwrap();
+    table.hosts.into_iter().map(|(h, i)| (h, i.ips)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_get_a_name_table_that_follows_headless_endpoints_and_routers_none() {
+    let h = start(&manifests("10.0.0.1", true)).await;
+    let mut a = Sotw::connect(h.port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node("sidecar~10.1.0.1~a.a~a.svc.cluster.local")),
+        type_url: NDS.into(),
+        ..Default::default()
+    })
+    .await;
+    let nds = a.recv().await;
+    assert_eq!(nds.type_url, NDS);
+    // Services without a cluster IP are headless: their endpoints answer.
+    assert_eq!(
+        name_table(&nds),
+        BTreeMap::from([
+            (
+                "hello.a.svc.cluster.local".to_string(),
+                vec!["10.0.0.1".to_string()]
+            ),
+            (
+                "other.a.svc.cluster.local".to_string(),
+                vec!["10.0.0.9".to_string()]
+            ),
+        ])
+    );
+    a.ack(&nds, vec![]).await;
+
+    // hello's pod moves (an endpoint-only change): the table follows.
+    std::fs::write(&h.file, manifests("10.0.0.2", true)).unwrap();
+    let push = a.recv().await;
+    assert_eq!(push.type_url, NDS);
+    assert_eq!(
+        name_table(&push)["hello.a.svc.cluster.local"],
+        vec!["10.0.0.2".to_string()]
+    );
+
+    let mut router = Sotw::connect(h.port).await;
+    router
+        .send(DiscoveryRequest {
+            node: Some(node("router~10.1.0.3~gw.a~a.svc.cluster.local")),
+            type_url: NDS.into(),
+            ..Default::default()
+        })
+        .await;
+    let none = router.recv().await;
+    assert!(none.resources.is_empty(), "a router answers no DNS");
+}

@@ -5,6 +5,7 @@
 
 pub mod from_envoy;
 mod meta;
+pub mod nds;
 mod rbac;
 mod to_envoy;
 

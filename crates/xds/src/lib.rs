@@ -4,6 +4,7 @@
 //! it cannot honour). Serializable, for golden files and config dumps.
 
 pub mod cluster;
+pub mod dns;
 pub mod endpoint;
 pub mod listener;
 pub mod rbac;
@@ -39,15 +40,18 @@ pub enum ResourceType {
     Cluster,
     Endpoint,
     Secret,
+    /// The DNS proxy's name table (Istio's NDS).
+    NameTable,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 5] = [
+    pub const ALL: [ResourceType; 6] = [
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Listener,
         ResourceType::Route,
         ResourceType::Secret,
+        ResourceType::NameTable,
     ];
 
     /// The type URL on the wire.
@@ -62,6 +66,7 @@ impl ResourceType {
             ResourceType::Secret => {
                 "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
+            ResourceType::NameTable => "type.googleapis.com/istio.networking.nds.v1.NameTable",
         }
     }
 
@@ -77,12 +82,17 @@ impl ResourceType {
             ResourceType::Cluster => "CDS",
             ResourceType::Endpoint => "EDS",
             ResourceType::Secret => "SDS",
+            ResourceType::NameTable => "NDS",
         }
     }
 
-    /// Listeners and clusters are sent whole in state-of-the-world responses; the others by name.
+    /// Listeners, clusters and the name table are sent whole in state-of-the-world responses;
+    /// the others by name.
     pub fn is_wildcard_in_sotw(self) -> bool {
-        matches!(self, ResourceType::Listener | ResourceType::Cluster)
+        matches!(
+            self,
+            ResourceType::Listener | ResourceType::Cluster | ResourceType::NameTable
+        )
     }
 }
 

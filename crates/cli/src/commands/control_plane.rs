@@ -92,6 +92,12 @@ pub struct Args {
     /// they are withdrawn, in seconds.
     #[arg(long, default_value_t = 120, value_name = "S")]
     pub remote_stale_after: u64,
+    /// Also serve this cluster's DNS here, as kube-dns does: its Kubernetes Services by full
+    /// name under `svc.<domain>` (unknown names there do not exist; other names are refused
+    /// with SERVFAIL, there is no upstream). Sidecars forward to it what their name table
+    /// does not hold.
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -157,6 +163,9 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         errors = first.problems.iter().filter(|d| d.is_error()).count(),
         "configuration loaded"
     );
+    if let Some(addr) = args.dns_listen {
+        start_cluster_dns(addr, cluster.clone(), registry.subscribe()).await?;
+    }
     let (server, pipeline) = XdsServer::new(
         ServerOptions {
             cluster: cluster.clone(),
@@ -231,6 +240,40 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
+    Ok(())
+}
+
+/// Serves the cluster's DNS on `addr`, its table following every snapshot.
+async fn start_cluster_dns(
+    addr: SocketAddr,
+    cluster: ClusterId,
+    mut snapshots: watch::Receiver<Arc<strait_registry::Snapshot>>,
+) -> anyhow::Result<()> {
+    let (udp, tcp) = strait_dns::server::bind(addr).await.with_context(|| {
+        format!("cannot listen for DNS on {addr}; choose another address with --dns-listen")
+    })?;
+    let domain = snapshots.borrow().settings.domain_suffix.clone();
+    let dns = Arc::new(strait_dns::DnsServer::new(
+        strait_dns::LookupContext {
+            zone: Some(domain.clone()),
+            domain_suffix: domain,
+            ..Default::default()
+        },
+        Vec::new(),
+        None,
+    ));
+    let table = move |s: &strait_registry::Snapshot| {
+        Arc::new(strait_translate::dns::cluster_table(&s.model, &cluster))
+    };
+    dns.update(&table(&snapshots.borrow_and_update()));
+    tokio::spawn(dns.clone().serve(udp, tcp));
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let next = table(&snapshots.borrow_and_update());
+            dns.update(&next);
+        }
+    });
+    info!(dns = %addr, "cluster DNS serving");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use strait_identity::SpiffeId;
 use strait_identity::workload::CaClientOptions;
 use strait_proxy::node::{Mode, NodeIdentity};
 use strait_proxy::xds::client::{Variant, XdsTls};
-use strait_proxy::{IdentityOptions, ProxyOptions, SetLogLevel};
+use strait_proxy::{DnsOptions, IdentityOptions, ProxyOptions, SetLogLevel};
 
 /// Run a proxy (sidecar or router) driven by xDS from a Strait or Istio-compatible control plane.
 ///
@@ -92,6 +92,18 @@ pub struct Args {
     /// Requested certificate lifetime in seconds (0: the CA's default, 24 h).
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub cert_ttl: u64,
+    /// Run the DNS proxy here (Istio's `127.0.0.1:15053`): it answers the mesh's names from
+    /// the control plane's name table and forwards the rest. Metadata `DNS_CAPTURE=true`
+    /// (Istio's `ISTIO_META_DNS_CAPTURE`) turns it on at Istio's address.
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
+    /// Where the DNS proxy asks for names the mesh does not know (default: the name servers
+    /// of `--resolv-conf`); repeat.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// The resolver configuration whose name servers and search domains the DNS proxy uses.
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub resolv_conf: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -190,7 +202,9 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         _ => {}
     }
     let (identity, xds_tls) = identity_options(args, &node, &xds)?;
+    let dns = dns_options(args, &node, &id)?;
     Ok(ProxyOptions {
+        dns,
         identity,
         xds_tls,
         xds_address: xds,
@@ -207,6 +221,49 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         access_log: args.access_log.clone(),
         set_log_level,
     })
+}
+
+/// The DNS proxy's options, when it runs: `--dns-listen`, or `DNS_CAPTURE=true` metadata.
+fn dns_options(args: &Args, node: &NodeIdentity, id: &str) -> anyhow::Result<Option<DnsOptions>> {
+    let capture = node
+        .metadata
+        .get("DNS_CAPTURE")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let Some(listen) = args
+        .dns_listen
+        .or_else(|| capture.then(|| SocketAddr::from(([127, 0, 0, 1], 15053))))
+    else {
+        return Ok(None);
+    };
+    let path = &args.resolv_conf;
+    let conf = match std::fs::read_to_string(path) {
+        Ok(text) => strait_dns::ResolvConf::parse(&text)
+            .map_err(|e| anyhow::anyhow!("--resolv-conf {}: {e}", path.display()))?,
+        // Upstreams given explicitly need no resolv.conf.
+        Err(_) if !args.dns_upstreams.is_empty() => strait_dns::ResolvConf::default(),
+        Err(e) => bail!(
+            "--resolv-conf {}: cannot read ({e}); give the upstream resolvers with --dns-upstream",
+            path.display()
+        ),
+    };
+    let upstreams = if args.dns_upstreams.is_empty() {
+        conf.nameservers
+    } else {
+        args.dns_upstreams.clone()
+    };
+    // The node ID's domain is `<namespace>.svc.<suffix>`.
+    let domain_suffix = id
+        .rsplit('~')
+        .next()
+        .and_then(|d| d.split_once(".svc."))
+        .map(|(_, suffix)| suffix.to_string())
+        .unwrap_or_else(|| "cluster.local".into());
+    Ok(Some(DnsOptions {
+        listen,
+        upstreams,
+        search: conf.search,
+        domain_suffix,
+    }))
 }
 
 /// Workload identity and control-plane TLS, when `--ca-root` is given.

@@ -27,8 +27,13 @@ const SOTW_PATH: &str =
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// Order of the initial subscriptions (Envoy's: clusters before listeners).
-const WILDCARD: [ResourceType; 2] = [ResourceType::Cluster, ResourceType::Listener];
+/// Order of the initial subscriptions (Envoy's: clusters before listeners; then the DNS name
+/// table when the proxy answers DNS).
+const WILDCARD: [ResourceType; 3] = [
+    ResourceType::Cluster,
+    ResourceType::Listener,
+    ResourceType::NameTable,
+];
 
 /// Which ADS variant to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +61,26 @@ pub struct Shared {
     pub status: Mutex<ConnectionStatus>,
     /// Bumped whenever the store changes.
     pub changed: watch::Sender<u64>,
+    /// Whether to ask for the DNS name table.
+    names: bool,
 }
 
 impl Shared {
-    pub fn new() -> Arc<Shared> {
+    /// `names`: also ask for the DNS proxy's name table.
+    pub fn new(names: bool) -> Arc<Shared> {
         Arc::new(Shared {
             store: Mutex::new(Store::default()),
             status: Mutex::new(ConnectionStatus::default()),
             changed: watch::channel(0).0,
+            names,
         })
+    }
+
+    /// The wildcard types this proxy subscribes to, in order.
+    fn wildcard(&self) -> impl Iterator<Item = ResourceType> + '_ {
+        WILDCARD
+            .into_iter()
+            .filter(|t| *t != ResourceType::NameTable || self.names)
     }
 
     fn notify(&self) {
@@ -333,7 +349,7 @@ async fn delta_stream(channel: Channel, node: &Node, shared: &Shared) -> Result<
                 .map_err(|_| failed("the xDS stream closed"))
         }
     };
-    for (i, kind) in WILDCARD.into_iter().enumerate() {
+    for (i, kind) in shared.wildcard().enumerate() {
         send(DeltaDiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
             type_url: kind.type_url().into(),
@@ -425,7 +441,7 @@ async fn sotw_stream(channel: Channel, node: &Node, shared: &Shared) -> Result<b
     let version = |kind: ResourceType| {
         shared.with_store(|s| s.versions.get(&kind).cloned().unwrap_or_default())
     };
-    for (i, kind) in WILDCARD.into_iter().enumerate() {
+    for (i, kind) in shared.wildcard().enumerate() {
         send(DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
             type_url: kind.type_url().into(),

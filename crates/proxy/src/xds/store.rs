@@ -11,9 +11,10 @@ use strait_xds::{SDS_DEFAULT, SDS_ROOTCA};
 
 use envoy_types::pb::google::protobuf::Any;
 use strait_xds::cluster::Discovery;
+use strait_xds::dns::NameTable;
 use strait_xds::listener::{ListenerKind, NetworkFilter, RouteSource};
 use strait_xds::{Cluster, ClusterLoadAssignment, Listener, ResourceType, RouteConfiguration};
-use strait_xds_wire::from_envoy;
+use strait_xds_wire::{from_envoy, nds};
 
 use crate::authz::Authorizer;
 use crate::http::router::Router;
@@ -33,6 +34,8 @@ pub struct Store {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>>,
+    /// The DNS proxy's name table (when the proxy asks for one).
+    pub names: Option<Arc<NameTable>>,
     /// The last version accepted per type (Envoy's `version_info`).
     pub versions: BTreeMap<ResourceType, String>,
     /// The last rejection per type, for the admin API.
@@ -105,6 +108,15 @@ impl Store {
                         )
                     }),
                 ResourceType::Secret => Err("secrets are not served to this proxy yet".into()),
+                ResourceType::NameTable => nds::name_table_from(any)
+                    .map_err(|e| e.to_string())
+                    .map(|t| {
+                        names.insert(strait_xds::dns::NAME_TABLE.to_string());
+                        if self.names.as_deref() != Some(&t) {
+                            self.names = Some(Arc::new(t));
+                            applied.changed = true;
+                        }
+                    }),
             };
             if let Err(reason) = result {
                 // A failed resource keeps its last good version: it is not "absent".
@@ -142,6 +154,11 @@ impl Store {
             ResourceType::Cluster => self.clusters.keys().cloned().collect(),
             ResourceType::Endpoint => self.endpoints.keys().cloned().collect(),
             ResourceType::Secret => vec![],
+            ResourceType::NameTable => self
+                .names
+                .iter()
+                .map(|_| strait_xds::dns::NAME_TABLE.to_string())
+                .collect(),
         }
     }
 
@@ -152,6 +169,7 @@ impl Store {
             ResourceType::Cluster => self.clusters.remove(name).is_some(),
             ResourceType::Endpoint => self.endpoints.remove(name).is_some(),
             ResourceType::Secret => false,
+            ResourceType::NameTable => self.names.take().is_some(),
         }
     }
 

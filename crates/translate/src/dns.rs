@@ -1,0 +1,118 @@
+//! The name table a sidecar's DNS proxy answers from (Istio's NDS): every service the proxy can
+//! reach, at the address it should use — its cluster's virtual IP, else another cluster's
+//! (a service that exists only in a remote cluster resolves with no stub Service), else the
+//! address allocated to a ServiceEntry host; a headless service answers with its endpoints in
+//! the proxy's own cluster and network, as Kubernetes DNS does.
+
+use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceOrigin, ServiceView};
+use strait_xds::dns::{NameInfo, NameTable, REGISTRY_EXTERNAL, REGISTRY_KUBERNETES};
+
+use crate::{MeshView, ProxyNode, scope};
+
+/// The name table of `proxy`.
+pub fn name_table(view: &MeshView<'_>, proxy: &ProxyNode) -> NameTable {
+    let mut table = NameTable::default();
+    for s in scope::visible_services(view, proxy) {
+        let ips = addresses_for(s, proxy);
+        if ips.is_empty() {
+            continue;
+        }
+        let service = &s.service;
+        let kubernetes = service.origin == ServiceOrigin::Kubernetes;
+        let info = NameInfo {
+            ips,
+            registry: if kubernetes {
+                REGISTRY_KUBERNETES
+            } else {
+                REGISTRY_EXTERNAL
+            }
+            .into(),
+            short_name: if kubernetes {
+                service.name.clone()
+            } else {
+                String::new()
+            },
+            namespace: if kubernetes {
+                service.namespace.clone()
+            } else {
+                String::new()
+            },
+            alt_hosts: Vec::new(),
+        };
+        table.hosts.insert(service.host.as_str().to_string(), info);
+    }
+    table
+}
+
+/// What a cluster's own DNS (kube-dns) knows: its Kubernetes Services by full name, at their
+/// cluster IPs, or a headless Service's endpoints in the cluster. No short forms (clients send
+/// full names after their search domains) and nothing of other clusters — that is what the
+/// sidecars' name tables add.
+pub fn cluster_table(model: &MeshModel, cluster: &ClusterId) -> NameTable {
+    let mut table = NameTable::default();
+    for s in model.services_visible_from(cluster) {
+        let service = &s.service;
+        if service.origin != ServiceOrigin::Kubernetes
+            || service.mirror_of.is_some()
+            || !service.clusters.contains(cluster)
+        {
+            continue;
+        }
+        let mut ips: Vec<String> = match service.addresses.get(cluster) {
+            Some(vips) if !vips.is_empty() => vips.clone(),
+            _ => s
+                .endpoints
+                .iter()
+                .filter(|e| e.cluster == *cluster)
+                .filter_map(|e| e.address.ip().map(|ip| ip.to_string()))
+                .collect(),
+        };
+        ips.sort();
+        ips.dedup();
+        if ips.is_empty() {
+            continue;
+        }
+        table.hosts.insert(
+            service.host.as_str().to_string(),
+            NameInfo {
+                ips,
+                registry: REGISTRY_KUBERNETES.into(),
+                ..NameInfo::default()
+            },
+        );
+    }
+    table
+}
+
+/// The addresses `proxy` should reach `s` by.
+fn addresses_for(s: &ServiceView, proxy: &ProxyNode) -> Vec<String> {
+    let vips = s
+        .service
+        .addresses
+        .get(&proxy.cluster)
+        .filter(|a| !a.is_empty())
+        .or_else(|| s.service.addresses.values().find(|a| !a.is_empty()));
+    if let Some(vips) = vips {
+        // CIDR ranges match traffic; they are no answer to a name.
+        return vips
+            .iter()
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .cloned()
+            .collect();
+    }
+    if s.service.resolved_by_dns() {
+        return Vec::new();
+    }
+    let mut ips: Vec<String> = s
+        .endpoints
+        .iter()
+        .filter(|e| e.cluster == proxy.cluster && e.network == proxy.network)
+        .filter_map(|e| match e.address {
+            EndpointAddress::Ip(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
