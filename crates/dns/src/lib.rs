@@ -4,6 +4,7 @@
 //! `resolv.conf`, and keeps answering from its last table while the control plane is away.
 
 pub mod answer;
+pub mod client;
 pub mod lookup;
 pub mod resolv;
 pub mod server;

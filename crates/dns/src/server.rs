@@ -239,14 +239,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Ok((udp, tcp))
 }
 
-async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let len = stream.read_u16().await?;
     let mut buf = vec![0u8; usize::from(len)];
     stream.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
     let len = u16::try_from(message.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "message too long"))?;
     let mut out = Vec::with_capacity(message.len() + 2);

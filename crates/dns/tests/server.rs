@@ -65,7 +65,8 @@ fn addresses(m: &Message) -> Vec<String> {
     m.answers.iter().map(|r| r.data.to_string()).collect()
 }
 
-/// An upstream resolver that knows `example.org` (192.0.2.80) over UDP, and counts questions.
+/// An upstream resolver that knows `example.org` (192.0.2.80, TTL 60 s) over UDP, and counts
+/// questions.
 async fn upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicU32>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
@@ -79,13 +80,14 @@ async fn upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicU32>) {
             let q = Message::from_vec(&buf[..n]).unwrap();
             let mut r = Message::response(q.metadata.id, OpCode::Query);
             r.add_queries(q.queries.iter().cloned());
-            if q.queries[0].name().to_ascii() == "example.org." {
+            let known = q.queries[0].name().to_ascii() == "example.org.";
+            if known && q.queries[0].query_type() == RecordType::A {
                 r.add_answer(Record::from_rdata(
                     q.queries[0].name().clone(),
                     60,
                     RData::A(A([192, 0, 2, 80].into())),
                 ));
-            } else {
+            } else if !known {
                 r.metadata.response_code = ResponseCode::NXDomain;
             }
             socket.send_to(&r.to_vec().unwrap(), from).await.unwrap();
@@ -177,4 +179,27 @@ async fn no_upstream_answering_is_servfail_and_mesh_names_still_answer() {
         ["10.96.0.20"]
     );
     drop(silent);
+}
+
+#[tokio::test]
+async fn the_stub_resolver_keeps_the_ttl_and_moves_on_from_a_silent_server() {
+    let (up, _) = upstream().await;
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let r = strait_dns::client::resolve("example.org", &[silent.local_addr().unwrap(), up])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.ips,
+        vec!["192.0.2.80".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(r.ttl, Duration::from_secs(60));
+    let none = strait_dns::client::resolve("nothing.example.", &[up])
+        .await
+        .unwrap();
+    assert!(none.ips.is_empty());
+    assert!(
+        strait_dns::client::resolve("example.org", &[silent.local_addr().unwrap()])
+            .await
+            .is_err()
+    );
 }

@@ -7,6 +7,7 @@ pub mod caller;
 mod config;
 mod debug;
 mod delta;
+pub mod gateway_dns;
 mod grpc;
 mod metrics;
 mod node;
@@ -16,14 +17,12 @@ mod stream;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use strait_model::ClusterId;
-use strait_model::settings::GatewayAddress;
 use strait_registry::Snapshot;
 use strait_translate::{ProxyNode, gateways};
 use tokio::sync::watch;
@@ -48,6 +47,8 @@ pub struct ServerOptions {
     pub cluster: ClusterId,
     /// Where mesh-wide objects live (Istio's root namespace).
     pub root_namespace: String,
+    /// Where gateway addresses given as DNS names are resolved.
+    pub gateway_resolver: gateway_dns::GatewayResolver,
 }
 
 pub(crate) struct Inner {
@@ -85,9 +86,11 @@ impl XdsServer {
         metrics
             .config_errors
             .set(first.problems.iter().filter(|d| d.is_error()).count() as i64);
+        let mut dns = gateway_dns::GatewayDns::new(options.gateway_resolver.clone());
+        dns.refresh(&first.settings).await;
         let current = Arc::new(Current {
             version: first.version,
-            gateways: resolve_gateways(&first).await,
+            gateways: gateway_table(&first, &dns),
             snapshot: first,
             full_version: 0,
             endpoint_changes: Vec::new(),
@@ -105,7 +108,7 @@ impl XdsServer {
             send_budget: wire::SendBudget::new(SEND_BUDGET),
             pages: Mutex::new(BTreeMap::new()),
         });
-        let pipeline = push_pipeline(inner.clone(), snapshots, tx);
+        let pipeline = push_pipeline(inner.clone(), snapshots, tx, dns);
         (XdsServer { inner }, pipeline)
     }
 
@@ -246,49 +249,45 @@ impl Inner {
     }
 }
 
-/// Resolves DNS names of network gateways (the only IO of translation's inputs).
-async fn resolve_gateways(snapshot: &Snapshot) -> strait_translate::GatewayTable {
-    let mut resolved: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for gw in snapshot.settings.gateways.values().flatten() {
-        if let GatewayAddress::Dns(name) = &gw.address
-            && !resolved.contains_key(name)
-        {
-            let lookup = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::lookup_host((name.as_str(), gw.port)),
-            )
-            .await;
-            let ips: Vec<IpAddr> = match lookup {
-                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-                Ok(Err(e)) => {
-                    warn!(gateway = %name, "cannot resolve gateway address ({e}); its network is unreachable until it resolves");
-                    Vec::new()
-                }
-                Err(_) => {
-                    warn!(gateway = %name, "resolving gateway address timed out; its network is unreachable until it resolves");
-                    Vec::new()
-                }
-            };
-            resolved.insert(name.clone(), ips);
-        }
-    }
-    gateways::resolve(&snapshot.model, &|name: &str| {
-        resolved.get(name).cloned().unwrap_or_default()
-    })
+/// Where each network's gateways are, with DNS names as last resolved.
+fn gateway_table(
+    snapshot: &Snapshot,
+    dns: &gateway_dns::GatewayDns,
+) -> strait_translate::GatewayTable {
+    gateways::resolve(&snapshot.model, &|name: &str| dns.addresses(name))
 }
 
 /// Turns registry snapshots into published states, recording whether each change needs more
-/// than an endpoint push.
+/// than an endpoint push; also publishes when a gateway's DNS name comes to resolve
+/// differently (looked up again as its TTL runs out).
 async fn push_pipeline(
     inner: Arc<Inner>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     tx: watch::Sender<Arc<Current>>,
+    mut dns: gateway_dns::GatewayDns,
 ) {
     loop {
-        if snapshots.changed().await.is_err() {
-            return;
-        }
+        let due = dns.next_due();
+        let refresh = async move {
+            match due {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let new_snapshot = tokio::select! {
+            r = snapshots.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                true
+            }
+            () = refresh => false,
+        };
         let snapshot = snapshots.borrow_and_update().clone();
+        let moved = dns.refresh(&snapshot.settings).await;
+        if !new_snapshot && !moved {
+            continue;
+        }
         let started = Instant::now();
         let previous = tx.borrow().clone();
         // The registry's own change record, unless a version was skipped.
@@ -296,7 +295,7 @@ async fn push_pipeline(
             Some(c) if c.from == previous.snapshot.version => c.clone(),
             _ => Arc::new(snapshot.changes_since(&previous.snapshot)),
         };
-        let gateways = resolve_gateways(&snapshot).await;
+        let gateways = gateway_table(&snapshot, &dns);
         // Endpoints of DNS-resolved services travel inside their clusters: a change to them
         // is a cluster change.
         let inline_endpoints = change.services.endpoints_changed.iter().any(|k| {
@@ -307,7 +306,8 @@ async fn push_pipeline(
         });
         let endpoint_only =
             change.endpoints_only() && !inline_endpoints && gateways == previous.gateways;
-        let version = snapshot.version;
+        // The snapshot's version, unless a gateway's address moved without a new snapshot.
+        let version = snapshot.version.max(previous.version + 1);
         let (full_version, endpoint_changes) =
             if endpoint_only && previous.endpoint_changes.len() < 64 {
                 let hosts: BTreeSet<String> = change

@@ -41,7 +41,19 @@ struct Harness {
 }
 
 async fn start(text: &str) -> Harness {
-    let served = support::serve(text).await;
+    start_with(
+        text,
+        strait_xds_server::gateway_dns::GatewayResolver::System,
+    )
+    .await
+}
+
+/// [`start`], resolving gateway names with `resolver`.
+async fn start_with(
+    text: &str,
+    resolver: strait_xds_server::gateway_dns::GatewayResolver,
+) -> Harness {
+    let served = support::serve_with(text, resolver).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(
@@ -544,4 +556,90 @@ async fn sidecars_get_a_name_table_that_follows_headless_endpoints_and_routers_n
         .await;
     let none = router.recv().await;
     assert!(none.resources.is_empty(), "a router answers no DNS");
+}
+
+/// A name server on loopback answering `gw.network2.example` with the address in `ip`, TTL 1 s.
+async fn gateway_name_server(
+    ip: std::sync::Arc<std::sync::Mutex<std::net::Ipv4Addr>>,
+) -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut r = Message::response(q.metadata.id, OpCode::Query);
+            r.add_queries(q.queries.iter().cloned());
+            let question = &q.queries[0];
+            if question.query_type() == RecordType::A {
+                let a = *ip.lock().unwrap();
+                r.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    1,
+                    RData::A(A(a)),
+                ));
+            }
+            socket.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
+    let ip = std::sync::Arc::new(std::sync::Mutex::new(std::net::Ipv4Addr::new(
+        198, 51, 100, 1,
+    )));
+    let dns = gateway_name_server(ip.clone()).await;
+    let manifests = "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{address: gw.network2.example, port: 15443}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: far, namespace: a}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {security.istio.io/tlsMode: istio}}]\n";
+    let h = start_with(
+        manifests,
+        strait_xds_server::gateway_dns::GatewayResolver::Servers(vec![dns]),
+    )
+    .await;
+    const FAR: &str = "outbound|80||far.a.example";
+    let gateway_of = |r: &DiscoveryResponse| -> String {
+        use prost::Message;
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            r.resources[0].value.as_slice(),
+        )
+        .unwrap();
+        let lb = &cla.endpoints[0].lb_endpoints[0];
+        format!("{lb:?}")
+    };
+    let mut a = Sotw::connect(h.port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node("sidecar~10.1.0.1~a.a~a.svc.cluster.local")),
+        type_url: EDS.into(),
+        resource_names: vec![FAR.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = a.recv().await;
+    assert!(
+        gateway_of(&eds).contains("198.51.100.1"),
+        "{}",
+        gateway_of(&eds)
+    );
+    a.ack(&eds, vec![FAR.into()]).await;
+
+    // The name now resolves elsewhere; no manifest changes. Within a few TTLs the endpoint
+    // (network2's gateway) follows.
+    *ip.lock().unwrap() = std::net::Ipv4Addr::new(198, 51, 100, 2);
+    let push = a.recv().await;
+    assert!(
+        gateway_of(&push).contains("198.51.100.2"),
+        "{}",
+        gateway_of(&push)
+    );
+    assert!(
+        push.version_info.parse::<u64>().unwrap() > eds.version_info.parse::<u64>().unwrap(),
+        "a new version: {} after {}",
+        push.version_info,
+        eds.version_info
+    );
 }

@@ -30,8 +30,9 @@ struct Secure {
 }
 
 async fn start() -> Secure {
-    let served = support::serve(
+    let served = support::serve_with(
         "apiVersion: v1\nkind: Service\nmetadata: {name: hello, namespace: a}\nspec: {ports: [{name: http, port: 80}], selector: {app: hello}}\n",
+        strait_xds_server::gateway_dns::GatewayResolver::System,
     )
     .await;
     let server = served.server.clone();

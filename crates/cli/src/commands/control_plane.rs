@@ -23,6 +23,7 @@ use strait_multicluster::client::{StatusBoard, WatchOptions};
 use strait_multicluster::remotes;
 use strait_multicluster::server::RegistryService;
 use strait_registry::{ClusterSpec, Registry, RegistryOptions};
+use strait_xds_server::gateway_dns::GatewayResolver;
 use strait_xds_server::{ServerOptions, XdsServer, serve_debug};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -98,6 +99,11 @@ pub struct Args {
     /// does not hold.
     #[arg(long, value_name = "ADDR")]
     pub dns_listen: Option<SocketAddr>,
+    /// Name server for gateway addresses given as DNS names in `meshNetworks` (default:
+    /// `/etc/resolv.conf`'s, else the system resolver); repeat. Names are resolved again when
+    /// their TTL runs out.
+    #[arg(long = "gateway-dns", value_name = "ADDR")]
+    pub gateway_dns: Vec<SocketAddr>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -170,6 +176,11 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         ServerOptions {
             cluster: cluster.clone(),
             root_namespace: args.root_namespace.clone(),
+            gateway_resolver: if args.gateway_dns.is_empty() {
+                GatewayResolver::System
+            } else {
+                GatewayResolver::Servers(args.gateway_dns.clone())
+            },
         },
         registry.subscribe(),
     )

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use strait_model::ClusterId;
 use strait_registry::{ClusterSpec, Registry, RegistryOptions};
+use strait_xds_server::gateway_dns::GatewayResolver;
 use strait_xds_server::{ServerOptions, XdsServer};
 use tokio::sync::watch;
 
@@ -20,8 +21,9 @@ pub struct Served {
     pub stop: watch::Sender<bool>,
 }
 
-/// Serves cluster `c1` from `text`. Mount `server.service()` on a listener of your choice.
-pub async fn serve(text: &str) -> Served {
+/// Serves cluster `c1` from `text`, resolving gateway names with `resolver`. Mount
+/// `server.service()` on a listener of your choice.
+pub async fn serve_with(text: &str, resolver: GatewayResolver) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, text).unwrap();
@@ -40,6 +42,7 @@ pub async fn serve(text: &str) -> Served {
         ServerOptions {
             cluster: ClusterId::new("c1"),
             root_namespace: "istio-system".into(),
+            gateway_resolver: resolver,
         },
         registry.subscribe(),
     )
