@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use strait_config::load::{LoadReport, Outcome};
 use strait_config::{ConfigSet, IssueKind, Severity};
-use strait_model::{ClusterId, ClusterSource, MeshModel, MeshSettings, NetworkId};
+use strait_model::{
+    ClusterId, ClusterSource, ClusterView, MeshModel, MeshSettings, NetworkId, build_cluster,
+    mirror,
+};
 
 pub use message::{Code, Level, Message, codes};
 pub use render::{Format, render};
@@ -21,6 +24,9 @@ pub use render::{Format, render};
 pub struct ClusterConfig {
     pub name: ClusterId,
     pub report: LoadReport,
+    /// Clusters this one links Linkerd-style (a topology's `links`), besides those its link
+    /// Secrets name: their exported services are mirrored into the model as `<name>-<cluster>`.
+    pub links: Vec<ClusterId>,
 }
 
 /// The findings of an analysis.
@@ -81,7 +87,16 @@ pub fn analyze(clusters: &[ClusterConfig]) -> Analysis {
             config: config.clone(),
         })
         .collect();
-    let model = MeshModel::build(settings, &sources);
+    let links: Vec<(ClusterId, Vec<ClusterId>)> = clusters
+        .iter()
+        .zip(&configs)
+        .map(|(c, (id, config))| {
+            let mut l = mirror::linked_clusters(config);
+            l.extend(c.links.iter().cloned());
+            (id.clone(), l)
+        })
+        .collect();
+    let model = build_model(settings, &sources, &links);
     let ctx = context::Context::new(&configs, &model);
     checks::run(&ctx, &mut analysis.messages);
     analysis.messages.sort_by(|a, b| {
@@ -90,6 +105,37 @@ pub fn analyze(clusters: &[ClusterConfig]) -> Analysis {
     });
     analysis.messages.dedup();
     analysis
+}
+
+/// The merged model, with the Linkerd-style mirrors of linked clusters: a cluster that links
+/// another analyzed cluster (by a link Secret among its manifests, or its topology's `links`)
+/// sees that cluster's exported services as `<name>-<cluster>`, as its control plane would.
+/// (The linked cluster's services also merge as usual, so its own objects are checked against
+/// them.)
+fn build_model(
+    settings: Arc<MeshSettings>,
+    sources: &[ClusterSource],
+    links: &[(ClusterId, Vec<ClusterId>)],
+) -> MeshModel {
+    let views: Vec<(ClusterId, ClusterView)> = sources
+        .iter()
+        .map(|c| (c.id.clone(), build_cluster(c, &settings)))
+        .collect();
+    let mut mirrors: Vec<(ClusterId, ClusterView)> = Vec::new();
+    for linked in links.iter().flat_map(|(_, l)| l) {
+        if mirrors.iter().any(|(id, _)| id == linked) {
+            continue;
+        }
+        if let Some((_, view)) = views.iter().find(|(id, _)| id == linked) {
+            mirrors.push((linked.clone(), mirror::mirror_view(view, linked, true)));
+        }
+    }
+    let refs: Vec<(&ClusterId, &ClusterView)> = views
+        .iter()
+        .chain(&mirrors)
+        .map(|(id, v)| (id, v))
+        .collect();
+    MeshModel::from_views(settings, &refs)
 }
 
 /// Validation problems and skipped kinds, as messages.

@@ -9,6 +9,7 @@ fn analyze_yaml(yaml: &str) -> Analysis {
     analyze(&[ClusterConfig {
         name: ClusterId::new("cluster1"),
         report: load_str(yaml, "mesh.yaml", &LoadOptions::default()),
+        links: Vec::new(),
     }])
 }
 
@@ -238,9 +239,8 @@ spec:
     );
 }
 
-#[test]
-fn traffic_split_backends_must_exist() {
-    let ts = r#"
+/// The seed's 70/30 split of reviews between the local service and west's mirror.
+const REVIEWS_SPLIT: &str = r#"
 ---
 apiVersion: split.smi-spec.io/v1alpha2
 kind: TrafficSplit
@@ -251,10 +251,50 @@ spec:
   - {service: reviews, weight: 70}
   - {service: reviews-west, weight: 30}
 "#;
-    let a = analyze_yaml(&format!("{BOOKINFO}{ts}"));
+
+#[test]
+fn traffic_split_backends_must_exist() {
+    let a = analyze_yaml(&format!("{BOOKINFO}{REVIEWS_SPLIT}"));
     let m = with_code(&a, codes::TRAFFIC_SPLIT_BACKEND_NOT_FOUND);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].field.as_deref(), Some("spec.backends[1].service"));
+}
+
+#[test]
+fn a_linked_clusters_exported_services_are_mirrored_for_traffic_split_backends() {
+    let east = &format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec: {{ports: [{{port: 9080, name: http}}], selector: {{app: reviews}}}}\n{REVIEWS_SPLIT}"
+    );
+    let west = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+  namespace: bookinfo
+  labels: {mirror.linkerd.io/exported: "true"}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+"#;
+    let link_secret = "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: cluster-credentials-west\n  namespace: linkerd-multicluster\n  labels: {mirror.linkerd.io/cluster-name: west}\ntype: mirror.linkerd.io/remote-kubeconfig\nstringData: {kubeconfig: x}\n";
+    let run = |east: &str, links: Vec<ClusterId>| {
+        analyze(&[
+            ClusterConfig {
+                name: ClusterId::new("east"),
+                report: load_str(east, "east.yaml", &LoadOptions::default()),
+                links,
+            },
+            ClusterConfig {
+                name: ClusterId::new("west"),
+                report: load_str(west, "west.yaml", &LoadOptions::default()),
+                links: Vec::new(),
+            },
+        ])
+    };
+    let missing = |a: &Analysis| with_code(a, codes::TRAFFIC_SPLIT_BACKEND_NOT_FOUND).len();
+    // Not linked: two clusters merged Istio's way; `reviews-west` exists nowhere.
+    assert_eq!(missing(&run(east, vec![])), 1);
+    // Linked by the topology, or by a link Secret among east's manifests.
+    assert_eq!(missing(&run(east, vec![ClusterId::new("west")])), 0);
+    assert_eq!(missing(&run(&format!("{east}{link_secret}"), vec![])), 0);
 }
 
 #[test]

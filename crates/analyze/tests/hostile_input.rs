@@ -17,6 +17,7 @@ fn run_pipeline(bytes: &[u8]) -> usize {
     let analysis = analyze(&[ClusterConfig {
         name: ClusterId::new("c"),
         report,
+        links: Vec::new(),
     }]);
     rendered + render(&analysis, Format::Json, "input").len()
 }

@@ -58,6 +58,7 @@ fn analysis() -> Analysis {
             ClusterConfig {
                 name: ClusterId::new("cluster1"),
                 report,
+                links: Vec::new(),
             }
         })
         .collect();

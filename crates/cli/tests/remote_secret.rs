@@ -42,8 +42,13 @@ metadata: {name: never-shared, namespace: default}
 stringData: {password: hunter2}
 ";
 
-/// `strait create-remote-secret` for cluster2, its token minted with `key`.
+/// `strait create-remote-secret` for cluster2, its token minted with `key`, valid for an hour.
 fn remote_secret(cp2: &ControlPlane, ca: &MeshCa, key: &Path) -> String {
+    remote_secret_for(cp2, ca, key, "1h")
+}
+
+/// [`remote_secret`] with a token valid for `ttl`.
+fn remote_secret_for(cp2: &ControlPlane, ca: &MeshCa, key: &Path, ttl: &str) -> String {
     strait(&[
         "create-remote-secret",
         "--cluster",
@@ -55,7 +60,7 @@ fn remote_secret(cp2: &ControlPlane, ca: &MeshCa, key: &Path) -> String {
         "--token-key",
         key.to_str().unwrap(),
         "--ttl",
-        "1h",
+        ttl,
     ])
 }
 
@@ -175,6 +180,32 @@ fn remote_secrets_give_discovery_that_rotates_and_withdraws_a_dead_cluster() {
         r["state"] == "synced"
     });
     assert!(proxy.admin("/config_dump").contains("10.2.1.11"));
+
+    // A short-lived secret: the open stream ends when its token expires (not only new
+    // watches are refused), and a fresh secret brings cluster2 back.
+    std::fs::write(
+        c1.join("remote-cluster2.yaml"),
+        remote_secret_for(&cp2, &ca, &ca.token_key, "4s"),
+    )
+    .unwrap();
+    let expired = remote_state(&cp1, "the 4 s token to expire", |r| {
+        r["state"] != "synced"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains("reader token"))
+    });
+    assert!(
+        expired["reason"].as_str().unwrap().contains("expired"),
+        "{expired}"
+    );
+    std::fs::write(
+        c1.join("remote-cluster2.yaml"),
+        remote_secret(&cp2, &ca, &ca.token_key),
+    )
+    .unwrap();
+    remote_state(&cp1, "cluster2 synced with a fresh secret", |r| {
+        r["state"] == "synced"
+    });
 
     // Incremental: a Service added in cluster2 reaches cluster1's proxy.
     std::fs::write(

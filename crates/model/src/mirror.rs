@@ -11,6 +11,21 @@ use crate::service::ServiceView;
 
 /// The label that exports a service to linking clusters (Linkerd's).
 pub const EXPORTED_LABEL: &str = "mirror.linkerd.io/exported";
+/// The secret type of a Linkerd link's credentials.
+pub const LINK_SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
+/// The label naming a link's target cluster (Linkerd's).
+pub const LINK_CLUSTER_LABEL: &str = "mirror.linkerd.io/cluster-name";
+
+/// The clusters `config` links (its link credentials Secrets' target cluster names).
+pub fn linked_clusters(config: &strait_config::ConfigSet) -> Vec<ClusterId> {
+    config
+        .secrets
+        .iter()
+        .filter(|s| s.spec.secret_type.as_deref() == Some(LINK_SECRET_TYPE))
+        .filter_map(|s| s.meta.labels.get(LINK_CLUSTER_LABEL))
+        .map(|c| ClusterId::new(c))
+        .collect()
+}
 
 /// `backend-api.prod.svc.cluster.local` mirrored from `west`:
 /// `backend-api-west.prod.svc.cluster.local`.

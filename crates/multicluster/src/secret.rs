@@ -53,10 +53,7 @@ impl std::fmt::Debug for RemoteAccess {
     }
 }
 
-/// The secret type of a Linkerd link's credentials.
-pub const LINK_SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
-/// The label naming a link's target cluster (Linkerd's).
-pub const LINK_CLUSTER_LABEL: &str = "mirror.linkerd.io/cluster-name";
+pub use strait_model::mirror::{LINK_CLUSTER_LABEL, LINK_SECRET_TYPE};
 /// The annotation holding a link's gateway probe URL.
 pub const LINK_PROBE_ANNOTATION: &str = "strait.dev/gateway-probe";
 

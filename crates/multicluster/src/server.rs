@@ -2,12 +2,13 @@
 //! that present a reader token — first every object, then each change. It re-reads the
 //! cluster's manifest paths (once per registry version, for all watchers) whenever the local
 //! registry publishes a snapshot that touched this cluster, so watchers see what this control
-//! plane sees.
+//! plane sees. A watcher's stream ends when its token expires (checked at the start and
+//! enforced on the open stream).
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use strait_config::load::list_files;
 use strait_identity::token::TokenKey;
@@ -59,8 +60,8 @@ impl RegistryService {
         RemoteRegistryServer::new(self)
     }
 
-    /// Only a valid reader token is let in.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Only a valid reader token is let in; returns when it expires.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<SystemTime, Status> {
         let Some(key) = &self.tokens else {
             return Err(Status::unauthenticated(
                 "this control plane runs without --token-key, so it cannot check reader tokens; start it with one and create the remote secret from the same key",
@@ -88,7 +89,7 @@ impl RegistryService {
                 claims.namespace, claims.service_account
             )));
         }
-        Ok(())
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp))
     }
 
     /// The cluster's shared objects as of registry `version` (read from its files by the first
@@ -142,10 +143,18 @@ impl RemoteRegistry for RegistryService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        if let Err(status) = self.authenticate(&request) {
-            warn!(reason = status.message(), "registry watcher refused");
-            return Err(status);
-        }
+        let expires = match self.authenticate(&request) {
+            Ok(e) => e,
+            Err(status) => {
+                warn!(reason = status.message(), "registry watcher refused");
+                return Err(status);
+            }
+        };
+        // The stream ends when the token does: an expired credential reads nothing more.
+        let expiry = tokio::time::Instant::now()
+            + expires
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
         let watcher = request.into_inner().watcher;
         info!(%watcher, "registry watcher connected");
         let (tx, rx) = mpsc::channel(16);
@@ -168,6 +177,15 @@ impl RemoteRegistry for RegistryService {
                 tokio::select! {
                     _ = tx.closed() => break,
                     changed = snapshots.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep_until(expiry) => {
+                        warn!(%watcher, "registry watcher's token expired; stream ended");
+                        let _ = tx
+                            .send(Err(Status::unauthenticated(
+                                "reader token: expired while watching; give this cluster a fresh remote secret (`strait create-remote-secret`)",
+                            )))
+                            .await;
+                        break;
+                    }
                 }
                 let (version_now, touched) = {
                     let snapshot = snapshots.borrow_and_update();

@@ -21,7 +21,9 @@ use strait_model::ClusterId;
 ///
 /// Each message has a level, a stable code (`ST0101`), the resource (`Kind namespace/name`),
 /// the file and line, and what to do. Give paths for a single cluster, or `--cluster NAME=PATH`
-/// once per cluster to analyze a multi-cluster mesh (services merge across clusters).
+/// once per cluster to analyze a multi-cluster mesh (services merge across clusters), or a
+/// `strait up` directory (one holding `topology.yaml`): each of its clusters, with the links
+/// its topology declares (a linked cluster's exported services mirrored as `<name>-<cluster>`).
 /// Exit status: 1 when any error is found, 0 otherwise, 2 when the command itself fails.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,10 +55,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let mut clusters = Vec::new();
     let mut scope = Vec::new();
-    if !args.paths.is_empty() {
+    let topology_dir = match args.paths.as_slice() {
+        [dir] if dir.join(strait_local::topology::FILE).is_file() => Some(dir.clone()),
+        _ => None,
+    };
+    if let Some(dir) = &topology_dir {
+        let topology = strait_local::topology::read(dir)?;
+        for c in &topology.clusters {
+            let path = dir.join(&c.name);
+            clusters.push(ClusterConfig {
+                name: ClusterId::new(&c.name),
+                report: load_paths(std::slice::from_ref(&path), &options),
+                links: c.links.iter().map(|l| ClusterId::new(l)).collect(),
+            });
+            scope.push(format!("cluster {} ({})", c.name, path.display()));
+        }
+    } else if !args.paths.is_empty() {
         clusters.push(ClusterConfig {
             name: ClusterId::new("cluster"),
             report: load_paths(&args.paths, &options),
+            links: Vec::new(),
         });
         scope.extend(args.paths.iter().map(|p| p.display().to_string()));
     }
@@ -70,6 +88,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         clusters.push(ClusterConfig {
             name: ClusterId::new(name),
             report: load_paths(&[PathBuf::from(path)], &options),
+            links: Vec::new(),
         });
         scope.push(format!("cluster {name} ({path})"));
     }
