@@ -9,6 +9,7 @@ mod render;
 
 use std::sync::Arc;
 
+use strait_config::linkerd::LinkSelector;
 use strait_config::load::{LoadReport, Outcome};
 use strait_config::{ConfigSet, IssueKind, Severity};
 use strait_model::{
@@ -87,12 +88,16 @@ pub fn analyze(clusters: &[ClusterConfig]) -> Analysis {
             config: config.clone(),
         })
         .collect();
-    let links: Vec<(ClusterId, Vec<ClusterId>)> = clusters
+    let links: Vec<(ClusterId, Vec<(ClusterId, LinkSelector)>)> = clusters
         .iter()
         .zip(&configs)
         .map(|(c, (id, config))| {
-            let mut l = mirror::linked_clusters(config);
-            l.extend(c.links.iter().cloned());
+            let mut l = mirror::links(config);
+            for extra in &c.links {
+                if !l.iter().any(|(id, _)| id == extra) {
+                    l.push((extra.clone(), mirror::default_export_selector()));
+                }
+            }
             (id.clone(), l)
         })
         .collect();
@@ -115,19 +120,22 @@ pub fn analyze(clusters: &[ClusterConfig]) -> Analysis {
 fn build_model(
     settings: Arc<MeshSettings>,
     sources: &[ClusterSource],
-    links: &[(ClusterId, Vec<ClusterId>)],
+    links: &[(ClusterId, Vec<(ClusterId, LinkSelector)>)],
 ) -> MeshModel {
     let views: Vec<(ClusterId, ClusterView)> = sources
         .iter()
         .map(|c| (c.id.clone(), build_cluster(c, &settings)))
         .collect();
     let mut mirrors: Vec<(ClusterId, ClusterView)> = Vec::new();
-    for linked in links.iter().flat_map(|(_, l)| l) {
+    for (linked, selector) in links.iter().flat_map(|(_, l)| l) {
         if mirrors.iter().any(|(id, _)| id == linked) {
             continue;
         }
         if let Some((_, view)) = views.iter().find(|(id, _)| id == linked) {
-            mirrors.push((linked.clone(), mirror::mirror_view(view, linked, true)));
+            mirrors.push((
+                linked.clone(),
+                mirror::mirror_view(view, linked, true, selector),
+            ));
         }
     }
     let refs: Vec<(&ClusterId, &ClusterView)> = views

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod issue;
 pub mod istio;
 pub mod kube;
+pub mod linkerd;
 pub mod load;
 pub mod mesh;
 pub mod path;

@@ -714,6 +714,7 @@ fn read_resource(
         Kind::PeerAuthentication => spec_kind!(PeerAuthentication),
         Kind::AuthorizationPolicy => spec_kind!(AuthorizationPolicy),
         Kind::TrafficSplit => spec_kind!(TrafficSplit),
+        Kind::Link => spec_kind!(Link),
         Kind::MeshConfig => spec_kind!(MeshConfig),
         Kind::Service => {
             let (doc, issues) = typed::<SpecDocument<ServiceSpec, ServiceStatus>>(node, base)?;

@@ -13,6 +13,7 @@ use crate::kube::{
     EndpointPort, EndpointSubset, NamespaceSpec, PodSpec, PodStatus, SecretData, ServiceSpec,
     SliceEndpoint,
 };
+use crate::linkerd::Link;
 use crate::mesh::MeshConfig;
 use crate::path::FieldPath;
 use crate::smi::TrafficSplit;
@@ -38,11 +39,12 @@ pub enum Kind {
     Node,
     Secret,
     TrafficSplit,
+    Link,
     MeshConfig,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -60,6 +62,7 @@ impl Kind {
         Kind::Node,
         Kind::Secret,
         Kind::TrafficSplit,
+        Kind::Link,
         Kind::MeshConfig,
     ];
 
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Secret => "Secret",
             Kind::TrafficSplit => "TrafficSplit",
+            Kind::Link => "Link",
             Kind::MeshConfig => "MeshConfig",
         }
     }
@@ -115,6 +119,11 @@ impl Kind {
                 "split.smi-spec.io/v1alpha2",
                 "split.smi-spec.io/v1alpha3",
                 "split.smi-spec.io/v1alpha4",
+            ],
+            Kind::Link => &[
+                "multicluster.linkerd.io/v1alpha1",
+                "multicluster.linkerd.io/v1alpha2",
+                "multicluster.linkerd.io/v1alpha3",
             ],
             Kind::MeshConfig => &["strait.dev/v1alpha1"],
         }
@@ -296,6 +305,7 @@ pub enum Resource {
     Node(Object<()>),
     Secret(Object<SecretData>),
     TrafficSplit(Object<TrafficSplit>),
+    Link(Object<Link>),
     MeshConfig(Object<MeshConfig>),
 }
 
@@ -319,6 +329,7 @@ macro_rules! each_resource {
             Resource::Node($o) => $body,
             Resource::Secret($o) => $body,
             Resource::TrafficSplit($o) => $body,
+            Resource::Link($o) => $body,
             Resource::MeshConfig($o) => $body,
         }
     };
@@ -344,6 +355,7 @@ impl Resource {
             Resource::Node(_) => Kind::Node,
             Resource::Secret(_) => Kind::Secret,
             Resource::TrafficSplit(_) => Kind::TrafficSplit,
+            Resource::Link(_) => Kind::Link,
             Resource::MeshConfig(_) => Kind::MeshConfig,
         }
     }
@@ -414,6 +426,8 @@ pub struct ConfigSet {
     pub nodes: Vec<Object<()>>,
     pub secrets: Vec<Object<SecretData>>,
     pub traffic_splits: Vec<Object<TrafficSplit>>,
+    /// Linkerd multicluster Links.
+    pub links: Vec<Object<Link>>,
     pub mesh_configs: Vec<Object<MeshConfig>>,
 }
 
@@ -437,6 +451,7 @@ impl ConfigSet {
             Resource::Node(o) => self.nodes.push(o),
             Resource::Secret(o) => self.secrets.push(o),
             Resource::TrafficSplit(o) => self.traffic_splits.push(o),
+            Resource::Link(o) => self.links.push(o),
             Resource::MeshConfig(o) => self.mesh_configs.push(o),
         }
     }
@@ -468,6 +483,7 @@ impl ConfigSet {
             + self.nodes.len()
             + self.secrets.len()
             + self.traffic_splits.len()
+            + self.links.len()
             + self.mesh_configs.len()
     }
 

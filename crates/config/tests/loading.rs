@@ -156,3 +156,59 @@ fn oversized_and_non_utf8_files_are_refused_with_a_reason() {
         r.file_problems[0]
     );
 }
+
+/// A Link as `linkerd multicluster link --cluster-name west` writes it.
+const LINK: &str = r#"apiVersion: multicluster.linkerd.io/v1alpha2
+kind: Link
+metadata: {name: west, namespace: linkerd-multicluster}
+spec:
+  clusterCredentialsSecret: cluster-credentials-west
+  gatewayAddress: 203.0.113.10
+  gatewayIdentity: linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local
+  gatewayPort: "4143"
+  probeSpec: {path: /ready, period: 3s, port: "4191", failureThreshold: "3", timeout: 30s}
+  remoteDiscoverySelector:
+    matchLabels: {mirror.linkerd.io/exported: remote-discovery}
+  selector:
+    matchLabels: {mirror.linkerd.io/exported: "true"}
+  targetClusterDomain: cluster.local
+  targetClusterLinkerdNamespace: linkerd
+  targetClusterName: west
+"#;
+
+#[test]
+fn linkerd_links_are_read_and_their_mistakes_located() {
+    let r = load_str(LINK, "link.yaml", &LoadOptions::default());
+    let errors: Vec<String> = r
+        .diagnostics()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(matches!(&r.documents[0].outcome, Outcome::Accepted(r) if r.kind() == Kind::Link));
+
+    let bad = LINK
+        .replace("gatewayPort: \"4143\"", "gatewayPort: \"gateway\"")
+        .replace("period: 3s", "period: soon")
+        .replace("targetClusterName: west", "targetClusterName: West_1")
+        .replace(
+            "    matchLabels: {mirror.linkerd.io/exported: \"true\"}",
+            "    matchExpressions: [{key: a, operator: Matches}]",
+        );
+    let r = load_str(&bad, "link.yaml", &LoadOptions::default());
+    let mut fields: Vec<String> = r
+        .diagnostics()
+        .filter(|d| d.is_error())
+        .map(|d| d.issue.path.to_string())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "spec.gatewayPort",
+            "spec.probeSpec.period",
+            "spec.selector.matchExpressions[0].operator",
+            "spec.targetClusterName",
+        ]
+    );
+}

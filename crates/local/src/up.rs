@@ -392,6 +392,7 @@ impl Mesh {
                                 .map(|wan| format!("http://{wan}:15021/healthz/ready"))
                         })
                         .flatten(),
+                    link: Default::default(),
                 };
                 let path = self.state_path(&format!(
                     "clusters/{}/strait-up-remote-secret-{peer}.yaml",

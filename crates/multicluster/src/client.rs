@@ -266,7 +266,7 @@ async fn stream_once(
             Pushed::Replace {
                 cluster: cluster.clone(),
                 network: None,
-                mirror: access.mirror,
+                mirror: access.mirror.then(|| access.link.selector.clone()),
                 objects: upserts,
             }
         } else {
@@ -296,15 +296,10 @@ async fn stream_once(
     }
 }
 
-/// How often a link's gateway is probed (Linkerd's default).
-pub const PROBE_PERIOD: Duration = Duration::from_secs(3);
-
-/// Consecutive failed probes that mark a gateway failing (one lost probe does not).
-pub const PROBE_FAILURES: u32 = 2;
-
-/// Probes a linked cluster's gateway (`GET url`, 2 s to answer 200) every [`PROBE_PERIOD`]
-/// until `stop` fires. After [`PROBE_FAILURES`] failures in a row the mirrors lose their
-/// endpoints; the next passing probe gives them back. A gateway starts out presumed alive, so
+/// Probes a linked cluster's gateway (`GET url` answered 200 within the link's probe timeout)
+/// every probe period until `stop` fires. After the link's failure threshold of failures in a
+/// row (one lost probe is not enough) the mirrors lose their endpoints; the next passing probe
+/// gives them back. A gateway starts out presumed alive, so
 /// a link made while its gateway is still starting does not flap.
 async fn probe_gateway(
     access: RemoteAccess,
@@ -318,7 +313,7 @@ async fn probe_gateway(
     let mut failures = 0;
     loop {
         let started = Instant::now();
-        if probe(&url).await {
+        if probe(&url, access.link.probe_timeout).await {
             let rtt = started.elapsed().as_secs_f64() * 1000.0;
             failures = 0;
             if !alive {
@@ -335,7 +330,7 @@ async fn probe_gateway(
             });
         } else {
             failures += 1;
-            if alive && failures >= PROBE_FAILURES {
+            if alive && failures >= access.link.probe_failures {
                 warn!(cluster = %access.cluster, %url, failures, "linked cluster's gateway fails its probes; its mirrors lose their endpoints");
                 alive = false;
                 let _ = pusher.send(Pushed::Gateway {
@@ -347,13 +342,13 @@ async fn probe_gateway(
         }
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tokio::time::sleep(PROBE_PERIOD) => {}
+            _ = tokio::time::sleep(access.link.probe_period) => {}
         }
     }
 }
 
-/// `GET url` (plain HTTP) answered 200 within 2 s.
-async fn probe(url: &str) -> bool {
+/// `GET url` (plain HTTP) answered 200 within `timeout`.
+async fn probe(url: &str, timeout: Duration) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
@@ -367,8 +362,5 @@ async fn probe(url: &str) -> bool {
         s.read_exact(&mut head).await.ok()?;
         Some(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }

@@ -12,6 +12,21 @@ pub mod remotes;
 pub mod secret;
 pub mod server;
 
+/// Manifests as a configuration, asserting they are valid (for the crate's tests).
+#[cfg(test)]
+#[allow(clippy::panic)]
+pub(crate) fn valid_config(yaml: &str) -> strait_config::ConfigSet {
+    use strait_config::{ConfigSet, LoadOptions, load_str};
+    let report = load_str(yaml, "manifests.yaml", &LoadOptions::default());
+    let errors: Vec<String> = report
+        .diagnostics()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    ConfigSet::from_resources(report.into_resources())
+}
+
 /// The remote registry's protobuf types and gRPC stubs.
 #[allow(clippy::all, unused_qualifications, rust_2018_idioms, missing_docs)]
 pub mod pb {

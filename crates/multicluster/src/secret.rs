@@ -7,8 +7,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
+use std::time::Duration;
 use strait_config::kube::SecretData;
+
+use strait_config::linkerd::LinkSelector;
 use strait_config::resource::Object;
+use strait_model::mirror::default_export_selector;
 
 /// The label that marks a remote secret (Istio's).
 pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
@@ -38,6 +42,31 @@ pub struct RemoteAccess {
     /// A link's gateway health URL, probed every few seconds: mirrors lose their endpoints
     /// while it fails.
     pub probe: Option<String>,
+    /// For a link: which services it mirrors and how its gateway is probed.
+    pub link: LinkSettings,
+}
+
+/// What a Linkerd `Link` says of a link (its credentials Secret alone gives the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// The linked cluster's services that are mirrored.
+    pub selector: LinkSelector,
+    pub probe_period: Duration,
+    /// Failed probes in a row that withdraw the mirrors' endpoints.
+    pub probe_failures: u32,
+    pub probe_timeout: Duration,
+}
+
+impl Default for LinkSettings {
+    /// Linkerd's exported label; probed every 3 s, 2 s to answer, two failures in a row.
+    fn default() -> Self {
+        LinkSettings {
+            selector: default_export_selector(),
+            probe_period: Duration::from_secs(3),
+            probe_failures: 2,
+            probe_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 impl std::fmt::Debug for RemoteAccess {
@@ -73,19 +102,53 @@ fn indented(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
+/// The Linkerd `Link` of a link (after its credentials Secret): its gateway and how it is
+/// probed (from `access.probe`, `http://<address>:<port><path>`), with Linkerd's selector.
+fn link_yaml(access: &RemoteAccess) -> String {
+    let c = &access.cluster;
+    let l = &access.link;
+    let probe = access.probe.as_deref().and_then(probe_parts);
+    let gateway = probe
+        .as_ref()
+        .map(|(host, port, path)| {
+            format!(
+                "  gatewayAddress: {host}\n  gatewayPort: \"15443\"\n  probeSpec:\n    path: {path}\n    port: \"{port}\"\n    period: {}s\n    failureThreshold: \"{}\"\n    timeout: {}s\n",
+                l.probe_period.as_secs().max(1),
+                l.probe_failures,
+                l.probe_timeout.as_secs().max(1)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "---\napiVersion: multicluster.linkerd.io/v1alpha2\nkind: Link\nmetadata:\n  name: {c}\n  namespace: linkerd-multicluster\nspec:\n  targetClusterName: {c}\n  clusterCredentialsSecret: cluster-credentials-{c}\n{gateway}  selector:\n    matchLabels:\n      {}: \"true\"\n",
+        strait_model::mirror::EXPORTED_LABEL
+    )
+}
+
+/// `http://host:port/path` → (host, port, path).
+fn probe_parts(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().ok()?,
+        path.to_string(),
+    ))
+}
+
 /// The Secret document (YAML) for `access`: Istio's remote secret, or with `access.mirror` the
 /// credentials of a Linkerd-style link (`strait multicluster link`).
 pub fn secret_yaml(access: &RemoteAccess) -> String {
     let c = &access.cluster;
     let indented = indented(&kubeconfig(access));
     if access.mirror {
-        let probe = access
-            .probe
-            .as_deref()
-            .map(|p| format!("  annotations:\n    {LINK_PROBE_ANNOTATION}: {p}\n"))
-            .unwrap_or_default();
+        let link = link_yaml(access);
         return format!(
-            "# Links cluster {c} Linkerd-style: its services labelled mirror.linkerd.io/exported=true\n# appear here as <name>-{c}. Apply it among the linking cluster's manifests.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: cluster-credentials-{c}\n  namespace: linkerd-multicluster\n  labels:\n    {LINK_CLUSTER_LABEL}: {c}\n{probe}type: {LINK_SECRET_TYPE}\nstringData:\n  kubeconfig: |\n{indented}"
+            "# Links cluster {c} Linkerd-style: its services labelled mirror.linkerd.io/exported=true\n# appear here as <name>-{c}. Apply both documents among the linking cluster's manifests.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: cluster-credentials-{c}\n  namespace: linkerd-multicluster\n  labels:\n    {LINK_CLUSTER_LABEL}: {c}\ntype: {LINK_SECRET_TYPE}\nstringData:\n  kubeconfig: |\n{indented}{link}"
         );
     }
     format!(
@@ -143,6 +206,15 @@ fn is_link(secret: &Object<SecretData>) -> bool {
 /// The remote clusters a remote secret gives access to, one per key; each mistake names the
 /// Secret, the key and the field.
 pub fn remote_access(secret: &Object<SecretData>) -> Vec<Result<RemoteAccess, String>> {
+    remote_access_named(secret, None)
+}
+
+/// [`remote_access`]; a link's credentials name `linked` (the cluster a `Link` referring to
+/// them targets) when they carry no cluster-name label.
+pub fn remote_access_named(
+    secret: &Object<SecretData>,
+    linked: Option<&str>,
+) -> Vec<Result<RemoteAccess, String>> {
     let source = format!("Secret {}/{}", secret.meta.namespace, secret.meta.name);
     let mut values: Vec<(String, Result<String, String>)> = secret
         .spec
@@ -167,9 +239,15 @@ pub fn remote_access(secret: &Object<SecretData>) -> Vec<Result<RemoteAccess, St
     );
     if is_link(secret) {
         // One kubeconfig under `kubeconfig`; the cluster is named by the label.
-        let Some(cluster) = secret.meta.labels.get(LINK_CLUSTER_LABEL) else {
+        let Some(cluster) = secret
+            .meta
+            .labels
+            .get(LINK_CLUSTER_LABEL)
+            .map(String::as_str)
+            .or(linked)
+        else {
             return vec![Err(format!(
-                "{source}: a link's credentials need the label {LINK_CLUSTER_LABEL} naming the linked cluster"
+                "{source}: a link's credentials need the label {LINK_CLUSTER_LABEL} naming the linked cluster (or a Link whose clusterCredentialsSecret names them)"
             ))];
         };
         let probe = secret.meta.annotations.get(LINK_PROBE_ANNOTATION).cloned();
@@ -245,27 +323,16 @@ fn parse_kubeconfig(cluster: &str, text: &str, source: &str) -> Result<RemoteAcc
         source: source.to_string(),
         mirror: false,
         probe: None,
+        link: LinkSettings::default(),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use strait_config::{ConfigSet, LoadOptions, load_str};
-
     use super::*;
+    use crate::valid_config as secrets;
 
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-
-    fn secrets(yaml: &str) -> ConfigSet {
-        let report = load_str(yaml, "s.yaml", &LoadOptions::default());
-        let errors: Vec<String> = report
-            .diagnostics()
-            .filter(|d| d.is_error())
-            .map(ToString::to_string)
-            .collect();
-        assert!(errors.is_empty(), "{errors:?}");
-        ConfigSet::from_resources(report.into_resources())
-    }
 
     #[test]
     fn what_create_remote_secret_prints_reads_back() {
@@ -278,6 +345,7 @@ mod tests {
             source: String::new(),
             mirror: false,
             probe: None,
+            link: LinkSettings::default(),
         };
         let set = secrets(&secret_yaml(&access));
         let secret = &set.secrets[0];
@@ -304,9 +372,19 @@ mod tests {
             probe: Some("http://10.255.0.101:15021/healthz/ready".into()),
             ..access
         };
+        // The credentials Secret and a Link holding the gateway's probe, read back together.
         let set = secrets(&secret_yaml(&link));
         assert!(is_remote_secret(&set.secrets[0]));
-        let got = remote_access(&set.secrets[0]).remove(0).unwrap();
+        assert_eq!(set.links.len(), 1);
+        let (mut read, problems) =
+            crate::remotes::from_config(&strait_model::ClusterId::new("cluster1"), &set);
+        assert!(problems.is_empty(), "{problems:?}");
+        let got = read.remove(0);
+        assert_eq!(
+            got.link,
+            LinkSettings::default(),
+            "the Link says what strait uses"
+        );
         assert_eq!(
             got.source,
             "Secret linkerd-multicluster/cluster-credentials-cluster2"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use strait_config::ConfigSet;
+use strait_config::linkerd::LinkSelector;
 use strait_config::load::{Diagnostic, LoadOptions, list_files, load_bytes};
 use strait_model::{
     ClusterId, ClusterSource, ClusterView, Hostname, MeshModel, MeshSettings, NetworkId,
@@ -37,10 +38,10 @@ pub enum Pushed {
     Replace {
         cluster: ClusterId,
         network: Option<NetworkId>,
-        /// Linked Linkerd-style: only its exported services join, mirrored as
-        /// `<name>-<cluster>` ([`strait_model::mirror`]); else its services merge with the
+        /// Linked Linkerd-style: only the services this selector exports join, mirrored as
+        /// `<name>-<cluster>` ([`strait_model::mirror`]); `None`: its services merge with the
         /// mesh's by name, as Istio's multi-cluster does.
-        mirror: bool,
+        mirror: Option<LinkSelector>,
         objects: Vec<(String, Vec<u8>)>,
     },
     /// A mirrored cluster's gateway passed (`alive`) or failed its probes: while it fails, the
@@ -93,8 +94,8 @@ struct ClusterState {
     spec: ClusterSpec,
     /// Its objects arrive as [`Pushed`] changes; it has no files to rescan.
     pushed: bool,
-    /// Only its exported services join, mirrored (see [`Pushed::Replace`]).
-    mirror: bool,
+    /// Only the services this selects join, mirrored (see [`Pushed::Replace`]).
+    mirror: Option<LinkSelector>,
     /// A mirrored cluster's gateway passes its probes.
     alive: bool,
     /// Its part of the model must be rebuilt although its objects did not change.
@@ -127,7 +128,7 @@ impl Registry {
             let mut state = ClusterState {
                 spec,
                 pushed: false,
-                mirror: false,
+                mirror: None,
                 alive: true,
                 rebuild: false,
                 store: FileStore::new(),
@@ -194,7 +195,7 @@ impl Registry {
                             network: network.clone(),
                         },
                         pushed: true,
-                        mirror,
+                        mirror: mirror.clone(),
                         alive,
                         rebuild: false,
                         store: FileStore::new(),
@@ -238,7 +239,7 @@ impl Registry {
                 let state = self
                     .clusters
                     .get_mut(&id)
-                    .filter(|s| s.pushed && s.mirror)?;
+                    .filter(|s| s.pushed && s.mirror.is_some())?;
                 if state.alive == alive {
                     return None;
                 }
@@ -518,10 +519,9 @@ fn build_snapshot(
             },
             &settings,
         );
-        let view = Arc::new(if state.mirror {
-            strait_model::mirror::mirror_view(&built, id, state.alive)
-        } else {
-            built
+        let view = Arc::new(match &state.mirror {
+            Some(selector) => strait_model::mirror::mirror_view(&built, id, state.alive, selector),
+            None => built,
         });
         let old = state.view.take();
         touched.extend(view.services.iter().map(|s| s.service.host.clone()));

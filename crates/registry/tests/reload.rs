@@ -288,7 +288,7 @@ async fn pushed_clusters_join_change_and_leave() {
         .send(Pushed::Replace {
             cluster: remote.clone(),
             network: None,
-            mirror: false,
+            mirror: None,
             objects: vec![
                 ("Service/sample/helloworld".into(), SERVICE.into()),
                 ("Pod/sample/hw-v1".into(), pod("10.9.0.1").into()),
@@ -348,7 +348,7 @@ async fn pushed_clusters_join_change_and_leave() {
         .send(Pushed::Replace {
             cluster: remote.clone(),
             network: None,
-            mirror: true,
+            mirror: Some(strait_model::mirror::default_export_selector()),
             objects: vec![
                 ("Service/sample/helloworld".into(), exported.clone().into()),
                 ("Pod/sample/hw-v1".into(), pod("10.9.0.2").into()),
@@ -402,7 +402,7 @@ async fn pushed_clusters_join_change_and_leave() {
         .send(Pushed::Replace {
             cluster: late.clone(),
             network: None,
-            mirror: true,
+            mirror: Some(strait_model::mirror::default_export_selector()),
             objects: vec![
                 ("Service/sample/helloworld".into(), exported.clone().into()),
                 ("Pod/sample/hw-v1".into(), pod("10.9.0.3").into()),

@@ -87,6 +87,7 @@ fn remote_access(cluster: &str, args: &AccessArgs) -> anyhow::Result<RemoteAcces
         source: String::new(),
         mirror: false,
         probe: None,
+        link: strait_multicluster::secret::LinkSettings::default(),
     })
 }
 
@@ -99,8 +100,8 @@ pub struct MulticlusterArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum MulticlusterCommand {
-    /// Print a link to this cluster, Linkerd-style (`linkerd multicluster link`): applied among
-    /// another cluster's manifests, this cluster's Services labelled
+    /// Print a link to this cluster, Linkerd-style (`linkerd multicluster link`: its credentials
+    /// Secret and a `Link`): applied among another cluster's manifests, this cluster's Services labelled
     /// `mirror.linkerd.io/exported: "true"` appear there as `<name>-<cluster-name>`, routed
     /// through this cluster's east-west gateway, whose health is probed every 3 s (after two
     /// failed probes in a row the mirrors lose their endpoints until it answers again).
@@ -123,7 +124,7 @@ pub enum MulticlusterCommand {
         #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
         debug: String,
     },
-    /// Say what removes a link: the link's Secret to delete from the linking cluster's
+    /// Say what removes a link: the link's Secret and Link to delete from the linking cluster's
     /// manifests (its mirrors go with it).
     Unlink {
         #[arg(long, value_name = "NAME")]
@@ -166,7 +167,7 @@ pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
         MulticlusterCommand::Unlink { cluster_name } => {
             writeln!(
                 std::io::stdout().lock(),
-                "delete Secret linkerd-multicluster/cluster-credentials-{cluster_name} from the linking cluster's manifests: its {cluster_name} mirrors are withdrawn at once, without a restart"
+                "delete Secret linkerd-multicluster/cluster-credentials-{cluster_name} and Link linkerd-multicluster/{cluster_name} from the linking cluster's manifests: its {cluster_name} mirrors are withdrawn at once, without a restart"
             )?;
             Ok(ExitCode::SUCCESS)
         }

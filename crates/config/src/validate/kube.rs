@@ -1,4 +1,4 @@
-//! Rules for Kubernetes core objects, SMI TrafficSplit and Strait's MeshConfig.
+//! Rules for Kubernetes core objects, SMI TrafficSplit, Linkerd's Link and Strait's MeshConfig.
 
 use std::collections::BTreeSet;
 
@@ -7,6 +7,7 @@ use super::rules;
 use crate::issue::Issues;
 use crate::istio::traffic::OutlierDetection;
 use crate::kube::{IntOrString, ServiceSpec};
+use crate::linkerd::Link;
 use crate::mesh::MeshConfig;
 use crate::path::FieldPath;
 use crate::resource::{EndpointSliceData, EndpointsData, PodData};
@@ -328,5 +329,100 @@ pub(super) fn mesh_config(m: &MeshConfig, spec: &FieldPath, out: &mut Issues) {
             &spec.field("localityLbSetting"),
             out,
         );
+    }
+}
+
+/// Linkerd's `Link`: the target is named, ports are ports, the probe's path, period, timeout
+/// and threshold make sense, and selectors use Kubernetes' operators.
+pub(super) fn link(l: &Link, spec: &FieldPath, out: &mut Issues) {
+    if l.target_cluster_name.is_empty() {
+        out.required(
+            spec.field("targetClusterName"),
+            "a Link names the cluster it links (the target's cluster name)",
+        );
+    } else if !rules::is_dns1123_label(&l.target_cluster_name) {
+        out.invalid(
+            spec.field("targetClusterName"),
+            format!(
+                "\"{}\" must be a DNS-1123 label (lower case letters, digits and '-'): it becomes part of mirrored service names",
+                l.target_cluster_name
+            ),
+        );
+    }
+    if let Some(secret) = &l.cluster_credentials_secret
+        && !rules::is_dns1123_subdomain(secret)
+    {
+        out.invalid(
+            spec.field("clusterCredentialsSecret"),
+            format!("\"{secret}\" is not a Secret name"),
+        );
+    }
+    let port = |text: &Option<String>, path: FieldPath, out: &mut Issues| {
+        if let Some(t) = text
+            && t.parse::<u16>().ok().filter(|p| *p > 0).is_none()
+        {
+            out.invalid(path, format!("\"{t}\" is not a port (1–65535)"));
+        }
+    };
+    port(&l.gateway_port, spec.field("gatewayPort"), out);
+    let probe = spec.field("probeSpec");
+    port(&l.probe_spec.port, probe.field("port"), out);
+    if let Some(path) = &l.probe_spec.path
+        && !path.starts_with('/')
+    {
+        out.invalid(
+            probe.field("path"),
+            format!("\"{path}\" must start with '/'"),
+        );
+    }
+    for (text, field) in [
+        (&l.probe_spec.period, "period"),
+        (&l.probe_spec.timeout, "timeout"),
+    ] {
+        if let Some(t) = text {
+            match crate::duration::parse(t) {
+                Ok(d) if d.as_std().is_zero() => out.invalid(
+                    probe.field(field),
+                    format!("\"{t}\" must be more than zero"),
+                ),
+                Ok(_) => {}
+                Err(e) => out.invalid(probe.field(field), format!("{e}; write e.g. 3s")),
+            }
+        }
+    }
+    if let Some(t) = &l.probe_spec.failure_threshold
+        && t.parse::<u32>().ok().filter(|n| *n > 0).is_none()
+    {
+        out.invalid(
+            probe.field("failureThreshold"),
+            format!("\"{t}\" is not a positive whole number"),
+        );
+    }
+    for (selector, field) in [
+        (&l.selector, "selector"),
+        (&l.remote_discovery_selector, "remoteDiscoverySelector"),
+        (&l.federated_service_selector, "federatedServiceSelector"),
+    ] {
+        for (i, e) in selector
+            .iter()
+            .flat_map(|s| s.match_expressions.iter())
+            .enumerate()
+        {
+            let ep = spec.field(field).field("matchExpressions").index(i);
+            match e.operator.as_str() {
+                "In" | "NotIn" if e.values.is_empty() => {
+                    out.required(ep.field("values"), format!("{} needs values", e.operator))
+                }
+                "Exists" | "DoesNotExist" if !e.values.is_empty() => out.invalid(
+                    ep.field("values"),
+                    format!("{} takes no values", e.operator),
+                ),
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => out.invalid(
+                    ep.field("operator"),
+                    format!("\"{other}\" is not one of In, NotIn, Exists, DoesNotExist"),
+                ),
+            }
+        }
     }
 }

@@ -43,6 +43,7 @@ pub fn resource(r: &Resource) -> Vec<Issue> {
         Resource::Pod(o) => kube::pod(&o.spec, &mut out),
         Resource::Namespace(_) | Resource::Node(_) | Resource::Secret(_) => {}
         Resource::TrafficSplit(o) => kube::traffic_split(&o.spec, &spec, &mut out),
+        Resource::Link(o) => kube::link(&o.spec, &spec, &mut out),
         Resource::MeshConfig(o) => kube::mesh_config(&o.spec, &spec, &mut out),
     }
     out.into_vec()
