@@ -868,3 +868,40 @@ spec:
     ]);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn a_service_entry_resolved_by_dns_is_reached_at_the_names_address() {
+    // `localhost` resolves (from /etc/hosts, no network) to 127.0.0.1, where this backend is.
+    let port = free_port();
+    let _backend = http_backend("by-dns", "127.0.0.1", port, None);
+    let extra = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: dns-echo, namespace: default}}
+spec:
+  hosts: [dns-echo.example]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{{address: localhost, ports: {{http: {port}}}}}]
+"
+    );
+    let s = setup(31, &[("echo-0", None)], &extra);
+    let url = s.url("/");
+    let (code, body) = wait_for(
+        Duration::from_secs(20),
+        "dns-echo.example to answer",
+        || {
+            let r = curl(&["-H", "Host: dns-echo.example", &url]);
+            (r.0 == 200).then_some(r)
+        },
+    );
+    assert_eq!((code, Setup::name_of(&body)), (200, "by-dns".to_string()));
+    let clusters = s.proxy.admin("/clusters");
+    assert!(
+        clusters.contains(&format!(
+            "outbound|8080||dns-echo.example::127.0.0.1:{port}"
+        )),
+        "{clusters}"
+    );
+}

@@ -4,6 +4,7 @@
 //! updates that leave its settings alone, and hosts keep their pools and outlier records across
 //! endpoint updates by address.
 
+pub mod dns;
 pub mod lb;
 pub mod limits;
 pub mod outlier;
@@ -191,6 +192,11 @@ impl ClusterRuntime {
                 .collect();
             rt.set_hosts(hosts);
         }
+        if let Discovery::StrictDns(targets) = &rt.config.discovery
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tokio::spawn(dns::resolve_loop(Arc::downgrade(&rt), targets.clone()));
+        }
         if rt.config.outlier_detection.is_some() {
             tokio::spawn(sweep_loop(Arc::downgrade(&rt)));
         }
@@ -210,6 +216,12 @@ impl ClusterRuntime {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             next.set_assignment_with(a, &self.plan.load().hosts);
+        }
+        // The same names: keep their resolved hosts until the new runtime resolves them again.
+        if matches!(next.config.discovery, Discovery::StrictDns(_))
+            && next.config.discovery == self.config.discovery
+        {
+            next.set_hosts(self.plan.load().hosts.clone());
         }
         next
     }
