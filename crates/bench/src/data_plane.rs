@@ -383,6 +383,13 @@ fn chains() -> Vec<Chain> {
     ]
 }
 
+/// Where the open-model generator sends a chain's requests, and the Host it names.
+fn open_target(chain: &Chain) -> Option<(std::net::SocketAddr, String)> {
+    let authority = chain.url.strip_prefix("http://")?.split('/').next()?;
+    let addr = authority.parse().ok()?;
+    Some((addr, chain.authority.unwrap_or(authority).to_string()))
+}
+
 fn load_args<'a>(chain: &'a Chain, authority: &'a str) -> Vec<&'a str> {
     let mut args = Vec::new();
     if !chain.h2 {
@@ -497,6 +504,8 @@ pub async fn run(
             fixed.as_str(),
         ]);
         fixed_args.extend(["--log-file", log_arg.as_str(), chain.url.as_str()]);
+        // HTTP/1.1 (also as TCP bytes): the open model; HTTP/2: h2load's paced clients.
+        let open_target = (!chain.h2).then(|| open_target(&chain)).flatten();
         let cpu = || -> Vec<f64> {
             match chain.via {
                 Via::Direct => vec![],
@@ -510,10 +519,25 @@ pub async fn run(
             }
         };
         let cpu_before = cpu();
-        let fixed_out = h2load(&fixed_args)?;
+        let (fixed_rps, fixed_errors, durations) = match &open_target {
+            Some((addr, host)) => {
+                let r = crate::open_model::run(
+                    *addr,
+                    host,
+                    "/",
+                    params.fixed_rate,
+                    Duration::from_secs(fixed_secs),
+                )
+                .await;
+                (r.achieved_rps, r.errors, r.latencies)
+            }
+            None => {
+                let out = h2load(&fixed_args)?;
+                let (rps, errors) = throughput(&out)?;
+                (rps, errors, logged_durations(&log)?)
+            }
+        };
         let cpu_after = cpu();
-        let (fixed_rps, fixed_errors) = throughput(&fixed_out)?;
-        let durations = logged_durations(&log)?;
         let latency = (!durations.is_empty()).then(|| {
             [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())
         });

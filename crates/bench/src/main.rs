@@ -7,6 +7,7 @@ mod data_plane;
 mod identity;
 mod machine;
 mod multicluster;
+mod open_model;
 mod process;
 mod reference;
 mod report;
