@@ -248,8 +248,8 @@ impl Profile {
             let _ = write!(labels, "{k}={v},");
         }
         let outbound = format!(
-            "{:?}|{}|{}|{labels}",
-            proxy.kind, proxy.namespace, proxy.cluster
+            "{:?}|{}|{}|{}|{labels}",
+            proxy.kind, proxy.namespace, proxy.cluster, proxy.captured
         );
         let endpoints = format!(
             "{}|{}|{}|{}|{labels}",

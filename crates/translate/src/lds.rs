@@ -198,7 +198,16 @@ pub fn sidecar_listeners(
             });
         }
     }
-    out.push(inbound_listener(&inbound.ports, authz));
+    if proxy.captured {
+        out.push(inbound_listener(&inbound.ports, authz));
+    } else {
+        // Without capture (`INTERCEPTION_MODE: NONE`) nothing reaches the capture listeners or
+        // the per-port ones behind them: only the explicit, bound listeners remain.
+        out.retain(|l| {
+            l.name != names::OUTBOUND_LISTENER
+                && matches!(&l.kind, ListenerKind::Socket(s) if s.bind_to_port)
+        });
+    }
     out
 }
 

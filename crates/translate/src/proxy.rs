@@ -32,6 +32,10 @@ pub struct ProxyNode {
     pub locality: Locality,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// Traffic reaches the proxy by capture (iptables, Istio's `REDIRECT`/`TPROXY`); `false`
+    /// for metadata `INTERCEPTION_MODE: NONE` (no iptables: only the Sidecar resource's explicit
+    /// `bind` listeners carry traffic, so the capture listeners are left out).
+    pub captured: bool,
 }
 
 /// The node as it arrives (wire-independent).
@@ -124,6 +128,7 @@ impl ProxyNode {
             network: NetworkId::new(&meta("NETWORK").unwrap_or_default()),
             locality: node.locality.clone(),
             service_account: meta("SERVICE_ACCOUNT").unwrap_or_else(|| "default".into()),
+            captured: !meta("INTERCEPTION_MODE").is_some_and(|m| m.eq_ignore_ascii_case("NONE")),
             namespace,
             labels,
         })
