@@ -281,6 +281,10 @@ fn multi_primary_multi_network_serves_both_clusters_through_the_gateways_with_mt
     mesh.interrupt_and_check_clean();
 }
 
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The first address `getent hosts NAME` finds inside `ns` (the C library's resolver, as
 /// applications use it), or `None`.
 fn getent(ns: &str, name: &str) -> Option<String> {
@@ -339,6 +343,29 @@ fn dns_resolves_remote_only_services_and_outlives_the_control_plane(mesh: &Mesh)
     let (_, stats) = curl_in(&sleep1, &["http://127.0.0.1:15000/dns"]);
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert!(stats["answered"].as_u64().unwrap() > 0, "{stats}");
+
+    // gRPC to the cluster2-only grpc-echo: HTTP/2 through both sidecars and the gateways.
+    let py = python();
+    let (ok, out, err) = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &sleep1,
+            "env",
+            "GRPC_DNS_RESOLVER=native",
+            py.to_str().unwrap(),
+            "-c",
+            GRPC_ECHO_CALL,
+            "grpc-echo.sample:9090",
+        ],
+    );
+    // message "hi", instance "grpc-echo" (hex).
+    let want = format!("0a0268691209{}", hex("grpc-echo"));
+    assert!(
+        ok && out.lines().next() == Some(want.as_str()) && out.contains("UNIMPLEMENTED"),
+        "gRPC echo across networks: {out}{err}"
+    );
 
     // Freeze cluster1's control plane (SIGSTOP by PID): names still resolve, calls still work.
     let istiod1 = mesh.ns("cluster1", "istiod");

@@ -1,5 +1,5 @@
 //! The demo workloads `strait up` runs in pods: Istio's helloworld, a client that calls a URL
-//! in a loop and keeps a running tally of the answers, and a TCP echo.
+//! in a loop and keeps a running tally of the answers, a TCP echo and a gRPC echo.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -51,6 +51,100 @@ pub async fn helloworld(
                 .await;
         });
     }
+}
+
+/// The gRPC echo's one method (request and reply are `strait.demo.v1.EchoMessage`:
+/// `string message = 1; string instance = 2;`).
+pub const GRPC_ECHO_METHOD: &str = "/strait.demo.v1.Echo/Echo";
+
+/// A gRPC echo over HTTP/2 (h2c): [`GRPC_ECHO_METHOD`] answers the request's message with
+/// `instance` set to this one's name; any other method is `UNIMPLEMENTED`. Serves until the
+/// process ends.
+pub async fn grpc_echo(listen: SocketAddr, instance: String) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("grpc-echo cannot listen on {listen}"))?;
+    // Field 2 (`instance`), appended to the request's bytes: protobuf merges it in.
+    let mut suffix = vec![0x12];
+    put_varint(&mut suffix, instance.len() as u64);
+    suffix.extend_from_slice(instance.as_bytes());
+    let suffix = Bytes::from(suffix);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let suffix = suffix.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let suffix = suffix.clone();
+                async move {
+                    let known = req.uri().path() == GRPC_ECHO_METHOD;
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    let (status, message, frame) = match (known, body) {
+                        (true, Ok(b)) => match grpc_frame(&b) {
+                            Some(m) => {
+                                let mut reply = m.to_vec();
+                                reply.extend_from_slice(&suffix);
+                                ("0", "", grpc_encode(&reply))
+                            }
+                            None => ("13", "malformed gRPC frame", Bytes::new()),
+                        },
+                        (true, Err(_)) => ("13", "the request body failed", Bytes::new()),
+                        (false, _) => (
+                            "12",
+                            "unknown method; try /strait.demo.v1.Echo/Echo",
+                            Bytes::new(),
+                        ),
+                    };
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert(
+                        "grpc-status",
+                        hyper::header::HeaderValue::from_static(status),
+                    );
+                    if !message.is_empty() {
+                        trailers.insert(
+                            "grpc-message",
+                            hyper::header::HeaderValue::from_static(message),
+                        );
+                    }
+                    let body = Full::new(frame)
+                        .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+                    let mut resp = Response::new(body);
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/grpc"),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// The message of an uncompressed gRPC frame (flag 0, 4-byte big-endian length).
+fn grpc_frame(body: &[u8]) -> Option<&[u8]> {
+    let (&flag, rest) = body.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    (flag == 0).then(|| rest.get(4..4 + len)).flatten()
+}
+
+fn grpc_encode(message: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 5);
+    out.push(0);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    Bytes::from(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// A TCP echo: writes back what it reads, prefixed once with `hello <instance>\n`.

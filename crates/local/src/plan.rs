@@ -20,6 +20,7 @@ use crate::topology::{Discovery, Topology};
 pub const HELLOWORLD_IMAGE: &str = "strait/helloworld";
 pub const CLIENT_IMAGE: &str = "strait/client";
 pub const TCP_ECHO_IMAGE: &str = "strait/tcp-echo";
+pub const GRPC_ECHO_IMAGE: &str = "strait/grpc-echo";
 /// A pod of the proxy alone: a gateway (`strait proxy --mode router`).
 pub const PROXY_IMAGE: &str = "strait/strait";
 
@@ -113,6 +114,10 @@ pub enum App {
         url: Option<String>,
     },
     TcpEcho {
+        port: u16,
+    },
+    /// A gRPC echo (`strait demo grpc-echo`).
+    GrpcEcho {
         port: u16,
     },
     /// No app: the pod is an east-west (or ingress) gateway.
@@ -348,10 +353,11 @@ fn app_of(spec: &PodSpec, labels: &BTreeMap<String, String>) -> Result<App, Stri
             url: container.args.first().cloned(),
         },
         TCP_ECHO_IMAGE => App::TcpEcho { port: port(9000) },
+        GRPC_ECHO_IMAGE => App::GrpcEcho { port: port(9090) },
         PROXY_IMAGE => App::Gateway,
         other => {
             return Err(format!(
-                "image {other:?} is not one strait up can run; use {HELLOWORLD_IMAGE}, {CLIENT_IMAGE}, {TCP_ECHO_IMAGE} or {PROXY_IMAGE} (a gateway)"
+                "image {other:?} is not one strait up can run; use {HELLOWORLD_IMAGE}, {CLIENT_IMAGE}, {TCP_ECHO_IMAGE}, {GRPC_ECHO_IMAGE} or {PROXY_IMAGE} (a gateway)"
             ));
         }
     })

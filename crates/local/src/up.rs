@@ -720,9 +720,14 @@ impl Mesh {
                     .chain(url.clone())
                     .collect(),
             ),
-            App::TcpEcho { port } => Some(vec![
+            App::TcpEcho { port } | App::GrpcEcho { port } => Some(vec![
                 "demo".into(),
-                "tcp-echo".into(),
+                if matches!(pod.app, App::TcpEcho { .. }) {
+                    "tcp-echo"
+                } else {
+                    "grpc-echo"
+                }
+                .into(),
                 "--listen".into(),
                 format!("0.0.0.0:{port}"),
                 "--instance".into(),
@@ -979,6 +984,7 @@ impl Mesh {
                     App::Client { url: Some(u) } => format!("client → {u}"),
                     App::Client { url: None } => "client (idle)".into(),
                     App::TcpEcho { .. } => "tcp-echo".into(),
+                    App::GrpcEcho { .. } => "grpc-echo".into(),
                 };
                 s.push_str(&format!(
                     "  {:<28} {:<12} {role}{}\n",

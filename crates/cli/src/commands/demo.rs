@@ -38,6 +38,14 @@ pub enum App {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
+    /// A gRPC echo (h2c): `/strait.demo.v1.Echo/Echo` answers the request's `message` (field 1)
+    /// with `instance` (field 2) set to this one's name.
+    GrpcEcho {
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "grpc-echo")]
+        instance: String,
+    },
     /// Echoes what it reads, after a `hello <instance>` line.
     TcpEcho {
         #[arg(long, default_value = "0.0.0.0:9000")]
@@ -66,6 +74,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ))?,
         App::TcpEcho { listen, instance } => {
             runtime()?.block_on(apps::tcp_echo(*listen, instance.clone()))?
+        }
+        App::GrpcEcho { listen, instance } => {
+            runtime()?.block_on(apps::grpc_echo(*listen, instance.clone()))?
         }
         App::Client { url: None, .. } => loop {
             std::thread::sleep(Duration::from_secs(3600));

@@ -597,3 +597,18 @@ pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// A Python grpcio client: one echo call, one call to an unknown method.
+pub const GRPC_ECHO_CALL: &str = r#"
+import sys, grpc
+channel = grpc.insecure_channel(sys.argv[1])
+grpc.channel_ready_future(channel).result(timeout=10)
+echo = channel.unary_unary("/strait.demo.v1.Echo/Echo")
+reply = echo(b"\n\x02hi", timeout=5)
+print(reply.hex())
+try:
+    channel.unary_unary("/strait.demo.v1.Echo/Other")(b"", timeout=5)
+    print("no error")
+except grpc.RpcError as e:
+    print(e.code().name)
+"#;
