@@ -14,11 +14,7 @@ use crate::lookup::{Lookup, Question};
 pub const TTL_SECS: u32 = 30;
 
 /// How the question arrived (decides the largest answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use crate::exchange::Transport;
 
 /// What to do with a question.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use tokio::net::{TcpStream, UdpSocket};
 
-use crate::server::{read_framed, write_framed};
+use crate::exchange::{Transport, exchange};
 
 /// How long one server gets per question.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,6 +67,14 @@ fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
 
+/// The answer to question `id`.
+fn parse(bytes: Vec<u8>, id: u16) -> std::io::Result<Message> {
+    Message::from_vec(&bytes)
+        .ok()
+        .filter(|m| m.metadata.id == id)
+        .ok_or_else(|| invalid("a malformed answer".into()))
+}
+
 /// Seconds to wait before asking again about a name that had no addresses.
 const NO_RECORDS_TTL: u32 = 30;
 
@@ -84,34 +91,16 @@ async fn ask(
     q.metadata.recursion_desired = true;
     q.add_query(Query::query(name.clone(), t));
     let bytes = q.to_vec().map_err(|e| invalid(e.to_string()))?;
-    let any: SocketAddr = match server {
-        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-        SocketAddr::V6(_) => ([0u16; 8], 0).into(),
-    };
-    let reply = tokio::time::timeout(TIMEOUT, async {
-        let socket = UdpSocket::bind(any).await?;
-        socket.connect(server).await?;
-        socket.send(&bytes).await?;
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            if let Ok(m) = Message::from_vec(&buf[..n])
-                && m.metadata.id == id
-            {
-                if !m.metadata.truncation {
-                    return Ok(m);
-                }
-                let mut stream = TcpStream::connect(server).await?;
-                write_framed(&mut stream, &bytes).await?;
-                let answer = read_framed(&mut stream).await?;
-                return Message::from_vec(&answer).map_err(|e| invalid(e.to_string()));
-            }
-        }
-    })
-    .await
-    .map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{server}: no answer"))
-    })??;
+    let mut reply = parse(
+        exchange(server, &bytes, Transport::Udp, None, TIMEOUT).await?,
+        id,
+    )?;
+    if reply.metadata.truncation {
+        reply = parse(
+            exchange(server, &bytes, Transport::Tcp, None, TIMEOUT).await?,
+            id,
+        )?;
+    }
     match reply.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
         other => return Err(invalid(format!("{server}: {other}"))),
@@ -127,4 +116,20 @@ async fn ask(
         ttl = Some(ttl.map_or(r.ttl, |t| t.min(r.ttl)));
     }
     Ok((ips, ttl))
+}
+
+/// What the C library's resolver (also `/etc/hosts`) answers for `name`, within `timeout`; it
+/// carries no TTL. No address is an error.
+pub async fn system(name: &str, port: u16, timeout: Duration) -> std::io::Result<Vec<SocketAddr>> {
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((name, port)))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
+    let addrs: Vec<SocketAddr> = found.collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no addresses",
+        ));
+    }
+    Ok(addrs)
 }

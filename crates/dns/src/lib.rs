@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod exchange;
 pub mod lookup;
 pub mod resolv;
 pub mod server;

@@ -9,22 +9,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use socket2::{Domain, Protocol, Socket, Type};
 use strait_xds::dns::NameTable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::answer::{self, Decision, Transport};
+use crate::answer::{self, Decision};
+use crate::exchange::{MAX_MESSAGE, Transport, exchange, read_framed, write_framed};
 use crate::lookup::{Lookup, LookupContext};
 
 /// How long one upstream resolver gets before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Questions being forwarded at once; more are dropped (their clients ask again).
 const MAX_IN_FLIGHT: usize = 512;
-/// Largest DNS message (TCP length prefix).
-const MAX_MESSAGE: usize = 65535;
 
 /// Counters, for the admin API and metrics.
 #[derive(Debug, Default)]
@@ -51,7 +48,7 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    pub fn new(context: LookupContext, upstreams: Vec<SocketAddr>, mark: Option<u32>) -> Self {
+    fn new(context: LookupContext, upstreams: Vec<SocketAddr>, mark: Option<u32>) -> Self {
         DnsServer {
             lookup: ArcSwapOption::empty(),
             source: ArcSwapOption::empty(),
@@ -62,6 +59,21 @@ impl DnsServer {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             stats: DnsStats::default(),
         }
+    }
+
+    /// A server on `addr` (UDP and TCP, one port), serving from now on: it and the address it
+    /// got.
+    pub async fn start(
+        addr: SocketAddr,
+        context: LookupContext,
+        upstreams: Vec<SocketAddr>,
+        mark: Option<u32>,
+    ) -> std::io::Result<(Arc<DnsServer>, SocketAddr)> {
+        let (udp, tcp) = bind(addr).await?;
+        let local = udp.local_addr()?;
+        let server = Arc::new(DnsServer::new(context, upstreams, mark));
+        tokio::spawn(server.clone().serve(udp, tcp));
+        Ok((server, local))
     }
 
     /// Answers from `table` from now on (nothing to do when it is the table already in use).
@@ -102,10 +114,8 @@ impl DnsServer {
             Decision::Forward => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                 for upstream in &self.upstreams {
-                    let result = match transport {
-                        Transport::Udp => self.forward_udp(*upstream, request).await,
-                        Transport::Tcp => self.forward_tcp(*upstream, request).await,
-                    };
+                    let result =
+                        exchange(*upstream, request, transport, self.mark, UPSTREAM_TIMEOUT).await;
                     match result {
                         Ok(bytes) => return Some(bytes),
                         Err(e) => debug!(%upstream, error = %e, "upstream resolver failed"),
@@ -117,58 +127,8 @@ impl DnsServer {
         }
     }
 
-    fn socket(
-        &self,
-        upstream: SocketAddr,
-        kind: Type,
-        protocol: Protocol,
-    ) -> std::io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(upstream), kind, Some(protocol))?;
-        if let Some(mark) = self.mark {
-            socket.set_mark(mark)?;
-        }
-        socket.set_nonblocking(true)?;
-        Ok(socket)
-    }
-
-    async fn forward_udp(&self, upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
-        let socket = self.socket(upstream, Type::DGRAM, Protocol::UDP)?;
-        let any: SocketAddr = match upstream {
-            SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-            SocketAddr::V6(_) => ([0u16; 8], 0).into(),
-        };
-        socket.bind(&any.into())?;
-        let socket = UdpSocket::from_std(socket.into())?;
-        socket.connect(upstream).await?;
-        socket.send(request).await?;
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            loop {
-                let n = socket.recv(&mut buf).await?;
-                // Only the answer to this question (same ID).
-                if n >= 2 && request.len() >= 2 && buf[..2] == request[..2] {
-                    return Ok(buf[..n].to_vec());
-                }
-            }
-        })
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
-    }
-
-    async fn forward_tcp(&self, upstream: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
-        let socket = self.socket(upstream, Type::STREAM, Protocol::TCP)?;
-        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
-        tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-            let mut stream = socket.connect(upstream).await?;
-            write_framed(&mut stream, request).await?;
-            read_framed(&mut stream).await
-        })
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
-    }
-
     /// Serves questions on both sockets until the task is dropped.
-    pub async fn serve(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) {
+    async fn serve(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) {
         let udp = Arc::new(udp);
         let udp_task = {
             let server = self.clone();
@@ -233,24 +193,8 @@ impl DnsServer {
 }
 
 /// Binds the DNS proxy's UDP and TCP sockets on `addr` (with port 0, both on the port UDP got).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     let udp = UdpSocket::bind(addr).await?;
     let tcp = TcpListener::bind(udp.local_addr()?).await?;
     Ok((udp, tcp))
-}
-
-pub(crate) async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let len = stream.read_u16().await?;
-    let mut buf = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-pub(crate) async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
-    let len = u16::try_from(message.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "message too long"))?;
-    let mut out = Vec::with_capacity(message.len() + 2);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(message);
-    stream.write_all(&out).await
 }

@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use strait_dns::LookupContext;
-use strait_dns::server::{DnsServer, bind};
+use strait_dns::server::DnsServer;
 use strait_xds::dns::{NameInfo, NameTable, REGISTRY_KUBERNETES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -97,10 +97,9 @@ async fn upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicU32>) {
 }
 
 async fn start(upstreams: Vec<SocketAddr>) -> (SocketAddr, Arc<DnsServer>) {
-    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let udp_addr = udp.local_addr().unwrap();
-    assert_eq!(tcp.local_addr().unwrap(), udp_addr);
-    let server = Arc::new(DnsServer::new(
+    // UDP and TCP on one port: the tests ask over both at this address.
+    let (server, addr) = DnsServer::start(
+        "127.0.0.1:0".parse().unwrap(),
         LookupContext {
             namespace: "sample".into(),
             domain_suffix: "cluster.local".into(),
@@ -109,9 +108,10 @@ async fn start(upstreams: Vec<SocketAddr>) -> (SocketAddr, Arc<DnsServer>) {
         },
         upstreams,
         None,
-    ));
-    tokio::spawn(server.clone().serve(udp, tcp));
-    (udp_addr, server)
+    )
+    .await
+    .unwrap();
+    (addr, server)
 }
 
 #[tokio::test]

@@ -64,8 +64,6 @@ pub struct DnsOptions {
     pub upstreams: Vec<SocketAddr>,
     /// `resolv.conf`'s search domains.
     pub search: Vec<String>,
-    /// The cluster's domain suffix (`cluster.local`).
-    pub domain_suffix: String,
 }
 
 /// The proxy's workload identity.
@@ -131,7 +129,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     let (stop, stop_rx) = watch::channel(false);
     let shared = xds::client::Shared::new(options.dns.is_some());
     let dns = match &options.dns {
-        Some(d) => Some(start_dns(d, &options.node.namespace, options.mark).await?),
+        Some(d) => Some(start_dns(d, &options.node, options.mark).await?),
         None => None,
     };
     let me = options.node.peer();
@@ -220,7 +218,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
 /// Starts the DNS proxy (its table arrives later over xDS; until then it forwards).
 async fn start_dns(
     options: &DnsOptions,
-    namespace: &str,
+    node: &NodeIdentity,
     mark: Option<u32>,
 ) -> anyhow::Result<Arc<strait_dns::DnsServer>> {
     if options.upstreams.contains(&options.listen) {
@@ -229,25 +227,24 @@ async fn start_dns(
             options.listen
         );
     }
-    let (udp, tcp) = strait_dns::server::bind(options.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for DNS on {}: {e}; choose another address with --dns-listen",
-                options.listen
-            )
-        })?;
-    let server = Arc::new(strait_dns::DnsServer::new(
+    let (server, _) = strait_dns::DnsServer::start(
+        options.listen,
         strait_dns::LookupContext {
-            namespace: namespace.to_string(),
-            domain_suffix: options.domain_suffix.clone(),
+            namespace: node.namespace.clone(),
+            domain_suffix: node.domain_suffix.clone(),
             search: options.search.clone(),
             zone: None,
         },
         options.upstreams.clone(),
         mark,
-    ));
-    tokio::spawn(server.clone().serve(udp, tcp));
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen for DNS on {}: {e}; choose another address with --dns-listen",
+            options.listen
+        )
+    })?;
     info!(listen = %options.listen, upstreams = ?options.upstreams, "DNS proxy started");
     Ok(server)
 }

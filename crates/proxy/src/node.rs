@@ -29,6 +29,8 @@ pub struct NodeIdentity {
     pub labels: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
     pub locality: [String; 3],
+    /// The cluster's domain suffix, from the ID's `<namespace>.svc.<suffix>` (`cluster.local`).
+    pub domain_suffix: String,
 }
 
 impl NodeIdentity {
@@ -36,7 +38,7 @@ impl NodeIdentity {
     /// `k=v,k=v`, `LOCALITY` (or `--locality`) `region/zone/subzone`.
     pub fn parse(id: &str, metadata: &[(String, String)]) -> Result<NodeIdentity, String> {
         let parts: Vec<&str> = id.split('~').collect();
-        let [kind, ip, pod_ns, _domain] = parts[..] else {
+        let [kind, ip, pod_ns, domain] = parts[..] else {
             return Err(format!(
                 "node ID {id:?} must look like Istio's: sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local"
             ));
@@ -81,6 +83,10 @@ impl NodeIdentity {
             labels,
             metadata: meta,
             locality,
+            domain_suffix: domain
+                .split_once(".svc.")
+                .map_or("cluster.local", |(_, suffix)| suffix)
+                .to_string(),
         })
     }
 

@@ -139,19 +139,11 @@ impl GatewayDns {
             }
         }
         // The C library's resolver (also `/etc/hosts`), which gives no TTL.
-        let addrs = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::lookup_host((name, port)),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
-        let ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-        if ips.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no addresses",
-            ));
-        }
+        let ips = strait_dns::client::system(name, port, Duration::from_secs(2))
+            .await?
+            .iter()
+            .map(SocketAddr::ip)
+            .collect();
         Ok((ips, SYSTEM_TTL))
     }
 }

@@ -260,11 +260,9 @@ async fn start_cluster_dns(
     cluster: ClusterId,
     mut snapshots: watch::Receiver<Arc<strait_registry::Snapshot>>,
 ) -> anyhow::Result<()> {
-    let (udp, tcp) = strait_dns::server::bind(addr).await.with_context(|| {
-        format!("cannot listen for DNS on {addr}; choose another address with --dns-listen")
-    })?;
     let domain = snapshots.borrow().settings.domain_suffix.clone();
-    let dns = Arc::new(strait_dns::DnsServer::new(
+    let (dns, _) = strait_dns::DnsServer::start(
+        addr,
         strait_dns::LookupContext {
             zone: Some(domain.clone()),
             domain_suffix: domain,
@@ -272,12 +270,15 @@ async fn start_cluster_dns(
         },
         Vec::new(),
         None,
-    ));
+    )
+    .await
+    .with_context(|| {
+        format!("cannot listen for DNS on {addr}; choose another address with --dns-listen")
+    })?;
     let table = move |s: &strait_registry::Snapshot| {
         Arc::new(strait_translate::dns::cluster_table(&s.model, &cluster))
     };
     dns.update(&table(&snapshots.borrow_and_update()));
-    tokio::spawn(dns.clone().serve(udp, tcp));
     tokio::spawn(async move {
         while snapshots.changed().await.is_ok() {
             let next = table(&snapshots.borrow_and_update());

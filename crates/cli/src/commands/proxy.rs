@@ -202,7 +202,7 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         _ => {}
     }
     let (identity, xds_tls) = identity_options(args, &node, &xds)?;
-    let dns = dns_options(args, &node, &id)?;
+    let dns = dns_options(args, &node)?;
     Ok(ProxyOptions {
         dns,
         identity,
@@ -224,7 +224,7 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
 }
 
 /// The DNS proxy's options, when it runs: `--dns-listen`, or `DNS_CAPTURE=true` metadata.
-fn dns_options(args: &Args, node: &NodeIdentity, id: &str) -> anyhow::Result<Option<DnsOptions>> {
+fn dns_options(args: &Args, node: &NodeIdentity) -> anyhow::Result<Option<DnsOptions>> {
     let capture = node
         .metadata
         .get("DNS_CAPTURE")
@@ -251,18 +251,10 @@ fn dns_options(args: &Args, node: &NodeIdentity, id: &str) -> anyhow::Result<Opt
     } else {
         args.dns_upstreams.clone()
     };
-    // The node ID's domain is `<namespace>.svc.<suffix>`.
-    let domain_suffix = id
-        .rsplit('~')
-        .next()
-        .and_then(|d| d.split_once(".svc."))
-        .map(|(_, suffix)| suffix.to_string())
-        .unwrap_or_else(|| "cluster.local".into());
     Ok(Some(DnsOptions {
         listen,
         upstreams,
         search: conf.search,
-        domain_suffix,
     }))
 }
 

@@ -51,10 +51,11 @@ pub async fn resolve_loop(runtime: Weak<ClusterRuntime>, targets: Vec<(String, u
 
 /// A name's IPv4 addresses (an IP literal is itself).
 async fn lookup(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
-    let addrs: Vec<SocketAddr> = found.filter(SocketAddr::is_ipv4).collect();
+    let addrs: Vec<SocketAddr> = strait_dns::client::system(name, port, LOOKUP_TIMEOUT)
+        .await?
+        .into_iter()
+        .filter(SocketAddr::is_ipv4)
+        .collect();
     if addrs.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
