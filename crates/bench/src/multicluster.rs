@@ -218,6 +218,8 @@ fn with_mesh<T>(
         state_dir: logs.join(format!("strait-up-{name}")),
         exe: strait.to_path_buf(),
         log_level: "warn".into(),
+        // Namespaces: the gateway hop and failover are measured across real segments.
+        runtime: strait_local::plan::Runtime::Namespaces,
     };
     let mut progress = Vec::new();
     let mesh = Mesh::start(options, &mut progress)?;
@@ -268,7 +270,7 @@ fn calls_from_cluster1(
                 _ => {}
             }
             let at = start.elapsed();
-            let outcome = apps::get(&url, Duration::from_secs(10));
+            let outcome = apps::get(&url, None, Duration::from_secs(10));
             let answer = match &outcome {
                 Ok((200, body)) if body.contains("v1") => Answer::Local,
                 Ok((200, body)) if body.contains("v2") => Answer::Far,

@@ -172,8 +172,10 @@ pub async fn tcp_echo(listen: SocketAddr, instance: String) -> anyhow::Result<()
 /// The answer of one call: the status and the body's first line, or what went wrong.
 pub type Outcome = Result<(u16, String), String>;
 
-/// `GET url` over HTTP/1.1 (a new connection each time, as `curl` makes).
-pub fn get(url: &str, timeout: Duration) -> Outcome {
+/// `GET url` over HTTP/1.1 (a new connection each time, as `curl` makes); `via`: connect to
+/// this host at the URL's port instead, keeping the URL's `Host` (as `curl --connect-to` —
+/// how an app without capture calls its sidecar's bound listener).
+pub fn get(url: &str, via: Option<&str>, timeout: Duration) -> Outcome {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// URLs"))?;
@@ -184,6 +186,13 @@ pub fn get(url: &str, timeout: Duration) -> Outcome {
         authority.to_string()
     } else {
         format!("{authority}:80")
+    };
+    let target = match via {
+        Some(host) => {
+            let port = target.rsplit_once(':').map_or("80", |(_, p)| p);
+            format!("{host}:{port}")
+        }
+        None => target,
     };
     let addr = target
         .to_socket_addrs()
@@ -267,17 +276,29 @@ mod tests {
         let url = format!("http://{addr}/hello");
         let mut tally = Tally::default();
         for _ in 0..50 {
-            let outcome = get(&url, Duration::from_secs(1));
+            let outcome = get(&url, None, Duration::from_secs(1));
             if outcome.is_ok() {
                 tally.record(&outcome);
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        tally.record(&get(&format!("http://{addr}/nope"), Duration::from_secs(1)));
+        tally.record(&get(
+            &format!("http://{addr}/nope"),
+            None,
+            Duration::from_secs(1),
+        ));
+        // An address nothing listens on, reached through `via` (as an app calls its sidecar).
+        let elsewhere = format!("http://127.0.0.3:{}/hello", addr.port());
+        assert!(get(&elsewhere, None, Duration::from_secs(1)).is_err());
+        tally.record(&get(
+            &elsewhere,
+            Some(&addr.ip().to_string()),
+            Duration::from_secs(1),
+        ));
         assert_eq!(
             tally.summary(),
-            "2 calls: 1 × Hello version: v2, instance: hw-1, 1 failed"
+            "3 calls: 2 × Hello version: v2, instance: hw-1, 1 failed"
         );
         server.join().unwrap();
     }

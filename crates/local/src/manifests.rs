@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use strait_config::yaml::split_documents;
 
-use crate::plan::{App, Plan, TLS_MODE_LABEL};
+use crate::plan::{App, POD_LABEL, Plan, TLS_MODE_LABEL};
 
 /// Rewrites one manifest file of `cluster`. `label` names the file in errors.
 pub fn rewrite(text: &str, label: &str, cluster: &str, plan: &Plan) -> Result<String, String> {
@@ -136,6 +136,9 @@ fn patch(doc: &mut Value, cluster: &str, plan: &Plan) {
                     doc["metadata"]["annotations"]["sidecar.istio.io/status"] =
                         json!(r#"{"containers":["istio-proxy"]}"#);
                 }
+                if let Some(own) = pod.labels.get(POD_LABEL) {
+                    doc["metadata"]["labels"][POD_LABEL] = json!(own);
+                }
                 if doc.pointer("/spec/nodeName").is_none() {
                     doc["spec"]["nodeName"] = json!(node_name(cluster));
                 }
@@ -184,7 +187,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::plan::PodPlan;
+    use crate::plan::{PodPlan, Runtime};
 
     #[test]
     fn pods_get_addresses_services_vips_and_gateways_load_balancers() {
@@ -202,9 +205,11 @@ mod tests {
                 sidecar: app != App::Gateway,
                 app,
                 locality: None,
+                app_listen: "0.0.0.0:80".parse().unwrap(),
             };
         let plan = Plan {
             prefix: "st".into(),
+            runtime: Runtime::Namespaces,
             networks: vec![],
             control_planes: vec![],
             pods: vec![

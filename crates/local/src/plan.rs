@@ -7,6 +7,10 @@
 //! on the WAN segment `10.255.0.0/24` (routers at `10.255.0.n`, control planes' registry
 //! endpoints from `10.255.0.50`, east-west gateways' load balancer addresses from
 //! `10.255.0.100`). Cluster *c*'s service VIPs are `10.(200+c).0.x`.
+//!
+//! In loopback mode (no root) the same plan lives on this host's loopback: every address above
+//! with `127` for `10` (Linux routes all of `127.0.0.0/8` to `lo`), each pod's app behind its
+//! sidecar on `127.0.0.1` at a port of its own.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -36,10 +40,42 @@ pub const EXPORTED_LABEL: &str = "mirror.linkerd.io/exported";
 /// The WAN segment's routers' and gateways' prefix.
 pub const WAN_PREFIX: [u8; 3] = [10, 255, 0];
 
+/// The label that tells one pod from its replicas, so a Sidecar resource can select it alone
+/// (loopback mode gives each pod its own bind address).
+pub const POD_LABEL: &str = "strait.dev/pod";
+
+/// In loopback mode, pod *i*'s app listens on `127.0.0.1:(APP_PORT_BASE + i)` behind its
+/// sidecar (below Linux's ephemeral ports, so outgoing connections never hold them).
+pub const APP_PORT_BASE: u16 = 20000;
+
+/// How the pods of a local mesh are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// Each pod a network namespace with its sidecar capturing by iptables, each network its
+    /// own segment (needs root).
+    #[default]
+    Namespaces,
+    /// Every process on this host's loopback, each pod at its own `127.x` address: sidecars
+    /// with explicit `bind` listeners (Istio's Sidecar `captureMode: NONE`), gateways bound to
+    /// their load balancer addresses, no capture and no DNS (needs no privilege).
+    Loopback,
+}
+
+impl Runtime {
+    /// The first octet of every planned address.
+    fn first_octet(self) -> u8 {
+        match self {
+            Runtime::Namespaces => 10,
+            Runtime::Loopback => 127,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// Prefix of every namespace name (`strait up --name`).
     pub prefix: String,
+    pub runtime: Runtime,
     pub networks: Vec<NetworkPlan>,
     pub control_planes: Vec<ControlPlanePlan>,
     pub pods: Vec<PodPlan>,
@@ -99,6 +135,10 @@ pub struct PodPlan {
     /// or the pod's `sidecar.istio.io/inject=true`, unless the pod says `false`).
     pub sidecar: bool,
     pub locality: Option<String>,
+    /// Where its app listens (a gateway: nowhere, port 0). Namespaces: every address of the
+    /// pod at the app's port. Loopback: behind a sidecar, `127.0.0.1` at a port of the pod's
+    /// own; without one, the pod's address.
+    pub app_listen: SocketAddrV4,
 }
 
 /// What runs in a pod besides (or, for a gateway, as) its proxy.
@@ -125,7 +165,14 @@ pub enum App {
 }
 
 /// Plans the mesh. `configs` holds each cluster's manifests, in the topology's order.
-pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<Plan, String> {
+pub fn plan(
+    topology: &Topology,
+    configs: &[ConfigSet],
+    prefix: &str,
+    runtime: Runtime,
+) -> Result<Plan, String> {
+    let a = runtime.first_octet();
+    let wan_prefix = [a, WAN_PREFIX[1], WAN_PREFIX[2]];
     let mut networks: Vec<NetworkPlan> = Vec::new();
     for c in &topology.clusters {
         if !networks.iter().any(|n| n.name == c.network) {
@@ -137,8 +184,8 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                 name: c.network.clone(),
                 index,
                 netns: format!("{prefix}-net-{}", c.network),
-                router: Ipv4Addr::new(10, index, 0, 1),
-                wan: Ipv4Addr::new(WAN_PREFIX[0], WAN_PREFIX[1], WAN_PREFIX[2], index),
+                router: Ipv4Addr::new(a, index, 0, 1),
+                wan: Ipv4Addr::new(wan_prefix[0], wan_prefix[1], wan_prefix[2], index),
             });
         }
     }
@@ -164,15 +211,15 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
             network: c.network.clone(),
             netns: format!("{prefix}-{}-istiod", c.name),
             ip: Ipv4Addr::new(
-                10,
+                a,
                 n,
                 0,
                 u8::try_from(*host).map_err(|_| "too many control planes")?,
             ),
             wan: Ipv4Addr::new(
-                WAN_PREFIX[0],
-                WAN_PREFIX[1],
-                WAN_PREFIX[2],
+                wan_prefix[0],
+                wan_prefix[1],
+                wan_prefix[2],
                 u8::try_from(50 + control_planes.len())
                     .ok()
                     .filter(|a| *a < 100)
@@ -224,7 +271,7 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                 app_of(&pod.spec.spec, &pod.meta.labels).map_err(|e| format!("{where_}: {e}"))?;
             let k = next_pod.entry(n).or_insert(0);
             let ip = Ipv4Addr::new(
-                10,
+                a,
                 n,
                 u8::try_from(1 + *k / 200).map_err(|_| format!("{where_}: too many pods"))?,
                 (10 + *k % 200) as u8,
@@ -233,7 +280,7 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
             let wan = (app == App::Gateway).then(|| {
                 let g = next_gateway;
                 next_gateway += 1;
-                Ipv4Addr::new(WAN_PREFIX[0], WAN_PREFIX[1], WAN_PREFIX[2], g as u8)
+                Ipv4Addr::new(wan_prefix[0], wan_prefix[1], wan_prefix[2], g as u8)
             });
             if next_gateway > 250 {
                 return Err(format!("{where_}: too many gateways"));
@@ -252,6 +299,30 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
             if sidecar {
                 labels.insert(TLS_MODE_LABEL.into(), "istio".into());
             }
+            if runtime == Runtime::Loopback && sidecar {
+                // Unique in the mesh (a control plane may serve several clusters' pods), and a
+                // valid label value (at most 63 characters).
+                let own = format!("{}.{}", cluster.name, pod.meta.name);
+                let own = if own.len() <= 63 {
+                    own
+                } else {
+                    format!("pod-{}", pods.len())
+                };
+                labels.insert(POD_LABEL.into(), own);
+            }
+            let app_port = app.port().unwrap_or(0);
+            let app_listen = match runtime {
+                Runtime::Namespaces => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, app_port),
+                Runtime::Loopback if sidecar => {
+                    let port = u16::try_from(pods.len())
+                        .ok()
+                        .and_then(|i| APP_PORT_BASE.checked_add(i))
+                        .filter(|p| *p < 32768)
+                        .ok_or_else(|| format!("{where_}: too many pods for loopback mode"))?;
+                    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+                }
+                Runtime::Loopback => SocketAddrV4::new(ip, app_port),
+            };
             pods.push(PodPlan {
                 cluster: cluster.name.clone(),
                 namespace: pod.meta.namespace.clone(),
@@ -272,6 +343,7 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
                 app,
                 sidecar,
                 locality: cluster.locality.clone(),
+                app_listen,
             });
         }
         let mut cluster_vips = BTreeMap::new();
@@ -289,7 +361,7 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
             let c = u8::try_from(200 + ci).map_err(|_| "more than 55 clusters")?;
             cluster_vips.insert(
                 format!("{}/{}", svc.meta.namespace, svc.meta.name),
-                Ipv4Addr::new(10, c, (next_vip / 250) as u8, (next_vip % 250) as u8),
+                Ipv4Addr::new(a, c, (next_vip / 250) as u8, (next_vip % 250) as u8),
             );
             next_vip += 1;
         }
@@ -311,6 +383,7 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
         .collect();
     let plan = Plan {
         prefix: prefix.to_string(),
+        runtime,
         networks,
         control_planes,
         pods,
@@ -325,6 +398,18 @@ pub fn plan(topology: &Topology, configs: &[ConfigSet], prefix: &str) -> Result<
         plan.xds_address(topology, pod)?;
     }
     Ok(plan)
+}
+
+impl App {
+    /// The port it serves.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            App::HelloWorld { port, .. } | App::TcpEcho { port } | App::GrpcEcho { port } => {
+                Some(*port)
+            }
+            App::Client { .. } | App::Gateway => None,
+        }
+    }
 }
 
 /// What a pod runs, from its first container's image (and args, ports, labels).
@@ -364,6 +449,15 @@ fn app_of(spec: &PodSpec, labels: &BTreeMap<String, String>) -> Result<App, Stri
 }
 
 impl Plan {
+    /// The address `pod`'s proxy listens on (admin, health, metrics, bound listeners): its
+    /// own; in loopback mode a gateway's is its load balancer address, where callers reach it.
+    pub fn listen_ip(&self, pod: &PodPlan) -> Ipv4Addr {
+        match (self.runtime, pod.wan) {
+            (Runtime::Loopback, Some(wan)) => wan,
+            _ => pod.ip,
+        }
+    }
+
     pub fn network(&self, name: &str) -> Option<&NetworkPlan> {
         self.networks.iter().find(|n| n.name == name)
     }
@@ -413,14 +507,15 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use strait_config::{LoadOptions, load_str};
 
     use super::*;
 
-    fn config(yaml: &str) -> ConfigSet {
+    /// A cluster's manifests from YAML (for this crate's tests).
+    pub(crate) fn config(yaml: &str) -> ConfigSet {
         ConfigSet::from_resources(load_str(yaml, "t", &LoadOptions::default()).into_resources())
     }
 
@@ -454,7 +549,13 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
             Path::new("."),
         )
         .unwrap();
-        let plan = plan(&topology, &[config(CLUSTER), config(CLUSTER)], "st").unwrap();
+        let plan = plan(
+            &topology,
+            &[config(CLUSTER), config(CLUSTER)],
+            "st",
+            Runtime::Namespaces,
+        )
+        .unwrap();
         assert_eq!(plan.networks[1].router, Ipv4Addr::new(10, 2, 0, 1));
         assert_eq!(plan.control_planes[1].ip, Ipv4Addr::new(10, 2, 0, 2));
         assert_eq!(plan.control_planes[0].peers, ["c2"]);
@@ -480,13 +581,54 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
     }
 
     #[test]
+    fn loopback_mode_plans_the_same_mesh_on_127_with_apps_behind_their_sidecars() {
+        let topology = crate::topology::parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n  - {name: c2, network: n2}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let configs = [config(CLUSTER), config(CLUSTER)];
+        let plan = plan(&topology, &configs, "st", Runtime::Loopback).unwrap();
+        assert_eq!(plan.control_planes[1].ip, Ipv4Addr::new(127, 2, 0, 2));
+        let hw = &plan.pods[2];
+        assert_eq!(hw.ip, Ipv4Addr::new(127, 2, 1, 10));
+        assert_eq!(hw.app_listen, "127.0.0.1:20002".parse().unwrap());
+        assert_eq!(hw.labels[POD_LABEL], "c2.hw");
+        assert_eq!(plan.listen_ip(hw), hw.ip);
+        let gw = &plan.pods[3];
+        assert_eq!(gw.wan, Some(Ipv4Addr::new(127, 255, 0, 101)));
+        assert_eq!(plan.listen_ip(gw), Ipv4Addr::new(127, 255, 0, 101));
+        assert!(!gw.labels.contains_key(POD_LABEL));
+        assert_eq!(
+            plan.vips["c2"]["sample/helloworld"],
+            Ipv4Addr::new(127, 201, 0, 10)
+        );
+
+        let namespaces = super::plan(&topology, &configs, "st", Runtime::Namespaces).unwrap();
+        assert_eq!(
+            namespaces.pods[2].app_listen,
+            "0.0.0.0:5000".parse().unwrap()
+        );
+        assert_eq!(
+            namespaces.listen_ip(&namespaces.pods[3]),
+            namespaces.pods[3].ip
+        );
+    }
+
+    #[test]
     fn a_remote_on_another_network_reaches_its_control_plane_through_the_gateway() {
         let topology = crate::topology::parse(
             "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n  - {name: c2, network: n2, controlPlane: c1}\n",
             Path::new("."),
         )
         .unwrap();
-        let planned = plan(&topology, &[config(CLUSTER), config(CLUSTER)], "st").unwrap();
+        let planned = plan(
+            &topology,
+            &[config(CLUSTER), config(CLUSTER)],
+            "st",
+            Runtime::Namespaces,
+        )
+        .unwrap();
         assert_eq!(planned.control_planes.len(), 1);
         let local = planned.xds_address(&topology, &planned.pods[0]).unwrap();
         assert_eq!(local, "10.1.0.2:15012".parse().unwrap());
@@ -494,7 +636,13 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
         assert_eq!(remote, "10.255.0.100:15012".parse().unwrap());
 
         let no_gateway: String = CLUSTER.split("---").take(3).collect::<Vec<_>>().join("---");
-        let e = plan(&topology, &[config(&no_gateway), config(CLUSTER)], "st").unwrap_err();
+        let e = plan(
+            &topology,
+            &[config(&no_gateway), config(CLUSTER)],
+            "st",
+            Runtime::Namespaces,
+        )
+        .unwrap_err();
         assert!(e.contains("expose-istiod"), "{e}");
     }
 
@@ -509,7 +657,7 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
             "strait/helloworld",
             "docker.io/istio/examples-helloworld-v1",
         );
-        let e = plan(&topology, &[config(&bad)], "st").unwrap_err();
+        let e = plan(&topology, &[config(&bad)], "st", Runtime::Namespaces).unwrap_err();
         assert!(
             e.contains("c1: Pod sample/hw") && e.contains("examples-helloworld"),
             "{e}"

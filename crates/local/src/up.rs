@@ -1,7 +1,8 @@
 //! Starting and stopping a local mesh (the edge): namespaces and links as the plan says, the
 //! mesh CA and bootstrap tokens, one control plane per primary, and in each pod its app and
 //! sidecar (or a gateway's proxy) — every process recorded in a state file so `--down`, Ctrl-C
-//! or the next start removes all of it.
+//! or the next start removes all of it. In loopback mode there are no namespaces: the same
+//! processes run on this host, each listening on its pod's own loopback address.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,9 +22,9 @@ use strait_multicluster::secret::{
 };
 
 use crate::capture::Capture;
-use crate::plan::{self, App, Plan, PodPlan};
+use crate::plan::{self, App, Plan, PodPlan, Runtime};
 use crate::topology::{self, Topology};
-use crate::{manifests, netns};
+use crate::{loopback, manifests, netns};
 
 /// What [`Mesh::wait_ready`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +52,32 @@ pub struct Options {
     pub exe: PathBuf,
     /// `RUST_LOG` of the mesh's processes.
     pub log_level: String,
+    /// Namespaces (root) or loopback.
+    pub runtime: Runtime,
 }
 
 /// What a run created, written as it goes so a crashed run can be cleaned up.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     namespaces: Vec<String>,
-    pids: Vec<u32>,
+    #[serde(default)]
+    processes: Vec<Recorded>,
+}
+
+/// A process a run started: its PID and when it started (clock ticks since boot), so a PID the
+/// system reused for someone else since a crash is never ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Recorded {
+    pid: u32,
+    start: u64,
+}
+
+/// When process `pid` started (`/proc/PID/stat` field 22), if it runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl State {
@@ -112,21 +132,13 @@ pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
             state.namespaces.push(ns);
         }
     }
-    // A recorded PID is ended only while it still runs inside one of the run's namespaces: a
-    // PID the system reused since a crash belongs to someone else.
-    let ours: Vec<(u64, u64)> = state
-        .namespaces
-        .iter()
-        .filter_map(|ns| namespace_id(&PathBuf::from("/var/run/netns").join(ns)))
-        .collect();
+    // A recorded PID is ended only while it is still the process the run started (same start
+    // time): a PID the system reused since a crash belongs to someone else.
     let pids: Vec<rustix::process::Pid> = state
-        .pids
+        .processes
         .iter()
-        .filter(|pid| {
-            namespace_id(&PathBuf::from(format!("/proc/{pid}/ns/net")))
-                .is_some_and(|id| ours.contains(&id))
-        })
-        .filter_map(|pid| rustix::process::Pid::from_raw(*pid as i32))
+        .filter(|p| start_time(p.pid) == Some(p.start))
+        .filter_map(|p| rustix::process::Pid::from_raw(p.pid as i32))
         .collect();
     let mut killed = 0;
     for pid in &pids {
@@ -148,17 +160,23 @@ pub fn down(name: &str, state_dir: &Path) -> (usize, usize) {
     (killed, removed)
 }
 
+/// The first port this process may bind: 1 for root (or with `CAP_NET_BIND_SERVICE`, which
+/// this does not look for), else Linux's `ip_unprivileged_port_start` (1024 by default).
+fn lowest_bindable_port() -> u16 {
+    if rustix::process::geteuid().is_root() {
+        return 1;
+    }
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
 /// The last `n` lines of a log file.
 fn log_tail(path: &Path, n: usize) -> String {
     let log = std::fs::read_to_string(path).unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(n).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// A network namespace's identity (device and inode of its nsfs file).
-fn namespace_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Loads every cluster's manifests, failing with each problem found.
@@ -205,14 +223,15 @@ fn load_clusters(topology: &Topology) -> anyhow::Result<Vec<ConfigSet>> {
 impl Mesh {
     /// Starts the mesh, reporting progress on `out`.
     pub fn start(options: Options, out: &mut dyn Write) -> anyhow::Result<Mesh> {
-        if !netns::can_create_namespaces() {
+        if options.runtime == Runtime::Namespaces && !netns::can_create_namespaces() {
             bail!(
-                "strait up runs pods as network namespaces and needs root (try sudo); the loopback mode without root is not built yet"
+                "strait up runs pods as network namespaces, which needs root (try sudo); without root, `strait up --loopback` runs the same mesh on this host's loopback"
             );
         }
         let topology = topology::read(&options.dir)?;
         let configs = load_clusters(&topology)?;
-        let plan = plan::plan(&topology, &configs, &options.name).map_err(anyhow::Error::msg)?;
+        let plan = plan::plan(&topology, &configs, &options.name, options.runtime)
+            .map_err(anyhow::Error::msg)?;
         let (killed, removed) = down(&options.name, &options.state_dir);
         if killed + removed > 0 {
             writeln!(
@@ -230,11 +249,18 @@ impl Mesh {
             state: State::default(),
             processes: Vec::new(),
         };
-        mesh.write_manifests()?;
+        mesh.write_manifests(&configs, out)?;
         mesh.create_ca()?;
         mesh.write_remote_secrets()?;
         writeln!(out, "networks: {}", mesh.network_summary())?;
-        mesh.create_networks()?;
+        if mesh.plan.runtime == Runtime::Namespaces {
+            mesh.create_networks()?;
+        } else {
+            writeln!(
+                out,
+                "loopback mode: every pod on this host at its own 127.x address, sidecars with bound listeners (no capture, no DNS); networks are not isolated, but cross-network calls still go through the gateways"
+            )?;
+        }
         for (index, cp) in mesh.plan.control_planes.clone().iter().enumerate() {
             writeln!(out, "control plane of {} at {}", cp.cluster, cp.ip)?;
             mesh.start_control_plane(index, cp)?;
@@ -260,8 +286,20 @@ impl Mesh {
         mesh.wait_ready(out, Phase::Proxies)?;
         // Apps start once every proxy holds its configuration, as Istio's
         // `holdApplicationUntilProxyStarts`: a client's first call does not race its sidecar.
-        for pod in mesh.plan.pods.clone() {
-            mesh.start_app(&pod)?;
+        // Servers first, clients once the servers listen — as Kubernetes adds an endpoint only
+        // when its pod is ready — so no first call meets a server still starting.
+        let (clients, servers): (Vec<PodPlan>, Vec<PodPlan>) = mesh
+            .plan
+            .pods
+            .clone()
+            .into_iter()
+            .partition(|p| matches!(p.app, App::Client { .. }));
+        for pod in &servers {
+            mesh.start_app(pod)?;
+        }
+        mesh.wait_apps_listening(&servers)?;
+        for pod in &clients {
+            mesh.start_app(pod)?;
         }
         Ok(mesh)
     }
@@ -274,12 +312,16 @@ impl Mesh {
         self.plan
             .networks
             .iter()
-            .map(|n| format!("{} 10.{}.0.0/16", n.name, n.index))
+            .map(|n| {
+                let [a, b, ..] = n.router.octets();
+                format!("{} {a}.{b}.0.0/16", n.name)
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    fn write_manifests(&self) -> anyhow::Result<()> {
+    fn write_manifests(&self, configs: &[ConfigSet], out: &mut dyn Write) -> anyhow::Result<()> {
+        let all: Vec<&ConfigSet> = configs.iter().collect();
         for c in &self.topology.clusters {
             let src = self.topology.dir.join(&c.name);
             let dst = self.state_path(&format!("clusters/{}", c.name));
@@ -299,6 +341,28 @@ impl Mesh {
                     dst.join("strait-up-istiod.yaml"),
                     manifests::control_plane(&c.name, cp.ip, !cp.has_service),
                 )?;
+            }
+            if self.plan.runtime == Runtime::Loopback && c.is_primary() {
+                // Its own pods' and its remotes' (a primary holds its remotes' configuration).
+                let served: Vec<&str> = self
+                    .topology
+                    .clusters
+                    .iter()
+                    .filter(|o| o.control_plane_cluster() == c.name)
+                    .map(|o| o.name.as_str())
+                    .collect();
+                let (sidecars, left_out) =
+                    loopback::sidecars(&served, &self.plan, &all, lowest_bindable_port());
+                std::fs::write(dst.join("strait-up-loopback-sidecars.yaml"), sidecars)?;
+                if !left_out.is_empty() {
+                    let ports: Vec<String> = left_out.iter().map(u16::to_string).collect();
+                    writeln!(
+                        out,
+                        "cluster {}: service ports {} are below the first port this user may bind, so apps cannot call them in loopback mode (run as root, or lower net.ipv4.ip_unprivileged_port_start)",
+                        c.name,
+                        ports.join(", ")
+                    )?;
+                }
             }
             let (files, _) = strait_config::load::list_files(std::slice::from_ref(&src), 10_000);
             for file in files {
@@ -361,11 +425,13 @@ impl Mesh {
                 else {
                     continue;
                 };
-                let address = if other.network == cp.network {
-                    other.ip
-                } else {
-                    other.wan
-                };
+                // Loopback mode has no WAN: every address is reachable.
+                let address =
+                    if other.network == cp.network || self.plan.runtime == Runtime::Loopback {
+                        other.ip
+                    } else {
+                        other.wan
+                    };
                 let access = RemoteAccess {
                     cluster: peer.clone(),
                     server: format!("{address}:{}", plan::XDS_PORT),
@@ -512,9 +578,14 @@ impl Mesh {
             .truncate(!append)
             .open(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&self.options.exe)
+        let mut command = if self.plan.runtime == Runtime::Loopback {
+            Command::new(&self.options.exe)
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&self.options.exe);
+            c
+        };
+        let child = command
             .args(args)
             .env("RUST_LOG", &self.options.log_level)
             .stdin(Stdio::null())
@@ -522,7 +593,12 @@ impl Mesh {
             .stderr(file)
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;
-        self.state.pids.push(child.id());
+        if let Some(start) = start_time(child.id()) {
+            self.state.processes.push(Recorded {
+                pid: child.id(),
+                start,
+            });
+        }
         self.state.save(&self.options.state_dir)?;
         Ok(Process {
             what,
@@ -547,16 +623,19 @@ impl Mesh {
         index: usize,
         cp: &plan::ControlPlanePlan,
     ) -> anyhow::Result<()> {
-        self.join_segment(&cp.netns, &cp.network, cp.ip, &format!("cp{index}"))?;
-        let wan_ns = format!("{}-wan", self.plan.prefix);
-        netns::attach(
-            &cp.netns,
-            netns::WAN_LINK,
-            cp.wan,
-            24,
-            &wan_ns,
-            &format!("c{index}"),
-        )?;
+        let loopback = self.plan.runtime == Runtime::Loopback;
+        if !loopback {
+            self.join_segment(&cp.netns, &cp.network, cp.ip, &format!("cp{index}"))?;
+            let wan_ns = format!("{}-wan", self.plan.prefix);
+            netns::attach(
+                &cp.netns,
+                netns::WAN_LINK,
+                cp.wan,
+                24,
+                &wan_ns,
+                &format!("c{index}"),
+            )?;
+        }
         let dir = |c: &str| {
             self.state_path(&format!("clusters/{c}"))
                 .display()
@@ -572,19 +651,31 @@ impl Mesh {
             format!("{}:15010", cp.ip),
             "--debug-listen".into(),
             format!("{}:15014", cp.ip),
-            // All addresses: proxies come from the segment, peers' registry watches from the WAN.
+            // Namespaces: all addresses (proxies come from the segment, peers' registry watches
+            // from the WAN); loopback: its own.
             "--secure-listen".into(),
-            format!("0.0.0.0:{}", plan::XDS_PORT),
+            format!(
+                "{}:{}",
+                if loopback {
+                    cp.ip
+                } else {
+                    Ipv4Addr::UNSPECIFIED
+                },
+                plan::XDS_PORT
+            ),
             "--cacerts".into(),
             self.state_path(&format!("ca/{}", cp.cluster))
                 .display()
                 .to_string(),
             "--token-key".into(),
             self.state_path("ca/token-key").display().to_string(),
-            // The cluster's DNS, as kube-dns: where sidecars forward what the mesh does not know.
-            "--dns-listen".into(),
-            format!("{}:53", cp.ip),
         ];
+        if !loopback {
+            // The cluster's DNS, as kube-dns: where sidecars forward what the mesh does not
+            // know (port 53 needs privilege; loopback mode has no DNS capture to use it).
+            args.push("--dns-listen".into());
+            args.push(format!("{}:53", cp.ip));
+        }
         for remote in &cp.remotes {
             args.push("--remote-config".into());
             args.push(format!("{remote}={}", dir(remote)));
@@ -665,6 +756,14 @@ impl Mesh {
 
     /// Makes the pod planned at `index` (which names its links) and starts its proxy.
     fn start_pod(&mut self, index: usize, pod: &PodPlan) -> anyhow::Result<()> {
+        if self.plan.runtime == Runtime::Loopback {
+            if pod.sidecar || pod.app == App::Gateway {
+                let args = self.proxy_args(pod, &Capture::default())?;
+                let what = self.proxy_name(pod);
+                self.spawn("", what, &args, false)?;
+            }
+            return Ok(());
+        }
         self.join_segment(&pod.netns, &pod.network, pod.ip, &format!("p{index}"))?;
         if let Some(wan) = pod.wan {
             let wan_ns = format!("{}-wan", self.plan.prefix);
@@ -687,40 +786,48 @@ impl Mesh {
                 netns::run_in(&pod.netns, &args)?;
             }
         }
-        let who = format!("{}/{}/{}", pod.cluster, pod.namespace, pod.name);
         if pod.sidecar || pod.app == App::Gateway {
             let args = self.proxy_args(pod, &capture)?;
-            let what = if pod.app == App::Gateway {
-                format!("{who}.gateway")
-            } else {
-                format!("{who}.sidecar")
-            };
+            let what = self.proxy_name(pod);
             self.spawn(&pod.netns.clone(), what, &args, false)?;
         }
         Ok(())
     }
 
+    /// The name of `pod`'s proxy process (`cluster/namespace/pod.sidecar` or `.gateway`).
+    fn proxy_name(&self, pod: &PodPlan) -> String {
+        let role = if pod.app == App::Gateway {
+            "gateway"
+        } else {
+            "sidecar"
+        };
+        format!("{}/{}/{}.{role}", pod.cluster, pod.namespace, pod.name)
+    }
+
     fn start_app(&mut self, pod: &PodPlan) -> anyhow::Result<()> {
         let who = format!("{}/{}/{}", pod.cluster, pod.namespace, pod.name);
         let app: Option<Vec<String>> = match &pod.app {
-            App::HelloWorld { port, version } => Some(vec![
+            App::HelloWorld { version, .. } => Some(vec![
                 "demo".into(),
                 "helloworld".into(),
                 "--listen".into(),
-                format!("0.0.0.0:{port}"),
+                pod.app_listen.to_string(),
                 "--service-version".into(),
                 version.clone(),
                 "--instance".into(),
                 pod.name.clone(),
             ]),
-            App::Client { url } => Some(
-                ["demo", "client"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(url.clone())
-                    .collect(),
-            ),
-            App::TcpEcho { port } | App::GrpcEcho { port } => Some(vec![
+            App::Client { url } => {
+                let mut args: Vec<String> = vec!["demo".into(), "client".into()];
+                args.extend(url.clone());
+                // Without capture the app calls its sidecar's bound listeners itself.
+                if self.plan.runtime == Runtime::Loopback && pod.sidecar {
+                    args.push("--via".into());
+                    args.push(self.plan.listen_ip(pod).to_string());
+                }
+                Some(args)
+            }
+            App::TcpEcho { .. } | App::GrpcEcho { .. } => Some(vec![
                 "demo".into(),
                 if matches!(pod.app, App::TcpEcho { .. }) {
                     "tcp-echo"
@@ -729,7 +836,7 @@ impl Mesh {
                 }
                 .into(),
                 "--listen".into(),
-                format!("0.0.0.0:{port}"),
+                pod.app_listen.to_string(),
                 "--instance".into(),
                 pod.name.clone(),
             ]),
@@ -788,8 +895,6 @@ impl Mesh {
             CONTROL_PLANE_NAME.into(),
             "--trust-domain".into(),
             TRUST_DOMAIN.into(),
-            "--mark".into(),
-            capture.mark.to_string(),
             "--access-log".into(),
             self.state_path(&format!(
                 "logs/{}_{}_{}.access.log",
@@ -802,6 +907,27 @@ impl Mesh {
             args.push("--meta".into());
             args.push(format!("LOCALITY={l}"));
         }
+        if self.plan.runtime == Runtime::Loopback {
+            // Several proxies on one host: each on its pod's address, none capturing.
+            let ip = self.plan.listen_ip(pod);
+            for flag in ["--upstream-bind", "--wildcard-bind"] {
+                args.push(flag.into());
+                args.push(ip.to_string());
+            }
+            for (flag, port) in [
+                ("--admin-listen", 15000),
+                ("--health-listen", 15021),
+                ("--prometheus-listen", 15090),
+            ] {
+                args.push(flag.into());
+                args.push(format!("{ip}:{port}"));
+            }
+            args.push("--meta".into());
+            args.push("INTERCEPTION_MODE=NONE".into());
+            return Ok(args);
+        }
+        args.push("--mark".into());
+        args.push(capture.mark.to_string());
         if pod.sidecar
             && let Some(port) = capture.dns_port
         {
@@ -844,7 +970,7 @@ impl Mesh {
             pending.push((
                 format!("{}/{}/{} proxy", pod.cluster, pod.namespace, pod.name),
                 pod.netns.clone(),
-                format!("http://{}:15021/healthz/ready", pod.ip),
+                format!("http://{}:15021/healthz/ready", self.plan.listen_ip(pod)),
                 None,
             ));
         }
@@ -855,10 +981,7 @@ impl Mesh {
             }
             let mut still = Vec::new();
             for (what, ns, url, want) in pending {
-                let url2 = url.clone();
-                let ready = netns::within(&ns, move || {
-                    crate::apps::get(&url2, Duration::from_millis(500))
-                })?;
+                let ready = self.probe(&ns, &url)?;
                 let ok = match &ready {
                     Ok((200, body)) => want.as_ref().is_none_or(|w| body == w),
                     _ => false,
@@ -883,6 +1006,55 @@ impl Mesh {
             }
         }
         Ok(())
+    }
+
+    /// Waits (at most 15 s) until each of `pods`' apps accepts connections where it listens.
+    fn wait_apps_listening(&mut self, pods: &[PodPlan]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for pod in pods.iter().filter(|p| p.app.port().is_some()) {
+            let mut addr = pod.app_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(pod.ip);
+            }
+            loop {
+                let addr = std::net::SocketAddr::V4(addr);
+                let connect = move || {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+                };
+                let listening = if self.plan.runtime == Runtime::Loopback {
+                    connect()
+                } else {
+                    netns::within(&pod.netns, connect)?
+                };
+                if listening {
+                    break;
+                }
+                if let Some(dead) = self.exited() {
+                    bail!("{dead}");
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the app of {}/{}/{} does not listen on {addr} after 15 s; its log is in {}",
+                        pod.cluster,
+                        pod.namespace,
+                        pod.name,
+                        self.state_path("logs").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET url` from namespace `ns` (loopback mode: from here).
+    fn probe(&self, ns: &str, url: &str) -> anyhow::Result<crate::apps::Outcome> {
+        let timeout = Duration::from_millis(500);
+        if self.plan.runtime == Runtime::Loopback {
+            return Ok(crate::apps::get(url, None, timeout));
+        }
+        let url = url.to_string();
+        netns::within(ns, move || crate::apps::get(&url, None, timeout))
     }
 
     /// A process that has exited, described with its log's last lines (while starting, any
@@ -992,7 +1164,19 @@ impl Mesh {
                     p.ip,
                     if p.sidecar { " + sidecar" } else { "" }
                 ));
-                s.push_str(&format!("  {:<28} ip netns exec {} ...\n", "", p.netns));
+                match self.plan.runtime {
+                    Runtime::Namespaces => {
+                        s.push_str(&format!("  {:<28} ip netns exec {} ...\n", "", p.netns))
+                    }
+                    // Its sidecar's bound listeners are where its calls go.
+                    Runtime::Loopback if p.sidecar => s.push_str(&format!(
+                        "  {:<28} calls via {}, e.g. curl --connect-to ::{}: http://<service>:<port>/\n",
+                        "",
+                        self.plan.listen_ip(p),
+                        self.plan.listen_ip(p)
+                    )),
+                    Runtime::Loopback => {}
+                }
             }
         }
         s
@@ -1004,7 +1188,7 @@ impl Mesh {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-        self.state.pids.clear();
+        self.state.processes.clear();
         let _ = self.state.save(&self.options.state_dir);
         down(&self.options.name, &self.options.state_dir)
     }

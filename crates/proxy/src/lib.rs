@@ -45,6 +45,12 @@ pub struct ProxyOptions {
     pub prometheus: Option<SocketAddr>,
     /// `SO_MARK` for upstream sockets (capture rules let marked traffic out).
     pub mark: Option<u32>,
+    /// The source address of upstream connections (Envoy's `upstream_bind_config`): where
+    /// several proxies share a host, peers then see which one called.
+    pub upstream_bind: Option<std::net::IpAddr>,
+    /// Listeners the configuration puts on the wildcard address bind this address instead:
+    /// several proxies share one host without network namespaces.
+    pub wildcard_bind: Option<std::net::IpAddr>,
     /// JSON access log destination (`-` for standard output).
     pub access_log: Option<String>,
     pub set_log_level: SetLogLevel,
@@ -91,6 +97,8 @@ pub struct Proxy {
     pub stop: watch::Sender<bool>,
     /// The DNS proxy, when it runs.
     pub dns: Option<Arc<strait_dns::DnsServer>>,
+    /// Where listeners on the wildcard address bind instead (`--wildcard-bind`).
+    pub wildcard_bind: Option<std::net::IpAddr>,
 }
 
 impl Proxy {
@@ -144,6 +152,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     let proxy = Arc::new(Proxy {
         cluster_env: upstream::ClusterEnv {
             mark: options.mark,
+            source: options.upstream_bind,
             identity: identity.clone(),
         },
         snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -157,6 +166,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         stop,
         node: options.node.clone(),
         dns,
+        wildcard_bind: options.wildcard_bind,
     });
     for l in [Some(admin_listener), health_listener, prometheus_listener]
         .into_iter()

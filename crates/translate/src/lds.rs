@@ -251,6 +251,31 @@ fn outbound_port_listener(
             ),
         ));
     }
+    // A bound listener (no original destination) cannot tell TCP services apart by address:
+    // its one TCP service takes every connection; with several, none does (refused).
+    if bound && !any_http {
+        let only = (filter_chains.len() == 1).then(|| filter_chains.remove(0));
+        let default_chain = match only {
+            Some(mut c) => {
+                c.matching = FilterChainMatch::default();
+                c
+            }
+            None => chain(
+                names::BLACKHOLE.into(),
+                FilterChainMatch::default(),
+                tcp(names::BLACKHOLE, names::BLACKHOLE.into()),
+            ),
+        };
+        return SocketListener {
+            address,
+            direction: Direction::Outbound,
+            use_original_dst: false,
+            bind_to_port: true,
+            inspect_protocol: false,
+            filter_chains: Vec::new(),
+            default_chain: Some(default_chain),
+        };
+    }
     let default_chain = if any_http {
         Some(chain(
             format!("http_{port}"),
@@ -401,7 +426,9 @@ pub fn router_listeners(
     proxy: &ProxyNode,
     services: &[&ServiceView],
 ) -> (Vec<Listener>, Vec<RouteConfiguration>) {
-    let mut by_port: BTreeMap<u16, Vec<(&Object<Gateway>, &Server)>> = BTreeMap::new();
+    // One listener per address: a server's `bind` (Istio's), else the wildcard.
+    type Servers<'a> = Vec<(&'a Object<Gateway>, &'a Server)>;
+    let mut by_port: BTreeMap<(String, u16), Servers<'_>> = BTreeMap::new();
     for gw in gateways_for(view, proxy) {
         for server in &gw.spec.servers {
             if let Some(n) = server
@@ -410,13 +437,14 @@ pub fn router_listeners(
                 .and_then(|p| p.number)
                 .and_then(|n| u16::try_from(n).ok())
             {
-                by_port.entry(n).or_default().push((gw, server));
+                let bind = server.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
+                by_port.entry((bind, n)).or_default().push((gw, server));
             }
         }
     }
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
-    for (port, servers) in by_port {
+    for ((bind, port), servers) in by_port {
         let mut filter_chains = Vec::new();
         let mut default_chain = None;
         for (gw, server) in servers {
@@ -541,9 +569,9 @@ pub fn router_listeners(
             }
         }
         listeners.push(Listener {
-            name: format!("0.0.0.0_{port}"),
+            name: format!("{bind}_{port}"),
             kind: ListenerKind::Socket(SocketListener {
-                address: SocketAddress::new("0.0.0.0", port),
+                address: SocketAddress::new(bind, port),
                 direction: Direction::Outbound,
                 use_original_dst: false,
                 bind_to_port: true,

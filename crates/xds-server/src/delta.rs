@@ -171,7 +171,10 @@ impl Connection {
             });
         }
         state.sent_from = Some(now.clone());
-        if names.is_empty() && removed.is_empty() {
+        // The first answer to a subscription goes out even when empty: a proxy with no
+        // listeners (no capture, no Sidecar) is still told so, and does not wait for them.
+        let first = state.sent_nonce.is_empty();
+        if names.is_empty() && removed.is_empty() && !first {
             return;
         }
         let resources: Vec<DeltaEntry> = names

@@ -21,6 +21,7 @@ use tonic::Streaming;
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
 fn manifests(hello_ip: &str, with_other: bool) -> String {
     let mut s = format!(
@@ -392,6 +393,38 @@ async fn delta_sends_only_changes_names_removals_and_resumes_from_known_versions
         ),
         Ok(other) => panic!("{other:?}"),
     }
+}
+
+/// A proxy without capture (`INTERCEPTION_MODE: NONE`) and no Sidecar has no listeners; its
+/// wildcard LDS subscription is still answered — empty — so it does not wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_wildcard_subscription_is_answered_empty() {
+    let h = start(&manifests("10.0.0.1", true)).await;
+    let mut d = Delta::connect(h.port).await;
+    let mut n = node("sidecar~10.1.0.1~a.a~a.svc.cluster.local");
+    n.metadata = Some(envoy_types::pb::google::protobuf::Struct {
+        fields: [(
+            "INTERCEPTION_MODE".to_string(),
+            envoy_types::pb::google::protobuf::Value {
+                kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                    "NONE".into(),
+                )),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    });
+    d.tx.send(DeltaDiscoveryRequest {
+        node: Some(n),
+        type_url: LDS.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lds = d.recv().await;
+    assert_eq!(lds.type_url, LDS);
+    assert!(lds.resources.is_empty() && lds.removed_resources.is_empty());
+    assert!(!lds.nonce.is_empty());
 }
 
 /// Growing a state-of-the-world EDS subscription sends the newly asked-for assignments only;

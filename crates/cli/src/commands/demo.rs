@@ -37,6 +37,10 @@ pub enum App {
         /// Stop after this many calls (0: never).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// Connect to this host at the URL's port, keeping the URL's host in the request (as
+        /// `curl --connect-to`): an app without capture calls its sidecar's bound listener.
+        #[arg(long, value_name = "HOST")]
+        via: Option<String>,
     },
     /// A gRPC echo (h2c): `/strait.demo.v1.Echo/Echo` answers the request's `message` (field 1)
     /// with `instance` (field 2) set to this one's name.
@@ -85,11 +89,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             url: Some(url),
             interval_ms,
             count,
+            via,
         } => {
             let mut tally = apps::Tally::default();
             let mut out = std::io::stdout().lock();
             while *count == 0 || tally.total() < *count {
-                let outcome = apps::get(url, Duration::from_secs(5));
+                let outcome = apps::get(url, via.as_deref(), Duration::from_secs(5));
                 tally.record(&outcome);
                 let answer = match &outcome {
                     Ok((code, body)) => format!("{code} {body}"),

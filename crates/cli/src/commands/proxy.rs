@@ -65,6 +65,14 @@ pub struct Args {
     /// Mark upstream sockets (`SO_MARK`) so capture rules let the proxy's own traffic out.
     #[arg(long, value_name = "MARK")]
     pub mark: Option<u32>,
+    /// The source address of upstream connections (Envoy's `upstream_bind_config`): with
+    /// several proxies on one host, peers see which one called.
+    #[arg(long, value_name = "IP")]
+    pub upstream_bind: Option<std::net::IpAddr>,
+    /// Listeners the configuration puts on the wildcard address (0.0.0.0) bind this address
+    /// instead: several proxies on one host without network namespaces.
+    #[arg(long, value_name = "IP")]
+    pub wildcard_bind: Option<std::net::IpAddr>,
     /// The mesh root(s) that verify the control plane before the proxy holds a trust bundle
     /// of its own (Istio's `root-cert.pem`). Turns on workload identity: TLS to `--xds` (its
     /// 15012) and a certificate from the CA for mesh mTLS.
@@ -218,6 +226,8 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         health: optional_addr(&args.health_listen, "--health-listen")?,
         prometheus: optional_addr(&args.prometheus_listen, "--prometheus-listen")?,
         mark: args.mark,
+        upstream_bind: args.upstream_bind,
+        wildcard_bind: args.wildcard_bind,
         access_log: args.access_log.clone(),
         set_log_level,
     })

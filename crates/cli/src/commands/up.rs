@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use strait_local::netns;
+use strait_local::plan::Runtime;
 use strait_local::up::{Mesh, Options, down};
 
 /// The example `strait up` runs without an argument.
@@ -19,7 +21,8 @@ const DEFAULT_EXAMPLE: &str = "examples/multi-primary-multi-network";
 /// east-west gateways. Pods run the demo images (`strait/helloworld`, `strait/client URL`,
 /// `strait/tcp-echo`) or a gateway's proxy (`strait/strait`). Ctrl-C (or `strait up --down`)
 /// removes every namespace, rule and process it made; a new start first cleans up what a
-/// crashed run left. Needs root.
+/// crashed run left. As root; without root (or with `--loopback`) the same mesh runs on this
+/// host's loopback.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The example directory.
@@ -37,6 +40,11 @@ pub struct Args {
     /// Log level of the mesh's processes (`RUST_LOG` syntax).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Run without root: every pod's processes on this host's loopback, each pod at its own
+    /// 127.x address, sidecars with bound listeners instead of capture (chosen by itself when
+    /// not root).
+    #[arg(long)]
+    pub loopback: bool,
     /// Seconds between status updates (0: none).
     #[arg(long, default_value_t = 5)]
     pub status_every: u64,
@@ -57,12 +65,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    let runtime = if args.loopback {
+        Runtime::Loopback
+    } else if netns::can_create_namespaces() {
+        Runtime::Namespaces
+    } else {
+        writeln!(
+            out,
+            "not root: running in loopback mode (each pod at its own 127.x address, no iptables); as root each pod is a network namespace"
+        )?;
+        Runtime::Loopback
+    };
     let options = Options {
         dir: args.dir.clone(),
         name: args.name.clone(),
         state_dir: state_dir.clone(),
         exe: std::env::current_exe().context("cannot find the strait binary")?,
         log_level: args.log_level.clone(),
+        runtime,
     };
     let mut mesh = match Mesh::start(options, &mut out) {
         Ok(m) => m,

@@ -52,7 +52,7 @@ impl Bound {
             .listeners
             .iter()
             .filter(|(_, l)| l.socket().is_some_and(|s| s.bind_to_port))
-            .map(|(n, l)| (n, l.address))
+            .map(|(n, l)| (n, local_address(l.address, proxy.wildcard_bind)))
             .collect();
         self.running.retain(|name, (addr, task)| {
             let keep = wanted.get(name) == Some(addr);
@@ -91,6 +91,17 @@ impl Bound {
         for (_, (_, task)) in self.running.drain() {
             task.abort();
         }
+    }
+}
+
+/// Where a listener configured at `addr` binds: a wildcard address becomes `wildcard_bind`
+/// (of the same family) when the proxy has one.
+fn local_address(addr: SocketAddr, wildcard_bind: Option<std::net::IpAddr>) -> SocketAddr {
+    match wildcard_bind {
+        Some(ip) if addr.ip().is_unspecified() && ip.is_ipv4() == addr.is_ipv4() => {
+            SocketAddr::new(ip, addr.port())
+        }
+        _ => addr,
     }
 }
 
@@ -349,5 +360,30 @@ impl Served {
             Served::Http(conn) => http::serve(Arc::new(conn), io).await,
             Served::Tcp(conn, config) => tcp::serve(conn, &config, io).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listeners_bind_the_given_address_of_their_family() {
+        let v4: std::net::IpAddr = "127.1.1.12".parse().unwrap();
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            local_address(at("0.0.0.0:15443"), Some(v4)),
+            at("127.1.1.12:15443")
+        );
+        assert_eq!(
+            local_address(at("0.0.0.0:15443"), None),
+            at("0.0.0.0:15443")
+        );
+        assert_eq!(
+            local_address(at("127.0.0.1:9000"), Some(v4)),
+            at("127.0.0.1:9000"),
+            "explicit addresses stay"
+        );
+        assert_eq!(local_address(at("[::]:80"), Some(v4)), at("[::]:80"));
     }
 }

@@ -127,6 +127,8 @@ pub struct ClusterStats {
 pub struct ClusterEnv {
     /// `SO_MARK` for upstream sockets.
     pub mark: Option<u32>,
+    /// The source address of upstream sockets (Envoy's `upstream_bind_config`).
+    pub source: Option<IpAddr>,
     /// The workload certificate mesh mTLS presents.
     pub identity: Arc<crate::identity::MeshIdentity>,
 }
@@ -154,6 +156,7 @@ impl ClusterRuntime {
             idle_timeout: Duration::from_millis(config.idle_timeout_ms.unwrap_or(3_600_000)),
             max_requests_per_connection: config.max_requests_per_connection,
             mark,
+            source: env.source,
             keepalive: config
                 .tcp_keepalive
                 .as_ref()

@@ -33,6 +33,8 @@ pub struct ConnectSettings {
     pub max_requests_per_connection: Option<u32>,
     /// `SO_MARK` on upstream sockets, so capture rules can let the proxy's own traffic out.
     pub mark: Option<u32>,
+    /// The source address of upstream sockets (Envoy's `upstream_bind_config`).
+    pub source: Option<std::net::IpAddr>,
     pub keepalive: Option<Duration>,
     /// Mesh mTLS to the hosts that have a sidecar (the cluster's `ISTIO_MUTUAL`).
     pub tls: Option<UpstreamTlsRuntime>,
@@ -221,6 +223,11 @@ pub async fn connect_tcp(
     if let Some(mark) = settings.mark {
         socket2::SockRef::from(&socket)
             .set_mark(mark)
+            .map_err(ConnectError::Refused)?;
+    }
+    if let Some(ip) = settings.source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket
+            .bind(SocketAddr::new(ip, 0))
             .map_err(ConnectError::Refused)?;
     }
     if let Some(k) = settings.keepalive {
