@@ -122,34 +122,7 @@ fn authorization_policies_allow_and_deny_requests_and_connections_end_to_end() {
     std::fs::write(
         dir.join("mesh.yaml"),
         format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{name: httpbin, namespace: foo}}
-spec: {{ports: [{{name: http, port: 8000}}, {{name: tcp-echo, port: 9000}}], selector: {{app: httpbin}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: httpbin-0, namespace: foo, labels: {{app: httpbin, security.istio.io/tlsMode: istio}}}}
-spec: {{serviceAccountName: httpbin}}
-status: {{podIP: {HTTPBIN}}}
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: httpbin, namespace: foo}}
-spec:
-  workloadSelector: {{labels: {{app: httpbin}}}}
-  ingress:
-  - port: {{number: 8000, protocol: HTTP, name: http}}
-    bind: {HTTPBIN}
-    captureMode: NONE
-    defaultEndpoint: 127.0.0.1:{app_port}
-  - port: {{number: 9000, protocol: TCP, name: tcp}}
-    bind: {HTTPBIN}
-    captureMode: NONE
-    defaultEndpoint: 127.0.0.1:{echo_port}
-  egress:
-  - hosts: [\"./*\"]
----
+            "{}---
 {}---
 {}---
 apiVersion: security.istio.io/v1
@@ -157,6 +130,10 @@ kind: PeerAuthentication
 metadata: {{name: default, namespace: foo}}
 spec: {{mtls: {{mode: STRICT}}}}
 ",
+            bound_httpbin(
+                HTTPBIN,
+                &[(8000, "HTTP", app_port), (9000, "TCP", echo_port)]
+            ),
             client_sidecar("sleep", "foo", SLEEP),
             client_sidecar("other", "bar", OTHER),
         ),

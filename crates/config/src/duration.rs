@@ -43,7 +43,9 @@ impl fmt::Display for Duration {
 /// Why a duration could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("\"{0}\" is not a duration; write a number and a unit such as 5s, 100ms, 1m or 1h")]
+    #[error(
+        "\"{0}\" is not a duration: it must be a valid duration greater than 1ms, written as a number and a unit such as 5s, 100ms, 1m or 1h"
+    )]
     Syntax(String),
     #[error("\"{0}\" is negative; durations must be at least 0")]
     Negative(String),

@@ -712,6 +712,7 @@ fn read_resource(
         Kind::Gateway => spec_kind!(Gateway),
         Kind::Sidecar => spec_kind!(Sidecar),
         Kind::PeerAuthentication => spec_kind!(PeerAuthentication),
+        Kind::RequestAuthentication => spec_kind!(RequestAuthentication),
         Kind::AuthorizationPolicy => spec_kind!(AuthorizationPolicy),
         Kind::TrafficSplit => spec_kind!(TrafficSplit),
         Kind::Link => spec_kind!(Link),

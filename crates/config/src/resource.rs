@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::istio::gateway::{Gateway, Sidecar};
-use crate::istio::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::istio::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::istio::traffic::{DestinationRule, VirtualService};
 use crate::istio::workload::{ServiceEntry, WorkloadEntry, WorkloadGroup};
 use crate::kube::{
@@ -30,6 +30,7 @@ pub enum Kind {
     Gateway,
     Sidecar,
     PeerAuthentication,
+    RequestAuthentication,
     AuthorizationPolicy,
     Service,
     Endpoints,
@@ -44,7 +45,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -53,6 +54,7 @@ impl Kind {
         Kind::Gateway,
         Kind::Sidecar,
         Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
         Kind::AuthorizationPolicy,
         Kind::Service,
         Kind::Endpoints,
@@ -76,6 +78,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::Sidecar => "Sidecar",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::RequestAuthentication => "RequestAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
@@ -106,7 +109,9 @@ impl Kind {
             | Kind::WorkloadGroup
             | Kind::Gateway
             | Kind::Sidecar => NETWORKING,
-            Kind::PeerAuthentication | Kind::AuthorizationPolicy => SECURITY,
+            Kind::PeerAuthentication | Kind::RequestAuthentication | Kind::AuthorizationPolicy => {
+                SECURITY
+            }
             Kind::Service
             | Kind::Endpoints
             | Kind::Namespace
@@ -160,10 +165,6 @@ pub const NOT_SUPPORTED_KINDS: &[(&str, &str)] = &[
     (
         "ProxyConfig",
         "per-workload proxy settings are given to `strait proxy` by flags",
-    ),
-    (
-        "RequestAuthentication",
-        "JWT authentication is not implemented yet",
     ),
     ("TrafficExtension", "Strait's proxy does not run extensions"),
 ];
@@ -296,6 +297,7 @@ pub enum Resource {
     Gateway(Object<Gateway>),
     Sidecar(Object<Sidecar>),
     PeerAuthentication(Object<PeerAuthentication>),
+    RequestAuthentication(Object<RequestAuthentication>),
     AuthorizationPolicy(Object<AuthorizationPolicy>),
     Service(Object<ServiceSpec>),
     Endpoints(Object<EndpointsData>),
@@ -320,6 +322,7 @@ macro_rules! each_resource {
             Resource::Gateway($o) => $body,
             Resource::Sidecar($o) => $body,
             Resource::PeerAuthentication($o) => $body,
+            Resource::RequestAuthentication($o) => $body,
             Resource::AuthorizationPolicy($o) => $body,
             Resource::Service($o) => $body,
             Resource::Endpoints($o) => $body,
@@ -346,6 +349,7 @@ impl Resource {
             Resource::Gateway(_) => Kind::Gateway,
             Resource::Sidecar(_) => Kind::Sidecar,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::Service(_) => Kind::Service,
             Resource::Endpoints(_) => Kind::Endpoints,
@@ -417,6 +421,7 @@ pub struct ConfigSet {
     pub gateways: Vec<Object<Gateway>>,
     pub sidecars: Vec<Object<Sidecar>>,
     pub peer_authentications: Vec<Object<PeerAuthentication>>,
+    pub request_authentications: Vec<Object<RequestAuthentication>>,
     pub authorization_policies: Vec<Object<AuthorizationPolicy>>,
     pub services: Vec<Object<ServiceSpec>>,
     pub endpoints: Vec<Object<EndpointsData>>,
@@ -442,6 +447,7 @@ impl ConfigSet {
             Resource::Gateway(o) => self.gateways.push(o),
             Resource::Sidecar(o) => self.sidecars.push(o),
             Resource::PeerAuthentication(o) => self.peer_authentications.push(o),
+            Resource::RequestAuthentication(o) => self.request_authentications.push(o),
             Resource::AuthorizationPolicy(o) => self.authorization_policies.push(o),
             Resource::Service(o) => self.services.push(o),
             Resource::Endpoints(o) => self.endpoints.push(o),

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use strait_xds::StringMatch;
+use strait_xds::jwt::AuthAttribute;
 use strait_xds::rbac::{Permission, Principal, Rbac, RbacAction};
 use strait_xds::route::HeaderMatch;
 
@@ -33,6 +34,8 @@ pub struct RequestFacts<'a> {
     pub uri: &'a http::Uri,
     pub headers: &'a http::HeaderMap,
     pub authority: &'a str,
+    /// The request's verified JWT, if it carried one.
+    pub auth: Option<&'a strait_jwt::Verified>,
 }
 
 /// The outcome.
@@ -107,6 +110,8 @@ enum Who {
     DirectRemoteIp(Cidr),
     RemoteIp(Cidr),
     Header(Header),
+    /// An attribute of the request's verified JWT; any of a list attribute's values.
+    RequestAuth(AuthAttribute, Matcher),
 }
 
 #[derive(Debug)]
@@ -237,6 +242,16 @@ impl Who {
             Who::DirectRemoteIp(c) => c.contains(f.peer.ip()),
             Who::RemoteIp(c) => c.contains(remote_ip(f)),
             Who::Header(h) => h.matches(f),
+            Who::RequestAuth(attribute, m) => {
+                let Some(v) = f.request.and_then(|r| r.auth) else {
+                    return false;
+                };
+                crate::jwt::attribute_values(v, attribute)
+                    .iter()
+                    .any(|value| {
+                        matches!(m, Matcher::Present) && !value.is_empty() || m.matches(value)
+                    })
+            }
         }
     }
 }
@@ -327,6 +342,9 @@ fn who(p: &Principal) -> Result<Who, String> {
         Principal::DirectRemoteIp(c) => Who::DirectRemoteIp(Cidr::parse(c)?),
         Principal::RemoteIp(c) => Who::RemoteIp(Cidr::parse(c)?),
         Principal::Header(h) => Who::Header(header(h)?),
+        Principal::RequestAuth { attribute, value } => {
+            Who::RequestAuth(attribute.clone(), Matcher::compile(value)?)
+        }
     })
 }
 
@@ -383,8 +401,60 @@ mod tests {
                 uri: &r.uri,
                 headers: &r.headers,
                 authority: "HTTPBIN.foo:8000",
+                auth: None,
             }),
         }
+    }
+
+    #[test]
+    fn request_principals_and_claims_match_the_verified_token_only() {
+        use strait_xds::jwt::AuthAttribute;
+        let allow = vec![rbac(
+            RbacAction::Allow,
+            vec![policy(
+                "jwt",
+                vec![Permission::Any],
+                vec![Principal::And(vec![
+                    Principal::RequestAuth {
+                        attribute: AuthAttribute::Principal,
+                        value: StringMatch::Prefix("https://issuer/".into()),
+                    },
+                    Principal::RequestAuth {
+                        attribute: AuthAttribute::Claim(vec!["realm".into(), "roles".into()]),
+                        value: StringMatch::Exact("admin".into()),
+                    },
+                ])],
+            )],
+        )];
+        let a = Authorizer::compile(&allow).unwrap().unwrap();
+        let token = |roles: serde_json::Value| strait_jwt::Verified {
+            issuer: "https://issuer".into(),
+            subject: "alice".into(),
+            audiences: vec![],
+            presenter: None,
+            claims: serde_json::json!({"realm": {"roles": roles}})
+                .as_object()
+                .unwrap()
+                .clone(),
+            payload: String::new(),
+        };
+        let r = req("GET", "/", &[]);
+        let with = |v: &strait_jwt::Verified| {
+            let mut f = facts(Some(&r), None, "10.0.0.9");
+            if let Some(req) = f.request.as_mut() {
+                req.auth = Some(v);
+            }
+            a.evaluate(&f).denied.is_none()
+        };
+        assert!(with(&token(serde_json::json!(["user", "admin"]))));
+        assert!(with(&token(serde_json::json!("admin"))));
+        assert!(!with(&token(serde_json::json!(["user"]))));
+        // Without a verified token nothing about one matches.
+        assert!(
+            a.evaluate(&facts(Some(&r), None, "10.0.0.9"))
+                .denied
+                .is_some()
+        );
     }
 
     fn sleep_allowed_to_get() -> Vec<Rbac> {

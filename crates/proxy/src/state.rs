@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::authz::Authorizer;
 use crate::http::router::Router;
+use crate::jwt::JwtRuntime;
 use crate::listen::chain::{self, CompiledMatch};
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
@@ -61,6 +62,8 @@ pub struct ChainRuntime {
     pub connection_authz: Option<Arc<Authorizer>>,
     /// Per-request authorization of an HTTP chain.
     pub request_authz: Option<Arc<Authorizer>>,
+    /// Request authentication (JWT) of an HTTP chain, before its authorization.
+    pub request_jwt: Option<Arc<JwtRuntime>>,
 }
 
 /// A socket listener ready to use.
@@ -215,12 +218,22 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
         NetworkFilter::Http(hcm) => compile(&hcm.rbac),
         _ => None,
     };
+    // The store accepted only chains whose key sets parse.
+    let request_jwt = match &c.filter {
+        NetworkFilter::Http(hcm) => hcm
+            .jwt
+            .as_ref()
+            .and_then(|j| JwtRuntime::compile(j).ok())
+            .map(Arc::new),
+        _ => None,
+    };
     ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
         inline_router,
         connection_authz: compile(&c.rbac),
         request_authz,
+        request_jwt,
     }
 }
 

@@ -174,6 +174,13 @@ pub(crate) fn config_diff(
     );
     diff_kind(
         c,
+        Kind::RequestAuthentication,
+        &old.request_authentications,
+        &new.request_authentications,
+        out,
+    );
+    diff_kind(
+        c,
         Kind::AuthorizationPolicy,
         &old.authorization_policies,
         &new.authorization_policies,

@@ -9,7 +9,8 @@
 //! (methods, paths, hosts, request principals, headers, JWT claims) never matches, and a DENY
 //! rule is applied with those fields left out — both the safe way round. CUSTOM policies need an
 //! external authorizer Strait does not have: their rules deny, as Istio does for a CUSTOM
-//! provider it cannot use.
+//! provider it cannot use. Request principals and `request.auth.*` conditions match the
+//! request's verified JWT (see [`crate::jwt`]).
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -18,15 +19,18 @@ use strait_config::istio::security::{
     AuthorizationPolicy, AuthzAction, Condition, Operation, Rule, Source,
 };
 use strait_config::resource::Object;
+use strait_xds::jwt::{AuthAttribute, JwtAuthn};
 use strait_xds::rbac::{Permission, Principal, Rbac, RbacAction, RbacPolicy};
 use strait_xds::route::HeaderMatch;
 use strait_xds::{StringMatch, regex_escape};
 
 use crate::MeshView;
 
-/// The RBAC filters of a workload's inbound chains.
+/// What a workload's inbound chains check: request authentication and the RBAC filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Authorization {
+    /// The JWTs HTTP requests may carry (RequestAuthentication).
+    pub jwt: Option<JwtAuthn>,
     /// For HTTP connection managers.
     pub http: Vec<Rbac>,
     /// For TCP chains (connection-level).
@@ -36,7 +40,7 @@ pub struct Authorization {
 impl Authorization {
     /// A short fingerprint for cache keys: equal authorizations have equal keys.
     pub fn key(&self) -> String {
-        if self.http.is_empty() && self.tcp.is_empty() {
+        if self.http.is_empty() && self.tcp.is_empty() && self.jwt.is_none() {
             return String::new();
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -57,14 +61,28 @@ pub fn for_workload(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Authorization {
+    let jwt = crate::jwt::for_workload(view, namespace, labels);
     let mut policies: Vec<&Object<AuthorizationPolicy>> = view
         .config
         .authorization_policies
         .iter()
-        .filter(|p| selects(p, view.root_namespace, namespace, labels))
+        .filter(|p| {
+            selects(
+                &p.meta,
+                p.spec.selector.as_ref(),
+                p.spec.target_ref.is_some()
+                    || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty()),
+                view.root_namespace,
+                namespace,
+                labels,
+            )
+        })
         .collect();
     if policies.is_empty() {
-        return Authorization::default();
+        return Authorization {
+            jwt,
+            ..Authorization::default()
+        };
     }
     policies
         .sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
@@ -77,26 +95,27 @@ pub fn for_workload(
     }
     let builder = Builder { trust_domains };
     Authorization {
+        jwt,
         http: builder.filters(&policies, Protocol::Http),
         tcp: builder.filters(&policies, Protocol::Tcp),
     }
 }
 
-fn selects(
-    p: &Object<AuthorizationPolicy>,
+/// Whether a security policy applies to a sidecar's workload: it lives in the workload's
+/// namespace or the root namespace, its selector (if any) matches, and it does not target
+/// gateways or services (`targetRef(s)`).
+pub(crate) fn selects(
+    meta: &strait_config::resource::Meta,
+    selector: Option<&strait_config::istio::common::WorkloadSelector>,
+    targeted: bool,
     root_namespace: &str,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    let targeted =
-        p.spec.target_ref.is_some() || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty());
-    let in_scope = p.meta.namespace == namespace || p.meta.namespace == root_namespace;
+    let in_scope = meta.namespace == namespace || meta.namespace == root_namespace;
     !targeted
         && in_scope
-        && p.spec
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        && selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 fn dry_run(p: &Object<AuthorizationPolicy>) -> bool {
@@ -240,12 +259,12 @@ impl Builder {
             |v| self.principal(v),
         );
         if !tcp {
-            // No RequestAuthentication (JWT) yet: no request carries a request principal.
+            // `<iss>/<sub>` of the request's verified JWT (RequestAuthentication).
             either(
                 &mut out,
                 s.request_principals.as_ref(),
                 s.not_request_principals.as_ref(),
-                |_| Principal::never(),
+                |v| request_auth(AuthAttribute::Principal, v),
             );
         }
         either(
@@ -359,9 +378,23 @@ impl Builder {
             "connection.sni" => {
                 Side::Permission(condition_values(c, |v| Permission::ServerName(wildcard(v))))
             }
-            // JWT claims (no RequestAuthentication yet) and Envoy filter metadata: nothing a
-            // request carries here can match them.
-            _ => Side::Principal(condition_values(c, |_| Principal::never())),
+            "request.auth.principal" => Side::Principal(condition_values(c, |v| {
+                request_auth(AuthAttribute::Principal, v)
+            })),
+            "request.auth.audiences" => Side::Principal(condition_values(c, |v| {
+                request_auth(AuthAttribute::Audiences, v)
+            })),
+            "request.auth.presenter" => Side::Principal(condition_values(c, |v| {
+                request_auth(AuthAttribute::Presenter, v)
+            })),
+            _ => match claim_path(key) {
+                Some(path) => Side::Principal(condition_values(c, |v| {
+                    request_auth(AuthAttribute::Claim(path.clone()), v)
+                })),
+                // Envoy filter metadata (`experimental.envoy.filters.*`): nothing a request
+                // carries here can match it.
+                None => Side::Principal(condition_values(c, |_| Principal::never())),
+            },
         })
     }
 }
@@ -426,6 +459,29 @@ fn http_only(rule: &Rule) -> bool {
 
 fn condition_is_http_only(key: &str) -> bool {
     key.starts_with("request.") || key.starts_with("experimental.")
+}
+
+/// An attribute of the request's verified JWT matching `v` (`*`, `prefix*`, `*suffix`, exact).
+fn request_auth(attribute: AuthAttribute, v: &str) -> Principal {
+    Principal::RequestAuth {
+        attribute,
+        value: wildcard(v),
+    }
+}
+
+/// `request.auth.claims[a][b]` → `[a, b]`.
+fn claim_path(key: &str) -> Option<Vec<String>> {
+    let mut rest = key.strip_prefix("request.auth.claims")?;
+    let mut path = Vec::new();
+    while let Some(r) = rest.strip_prefix('[') {
+        let (name, after) = r.split_once(']')?;
+        if name.is_empty() {
+            return None;
+        }
+        path.push(name.to_string());
+        rest = after;
+    }
+    (rest.is_empty() && !path.is_empty()).then_some(path)
 }
 
 /// `*` (present), `prefix*`, `*suffix` or exact.

@@ -34,6 +34,7 @@ fn http_manager(stat_prefix: String, route: RouteSource) -> HttpConnectionManage
         route,
         http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
         rbac: Vec::new(),
+        jwt: None,
         upgrades: vec!["websocket".into()],
         idle_timeout_ms: None,
     }
@@ -348,6 +349,7 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
         };
         let mut hcm = http_manager(cluster.clone(), RouteSource::Inline(route));
         hcm.rbac = authz.http.clone();
+        hcm.jwt = authz.jwt.clone();
         (NetworkFilter::Http(hcm), Vec::new())
     } else {
         (tcp(&cluster, cluster.clone()), authz.tcp.clone())

@@ -7,6 +7,7 @@ pub mod cds;
 pub mod dns;
 pub mod eds;
 pub mod gateways;
+pub mod jwt;
 pub mod keys;
 pub mod lds;
 pub mod names;
@@ -40,6 +41,9 @@ pub struct MeshView<'a> {
     pub root_namespace: &'a str,
     pub mesh_locality: Option<&'a LocalityLbSetting>,
     pub mesh_outbound_mode: Option<OutboundMode>,
+    /// Key sets the control plane fetched for RequestAuthentications' `jwksUri`s, by URI
+    /// (absent: not fetched).
+    pub jwks: &'a BTreeMap<String, String>,
 }
 
 /// A proxy's resources.

@@ -84,10 +84,15 @@ fn with_case<T>(dir: &Path, f: impl FnOnce(&MeshView<'_>, &ProxyNode, &ProxySpec
             .unwrap(),
         ]
     });
+    // What the control plane fetched for `jwksUri`s: the case's `jwks.json`, by URI.
+    let jwks: BTreeMap<String, String> = std::fs::read_to_string(dir.join("jwks.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_default();
     let view = MeshView {
         model: &model,
         config: &c1,
         gateways: &table,
+        jwks: &jwks,
         root_namespace: "istio-system",
         mesh_locality: mesh.as_ref().and_then(|m| m.locality_lb_setting.as_ref()),
         mesh_outbound_mode: None,

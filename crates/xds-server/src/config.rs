@@ -24,6 +24,8 @@ pub struct Current {
     pub version: u64,
     pub snapshot: Arc<Snapshot>,
     pub gateways: GatewayTable,
+    /// Key sets fetched for RequestAuthentications' `jwksUri`s, by URI.
+    pub jwks: BTreeMap<String, String>,
     /// The latest version whose change needed more than endpoints.
     pub full_version: u64,
     /// For each version after `full_version`: the hosts whose endpoints changed.
@@ -172,6 +174,7 @@ pub fn view<'a>(
         model: &current.snapshot.model,
         config,
         gateways: &current.gateways,
+        jwks: &current.jwks,
         root_namespace,
         mesh_locality: mesh.and_then(|m| m.locality_lb_setting.as_ref()),
         mesh_outbound_mode: mesh

@@ -9,6 +9,7 @@ mod debug;
 mod delta;
 pub mod gateway_dns;
 mod grpc;
+pub mod jwks_fetch;
 mod metrics;
 mod node;
 mod sotw;
@@ -49,6 +50,8 @@ pub struct ServerOptions {
     pub root_namespace: String,
     /// Where gateway addresses given as DNS names are resolved.
     pub gateway_resolver: gateway_dns::GatewayResolver,
+    /// How often RequestAuthentications' `jwksUri` key sets are fetched.
+    pub jwks: jwks_fetch::JwksOptions,
 }
 
 pub(crate) struct Inner {
@@ -88,9 +91,12 @@ impl XdsServer {
             .set(first.problems.iter().filter(|d| d.is_error()).count() as i64);
         let mut dns = gateway_dns::GatewayDns::new(options.gateway_resolver.clone());
         dns.refresh(&first.settings).await;
+        let mut jwks = jwks_fetch::JwksFetcher::new(options.jwks);
+        jwks.refresh(&first).await;
         let current = Arc::new(Current {
             version: first.version,
             gateways: gateway_table(&first, &dns),
+            jwks: jwks.table(),
             snapshot: first,
             full_version: 0,
             endpoint_changes: Vec::new(),
@@ -108,7 +114,7 @@ impl XdsServer {
             send_budget: wire::SendBudget::new(SEND_BUDGET),
             pages: Mutex::new(BTreeMap::new()),
         });
-        let pipeline = push_pipeline(inner.clone(), snapshots, tx, dns);
+        let pipeline = push_pipeline(inner.clone(), snapshots, tx, dns, jwks);
         (XdsServer { inner }, pipeline)
     }
 
@@ -259,15 +265,19 @@ fn gateway_table(
 
 /// Turns registry snapshots into published states, recording whether each change needs more
 /// than an endpoint push; also publishes when a gateway's DNS name comes to resolve
-/// differently (looked up again as its TTL runs out).
+/// differently (looked up again as its TTL runs out) or a `jwksUri` serves another key set.
 async fn push_pipeline(
     inner: Arc<Inner>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     tx: watch::Sender<Arc<Current>>,
     mut dns: gateway_dns::GatewayDns,
+    mut jwks: jwks_fetch::JwksFetcher,
 ) {
     loop {
-        let due = dns.next_due();
+        let due = match (dns.next_due(), jwks.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let refresh = async move {
             match due {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -285,7 +295,8 @@ async fn push_pipeline(
         };
         let snapshot = snapshots.borrow_and_update().clone();
         let moved = dns.refresh(&snapshot.settings).await;
-        if !new_snapshot && !moved {
+        let rekeyed = jwks.refresh(&snapshot).await;
+        if !new_snapshot && !moved && !rekeyed {
             continue;
         }
         let started = Instant::now();
@@ -304,8 +315,11 @@ async fn push_pipeline(
                 .services()
                 .any(|(key, s)| key.host == k.host && s.service.resolved_by_dns())
         });
-        let endpoint_only =
-            change.endpoints_only() && !inline_endpoints && gateways == previous.gateways;
+        let jwks_table = jwks.table();
+        let endpoint_only = change.endpoints_only()
+            && !inline_endpoints
+            && gateways == previous.gateways
+            && jwks_table == previous.jwks;
         // The snapshot's version, unless a gateway's address moved without a new snapshot.
         let version = snapshot.version.max(previous.version + 1);
         let (full_version, endpoint_changes) =
@@ -337,6 +351,7 @@ async fn push_pipeline(
             version,
             snapshot,
             gateways,
+            jwks: jwks_table,
             full_version,
             endpoint_changes,
             published_at: Instant::now(),

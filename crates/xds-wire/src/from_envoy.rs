@@ -376,8 +376,21 @@ fn http_connection_manager(
     };
     let mut http_filters = Vec::new();
     let mut rbac = Vec::new();
+    let mut jwt = None;
     for (i, f) in h.http_filters.iter().enumerate() {
         match f.name.as_str() {
+            crate::jwt::JWT_AUTHN => {
+                let ff = format!("{field}.http_filters[{i}] ({})", f.name);
+                if !http_filters.is_empty() || !rbac.is_empty() || jwt.is_some() {
+                    return reject(format!(
+                        "{ff}: one JWT filter, before the RBAC and other HTTP filters"
+                    ));
+                }
+                let Some(ehcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return reject(format!("{ff}: typed_config missing"));
+                };
+                jwt = Some(crate::jwt::from_http_filter(any, &ff)?);
+            }
             crate::rbac::HTTP_RBAC => {
                 let ff = format!("{field}.http_filters[{i}] ({})", f.name);
                 if !http_filters.is_empty() {
@@ -396,7 +409,7 @@ fn http_connection_manager(
             _ if f.is_optional => {}
             other => {
                 return reject(format!(
-                    "{field}.http_filters[{i}]: HTTP filter {other:?} is not supported (supported: rbac, fault, cors, router)"
+                    "{field}.http_filters[{i}]: HTTP filter {other:?} is not supported (supported: jwt_authn, rbac, fault, cors, router)"
                 ));
             }
         }
@@ -411,6 +424,7 @@ fn http_connection_manager(
         route,
         http_filters,
         rbac,
+        jwt,
         upgrades: h
             .upgrade_configs
             .into_iter()

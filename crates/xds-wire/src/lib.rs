@@ -4,6 +4,7 @@
 //! for the NACK.
 
 pub mod from_envoy;
+mod jwt;
 mod meta;
 pub mod nds;
 mod rbac;

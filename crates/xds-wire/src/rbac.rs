@@ -136,6 +136,8 @@ fn permission(p: &Permission) -> erbac::Permission {
     erbac::Permission { rule: Some(rule) }
 }
 
+// `metadata` is deprecated in favour of `sourced_metadata`, but Istio still sends it.
+#[allow(deprecated)]
 fn principal(p: &Principal) -> erbac::Principal {
     use erbac::principal::{Authenticated, Identifier, Set};
     let id = match p {
@@ -158,6 +160,9 @@ fn principal(p: &Principal) -> erbac::Principal {
         Principal::DirectRemoteIp(c) => Identifier::DirectRemoteIp(cidr(c)),
         Principal::RemoteIp(c) => Identifier::RemoteIp(cidr(c)),
         Principal::Header(h) => Identifier::Header(header_matcher(h)),
+        Principal::RequestAuth { attribute, value } => {
+            Identifier::Metadata(crate::jwt::metadata_matcher(attribute, value))
+        }
     };
     erbac::Principal {
         identifier: Some(id),
@@ -393,9 +398,13 @@ fn from_principal(p: erbac::Principal, field: &str) -> R<Principal> {
         Some(Identifier::Header(h)) => {
             Principal::Header(header_match(h, &format!("{field}.header"))?)
         }
+        Some(Identifier::Metadata(m)) => {
+            let (attribute, value) = crate::jwt::from_metadata_matcher(&m, field)?;
+            Principal::RequestAuth { attribute, value }
+        }
         Some(_) => {
             return reject(format!(
-                "{field}: principal kind is not supported (any, and/or/not, authenticated, direct_remote_ip, source_ip, remote_ip, header)"
+                "{field}: principal kind is not supported (any, and/or/not, authenticated, direct_remote_ip, source_ip, remote_ip, header, metadata of istio_authn)"
             ));
         }
     })

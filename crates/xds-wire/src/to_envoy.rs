@@ -286,8 +286,10 @@ fn http_connection_manager(h: &HttpConnectionManager) -> ehcm::HttpConnectionMan
             ehcm::http_connection_manager::RouteSpecifier::RouteConfig(route_configuration(rc))
         }
     };
+    let jwt = h.jwt.iter().map(crate::jwt::http_filter);
     let rbac = h.rbac.iter().map(crate::rbac::http_filter);
-    let http_filters = rbac
+    let http_filters = jwt
+        .chain(rbac)
         .chain(h.http_filters.iter().map(|f| {
             let (name, config) = match f {
                 HttpFilter::Fault => (

@@ -329,6 +329,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                         route: RouteSource::Inline(rc.clone()),
                         http_filters: vec![HttpFilter::Fault, HttpFilter::Cors, HttpFilter::Router],
                         rbac: vec![every_rbac_rule(false), every_rbac_rule(true)],
+                        jwt: Some(jwt_filter()),
                         upgrades: vec!["websocket".into()],
                         idle_timeout_ms: Some(60_000),
                     }),
@@ -362,9 +363,48 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
     assert_eq!(back, listener);
 }
 
+/// A JWT filter with two providers, one using every field.
+fn jwt_filter() -> strait_xds::jwt::JwtAuthn {
+    use strait_xds::jwt::{ClaimHeader, JwtAuthn, JwtProvider, TokenHeader};
+    let first = JwtProvider {
+        name: "origins-0".into(),
+        issuer: "https://issuer.example".into(),
+        audiences: vec!["api".into(), "web".into()],
+        jwks: r#"{"keys":[]}"#.into(),
+        from_headers: vec![TokenHeader {
+            name: "x-jwt".into(),
+            prefix: "Token ".into(),
+        }],
+        from_params: vec!["token".into()],
+        from_cookies: vec!["session".into()],
+        forward: true,
+        payload_header: Some("x-jwt-payload".into()),
+        claim_headers: vec![ClaimHeader {
+            header: "x-user".into(),
+            claim: "sub".into(),
+        }],
+    };
+    let second = JwtProvider {
+        name: "origins-1".into(),
+        issuer: "other".into(),
+        audiences: vec![],
+        jwks: String::new(),
+        from_headers: vec![],
+        from_params: vec![],
+        from_cookies: vec![],
+        forward: false,
+        payload_header: None,
+        claim_headers: vec![],
+    };
+    JwtAuthn {
+        providers: vec![first, second],
+    }
+}
+
 /// One RBAC filter using every permission and principal kind.
 fn every_rbac_rule(shadow: bool) -> strait_xds::rbac::Rbac {
     use strait_xds::StringMatch;
+    use strait_xds::jwt::AuthAttribute;
     use strait_xds::rbac::{Permission as P, Principal as I, Rbac, RbacAction, RbacPolicy};
     use strait_xds::route::HeaderMatch;
     let header = HeaderMatch {
@@ -405,6 +445,22 @@ fn every_rbac_rule(shadow: bool) -> strait_xds::rbac::Rbac {
                         I::Not(Box::new(I::DirectRemoteIp("192.0.2.0/24".into()))),
                         I::RemoteIp("2001:db8::/32".into()),
                         I::Header(header),
+                        I::RequestAuth {
+                            attribute: AuthAttribute::Principal,
+                            value: StringMatch::Prefix("https://issuer.example/".into()),
+                        },
+                        I::RequestAuth {
+                            attribute: AuthAttribute::Presenter,
+                            value: StringMatch::Present,
+                        },
+                        I::RequestAuth {
+                            attribute: AuthAttribute::Audiences,
+                            value: StringMatch::Exact("api".into()),
+                        },
+                        I::RequestAuth {
+                            attribute: AuthAttribute::Claim(vec!["realm".into(), "roles".into()]),
+                            value: StringMatch::Suffix("admin".into()),
+                        },
                     ]),
                     I::Any,
                 ],

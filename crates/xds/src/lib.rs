@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod dns;
 pub mod endpoint;
+pub mod jwt;
 pub mod listener;
 pub mod rbac;
 pub mod route;

@@ -94,6 +94,9 @@ pub struct HttpConnectionManager {
     pub stat_prefix: String,
     pub route: RouteSource,
     pub http_filters: Vec<HttpFilter>,
+    /// Request authentication (JWT), before authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::jwt::JwtAuthn>,
     /// Request authorization (Envoy's HTTP RBAC filters, in order), before any other filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rbac: Vec<Rbac>,

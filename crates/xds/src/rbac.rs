@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::StringMatch;
+use crate::jwt::AuthAttribute;
 use crate::route::HeaderMatch;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,6 +73,11 @@ pub enum Principal {
     /// The original client: the last `X-Forwarded-For` entry, else the peer address.
     RemoteIp(String),
     Header(HeaderMatch),
+    /// An attribute of the request's verified JWT; never matches a request without one.
+    RequestAuth {
+        attribute: AuthAttribute,
+        value: StringMatch,
+    },
 }
 
 impl Permission {

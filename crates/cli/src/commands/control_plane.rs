@@ -181,6 +181,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             } else {
                 GatewayResolver::Servers(args.gateway_dns.clone())
             },
+            jwks: Default::default(),
         },
         registry.subscribe(),
     )

@@ -612,3 +612,45 @@ try:
 except grpc.RpcError as e:
     print(e.code().name)
 "#;
+
+/// `httpbin` in namespace `foo` at `ip` without capture: its Service, its Pod (mesh mTLS) and a
+/// Sidecar binding each port `(number, protocol, app port)` on `ip` in front of the app on
+/// `127.0.0.1`.
+pub fn bound_httpbin(ip: &str, ports: &[(u16, &str, u16)]) -> String {
+    let service_ports: Vec<String> = ports
+        .iter()
+        .map(|(n, p, _)| format!("{{name: {}-{n}, port: {n}}}", p.to_ascii_lowercase()))
+        .collect();
+    let ingress: String = ports
+        .iter()
+        .map(|(n, p, app)| {
+            format!(
+                "  - port: {{number: {n}, protocol: {p}, name: {}}}\n    bind: {ip}\n    captureMode: NONE\n    defaultEndpoint: 127.0.0.1:{app}\n",
+                p.to_ascii_lowercase()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: httpbin, namespace: foo}}
+spec: {{ports: [{}], selector: {{app: httpbin}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: httpbin-0, namespace: foo, labels: {{app: httpbin, security.istio.io/tlsMode: istio}}}}
+spec: {{serviceAccountName: httpbin}}
+status: {{podIP: {ip}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  workloadSelector: {{labels: {{app: httpbin}}}}
+  ingress:
+{ingress}  egress:
+  - hosts: [\"./*\"]
+",
+        service_ports.join(", ")
+    )
+}

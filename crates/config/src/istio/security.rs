@@ -1,11 +1,12 @@
-//! Security policies: `PeerAuthentication` (mTLS modes) and `AuthorizationPolicy` (who may
-//! call what).
+//! Security policies: `PeerAuthentication` (mTLS modes), `RequestAuthentication` (which JWTs a
+//! workload accepts) and `AuthorizationPolicy` (who may call what).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
 use super::common::WorkloadSelector;
+use crate::duration::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,6 +29,66 @@ pub enum MtlsMode {
     Disable,
     Permissive,
     Strict,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestAuthentication {
+    pub selector: Option<WorkloadSelector>,
+    pub target_ref: Option<PolicyTargetReference>,
+    pub target_refs: Option<Vec<PolicyTargetReference>>,
+    /// `None` items are rules written as `null` (rejected by validation, as Kubernetes does).
+    #[serde(default)]
+    pub jwt_rules: Vec<Option<JwtRule>>,
+}
+
+/// One issuer whose tokens a workload accepts, and where to find them in a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtRule {
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub jwks_uri: Option<String>,
+    /// The same field under its older, snake-case name (the CRD keeps both).
+    #[serde(rename = "jwks_uri")]
+    pub jwks_uri_snake: Option<String>,
+    /// The key set inline (JSON Web Key Set text).
+    pub jwks: Option<String>,
+    pub from_headers: Option<Vec<JwtHeader>>,
+    pub from_params: Option<Vec<String>>,
+    pub from_cookies: Option<Vec<String>>,
+    pub output_payload_to_header: Option<String>,
+    pub forward_original_token: Option<bool>,
+    pub output_claim_to_headers: Option<Vec<Option<ClaimToHeader>>>,
+    pub timeout: Option<Duration>,
+    pub space_delimited_claims: Option<Vec<String>>,
+    pub presence: Option<JwtPresence>,
+}
+
+impl JwtRule {
+    /// Where the key set is fetched from, under either spelling.
+    pub fn jwks_uri(&self) -> Option<&str> {
+        self.jwks_uri.as_deref().or(self.jwks_uri_snake.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct JwtHeader {
+    pub name: String,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JwtPresence {
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

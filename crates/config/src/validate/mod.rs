@@ -34,6 +34,9 @@ pub fn resource(r: &Resource) -> Vec<Issue> {
         Resource::Gateway(o) => workloads::gateway(&o.spec, &spec, &mut out),
         Resource::Sidecar(o) => workloads::sidecar(&o.spec, &o.meta, &spec, &mut out),
         Resource::PeerAuthentication(o) => security::peer_authentication(&o.spec, &spec, &mut out),
+        Resource::RequestAuthentication(o) => {
+            security::request_authentication(&o.spec, &spec, &mut out)
+        }
         Resource::AuthorizationPolicy(o) => {
             security::authorization_policy(&o.spec, &o.meta, &spec, &mut out)
         }

@@ -1,4 +1,4 @@
-//! PeerAuthentication and AuthorizationPolicy rules.
+//! PeerAuthentication, RequestAuthentication and AuthorizationPolicy rules.
 
 use super::rules;
 use super::{SelectorWording, selector_labels};
@@ -45,16 +45,19 @@ pub(super) fn peer_authentication(pa: &PeerAuthentication, spec: &FieldPath, out
     }
 }
 
-pub(super) fn authorization_policy(
-    ap: &AuthorizationPolicy,
-    meta: &Meta,
+/// What a policy applies to: a workload selector, or one or several target references — at
+/// most one of them.
+fn policy_target(
+    selector: Option<&crate::istio::common::WorkloadSelector>,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: Option<&Vec<PolicyTargetReference>>,
     spec: &FieldPath,
     out: &mut Issues,
 ) {
     let selectors = [
-        ap.selector.is_some(),
-        ap.target_ref.is_some(),
-        ap.target_refs.as_ref().is_some_and(|v| !v.is_empty()),
+        selector.is_some(),
+        target_ref.is_some(),
+        target_refs.is_some_and(|v| !v.is_empty()),
     ];
     if selectors.iter().filter(|b| **b).count() > 1 {
         out.invalid(
@@ -62,7 +65,7 @@ pub(super) fn authorization_policy(
             "only one of targetRefs or selector can be set",
         );
     }
-    if let Some(sel) = &ap.selector {
+    if let Some(sel) = selector {
         selector_labels(
             &sel.match_labels,
             &spec.field("selector").field("matchLabels"),
@@ -77,17 +80,175 @@ pub(super) fn authorization_policy(
             );
         }
     }
-    if let Some(t) = &ap.target_ref {
-        target_ref(t, &spec.field("targetRef"), out);
+    if let Some(t) = target_ref {
+        self::target_ref(t, &spec.field("targetRef"), out);
     }
-    if let Some(ts) = &ap.target_refs {
+    if let Some(ts) = target_refs {
         if ts.len() > 16 {
             out.invalid(spec.field("targetRefs"), "must have at most 16 items");
         }
         for (i, t) in ts.iter().enumerate() {
-            target_ref(t, &spec.field("targetRefs").index(i), out);
+            self::target_ref(t, &spec.field("targetRefs").index(i), out);
         }
     }
+}
+
+pub(super) fn request_authentication(
+    ra: &RequestAuthentication,
+    spec: &FieldPath,
+    out: &mut Issues,
+) {
+    policy_target(
+        ra.selector.as_ref(),
+        ra.target_ref.as_ref(),
+        ra.target_refs.as_ref(),
+        spec,
+        out,
+    );
+    let rules = spec.field("jwtRules");
+    if ra.jwt_rules.len() > 4096 {
+        out.invalid(rules.clone(), "must have at most 4096 items");
+    }
+    for (i, rule) in ra.jwt_rules.iter().enumerate() {
+        let p = rules.index(i);
+        match rule {
+            Some(rule) => jwt_rule(rule, &p, out),
+            None => out.invalid(p.clone(), format!("{p} in body must be of type object")),
+        }
+    }
+}
+
+/// A list of strings none of which may be empty (the schema's `minLength: 1` on items).
+fn non_empty_items(items: Option<&Vec<String>>, path: &FieldPath, out: &mut Issues) {
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        if item.is_empty() {
+            let p = path.index(i);
+            out.invalid(
+                p.clone(),
+                format!("{p} in body should be at least 1 chars long"),
+            );
+        }
+    }
+}
+
+fn jwt_rule(rule: &JwtRule, p: &FieldPath, out: &mut Issues) {
+    match rule.issuer.as_deref() {
+        None => out.required(p.field("issuer"), "issuer must be set"),
+        Some("") => {
+            let ip = p.field("issuer");
+            out.invalid(
+                ip.clone(),
+                format!("{ip} in body should be at least 1 chars long"),
+            );
+        }
+        Some(_) => {}
+    }
+    non_empty_items(rule.audiences.as_ref(), &p.field("audiences"), out);
+    let sources = [
+        rule.jwks_uri.is_some(),
+        rule.jwks_uri_snake.is_some(),
+        rule.jwks.is_some(),
+    ];
+    if sources.iter().filter(|b| **b).count() > 1 {
+        out.invalid(p.clone(), "only one of jwks or jwksUri can be set");
+    }
+    for (field, uri) in [
+        ("jwksUri", rule.jwks_uri.as_deref()),
+        ("jwks_uri", rule.jwks_uri_snake.as_deref()),
+    ] {
+        if let Some(uri) = uri
+            && let Err(e) = jwks_uri(uri)
+        {
+            out.invalid(p.field(field), e);
+        }
+    }
+    if let Some(jwks) = rule.jwks.as_deref()
+        && let Err(e) = strait_jwt::parse(jwks)
+    {
+        out.invalid(p.field("jwks"), format!("jwks parse error: {e}"));
+    }
+    for (i, h) in rule.from_headers.iter().flatten().enumerate() {
+        if h.name.is_empty() {
+            let np = p.field("fromHeaders").index(i).field("name");
+            out.invalid(
+                np.clone(),
+                format!("{np} in body should be at least 1 chars long"),
+            );
+        }
+    }
+    non_empty_items(rule.from_params.as_ref(), &p.field("fromParams"), out);
+    non_empty_items(rule.from_cookies.as_ref(), &p.field("fromCookies"), out);
+    for (i, c) in rule.output_claim_to_headers.iter().flatten().enumerate() {
+        let cp = p.field("outputClaimToHeaders").index(i);
+        let Some(c) = c else {
+            out.invalid(cp.clone(), format!("{cp} in body must be of type object"));
+            continue;
+        };
+        for (field, value) in [("claim", &c.claim), ("header", &c.header)] {
+            if value.is_empty() {
+                let fp = cp.field(field);
+                out.invalid(
+                    fp.clone(),
+                    format!("{fp} in body should be at least 1 chars long"),
+                );
+            }
+        }
+        if !c.header.is_empty()
+            && !c
+                .header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            let hp = cp.field("header");
+            out.invalid(
+                hp.clone(),
+                format!("{hp} in body should match '^[-_A-Za-z0-9]+$'"),
+            );
+        }
+    }
+    super::duration_min_1ms(&rule.timeout, &p.field("timeout"), out);
+    let claims = rule.space_delimited_claims.as_ref();
+    if claims.is_some_and(|c| c.len() > 64) {
+        out.invalid(
+            p.field("spaceDelimitedClaims"),
+            "must have at most 64 items",
+        );
+    }
+    non_empty_items(claims, &p.field("spaceDelimitedClaims"), out);
+}
+
+/// A key set's address: an `http://` or `https://` URL with a host.
+fn jwks_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > 2048 {
+        return Err("may not be longer than 2048 characters".into());
+    }
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
+    if !scheme_ok {
+        return Err(format!("{uri:?}: url must have scheme http:// or https://"));
+    }
+    let rest = uri.split_once("://").map_or("", |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{uri:?}: the URL has no host"));
+    }
+    Ok(())
+}
+
+pub(super) fn authorization_policy(
+    ap: &AuthorizationPolicy,
+    meta: &Meta,
+    spec: &FieldPath,
+    out: &mut Issues,
+) {
+    policy_target(
+        ap.selector.as_ref(),
+        ap.target_ref.as_ref(),
+        ap.target_refs.as_ref(),
+        spec,
+        out,
+    );
     let action = ap.action();
     if let Some(dry) = meta.annotations.get("istio.io/dry-run") {
         let path = FieldPath::root()
@@ -196,6 +357,29 @@ pub(super) fn authorization_policy(
 fn target_ref(t: &PolicyTargetReference, p: &FieldPath, out: &mut Issues) {
     if t.name.is_empty() {
         out.required(p.field("name"), "targetRef name must be set");
+    }
+    let group = t.group.as_deref().unwrap_or("");
+    if !group.is_empty() && !rules::is_dns1123_subdomain(group) {
+        let gp = p.field("group");
+        out.invalid(
+            gp.clone(),
+            format!("{gp} in body should match '^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'"),
+        );
+        return;
+    }
+    let kind_ok = t.kind.len() <= 63
+        && t.kind.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !t.kind.ends_with('-')
+        && t.kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !kind_ok {
+        let kp = p.field("kind");
+        out.invalid(
+            kp.clone(),
+            format!("{kp} in body should match '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$'"),
+        );
+        return;
     }
     if t.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
         out.invalid(

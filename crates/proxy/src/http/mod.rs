@@ -56,6 +56,8 @@ pub struct HttpConn {
     pub server_name: Option<Arc<str>>,
     /// Who may make which requests (the connection manager's RBAC filters).
     pub authz: Option<Arc<Authorizer>>,
+    /// Which JWTs requests may carry (the connection manager's `jwt_authn`).
+    pub jwt: Option<Arc<crate::jwt::JwtRuntime>>,
     /// Set when the chain serving this connection is replaced: the connection then drains.
     pub retirement: Arc<Retirement>,
 }
@@ -165,6 +167,18 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         }
     };
     let grpc = is_grpc(req.headers());
+    // Request authentication first: it may take the token out of the request.
+    let authn = match &c.jwt {
+        Some(j) => {
+            let uri = req.uri().clone();
+            j.authenticate(req.headers_mut(), &uri, SystemTime::now())
+        }
+        None => crate::jwt::Authn::Missing,
+    };
+    let verified = match &authn {
+        crate::jwt::Authn::Verified(v) => Some(v.as_ref()),
+        _ => None,
+    };
     // What only the access log and the inbound service label need: taken only then.
     let authority = if c.direction == Direction::Inbound || c.proxy.access_log.is_some() {
         router::authority_of(req.uri(), req.headers()).to_string()
@@ -198,7 +212,11 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
     });
 
     let mut outcome = Outcome::default();
-    let verdict = c.authz.as_ref().map(|a| {
+    let refused = match &authn {
+        crate::jwt::Authn::Refused(reason) => Some(reason.as_str()),
+        _ => None,
+    };
+    let verdict = c.authz.as_ref().filter(|_| refused.is_none()).map(|a| {
         let v = a.evaluate(&Facts {
             peer: c.downstream,
             destination: c.destination,
@@ -209,16 +227,30 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
                 uri: req.uri(),
                 headers: req.headers(),
                 authority: router::authority_of(req.uri(), req.headers()),
+                auth: verified,
             }),
         });
         c.proxy.metrics.record_authorization("http", &v);
         v
     });
     let denial = verdict.as_ref().and_then(|v| v.details());
-    let response = match &denial {
+    let response = match (refused, &denial) {
+        // Envoy's local reply for a refused token (gRPC callers get UNAUTHENTICATED).
+        (Some(reason), _) => {
+            let mut r = headers::local_reply(http::StatusCode::UNAUTHORIZED, reason, grpc);
+            if !grpc {
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            r
+        }
         // Envoy's local reply for an RBAC denial (gRPC callers get PERMISSION_DENIED).
-        Some(_) => headers::local_reply(http::StatusCode::FORBIDDEN, "RBAC: access denied", grpc),
-        None => forward::route_request(&c, req, grpc, &mut outcome).await,
+        (None, Some(_)) => {
+            headers::local_reply(http::StatusCode::FORBIDDEN, "RBAC: access denied", grpc)
+        }
+        (None, None) => forward::route_request(&c, req, grpc, &mut outcome).await,
     };
     let audit = verdict.and_then(|v| v.audit);
     let status = response.status().as_u16();

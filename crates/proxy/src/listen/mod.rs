@@ -263,6 +263,7 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 peer_principal: None,
                 server_name: server_name.clone(),
                 authz: chain.request_authz.clone(),
+                jwt: chain.request_jwt.clone(),
                 retirement: chain.retirement.clone(),
             })
         }

@@ -256,6 +256,9 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
             Authorizer::compile(&c.rbac).map_err(in_chain)?;
             if let NetworkFilter::Http(hcm) = &c.filter {
                 Authorizer::compile(&hcm.rbac).map_err(in_chain)?;
+                if let Some(j) = &hcm.jwt {
+                    crate::jwt::JwtRuntime::compile(j).map_err(in_chain)?;
+                }
                 if let RouteSource::Inline(rc) = &hcm.route {
                     Router::compile(rc)?;
                 }

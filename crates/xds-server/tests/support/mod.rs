@@ -24,6 +24,20 @@ pub struct Served {
 /// Serves cluster `c1` from `text`, resolving gateway names with `resolver`. Mount
 /// `server.service()` on a listener of your choice.
 pub async fn serve_with(text: &str, resolver: GatewayResolver) -> Served {
+    serve_options(
+        text,
+        ServerOptions {
+            cluster: ClusterId::new("c1"),
+            root_namespace: "istio-system".into(),
+            gateway_resolver: resolver,
+            jwks: Default::default(),
+        },
+    )
+    .await
+}
+
+/// As [`serve_with`], with every server option chosen.
+pub async fn serve_options(text: &str, options: ServerOptions) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, text).unwrap();
@@ -38,15 +52,7 @@ pub async fn serve_with(text: &str, resolver: GatewayResolver) -> Served {
             ..Default::default()
         },
     );
-    let (server, pipeline) = XdsServer::new(
-        ServerOptions {
-            cluster: ClusterId::new("c1"),
-            root_namespace: "istio-system".into(),
-            gateway_resolver: resolver,
-        },
-        registry.subscribe(),
-    )
-    .await;
+    let (server, pipeline) = XdsServer::new(options, registry.subscribe()).await;
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(registry.watch(stop_rx));
     tokio::spawn(pipeline);

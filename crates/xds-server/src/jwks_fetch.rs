@@ -1,0 +1,242 @@
+//! Key sets of RequestAuthentications' `jwksUri`s, fetched by the control plane and sent to
+//! proxies inline (Istio's default), over `http://` or `https://` (verified against the
+//! system's trust roots), each within its rule's `timeout` (default 5 s). Fetched again every
+//! 20 minutes (Istio's refresh interval) so rotated keys are followed; a failed fetch keeps the
+//! last good key set and is tried again soon; a URI never fetched has none, so the tokens of its
+//! issuer are refused — Istio fails closed the same way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use strait_registry::Snapshot;
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+/// Istio's `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`.
+pub const REFRESH: Duration = Duration::from_secs(20 * 60);
+/// After a failed fetch.
+pub const RETRY: Duration = Duration::from_secs(10);
+/// A rule's default `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Key sets larger than this are refused.
+const MAX_BYTES: usize = 1 << 20;
+/// Where Debian (and most Linux distributions) keep the trust roots.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How often key sets are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksOptions {
+    pub refresh: Duration,
+    pub retry: Duration,
+}
+
+impl Default for JwksOptions {
+    fn default() -> Self {
+        JwksOptions {
+            refresh: REFRESH,
+            retry: RETRY,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The last key set fetched and parsed.
+    text: Option<String>,
+    due: Instant,
+}
+
+/// The `jwksUri`s in use and their key sets.
+#[derive(Debug, Default)]
+pub struct JwksFetcher {
+    options: JwksOptions,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl JwksFetcher {
+    pub fn new(options: JwksOptions) -> Self {
+        JwksFetcher {
+            options,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Every `jwksUri` of every cluster's RequestAuthentications, with the shortest timeout a
+    /// rule gives it.
+    fn wanted(snapshot: &Snapshot) -> BTreeMap<String, Duration> {
+        let mut out: BTreeMap<String, Duration> = BTreeMap::new();
+        let rules = snapshot
+            .clusters
+            .values()
+            .flat_map(|c| &c.request_authentications)
+            .flat_map(|ra| ra.spec.jwt_rules.iter().flatten());
+        for rule in rules {
+            if rule.jwks.is_some() {
+                continue;
+            }
+            let Some(uri) = rule.jwks_uri() else { continue };
+            let timeout = rule
+                .timeout
+                .as_ref()
+                .map_or(DEFAULT_TIMEOUT, |t| t.as_std());
+            let e = out.entry(uri.to_string()).or_insert(timeout);
+            *e = (*e).min(timeout);
+        }
+        out
+    }
+
+    /// Fetches the key sets that are new or due, forgets unused ones; returns whether any
+    /// URI's key set changed.
+    pub async fn refresh(&mut self, snapshot: &Snapshot) -> bool {
+        let wanted = Self::wanted(snapshot);
+        let before = self.entries.len();
+        self.entries.retain(|uri, _| wanted.contains_key(uri));
+        let mut changed = self.entries.len() != before;
+        let now = Instant::now();
+        for (uri, timeout) in wanted {
+            let entry = self.entries.get(&uri);
+            if entry.is_some_and(|e| e.due > now) {
+                continue;
+            }
+            let old = entry.and_then(|e| e.text.clone());
+            let next = match fetch(&uri, timeout).await {
+                Ok(text) => {
+                    if old.as_ref() != Some(&text) {
+                        info!(jwks_uri = %uri, "fetched the key set");
+                    }
+                    Entry {
+                        text: Some(text),
+                        due: now + self.options.refresh,
+                    }
+                }
+                Err(e) => {
+                    let retry = self.options.retry.as_secs();
+                    match &old {
+                        Some(_) => {
+                            warn!(jwks_uri = %uri, error = %e, "cannot fetch the key set; keeping the last one, trying again in {retry} s")
+                        }
+                        None => {
+                            warn!(jwks_uri = %uri, error = %e, "cannot fetch the key set; tokens of its issuer are refused until it can be, trying again in {retry} s")
+                        }
+                    }
+                    Entry {
+                        text: old.clone(),
+                        due: now + self.options.retry,
+                    }
+                }
+            };
+            changed |= next.text != old || entry.is_none();
+            self.entries.insert(uri, next);
+        }
+        changed
+    }
+
+    /// When the first key set is due again (`None`: no URIs).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.entries.values().map(|e| e.due).min()
+    }
+
+    /// The key sets fetched so far, by URI.
+    pub fn table(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .filter_map(|(uri, e)| e.text.clone().map(|t| (uri.clone(), t)))
+            .collect()
+    }
+}
+
+/// `GET uri`: the body, when it is a key set.
+async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
+    tokio::time::timeout(timeout, get(uri))
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+        .and_then(|text| {
+            strait_jwt::parse(&text).map_err(|e| format!("the answer is not a key set: {e}"))?;
+            Ok(text)
+        })
+}
+
+async fn get(uri: &str) -> Result<String, String> {
+    let parsed: http::Uri = uri.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let tls = match parsed.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("only http:// and https:// URLs are fetched".into()),
+    };
+    let host = parsed.host().ok_or("the URL has no host")?.to_string();
+    let port = parsed.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let path = parsed
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.as_str().to_string());
+    let request = http::Request::get(path)
+        .header(
+            http::header::HOST,
+            parsed.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::USER_AGENT, "strait-control-plane")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    if tls {
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(client_config()?);
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        exchange(stream, request).await
+    } else {
+        exchange(tcp, request).await
+    }
+}
+
+/// One HTTP/1.1 request on `io`; the body of a 200 answer.
+async fn exchange<IO>(io: IO, request: http::Request<Empty<Bytes>>) -> Result<String, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("answered {}", response.status()));
+    }
+    let body = Limited::new(response.into_body(), MAX_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".into())
+}
+
+/// TLS to key servers, verified against the system's trust roots.
+fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(SYSTEM_ROOTS)
+        .map_err(|e| format!("cannot read the system's trust roots ({SYSTEM_ROOTS}): {e}"))?;
+    for cert in certs.flatten() {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
