@@ -6,7 +6,10 @@
 //! query parameter), the token is taken out of the request and a claim passed on as a header;
 //! expired, forged, wrong-audience and unknown-issuer tokens are refused with 401 and Envoy's
 //! reasons; a request without a token is left to authorization (403 where a principal is
-//! required, 200 where not).
+//! required, 200 where not). Then through an ingress gateway with its own RequestAuthentication
+//! and AuthorizationPolicy: it refuses by itself (401 and 403 in its access log, with Envoy's
+//! response code details) and lets a good token through to httpbin's sidecar, which checks it
+//! again (`forwardOriginalToken`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -117,6 +120,7 @@ fn request_authentication_verifies_tokens_and_authorization_uses_their_claims() 
 
     let app_port = free_port();
     let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
+    let ingress_port = free_port();
     let dir = t.join("config");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
@@ -157,6 +161,43 @@ spec:
     to: [{{operation: {{paths: [/admin]}}}}]
     when: [{{key: \"request.auth.claims[groups]\", values: [admin]}}]
   - to: [{{operation: {{paths: [/healthz]}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {ingress_port}, name: http, protocol: HTTP}}
+    hosts: [httpbin.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin-public, namespace: foo}}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [istio-system/public]
+  http:
+  - route: [{{destination: {{host: httpbin.foo.svc.cluster.local, port: {{number: 8000}}}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules:
+  - issuer: {ISSUER}
+    jwks: '{jwks}'
+    forwardOriginalToken: true
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  rules:
+  - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]
+  - to: [{{operation: {{paths: [/healthz]}}}}]
 ",
             bound_httpbin(HTTPBIN, &[(8000, "HTTP", app_port)])
         ),
@@ -175,7 +216,19 @@ spec:
     };
     let httpbin = sidecar(HTTPBIN, "httpbin-0", "httpbin", "httpbin");
     let sleep = sidecar(SLEEP, "sleep-0", "sleep", "sleep");
-    for (p, what) in [(&httpbin, "httpbin"), (&sleep, "sleep")] {
+    let ingress = StraitProxy::start_with(
+        &cp,
+        t,
+        "router~127.1.42.200~ingress-0.istio-system~istio-system.svc.cluster.local",
+        "ingress-0",
+        "istio=ingressgateway",
+        &strs(&ca.proxy_args("istio-system", "ingress", "3600")),
+    );
+    for (p, what) in [
+        (&httpbin, "httpbin"),
+        (&sleep, "sleep"),
+        (&ingress, "ingress"),
+    ] {
         wait_for(
             Duration::from_secs(20),
             &format!("{what}'s certificate"),
@@ -188,6 +241,7 @@ spec:
     }
     wait_for(Duration::from_secs(20), "the listeners", || {
         TcpStream::connect((HTTPBIN, 8000)).ok()?;
+        TcpStream::connect(("127.0.0.1", ingress_port)).ok()?;
         TcpStream::connect((SLEEP, 8000)).ok()
     });
 
@@ -304,5 +358,45 @@ spec:
         .find(|(k, _)| k.eq_ignore_ascii_case("x-jwt-team"))
         .map(|(_, v)| v.clone());
     assert_eq!(team, Some(serde_json::json!("blue")), "{body}");
+
+    // The ingress gateway: its own RequestAuthentication (token forwarded, so httpbin's sidecar
+    // checks it again) and AuthorizationPolicy (any token, or /healthz without one).
+    let through_gateway = |path: &str, header: Option<String>| {
+        let url = format!("http://127.0.0.1:{ingress_port}{path}");
+        let mut args = vec![url.clone(), "-H".into(), "Host: httpbin.example.com".into()];
+        if let Some(h) = header {
+            args.extend(["-H".into(), h]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    };
+    let (code, body) = through_gateway("/healthz", None);
+    assert_eq!(code, 200, "{body}\n{}", ingress.log());
+    let (code, body) = through_gateway("/headers", Some(bearer(&good)));
+    assert_eq!(code, 200, "{body}\n{}", ingress.log());
+    assert!(
+        body.contains("x-jwt-team"),
+        "httpbin's sidecar verified it too: {body}"
+    );
+    let (code, body) = through_gateway("/headers", Some(bearer(&expired)));
+    assert_eq!((code, body.as_str()), (401, "Jwt is expired"));
+    let (code, body) = through_gateway("/status/200", None);
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    // Those refusals were the gateway's own: the request never reached httpbin.
+    let log = ingress.access_log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"response_code\":401") || l.contains("\"response_code\":403"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    for details in [
+        "rbac_access_denied_matched_policy[none]",
+        "jwt_authn_access_denied{Jwt_is_expired}",
+    ] {
+        assert!(
+            refused.iter().any(|l| l.contains(details)),
+            "{details}: {log}"
+        );
+    }
     drop(sleep);
 }

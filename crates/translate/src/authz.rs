@@ -1,7 +1,8 @@
 //! Authorization: the AuthorizationPolicies that select a workload become the RBAC filters of its
 //! inbound chains, built as Istio builds them. A policy applies to a sidecar when it lives in the
 //! workload's namespace or the root namespace and its selector (if any) matches the workload's
-//! labels; `targetRef(s)` policies attach to gateways and waypoints, not sidecars. Each rule is
+//! labels (gateways take them the same way, on their listeners' chains); `targetRef(s)` policies
+//! attach to Gateway API gateways and waypoints, which Strait does not run. Each rule is
 //! one RBAC policy named `ns[<ns>]-policy[<name>]-rule[<i>]`: its `to` operations (with the
 //! request-side `when` conditions) are the permissions, its `from` sources (with the caller-side
 //! conditions) the principals. Filters come in Istio's order: AUDIT (log), DENY, ALLOW, then

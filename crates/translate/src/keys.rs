@@ -247,8 +247,14 @@ impl Profile {
         {
             let _ = write!(labels, "{k}={v},");
         }
+        // A gateway's listeners carry the policies that select it.
+        let gateway_security = if proxy.kind == ProxyKind::Router {
+            crate::authz::for_workload(view, &proxy.namespace, &proxy.labels).key()
+        } else {
+            String::new()
+        };
         let outbound = format!(
-            "{:?}|{}|{}|{}|{labels}",
+            "{:?}|{}|{}|{}|{labels}|{gateway_security}",
             proxy.kind, proxy.namespace, proxy.cluster, proxy.captured
         );
         let endpoints = format!(

@@ -422,8 +422,35 @@ pub fn auto_passthrough(view: &MeshView<'_>, proxy: &ProxyNode) -> bool {
     })
 }
 
-/// Router listeners and their route tables, from the Gateways selecting the proxy.
+/// Router listeners and their route tables, from the Gateways selecting the proxy, with the
+/// RequestAuthentications and AuthorizationPolicies that select the gateway workload (its
+/// namespace or the root namespace, by selector) on every chain: JWT and request RBAC on HTTP
+/// servers, connection RBAC on the others — as Istio applies policies to gateways.
 pub fn router_listeners(
+    view: &MeshView<'_>,
+    proxy: &ProxyNode,
+    services: &[&ServiceView],
+) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+    let (mut listeners, routes) = gateway_listeners(view, proxy, services);
+    let authz = crate::authz::for_workload(view, &proxy.namespace, &proxy.labels);
+    for l in &mut listeners {
+        let ListenerKind::Socket(s) = &mut l.kind else {
+            continue;
+        };
+        for c in s.filter_chains.iter_mut().chain(s.default_chain.as_mut()) {
+            match &mut c.filter {
+                NetworkFilter::Http(hcm) => {
+                    hcm.rbac = authz.http.clone();
+                    hcm.jwt = authz.jwt.clone();
+                }
+                _ => c.rbac = authz.tcp.clone(),
+            }
+        }
+    }
+    (listeners, routes)
+}
+
+fn gateway_listeners(
     view: &MeshView<'_>,
     proxy: &ProxyNode,
     services: &[&ServiceView],

@@ -233,7 +233,14 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
         c.proxy.metrics.record_authorization("http", &v);
         v
     });
-    let denial = verdict.as_ref().and_then(|v| v.details());
+    // Envoy's response code details: `jwt_authn_access_denied{<reason>}` for a refused token.
+    let denial = match refused {
+        Some(reason) => Some(format!(
+            "jwt_authn_access_denied{{{}}}",
+            reason.split(':').next().unwrap_or(reason).replace(' ', "_")
+        )),
+        None => verdict.as_ref().and_then(|v| v.details()),
+    };
     let response = match (refused, &denial) {
         // Envoy's local reply for a refused token (gRPC callers get UNAUTHENTICATED).
         (Some(reason), _) => {
