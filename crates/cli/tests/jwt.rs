@@ -148,6 +148,7 @@ spec:
     jwks: '{jwks}'
     audiences: [httpbin.foo]
     outputClaimToHeaders: [{{header: x-jwt-team, claim: team}}]
+    spaceDelimitedClaims: [roles]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -161,6 +162,10 @@ spec:
     to: [{{operation: {{paths: [/admin]}}}}]
     when: [{{key: \"request.auth.claims[groups]\", values: [admin]}}]
   - to: [{{operation: {{paths: [/healthz]}}}}]
+  - to: [{{operation: {{paths: [/write]}}}}]
+    when:
+    - {{key: \"request.auth.claims[scope]\", values: [write]}}
+    - {{key: \"request.auth.claims[roles]\", values: [editor]}}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -271,6 +276,21 @@ spec:
         &claims("alice", serde_json::json!({"aud": "someone-else"})),
     );
     let forged = token(&other_key, &claims("alice", serde_json::json!({})));
+    // `scope` is always a space-separated list; `roles` is one because the rule says so.
+    let writer = token(
+        &key,
+        &claims(
+            "w",
+            serde_json::json!({"scope": "read write", "roles": "viewer editor"}),
+        ),
+    );
+    let reader = token(
+        &key,
+        &claims(
+            "r",
+            serde_json::json!({"scope": "read", "roles": "viewer editor"}),
+        ),
+    );
     let stranger = token(
         &key,
         &claims(
@@ -293,6 +313,13 @@ spec:
             "RBAC: access denied",
         ),
         ("/admin".into(), Some(bearer(&admin)), 200, ""),
+        ("/write".into(), Some(bearer(&writer)), 200, ""),
+        (
+            "/write".into(),
+            Some(bearer(&reader)),
+            403,
+            "RBAC: access denied",
+        ),
         (
             "/healthz".into(),
             Some(bearer(&expired)),

@@ -105,8 +105,9 @@ impl JwtRuntime {
                 continue;
             };
             match strait_jwt::verify(token, keys, &provider.config.audiences, now) {
-                Ok(verified) => {
+                Ok(mut verified) => {
                     pass_on(&provider.config, location, &verified, headers);
+                    split_space_delimited(&mut verified, &provider.config.space_delimited_claims);
                     return Authn::Verified(Box::new(verified));
                 }
                 Err(e) => {
@@ -205,6 +206,21 @@ fn pass_on(provider: &JwtProvider, location: &Location, v: &Verified, headers: &
             _ => continue,
         };
         set(&c.header, &value);
+    }
+}
+
+/// Turns the named claims' string values into lists of their space-separated items (Envoy's
+/// `normalize_payload_in_metadata`), so authorization matches one scope of `"read write"`.
+fn split_space_delimited(v: &mut Verified, names: &[String]) {
+    for name in names {
+        if let Some(Value::String(s)) = v.claims.get(name) {
+            let items: Vec<Value> = s
+                .split(' ')
+                .filter(|i| !i.is_empty())
+                .map(|i| Value::String(i.to_string()))
+                .collect();
+            v.claims.insert(name.clone(), Value::Array(items));
+        }
     }
 }
 

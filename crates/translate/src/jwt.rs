@@ -14,6 +14,18 @@ use strait_xds::jwt::{ClaimHeader, JwtAuthn, JwtProvider, TokenHeader};
 use crate::MeshView;
 use crate::authz::selects;
 
+/// Istio always treats `scope` and `permission` as space-separated lists, and the rule's
+/// `spaceDelimitedClaims` too.
+fn space_delimited(extra: Option<&[String]>) -> Vec<String> {
+    let mut out: Vec<String> = vec!["scope".into(), "permission".into()];
+    for c in extra.unwrap_or_default() {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
 /// The JWT filter of a workload in `namespace` with `labels`, if any RequestAuthentication
 /// selects it.
 pub fn for_workload(
@@ -84,6 +96,7 @@ pub fn for_workload(
                     claim: c.claim.clone(),
                 })
                 .collect(),
+            space_delimited_claims: space_delimited(rule.space_delimited_claims.as_deref()),
         })
         .collect();
     (!providers.is_empty()).then_some(JwtAuthn { providers })

@@ -96,6 +96,11 @@ fn provider(p: &JwtProvider) -> ejwt::JwtProvider {
                 ..Default::default()
             })
             .collect(),
+        normalize_payload_in_metadata: (!p.space_delimited_claims.is_empty()).then(|| {
+            ejwt::jwt_provider::NormalizePayload {
+                space_delimited_claims: p.space_delimited_claims.clone(),
+            }
+        }),
         jwks_source_specifier: Some(ejwt::jwt_provider::JwksSourceSpecifier::LocalJwks(
             ecore::DataSource {
                 specifier: Some(ecore::data_source::Specifier::InlineString(p.jwks.clone())),
@@ -242,6 +247,10 @@ pub fn from_http_filter(any: &Any, field: &str) -> R<JwtAuthn> {
                     claim: c.claim_name,
                 })
                 .collect(),
+            space_delimited_claims: p
+                .normalize_payload_in_metadata
+                .map(|n| n.space_delimited_claims)
+                .unwrap_or_default(),
         });
     }
     Ok(JwtAuthn { providers })

@@ -383,6 +383,7 @@ fn jwt_filter() -> strait_xds::jwt::JwtAuthn {
             header: "x-user".into(),
             claim: "sub".into(),
         }],
+        space_delimited_claims: vec!["scope".into(), "roles".into()],
     };
     let second = JwtProvider {
         name: "origins-1".into(),
@@ -395,6 +396,7 @@ fn jwt_filter() -> strait_xds::jwt::JwtAuthn {
         forward: false,
         payload_header: None,
         claim_headers: vec![],
+        space_delimited_claims: vec![],
     };
     JwtAuthn {
         providers: vec![first, second],

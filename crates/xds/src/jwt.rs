@@ -31,6 +31,10 @@ pub struct JwtProvider {
     /// A header to carry the verified payload (base64url) to the application.
     pub payload_header: Option<String>,
     pub claim_headers: Vec<ClaimHeader>,
+    /// Claims whose string value is a space-separated list (`scope`, `permission`, and
+    /// `spaceDelimitedClaims`): authorization matches their items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// A header carrying tokens, after an optional prefix (`Bearer `).
