@@ -200,6 +200,11 @@ mod tests {
             "reviews.other.svc.cluster.local".into(),
             kube(&["10.96.0.30", "fd00::30"], "reviews", "other"),
         );
+        // A StatefulSet pod's own name under its headless service.
+        t.hosts.insert(
+            "mysql-0.mysql.sample.svc.cluster.local".into(),
+            kube(&["10.1.0.7"], "mysql-0.mysql", "sample"),
+        );
         t.hosts
             .insert("api.example.com".into(), external(&["240.240.50.233"]));
         t.hosts
@@ -223,6 +228,23 @@ mod tests {
     fn ips(l: &Lookup, name: &str, q: Question) -> Option<Vec<String>> {
         l.resolve(name, q)
             .map(|a| a.addresses.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_pods_own_name_answers_in_its_short_forms() {
+        let l = Lookup::build(&table(), &ctx());
+        for name in [
+            "mysql-0.mysql.sample.svc.cluster.local",
+            "mysql-0.mysql.sample.svc",
+            "mysql-0.mysql.sample",
+            "mysql-0.mysql",
+        ] {
+            assert_eq!(
+                ips(&l, name, Question::A),
+                Some(vec!["10.1.0.7".into()]),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -244,6 +244,7 @@ fn pod_workload(
             || pod.meta.annotations.contains_key(SIDECAR_STATUS_ANNOTATION),
         service_account,
         address: ip.map_or(EndpointAddress::None, EndpointAddress::Ip),
+        dns_name: spec.hostname.clone().zip(spec.subdomain.clone()),
         named_ports,
         health: if ready && ip.is_some() {
             Health::Healthy
@@ -308,6 +309,7 @@ fn entry_workload(
             .collect(),
         health: Health::Healthy,
         weight: we.weight.filter(|w| *w > 0).unwrap_or(1),
+        dns_name: None,
     }
 }
 
@@ -323,6 +325,7 @@ fn is_endpoint_candidate(w: &Workload) -> bool {
 
 fn endpoint_from(w: &Workload, ports: BTreeMap<u16, u16>, health: Health) -> Endpoint {
     Endpoint {
+        hostname: None,
         address: w.address.clone(),
         ports,
         labels: w.labels.clone(),
@@ -465,8 +468,15 @@ fn service_endpoints(
                 .iter()
                 .filter_map(|p| Some((u16::try_from(p.port).ok()?, kube_target(p, w)?)))
                 .collect();
-            (!ports.is_empty() || svc.spec.ports.is_empty())
-                .then(|| endpoint_from(w, ports, w.health))
+            (!ports.is_empty() || svc.spec.ports.is_empty()).then(|| Endpoint {
+                // Kubernetes names a pod under the Service its `subdomain` names.
+                hostname: w
+                    .dns_name
+                    .as_ref()
+                    .filter(|(_, sub)| *sub == svc.meta.name)
+                    .map(|(host, _)| host.clone()),
+                ..endpoint_from(w, ports, w.health)
+            })
         })
         .collect()
 }
@@ -526,6 +536,7 @@ fn bare_workload(
         named_ports: BTreeMap::new(),
         health: Health::Healthy,
         weight: 1,
+        dns_name: None,
     })
 }
 
@@ -571,7 +582,10 @@ fn from_endpoints(
                     .cloned()
                     .or_else(|| bare_workload(&a.ip, a.node_name.as_deref(), None, ns, ctx));
                 if let Some(w) = w {
-                    out.push(endpoint_from(&w, ports.clone(), health));
+                    out.push(Endpoint {
+                        hostname: a.hostname.clone(),
+                        ..endpoint_from(&w, ports.clone(), health)
+                    });
                 }
             }
         }
@@ -613,7 +627,10 @@ fn from_slices(
                         bare_workload(addr, ep.node_name.as_deref(), ep.zone.as_deref(), ns, ctx)
                     });
                 if let Some(w) = w {
-                    out.push(endpoint_from(&w, ports.clone(), health));
+                    out.push(Endpoint {
+                        hostname: ep.hostname.clone(),
+                        ..endpoint_from(&w, ports.clone(), health)
+                    });
                 }
             }
         }

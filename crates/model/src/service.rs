@@ -183,6 +183,9 @@ pub struct Endpoint {
     /// Relative load balancing weight (default 1).
     pub weight: u32,
     pub workload: WorkloadRef,
+    /// The endpoint's own name under a headless service (Kubernetes' endpoint `hostname`): it
+    /// answers `<hostname>.<service host>`.
+    pub hostname: Option<String>,
 }
 
 impl Endpoint {
@@ -218,6 +221,8 @@ pub struct Workload {
     pub named_ports: BTreeMap<String, u16>,
     pub health: Health,
     pub weight: u32,
+    /// A pod's `hostname` and `subdomain` (the headless Service it is named under).
+    pub dns_name: Option<(String, String)>,
 }
 
 impl Workload {

@@ -241,6 +241,7 @@ endpoints:
 - addresses: [10.0.0.1]
   conditions: {ready: true}
   zone: zone-a
+  hostname: api-0
 - addresses: [10.0.0.2]
   conditions: {ready: false}
 - addresses: [10.0.0.3]
@@ -264,6 +265,8 @@ endpoints:
     );
     assert_eq!(view.endpoints[0].target_port(8080), Some(9090));
     assert_eq!(view.endpoints[0].locality.zone, "zone-a");
+    assert_eq!(view.endpoints[0].hostname.as_deref(), Some("api-0"));
+    assert_eq!(view.endpoints[1].hostname, None);
     assert_eq!(
         view.endpoints[0].identity, None,
         "an address with no known pod has no identity"
@@ -282,7 +285,7 @@ apiVersion: v1
 kind: Endpoints
 metadata: {name: db, namespace: prod}
 subsets:
-- addresses: [{ip: 10.0.1.1, targetRef: {kind: Pod, name: db-0, namespace: prod}}]
+- addresses: [{ip: 10.0.1.1, hostname: db-0, targetRef: {kind: Pod, name: db-0, namespace: prod}}]
   notReadyAddresses: [{ip: 10.0.1.2}]
   ports: [{name: tcp-db, port: 3306}]
 ---
@@ -310,6 +313,7 @@ status: {podIP: 10.0.1.1}
     assert_eq!(view.endpoints[0].service_account, "db");
     assert_eq!(view.endpoints[1].health, Health::Unhealthy);
     assert_eq!(view.service.ports[0].protocol, Protocol::Tcp);
+    assert_eq!(view.endpoints[0].hostname.as_deref(), Some("db-0"));
 }
 
 #[test]

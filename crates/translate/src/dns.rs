@@ -2,7 +2,10 @@
 //! reach, at the address it should use — its cluster's virtual IP, else another cluster's
 //! (a service that exists only in a remote cluster resolves with no stub Service), else the
 //! address allocated to a ServiceEntry host; a headless service answers with its endpoints in
-//! the proxy's own cluster and network, as Kubernetes DNS does.
+//! the proxy's own cluster and network, as Kubernetes DNS does, and each endpoint with a
+//! `hostname` (a StatefulSet's pods) by its own name, `<hostname>.<service host>`, when it is on
+//! the proxy's network (reachable directly, as Istio answers them) — the proxy's own cluster's
+//! pod first when two clusters name one alike.
 
 use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceOrigin, ServiceView};
 use strait_xds::dns::{NameInfo, NameTable, REGISTRY_EXTERNAL, REGISTRY_KUBERNETES};
@@ -41,7 +44,57 @@ pub fn name_table(view: &MeshView<'_>, proxy: &ProxyNode) -> NameTable {
         };
         table.hosts.insert(service.host.as_str().to_string(), info);
     }
+    for s in scope::visible_services(view, proxy) {
+        add_pod_names(
+            &mut table,
+            s,
+            |e| e.network == proxy.network,
+            &proxy.cluster,
+        );
+    }
     table
+}
+
+/// The names of a headless Kubernetes service's endpoints that have a `hostname`
+/// (`web-0.nginx.ns.svc.cluster.local`, short form `web-0.nginx`), for the endpoints `reachable`
+/// says; an endpoint of `preferred` wins a name two clusters share.
+fn add_pod_names(
+    table: &mut NameTable,
+    s: &ServiceView,
+    reachable: impl Fn(&strait_model::Endpoint) -> bool,
+    preferred: &ClusterId,
+) {
+    let service = &s.service;
+    let headless = service.addresses.values().all(|a| a.is_empty());
+    if !headless || service.origin != ServiceOrigin::Kubernetes || service.resolved_by_dns() {
+        return;
+    }
+    let mut endpoints: Vec<&strait_model::Endpoint> = s
+        .endpoints
+        .iter()
+        .filter(|e| e.hostname.is_some() && reachable(e))
+        .collect();
+    // The preferred cluster's endpoints first: they take a name before the others.
+    endpoints.sort_by_key(|e| e.cluster != *preferred);
+    for e in endpoints {
+        let (Some(hostname), Some(ip)) = (&e.hostname, e.address.ip()) else {
+            continue;
+        };
+        let host = format!("{hostname}.{}", service.host.as_str());
+        if table.hosts.contains_key(&host) {
+            continue;
+        }
+        table.hosts.insert(
+            host,
+            NameInfo {
+                ips: vec![ip.to_string()],
+                registry: REGISTRY_KUBERNETES.into(),
+                short_name: format!("{hostname}.{}", service.name),
+                namespace: service.namespace.clone(),
+                alt_hosts: Vec::new(),
+            },
+        );
+    }
 }
 
 /// What a cluster's own DNS (kube-dns) knows: its Kubernetes Services by full name, at their
@@ -72,6 +125,7 @@ pub fn cluster_table(model: &MeshModel, cluster: &ClusterId) -> NameTable {
         if ips.is_empty() {
             continue;
         }
+        add_pod_names(&mut table, s, |e| e.cluster == *cluster, cluster);
         table.hosts.insert(
             service.host.as_str().to_string(),
             NameInfo {

@@ -243,6 +243,10 @@ pub struct NamespaceSpec {
 #[serde(rename = "~PodSpec", rename_all = "camelCase")]
 pub struct PodSpec {
     pub node_name: Option<String>,
+    /// With `subdomain` naming a headless Service: the pod's own DNS name
+    /// (`<hostname>.<subdomain>.<namespace>.svc.<domain>`, as a StatefulSet's pods have).
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
     pub service_account_name: Option<String>,
     /// Deprecated alias of `serviceAccountName`, still honoured by Kubernetes.
     pub service_account: Option<String>,
