@@ -6,7 +6,8 @@
 //! without a restart and discovery continues; a Service added in cluster2 arrives
 //! incrementally; when cluster2's control plane dies its endpoints stay (state `stale`) for
 //! `--remote-stale-after`, then are withdrawn (state `failed`). `strait multicluster check`
-//! shows each state and exits 1 unless all are synced.
+//! shows each state and exits 1 unless all are synced. A reader token revoked with `strait ca
+//! revoke` ends the open stream within seconds, without a restart of either control plane.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -97,7 +98,12 @@ fn check(cp1: &ControlPlane) -> (bool, String) {
 fn remote_secrets_give_discovery_that_rotates_and_withdraws_a_dead_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let ca = MeshCa::create(&dir.path().join("ca"));
-    let ca_args = ca.control_plane_args();
+    let revoked = dir.path().join("revoked-tokens");
+    let mut ca_args = ca.control_plane_args();
+    ca_args.extend([
+        "--token-revocations".into(),
+        revoked.to_str().unwrap().into(),
+    ]);
     let c2 = dir.path().join("cluster2");
     std::fs::create_dir_all(&c2).unwrap();
     std::fs::write(
@@ -198,12 +204,48 @@ fn remote_secrets_give_discovery_that_rotates_and_withdraws_a_dead_cluster() {
         expired["reason"].as_str().unwrap().contains("expired"),
         "{expired}"
     );
+    let fresh = remote_secret(&cp2, &ca, &ca.token_key);
+    std::fs::write(c1.join("remote-cluster2.yaml"), &fresh).unwrap();
+    remote_state(&cp1, "cluster2 synced with a fresh secret", |r| {
+        r["state"] == "synced"
+    });
+
+    // That token leaks: cluster2's operator revokes it; the open stream ends (cluster2 keeps
+    // running, nothing restarts), and another fresh secret brings cluster2 back.
+    let token = fresh
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap();
+    let said = strait(&[
+        "ca",
+        "revoke",
+        "--list",
+        revoked.to_str().unwrap(),
+        "--token",
+        token,
+    ]);
+    assert!(said.starts_with("revoked: token "), "{said}");
+    let gone = remote_state(&cp1, "the revoked token's stream to end", |r| {
+        r["state"] != "synced"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains("reader token"))
+    });
+    assert!(
+        gone["reason"].as_str().unwrap().contains("revoked"),
+        "{gone}"
+    );
+    assert!(
+        cp2.log().contains("token revocations reloaded"),
+        "{}",
+        cp2.log()
+    );
     std::fs::write(
         c1.join("remote-cluster2.yaml"),
         remote_secret(&cp2, &ca, &ca.token_key),
     )
     .unwrap();
-    remote_state(&cp1, "cluster2 synced with a fresh secret", |r| {
+    remote_state(&cp1, "cluster2 synced after the revocation", |r| {
         r["state"] == "synced"
     });
 

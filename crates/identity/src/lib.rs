@@ -2,13 +2,14 @@
 //! Istio's certificate service on 15012), bootstrap tokens, the workload side that obtains and
 //! rotates its SPIFFE certificate, and the rustls configurations that carry it as mTLS.
 //!
-//! Decisions are plain functions over plain types ([`policy`], [`token`]); files, sockets and
+//! Decisions are plain functions over plain types ([`policy`], [`token`], [`revocation`]); files, sockets and
 //! clocks stay in the modules that need them ([`cacerts`], [`service`], [`workload`]).
 
 pub mod authority;
 pub mod cacerts;
 pub mod cert;
 pub mod policy;
+pub mod revocation;
 pub mod service;
 pub mod serving;
 pub mod tls;

@@ -133,3 +133,50 @@ pub async fn reload_authority_on_change(
         }
     }
 }
+
+/// Reads the revocation list at `path` into `key` now (an unreadable or wrong file is an error
+/// then), and again whenever the file changes (checked every `every`): a wrong file is reported
+/// and the previous list stays; a missing file revokes nothing.
+pub fn load_revocations(
+    path: &std::path::Path,
+    key: &crate::token::TokenKey,
+) -> Result<usize, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    let list = crate::revocation::Revocations::parse(&text, &path.display().to_string())?;
+    let n = list.len();
+    key.set_revocations(list);
+    Ok(n)
+}
+
+/// Follows the revocation list at `path` (see [`load_revocations`]) until `stop`.
+pub async fn reload_revocations_on_change(
+    path: std::path::PathBuf,
+    key: Arc<crate::token::TokenKey>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let now = std::fs::read(&path).ok();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load_revocations(&path, &key) {
+            Ok(n) => {
+                tracing::info!(file = %path.display(), entries = n, "token revocations reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token revocations changed but cannot be read; the previous list stays")
+            }
+        }
+    }
+}

@@ -2,16 +2,20 @@
 //! and service account it runs as — the role Kubernetes service-account tokens play for Istio.
 //!
 //! A token is `strait1.<claims>.<mac>`: base64url JSON claims (namespace, service account,
-//! cluster, expiry) and an HMAC-SHA256 over `strait1.<claims>` with the control plane's token
-//! key. Minting and checking are pure; the key file is read by the caller.
+//! cluster, expiry, ID, issue time) and an HMAC-SHA256 over `strait1.<claims>` with the control
+//! plane's token key. A token the key's revocation list names is refused
+//! ([`crate::revocation`]). Minting and checking are pure; the key file is read by the caller.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+
+use crate::revocation::Revocations;
 
 const PREFIX: &str = "strait1";
 const KEY_LEN: usize = 32;
@@ -28,6 +32,25 @@ pub struct Claims {
     pub cluster: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// A random ID, by which one token can be revoked (empty in tokens minted before IDs).
+    #[serde(rename = "jti", default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// When it was minted, seconds since the Unix epoch (0 in tokens minted before).
+    #[serde(rename = "iat", default)]
+    pub issued_at: u64,
+}
+
+impl Claims {
+    /// The claims of a token, read without checking it (to name it in a revocation list).
+    pub fn peek(token: &str) -> Result<Claims, TokenError> {
+        let (signed, _) = token.trim().rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (prefix, claims) = signed.split_once('.').ok_or(TokenError::Malformed)?;
+        if prefix != PREFIX {
+            return Err(TokenError::Malformed);
+        }
+        let json = B64.decode(claims).map_err(|_| TokenError::Malformed)?;
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+    }
 }
 
 /// Why a token is not accepted; `Display` is what the caller is told.
@@ -41,10 +64,15 @@ pub enum TokenError {
     BadSignature,
     #[error("the token expired {0:?} ago; mint a new one with `strait ca token`")]
     Expired(Duration),
+    #[error("{0}; mint a new one with `strait ca token`")]
+    Revoked(String),
 }
 
-/// The HMAC key tokens are minted and checked with.
-pub struct TokenKey(hmac::Key);
+/// The HMAC key tokens are minted and checked with, and the tokens it no longer accepts.
+pub struct TokenKey {
+    key: hmac::Key,
+    revoked: RwLock<Arc<Revocations>>,
+}
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +82,15 @@ impl std::fmt::Debug for TokenKey {
 
 impl TokenKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            revoked: RwLock::default(),
+        }
+    }
+
+    /// Replaces the revocation list (the control plane re-reads its file when it changes).
+    pub fn set_revocations(&self, revocations: Revocations) {
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(revocations);
     }
 
     /// A new random key, and its bytes to store.
@@ -105,11 +141,11 @@ impl TokenKey {
     pub fn mint(&self, claims: &Claims) -> String {
         let json = serde_json::to_vec(claims).unwrap_or_default();
         let signed = format!("{PREFIX}.{}", B64.encode(json));
-        let mac = hmac::sign(&self.0, signed.as_bytes());
+        let mac = hmac::sign(&self.key, signed.as_bytes());
         format!("{signed}.{}", B64.encode(mac.as_ref()))
     }
 
-    /// Checks a token's MAC and expiry at `now`, returning its claims.
+    /// Checks a token's MAC, expiry at `now` and revocation, returning its claims.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
         let token = token.trim();
         let (signed, mac) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
@@ -118,18 +154,26 @@ impl TokenKey {
             return Err(TokenError::Malformed);
         }
         let mac = B64.decode(mac).map_err(|_| TokenError::Malformed)?;
-        hmac::verify(&self.0, signed.as_bytes(), &mac).map_err(|_| TokenError::BadSignature)?;
+        hmac::verify(&self.key, signed.as_bytes(), &mac).map_err(|_| TokenError::BadSignature)?;
         let json = B64.decode(claims).map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
         let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         if now_s >= claims.exp {
             return Err(TokenError::Expired(Duration::from_secs(now_s - claims.exp)));
         }
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(why) = revoked.check(&claims) {
+            return Err(TokenError::Revoked(why));
+        }
         Ok(claims)
     }
 }
 
-/// Claims valid for `ttl` from `now`.
+/// Claims valid for `ttl` from `now`, with a fresh random ID.
 pub fn claims(
     namespace: &str,
     service_account: &str,
@@ -145,7 +189,16 @@ pub fn claims(
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs(),
+        id: random_id(),
+        issued_at: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
     }
+}
+
+/// 12 random bytes, base64url.
+fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    B64.encode(bytes)
 }
 
 /// Writes a file only its owner can read.
@@ -164,6 +217,32 @@ pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoked_tokens_are_refused_and_others_are_not() {
+        let now = SystemTime::now();
+        let (key, _) = TokenKey::generate();
+        let a = claims("sample", "sleep", "", now, Duration::from_secs(60));
+        let b = claims("sample", "sleep", "", now, Duration::from_secs(60));
+        assert_ne!(a.id, b.id, "each token has its own ID");
+        let (ta, tb) = (key.mint(&a), key.mint(&b));
+        assert_eq!(Claims::peek(&ta).unwrap().id, a.id);
+        key.set_revocations(Revocations::parse(&format!("token {}\n", a.id), "list").unwrap());
+        assert!(matches!(key.verify(&ta, now), Err(TokenError::Revoked(_))));
+        assert_eq!(key.verify(&tb, now), Ok(b.clone()));
+        let issued = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        key.set_revocations(
+            Revocations::parse(
+                &format!("serviceaccount sample/sleep {}\n", issued + 1),
+                "list",
+            )
+            .unwrap(),
+        );
+        let e = key.verify(&tb, now).unwrap_err();
+        assert!(e.to_string().contains("sample/sleep"), "{e}");
+        key.set_revocations(Revocations::default());
+        assert!(key.verify(&ta, now).is_ok());
+    }
 
     #[test]
     fn tokens_verify_only_with_their_key_and_before_expiry() {

@@ -24,6 +24,8 @@ use crate::pb::remote_registry_server::{RemoteRegistry, RemoteRegistryServer};
 use crate::pb::{RegistryObject, WatchRequest, WatchResponse};
 use crate::secret::{READER_NAMESPACE, READER_SERVICE_ACCOUNT};
 
+/// How often an open registry stream's token is checked against the revocation list.
+const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 /// The shared objects read at one registry version.
 type Reading = (u64, Arc<Objects>);
 
@@ -60,8 +62,8 @@ impl RegistryService {
         RemoteRegistryServer::new(self)
     }
 
-    /// Only a valid reader token is let in; returns when it expires.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<SystemTime, Status> {
+    /// Only a valid reader token is let in; returns it and when it expires.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(String, SystemTime), Status> {
         let Some(key) = &self.tokens else {
             return Err(Status::unauthenticated(
                 "this control plane runs without --token-key, so it cannot check reader tokens; start it with one and create the remote secret from the same key",
@@ -89,7 +91,21 @@ impl RegistryService {
                 claims.namespace, claims.service_account
             )));
         }
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp))
+        Ok((
+            token.to_string(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp),
+        ))
+    }
+
+    /// Why a reader token let in earlier is no longer good (revoked since), if it is not.
+    fn still_valid(&self, token: &str) -> Result<(), String> {
+        match &self.tokens {
+            Some(key) => key
+                .verify(token, SystemTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     /// The cluster's shared objects as of registry `version` (read from its files by the first
@@ -143,7 +159,7 @@ impl RemoteRegistry for RegistryService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let expires = match self.authenticate(&request) {
+        let (token, expires) = match self.authenticate(&request) {
             Ok(e) => e,
             Err(status) => {
                 warn!(reason = status.message(), "registry watcher refused");
@@ -165,6 +181,9 @@ impl RemoteRegistry for RegistryService {
             let cluster = service.cluster.to_string();
             let mut held = service.objects_at(snapshots.borrow().version);
             let mut version = 1;
+            // A revocation applies to open streams too, within this.
+            let mut recheck = tokio::time::interval(REVOCATION_CHECK);
+            recheck.tick().await;
             let all = objects::diff(&Objects::new(), &held);
             if tx
                 .send(Ok(response(&cluster, version, true, all)))
@@ -177,6 +196,20 @@ impl RemoteRegistry for RegistryService {
                 tokio::select! {
                     _ = tx.closed() => break,
                     changed = snapshots.changed() => if changed.is_err() { break },
+                    _ = recheck.tick() => {
+                        match service.still_valid(&token) {
+                            Ok(()) => continue,
+                            Err(why) => {
+                                warn!(%watcher, reason = %why, "registry watcher's token is no longer valid; stream ended");
+                                let _ = tx
+                                    .send(Err(Status::unauthenticated(format!(
+                                        "reader token: {why}; give this cluster a fresh remote secret (`strait create-remote-secret`)"
+                                    ))))
+                                    .await;
+                                break;
+                            }
+                        }
+                    }
                     () = tokio::time::sleep_until(expiry) => {
                         warn!(%watcher, "registry watcher's token expired; stream ended");
                         let _ = tx

@@ -85,6 +85,19 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
         ttl: u64,
     },
+    /// Revoke bootstrap tokens: add a line to the revocation list a control plane follows
+    /// (`strait control-plane --token-revocations FILE`); it applies within seconds.
+    Revoke {
+        /// The revocation list (created if missing).
+        #[arg(long, value_name = "FILE")]
+        list: PathBuf,
+        /// Revoke this one token (its ID is read from it).
+        #[arg(long, value_name = "TOKEN", conflicts_with = "service_account")]
+        token: Option<String>,
+        /// Revoke every token of this service account (`<namespace>/<name>`) issued until now.
+        #[arg(long, value_name = "NS/NAME")]
+        service_account: Option<String>,
+    },
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -190,6 +203,47 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 Duration::from_secs(*ttl),
             ));
             writeln!(out, "{token}")?;
+        }
+        CaCommand::Revoke {
+            list,
+            token,
+            service_account,
+        } => {
+            let line = match (token, service_account) {
+                (Some(t), _) => {
+                    let c = strait_identity::token::Claims::peek(t)
+                        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+                    if c.id.is_empty() {
+                        anyhow::bail!(
+                            "--token: this token has no ID (minted before IDs existed); revoke its service account instead: --service-account {}/{}",
+                            c.namespace,
+                            c.service_account
+                        );
+                    }
+                    format!("token {}  # {}/{}", c.id, c.namespace, c.service_account)
+                }
+                (None, Some(sa)) => {
+                    let now_s = now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    // Tokens minted in this very second are revoked too.
+                    format!("serviceaccount {sa} {}", now_s + 1)
+                }
+                (None, None) => anyhow::bail!("say what to revoke: --token or --service-account"),
+            };
+            let mut text = std::fs::read_to_string(list).unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            text.push('\n');
+            // The list as it will be read back: a wrong service account is caught here.
+            strait_identity::revocation::Revocations::parse(&text, &list.display().to_string())
+                .map_err(anyhow::Error::msg)?;
+            std::fs::write(list, &text)
+                .with_context(|| format!("cannot write {}", list.display()))?;
+            writeln!(out, "revoked: {line} (in {})", list.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -85,6 +85,11 @@ pub struct Args {
     /// missing. Without it, only workloads already holding a mesh certificate get one.
     #[arg(long, value_name = "FILE")]
     pub token_key: Option<PathBuf>,
+    /// Revoked bootstrap tokens (`strait ca revoke` writes it): one `token <id>` or
+    /// `serviceaccount <ns>/<name> <unix-seconds>` per line; re-read when it changes, open
+    /// registry streams of revoked reader tokens end.
+    #[arg(long, value_name = "FILE", requires = "token_key")]
+    pub token_revocations: Option<PathBuf>,
     /// Extra DNS name for the control plane's serving certificate (besides
     /// `istiod.<root-namespace>.svc` and `localhost`); repeat per name.
     #[arg(long = "server-name", value_name = "NAME")]
@@ -331,9 +336,23 @@ async fn start_identity(
     ));
     let authority = Arc::new(ArcSwap::from_pointee(authority));
     let tokens = match &args.token_key {
-        Some(path) => Some(Arc::new(
-            TokenKey::load_or_create(path).map_err(|e| anyhow::anyhow!("--token-key: {e}"))?,
-        )),
+        Some(path) => {
+            let key = Arc::new(
+                TokenKey::load_or_create(path).map_err(|e| anyhow::anyhow!("--token-key: {e}"))?,
+            );
+            if let Some(list) = &args.token_revocations {
+                let n = strait_identity::serving::load_revocations(list, &key)
+                    .map_err(|e| anyhow::anyhow!("--token-revocations: {e}"))?;
+                info!(file = %list.display(), entries = n, "token revocations loaded");
+                tokio::spawn(strait_identity::serving::reload_revocations_on_change(
+                    list.clone(),
+                    key.clone(),
+                    Duration::from_secs(2),
+                    stop.clone(),
+                ));
+            }
+            Some(key)
+        }
         None => {
             info!("no --token-key: the CA only renews certificates of workloads that hold one");
             None
