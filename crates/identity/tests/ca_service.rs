@@ -163,6 +163,33 @@ async fn a_workload_gets_renews_and_is_refused_what_is_not_its_own() {
     .expect_err("forged token");
     assert!(err.contains("signature"), "{err}");
 
+    // A revoked token: refused with the reason, though its signature and expiry are good.
+    let revoked = dir.path().join("revoked");
+    let c = claims(
+        "sample",
+        "sleep",
+        "",
+        SystemTime::now(),
+        Duration::from_secs(60),
+    );
+    std::fs::write(&revoked, ca.tokens.mint(&c)).expect("write");
+    ca.tokens.set_revocations(
+        strait_identity::revocation::Revocations::parse(&format!("token {}", c.id), "list")
+            .expect("list"),
+    );
+    let err = request_certificate(
+        &CaClientOptions {
+            token_file: Some(revoked),
+            ..opts.clone()
+        },
+        None,
+    )
+    .await
+    .expect_err("revoked token");
+    assert!(err.contains("revoked"), "{err}");
+    ca.tokens
+        .set_revocations(strait_identity::revocation::Revocations::default());
+
     // A CA the workload does not trust (another root) fails the handshake.
     let stranger = CaFiles::self_signed_for_development(SystemTime::now()).expect("other");
     let wrong_roots = CaClientOptions {
