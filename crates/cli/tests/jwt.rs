@@ -161,7 +161,7 @@ spec:
   - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]
     to: [{{operation: {{paths: [/admin]}}}}]
     when: [{{key: \"request.auth.claims[groups]\", values: [admin]}}]
-  - to: [{{operation: {{paths: [/healthz]}}}}]
+  - to: [{{operation: {{paths: [/healthz, /public]}}}}]
   - to: [{{operation: {{paths: [/write]}}}}]
     when:
     - {{key: \"request.auth.claims[scope]\", values: [write]}}
@@ -194,6 +194,8 @@ spec:
   - issuer: {ISSUER}
     jwks: '{jwks}'
     forwardOriginalToken: true
+    fromHeaders: [{{name: Authorization, prefix: \"Bearer \"}}]
+    fromCookies: [session]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -409,13 +411,21 @@ spec:
     assert_eq!((code, body.as_str()), (401, "Jwt is expired"));
     let (code, body) = through_gateway("/status/200", None);
     assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    // The gateway also takes the token from a cookie (`fromCookies`).
+    let (code, body) = through_gateway(
+        "/public",
+        Some(format!("Cookie: theme=dark; session={good}")),
+    );
+    assert_eq!(code, 200, "{body}\n{}", ingress.log());
+    let (code, _) = through_gateway("/public", Some("Cookie: session=not.a-token".into()));
+    assert_eq!(code, 401);
     // Those refusals were the gateway's own: the request never reached httpbin.
     let log = ingress.access_log();
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("\"response_code\":401") || l.contains("\"response_code\":403"))
         .collect();
-    assert_eq!(refused.len(), 2, "{log}");
+    assert_eq!(refused.len(), 3, "{log}");
     for details in [
         "rbac_access_denied_matched_policy[none]",
         "jwt_authn_access_denied{Jwt_is_expired}",
