@@ -307,7 +307,7 @@ fn route_matches(r: &CompiledRoute, parts: &Parts, authority: &str, path_and_que
     }
     for (name, m, invert) in &r.headers {
         let value = header_value(parts, name, authority);
-        let ok = value.is_some_and(|v| m.matches(v));
+        let ok = value.is_some_and(|v| m.matches(&v));
         if ok == *invert {
             return false;
         }
@@ -324,17 +324,33 @@ fn route_matches(r: &CompiledRoute, parts: &Parts, authority: &str, path_and_que
     true
 }
 
-fn header_value<'a>(parts: &'a Parts, name: &str, authority: &'a str) -> Option<&'a str> {
+/// A header's value for matching; a repeated header's values joined with commas, as Envoy
+/// matches them (borrowed in the usual case of one value).
+fn header_value<'a>(
+    parts: &'a Parts,
+    name: &str,
+    authority: &'a str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
     match name {
-        ":method" => Some(parts.method.as_str()),
-        ":authority" | "host" => Some(authority),
-        ":path" => parts.uri.path_and_query().map(|p| p.as_str()),
-        ":scheme" => Some(parts.uri.scheme_str().unwrap_or("http")),
+        ":method" => Some(Cow::Borrowed(parts.method.as_str())),
+        ":authority" | "host" => Some(Cow::Borrowed(authority)),
+        ":path" => parts
+            .uri
+            .path_and_query()
+            .map(|p| Cow::Borrowed(p.as_str())),
+        ":scheme" => Some(Cow::Borrowed(parts.uri.scheme_str().unwrap_or("http"))),
         _ => {
-            // Envoy joins repeated headers with commas for matching.
             let mut values = parts.headers.get_all(name).iter();
-            let first = values.next()?;
-            first.to_str().ok()
+            let first = values.next()?.to_str().ok()?;
+            let mut joined: Option<String> = None;
+            for v in values {
+                let v = v.to_str().ok()?;
+                let j = joined.get_or_insert_with(|| first.to_string());
+                j.push(',');
+                j.push_str(v);
+            }
+            Some(joined.map_or(Cow::Borrowed(first), Cow::Owned))
         }
     }
 }
@@ -472,6 +488,12 @@ mod tests {
                 invert: true,
             },
         ];
+        let mut joined = m(PathMatch::Prefix("/joined".into()), true);
+        joined.headers = vec![HeaderMatch {
+            name: "x-tag".into(),
+            matcher: StringMatch::Exact("a,b".into()),
+            invert: false,
+        }];
         let mut with_query = m(PathMatch::Prefix("/q".into()), true);
         with_query.query_params = vec![QueryMatch {
             name: "v".into(),
@@ -486,6 +508,7 @@ mod tests {
                 route("nocase", m(PathMatch::Prefix("/STATIC".into()), false)),
                 route("jason", with_header),
                 route("query", with_query),
+                route("joined", joined),
             ],
         )]);
         let s = |path: &str, headers: &[(&str, &str)]| {
@@ -500,8 +523,19 @@ mod tests {
         assert_eq!(s("/x", &[("end-user", "jason")]).as_deref(), Some("jason"));
         assert_eq!(s("/x", &[("end-user", "jason"), ("x-canary", "1")]), None);
         assert_eq!(s("/x", &[("end-user", "bob")]), None);
+        // A repeated header is matched as its values joined with commas (Envoy's rule).
+        assert_eq!(
+            s("/x", &[("end-user", "jason"), ("end-user", "bob")]),
+            None,
+            "\"jason,bob\" is not \"jason\""
+        );
         assert_eq!(s("/q?a=1&v=2", &[]).as_deref(), Some("query"));
         assert_eq!(s("/q?v=3", &[]), None);
+        assert_eq!(
+            s("/joined", &[("x-tag", "a"), ("x-tag", "b")]).as_deref(),
+            Some("joined")
+        );
+        assert_eq!(s("/joined", &[("x-tag", "a")]), None);
     }
 
     #[test]
