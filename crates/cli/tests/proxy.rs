@@ -464,6 +464,39 @@ spec:
     assert_eq!(overflowed, codes[3], "every 503 is an overflow, flagged UO");
 }
 
+/// Requests beyond `maxConnections` wait in the pending queue and are served, one after the
+/// other, as the connection comes back — none is refused while the queue has room.
+#[test]
+fn queued_requests_are_served_as_the_connection_frees_up() {
+    let dr = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 100}
+";
+    let s = setup(32, &[("a", None)], dr);
+    let url = s.url("/delay/20");
+    let (codes, failed, out) = h2load(&[
+        "--h1",
+        "-n",
+        "40",
+        "-c",
+        "8",
+        "-H",
+        &format!(":authority: {HOST}"),
+        &url,
+    ]);
+    assert_eq!(
+        (codes[0], failed),
+        (40, 0),
+        "every queued request is served: {out}"
+    );
+}
+
 #[test]
 fn fault_injection_aborts_and_delays_the_configured_share() {
     let vs = "apiVersion: networking.istio.io/v1

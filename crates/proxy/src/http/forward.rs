@@ -636,12 +636,15 @@ async fn connection(
     let Some(_pending) = cluster.limits.acquire(Resource::Pending) else {
         return Err(ConnFailure::Overflow);
     };
+    // Woken when a connection comes back to the pool or one closes; registered before looking,
+    // so nothing freed in between is missed. A slow timer guards against anything else.
+    let _waiting = (pool.freed.wait(), cluster.limits.connection_freed.wait());
     loop {
-        let wake = tokio::time::sleep(Duration::from_millis(2));
-        match deadline {
-            Some(d) if Instant::now() >= d => return Err(ConnFailure::Overflow),
-            _ => wake.await,
-        }
+        let back = pool.freed.notified();
+        let closed = cluster.limits.connection_freed.notified();
+        tokio::pin!(back, closed);
+        back.as_mut().enable();
+        closed.as_mut().enable();
         if let Some(c) = pool.checkout(&cluster.settings) {
             return Ok(c);
         }
@@ -650,6 +653,21 @@ async fn connection(
                 .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
                 .await
                 .map_err(ConnFailure::Connect);
+        }
+        let freed = async {
+            tokio::select! {
+                () = back => {}
+                () = closed => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        };
+        match deadline {
+            Some(d) => {
+                if tokio::time::timeout_at(d, freed).await.is_err() {
+                    return Err(ConnFailure::Overflow);
+                }
+            }
+            None => freed.await,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Limits {
     used: [AtomicU64; 4],
     /// Times each cap turned something away.
     pub overflows: [AtomicU64; 4],
+    /// Woken when a connection closes (its place under the cap frees up).
+    pub connection_freed: crate::upstream::pool::Capacity,
 }
 
 impl Limits {
@@ -39,6 +41,7 @@ impl Limits {
             ],
             used: Default::default(),
             overflows: Default::default(),
+            connection_freed: Default::default(),
         })
     }
 
@@ -97,6 +100,9 @@ pub struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.limits.used[self.resource].fetch_sub(1, Ordering::AcqRel);
+        if self.resource == Resource::Connections as usize {
+            self.limits.connection_freed.freed();
+        }
     }
 }
 

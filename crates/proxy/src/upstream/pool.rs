@@ -87,6 +87,48 @@ struct IdleH1 {
 pub struct Pool {
     idle: Mutex<Vec<IdleH1>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Requests waiting in the pending queue are woken when a connection comes back or opens.
+    pub freed: Capacity,
+}
+
+/// Wakes the requests waiting for capacity when some frees up — without a lock on the hot
+/// path while nobody waits.
+#[derive(Debug, Default)]
+pub struct Capacity {
+    notify: tokio::sync::Notify,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Capacity {
+    /// Capacity freed up: wake whoever waits.
+    pub fn freed(&self) {
+        if self.waiting.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Counts the caller as waiting until the guard drops; take it before looking for capacity,
+    /// then await [`Capacity::notify`]'s `notified()` made before looking.
+    pub fn wait(&self) -> WaitGuard<'_> {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WaitGuard(self)
+    }
+
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+/// See [`Capacity::wait`].
+pub struct WaitGuard<'a>(&'a Capacity);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A connection ready for one request.
@@ -129,6 +171,8 @@ impl Pool {
             since: Instant::now(),
             used,
         });
+        drop(idle);
+        self.freed.freed();
     }
 
     /// Idle HTTP/1.1 connections (for the admin API).
@@ -158,6 +202,7 @@ impl Pool {
                 drop(permit);
             });
             *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            self.freed.freed();
             Ok(Conn::H2(sender))
         } else {
             let (sender, conn) = http1::Builder::new()
