@@ -4,6 +4,9 @@
 //! verified token's principal and claims go to authorization, and the request goes on without
 //! the token (unless forwarded), with its payload and claims in headers when asked. A request
 //! without a token passes unauthenticated; one whose token no provider verifies is refused.
+//! When providers are required (`presence: REQUIRED`), each required one's token must be there
+//! and valid and every other provider's valid or absent (Envoy's `requires_all`); the first
+//! required provider's token is the request's principal.
 
 use std::time::SystemTime;
 
@@ -69,6 +72,9 @@ impl JwtRuntime {
 
     /// Authenticates a request, changing its headers as the verifying provider says.
     pub fn authenticate(&self, headers: &mut HeaderMap, uri: &Uri, now: SystemTime) -> Authn {
+        if self.providers.iter().any(|p| p.config.required) {
+            return self.authenticate_each(headers, uri, now);
+        }
         let mut found: Vec<(usize, Location, String)> = Vec::new();
         for (i, p) in self.providers.iter().enumerate() {
             for (location, token) in tokens(&p.config, headers, uri) {
@@ -116,6 +122,51 @@ impl JwtRuntime {
             }
         }
         Authn::Refused(reason.unwrap_or_else(|| "Jwt verification fails".into()))
+    }
+}
+
+impl JwtRuntime {
+    /// Every provider in turn (some are required): a required one's token present and valid,
+    /// the others' valid or absent. A provider's token is the first in its places that claims its
+    /// issuer (tokens of other issuers are not its business).
+    fn authenticate_each(&self, headers: &mut HeaderMap, uri: &Uri, now: SystemTime) -> Authn {
+        let mut verified: Vec<(&Provider, Location, Verified)> = Vec::new();
+        for p in &self.providers {
+            let mine = tokens(&p.config, headers, uri)
+                .into_iter()
+                .find(|(_, t)| strait_jwt::issuer_of(t).is_ok_and(|iss| iss == p.config.issuer));
+            let Some((location, token)) = mine else {
+                if p.config.required {
+                    return Authn::Refused("Jwt is missing".into());
+                }
+                continue;
+            };
+            let Some(keys) = &p.keys else {
+                return Authn::Refused("Jwks remote fetch is failed".into());
+            };
+            match strait_jwt::verify(&token, keys, &p.config.audiences, now) {
+                Ok(v) => verified.push((p, location, v)),
+                Err(e) => return Authn::Refused(e.to_string()),
+            }
+        }
+        // Accepted: only now is the request changed, as each provider says. The principal is
+        // the first required provider's token (else the first verified one).
+        let chosen = verified
+            .iter()
+            .position(|(p, _, _)| p.config.required)
+            .unwrap_or(0);
+        let mut principal = None;
+        for (i, (p, location, mut v)) in verified.into_iter().enumerate() {
+            pass_on(&p.config, &location, &v, headers);
+            split_space_delimited(&mut v, &p.config.space_delimited_claims);
+            if i == chosen {
+                principal = Some(v);
+            }
+        }
+        match principal {
+            Some(v) => Authn::Verified(Box::new(v)),
+            None => Authn::Missing,
+        }
     }
 }
 
@@ -253,5 +304,121 @@ pub fn attribute_values(v: &Verified, attribute: &strait_xds::jwt::AuthAttribute
                 _ => Vec::new(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use serde_json::json;
+
+    use super::*;
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// An issuer's signing key and the provider that accepts its tokens from `header`.
+    fn issuer(name: &str, header: &str, required: bool) -> (EcdsaKeyPair, JwtProvider) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let pk = pair.public_key().as_ref();
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(&pk[1..33]), "y": b64(&pk[33..])}]});
+        let provider = JwtProvider {
+            name: name.into(),
+            issuer: name.into(),
+            audiences: vec![],
+            jwks: jwks.to_string(),
+            from_headers: vec![TokenHeader {
+                name: header.into(),
+                prefix: String::new(),
+            }],
+            from_params: vec![],
+            from_cookies: vec![],
+            forward: false,
+            payload_header: None,
+            claim_headers: vec![],
+            space_delimited_claims: vec![],
+            required,
+        };
+        (pair, provider)
+    }
+
+    fn token(pair: &EcdsaKeyPair, iss: &str, sub: &str) -> String {
+        let signed = format!(
+            "{}.{}",
+            b64(json!({"alg": "ES256"}).to_string().as_bytes()),
+            b64(json!({"iss": iss, "sub": sub}).to_string().as_bytes())
+        );
+        let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b64(sig.as_ref()))
+    }
+
+    fn run(rt: &JwtRuntime, headers: &[(&str, String)]) -> Result<String, String> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match rt.authenticate(&mut h, &"/".parse().unwrap(), SystemTime::now()) {
+            Authn::Verified(v) => Ok(v.principal()),
+            Authn::Missing => Ok("-".into()),
+            Authn::Refused(r) => Err(r),
+        }
+    }
+
+    #[test]
+    fn a_required_token_must_be_there_and_the_optional_ones_valid_if_there() {
+        let (idp, identity) = issuer("idp", "authorization", true);
+        let (scopes, scope) = issuer("scopes", "x-scope-token", false);
+        let rt = JwtRuntime::compile(&JwtAuthn {
+            providers: vec![scope, identity],
+        })
+        .unwrap();
+        let id = token(&idp, "idp", "alice");
+        let sc = token(&scopes, "scopes", "svc");
+        // Both: the required provider's token is the principal, whatever the order.
+        assert_eq!(
+            run(
+                &rt,
+                &[("authorization", id.clone()), ("x-scope-token", sc.clone())]
+            ),
+            Ok("idp/alice".into())
+        );
+        // The required one alone passes; the optional one alone does not.
+        assert_eq!(
+            run(&rt, &[("authorization", id.clone())]),
+            Ok("idp/alice".into())
+        );
+        assert_eq!(
+            run(&rt, &[("x-scope-token", sc)]),
+            Err("Jwt is missing".into())
+        );
+        assert_eq!(run(&rt, &[]), Err("Jwt is missing".into()));
+        // An optional token that is there must be valid.
+        let forged = token(&idp, "scopes", "svc");
+        assert_eq!(
+            run(&rt, &[("authorization", id), ("x-scope-token", forged)]),
+            Err("Jwt verification fails".into())
+        );
+    }
+
+    #[test]
+    fn without_required_providers_a_missing_token_passes_and_any_valid_one_does() {
+        let (idp, identity) = issuer("idp", "authorization", false);
+        let rt = JwtRuntime::compile(&JwtAuthn {
+            providers: vec![identity],
+        })
+        .unwrap();
+        assert_eq!(run(&rt, &[]), Ok("-".into()));
+        let id = token(&idp, "idp", "bob");
+        assert_eq!(run(&rt, &[("authorization", id)]), Ok("idp/bob".into()));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use strait_config::istio::security::RequestAuthentication;
+use strait_config::istio::security::{JwtPresence, RequestAuthentication};
 use strait_config::resource::Object;
 use strait_xds::jwt::{ClaimHeader, JwtAuthn, JwtProvider, TokenHeader};
 
@@ -97,6 +97,7 @@ pub fn for_workload(
                 })
                 .collect(),
             space_delimited_claims: space_delimited(rule.space_delimited_claims.as_deref()),
+            required: rule.presence == Some(JwtPresence::Required),
         })
         .collect();
     (!providers.is_empty()).then_some(JwtAuthn { providers })

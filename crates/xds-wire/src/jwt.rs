@@ -29,18 +29,30 @@ pub fn http_filter(j: &JwtAuthn) -> ehcm::HttpFilter {
         .iter()
         .map(|p| (p.name.clone(), provider(p)))
         .collect();
-    let mut requirements: Vec<ejwt::JwtRequirement> = j
-        .providers
-        .iter()
-        .map(|p| {
-            requirement(ejwt::jwt_requirement::RequiresType::ProviderName(
-                p.name.clone(),
-            ))
+    use ejwt::jwt_requirement::RequiresType;
+    let named = |p: &JwtProvider| requirement(RequiresType::ProviderName(p.name.clone()));
+    let allow_missing = || requirement(RequiresType::AllowMissing(Empty::default()));
+    let top = if j.providers.iter().any(|p| p.required) {
+        RequiresType::RequiresAll(ejwt::JwtRequirementAndList {
+            requirements: j
+                .providers
+                .iter()
+                .map(|p| {
+                    if p.required {
+                        named(p)
+                    } else {
+                        requirement(RequiresType::RequiresAny(ejwt::JwtRequirementOrList {
+                            requirements: vec![named(p), allow_missing()],
+                        }))
+                    }
+                })
+                .collect(),
         })
-        .collect();
-    requirements.push(requirement(
-        ejwt::jwt_requirement::RequiresType::AllowMissing(Empty::default()),
-    ));
+    } else {
+        let mut requirements: Vec<ejwt::JwtRequirement> = j.providers.iter().map(named).collect();
+        requirements.push(allow_missing());
+        RequiresType::RequiresAny(ejwt::JwtRequirementOrList { requirements })
+    };
     let config = ejwt::JwtAuthentication {
         providers,
         rules: vec![ejwt::RequirementRule {
@@ -49,9 +61,7 @@ pub fn http_filter(j: &JwtAuthn) -> ehcm::HttpFilter {
                 ..Default::default()
             }),
             requirement_type: Some(ejwt::requirement_rule::RequirementType::Requires(
-                requirement(ejwt::jwt_requirement::RequiresType::RequiresAny(
-                    ejwt::JwtRequirementOrList { requirements },
-                )),
+                requirement(top),
             )),
         }],
         ..Default::default()
@@ -177,34 +187,58 @@ pub fn from_http_filter(any: &Any, field: &str) -> R<JwtAuthn> {
             "{field}.rules[0].match: only prefix \"/\" is supported"
         ));
     }
-    let Some(ejwt::requirement_rule::RequirementType::Requires(ejwt::JwtRequirement {
-        requires_type: Some(RequiresType::RequiresAny(any_of)),
-    })) = &rule.requirement_type
-    else {
-        return reject(format!(
-            "{field}.rules[0].requires: only requires_any of providers and allow_missing is supported (Istio's shape)"
-        ));
+    let shape = || {
+        format!(
+            "{field}.rules[0].requires: only Istio's shapes are supported: requires_any of providers and allow_missing, or requires_all of providers (required) and requires_any [provider, allow_missing] (optional)"
+        )
     };
-    let mut names = Vec::new();
-    let mut allow_missing = false;
-    for (i, r) in any_of.requirements.iter().enumerate() {
-        match &r.requires_type {
-            Some(RequiresType::ProviderName(n)) => names.push(n.clone()),
-            Some(RequiresType::AllowMissing(_)) => allow_missing = true,
-            _ => {
+    let top = match &rule.requirement_type {
+        Some(ejwt::requirement_rule::RequirementType::Requires(ejwt::JwtRequirement {
+            requires_type: Some(t),
+        })) => t,
+        _ => return reject(shape()),
+    };
+    // (provider name, required)
+    let mut names: Vec<(String, bool)> = Vec::new();
+    match top {
+        RequiresType::RequiresAny(any_of) => {
+            let mut allow_missing = false;
+            for r in &any_of.requirements {
+                match &r.requires_type {
+                    Some(RequiresType::ProviderName(n)) => names.push((n.clone(), false)),
+                    Some(RequiresType::AllowMissing(_)) => allow_missing = true,
+                    _ => return reject(shape()),
+                }
+            }
+            if !allow_missing {
                 return reject(format!(
-                    "{field}.rules[0].requires.requires_any[{i}]: only provider_name and allow_missing are supported"
+                    "{field}.rules[0].requires.requires_any: allow_missing is required (a request without a token is authorization's decision unless a provider is required)"
                 ));
             }
         }
-    }
-    if !allow_missing {
-        return reject(format!(
-            "{field}.rules[0].requires.requires_any: allow_missing is required (a request without a token is authorization's decision)"
-        ));
+        RequiresType::RequiresAll(all_of) => {
+            for r in &all_of.requirements {
+                match &r.requires_type {
+                    Some(RequiresType::ProviderName(n)) => names.push((n.clone(), true)),
+                    Some(RequiresType::RequiresAny(inner)) => match inner.requirements.as_slice() {
+                        [
+                            ejwt::JwtRequirement {
+                                requires_type: Some(RequiresType::ProviderName(n)),
+                            },
+                            ejwt::JwtRequirement {
+                                requires_type: Some(RequiresType::AllowMissing(_)),
+                            },
+                        ] => names.push((n.clone(), false)),
+                        _ => return reject(shape()),
+                    },
+                    _ => return reject(shape()),
+                }
+            }
+        }
+        _ => return reject(shape()),
     }
     let mut providers = Vec::new();
-    for name in names {
+    for (name, required) in names {
         let pf = format!("{field}.providers[{name}]");
         let Some(p) = config.providers.remove(&name) else {
             return reject(format!(
@@ -251,6 +285,7 @@ pub fn from_http_filter(any: &Any, field: &str) -> R<JwtAuthn> {
                 .normalize_payload_in_metadata
                 .map(|n| n.space_delimited_claims)
                 .unwrap_or_default(),
+            required,
         });
     }
     Ok(JwtAuthn { providers })

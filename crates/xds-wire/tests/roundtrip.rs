@@ -384,6 +384,7 @@ fn jwt_filter() -> strait_xds::jwt::JwtAuthn {
             claim: "sub".into(),
         }],
         space_delimited_claims: vec!["scope".into(), "roles".into()],
+        required: true,
     };
     let second = JwtProvider {
         name: "origins-1".into(),
@@ -397,6 +398,7 @@ fn jwt_filter() -> strait_xds::jwt::JwtAuthn {
         payload_header: None,
         claim_headers: vec![],
         space_delimited_claims: vec![],
+        required: false,
     };
     JwtAuthn {
         providers: vec![first, second],

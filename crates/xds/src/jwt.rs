@@ -2,7 +2,9 @@
 //! `RequestAuthentication`: each provider is one accepted issuer with its key set, where its
 //! tokens are looked for, and what is passed on. A request carrying a token that no provider
 //! verifies is refused (401); a request without any token passes unauthenticated — whether it
-//! may do so is the authorization's decision (`requestPrincipals`, `request.auth.*`).
+//! may do so is the authorization's decision (`requestPrincipals`, `request.auth.*`) — unless a
+//! provider is `required` (Istio's `presence: REQUIRED`): then its token must be there and valid,
+//! and every other provider's token valid or absent.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,9 @@ pub struct JwtProvider {
     /// `spaceDelimitedClaims`): authorization matches their items.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub space_delimited_claims: Vec<String>,
+    /// Its token must be present (Istio's `presence: REQUIRED`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
 }
 
 /// A header carrying tokens, after an optional prefix (`Bearer `).
