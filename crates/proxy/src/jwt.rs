@@ -26,6 +26,15 @@ struct Provider {
     config: JwtProvider,
     /// `None` when the control plane could not fetch the key set: every token is refused.
     keys: Option<KeySet>,
+    /// Where it looks for tokens (Envoy's defaults when the configuration names none).
+    places: Places,
+}
+
+#[derive(Debug)]
+struct Places {
+    headers: Vec<TokenHeader>,
+    params: Vec<String>,
+    cookies: Vec<String>,
 }
 
 /// What authentication decided.
@@ -64,6 +73,7 @@ impl JwtRuntime {
                 Ok(Provider {
                     config: p.clone(),
                     keys,
+                    places: places(p),
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -75,19 +85,23 @@ impl JwtRuntime {
         if self.providers.iter().any(|p| p.config.required) {
             return self.authenticate_each(headers, uri, now);
         }
-        let mut found: Vec<(usize, Location, String)> = Vec::new();
-        for (i, p) in self.providers.iter().enumerate() {
-            for (location, token) in tokens(&p.config, headers, uri) {
-                if !found.iter().any(|(_, _, t)| *t == token) {
-                    found.push((i, location, token));
-                }
+        // Each provider's tokens, read once.
+        let seen: Vec<Vec<(Location, String)>> = self
+            .providers
+            .iter()
+            .map(|p| tokens(&p.places, headers, uri))
+            .collect();
+        let mut found: Vec<&(Location, String)> = Vec::new();
+        for t in seen.iter().flatten() {
+            if !found.iter().any(|f| f.1 == t.1) {
+                found.push(t);
             }
         }
         if found.is_empty() {
             return Authn::Missing;
         }
         let mut reason = None;
-        for (_, location, token) in &found {
+        for (location, token) in found {
             let issuer = match strait_jwt::issuer_of(token) {
                 Ok(i) => i,
                 Err(e) => {
@@ -96,28 +110,21 @@ impl JwtRuntime {
                 }
             };
             // The provider of the token's issuer that looks where it was found.
-            let provider = self.providers.iter().find(|p| {
-                p.config.issuer == issuer
-                    && tokens(&p.config, headers, uri)
-                        .iter()
-                        .any(|(l, t)| l == location && t == token)
+            let provider = self.providers.iter().zip(&seen).find(|(p, its)| {
+                p.config.issuer == issuer && its.iter().any(|(l, t)| l == location && t == token)
             });
-            let Some(provider) = provider else {
+            let Some((provider, _)) = provider else {
                 reason.get_or_insert("Jwt issuer is not configured".into());
                 continue;
             };
-            let Some(keys) = &provider.keys else {
-                reason.get_or_insert("Jwks remote fetch is failed".into());
-                continue;
-            };
-            match strait_jwt::verify(token, keys, &provider.config.audiences, now) {
+            match provider.verify(token, now) {
                 Ok(mut verified) => {
                     pass_on(&provider.config, location, &verified, headers);
                     split_space_delimited(&mut verified, &provider.config.space_delimited_claims);
                     return Authn::Verified(Box::new(verified));
                 }
                 Err(e) => {
-                    reason.get_or_insert(e.to_string());
+                    reason.get_or_insert(e);
                 }
             }
         }
@@ -132,7 +139,7 @@ impl JwtRuntime {
     fn authenticate_each(&self, headers: &mut HeaderMap, uri: &Uri, now: SystemTime) -> Authn {
         let mut verified: Vec<(&Provider, Location, Verified)> = Vec::new();
         for p in &self.providers {
-            let mine = tokens(&p.config, headers, uri)
+            let mine = tokens(&p.places, headers, uri)
                 .into_iter()
                 .find(|(_, t)| strait_jwt::issuer_of(t).is_ok_and(|iss| iss == p.config.issuer));
             let Some((location, token)) = mine else {
@@ -141,12 +148,9 @@ impl JwtRuntime {
                 }
                 continue;
             };
-            let Some(keys) = &p.keys else {
-                return Authn::Refused("Jwks remote fetch is failed".into());
-            };
-            match strait_jwt::verify(&token, keys, &p.config.audiences, now) {
+            match p.verify(&token, now) {
                 Ok(v) => verified.push((p, location, v)),
-                Err(e) => return Authn::Refused(e.to_string()),
+                Err(e) => return Authn::Refused(e),
             }
         }
         // Accepted: only now is the request changed, as each provider says. The principal is
@@ -170,30 +174,41 @@ impl JwtRuntime {
     }
 }
 
+impl Provider {
+    /// Verifies `token` with this provider's key set and audiences; Envoy's reason if not.
+    fn verify(&self, token: &str, now: SystemTime) -> Result<Verified, String> {
+        let Some(keys) = &self.keys else {
+            return Err("Jwks remote fetch is failed".into());
+        };
+        strait_jwt::verify(token, keys, &self.config.audiences, now).map_err(|e| e.to_string())
+    }
+}
+
 /// The places a provider looks, Envoy's defaults when it names none.
-fn locations(p: &JwtProvider) -> (Vec<TokenHeader>, Vec<String>, Vec<String>) {
+fn places(p: &JwtProvider) -> Places {
     if p.from_headers.is_empty() && p.from_params.is_empty() && p.from_cookies.is_empty() {
-        return (
-            vec![TokenHeader {
+        return Places {
+            headers: vec![TokenHeader {
                 name: "authorization".into(),
                 prefix: "Bearer ".into(),
             }],
-            vec!["access_token".into()],
-            Vec::new(),
-        );
+            params: vec!["access_token".into()],
+            cookies: Vec::new(),
+        };
     }
-    (
-        p.from_headers.clone(),
-        p.from_params.clone(),
-        p.from_cookies.clone(),
-    )
+    Places {
+        headers: p.from_headers.clone(),
+        params: p.from_params.clone(),
+        cookies: p.from_cookies.clone(),
+    }
 }
 
-/// The tokens in a request where provider `p` looks.
-fn tokens(p: &JwtProvider, headers: &HeaderMap, uri: &Uri) -> Vec<(Location, String)> {
-    let (from_headers, from_params, from_cookies) = locations(p);
+/// The tokens in a request at `places`.
+fn tokens(places: &Places, headers: &HeaderMap, uri: &Uri) -> Vec<(Location, String)> {
+    let (from_headers, from_params, from_cookies) =
+        (&places.headers, &places.params, &places.cookies);
     let mut out = Vec::new();
-    for h in &from_headers {
+    for h in from_headers {
         for v in headers.get_all(h.name.as_str()) {
             let Ok(v) = v.to_str() else { continue };
             // Envoy finds the prefix anywhere in the value (`Bearer ` after other schemes too).

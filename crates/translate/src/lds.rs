@@ -252,9 +252,12 @@ fn outbound_port_listener(
             ),
         ));
     }
-    // A bound listener (no original destination) cannot tell TCP services apart by address:
-    // its one TCP service takes every connection; with several, none does (refused).
-    if bound && !any_http {
+    let inspect_protocol = entries
+        .iter()
+        .any(|(_, p)| p.protocol == strait_model::Protocol::Unknown);
+    let (filter_chains, default_chain, inspect_protocol) = if bound && !any_http {
+        // A bound listener (no original destination) cannot tell TCP services apart by
+        // address: its one TCP service takes every connection; with several, none does.
         let only = (filter_chains.len() == 1).then(|| filter_chains.remove(0));
         let default_chain = match only {
             Some(mut c) => {
@@ -267,42 +270,33 @@ fn outbound_port_listener(
                 tcp(names::BLACKHOLE, names::BLACKHOLE.into()),
             ),
         };
-        return SocketListener {
-            address,
-            direction: Direction::Outbound,
-            use_original_dst: false,
-            bind_to_port: true,
-            inspect_protocol: false,
-            filter_chains: Vec::new(),
-            default_chain: Some(default_chain),
-        };
-    }
-    let default_chain = if any_http {
-        Some(chain(
+        (Vec::new(), default_chain, false)
+    } else if any_http {
+        let http = chain(
             format!("http_{port}"),
             FilterChainMatch::default(),
             NetworkFilter::Http(http_manager(
                 format!("outbound_0.0.0.0_{port}"),
                 RouteSource::Rds(port.to_string()),
             )),
-        ))
+        );
+        (filter_chains, http, inspect_protocol)
     } else {
-        Some(chain(
+        let passthrough = chain(
             names::PASSTHROUGH.into(),
             FilterChainMatch::default(),
             tcp(passthrough, passthrough.to_string()),
-        ))
+        );
+        (filter_chains, passthrough, inspect_protocol)
     };
     SocketListener {
         address,
         direction: Direction::Outbound,
         use_original_dst: false,
         bind_to_port: bound,
-        inspect_protocol: entries
-            .iter()
-            .any(|(_, p)| p.protocol == strait_model::Protocol::Unknown),
+        inspect_protocol,
         filter_chains,
-        default_chain,
+        default_chain: Some(default_chain),
     }
 }
 
