@@ -2,9 +2,11 @@
 //! answers 1 KiB; h2load drives it directly, through one Strait
 //! sidecar (the client's, with an explicit `bind` listener) and through two (the client's and
 //! the server's, whose Sidecar `ingress` listener hands to nginx on loopback), over HTTP/1.1
-//! keep-alive, HTTP/2 and opaque TCP. For each path: saturation throughput, latency percentiles
-//! at a fixed 1000 requests per second, and each proxy's CPU per 1000 requests. Then the
-//! proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
+//! keep-alive, HTTP/2 and opaque TCP — the two-hop chains once in plaintext and once over mesh
+//! mTLS (a third sidecar with a CA-issued identity, STRICT), against HAProxy and nginx chains
+//! with and without mutual TLS between their hops. For each path: saturation throughput,
+//! latency percentiles at a fixed 1000 requests per second, and each proxy's CPU per 1000
+//! requests. Then the proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::pki::{MeshCa, ReferencePki};
 use crate::process::{Started, free_port, wait_ready};
 use crate::reference;
 use crate::synth;
@@ -44,6 +47,8 @@ pub struct PathResult {
     pub path: &'static str,
     pub protocol: &'static str,
     pub via: Via,
+    /// Mutual TLS between the hops (mesh mTLS for Strait).
+    pub tls: bool,
     pub saturation_rps: f64,
     pub saturation_errors: u64,
     /// p50, p90, p99 at the fixed rate.
@@ -68,6 +73,8 @@ const NGINX_H1: u16 = 8081;
 const NGINX_H2: u16 = 8082;
 const APP_IP: &str = "127.2.0.1";
 const SERVER_IP: &str = "127.2.0.2";
+/// The server whose sidecar takes mesh mTLS only (STRICT).
+const SECURE_IP: &str = "127.2.0.3";
 const CLIENT_BIND: &str = "127.2.0.100";
 
 fn nginx_conf(dir: &Path) -> String {
@@ -119,8 +126,15 @@ fn mesh() -> String {
         // Two hops: to the server's sidecar, which hands to nginx on loopback.
         svc("two", "server", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7001}"),
         pod("server-0", "server", SERVER_IP),
+        // Two hops over mesh mTLS: the same, to a sidecar with an identity, STRICT.
+        svc("two-mtls", "secure", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7002}"),
+        pod("secure-0", "secure", SECURE_IP).replace("app: secure}", "app: secure, security.istio.io/tlsMode: istio}"),
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: secure, namespace: default}\nspec: {selector: {matchLabels: {app: secure}}, mtls: {mode: STRICT}}\n".to_string(),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7000, protocol: TCP, name: tcp}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n"
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: secure, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: secure}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
+        ),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7000, protocol: TCP, name: tcp}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp3}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n"
         ),
         format!(
             "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: server, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: server}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
@@ -133,6 +147,8 @@ struct ControlPlane {
     /// Kept to stop it (by PID) when dropped.
     _process: Started,
     xds_port: u16,
+    /// xDS over TLS and the CA (Istio's 15012).
+    secure_port: u16,
 }
 
 async fn control_plane(
@@ -140,14 +156,16 @@ async fn control_plane(
     config: &Path,
     logs: &Path,
     name: &str,
+    extra: &[String],
 ) -> anyhow::Result<ControlPlane> {
-    let (xds_port, debug_port) = (free_port()?, free_port()?);
+    let (xds_port, debug_port, secure_port) = (free_port()?, free_port()?, free_port()?);
     let mut cmd = Command::new(strait);
     cmd.args(["control-plane", "--cluster", "cluster1", "--config"])
         .arg(config)
         .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
         .args(["--debug-listen", &format!("127.0.0.1:{debug_port}")])
-        .args(["--secure-listen", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--secure-listen", &format!("127.0.0.1:{secure_port}")])
+        .args(extra)
         .env("RUST_LOG", "warn");
     let mut process = Started::spawn(
         "strait control-plane",
@@ -158,6 +176,7 @@ async fn control_plane(
     Ok(ControlPlane {
         _process: process,
         xds_port,
+        secure_port,
     })
 }
 
@@ -165,12 +184,14 @@ struct Proxy {
     process: Started,
 }
 
-/// Who a proxy is: its pod IP, name, namespace and `app` label.
+/// Who a proxy is: its pod IP, name, namespace and `app` label, and its identity flags
+/// ([`MeshCa::proxy_args`]; none: no identity, plaintext xDS).
 struct Pod<'a> {
     ip: &'a str,
     name: &'a str,
     namespace: &'a str,
     app: &'a str,
+    identity: Vec<String>,
 }
 
 async fn proxy(
@@ -185,10 +206,16 @@ async fn proxy(
         name: pod,
         namespace,
         app,
+        identity,
     } = pod;
     let admin = free_port()?;
+    let xds = if identity.is_empty() {
+        cp.xds_port
+    } else {
+        cp.secure_port
+    };
     let mut cmd = Command::new(strait);
-    cmd.args(["proxy", "--xds", &format!("127.0.0.1:{}", cp.xds_port)])
+    cmd.args(["proxy", "--xds", &format!("127.0.0.1:{xds}")])
         .args([
             "--node-id",
             &format!("sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"),
@@ -201,6 +228,7 @@ async fn proxy(
         ])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(["--health-listen", "off", "--prometheus-listen", "off"])
+        .args(&identity)
         .env("RUST_LOG", "warn");
     let mut process = Started::spawn(
         &format!("strait proxy {pod}"),
@@ -269,116 +297,144 @@ struct Chain {
     path: &'static str,
     protocol: &'static str,
     via: Via,
+    tls: bool,
     url: String,
     authority: Option<&'static str>,
     h2: bool,
 }
 
 fn chains() -> Vec<Chain> {
-    let c = |path, protocol, via, url: String, authority, h2| Chain {
+    use reference::{HAPROXY_A, NGINX_A, PLAIN_H1, PLAIN_H2, PLAIN_TCP, TLS_H1, TLS_H2, TLS_TCP};
+    let (h1, h2, tcp) = ("HTTP/1.1", "HTTP/2", "TCP");
+    let c = |path, protocol: &'static str, via, tls, url: String, authority| Chain {
         path,
         protocol,
         via,
+        tls,
         url,
         authority,
-        h2,
+        h2: protocol == "HTTP/2",
     };
+    let client = |port: u16| format!("http://{CLIENT_BIND}:{port}/");
+    let at = |ip: &str, port: u16| format!("http://{ip}:{port}/");
+    let (one, two, secure) = (Via::Strait(1), Via::Strait(2), Via::Strait(2));
     vec![
-        c(
-            "direct",
-            "HTTP/1.1",
-            Via::Direct,
-            format!("http://{APP_IP}:{NGINX_H1}/"),
-            None,
-            false,
-        ),
+        c("direct", h1, Via::Direct, false, at(APP_IP, NGINX_H1), None),
         c(
             "1 Strait hop",
-            "HTTP/1.1",
-            Via::Strait(1),
-            format!("http://{CLIENT_BIND}:8080/"),
+            h1,
+            one,
+            false,
+            client(8080),
             Some("one.default.svc.cluster.local"),
-            false,
         ),
         c(
             "2 Strait hops",
-            "HTTP/1.1",
-            Via::Strait(2),
-            format!("http://{CLIENT_BIND}:8080/"),
+            h1,
+            two,
+            false,
+            client(8080),
             Some("two.default.svc.cluster.local"),
-            false,
         ),
         c(
-            "direct",
-            "HTTP/2",
-            Via::Direct,
-            format!("http://{APP_IP}:{NGINX_H2}/"),
-            None,
+            "2 Strait hops, mTLS",
+            h1,
+            secure,
             true,
+            client(8080),
+            Some("two-mtls.default.svc.cluster.local"),
         ),
+        c("direct", h2, Via::Direct, false, at(APP_IP, NGINX_H2), None),
         c(
             "1 Strait hop",
-            "HTTP/2",
-            Via::Strait(1),
-            format!("http://{CLIENT_BIND}:8090/"),
+            h2,
+            one,
+            false,
+            client(8090),
             Some("one.default.svc.cluster.local:8090"),
-            true,
         ),
         c(
             "2 Strait hops",
-            "HTTP/2",
-            Via::Strait(2),
-            format!("http://{CLIENT_BIND}:8090/"),
+            h2,
+            two,
+            false,
+            client(8090),
             Some("two.default.svc.cluster.local:8090"),
+        ),
+        c(
+            "2 Strait hops, mTLS",
+            h2,
+            secure,
             true,
+            client(8090),
+            Some("two-mtls.default.svc.cluster.local:8090"),
         ),
-        c(
-            "1 Strait hop",
-            "TCP",
-            Via::Strait(1),
-            format!("http://{CLIENT_BIND}:7000/"),
-            None,
-            false,
-        ),
-        c(
-            "2 Strait hops",
-            "TCP",
-            Via::Strait(2),
-            format!("http://{CLIENT_BIND}:7001/"),
-            None,
-            false,
-        ),
+        c("1 Strait hop", tcp, one, false, client(7000), None),
+        c("2 Strait hops", tcp, two, false, client(7001), None),
+        c("2 Strait hops, mTLS", tcp, secure, true, client(7002), None),
         c(
             "2 HAProxy hops",
-            "HTTP/1.1",
+            h1,
             Via::Haproxy,
-            format!("http://{}:8080/", reference::HAPROXY_A),
-            None,
             false,
+            at(HAPROXY_A, PLAIN_H1),
+            None,
+        ),
+        c(
+            "2 HAProxy hops, TLS",
+            h1,
+            Via::Haproxy,
+            true,
+            at(HAPROXY_A, TLS_H1),
+            None,
         ),
         c(
             "2 nginx hops",
-            "HTTP/1.1",
+            h1,
             Via::Nginx,
-            format!("http://{}:8080/", reference::NGINX_A),
-            None,
             false,
+            at(NGINX_A, PLAIN_H1),
+            None,
         ),
         c(
-            "2 HAProxy hops",
-            "HTTP/2",
-            Via::Haproxy,
-            format!("http://{}:8090/", reference::HAPROXY_A),
-            None,
+            "2 nginx hops, TLS",
+            h1,
+            Via::Nginx,
             true,
+            at(NGINX_A, TLS_H1),
+            None,
         ),
         c(
             "2 HAProxy hops",
-            "TCP",
+            h2,
             Via::Haproxy,
-            format!("http://{}:7001/", reference::HAPROXY_A),
-            None,
             false,
+            at(HAPROXY_A, PLAIN_H2),
+            None,
+        ),
+        c(
+            "2 HAProxy hops, TLS",
+            h2,
+            Via::Haproxy,
+            true,
+            at(HAPROXY_A, TLS_H2),
+            None,
+        ),
+        c(
+            "2 HAProxy hops",
+            tcp,
+            Via::Haproxy,
+            false,
+            at(HAPROXY_A, PLAIN_TCP),
+            None,
+        ),
+        c(
+            "2 HAProxy hops, TLS",
+            tcp,
+            Via::Haproxy,
+            true,
+            at(HAPROXY_A, TLS_TCP),
+            None,
         ),
     ]
 }
@@ -421,33 +477,39 @@ pub async fn run(
     let config = work.join("config");
     std::fs::create_dir_all(&config)?;
     std::fs::write(config.join("mesh.yaml"), mesh())?;
-    let cp = control_plane(strait, &config, logs, "control-plane-data-plane").await?;
-    let (client, _) = proxy(
+    let ca = MeshCa::create(strait, &work.join("mesh-ca"))?;
+    let cp = control_plane(
         strait,
-        &cp,
-        Pod {
-            ip: CLIENT_BIND,
-            name: "client-0",
-            namespace: "default",
-            app: "client",
-        },
+        &config,
         logs,
-        Duration::from_secs(30),
+        "control-plane-data-plane",
+        &ca.control_plane_args()?,
     )
     .await?;
-    let (server, _) = proxy(
-        strait,
-        &cp,
-        Pod {
-            ip: SERVER_IP,
-            name: "server-0",
+    // The client's sidecar and the mTLS server's have identities; the plaintext server's not.
+    let mut sidecars = Vec::new();
+    for (ip, name, app, identity) in [
+        (CLIENT_BIND, "client-0", "client", true),
+        (SERVER_IP, "server-0", "server", false),
+        (SECURE_IP, "secure-0", "secure", true),
+    ] {
+        let identity = if identity {
+            ca.proxy_args("default", app)?
+        } else {
+            vec![]
+        };
+        let pod = Pod {
+            ip,
+            name,
             namespace: "default",
-            app: "server",
-        },
-        logs,
-        Duration::from_secs(30),
-    )
-    .await?;
+            app,
+            identity,
+        };
+        let (p, _) = proxy(strait, &cp, pod, logs, Duration::from_secs(30)).await?;
+        sidecars.push(p);
+    }
+    let [client, server, secure] = <[Proxy; 3]>::try_from(sidecars)
+        .map_err(|_| anyhow::anyhow!("three sidecars were started"))?;
     // nginx up?
     let start = Instant::now();
     while std::net::TcpStream::connect((APP_IP, NGINX_H1)).is_err() {
@@ -459,9 +521,11 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let reference_pki = ReferencePki::create(&work.join("reference-pki"))?;
     let references = reference::start(
         &work,
         logs,
+        &reference_pki,
         &format!("{APP_IP}:{NGINX_H1}"),
         &format!("{APP_IP}:{NGINX_H2}"),
     )?;
@@ -480,7 +544,14 @@ pub async fn run(
         // Warm up pools and caches.
         let mut warm = base.clone();
         warm.extend(["-n", "200", "-c", "4", chain.url.as_str()]);
-        h2load(&warm)?;
+        let (_, warm_errors) = throughput(&h2load(&warm)?)?;
+        anyhow::ensure!(
+            warm_errors == 0,
+            "{} {}: {warm_errors} of 200 warm-up requests failed; see the logs in {}",
+            chain.protocol,
+            chain.path,
+            logs.display()
+        );
         let mut sat = base.clone();
         if chain.h2 {
             sat.extend(["-c", "8", "-m", "16"]);
@@ -509,11 +580,18 @@ pub async fn run(
         let cpu = || -> Vec<f64> {
             match chain.via {
                 Via::Direct => vec![],
-                Via::Strait(n) => [&client.process, &server.process]
-                    .into_iter()
-                    .take(n)
-                    .map(|p| p.cpu_seconds().unwrap_or(0.0))
-                    .collect(),
+                Via::Strait(n) => [
+                    &client.process,
+                    if chain.tls {
+                        &secure.process
+                    } else {
+                        &server.process
+                    },
+                ]
+                .into_iter()
+                .take(n)
+                .map(|p| p.cpu_seconds().unwrap_or(0.0))
+                .collect(),
                 Via::Haproxy => references.cpu_seconds(true),
                 Via::Nginx => references.cpu_seconds(false),
             }
@@ -559,6 +637,7 @@ pub async fn run(
             path: chain.path,
             protocol: chain.protocol,
             via: chain.via,
+            tls: chain.tls,
             saturation_rps,
             saturation_errors,
             latency,
@@ -570,6 +649,7 @@ pub async fn run(
     drop(references);
     drop(client);
     drop(server);
+    drop(secure);
     drop(cp);
 
     // Memory with a large mesh: every service visible to the sidecar.
@@ -580,6 +660,7 @@ pub async fn run(
         &synth::Shape::cluster_dir(&large_dir, 1),
         logs,
         "control-plane-large",
+        &[],
     )
     .await?;
     let (large, large_ready) = proxy(
@@ -590,6 +671,7 @@ pub async fn run(
             name: "client-0",
             namespace: "ns-0",
             app: "client",
+            identity: vec![],
         },
         logs,
         Duration::from_secs(120),

@@ -8,6 +8,7 @@ mod identity;
 mod machine;
 mod multicluster;
 mod open_model;
+mod pki;
 mod process;
 mod reference;
 mod report;

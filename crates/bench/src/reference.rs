@@ -1,13 +1,16 @@
 //! The well-known proxies Strait is measured against on the same two-hop chain: HAProxy (two
 //! processes, two threads each; HTTP/1.1, HTTP/2 and TCP) and nginx (two processes, two workers
-//! each; HTTP/1.1 with upstream keep-alive — nginx cannot proxy HTTP/2 to an upstream). Plaintext
-//! between the hops, like the Strait rows until mTLS lands.
+//! each; HTTP/1.1 with upstream keep-alive — nginx cannot proxy HTTP/2 to an upstream). Each
+//! chain twice: plaintext between the hops, and mutual TLS between the hops (the first hop
+//! presents its certificate and verifies the second's chain; the second requires and verifies
+//! the first's), like the Strait sidecars' mTLS.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
 
+use crate::pki::{Leaf, REFERENCE_NAME, ReferencePki};
 use crate::process::Started;
 
 /// Where the first and second hop of each reference chain listen.
@@ -16,47 +19,188 @@ pub const HAPROXY_B: &str = "127.2.0.151";
 pub const NGINX_A: &str = "127.2.0.160";
 pub const NGINX_B: &str = "127.2.0.161";
 
-/// One HAProxy hop: HTTP/1.1 on 8080, HTTP/2 (h2c) on 8090, TCP on 7001, each to `next`.
-fn haproxy_conf(listen: &str, next_h1: &str, next_h2: &str, next_tcp: &str) -> String {
-    format!(
-        "global
+/// The first hop's ports for each chain: plaintext between the hops on the first three, TLS
+/// between the hops on the others.
+pub const PLAIN_H1: u16 = 8080;
+pub const PLAIN_H2: u16 = 8090;
+pub const PLAIN_TCP: u16 = 7001;
+pub const TLS_H1: u16 = 8180;
+pub const TLS_H2: u16 = 8190;
+pub const TLS_TCP: u16 = 7101;
+/// The second hop's TLS ports.
+const HOP_TLS_H1: u16 = 8443;
+const HOP_TLS_H2: u16 = 9443;
+const HOP_TLS_TCP: u16 = 7443;
+
+fn haproxy_global() -> &'static str {
+    "global
   nbthread 2
   maxconn 4000
 defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
-frontend h1
-  mode http
-  bind {listen}:8080
-  option http-keep-alive
-  default_backend h1
-backend h1
-  mode http
-  http-reuse always
-  server next {next_h1}
-frontend h2
-  mode http
-  bind {listen}:8090 proto h2
-  default_backend h2
-backend h2
-  mode http
-  http-reuse always
-  server next {next_h2} proto h2
-frontend tcp
-  mode tcp
-  bind {listen}:7001
-  default_backend tcp
-backend tcp
-  mode tcp
-  server next {next_tcp}
 "
+}
+
+/// A plaintext frontend on `listen:port` to a backend `server` line.
+fn haproxy_pair(name: &str, mode: &str, bind: &str, server: &str) -> String {
+    let http = mode == "http";
+    format!(
+        "frontend {name}
+  mode {mode}
+  bind {bind}
+{keep}  default_backend {name}
+backend {name}
+  mode {mode}
+{reuse}  server next {server}
+",
+        keep = if http {
+            "  option http-keep-alive\n"
+        } else {
+            ""
+        },
+        reuse = if http { "  http-reuse always\n" } else { "" },
     )
 }
 
-/// One nginx hop: HTTP/1.1 on 8080 to `next`, with pooled upstream connections.
-fn nginx_conf(dir: &Path, name: &str, listen: &str, next: &str) -> String {
+/// TLS options of a `server` (originating) or `bind` (terminating) line: present `leaf`,
+/// verify the peer against `root`.
+fn haproxy_tls(leaf: &Leaf, root: &Path) -> String {
+    format!(
+        "ssl crt {} ca-file {} verify required",
+        leaf.combined.display(),
+        root.display()
+    )
+}
+
+/// The first HAProxy hop: plaintext frontends; plaintext and TLS to the second hop.
+fn haproxy_first(pki: &ReferencePki) -> String {
+    let tls = haproxy_tls(&pki.first, &pki.root);
+    let b = HAPROXY_B;
+    let a = HAPROXY_A;
+    [
+        haproxy_global().to_string(),
+        haproxy_pair(
+            "h1",
+            "http",
+            &format!("{a}:{PLAIN_H1}"),
+            &format!("{b}:{PLAIN_H1}"),
+        ),
+        haproxy_pair(
+            "h2",
+            "http",
+            &format!("{a}:{PLAIN_H2} proto h2"),
+            &format!("{b}:{PLAIN_H2} proto h2"),
+        ),
+        haproxy_pair(
+            "tcp",
+            "tcp",
+            &format!("{a}:{PLAIN_TCP}"),
+            &format!("{b}:{PLAIN_TCP}"),
+        ),
+        haproxy_pair(
+            "h1tls",
+            "http",
+            &format!("{a}:{TLS_H1}"),
+            &format!("{b}:{HOP_TLS_H1} {tls} alpn http/1.1"),
+        ),
+        haproxy_pair(
+            "h2tls",
+            "http",
+            &format!("{a}:{TLS_H2} proto h2"),
+            &format!("{b}:{HOP_TLS_H2} {tls} alpn h2 proto h2"),
+        ),
+        haproxy_pair(
+            "tcptls",
+            "tcp",
+            &format!("{a}:{TLS_TCP}"),
+            &format!("{b}:{HOP_TLS_TCP} {tls}"),
+        ),
+    ]
+    .concat()
+}
+
+/// The second HAProxy hop: plaintext and TLS frontends, plaintext to the application.
+fn haproxy_second(pki: &ReferencePki, app_h1: &str, app_h2: &str) -> String {
+    let tls = haproxy_tls(&pki.second, &pki.root);
+    let b = HAPROXY_B;
+    [
+        haproxy_global().to_string(),
+        haproxy_pair("h1", "http", &format!("{b}:{PLAIN_H1}"), app_h1),
+        haproxy_pair(
+            "h2",
+            "http",
+            &format!("{b}:{PLAIN_H2} proto h2"),
+            &format!("{app_h2} proto h2"),
+        ),
+        haproxy_pair("tcp", "tcp", &format!("{b}:{PLAIN_TCP}"), app_h1),
+        haproxy_pair(
+            "h1tls",
+            "http",
+            &format!("{b}:{HOP_TLS_H1} {tls} alpn http/1.1"),
+            app_h1,
+        ),
+        haproxy_pair(
+            "h2tls",
+            "http",
+            &format!("{b}:{HOP_TLS_H2} {tls} alpn h2"),
+            &format!("{app_h2} proto h2"),
+        ),
+        haproxy_pair("tcptls", "tcp", &format!("{b}:{HOP_TLS_TCP} {tls}"), app_h1),
+    ]
+    .concat()
+}
+
+/// An nginx `location` proxying to upstream `next` with pooled connections (`extra`: TLS).
+fn nginx_location(scheme: &str, next: &str, extra: &str) -> String {
+    format!(
+        "location / {{ proxy_pass {scheme}://{next}; proxy_http_version 1.1; proxy_set_header Connection \"\";{extra} }}"
+    )
+}
+
+/// One nginx hop: HTTP/1.1 on `listen`:8080 to `next` with pooled upstream connections. The
+/// first hop (`tls_next`) also listens on 8180 and sends over mutual TLS to the second; the
+/// second (`tls_serve`) also serves mutual TLS on 8443.
+fn nginx_conf(dir: &Path, name: &str, listen: &str, next: &str, tls: NginxTls<'_>) -> String {
     let d = dir.display();
+    let upstream = |name: &str, server: &str| {
+        format!(
+            "upstream {name} {{ server {server}; keepalive 64; keepalive_requests 1000000; }}\n  "
+        )
+    };
+    let mut upstreams = upstream("next", next);
+    let mut servers = format!(
+        "server {{ listen {listen}:{PLAIN_H1}; {} }}\n",
+        nginx_location("http", "next", "")
+    );
+    match tls {
+        NginxTls::Originate { to, leaf, root } => {
+            upstreams.push_str(&upstream("next_tls", to));
+            servers.push_str(&format!(
+                "  server {{ listen {listen}:{TLS_H1}; {} }}\n",
+                nginx_location(
+                    "https",
+                    "next_tls",
+                    &format!(
+                        " proxy_ssl_certificate {}; proxy_ssl_certificate_key {}; proxy_ssl_trusted_certificate {}; proxy_ssl_verify on; proxy_ssl_name {REFERENCE_NAME}; proxy_ssl_session_reuse on;",
+                        leaf.cert.display(),
+                        leaf.key.display(),
+                        root.display()
+                    )
+                )
+            ));
+        }
+        NginxTls::Terminate { leaf, root } => {
+            servers.push_str(&format!(
+                "  server {{ listen {listen}:{HOP_TLS_H1} ssl; ssl_certificate {}; ssl_certificate_key {}; ssl_client_certificate {}; ssl_verify_client on; {} }}\n",
+                leaf.cert.display(),
+                leaf.key.display(),
+                root.display(),
+                nginx_location("http", "next", "")
+            ));
+        }
+    }
     format!(
         "worker_processes 2;
 daemon off;
@@ -68,14 +212,21 @@ http {{
   client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
   uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
   keepalive_requests 1000000;
-  upstream next {{ server {next}; keepalive 64; keepalive_requests 1000000; }}
-  server {{
-    listen {listen}:8080;
-    location / {{ proxy_pass http://next; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}
-  }}
-}}
+  {upstreams}{servers}}}
 "
     )
+}
+
+/// What an nginx hop does with TLS.
+enum NginxTls<'a> {
+    /// Sends to `to` over mutual TLS (the first hop).
+    Originate {
+        to: &'a str,
+        leaf: &'a Leaf,
+        root: &'a Path,
+    },
+    /// Serves mutual TLS (the second hop).
+    Terminate { leaf: &'a Leaf, root: &'a Path },
 }
 
 /// The running reference proxies, stopped when dropped (nginx gracefully, so its workers go).
@@ -85,7 +236,13 @@ pub struct References {
 }
 
 /// Starts both chains in front of the application at `app_h1` / `app_h2`.
-pub fn start(work: &Path, logs: &Path, app_h1: &str, app_h2: &str) -> anyhow::Result<References> {
+pub fn start(
+    work: &Path,
+    logs: &Path,
+    pki: &ReferencePki,
+    app_h1: &str,
+    app_h2: &str,
+) -> anyhow::Result<References> {
     let haproxy = |name: &str, conf: String| -> anyhow::Result<Started> {
         let path = work.join(format!("{name}.cfg"));
         std::fs::write(&path, conf)?;
@@ -94,27 +251,37 @@ pub fn start(work: &Path, logs: &Path, app_h1: &str, app_h2: &str) -> anyhow::Re
         Started::spawn(name, &mut cmd, &logs.join(format!("{name}.log")))
             .context("starting haproxy (install haproxy; scripts/bench does)")
     };
-    let b = haproxy("haproxy-b", haproxy_conf(HAPROXY_B, app_h1, app_h2, app_h1))?;
-    let a = haproxy(
-        "haproxy-a",
-        haproxy_conf(
-            HAPROXY_A,
-            &format!("{HAPROXY_B}:8080"),
-            &format!("{HAPROXY_B}:8090"),
-            &format!("{HAPROXY_B}:7001"),
-        ),
-    )?;
-    let nginx = |name: &str, listen: &str, next: &str| -> anyhow::Result<Started> {
+    let b = haproxy("haproxy-b", haproxy_second(pki, app_h1, app_h2))?;
+    let a = haproxy("haproxy-a", haproxy_first(pki))?;
+    let nginx = |name: &str, listen: &str, next: &str, tls| -> anyhow::Result<Started> {
         let path = work.join(format!("{name}.conf"));
-        std::fs::write(&path, nginx_conf(work, name, listen, next))?;
+        std::fs::write(&path, nginx_conf(work, name, listen, next, tls))?;
         let mut cmd = Command::new("nginx");
         cmd.arg("-c").arg(&path).arg("-p").arg(work);
         let mut s = Started::spawn(name, &mut cmd, &logs.join(format!("{name}.log")))?;
         s.graceful = true;
         Ok(s)
     };
-    let nb = nginx("nginx-b", NGINX_B, app_h1)?;
-    let na = nginx("nginx-a", NGINX_A, &format!("{NGINX_B}:8080"))?;
+    let nb = nginx(
+        "nginx-b",
+        NGINX_B,
+        app_h1,
+        NginxTls::Terminate {
+            leaf: &pki.second,
+            root: &pki.root,
+        },
+    )?;
+    let to = format!("{NGINX_B}:{HOP_TLS_H1}");
+    let na = nginx(
+        "nginx-a",
+        NGINX_A,
+        &format!("{NGINX_B}:{PLAIN_H1}"),
+        NginxTls::Originate {
+            to: &to,
+            leaf: &pki.first,
+            root: &pki.root,
+        },
+    )?;
     let mut refs = References {
         haproxy: [a, b],
         nginx: [na, nb],
@@ -128,10 +295,14 @@ impl References {
     fn wait_listening(&mut self) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let hops = [
-            (HAPROXY_A, 8080),
-            (HAPROXY_B, 8080),
-            (NGINX_A, 8080),
-            (NGINX_B, 8080),
+            (HAPROXY_A, PLAIN_H1),
+            (HAPROXY_A, TLS_TCP),
+            (HAPROXY_B, PLAIN_H1),
+            (HAPROXY_B, HOP_TLS_TCP),
+            (NGINX_A, PLAIN_H1),
+            (NGINX_A, TLS_H1),
+            (NGINX_B, PLAIN_H1),
+            (NGINX_B, HOP_TLS_H1),
         ];
         for (ip, port) in hops {
             while std::net::TcpStream::connect((ip, port)).is_err() {

@@ -351,31 +351,39 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "## Data plane\n");
     let _ = writeln!(
         s,
-        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). All hops are plaintext (mTLS rows come with identity). *Saturation*: one h2load thread for {} s, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2). *Fixed rate*: {} requests per second for {} s. HTTP/1.1 and TCP rows use strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, goes out on an idle keep-alive connection (a new one is opened while all are busy), and its latency counts from its due time — free of coordinated omission. HTTP/2 rows use h2load's paced clients (10 connections; a slow answer delays that connection's next request, so their tail is understated); CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread for {} s, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2). *Fixed rate*: {} requests per second for {} s. HTTP/1.1 and TCP rows use strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, goes out on an idle keep-alive connection (a new one is opened while all are busy), and its latency counts from its due time — free of coordinated omission. HTTP/2 rows use h2load's paced clients (10 connections; a slow answer delays that connection's next request, so their tail is understated); CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
         r.load_generator,
         params.saturation.as_secs(),
         params.fixed_rate,
         params.fixed_duration.as_secs()
     );
-    let find = |via: Via, protocol: &str| {
+    let find = |via: Via, protocol: &str, tls: bool| {
         r.paths
             .iter()
-            .find(|p| p.via == via && p.protocol == protocol)
+            .find(|p| p.via == via && p.protocol == protocol && p.tls == tls)
     };
-    let direct = |protocol: &str| find(Via::Direct, protocol).map(|p| p.saturation_rps);
-    let added_p99 = |via: Via, protocol: &str| -> Option<Duration> {
-        let base = find(Via::Direct, protocol)?.latency?[2];
-        Some(find(via, protocol)?.latency?[2].saturating_sub(base))
+    let direct = |protocol: &str| find(Via::Direct, protocol, false).map(|p| p.saturation_rps);
+    let added_p99 = |via: Via, protocol: &str, tls: bool| -> Option<Duration> {
+        let base = find(Via::Direct, protocol, false)?.latency?[2];
+        Some(find(via, protocol, tls)?.latency?[2].saturating_sub(base))
     };
     let _ = writeln!(s, "### Targets\n");
     let _ = writeln!(s, "| Target | Measured | |");
     let _ = writeln!(s, "|---|---|---|");
-    for protocol in ["HTTP/1.1", "HTTP/2"] {
-        if let (Some(d), Some(two)) = (direct(protocol), find(Via::Strait(2), protocol)) {
+    // The targets are the mTLS chain's; the plaintext chain's are shown after them.
+    for (protocol, tls) in [
+        ("HTTP/1.1", true),
+        ("HTTP/2", true),
+        ("HTTP/1.1", false),
+        ("HTTP/2", false),
+    ] {
+        let chain = if tls { "mTLS" } else { "plaintext" };
+        let two = find(Via::Strait(2), protocol, tls);
+        if let (Some(d), Some(two)) = (direct(protocol), two) {
             let ratio = two.saturation_rps / d.max(1.0);
             let _ = writeln!(
                 s,
-                "| 2-hop path ≥ 0.5× direct throughput ({protocol}, plaintext; mTLS with identity) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
+                "| 2 Strait hops ≥ 0.5× direct throughput ({protocol}, {chain}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
                 ratio,
                 two.saturation_rps,
                 d,
@@ -383,13 +391,11 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
             );
         }
         for (via, name) in [(Via::Haproxy, "HAProxy"), (Via::Nginx, "nginx")] {
-            if let (Some(reference), Some(two)) =
-                (find(via, protocol), find(Via::Strait(2), protocol))
-            {
+            if let (Some(reference), Some(two)) = (find(via, protocol, tls), two) {
                 let ratio = two.saturation_rps / reference.saturation_rps.max(1.0);
                 let _ = writeln!(
                     s,
-                    "| 2 Strait hops ≥ 1.0× {name} on the same chain ({protocol}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
+                    "| 2 Strait hops ≥ 1.0× {name} on the same chain ({protocol}, {chain}) | {:.2}× ({:.0} vs {:.0} req/s) | {} |",
                     ratio,
                     two.saturation_rps,
                     reference.saturation_rps,
@@ -398,12 +404,12 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
             }
         }
         if let (Some(ours), Some(theirs)) = (
-            added_p99(Via::Strait(2), protocol),
-            added_p99(Via::Haproxy, protocol),
+            added_p99(Via::Strait(2), protocol, tls),
+            added_p99(Via::Haproxy, protocol, tls),
         ) {
             let _ = writeln!(
                 s,
-                "| Added p99 at {} req/s ≤ HAProxy's ({protocol}, two hops) | {} vs {} | {} |",
+                "| Added p99 at {} req/s ≤ HAProxy's ({protocol}, two hops, {chain}) | {} vs {} | {} |",
                 params.fixed_rate,
                 ms(ours),
                 ms(theirs),
@@ -440,7 +446,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "### Results\n");
     let _ = writeln!(
         s,
-        "| Protocol | Path | Saturation req/s | vs direct | vs 2 HAProxy hops | At {} req/s: p50 / p90 / p99 | CPU per 1000 req (each proxy) | Errors |",
+        "| Protocol | Path | Saturation req/s | vs direct | vs 2 HAProxy hops (same TLS) | At {} req/s: p50 / p90 / p99 | CPU per 1000 req (each proxy) | Errors |",
         params.fixed_rate
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
@@ -452,7 +458,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         })
         .map(|d| format!("{:.2}×", p.saturation_rps / d.max(1.0)))
         .unwrap_or_default();
-        let vs_haproxy = find(Via::Haproxy, p.protocol)
+        let vs_haproxy = find(Via::Haproxy, p.protocol, p.tls)
             .map(|h| format!("{:.2}×", p.saturation_rps / h.saturation_rps.max(1.0)))
             .unwrap_or_else(|| "—".into());
         let lat = p
