@@ -71,6 +71,8 @@ pub struct Results {
 
 const NGINX_H1: u16 = 8081;
 const NGINX_H2: u16 = 8082;
+/// The gRPC application ([`crate::grpc_app`]).
+const GRPC_APP: u16 = 8083;
 const APP_IP: &str = "127.2.0.1";
 const SERVER_IP: &str = "127.2.0.2";
 /// The server whose sidecar takes mesh mTLS only (STRICT).
@@ -121,23 +123,23 @@ fn mesh() -> String {
     };
     [
         // One hop: the client's sidecar straight to nginx.
-        svc("one", "app", &format!("{{name: http, port: 8080, targetPort: {NGINX_H1}}}, {{name: http2, port: 8090, targetPort: {NGINX_H2}}}, {{name: tcp, port: 7000, targetPort: {NGINX_H1}}}")),
+        svc("one", "app", &format!("{{name: http, port: 8080, targetPort: {NGINX_H1}}}, {{name: http2, port: 8090, targetPort: {NGINX_H2}}}, {{name: tcp, port: 7000, targetPort: {NGINX_H1}}}, {{name: grpc, port: 9000, targetPort: {GRPC_APP}}}")),
         pod("app-0", "app", APP_IP),
         // Two hops: to the server's sidecar, which hands to nginx on loopback.
-        svc("two", "server", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7001}"),
+        svc("two", "server", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7001}, {name: grpc, port: 9000}"),
         pod("server-0", "server", SERVER_IP),
         // Two hops over mesh mTLS: the same, to a sidecar with an identity, STRICT.
-        svc("two-mtls", "secure", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7002}"),
+        svc("two-mtls", "secure", "{name: http, port: 8080}, {name: http2, port: 8090}, {name: tcp, port: 7002}, {name: grpc, port: 9000}"),
         pod("secure-0", "secure", SECURE_IP).replace("app: secure}", "app: secure, security.istio.io/tlsMode: istio}"),
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: secure, namespace: default}\nspec: {selector: {matchLabels: {app: secure}}, mtls: {mode: STRICT}}\n".to_string(),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: secure, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: secure}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: secure, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: secure}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 9000, protocol: GRPC, name: grpc}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{GRPC_APP}}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp}}, bind: {SECURE_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
         ),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7000, protocol: TCP, name: tcp}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp3}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n"
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7000, protocol: TCP, name: tcp}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp2}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 7002, protocol: TCP, name: tcp3}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n  - {{port: {{number: 9000, protocol: GRPC, name: grpc}}, bind: {CLIENT_BIND}, captureMode: NONE, hosts: [\"./*\"]}}\n"
         ),
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: server, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: server}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: server, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: server}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 9000, protocol: GRPC, name: grpc}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{GRPC_APP}}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
         ),
     ]
     .join("---\n")
@@ -303,156 +305,94 @@ struct Chain {
     h2: bool,
 }
 
+// One chain per line reads as the table it is.
+#[rustfmt::skip]
 fn chains() -> Vec<Chain> {
-    use reference::{HAPROXY_A, NGINX_A, PLAIN_H1, PLAIN_H2, PLAIN_TCP, TLS_H1, TLS_H2, TLS_TCP};
-    let (h1, h2, tcp) = ("HTTP/1.1", "HTTP/2", "TCP");
+    use reference::{
+        HAPROXY_A, NGINX_A, PLAIN_GRPC, PLAIN_H1, PLAIN_H2, PLAIN_TCP, TLS_GRPC, TLS_H1, TLS_H2,
+        TLS_TCP,
+    };
+    let (h1, h2, tcp, grpc) = ("HTTP/1.1", "HTTP/2", "TCP", "gRPC");
     let c = |path, protocol: &'static str, via, tls, url: String, authority| Chain {
         path,
         protocol,
         via,
         tls,
-        url,
+        // gRPC calls the application's one method.
+        url: if protocol == grpc {
+            format!("{}{}", url.trim_end_matches('/'), crate::grpc_app::PATH)
+        } else {
+            url
+        },
         authority,
-        h2: protocol == "HTTP/2",
+        h2: protocol == h2 || protocol == grpc,
     };
     let client = |port: u16| format!("http://{CLIENT_BIND}:{port}/");
     let at = |ip: &str, port: u16| format!("http://{ip}:{port}/");
-    let (one, two, secure) = (Via::Strait(1), Via::Strait(2), Via::Strait(2));
+    let (one, two) = (Via::Strait(1), Via::Strait(2));
+    let (haproxy, nginx) = (Via::Haproxy, Via::Nginx);
+    let (one_host, two_host, mtls_host) = (
+        "one.default.svc.cluster.local",
+        "two.default.svc.cluster.local",
+        "two-mtls.default.svc.cluster.local",
+    );
     vec![
         c("direct", h1, Via::Direct, false, at(APP_IP, NGINX_H1), None),
-        c(
-            "1 Strait hop",
-            h1,
-            one,
-            false,
-            client(8080),
-            Some("one.default.svc.cluster.local"),
-        ),
-        c(
-            "2 Strait hops",
-            h1,
-            two,
-            false,
-            client(8080),
-            Some("two.default.svc.cluster.local"),
-        ),
-        c(
-            "2 Strait hops, mTLS",
-            h1,
-            secure,
-            true,
-            client(8080),
-            Some("two-mtls.default.svc.cluster.local"),
-        ),
+        c("1 Strait hop", h1, one, false, client(8080), Some(one_host)),
+        c("2 Strait hops", h1, two, false, client(8080), Some(two_host)),
+        c("2 Strait hops, mTLS", h1, two, true, client(8080), Some(mtls_host)),
         c("direct", h2, Via::Direct, false, at(APP_IP, NGINX_H2), None),
-        c(
-            "1 Strait hop",
-            h2,
-            one,
-            false,
-            client(8090),
-            Some("one.default.svc.cluster.local:8090"),
-        ),
-        c(
-            "2 Strait hops",
-            h2,
-            two,
-            false,
-            client(8090),
-            Some("two.default.svc.cluster.local:8090"),
-        ),
-        c(
-            "2 Strait hops, mTLS",
-            h2,
-            secure,
-            true,
-            client(8090),
-            Some("two-mtls.default.svc.cluster.local:8090"),
-        ),
+        c("1 Strait hop", h2, one, false, client(8090), Some("one.default.svc.cluster.local:8090")),
+        c("2 Strait hops", h2, two, false, client(8090), Some("two.default.svc.cluster.local:8090")),
+        c("2 Strait hops, mTLS", h2, two, true, client(8090), Some("two-mtls.default.svc.cluster.local:8090")),
+        c("direct", grpc, Via::Direct, false, at(APP_IP, GRPC_APP), None),
+        c("1 Strait hop", grpc, one, false, client(9000), Some("one.default.svc.cluster.local:9000")),
+        c("2 Strait hops", grpc, two, false, client(9000), Some("two.default.svc.cluster.local:9000")),
+        c("2 Strait hops, mTLS", grpc, two, true, client(9000), Some("two-mtls.default.svc.cluster.local:9000")),
         c("1 Strait hop", tcp, one, false, client(7000), None),
         c("2 Strait hops", tcp, two, false, client(7001), None),
-        c("2 Strait hops, mTLS", tcp, secure, true, client(7002), None),
-        c(
-            "2 HAProxy hops",
-            h1,
-            Via::Haproxy,
-            false,
-            at(HAPROXY_A, PLAIN_H1),
-            None,
-        ),
-        c(
-            "2 HAProxy hops, TLS",
-            h1,
-            Via::Haproxy,
-            true,
-            at(HAPROXY_A, TLS_H1),
-            None,
-        ),
-        c(
-            "2 nginx hops",
-            h1,
-            Via::Nginx,
-            false,
-            at(NGINX_A, PLAIN_H1),
-            None,
-        ),
-        c(
-            "2 nginx hops, TLS",
-            h1,
-            Via::Nginx,
-            true,
-            at(NGINX_A, TLS_H1),
-            None,
-        ),
-        c(
-            "2 HAProxy hops",
-            h2,
-            Via::Haproxy,
-            false,
-            at(HAPROXY_A, PLAIN_H2),
-            None,
-        ),
-        c(
-            "2 HAProxy hops, TLS",
-            h2,
-            Via::Haproxy,
-            true,
-            at(HAPROXY_A, TLS_H2),
-            None,
-        ),
-        c(
-            "2 HAProxy hops",
-            tcp,
-            Via::Haproxy,
-            false,
-            at(HAPROXY_A, PLAIN_TCP),
-            None,
-        ),
-        c(
-            "2 HAProxy hops, TLS",
-            tcp,
-            Via::Haproxy,
-            true,
-            at(HAPROXY_A, TLS_TCP),
-            None,
-        ),
+        c("2 Strait hops, mTLS", tcp, two, true, client(7002), None),
+        c("2 HAProxy hops", h1, haproxy, false, at(HAPROXY_A, PLAIN_H1), None),
+        c("2 HAProxy hops, TLS", h1, haproxy, true, at(HAPROXY_A, TLS_H1), None),
+        c("2 nginx hops", h1, nginx, false, at(NGINX_A, PLAIN_H1), None),
+        c("2 nginx hops, TLS", h1, nginx, true, at(NGINX_A, TLS_H1), None),
+        c("2 HAProxy hops", h2, haproxy, false, at(HAPROXY_A, PLAIN_H2), None),
+        c("2 HAProxy hops, TLS", h2, haproxy, true, at(HAPROXY_A, TLS_H2), None),
+        c("2 HAProxy hops", grpc, haproxy, false, at(HAPROXY_A, PLAIN_GRPC), None),
+        c("2 HAProxy hops, TLS", grpc, haproxy, true, at(HAPROXY_A, TLS_GRPC), None),
+        c("2 nginx hops", grpc, nginx, false, at(NGINX_A, PLAIN_GRPC), None),
+        c("2 nginx hops, TLS", grpc, nginx, true, at(NGINX_A, TLS_GRPC), None),
+        c("2 HAProxy hops", tcp, haproxy, false, at(HAPROXY_A, PLAIN_TCP), None),
+        c("2 HAProxy hops, TLS", tcp, haproxy, true, at(HAPROXY_A, TLS_TCP), None),
     ]
 }
 
 /// Where the open-model generator sends a chain's requests, and the Host it names.
 fn open_target(chain: &Chain) -> Option<(std::net::SocketAddr, String)> {
+    // The authority part of `http://host:port/path`.
     let authority = chain.url.strip_prefix("http://")?.split('/').next()?;
     let addr = authority.parse().ok()?;
     Some((addr, chain.authority.unwrap_or(authority).to_string()))
 }
 
-fn load_args<'a>(chain: &'a Chain, authority: &'a str) -> Vec<&'a str> {
+/// h2load's arguments for a chain; gRPC chains POST `grpc_request` (one framed message).
+fn load_args<'a>(chain: &'a Chain, authority: &'a str, grpc_request: &'a str) -> Vec<&'a str> {
     let mut args = Vec::new();
     if !chain.h2 {
         args.push("--h1");
     }
     if chain.authority.is_some() {
         args.extend(["-H", authority]);
+    }
+    if chain.protocol == "gRPC" {
+        args.extend([
+            "-d",
+            grpc_request,
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+        ]);
     }
     args
 }
@@ -474,6 +414,16 @@ pub async fn run(
         .arg(&work);
     let _nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
         .context("starting nginx (install nginx-light; scripts/bench does)")?;
+    let mut grpc_cmd = Command::new(std::env::current_exe()?);
+    grpc_cmd.args([
+        "--serve-grpc",
+        &format!("{APP_IP}:{GRPC_APP}"),
+        &format!("127.0.0.1:{GRPC_APP}"),
+    ]);
+    let _grpc_app = Started::spawn("grpc app", &mut grpc_cmd, &logs.join("grpc-app.log"))?;
+    let grpc_request_file = work.join("grpc-request.bin");
+    std::fs::write(&grpc_request_file, crate::grpc_app::request_frame())?;
+    let grpc_request = grpc_request_file.to_string_lossy().into_owned();
     let config = work.join("config");
     std::fs::create_dir_all(&config)?;
     std::fs::write(config.join("mesh.yaml"), mesh())?;
@@ -510,24 +460,29 @@ pub async fn run(
     }
     let [client, server, secure] = <[Proxy; 3]>::try_from(sidecars)
         .map_err(|_| anyhow::anyhow!("three sidecars were started"))?;
-    // nginx up?
+    // The applications up?
     let start = Instant::now();
-    while std::net::TcpStream::connect((APP_IP, NGINX_H1)).is_err() {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!(
-                "nginx did not start; see {}",
-                logs.join("nginx.log").display()
-            );
+    for (port, name) in [(NGINX_H1, "nginx"), (GRPC_APP, "grpc-app")] {
+        while std::net::TcpStream::connect((APP_IP, port)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "{name} did not start; see {}",
+                    logs.join(format!("{name}.log")).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reference_pki = ReferencePki::create(&work.join("reference-pki"))?;
     let references = reference::start(
         &work,
         logs,
         &reference_pki,
-        &format!("{APP_IP}:{NGINX_H1}"),
-        &format!("{APP_IP}:{NGINX_H2}"),
+        reference::Apps {
+            h1: &format!("{APP_IP}:{NGINX_H1}"),
+            h2: &format!("{APP_IP}:{NGINX_H2}"),
+            grpc: &format!("{APP_IP}:{GRPC_APP}"),
+        },
     )?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_kib = client.process.memory()?.rss_kib;
@@ -540,7 +495,12 @@ pub async fn run(
     let mut paths = Vec::new();
     for chain in chains() {
         let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
-        let base = load_args(&chain, &authority);
+        let base = load_args(&chain, &authority, &grpc_request);
+        if chain.protocol == "gRPC" {
+            let (addr, host) =
+                open_target(&chain).with_context(|| format!("the address in {}", chain.url))?;
+            crate::grpc_app::check_call(addr, &host).await?;
+        }
         // Warm up pools and caches.
         let mut warm = base.clone();
         warm.extend(["-n", "200", "-c", "4", chain.url.as_str()]);

@@ -4,6 +4,7 @@
 mod ads;
 mod control_plane;
 mod data_plane;
+mod grpc_app;
 mod identity;
 mod machine;
 mod multicluster;
@@ -80,6 +81,9 @@ struct Args {
     /// Where process logs go.
     #[arg(long, value_name = "DIR", default_value = "target/bench-logs")]
     logs: PathBuf,
+    /// Only serve the gRPC rows' application on these addresses (the runner starts itself so).
+    #[arg(long, value_name = "ADDR", num_args = 1.., hide = true)]
+    serve_grpc: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,7 +96,12 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let result = if args.serve_grpc.is_empty() {
+        run(&args)
+    } else {
+        grpc_app::serve(&args.serve_grpc)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "strait-bench: {e:#}");
@@ -206,7 +215,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 clusters: 1,
             },
         };
-        say("data plane: direct, one and two Strait hops; HTTP/1.1, HTTP/2, TCP…");
+        say(
+            "data plane: direct, one and two Strait hops (plaintext and mTLS), HAProxy and nginx; HTTP/1.1, HTTP/2, gRPC, TCP…",
+        );
         Some((
             dp.clone(),
             runtime.block_on(data_plane::run(&strait, &dp, &args.logs, say))?,

@@ -1,6 +1,7 @@
 //! The well-known proxies Strait is measured against on the same two-hop chain: HAProxy (two
-//! processes, two threads each; HTTP/1.1, HTTP/2 and TCP) and nginx (two processes, two workers
-//! each; HTTP/1.1 with upstream keep-alive — nginx cannot proxy HTTP/2 to an upstream). Each
+//! processes, two threads each; HTTP/1.1, HTTP/2, gRPC and TCP) and nginx (two processes, two
+//! workers each; HTTP/1.1 and gRPC with upstream keep-alive — nginx cannot proxy plain HTTP/2
+//! to an upstream, only gRPC). Each
 //! chain twice: plaintext between the hops, and mutual TLS between the hops (the first hop
 //! presents its certificate and verifies the second's chain; the second requires and verifies
 //! the first's), like the Strait sidecars' mTLS.
@@ -27,10 +28,13 @@ pub const PLAIN_TCP: u16 = 7001;
 pub const TLS_H1: u16 = 8180;
 pub const TLS_H2: u16 = 8190;
 pub const TLS_TCP: u16 = 7101;
+pub const PLAIN_GRPC: u16 = 9000;
+pub const TLS_GRPC: u16 = 9100;
 /// The second hop's TLS ports.
 const HOP_TLS_H1: u16 = 8443;
 const HOP_TLS_H2: u16 = 9443;
 const HOP_TLS_TCP: u16 = 7443;
+const HOP_TLS_GRPC: u16 = 9543;
 
 fn haproxy_global() -> &'static str {
     "global
@@ -117,12 +121,29 @@ fn haproxy_first(pki: &ReferencePki) -> String {
             &format!("{a}:{TLS_TCP}"),
             &format!("{b}:{HOP_TLS_TCP} {tls}"),
         ),
+        haproxy_pair(
+            "grpc",
+            "http",
+            &format!("{a}:{PLAIN_GRPC} proto h2"),
+            &format!("{b}:{PLAIN_GRPC} proto h2"),
+        ),
+        haproxy_pair(
+            "grpctls",
+            "http",
+            &format!("{a}:{TLS_GRPC} proto h2"),
+            &format!("{b}:{HOP_TLS_GRPC} {tls} alpn h2 proto h2"),
+        ),
     ]
     .concat()
 }
 
 /// The second HAProxy hop: plaintext and TLS frontends, plaintext to the application.
-fn haproxy_second(pki: &ReferencePki, app_h1: &str, app_h2: &str) -> String {
+fn haproxy_second(pki: &ReferencePki, apps: &Apps<'_>) -> String {
+    let Apps {
+        h1: app_h1,
+        h2: app_h2,
+        grpc: app_grpc,
+    } = *apps;
     let tls = haproxy_tls(&pki.second, &pki.root);
     let b = HAPROXY_B;
     [
@@ -148,6 +169,18 @@ fn haproxy_second(pki: &ReferencePki, app_h1: &str, app_h2: &str) -> String {
             &format!("{app_h2} proto h2"),
         ),
         haproxy_pair("tcptls", "tcp", &format!("{b}:{HOP_TLS_TCP} {tls}"), app_h1),
+        haproxy_pair(
+            "grpc",
+            "http",
+            &format!("{b}:{PLAIN_GRPC} proto h2"),
+            &format!("{app_grpc} proto h2"),
+        ),
+        haproxy_pair(
+            "grpctls",
+            "http",
+            &format!("{b}:{HOP_TLS_GRPC} {tls} alpn h2"),
+            &format!("{app_grpc} proto h2"),
+        ),
     ]
     .concat()
 }
@@ -159,45 +192,65 @@ fn nginx_location(scheme: &str, next: &str, extra: &str) -> String {
     )
 }
 
-/// One nginx hop: HTTP/1.1 on `listen`:8080 to `next` with pooled upstream connections. The
-/// first hop (`tls_next`) also listens on 8180 and sends over mutual TLS to the second; the
-/// second (`tls_serve`) also serves mutual TLS on 8443.
-fn nginx_conf(dir: &Path, name: &str, listen: &str, next: &str, tls: NginxTls<'_>) -> String {
+/// An nginx `location` passing gRPC to upstream `next` (`extra`: TLS).
+fn nginx_grpc_location(scheme: &str, next: &str, extra: &str) -> String {
+    format!("location / {{ grpc_pass {scheme}://{next};{extra} }}")
+}
+
+/// The TLS directives of an originating hop (`proxy` or `grpc`).
+fn nginx_originate(module: &str, leaf: &Leaf, root: &Path) -> String {
+    format!(
+        " {module}_ssl_certificate {}; {module}_ssl_certificate_key {}; {module}_ssl_trusted_certificate {}; {module}_ssl_verify on; {module}_ssl_name {REFERENCE_NAME}; {module}_ssl_session_reuse on;",
+        leaf.cert.display(),
+        leaf.key.display(),
+        root.display()
+    )
+}
+
+/// One nginx hop: HTTP/1.1 on `listen`:8080 to `next` and gRPC on 9000 to `next_grpc`, with
+/// pooled upstream connections. The first hop ([`NginxTls::Originate`]) also listens on 8180
+/// and 9100 and sends over mutual TLS to the second; the second ([`NginxTls::Terminate`]) also
+/// serves mutual TLS on 8443 and 9543.
+fn nginx_conf(dir: &Path, name: &str, listen: &str, next: [&str; 2], tls: NginxTls<'_>) -> String {
+    let [next, next_grpc] = next;
     let d = dir.display();
     let upstream = |name: &str, server: &str| {
         format!(
             "upstream {name} {{ server {server}; keepalive 64; keepalive_requests 1000000; }}\n  "
         )
     };
-    let mut upstreams = upstream("next", next);
+    let mut upstreams = upstream("next", next) + &upstream("grpc_next", next_grpc);
     let mut servers = format!(
-        "server {{ listen {listen}:{PLAIN_H1}; {} }}\n",
-        nginx_location("http", "next", "")
+        "server {{ listen {listen}:{PLAIN_H1}; {} }}\n  server {{ listen {listen}:{PLAIN_GRPC} http2; {} }}\n",
+        nginx_location("http", "next", ""),
+        nginx_grpc_location("grpc", "grpc_next", "")
     );
     match tls {
         NginxTls::Originate { to, leaf, root } => {
+            let [to, to_grpc] = to;
             upstreams.push_str(&upstream("next_tls", to));
+            upstreams.push_str(&upstream("grpc_next_tls", to_grpc));
             servers.push_str(&format!(
-                "  server {{ listen {listen}:{TLS_H1}; {} }}\n",
-                nginx_location(
-                    "https",
-                    "next_tls",
-                    &format!(
-                        " proxy_ssl_certificate {}; proxy_ssl_certificate_key {}; proxy_ssl_trusted_certificate {}; proxy_ssl_verify on; proxy_ssl_name {REFERENCE_NAME}; proxy_ssl_session_reuse on;",
-                        leaf.cert.display(),
-                        leaf.key.display(),
-                        root.display()
-                    )
+                "  server {{ listen {listen}:{TLS_H1}; {} }}\n  server {{ listen {listen}:{TLS_GRPC} http2; {} }}\n",
+                nginx_location("https", "next_tls", &nginx_originate("proxy", leaf, root)),
+                nginx_grpc_location(
+                    "grpcs",
+                    "grpc_next_tls",
+                    &nginx_originate("grpc", leaf, root)
                 )
             ));
         }
         NginxTls::Terminate { leaf, root } => {
-            servers.push_str(&format!(
-                "  server {{ listen {listen}:{HOP_TLS_H1} ssl; ssl_certificate {}; ssl_certificate_key {}; ssl_client_certificate {}; ssl_verify_client on; {} }}\n",
+            let terminate = format!(
+                "ssl_certificate {}; ssl_certificate_key {}; ssl_client_certificate {}; ssl_verify_client on;",
                 leaf.cert.display(),
                 leaf.key.display(),
                 root.display(),
-                nginx_location("http", "next", "")
+            );
+            servers.push_str(&format!(
+                "  server {{ listen {listen}:{HOP_TLS_H1} ssl; {terminate} {} }}\n  server {{ listen {listen}:{HOP_TLS_GRPC} ssl http2; {terminate} {} }}\n",
+                nginx_location("http", "next", ""),
+                nginx_grpc_location("grpc", "grpc_next", "")
             ));
         }
     }
@@ -219,9 +272,9 @@ http {{
 
 /// What an nginx hop does with TLS.
 enum NginxTls<'a> {
-    /// Sends to `to` over mutual TLS (the first hop).
+    /// Sends to `to` (HTTP/1.1, gRPC) over mutual TLS (the first hop).
     Originate {
-        to: &'a str,
+        to: [&'a str; 2],
         leaf: &'a Leaf,
         root: &'a Path,
     },
@@ -235,13 +288,20 @@ pub struct References {
     pub nginx: [Started; 2],
 }
 
-/// Starts both chains in front of the application at `app_h1` / `app_h2`.
+/// The applications' addresses: HTTP/1.1, HTTP/2 (h2c), gRPC.
+#[derive(Clone, Copy)]
+pub struct Apps<'a> {
+    pub h1: &'a str,
+    pub h2: &'a str,
+    pub grpc: &'a str,
+}
+
+/// Starts both chains in front of the applications.
 pub fn start(
     work: &Path,
     logs: &Path,
     pki: &ReferencePki,
-    app_h1: &str,
-    app_h2: &str,
+    apps: Apps<'_>,
 ) -> anyhow::Result<References> {
     let haproxy = |name: &str, conf: String| -> anyhow::Result<Started> {
         let path = work.join(format!("{name}.cfg"));
@@ -251,9 +311,9 @@ pub fn start(
         Started::spawn(name, &mut cmd, &logs.join(format!("{name}.log")))
             .context("starting haproxy (install haproxy; scripts/bench does)")
     };
-    let b = haproxy("haproxy-b", haproxy_second(pki, app_h1, app_h2))?;
+    let b = haproxy("haproxy-b", haproxy_second(pki, &apps))?;
     let a = haproxy("haproxy-a", haproxy_first(pki))?;
-    let nginx = |name: &str, listen: &str, next: &str, tls| -> anyhow::Result<Started> {
+    let nginx = |name: &str, listen: &str, next: [&str; 2], tls| -> anyhow::Result<Started> {
         let path = work.join(format!("{name}.conf"));
         std::fs::write(&path, nginx_conf(work, name, listen, next, tls))?;
         let mut cmd = Command::new("nginx");
@@ -265,19 +325,26 @@ pub fn start(
     let nb = nginx(
         "nginx-b",
         NGINX_B,
-        app_h1,
+        [apps.h1, apps.grpc],
         NginxTls::Terminate {
             leaf: &pki.second,
             root: &pki.root,
         },
     )?;
-    let to = format!("{NGINX_B}:{HOP_TLS_H1}");
+    let to = [
+        format!("{NGINX_B}:{HOP_TLS_H1}"),
+        format!("{NGINX_B}:{HOP_TLS_GRPC}"),
+    ];
+    let next = [
+        format!("{NGINX_B}:{PLAIN_H1}"),
+        format!("{NGINX_B}:{PLAIN_GRPC}"),
+    ];
     let na = nginx(
         "nginx-a",
         NGINX_A,
-        &format!("{NGINX_B}:{PLAIN_H1}"),
+        [&next[0], &next[1]],
         NginxTls::Originate {
-            to: &to,
+            to: [&to[0], &to[1]],
             leaf: &pki.first,
             root: &pki.root,
         },
@@ -303,6 +370,10 @@ impl References {
             (NGINX_A, TLS_H1),
             (NGINX_B, PLAIN_H1),
             (NGINX_B, HOP_TLS_H1),
+            (NGINX_A, TLS_GRPC),
+            (NGINX_B, HOP_TLS_GRPC),
+            (HAPROXY_A, TLS_GRPC),
+            (HAPROXY_B, HOP_TLS_GRPC),
         ];
         for (ip, port) in hops {
             while std::net::TcpStream::connect((ip, port)).is_err() {

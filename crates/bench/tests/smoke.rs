@@ -103,6 +103,11 @@ fn a_tiny_data_plane_run_measures_every_chain() {
         "| HTTP/1.1 | 2 Strait hops, mTLS |",
         "| HTTP/2 | 2 Strait hops, mTLS |",
         "| TCP | 2 Strait hops, mTLS |",
+        "2 Strait hops ≥ 1.0× nginx on the same chain (gRPC, mTLS)",
+        "| gRPC | direct |",
+        "| gRPC | 2 Strait hops, mTLS |",
+        "| gRPC | 2 HAProxy hops, TLS |",
+        "| gRPC | 2 nginx hops, TLS |",
         "Idle RSS ≤ 8 MB",
         "| HTTP/1.1 | 2 Strait hops |",
         "| HTTP/2 | 1 Strait hop |",
@@ -116,7 +121,7 @@ fn a_tiny_data_plane_run_measures_every_chain() {
     // Every chain answered: no row reports errors.
     for line in report
         .lines()
-        .filter(|l| l.starts_with("| HTTP") || l.starts_with("| TCP"))
+        .filter(|l| l.starts_with("| HTTP") || l.starts_with("| TCP") || l.starts_with("| gRPC"))
     {
         if line.contains(" hop") || line.contains("direct") {
             assert!(line.trim_end().ends_with("| 0 |"), "errors on {line}");
