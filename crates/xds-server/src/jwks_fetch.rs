@@ -1,11 +1,13 @@
 //! Key sets of RequestAuthentications' `jwksUri`s, fetched by the control plane and sent to
 //! proxies inline (Istio's default), over `http://` or `https://` (verified against the
-//! system's trust roots), each within its rule's `timeout` (default 5 s). Fetched again every
+//! system's trust roots, or the bundle `SSL_CERT_FILE` names — the variable istiod, a Go
+//! program, honours too), each within its rule's `timeout` (default 5 s). Fetched again every
 //! 20 minutes (Istio's refresh interval) so rotated keys are followed; a failed fetch keeps the
 //! last good key set and is tried again soon; a URI never fetched has none, so the tokens of its
 //! issuer are refused — Istio fails closed the same way.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +28,13 @@ const MAX_BYTES: usize = 1 << 20;
 /// Where Debian (and most Linux distributions) keep the trust roots.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// How often key sets are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How often key sets are fetched, and whom `https://` key servers must be vouched for by.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksOptions {
     pub refresh: Duration,
     pub retry: Duration,
+    /// PEM bundle of trust roots for `https://` URIs (default: the system's).
+    pub trust_roots: Option<PathBuf>,
 }
 
 impl Default for JwksOptions {
@@ -38,6 +42,7 @@ impl Default for JwksOptions {
         JwksOptions {
             refresh: REFRESH,
             retry: RETRY,
+            trust_roots: None,
         }
     }
 }
@@ -102,7 +107,12 @@ impl JwksFetcher {
                 continue;
             }
             let old = entry.and_then(|e| e.text.clone());
-            let next = match fetch(&uri, timeout).await {
+            let roots = self
+                .options
+                .trust_roots
+                .as_deref()
+                .unwrap_or(Path::new(SYSTEM_ROOTS));
+            let next = match fetch(&uri, timeout, roots).await {
                 Ok(text) => {
                     if old.as_ref() != Some(&text) {
                         info!(jwks_uri = %uri, "fetched the key set");
@@ -149,8 +159,8 @@ impl JwksFetcher {
 }
 
 /// `GET uri`: the body, when it is a key set.
-async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
-    tokio::time::timeout(timeout, get(uri))
+async fn fetch(uri: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
+    tokio::time::timeout(timeout, get(uri, roots))
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
         .and_then(|text| {
@@ -159,7 +169,7 @@ async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
         })
 }
 
-async fn get(uri: &str) -> Result<String, String> {
+async fn get(uri: &str, roots: &Path) -> Result<String, String> {
     let parsed: http::Uri = uri.parse().map_err(|e| format!("not a URL: {e}"))?;
     let tls = match parsed.scheme_str() {
         Some("https") => true,
@@ -186,7 +196,7 @@ async fn get(uri: &str) -> Result<String, String> {
     if tls {
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|e| format!("{host}: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(client_config()?);
+        let connector = tokio_rustls::TlsConnector::from(client_config(roots)?);
         let stream = connector
             .connect(name, tcp)
             .await
@@ -222,15 +232,21 @@ where
     String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".into())
 }
 
-/// TLS to key servers, verified against the system's trust roots.
-fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// TLS to key servers, verified against the trust roots in the PEM bundle `path`.
+fn client_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(SYSTEM_ROOTS)
-        .map_err(|e| format!("cannot read the system's trust roots ({SYSTEM_ROOTS}): {e}"))?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read the trust roots ({}): {e}", path.display()))?;
     for cert in certs.flatten() {
         let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no trust roots in {}: set SSL_CERT_FILE to a PEM bundle that vouches for the key server",
+            path.display()
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -91,7 +91,7 @@ impl XdsServer {
             .set(first.problems.iter().filter(|d| d.is_error()).count() as i64);
         let mut dns = gateway_dns::GatewayDns::new(options.gateway_resolver.clone());
         dns.refresh(&first.settings).await;
-        let mut jwks = jwks_fetch::JwksFetcher::new(options.jwks);
+        let mut jwks = jwks_fetch::JwksFetcher::new(options.jwks.clone());
         jwks.refresh(&first).await;
         let current = Arc::new(Current {
             version: first.version,

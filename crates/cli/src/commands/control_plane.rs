@@ -186,7 +186,12 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             } else {
                 GatewayResolver::Servers(args.gateway_dns.clone())
             },
-            jwks: Default::default(),
+            // `https://` jwksUris are verified against `SSL_CERT_FILE` when set (Go's and
+            // OpenSSL's variable, which istiod honours), else the system's roots.
+            jwks: strait_xds_server::jwks_fetch::JwksOptions {
+                trust_roots: std::env::var_os("SSL_CERT_FILE").map(PathBuf::from),
+                ..Default::default()
+            },
         },
         registry.subscribe(),
     )
