@@ -36,18 +36,7 @@ const HOP_TLS_H2: u16 = 9443;
 const HOP_TLS_TCP: u16 = 7443;
 const HOP_TLS_GRPC: u16 = 9543;
 
-fn haproxy_global() -> &'static str {
-    "global
-  nbthread 2
-  maxconn 4000
-defaults
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-"
-}
-
-/// A plaintext frontend on `listen:port` to a backend `server` line.
+/// A frontend on `bind` to a backend with one `server` line.
 fn haproxy_pair(name: &str, mode: &str, bind: &str, server: &str) -> String {
     let http = mode == "http";
     format!(
@@ -68,121 +57,84 @@ backend {name}
     )
 }
 
-/// TLS options of a `server` (originating) or `bind` (terminating) line: present `leaf`,
-/// verify the peer against `root`.
-fn haproxy_tls(leaf: &Leaf, root: &Path) -> String {
-    format!(
+/// Each protocol of the HAProxy chains: its name and mode, whether it is HTTP/2 (h2c in
+/// plaintext, ALPN `h2` over TLS), the first hop's plaintext-chain and TLS-chain ports, and the
+/// second hop's TLS port (its plaintext port is the first hop's).
+const HAPROXY_PROTOCOLS: [(&str, &str, bool, u16, u16, u16); 4] = [
+    ("h1", "http", false, PLAIN_H1, TLS_H1, HOP_TLS_H1),
+    ("h2", "http", true, PLAIN_H2, TLS_H2, HOP_TLS_H2),
+    ("tcp", "tcp", false, PLAIN_TCP, TLS_TCP, HOP_TLS_TCP),
+    ("grpc", "http", true, PLAIN_GRPC, TLS_GRPC, HOP_TLS_GRPC),
+];
+
+/// One HAProxy hop's configuration: every protocol's plaintext chain and TLS chain. The first
+/// hop (`apps: None`) listens in plaintext and sends to the second, over TLS on the TLS chains;
+/// the second terminates TLS on those and sends to the applications in plaintext. `leaf` is
+/// this hop's certificate.
+fn haproxy_conf(leaf: &Leaf, root: &Path, apps: Option<&Apps<'_>>) -> String {
+    let tls_options = format!(
         "ssl crt {} ca-file {} verify required",
         leaf.combined.display(),
         root.display()
-    )
-}
-
-/// The first HAProxy hop: plaintext frontends; plaintext and TLS to the second hop.
-fn haproxy_first(pki: &ReferencePki) -> String {
-    let tls = haproxy_tls(&pki.first, &pki.root);
-    let b = HAPROXY_B;
-    let a = HAPROXY_A;
-    [
-        haproxy_global().to_string(),
-        haproxy_pair(
-            "h1",
-            "http",
-            &format!("{a}:{PLAIN_H1}"),
-            &format!("{b}:{PLAIN_H1}"),
-        ),
-        haproxy_pair(
-            "h2",
-            "http",
-            &format!("{a}:{PLAIN_H2} proto h2"),
-            &format!("{b}:{PLAIN_H2} proto h2"),
-        ),
-        haproxy_pair(
-            "tcp",
-            "tcp",
-            &format!("{a}:{PLAIN_TCP}"),
-            &format!("{b}:{PLAIN_TCP}"),
-        ),
-        haproxy_pair(
-            "h1tls",
-            "http",
-            &format!("{a}:{TLS_H1}"),
-            &format!("{b}:{HOP_TLS_H1} {tls} alpn http/1.1"),
-        ),
-        haproxy_pair(
-            "h2tls",
-            "http",
-            &format!("{a}:{TLS_H2} proto h2"),
-            &format!("{b}:{HOP_TLS_H2} {tls} alpn h2 proto h2"),
-        ),
-        haproxy_pair(
-            "tcptls",
-            "tcp",
-            &format!("{a}:{TLS_TCP}"),
-            &format!("{b}:{HOP_TLS_TCP} {tls}"),
-        ),
-        haproxy_pair(
-            "grpc",
-            "http",
-            &format!("{a}:{PLAIN_GRPC} proto h2"),
-            &format!("{b}:{PLAIN_GRPC} proto h2"),
-        ),
-        haproxy_pair(
-            "grpctls",
-            "http",
-            &format!("{a}:{TLS_GRPC} proto h2"),
-            &format!("{b}:{HOP_TLS_GRPC} {tls} alpn h2 proto h2"),
-        ),
-    ]
-    .concat()
-}
-
-/// The second HAProxy hop: plaintext and TLS frontends, plaintext to the application.
-fn haproxy_second(pki: &ReferencePki, apps: &Apps<'_>) -> String {
-    let Apps {
-        h1: app_h1,
-        h2: app_h2,
-        grpc: app_grpc,
-    } = *apps;
-    let tls = haproxy_tls(&pki.second, &pki.root);
-    let b = HAPROXY_B;
-    [
-        haproxy_global().to_string(),
-        haproxy_pair("h1", "http", &format!("{b}:{PLAIN_H1}"), app_h1),
-        haproxy_pair(
-            "h2",
-            "http",
-            &format!("{b}:{PLAIN_H2} proto h2"),
-            &format!("{app_h2} proto h2"),
-        ),
-        haproxy_pair("tcp", "tcp", &format!("{b}:{PLAIN_TCP}"), app_h1),
-        haproxy_pair(
-            "h1tls",
-            "http",
-            &format!("{b}:{HOP_TLS_H1} {tls} alpn http/1.1"),
-            app_h1,
-        ),
-        haproxy_pair(
-            "h2tls",
-            "http",
-            &format!("{b}:{HOP_TLS_H2} {tls} alpn h2"),
-            &format!("{app_h2} proto h2"),
-        ),
-        haproxy_pair("tcptls", "tcp", &format!("{b}:{HOP_TLS_TCP} {tls}"), app_h1),
-        haproxy_pair(
-            "grpc",
-            "http",
-            &format!("{b}:{PLAIN_GRPC} proto h2"),
-            &format!("{app_grpc} proto h2"),
-        ),
-        haproxy_pair(
-            "grpctls",
-            "http",
-            &format!("{b}:{HOP_TLS_GRPC} {tls} alpn h2"),
-            &format!("{app_grpc} proto h2"),
-        ),
-    ]
-    .concat()
+    );
+    let mut conf = String::from(
+        "global
+  nbthread 2
+  maxconn 4000
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+",
+    );
+    for (name, mode, h2, plain, first_tls, second_tls) in HAPROXY_PROTOCOLS {
+        let proto = if h2 { " proto h2" } else { "" };
+        let alpn = match (mode, h2) {
+            ("tcp", _) => "",
+            (_, true) => " alpn h2",
+            _ => " alpn http/1.1",
+        };
+        let app = apps.map(|apps| match name {
+            "h2" => apps.h2,
+            "grpc" => apps.grpc,
+            _ => apps.h1,
+        });
+        for tls in [false, true] {
+            let section = if tls {
+                format!("{name}tls")
+            } else {
+                name.to_string()
+            };
+            let second_port = if tls { second_tls } else { plain };
+            let (bind, server) = match app {
+                None => {
+                    let port = if tls { first_tls } else { plain };
+                    let to_tls = if tls {
+                        format!(" {tls_options}{alpn}")
+                    } else {
+                        String::new()
+                    };
+                    (
+                        format!("{HAPROXY_A}:{port}{proto}"),
+                        format!("{HAPROXY_B}:{second_port}{to_tls}{proto}"),
+                    )
+                }
+                Some(app) => {
+                    let serve = if tls {
+                        format!(" {tls_options}{alpn}")
+                    } else {
+                        proto.to_string()
+                    };
+                    (
+                        format!("{HAPROXY_B}:{second_port}{serve}"),
+                        format!("{app}{proto}"),
+                    )
+                }
+            };
+            conf.push_str(&haproxy_pair(&section, mode, &bind, &server));
+        }
+    }
+    conf
 }
 
 /// An nginx `location` proxying to upstream `next` with pooled connections (`extra`: TLS).
@@ -311,8 +263,11 @@ pub fn start(
         Started::spawn(name, &mut cmd, &logs.join(format!("{name}.log")))
             .context("starting haproxy (install haproxy; scripts/bench does)")
     };
-    let b = haproxy("haproxy-b", haproxy_second(pki, &apps))?;
-    let a = haproxy("haproxy-a", haproxy_first(pki))?;
+    let b = haproxy(
+        "haproxy-b",
+        haproxy_conf(&pki.second, &pki.root, Some(&apps)),
+    )?;
+    let a = haproxy("haproxy-a", haproxy_conf(&pki.first, &pki.root, None))?;
     let nginx = |name: &str, listen: &str, next: [&str; 2], tls| -> anyhow::Result<Started> {
         let path = work.join(format!("{name}.conf"));
         std::fs::write(&path, nginx_conf(work, name, listen, next, tls))?;
