@@ -367,8 +367,9 @@ fn chains() -> Vec<Chain> {
     ]
 }
 
-/// Where the open-model generator sends a chain's requests, and the Host it names.
-fn open_target(chain: &Chain) -> Option<(std::net::SocketAddr, String)> {
+/// The address a chain's requests go to, and the authority they name (for the open-model
+/// generator and the gRPC check call).
+fn target(chain: &Chain) -> Option<(std::net::SocketAddr, String)> {
     // The authority part of `http://host:port/path`.
     let authority = chain.url.strip_prefix("http://")?.split('/').next()?;
     let addr = authority.parse().ok()?;
@@ -498,7 +499,7 @@ pub async fn run(
         let base = load_args(&chain, &authority, &grpc_request);
         if chain.protocol == "gRPC" {
             let (addr, host) =
-                open_target(&chain).with_context(|| format!("the address in {}", chain.url))?;
+                target(&chain).with_context(|| format!("the address in {}", chain.url))?;
             crate::grpc_app::check_call(addr, &host).await?;
         }
         // Warm up pools and caches.
@@ -536,7 +537,7 @@ pub async fn run(
         ]);
         fixed_args.extend(["--log-file", log_arg.as_str(), chain.url.as_str()]);
         // HTTP/1.1 (also as TCP bytes): the open model; HTTP/2: h2load's paced clients.
-        let open_target = (!chain.h2).then(|| open_target(&chain)).flatten();
+        let open_target = (!chain.h2).then(|| target(&chain)).flatten();
         let cpu = || -> Vec<f64> {
             match chain.via {
                 Via::Direct => vec![],

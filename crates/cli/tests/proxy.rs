@@ -350,6 +350,30 @@ spec:
     );
 }
 
+/// `n` HTTP/1.1 requests to `url` (naming the echo service) over `connections` connections, by
+/// [`h2load`].
+fn h1_requests(url: &str, n: u32, connections: u32) -> ([u64; 4], u64, String) {
+    let (n, connections) = (n.to_string(), connections.to_string());
+    let authority = format!(":authority: {HOST}");
+    h2load(&["--h1", "-n", &n, "-c", &connections, "-H", &authority, url])
+}
+
+/// A DestinationRule for echo: one connection, `max_pending` requests waiting for it.
+fn one_connection_rule(max_pending: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: default}}
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool:
+      tcp: {{maxConnections: 1}}
+      http: {{http1MaxPendingRequests: {max_pending}}}
+"
+    )
+}
+
 /// h2load's count of responses by class: [2xx, 3xx, 4xx, 5xx], and of failed requests.
 fn h2load(args: &[&str]) -> ([u64; 4], u64, String) {
     let (_, out, err) = run("h2load", args);
@@ -426,29 +450,10 @@ spec:
 
 #[test]
 fn pool_overflow_answers_503_with_the_overflow_flag() {
-    let dr = "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: default}
-spec:
-  host: echo
-  trafficPolicy:
-    connectionPool:
-      tcp: {maxConnections: 1}
-      http: {http1MaxPendingRequests: 1}
-";
-    let s = setup(5, &[("a", None)], dr);
+    let s = setup(5, &[("a", None)], &one_connection_rule(1));
     // Ten clients at once against one connection and one pending slot.
     let url = s.url("/delay/200");
-    let (codes, _, out) = h2load(&[
-        "--h1",
-        "-n",
-        "20",
-        "-c",
-        "10",
-        "-H",
-        &format!(":authority: {HOST}"),
-        &url,
-    ]);
+    let (codes, _, out) = h1_requests(&url, 20, 10);
     assert!(codes[0] >= 2, "some requests are served: {out}");
     assert!(codes[3] >= 5, "most overflow: {out}");
     let metrics = s.proxy.admin("/stats/prometheus");
@@ -468,28 +473,9 @@ spec:
 /// other, as the connection comes back — none is refused while the queue has room.
 #[test]
 fn queued_requests_are_served_as_the_connection_frees_up() {
-    let dr = "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: default}
-spec:
-  host: echo
-  trafficPolicy:
-    connectionPool:
-      tcp: {maxConnections: 1}
-      http: {http1MaxPendingRequests: 100}
-";
-    let s = setup(32, &[("a", None)], dr);
+    let s = setup(32, &[("a", None)], &one_connection_rule(100));
     let url = s.url("/delay/20");
-    let (codes, failed, out) = h2load(&[
-        "--h1",
-        "-n",
-        "40",
-        "-c",
-        "8",
-        "-H",
-        &format!(":authority: {HOST}"),
-        &url,
-    ]);
+    let (codes, failed, out) = h1_requests(&url, 40, 8);
     assert_eq!(
         (codes[0], failed),
         (40, 0),
@@ -513,16 +499,7 @@ spec:
 ";
     let s = setup(6, &[("a", None)], vs);
     let url = s.url("/");
-    let (codes, failed, out) = h2load(&[
-        "--h1",
-        "-n",
-        "2000",
-        "-c",
-        "4",
-        "-H",
-        &format!(":authority: {HOST}"),
-        &url,
-    ]);
+    let (codes, failed, out) = h1_requests(&url, 2000, 4);
     // h2load counts 4xx answers as failed; nothing else may fail.
     assert_eq!(failed, codes[2], "{out}");
     assert_eq!(codes[0] + codes[2], 2000, "{out}");

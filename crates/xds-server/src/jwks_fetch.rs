@@ -101,18 +101,18 @@ impl JwksFetcher {
         self.entries.retain(|uri, _| wanted.contains_key(uri));
         let mut changed = self.entries.len() != before;
         let now = Instant::now();
+        let roots = self
+            .options
+            .trust_roots
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_ROOTS));
         for (uri, timeout) in wanted {
             let entry = self.entries.get(&uri);
             if entry.is_some_and(|e| e.due > now) {
                 continue;
             }
             let old = entry.and_then(|e| e.text.clone());
-            let roots = self
-                .options
-                .trust_roots
-                .as_deref()
-                .unwrap_or(Path::new(SYSTEM_ROOTS));
-            let next = match fetch(&uri, timeout, roots).await {
+            let next = match fetch(&uri, timeout, &roots).await {
                 Ok(text) => {
                     if old.as_ref() != Some(&text) {
                         info!(jwks_uri = %uri, "fetched the key set");

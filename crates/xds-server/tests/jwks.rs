@@ -16,26 +16,33 @@ use strait_xds_server::ServerOptions;
 use strait_xds_server::jwks_fetch::JwksOptions;
 use support::*;
 
-/// A key server answering every request with the current `body` (counting them).
-async fn key_server(body: Arc<Mutex<String>>) -> std::net::SocketAddr {
+/// Reads one request from `s` and answers it with `text` as JSON, closing the connection.
+async fn answer<S>(mut s: S, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 2048];
+    let _ = s.read(&mut buf).await;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = s.write_all(answer.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A key server answering every request with the current `body`.
+async fn key_server(body: Arc<Mutex<String>>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else {
+            let Ok((s, _)) = listener.accept().await else {
                 return;
             };
             let text = body.lock().unwrap().clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-            });
+            tokio::spawn(async move { answer(s, &text).await });
         }
     });
     addr
@@ -109,7 +116,6 @@ async fn jwks_uris_are_fetched_followed_and_kept_when_the_server_fails() {
 /// fresh root; the root as PEM.
 async fn tls_key_server(body: String) -> (std::net::SocketAddr, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let root_key = KeyPair::generate().unwrap();
     let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -140,17 +146,9 @@ async fn tls_key_server(body: String) -> (std::net::SocketAddr, String) {
             };
             let (acceptor, body) = (acceptor.clone(), body.clone());
             tokio::spawn(async move {
-                let Ok(mut s) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-                let _ = s.shutdown().await;
+                if let Ok(s) = acceptor.accept(tcp).await {
+                    answer(s, &body).await;
+                }
             });
         }
     });
