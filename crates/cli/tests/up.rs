@@ -23,9 +23,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,12 +53,22 @@ fn namespaces(prefix: &str) -> Vec<String> {
 /// A running `strait up`; dropping it removes the run's namespaces and processes even when the
 /// test fails.
 struct Mesh {
-    name: String,
-    state: tempfile::TempDir,
-    up: Child,
-    out: Receiver<String>,
-    /// Held until the mesh is gone (declared last: dropped after [`Drop::drop`] cleaned up).
+    run: UpRun,
+    /// Held until the mesh is gone (declared last: dropped after the run cleaned up).
     _one: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Mesh {
+    type Target = UpRun;
+    fn deref(&self) -> &UpRun {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for Mesh {
+    fn deref_mut(&mut self) -> &mut UpRun {
+        &mut self.run
+    }
 }
 
 impl Mesh {
@@ -77,57 +85,18 @@ impl Mesh {
         let one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
         let name = format!("su{}{tag}", std::process::id() % 100_000);
         let state = tempfile::tempdir().unwrap();
-        let mut up = Command::new(env!("CARGO_BIN_EXE_strait"))
-            .args(["up"])
-            .arg(repo().join("examples").join(example))
-            .args(["--name", &name, "--status-every", "0", "--state-dir"])
-            .arg(state.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = lines(up.stdout.take().unwrap());
-        let mut mesh = Mesh {
+        let run = UpRun::start(
+            Command::new(env!("CARGO_BIN_EXE_strait")),
+            example,
             name,
             state,
-            up,
-            out,
-            _one: one,
-        };
-        let seen = mesh.wait_line(Duration::from_secs(120), |l| l.contains(" is up;"));
-        if seen.is_none() {
-            let _ = mesh.up.kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(
-                &mut BufReader::new(mesh.up.stderr.take().unwrap()),
-                &mut err,
-            );
-            panic!("strait up {example} did not come up:\n{err}");
-        }
-        Some(mesh)
-    }
-
-    /// Waits for a line of `strait up`'s output matching `want`.
-    fn wait_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.out.recv_timeout(left) {
-                Ok(line) if want(&line) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
+        );
+        Some(Mesh { run, _one: one })
     }
 
     /// The namespace of `cluster`'s pod `namespace/pod` (or of its control plane, `istiod`).
     fn ns(&self, cluster: &str, pod: &str) -> String {
         format!("{}-{cluster}-{}", self.name, pod.replace('/', "-"))
-    }
-
-    fn log(&self, file: &str) -> String {
-        std::fs::read_to_string(self.state.path().join("logs").join(file)).unwrap_or_default()
     }
 
     /// Ctrl-C, then checks that nothing is left.
@@ -144,17 +113,6 @@ impl Mesh {
                 .exists(),
             "its /etc/netns files stayed"
         );
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        let _ = self.up.kill();
-        let _ = self.up.wait();
-        let _ = Command::new(env!("CARGO_BIN_EXE_strait"))
-            .args(["up", "--down", "--name", &self.name, "--state-dir"])
-            .arg(self.state.path())
-            .output();
     }
 }
 
@@ -530,7 +488,7 @@ fn share(by: &BTreeMap<String, u32>, version: &str) -> f64 {
 
 #[test]
 fn locality_distribute_control_plane_restart_failover_and_link_cut() {
-    let Some(mesh) = Mesh::start("locality-failover", "d") else {
+    let Some(mut mesh) = Mesh::start("locality-failover", "d") else {
         return;
     };
     let sleep1 = mesh.ns("cluster1", "sample/sleep");

@@ -17,12 +17,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -45,38 +44,27 @@ fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A loopback `strait up` run, one at a time.
 struct Run {
-    up: Child,
-    out: Receiver<String>,
-    printed: Vec<String>,
-    state: tempfile::TempDir,
-    name: String,
-    /// Held until the mesh is gone (declared last: dropped after [`Drop::drop`] cleaned up).
+    run: UpRun,
+    /// Held until the mesh is gone (declared last: dropped after the run cleaned up).
     _one: MutexGuard<'static, ()>,
 }
 
+impl std::ops::Deref for Run {
+    type Target = UpRun;
+    fn deref(&self) -> &UpRun {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut UpRun {
+        &mut self.run
+    }
+}
+
 impl Run {
-    fn wait_line(&mut self, limit: Duration, want: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.out.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = want(&line);
-                    self.printed.push(line);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-
-    fn log(&self, file: &str) -> String {
-        std::fs::read_to_string(self.state.path().join("logs").join(file)).unwrap_or_default()
-    }
-
     /// The processes the run recorded (PID, start time) in its state file.
     fn recorded(&self) -> Vec<(u32, u64)> {
         let text = std::fs::read_to_string(self.state.path().join("state.json")).unwrap();
@@ -92,17 +80,6 @@ impl Run {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.up.kill();
-        let _ = self.up.wait();
-        let _ = Command::new(env!("CARGO_BIN_EXE_strait"))
-            .args(["up", "--down", "--name", &self.name, "--state-dir"])
-            .arg(self.state.path())
-            .output();
     }
 }
 
@@ -145,35 +122,11 @@ fn start_unprivileged(example: &str, tag: &str) -> Run {
     } else {
         Command::new(env!("CARGO_BIN_EXE_strait"))
     };
-    let mut up = command
-        .arg("up")
-        .arg(repo().join("examples").join(example))
-        .args(["--name", &name, "--status-every", "0", "--state-dir"])
-        .arg(state.path())
-        .env("HOME", state.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(up.stdout.take().unwrap());
-    let mut mesh = Run {
-        up,
-        out,
-        printed: Vec::new(),
-        state,
-        name: name.clone(),
+    command.env("HOME", state.path());
+    let mesh = Run {
+        run: UpRun::start(command, example, name, state),
         _one: one,
     };
-    if !mesh.wait_line(Duration::from_secs(120), |l| l.contains(" is up;")) {
-        let _ = mesh.up.kill();
-        let mut err = String::new();
-        let _ = BufReader::new(mesh.up.stderr.take().unwrap()).read_to_string(&mut err);
-        panic!(
-            "strait up did not come up in loopback mode:\n{}\n{err}",
-            mesh.printed.join("\n")
-        );
-    }
     let printed = mesh.printed.join("\n");
     assert!(
         printed.contains("not root: running in loopback mode"),

@@ -256,6 +256,90 @@ pub fn lines(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
+/// A running `strait up` with its own run name and state directory; dropping it stops the run
+/// and removes what it made (`strait up --down`), even when the test fails.
+pub struct UpRun {
+    pub up: Child,
+    pub name: String,
+    pub state: tempfile::TempDir,
+    out: std::sync::mpsc::Receiver<String>,
+    /// What `strait up` printed so far (as far as [`UpRun::wait_line`] read).
+    pub printed: Vec<String>,
+}
+
+impl UpRun {
+    /// Runs `command` (the `strait` binary, or a wrapper that ends with it) as
+    /// `up examples/<example> --name NAME --state-dir STATE` and waits until it says it is up;
+    /// panics with what it printed otherwise.
+    pub fn start(
+        mut command: Command,
+        example: &str,
+        name: String,
+        state: tempfile::TempDir,
+    ) -> UpRun {
+        let mut up = command
+            .arg("up")
+            .arg(repo().join("examples").join(example))
+            .args(["--name", &name, "--status-every", "0", "--state-dir"])
+            .arg(state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = lines(up.stdout.take().unwrap());
+        let mut run = UpRun {
+            up,
+            name,
+            state,
+            out,
+            printed: Vec::new(),
+        };
+        if run
+            .wait_line(Duration::from_secs(120), |l| l.contains(" is up;"))
+            .is_none()
+        {
+            let _ = run.up.kill();
+            let mut err = String::new();
+            let _ = BufReader::new(run.up.stderr.take().unwrap()).read_to_string(&mut err);
+            panic!(
+                "strait up {example} did not come up:\n{}\n{err}",
+                run.printed.join("\n")
+            );
+        }
+        run
+    }
+
+    /// Waits (at most `limit`) for a line of `strait up`'s output matching `want`.
+    pub fn wait_line(&mut self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self.out.recv_timeout(left).ok()?;
+            self.printed.push(line.clone());
+            if want(&line) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// One of the run's log files (`<cluster>_<namespace>_<pod>.<what>.log`).
+    pub fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(self.state.path().join("logs").join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for UpRun {
+    fn drop(&mut self) {
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+        let _ = Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(["up", "--down", "--name", &self.name, "--state-dir"])
+            .arg(self.state.path())
+            .output();
+    }
+}
+
 /// A Python HTTP/1.1 backend (`tests/http/backend.py`) named `name` on `ip:port`; with
 /// `always`, it answers every request with that status.
 pub fn http_backend(name: &str, ip: &str, port: u16, always: Option<u16>) -> Proc {
