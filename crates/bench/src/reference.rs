@@ -1,10 +1,9 @@
 //! The well-known proxies Strait is measured against on the same two-hop chain: HAProxy (two
 //! processes, two threads each; HTTP/1.1, HTTP/2, gRPC and TCP) and nginx (two processes, two
 //! workers each; HTTP/1.1 and gRPC with upstream keep-alive — nginx cannot proxy plain HTTP/2
-//! to an upstream, only gRPC). Each
-//! chain twice: plaintext between the hops, and mutual TLS between the hops (the first hop
-//! presents its certificate and verifies the second's chain; the second requires and verifies
-//! the first's), like the Strait sidecars' mTLS.
+//! to an upstream, only gRPC). Each chain twice: plaintext between the hops, and mutual TLS
+//! between the hops (the first hop presents its certificate and verifies the second's chain;
+//! the second requires and verifies the first's), like the Strait sidecars' mTLS.
 
 use std::path::Path;
 use std::process::Command;

@@ -108,7 +108,7 @@ impl Capacity {
     }
 
     /// Counts the caller as waiting until the guard drops; take it before looking for capacity,
-    /// then await [`Capacity::notify`]'s `notified()` made before looking.
+    /// then await a [`Capacity::notified`] made before looking.
     pub fn wait(&self) -> WaitGuard<'_> {
         self.waiting
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
