@@ -193,8 +193,45 @@ impl DnsServer {
 }
 
 /// Binds the DNS proxy's UDP and TCP sockets on `addr` (with port 0, both on the port UDP got).
+/// UDP and TCP on one port. For port 0 the kernel picks the UDP port, and that port may be
+/// taken for TCP (another socket's ephemeral port): then it tries a fresh one, a bounded number
+/// of times. A fixed port in use is the caller's error, returned at once.
 async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(addr).await?;
-    let tcp = TcpListener::bind(udp.local_addr()?).await?;
-    Ok((udp, tcp))
+    const ATTEMPTS_FOR_ANY_PORT: usize = 16;
+    let mut attempt = 1;
+    loop {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS_FOR_ANY_PORT =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn any_port_gets_udp_and_tcp_on_the_same_port() {
+        for _ in 0..20 {
+            let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fixed_port_taken_for_tcp_is_an_error_not_a_different_port() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind(addr).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
