@@ -205,6 +205,7 @@ mod tests {
                 sidecar: app != App::Gateway,
                 app,
                 locality: None,
+                concurrency: None,
                 app_listen: "0.0.0.0:80".parse().unwrap(),
             };
         let plan = Plan {

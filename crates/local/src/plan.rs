@@ -135,6 +135,9 @@ pub struct PodPlan {
     /// or the pod's `sidecar.istio.io/inject=true`, unless the pod says `false`).
     pub sidecar: bool,
     pub locality: Option<String>,
+    /// Its proxy's worker threads, from the pod's `proxy.istio.io/config` annotation
+    /// (`concurrency`); `None`: the proxy's default.
+    pub concurrency: Option<usize>,
     /// Where its app listens (a gateway: nowhere, port 0). Namespaces: every address of the
     /// pod at the app's port. Loopback: behind a sidecar, `127.0.0.1` at a port of the pod's
     /// own; without one, the pod's address.
@@ -269,6 +272,8 @@ pub fn plan(
             );
             let app =
                 app_of(&pod.spec.spec, &pod.meta.labels).map_err(|e| format!("{where_}: {e}"))?;
+            let concurrency =
+                proxy_concurrency(&pod.meta.annotations).map_err(|e| format!("{where_}: {e}"))?;
             let k = next_pod.entry(n).or_insert(0);
             let ip = Ipv4Addr::new(
                 a,
@@ -343,6 +348,7 @@ pub fn plan(
                 app,
                 sidecar,
                 locality: cluster.locality.clone(),
+                concurrency,
                 app_listen,
             });
         }
@@ -413,6 +419,25 @@ impl App {
 }
 
 /// What a pod runs, from its first container's image (and args, ports, labels).
+/// The `concurrency` of a pod's `proxy.istio.io/config` annotation (Istio's ProxyConfig, as
+/// YAML or JSON; its other fields are Istio's and left alone here).
+fn proxy_concurrency(annotations: &BTreeMap<String, String>) -> Result<Option<usize>, String> {
+    const ANNOTATION: &str = "proxy.istio.io/config";
+    #[derive(serde::Deserialize)]
+    struct ProxyConfig {
+        concurrency: Option<u32>,
+    }
+    let Some(text) = annotations.get(ANNOTATION) else {
+        return Ok(None);
+    };
+    let config: ProxyConfig = serde_saphyr::from_str(text).map_err(|e| {
+        format!(
+            "annotation {ANNOTATION}: {e}; expected ProxyConfig fields such as `concurrency: 2`"
+        )
+    })?;
+    Ok(config.concurrency.map(|c| c as usize))
+}
+
 fn app_of(spec: &PodSpec, labels: &BTreeMap<String, String>) -> Result<App, String> {
     let Some(container) = spec.containers.first() else {
         return Err("no containers; give it one with a demo image".into());
@@ -577,6 +602,34 @@ spec: {containers: [{name: istio-proxy, image: strait/strait}]}
         assert_eq!(
             plan.vips["c2"]["sample/helloworld"],
             Ipv4Addr::new(10, 201, 0, 10)
+        );
+    }
+
+    #[test]
+    fn a_pods_proxy_config_annotation_sets_its_proxys_worker_threads() {
+        let topology = crate::topology::parse(
+            "apiVersion: strait.dev/v1alpha1\nkind: Topology\nmetadata: {name: t}\nspec:\n  clusters:\n  - {name: c1, network: n1}\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let with = |annotation: &str| {
+            let yaml = CLUSTER.replace(
+                "metadata: {name: hw, namespace: sample,",
+                &format!("metadata: {{name: hw, namespace: sample, annotations: {{proxy.istio.io/config: '{annotation}'}},"),
+            );
+            plan(&topology, &[config(&yaml)], "st", Runtime::Namespaces)
+        };
+        let plan = with(r#"{"concurrency": 1, "holdApplicationUntilProxyStarts": true}"#).unwrap();
+        assert_eq!(plan.pods[0].concurrency, Some(1));
+        assert_eq!(
+            plan.pods[1].concurrency, None,
+            "the gateway has no annotation"
+        );
+        assert_eq!(with("tracing: {}").unwrap().pods[0].concurrency, None);
+        let err = with("concurrency: many").unwrap_err();
+        assert!(
+            err.contains("Pod sample/hw") && err.contains("proxy.istio.io/config"),
+            "{err}"
         );
     }
 

@@ -907,6 +907,10 @@ impl Mesh {
             args.push("--meta".into());
             args.push(format!("LOCALITY={l}"));
         }
+        if let Some(n) = pod.concurrency {
+            args.push("--concurrency".into());
+            args.push(n.to_string());
+        }
         if self.plan.runtime == Runtime::Loopback {
             // Several proxies on one host: each on its pod's address, none capturing.
             let ip = self.plan.listen_ip(pod);

@@ -16,6 +16,7 @@ pub mod state;
 pub mod tcp;
 pub mod trace;
 pub mod upstream;
+pub mod workers;
 pub mod xds;
 
 use std::collections::HashMap;
@@ -61,6 +62,8 @@ pub struct ProxyOptions {
     pub xds_tls: Option<xds::client::XdsTls>,
     /// The DNS proxy (Istio's 15053); `None`: the proxy answers no DNS.
     pub dns: Option<DnsOptions>,
+    /// Worker threads serving connections (Istio's `concurrency`; 0: one per core).
+    pub concurrency: usize,
 }
 
 /// The DNS proxy's address and what it needs besides the name table.
@@ -204,7 +207,9 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     ));
     info!(node = %options.node.id, xds = %options.xds_address, admin = %options.admin, "proxy started");
 
-    let mut bound = listen::Bound::new(proxy.bind_errors.clone());
+    let workers = workers::Workers::start(workers::count(options.concurrency))
+        .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
+    let mut bound = listen::Bound::new(proxy.bind_errors.clone(), workers.handles().to_vec());
     let mut changed = shared.changed.subscribe();
     let mut stop_watch = stop_rx.clone();
     tokio::pin!(shutdown);
@@ -223,6 +228,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     info!("proxy stopping");
     bound.stop_all();
     let _ = proxy.stop.send(true);
+    drop(workers);
     Ok(())
 }
 

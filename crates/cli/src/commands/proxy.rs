@@ -73,6 +73,10 @@ pub struct Args {
     /// instead: several proxies on one host without network namespaces.
     #[arg(long, value_name = "IP")]
     pub wildcard_bind: Option<std::net::IpAddr>,
+    /// Worker threads, each accepting connections and serving them to their end on its own
+    /// event loop (Istio's `concurrency`, 2 by default as there; 0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub concurrency: usize,
     /// The mesh root(s) that verify the control plane before the proxy holds a trust bundle
     /// of its own (Istio's `root-cert.pem`). Turns on workload identity: TLS to `--xds` (its
     /// 15012) and a certificate from the CA for mesh mTLS.
@@ -228,6 +232,7 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         mark: args.mark,
         upstream_bind: args.upstream_bind,
         wildcard_bind: args.wildcard_bind,
+        concurrency: args.concurrency,
         access_log: args.access_log.clone(),
         set_log_level,
     })
@@ -311,7 +316,8 @@ fn identity_options(
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let set_level = super::init_reloadable_logging();
     let options = options(args, set_level)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The main thread: xDS, certificates, the admin API, DNS. Connections run on the workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

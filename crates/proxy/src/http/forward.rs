@@ -22,7 +22,7 @@ use super::headers::{self, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
 use crate::upstream::limits::Resource;
 use crate::upstream::outlier::Outcome as HostOutcome;
-use crate::upstream::pool::{Body, Conn, ConnectError};
+use crate::upstream::pool::{Body, Conn, ConnectError, Reach};
 use crate::upstream::{ClusterRuntime, Host, lb};
 
 /// Envoy's route timeout when the route sets none.
@@ -616,15 +616,16 @@ enum ConnFailure {
     Connect(ConnectError),
 }
 
-/// A connection to `host`: a pooled one, a new one within `max_connections`, or a place in the
-/// pending queue (within `max_pending_requests`) until one of those frees up.
+/// A connection to `host`: a pooled one of this worker's, a new one within `max_connections`,
+/// at the limit another worker's pooled one, or a place in the pending queue (within
+/// `max_pending_requests`) until one of those frees up.
 async fn connection(
     cluster: &Arc<ClusterRuntime>,
     host: &Arc<Host>,
     deadline: Option<Instant>,
 ) -> Result<Conn, ConnFailure> {
     let pool = host.state.pool.clone();
-    if let Some(c) = pool.checkout(&cluster.settings) {
+    if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
         return Ok(c);
     }
     if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
@@ -632,6 +633,10 @@ async fn connection(
             .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
             .await
             .map_err(ConnFailure::Connect);
+    }
+    // At the connection limit: another worker's idle connection will do.
+    if let Some(c) = pool.checkout(&cluster.settings, Reach::AnyWorker) {
+        return Ok(c);
     }
     let Some(_pending) = cluster.limits.acquire(Resource::Pending) else {
         return Err(ConnFailure::Overflow);
@@ -645,7 +650,7 @@ async fn connection(
         tokio::pin!(back, closed);
         back.as_mut().enable();
         closed.as_mut().enable();
-        if let Some(c) = pool.checkout(&cluster.settings) {
+        if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
             return Ok(c);
         }
         if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
@@ -653,6 +658,10 @@ async fn connection(
                 .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
                 .await
                 .map_err(ConnFailure::Connect);
+        }
+        // At the connection limit: another worker's idle connection will do.
+        if let Some(c) = pool.checkout(&cluster.settings, Reach::AnyWorker) {
+            return Ok(c);
         }
         let freed = async {
             tokio::select! {

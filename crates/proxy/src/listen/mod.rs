@@ -1,5 +1,5 @@
 //! Listeners: binds what the configuration says to bind (and lets go of what it no longer
-//! names, leaving open connections alone), accepts connections, recovers a captured
+//! names, leaving open connections alone), accepts connections on every worker, recovers a captured
 //! connection's original destination (`SO_ORIGINAL_DST`), hands it to the listener for that
 //! destination, detects its protocol when asked, and runs the chosen filter chain.
 
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use strait_xds::listener::{Direction, NetworkFilter, RouteSource, TcpProxy};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -30,18 +31,21 @@ pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bound listeners.
-#[derive(Default)]
 pub struct Bound {
-    running: HashMap<String, (SocketAddr, JoinHandle<()>)>,
+    /// Each listener's address and its accept loop on every worker.
+    running: HashMap<String, (SocketAddr, Vec<JoinHandle<()>>)>,
     /// Listeners that could not be bound, with the reason.
     pub errors: Arc<Mutex<HashMap<String, String>>>,
+    /// The runtimes of the workers that accept and serve connections.
+    workers: Vec<Handle>,
 }
 
 impl Bound {
-    pub fn new(errors: Arc<Mutex<HashMap<String, String>>>) -> Bound {
+    pub fn new(errors: Arc<Mutex<HashMap<String, String>>>, workers: Vec<Handle>) -> Bound {
         Bound {
             running: HashMap::new(),
             errors,
+            workers,
         }
     }
 
@@ -54,11 +58,11 @@ impl Bound {
             .filter(|(_, l)| l.socket().is_some_and(|s| s.bind_to_port))
             .map(|(n, l)| (n, local_address(l.address, proxy.wildcard_bind)))
             .collect();
-        self.running.retain(|name, (addr, task)| {
+        self.running.retain(|name, (addr, tasks)| {
             let keep = wanted.get(name) == Some(addr);
             if !keep {
                 info!(listener = %name, address = %addr, "listener removed; its HTTP connections drain, TCP streams run to their end");
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
             }
             keep
         });
@@ -66,15 +70,14 @@ impl Bound {
             if self.running.contains_key(name) {
                 continue;
             }
-            match bind(addr) {
-                Ok(listener) => {
+            match bind(addr).and_then(|l| self.accept_on_workers(proxy, name, &l)) {
+                Ok(tasks) => {
                     info!(listener = %name, address = %addr, "listening");
                     self.errors
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(name);
-                    let task = tokio::spawn(accept_loop(proxy.clone(), name.clone(), listener));
-                    self.running.insert(name.clone(), (addr, task));
+                    self.running.insert(name.clone(), (addr, tasks));
                 }
                 Err(e) => {
                     warn!(listener = %name, address = %addr, error = %e, "cannot bind listener");
@@ -87,9 +90,32 @@ impl Bound {
         }
     }
 
+    /// An accept loop on every worker, each on its own descriptor of the one listening socket:
+    /// whichever worker is free first takes the next connection, and serves it to its end.
+    fn accept_on_workers(
+        &self,
+        proxy: &Arc<Proxy>,
+        name: &str,
+        listener: &std::net::TcpListener,
+    ) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let name: Arc<str> = Arc::from(name);
+        let mut tasks = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let listener = listener.try_clone()?;
+            let (proxy, name) = (proxy.clone(), name.clone());
+            tasks.push(worker.spawn(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(proxy, name, listener).await,
+                    Err(e) => warn!(listener = %name, error = %e, "a worker cannot accept on this listener"),
+                }
+            }));
+        }
+        Ok(tasks)
+    }
+
     pub fn stop_all(&mut self) {
-        for (_, (_, task)) in self.running.drain() {
-            task.abort();
+        for (_, (_, tasks)) in self.running.drain() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
     }
 }
@@ -105,19 +131,21 @@ fn local_address(addr: SocketAddr, wildcard_bind: Option<std::net::IpAddr>) -> S
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+/// A non-blocking listening socket, not yet tied to any runtime.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, name: String, listener: TcpListener) {
-    let name: Arc<str> = Arc::from(name);
+async fn accept_loop(proxy: Arc<Proxy>, name: Arc<str>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {

@@ -1,6 +1,9 @@
 //! Connections to one upstream host: HTTP/1.1 connections kept alive and reused (one request at a
-//! time each, back in the pool when the response body ends), or one multiplexed HTTP/2
-//! connection. Every connection counts against its cluster's `max_connections` until it closes.
+//! time each, back in the pool when the response body ends), or a multiplexed HTTP/2
+//! connection per worker. Every connection counts against its cluster's `max_connections`
+//! until it closes. Each connection remembers the worker that opened it (its task runs there)
+//! and requests take their own worker's first, so a request and its connection share a thread;
+//! another worker's is taken only when no new connection may be opened.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -80,13 +83,25 @@ struct IdleH1 {
     sender: http1::SendRequest<Body>,
     since: Instant,
     used: u32,
+    /// The worker whose runtime drives the connection.
+    worker: usize,
+}
+
+/// Which workers' connections a request may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Only those opened on the caller's worker (the caller may open one of its own).
+    OwnWorker,
+    /// The caller's worker's first, then any (no new connection may be opened).
+    AnyWorker,
 }
 
 /// The pool of one host.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<IdleH1>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The HTTP/2 connection each worker opened (by worker index).
+    h2: Mutex<Vec<(usize, http2::SendRequest<Body>)>>,
     /// Requests waiting in the pending queue are woken when a connection comes back or opens.
     pub freed: Capacity,
 }
@@ -137,39 +152,51 @@ pub enum Conn {
         sender: http1::SendRequest<Body>,
         used: u32,
         pool: Weak<Pool>,
+        /// The worker whose runtime drives the connection.
+        worker: usize,
     },
     H2(http2::SendRequest<Body>),
 }
 
 impl Pool {
-    /// A ready connection from the pool, if there is one.
-    pub fn checkout(self: &Arc<Self>, settings: &ConnectSettings) -> Option<Conn> {
+    /// A ready connection from the pool, if there is one within `reach`.
+    pub fn checkout(self: &Arc<Self>, settings: &ConnectSettings, reach: Reach) -> Option<Conn> {
+        let worker = crate::workers::current();
         if settings.http2 {
-            let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            return h2
-                .as_ref()
-                .filter(|s| !s.is_closed())
-                .map(|s| Conn::H2(s.clone()));
+            let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            h2.retain(|(_, s)| !s.is_closed());
+            let own = h2.iter().find(|(w, _)| *w == worker);
+            let any = || h2.first().filter(|_| reach == Reach::AnyWorker);
+            return own.or_else(any).map(|(_, s)| Conn::H2(s.clone()));
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop() {
-            if c.sender.is_ready() && c.since.elapsed() < settings.idle_timeout {
-                return Some(Conn::H1 {
-                    sender: c.sender,
-                    used: c.used,
-                    pool: Arc::downgrade(self),
-                });
+        // The most recently returned first (the warmest); stale ones met on the way (closed by
+        // the host, or idle too long) are dropped.
+        let mut take = |wanted: &dyn Fn(&IdleH1) -> bool| {
+            while let Some(p) = idle.iter().rposition(wanted) {
+                let c = idle.remove(p);
+                if c.sender.is_ready() && c.since.elapsed() < settings.idle_timeout {
+                    return Some(c);
+                }
             }
-        }
-        None
+            None
+        };
+        let c = take(&|c| c.worker == worker).or_else(|| take(&|_| reach == Reach::AnyWorker))?;
+        Some(Conn::H1 {
+            sender: c.sender,
+            used: c.used,
+            pool: Arc::downgrade(self),
+            worker: c.worker,
+        })
     }
 
-    fn put_back(&self, sender: http1::SendRequest<Body>, used: u32) {
+    fn put_back(&self, sender: http1::SendRequest<Body>, used: u32, worker: usize) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(IdleH1 {
             sender,
             since: Instant::now(),
             used,
+            worker,
         });
         drop(idle);
         self.freed.freed();
@@ -201,7 +228,11 @@ impl Pool {
                 let _ = conn.await;
                 drop(permit);
             });
-            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            let worker = crate::workers::current();
+            let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            h2.retain(|(w, _)| *w != worker);
+            h2.push((worker, sender.clone()));
+            drop(h2);
             self.freed.freed();
             Ok(Conn::H2(sender))
         } else {
@@ -217,6 +248,7 @@ impl Pool {
                 sender,
                 used: 0,
                 pool: Arc::downgrade(self),
+                worker: crate::workers::current(),
             })
         }
     }
@@ -307,6 +339,7 @@ impl Conn {
                 mut sender,
                 used,
                 pool,
+                worker,
             } => {
                 let upgrade = request.headers().contains_key(http::header::UPGRADE);
                 let r = sender.send_request(request).await?;
@@ -314,7 +347,12 @@ impl Conn {
                 let reusable = !upgrade
                     && r.status() != http::StatusCode::SWITCHING_PROTOCOLS
                     && max_requests.is_none_or(|m| used < m);
-                let back = reusable.then_some(ReturnToPool { sender, used, pool });
+                let back = reusable.then_some(ReturnToPool {
+                    sender,
+                    used,
+                    pool,
+                    worker,
+                });
                 Ok(r.map(|b| {
                     let mut body = PooledBody { inner: b, back };
                     if body.inner.is_end_stream() {
@@ -332,6 +370,7 @@ struct ReturnToPool {
     sender: http1::SendRequest<Body>,
     used: u32,
     pool: Weak<Pool>,
+    worker: usize,
 }
 
 /// A response body that hands its connection back when it ends.
@@ -345,7 +384,7 @@ impl PooledBody {
         if let Some(r) = self.back.take()
             && let Some(pool) = r.pool.upgrade()
         {
-            pool.put_back(r.sender, r.used);
+            pool.put_back(r.sender, r.used, r.worker);
         }
     }
 }
@@ -375,5 +414,135 @@ impl HttpBody for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::limits::{Limits, Resource};
+    use crate::workers::Workers;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings() -> ConnectSettings {
+        ConnectSettings {
+            connect_timeout: Duration::from_secs(5),
+            http2: false,
+            idle_timeout: Duration::from_secs(60),
+            max_requests_per_connection: None,
+            mark: None,
+            source: None,
+            keepalive: None,
+            tls: None,
+        }
+    }
+
+    /// An HTTP/1.1 server answering every request on a connection with an empty 200.
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if s.write_all(ok).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Runs `f` on worker `index` and waits for its answer.
+    fn on<T: Send + 'static>(
+        workers: &Workers,
+        index: usize,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        workers.handles()[index].spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    /// Two workers, one host's pool, and a server behind it.
+    struct Fixture {
+        workers: Workers,
+        pool: Arc<Pool>,
+        limits: Arc<Limits>,
+        addr: SocketAddr,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            Fixture {
+                workers: Workers::start(2).unwrap(),
+                pool: Arc::new(Pool::default()),
+                limits: Limits::new(None),
+                addr: server().await,
+            }
+        }
+
+        /// Worker `index` opens a connection and makes a request on it; the connection goes
+        /// back to the pool when the response ends.
+        fn open_and_use(&self, index: usize) {
+            let (pool, limits, addr) = (self.pool.clone(), self.limits.clone(), self.addr);
+            on(&self.workers, index, async move {
+                let permit = limits.acquire(Resource::Connections).unwrap();
+                let conn = pool
+                    .connect(addr, false, &settings(), permit)
+                    .await
+                    .unwrap();
+                let request = http::Request::get(format!("http://{addr}/"))
+                    .body(Body::default())
+                    .unwrap();
+                let response = conn.send(request, None).await.unwrap();
+                assert_eq!(response.status(), 200);
+                use http_body_util::BodyExt;
+                response.into_body().collect().await.unwrap();
+            });
+        }
+
+        /// What worker `index` checks out within `reach`: the worker owning that connection.
+        fn checkout(&self, index: usize, reach: Reach) -> Option<usize> {
+            let pool = self.pool.clone();
+            on(&self.workers, index, async move {
+                match pool.checkout(&settings(), reach)? {
+                    Conn::H1 { worker, .. } => Some(worker),
+                    Conn::H2(_) => panic!("an HTTP/1.1 connection"),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_request_takes_its_own_workers_connection_and_another_workers_only_when_told() {
+        let f = Fixture::new().await;
+        f.open_and_use(0);
+        assert_eq!(f.pool.idle_count(), 1);
+        // Worker 1 has none of its own; at the limit it may take worker 0's.
+        assert_eq!(f.checkout(1, Reach::OwnWorker), None);
+        assert_eq!(f.pool.idle_count(), 1, "looking does not take it");
+        assert_eq!(f.checkout(1, Reach::AnyWorker), Some(0));
+        assert_eq!(f.pool.idle_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn each_worker_gets_its_own_connection_back_before_anothers() {
+        let f = Fixture::new().await;
+        f.open_and_use(1);
+        f.open_and_use(0);
+        assert_eq!(f.pool.idle_count(), 2);
+        // Worker 1's is the older one, further from the top of the idle stack.
+        assert_eq!(f.checkout(1, Reach::AnyWorker), Some(1));
+        assert_eq!(f.checkout(0, Reach::OwnWorker), Some(0));
     }
 }

@@ -1,0 +1,137 @@
+//! Worker threads (Envoy's workers, Istio's `concurrency`): each runs its own single-threaded
+//! runtime, accepts connections on every listener and serves each one it accepts from start to
+//! end — the request's tasks, its upstream connections' tasks and their wake-ups stay on one
+//! thread. The proxy's main thread keeps xDS, certificates, the admin API and the DNS proxy.
+
+use std::cell::Cell;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker running the caller (0 off the workers): pooled connections opened
+/// on a worker are preferred by requests on that worker.
+pub fn current() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// How many workers `concurrency` asks for: 0 means one per core.
+pub fn count(concurrency: usize) -> usize {
+    match concurrency {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// The running workers; dropping this stops them, and the connections they serve end.
+pub struct Workers {
+    handles: Vec<Handle>,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one).
+    pub fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Workers {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for index in 0..count.max(1) {
+            let (handle_tx, handle_rx) = mpsc::channel();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("strait-worker-{index}"))
+                .spawn(move || {
+                    INDEX.with(|i| i.set(index));
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = handle_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                    // Runs the connections spawned onto this runtime until told to stop.
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            let handle = handle_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("a worker thread ended while starting"))??;
+            workers.handles.push(handle);
+            workers.stops.push(stop);
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Each worker drops its runtime on its own thread (its tasks are cancelled there); no
+        // joining here, which may run on an async thread.
+        self.stops.clear();
+        self.threads.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_worker_runs_spawned_tasks_on_its_own_thread_with_its_index() {
+        let workers = Workers::start(3).unwrap();
+        let mut seen = Vec::new();
+        for handle in workers.handles() {
+            let (tx, rx) = mpsc::channel();
+            handle.spawn(async move {
+                let _ = tx.send((current(), std::thread::current().name().map(String::from)));
+            });
+            seen.push(rx.recv().unwrap());
+        }
+        assert_eq!(
+            seen,
+            (0..3)
+                .map(|i| (i, Some(format!("strait-worker-{i}"))))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn stopping_the_workers_cancels_their_tasks() {
+        let workers = Workers::start(1).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        workers.handles()[0].spawn(async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        drop(workers);
+        // The task's sender is dropped with the runtime: the channel disconnects.
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn zero_means_one_per_core() {
+        assert!(count(0) >= 1);
+        assert_eq!(count(3), 3);
+    }
+}
