@@ -573,29 +573,39 @@ async fn attempt(
             }
         }
     };
-    let result = match deadline {
-        None => work.await,
-        Some(d) => match tokio::time::timeout_at(d, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                outcome.flag("UT");
-                cluster
-                    .stats
-                    .timeouts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                host.state
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                AttemptResult::Local(
-                    Attempt::Reset,
-                    local_reply(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout",
-                        grpc,
-                    ),
-                )
-            }
-        },
+    // `work` awaited in one place only: a future held in two states is stored twice, and the
+    // request's whole future is moved on every spawn.
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let finished = tokio::select! {
+        biased;
+        r = work => Some(r),
+        () = expired => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            outcome.flag("UT");
+            cluster
+                .stats
+                .timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            host.state
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            AttemptResult::Local(
+                Attempt::Reset,
+                local_reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout",
+                    grpc,
+                ),
+            )
+        }
     };
     (result, Some(host))
 }

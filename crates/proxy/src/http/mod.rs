@@ -79,7 +79,10 @@ where
     let retirement = conn.retirement.clone();
     let service = hyper::service::service_fn(move |req| {
         let c = conn.clone();
-        async move { Ok::<_, Infallible>(handle(c, req).await) }
+        // Boxed: hyper and tokio move the service's future whole (into each HTTP/2 stream's
+        // task, for one); a pointer moves cheaper than the request's kilobytes of state.
+        let response = Box::pin(handle(c, req));
+        async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());

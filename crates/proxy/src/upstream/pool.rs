@@ -216,6 +216,18 @@ impl Pool {
         settings: &ConnectSettings,
         permit: Permit,
     ) -> Result<Conn, ConnectError> {
+        // Connecting (TCP, the TLS handshake, HTTP/2's) is a large future on the rare path:
+        // boxed, it does not grow every request's future, which is moved whole when spawned.
+        Box::pin(self.open(addr, mtls, settings, permit)).await
+    }
+
+    async fn open(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mtls: bool,
+        settings: &ConnectSettings,
+        permit: Permit,
+    ) -> Result<Conn, ConnectError> {
         let stream = connect_stream(addr, mtls, settings).await?;
         let io = TokioIo::new(stream);
         if settings.http2 {
