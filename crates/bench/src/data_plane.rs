@@ -22,7 +22,11 @@ use crate::synth;
 /// How long and how hard.
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// One saturation run of each chain; there are `rounds` of them, interleaved.
     pub saturation: Duration,
+    /// Saturation rounds: every chain once per round, round after round, so slow spells of
+    /// the shared machine fall on all chains alike; the median round counts.
+    pub rounds: u32,
     pub fixed_rate: u32,
     pub fixed_duration: Duration,
     /// The mesh the proxy holds for the large-configuration memory row.
@@ -49,7 +53,10 @@ pub struct PathResult {
     pub via: Via,
     /// Mutual TLS between the hops (mesh mTLS for Strait).
     pub tls: bool,
+    /// The median round's requests per second.
     pub saturation_rps: f64,
+    /// The slowest and the fastest round's.
+    pub saturation_range: (f64, f64),
     pub saturation_errors: u64,
     /// p50, p90, p99 at the fixed rate.
     pub latency: Option<[Duration; 3]>,
@@ -493,13 +500,13 @@ pub async fn run(
     let fixed = format!("{fixed_secs}");
     // Ten clients at an equal share of the fixed rate.
     let per_client = format!("{}", params.fixed_rate / 10);
-    let mut paths = Vec::new();
-    for chain in chains() {
+    let chains = chains();
+    for chain in &chains {
         let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
-        let base = load_args(&chain, &authority, &grpc_request);
+        let base = load_args(chain, &authority, &grpc_request);
         if chain.protocol == "gRPC" {
             let (addr, host) =
-                target(&chain).with_context(|| format!("the address in {}", chain.url))?;
+                target(chain).with_context(|| format!("the address in {}", chain.url))?;
             crate::grpc_app::check_call(addr, &host).await?;
         }
         // Warm up pools and caches.
@@ -513,14 +520,38 @@ pub async fn run(
             chain.path,
             logs.display()
         );
-        let mut sat = base.clone();
-        if chain.h2 {
-            sat.extend(["-c", "8", "-m", "16"]);
-        } else {
-            sat.extend(["-c", "32"]);
+    }
+    // Saturation, round after round; each round loads every chain once.
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); chains.len()];
+    let mut saturation_errors = vec![0u64; chains.len()];
+    for round in 1..=params.rounds.max(1) {
+        say(&format!(
+            "  saturation round {round} of {}",
+            params.rounds.max(1)
+        ));
+        for (i, chain) in chains.iter().enumerate() {
+            let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
+            let mut sat = load_args(chain, &authority, &grpc_request);
+            if chain.h2 {
+                sat.extend(["-c", "8", "-m", "16"]);
+            } else {
+                sat.extend(["-c", "32"]);
+            }
+            sat.extend(["-t", "1", "-D", saturation.as_str(), chain.url.as_str()]);
+            let (rps, errors) = throughput(&h2load(&sat)?)?;
+            rounds[i].push(rps);
+            saturation_errors[i] += errors;
         }
-        sat.extend(["-t", "1", "-D", saturation.as_str(), chain.url.as_str()]);
-        let (saturation_rps, saturation_errors) = throughput(&h2load(&sat)?)?;
+    }
+    let mut paths = Vec::new();
+    for ((chain, mut rps), saturation_errors) in
+        chains.into_iter().zip(rounds).zip(saturation_errors)
+    {
+        let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
+        let base = load_args(&chain, &authority, &grpc_request);
+        rps.sort_by(f64::total_cmp);
+        let saturation_rps = rps[rps.len() / 2];
+        let saturation_range = (rps[0], rps[rps.len() - 1]);
         let log = work.join("latency.log");
         let _ = std::fs::remove_file(&log);
         let log_arg = log.to_string_lossy().into_owned();
@@ -600,6 +631,7 @@ pub async fn run(
             via: chain.via,
             tls: chain.tls,
             saturation_rps,
+            saturation_range,
             saturation_errors,
             latency,
             fixed_rps,

@@ -68,8 +68,8 @@ struct Args {
     /// Only write the synthetic mesh's manifests to DIR (for profiling by hand) and exit.
     #[arg(long, value_name = "DIR")]
     write_mesh: Option<PathBuf>,
-    /// Seconds of each data-plane load run (saturation and fixed rate; default 10 and 15, or 2
-    /// and 3 with --quick).
+    /// Seconds of each data-plane load run (a saturation round and the fixed rate; default 5
+    /// and 15, or 2 and 3 with --quick).
     #[arg(long, value_name = "S")]
     seconds: Option<u64>,
     /// Run only one scenario.
@@ -198,11 +198,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         None
     } else {
         let dp = data_plane::Params {
-            saturation: Duration::from_secs(args.seconds.unwrap_or(if args.quick {
-                2
-            } else {
-                10
-            })),
+            saturation: Duration::from_secs(args.seconds.unwrap_or(if args.quick { 2 } else { 5 })),
+            rounds: if args.quick { 2 } else { 3 },
             fixed_rate: 1000,
             fixed_duration: Duration::from_secs(args.seconds.unwrap_or(if args.quick {
                 3
