@@ -207,8 +207,16 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     ));
     info!(node = %options.node.id, xds = %options.xds_address, admin = %options.admin, "proxy started");
 
-    let workers = workers::Workers::start(workers::count(options.concurrency))
-        .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
+    let worker_count = workers::count(options.concurrency);
+    let workers = workers::Workers::start(worker_count).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start {worker_count} worker threads: {e}; try a lower --concurrency"
+        )
+    })?;
+    info!(
+        workers = worker_count,
+        "connections are served on the worker threads"
+    );
     let mut bound = listen::Bound::new(proxy.bind_errors.clone(), workers.handles().to_vec());
     let mut changed = shared.changed.subscribe();
     let mut stop_watch = stop_rx.clone();

@@ -1,7 +1,7 @@
 //! Listeners: binds what the configuration says to bind (and lets go of what it no longer
-//! names, leaving open connections alone), accepts connections on every worker, recovers a captured
-//! connection's original destination (`SO_ORIGINAL_DST`), hands it to the listener for that
-//! destination, detects its protocol when asked, and runs the chosen filter chain.
+//! names, leaving open connections alone), accepts connections on every worker, recovers a
+//! captured connection's original destination (`SO_ORIGINAL_DST`), hands it to the listener for
+//! that destination, detects its protocol when asked, and runs the chosen filter chain.
 
 pub mod chain;
 pub mod sniff;
@@ -99,9 +99,16 @@ impl Bound {
         listener: &std::net::TcpListener,
     ) -> std::io::Result<Vec<JoinHandle<()>>> {
         let name: Arc<str> = Arc::from(name);
-        let mut tasks = Vec::with_capacity(self.workers.len());
+        let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(self.workers.len());
         for worker in &self.workers {
-            let listener = listener.try_clone()?;
+            let listener = match listener.try_clone() {
+                Ok(l) => l,
+                Err(e) => {
+                    // Out of descriptors: no half-running listener.
+                    tasks.iter().for_each(JoinHandle::abort);
+                    return Err(e);
+                }
+            };
             let (proxy, name) = (proxy.clone(), name.clone());
             tasks.push(worker.spawn(async move {
                 match TcpListener::from_std(listener) {
