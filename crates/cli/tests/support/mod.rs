@@ -94,7 +94,17 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(config: &Path, extra: &[&str]) -> ControlPlane {
-        ControlPlane::start_on(config, free_port(), free_port(), extra)
+        // A port free a moment ago may be taken by the time the control plane binds it: then
+        // it exits saying so, and fresh ports are tried (a bounded number of times).
+        let mut last = String::new();
+        for _ in 0..3 {
+            match ControlPlane::try_start("cluster1", config, free_port(), free_port(), extra) {
+                Ok(cp) => return cp,
+                Err(e) if e.contains("in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last}")
     }
 
     /// Starts on given ports (to restart one where its proxies expect it).
@@ -110,7 +120,21 @@ impl ControlPlane {
         debug_port: u16,
         extra: &[&str],
     ) -> ControlPlane {
+        ControlPlane::try_start(cluster, config, xds_port, debug_port, extra)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a control plane and waits until it is ready; the error carries its exit status
+    /// and log when it exits first or is not ready within 30 s.
+    fn try_start(
+        cluster: &str,
+        config: &Path,
+        xds_port: u16,
+        debug_port: u16,
+        extra: &[&str],
+    ) -> Result<ControlPlane, String> {
         let secure_port = free_port();
+        let log = config.with_extension("log");
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
             .args(["control-plane", "--cluster", cluster, "--config"])
             .arg(config)
@@ -129,12 +153,10 @@ impl ControlPlane {
                 std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(config.with_extension("log")).unwrap(),
-            ))
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
-        let cp = ControlPlane {
+        let mut cp = ControlPlane {
             proc: Proc {
                 child,
                 what: "control plane".into(),
@@ -144,12 +166,26 @@ impl ControlPlane {
             secure_port,
             config: config.to_path_buf(),
         };
-        wait_for(
-            Duration::from_secs(20),
-            "the control plane to be ready",
-            || http_get(debug_port, "/ready").filter(|(s, _)| *s == 200),
-        );
-        cp
+        let start = Instant::now();
+        loop {
+            if http_get(debug_port, "/ready").is_some_and(|(s, _)| s == 200) {
+                return Ok(cp);
+            }
+            let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(Some(status)) = cp.proc.child.try_wait() {
+                return Err(format!(
+                    "the control plane exited ({status}) before it was ready; its log:\n{}",
+                    log_text()
+                ));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "the control plane was not ready after 30 s; its log:\n{}",
+                    log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn get(&self, path: &str) -> String {
