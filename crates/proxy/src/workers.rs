@@ -28,7 +28,9 @@ pub fn count(concurrency: usize) -> usize {
     }
 }
 
-/// The running workers; dropping this stops them, and the connections they serve end.
+/// The running workers; dropping this stops them, and the connections they serve end: each
+/// worker, its stop sender gone, drops its runtime on its own thread (cancelling its tasks
+/// there). The threads are detached, not joined, as the drop may run on an async thread.
 pub struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
@@ -78,15 +80,6 @@ impl Workers {
 
     pub fn handles(&self) -> &[Handle] {
         &self.handles
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        // Each worker drops its runtime on its own thread (its tasks are cancelled there); no
-        // joining here, which may run on an async thread.
-        self.stops.clear();
-        self.threads.clear();
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::body::{self, Replay};
 use super::headers::{self, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
-use crate::upstream::limits::Resource;
+use crate::upstream::limits::{Permit, Resource};
 use crate::upstream::outlier::Outcome as HostOutcome;
 use crate::upstream::pool::{Body, Conn, ConnectError, Reach};
 use crate::upstream::{ClusterRuntime, Host, lb};
@@ -635,18 +635,28 @@ async fn connection(
     deadline: Option<Instant>,
 ) -> Result<Conn, ConnFailure> {
     let pool = host.state.pool.clone();
-    if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
-        return Ok(c);
-    }
-    if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
-        return pool
-            .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
-            .await
-            .map_err(ConnFailure::Connect);
-    }
-    // At the connection limit: another worker's idle connection will do.
-    if let Some(c) = pool.checkout(&cluster.settings, Reach::AnyWorker) {
-        return Ok(c);
+    // This worker's pooled connection, else a new one within the limit, else (at the limit)
+    // another worker's pooled one.
+    let available = || {
+        if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
+            return Some(Ok(c));
+        }
+        if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
+            return Some(Err(permit));
+        }
+        pool.checkout(&cluster.settings, Reach::AnyWorker).map(Ok)
+    };
+    let take = |found: Result<Conn, Permit>| async {
+        match found {
+            Ok(c) => Ok(c),
+            Err(permit) => pool
+                .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
+                .await
+                .map_err(ConnFailure::Connect),
+        }
+    };
+    if let Some(found) = available() {
+        return take(found).await;
     }
     let Some(_pending) = cluster.limits.acquire(Resource::Pending) else {
         return Err(ConnFailure::Overflow);
@@ -660,18 +670,8 @@ async fn connection(
         tokio::pin!(back, closed);
         back.as_mut().enable();
         closed.as_mut().enable();
-        if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
-            return Ok(c);
-        }
-        if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
-            return pool
-                .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
-                .await
-                .map_err(ConnFailure::Connect);
-        }
-        // At the connection limit: another worker's idle connection will do.
-        if let Some(c) = pool.checkout(&cluster.settings, Reach::AnyWorker) {
-            return Ok(c);
+        if let Some(found) = available() {
+            return take(found).await;
         }
         let freed = async {
             tokio::select! {
