@@ -21,8 +21,8 @@ pub use locality::Locality;
 pub use mesh::{MeshModel, ModelDiff, ServiceKey};
 pub use protocol::Protocol;
 pub use service::{
-    Endpoint, EndpointAddress, Health, Service, ServiceOrigin, ServicePort, ServiceView, Workload,
-    WorkloadKind, WorkloadRef,
+    Endpoint, EndpointAddress, Health, Labels, Service, ServiceOrigin, ServicePort, ServiceView,
+    Workload, WorkloadKind, WorkloadRef,
 };
 pub use settings::MeshSettings;
 

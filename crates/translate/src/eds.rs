@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use strait_config::istio::traffic::LocalityLbSetting;
 use strait_model::{
-    Endpoint, EndpointAddress, Health, Locality as ModelLocality, NetworkId, ServicePort,
+    Endpoint, EndpointAddress, Health, Labels, Locality as ModelLocality, NetworkId, ServicePort,
     ServiceView,
 };
 use strait_xds::endpoint::{
@@ -63,8 +63,8 @@ fn health(h: Health) -> HealthStatus {
 struct Placed {
     locality: ModelLocality,
     endpoint: LbEndpoint,
-    /// Labels used by `failoverPriority` (the endpoint's, with topology labels).
-    labels: BTreeMap<String, String>,
+    /// Labels used by `failoverPriority` (the endpoint's, with topology labels; shared).
+    labels: Labels,
 }
 
 /// Builds the load assignment of one cluster for one proxy.
@@ -108,7 +108,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
             };
             out.push(Placed {
                 locality: e.locality.clone(),
-                labels: (*e.labels).clone(),
+                labels: e.labels.clone(),
                 endpoint: LbEndpoint {
                     address: SocketAddress::new(ip.to_string(), target),
                     health: health(e.health),
@@ -145,7 +145,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
         for gw in gws {
             out.push(Placed {
                 locality: locality.clone(),
-                labels: (*sample.labels).clone(),
+                labels: sample.labels.clone(),
                 endpoint: LbEndpoint {
                     address: SocketAddress::new(gw.address.to_string(), gw.port),
                     health: if healthy > 0 {

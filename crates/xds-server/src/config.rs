@@ -3,13 +3,13 @@
 //! depends on (see [`strait_translate::keys`]), and carried over to the next version when only
 //! endpoints changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::Hasher;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
+use foldhash::HashMap;
 use prost::Message;
 use strait_model::ClusterId;
 use strait_registry::Snapshot;
@@ -18,6 +18,8 @@ use strait_translate::{
 };
 use strait_xds::ResourceType;
 use strait_xds_wire as wire;
+
+use crate::content_hash::content_hash;
 
 /// A published state of the mesh.
 pub struct Current {
@@ -60,7 +62,7 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// `any` encoded, versioned by `hash` (of the resource's content, see [`content_hash`]).
+    /// `any` encoded, versioned by `hash` (of the resource's content, see [`content_hash`](crate::content_hash)).
     pub fn new(any: &Any, hash: u64) -> Encoded {
         Encoded {
             hash,
@@ -68,26 +70,6 @@ impl Encoded {
             any: Bytes::from(any.encode_to_vec()),
         }
     }
-}
-
-/// A hash of what a resource says. Not of its protobuf bytes: protobuf maps (metadata, per-filter
-/// configuration) encode in hash-map order, so equal resources can encode differently; Strait's
-/// own types serialize in a fixed order.
-pub fn content_hash<T: serde::Serialize>(resource: &T) -> u64 {
-    struct Feed<'a>(&'a mut std::collections::hash_map::DefaultHasher);
-    impl std::io::Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.write(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    // Serializing Strait's resource types cannot fail (no maps with non-string keys).
-    let _ = serde_json::to_writer(Feed(&mut h), resource);
-    h.finish()
 }
 
 /// A resource name, shared by the maps that hold it and the subscriptions that ask for it.
@@ -215,8 +197,9 @@ struct Parts {
     loads: HashMap<(String, String, String), Arc<Encoded>>,
     /// (outbound key, endpoints key) → load assignments.
     endpoints: HashMap<(String, String), EndpointsPart>,
-    /// (outbound key, endpoints key) → a sidecar's DNS name table (headless services answer
-    /// with their endpoints, so it follows endpoint changes too).
+    /// (outbound key, network) → a sidecar's DNS name table: the services its outbound part
+    /// sees, answered with their addresses in its cluster, or their endpoints reachable in its
+    /// network (so it follows endpoint changes too); the proxy's locality plays no part.
     names: HashMap<(String, String), Arc<TypeResources>>,
     /// Full key → assembled configuration.
     configs: HashMap<String, Arc<ProxyConfig>>,
@@ -401,7 +384,7 @@ impl Parts {
                 map
             }
         };
-        let names_key = (keys.outbound.clone(), keys.endpoints.clone());
+        let names_key = (keys.outbound.clone(), proxy.network.to_string());
         let names = match self.names.get(&names_key) {
             Some(n) => n.clone(),
             None if proxy.kind == ProxyKind::Sidecar => {

@@ -5,6 +5,7 @@
 
 pub mod caller;
 mod config;
+mod content_hash;
 mod debug;
 mod delta;
 pub mod gateway_dns;
