@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::pki::{MeshCa, ReferencePki};
-use crate::process::{Started, free_port, wait_ready};
+use crate::process::{Memory, Started, free_port, wait_ready};
 use crate::reference;
 use crate::synth;
 
@@ -69,8 +69,10 @@ pub struct PathResult {
 #[derive(Debug, Clone)]
 pub struct Results {
     pub paths: Vec<PathResult>,
-    pub idle_rss_kib: u64,
-    pub large_rss_kib: u64,
+    /// The client's sidecar idle, with the small configuration.
+    pub idle: Memory,
+    /// A sidecar holding the large configuration.
+    pub large: Memory,
     pub large_ready: Duration,
     pub large_shape: synth::Shape,
     pub load_generator: String,
@@ -493,7 +495,7 @@ pub async fn run(
         },
     )?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss_kib = client.process.memory()?.rss_kib;
+    let idle = client.process.memory()?;
 
     let saturation = format!("{}", params.saturation.as_secs().max(1));
     let fixed_secs = params.fixed_duration.as_secs().max(1);
@@ -671,7 +673,7 @@ pub async fn run(
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let large_rss_kib = large.process.memory()?.rss_kib;
+    let large_memory = large.process.memory()?;
     let load_generator = Command::new("h2load")
         .arg("--version")
         .output()
@@ -686,8 +688,8 @@ pub async fn run(
         .unwrap_or_default();
     Ok(Results {
         paths,
-        idle_rss_kib,
-        large_rss_kib,
+        idle,
+        large: large_memory,
         large_ready,
         large_shape: params.large,
         load_generator,

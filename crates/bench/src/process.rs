@@ -81,6 +81,11 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Peak resident set size, in KiB.
     pub peak_kib: u64,
+    /// Of the resident set, anonymous memory (heap, stacks): the process's own, in KiB.
+    pub anon_kib: u64,
+    /// Of the resident set, pages of mapped files (the executable's code and data, shared
+    /// libraries), in KiB: the page cache's, shared with every process that maps the same file.
+    pub file_kib: u64,
 }
 
 impl Memory {
@@ -98,6 +103,8 @@ impl Memory {
         Ok(Memory {
             rss_kib: field("VmRSS:"),
             peak_kib: field("VmHWM:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
         })
     }
 }
