@@ -48,7 +48,7 @@ pub fn name_table(view: &MeshView<'_>, proxy: &ProxyNode) -> NameTable {
         add_pod_names(
             &mut table,
             s,
-            |e| e.network == proxy.network,
+            |e| proxy.in_network(&e.network),
             &proxy.cluster,
         );
     }
@@ -160,7 +160,7 @@ fn addresses_for(s: &ServiceView, proxy: &ProxyNode) -> Vec<String> {
     let mut ips: Vec<String> = s
         .endpoints
         .iter()
-        .filter(|e| e.cluster == proxy.cluster && e.network == proxy.network)
+        .filter(|e| e.cluster == proxy.cluster && proxy.in_network(&e.network))
         .filter_map(|e| match e.address {
             EndpointAddress::Ip(ip) => Some(ip.to_string()),
             _ => None,

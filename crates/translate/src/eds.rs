@@ -101,7 +101,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
         let Some(target) = e.target_port(req.port.port) else {
             continue;
         };
-        let same_network = e.network == proxy.network;
+        let same_network = proxy.in_network(&e.network);
         if same_network {
             let EndpointAddress::Ip(ip) = e.address else {
                 continue;

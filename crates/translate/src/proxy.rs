@@ -59,6 +59,14 @@ impl std::fmt::Display for NodeError {
 }
 
 impl ProxyNode {
+    /// Whether an endpoint on `network` is directly reachable from this proxy: the same
+    /// network, or either side's network unset (Istio's `InNetwork`: a proxy that does not say
+    /// its `NETWORK` reaches every endpoint directly, as does any proxy an endpoint without a
+    /// network).
+    pub fn in_network(&self, network: &NetworkId) -> bool {
+        self.network.is_empty() || network.is_empty() || *network == self.network
+    }
+
     /// Reads a node. `default_cluster` is the control plane's own cluster, used when the node
     /// does not say `CLUSTER_ID`.
     pub fn from_node(node: &NodeInfo, default_cluster: &ClusterId) -> Result<ProxyNode, NodeError> {
@@ -166,6 +174,31 @@ mod tests {
             ("cluster1", "network1")
         );
         assert_eq!(p.labels.get("version").map(String::as_str), Some("v1"));
+    }
+
+    #[test]
+    fn an_unset_network_on_either_side_is_the_same_network() {
+        let proxy = |network: &str| ProxyNode {
+            network: NetworkId::new(network),
+            ..ProxyNode::from_node(
+                &NodeInfo {
+                    id: "sidecar~10.1.0.9~sleep.sample~sample.svc.cluster.local".into(),
+                    ..Default::default()
+                },
+                &ClusterId::new("cluster1"),
+            )
+            .unwrap()
+        };
+        let (n1, n2, unset) = (
+            NetworkId::new("network1"),
+            NetworkId::new("network2"),
+            NetworkId::new(""),
+        );
+        assert!(proxy("network1").in_network(&n1));
+        assert!(!proxy("network1").in_network(&n2));
+        assert!(proxy("network1").in_network(&unset));
+        assert!(proxy("").in_network(&n1));
+        assert!(proxy("").in_network(&n2));
     }
 
     #[test]

@@ -177,6 +177,22 @@ fn percent(p: Option<&etype::FractionalPercent>) -> f64 {
     f64::from(p.numerator) * 100.0 / denominator
 }
 
+/// Converted lists get allocations of their own size. Collecting a `Vec`'s `into_iter` reuses
+/// the source's allocation when the new items are no larger, so a route of Strait's (712 bytes)
+/// kept the 2272 of the Envoy message it came from, and a virtual host (72) the 1256 of
+/// Envoy's, for as long as the configuration was current: 3.8 MB of a sidecar's heap with a
+/// thousand services (measured with heaptrack).
+trait Fit {
+    fn fit(self) -> Self;
+}
+
+impl<T> Fit for Vec<T> {
+    fn fit(mut self) -> Self {
+        self.shrink_to_fit();
+        self
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listeners
 
@@ -219,7 +235,8 @@ fn listener_body(l: elistener::Listener) -> R<Listener> {
         .into_iter()
         .enumerate()
         .map(|(i, fc)| filter_chain(fc, &format!("filter_chains[{i}]")))
-        .collect::<R<Vec<_>>>()?;
+        .collect::<R<Vec<_>>>()?
+        .fit();
     let default_chain = l
         .default_filter_chain
         .map(|fc| filter_chain(fc, "default_filter_chain"))
@@ -340,9 +357,12 @@ fn tcp_proxy(t: etcp::TcpProxy) -> R<TcpProxy> {
     use etcp::tcp_proxy::ClusterSpecifier;
     let clusters = match t.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => vec![(c, 100)],
-        Some(ClusterSpecifier::WeightedClusters(w)) => {
-            w.clusters.into_iter().map(|c| (c.name, c.weight)).collect()
-        }
+        Some(ClusterSpecifier::WeightedClusters(w)) => w
+            .clusters
+            .into_iter()
+            .map(|c| (c.name, c.weight))
+            .collect::<Vec<_>>()
+            .fit(),
         None => Vec::new(),
     };
     Ok(TcpProxy {
@@ -429,7 +449,8 @@ fn http_connection_manager(
             .upgrade_configs
             .into_iter()
             .map(|u| u.upgrade_type)
-            .collect(),
+            .collect::<Vec<_>>()
+            .fit(),
         idle_timeout_ms: h
             .common_http_protocol_options
             .and_then(|o| o.idle_timeout)
@@ -509,12 +530,14 @@ fn route_configuration_body(rc: eroute::RouteConfiguration) -> R<RouteConfigurat
                     .into_iter()
                     .enumerate()
                     .map(|(j, r)| route(r, &format!("{field}.routes[{j}]")))
-                    .collect::<R<Vec<_>>>()?,
+                    .collect::<R<Vec<_>>>()?
+                    .fit(),
                 name: vh.name,
                 domains: vh.domains,
             })
         })
-        .collect::<R<Vec<_>>>()?;
+        .collect::<R<Vec<_>>>()?
+        .fit();
     Ok(RouteConfiguration {
         name: rc.name,
         virtual_hosts,
@@ -584,7 +607,8 @@ fn route(r: eroute::Route, field: &str) -> R<Route> {
             let hf = format!("{field}.match.headers[{i}] ({})", h.name);
             header_match(h, &hf)
         })
-        .collect::<R<Vec<_>>>()?;
+        .collect::<R<Vec<_>>>()?
+        .fit();
     let query_params = m
         .query_parameters
         .into_iter()
@@ -604,7 +628,8 @@ fn route(r: eroute::Route, field: &str) -> R<Route> {
                 matcher,
             })
         })
-        .collect::<R<Vec<_>>>()?;
+        .collect::<R<Vec<_>>>()?
+        .fit();
     let matching = RouteMatch {
         path,
         case_sensitive: m.case_sensitive.is_none_or(|b| b.value),
@@ -811,7 +836,8 @@ fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
                     name: c.name,
                 })
             })
-            .collect::<R<Vec<_>>>()?,
+            .collect::<R<Vec<_>>>()?
+            .fit(),
         Some(other) => {
             return reject(format!(
                 "{field}.route: cluster specifier {other:?} is not supported (cluster, weighted_clusters)"
@@ -869,7 +895,7 @@ fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
                 }
             })
         })
-        .collect::<R<Vec<_>>>()?;
+        .collect::<R<Vec<_>>>()?.fit();
     use eroute::route_action::HostRewriteSpecifier;
     let host_rewrite = match a.host_rewrite_specifier {
         Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(h),
@@ -894,7 +920,8 @@ fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
                     .map_or(100.0, |f| percent(f.default_value.as_ref())),
                 cluster: m.cluster,
             })
-            .collect(),
+            .collect::<Vec<_>>()
+            .fit(),
         prefix_rewrite: (!a.prefix_rewrite.is_empty()).then_some(a.prefix_rewrite),
         regex_rewrite: a.regex_rewrite.map(|r| {
             (
@@ -908,7 +935,8 @@ fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
             .upgrade_configs
             .into_iter()
             .map(|u| u.upgrade_type)
-            .collect(),
+            .collect::<Vec<_>>()
+            .fit(),
     })
 }
 
@@ -979,7 +1007,8 @@ fn cluster_body(c: ecluster::Cluster) -> R<Cluster> {
             static_targets(c.load_assignment.as_ref())?
                 .into_iter()
                 .map(|a| (a.ip, a.port))
-                .collect(),
+                .collect::<Vec<_>>()
+                .fit(),
         ),
         DiscoveryType::OriginalDst => Discovery::OriginalDst,
         DiscoveryType::LogicalDns => {
