@@ -255,10 +255,10 @@ fn clusters_json(proxy: &Proxy) -> Value {
                         "consecutive_5xx": record.consecutive_5xx,
                         "active_requests": h.state.active_requests.load(Ordering::Relaxed),
                         "requests_total": h.state.requests.load(Ordering::Relaxed),
-                        "idle_connections": h.state.pool.idle_count(),
-                        "cluster": h.metadata.cluster,
-                        "workload": h.metadata.workload,
-                        "gateway": h.metadata.gateway,
+                        "idle_connections": h.state.idle_connections(),
+                        "cluster": &*h.labels.cluster,
+                        "workload": &*h.labels.workload,
+                        "gateway": h.gateway,
                     })
                 })
                 .collect();

@@ -109,37 +109,35 @@ where
                     upstream_host = Some(host.address);
                     match cluster.limits.acquire(Resource::Connections) {
                         None => flags = "UO",
-                        Some(_permit) => match connect_stream(
-                            host.address,
-                            host.metadata.mtls,
-                            &cluster.settings,
-                        )
-                        .await
-                        {
-                            Err(e) => {
-                                debug!(upstream = %host.address, error = %e, "upstream connection failed");
-                                flags = "UF";
-                                cluster.record(&host, Outcome::LocalFailure);
-                            }
-                            Ok(mut upstream) => {
-                                let opened = labels_for(&destination, "-");
-                                c.proxy.metrics.tcp_opened.get_or_create(&opened).inc();
-                                let copied =
-                                    tokio::io::copy_bidirectional(&mut downstream, &mut upstream)
-                                        .await;
-                                if let Ok((up, down)) = copied {
-                                    received = up;
-                                    sent = down;
+                        Some(_permit) => {
+                            match connect_stream(host.address, host.mtls, &cluster.settings).await {
+                                Err(e) => {
+                                    debug!(upstream = %host.address, error = %e, "upstream connection failed");
+                                    flags = "UF";
+                                    cluster.record(&host, Outcome::LocalFailure);
                                 }
-                                c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
-                                c.proxy
-                                    .metrics
-                                    .tcp_received
-                                    .get_or_create(&opened)
-                                    .inc_by(received);
-                                c.proxy.metrics.tcp_sent.get_or_create(&opened).inc_by(sent);
+                                Ok(mut upstream) => {
+                                    let opened = labels_for(&destination, "-");
+                                    c.proxy.metrics.tcp_opened.get_or_create(&opened).inc();
+                                    let copied = tokio::io::copy_bidirectional(
+                                        &mut downstream,
+                                        &mut upstream,
+                                    )
+                                    .await;
+                                    if let Ok((up, down)) = copied {
+                                        received = up;
+                                        sent = down;
+                                    }
+                                    c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
+                                    c.proxy
+                                        .metrics
+                                        .tcp_received
+                                        .get_or_create(&opened)
+                                        .inc_by(received);
+                                    c.proxy.metrics.tcp_sent.get_or_create(&opened).inc_by(sent);
+                                }
                             }
-                        },
+                        }
                     }
                 }
             }

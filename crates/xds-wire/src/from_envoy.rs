@@ -1286,9 +1286,9 @@ fn endpoint_metadata(m: Option<&ecore::Metadata>) -> EndpointMetadata {
 }
 
 fn load_assignment_body(cla: eendpoint::ClusterLoadAssignment) -> R<ClusterLoadAssignment> {
-    let mut localities = Vec::new();
+    let mut localities = Vec::with_capacity(cla.endpoints.len());
     for (i, l) in cla.endpoints.into_iter().enumerate() {
-        let mut endpoints = Vec::new();
+        let mut endpoints = Vec::with_capacity(l.lb_endpoints.len());
         for (j, e) in l.lb_endpoints.into_iter().enumerate() {
             let field = format!("endpoints[{i}].lb_endpoints[{j}]");
             let address = match &e.host_identifier {

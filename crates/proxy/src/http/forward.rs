@@ -634,7 +634,7 @@ async fn connection(
     host: &Arc<Host>,
     deadline: Option<Instant>,
 ) -> Result<Conn, ConnFailure> {
-    let pool = host.state.pool.clone();
+    let pool = host.state.pool().clone();
     // This worker's pooled connection, else a new one within the limit, else (at the limit)
     // another worker's pooled one.
     let available = || {
@@ -650,7 +650,7 @@ async fn connection(
         match found {
             Ok(c) => Ok(c),
             Err(permit) => pool
-                .connect(host.address, host.metadata.mtls, &cluster.settings, permit)
+                .connect(host.address, host.mtls, &cluster.settings, permit)
                 .await
                 .map_err(ConnFailure::Connect),
         }

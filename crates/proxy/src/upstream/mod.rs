@@ -35,9 +35,22 @@ use priority::{LevelHealth, PriorityLoad};
 pub struct HostState {
     pub active_requests: AtomicU64,
     pub ejected: AtomicBool,
-    pub pool: Arc<Pool>,
+    /// Made when the host is first used: most of a large mesh's hosts are never called.
+    pool: std::sync::OnceLock<Arc<Pool>>,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+}
+
+impl HostState {
+    /// The host's connection pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.pool.get_or_init(Arc::default)
+    }
+
+    /// Idle HTTP/1.1 connections in the pool (none before it exists).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.get().map_or(0, |p| p.idle_count())
+    }
 }
 
 /// A host's workload, namespace and cluster as telemetry labels them.
@@ -49,11 +62,19 @@ pub struct HostLabels {
 }
 
 impl HostLabels {
-    fn of(m: &EndpointMetadata) -> HostLabels {
+    /// The labels of an endpoint; equal texts of one assignment's endpoints share one copy
+    /// (`texts`), as a service's endpoints mostly name the same namespace and cluster.
+    fn of<'a>(m: &'a EndpointMetadata, texts: &mut HashMap<&'a str, Text>) -> HostLabels {
+        let mut text = |s: &'a str| {
+            texts
+                .entry(s)
+                .or_insert_with(|| Text::known_or_unknown(s))
+                .clone()
+        };
         HostLabels {
-            workload: Text::known_or_unknown(&m.workload),
-            namespace: Text::known_or_unknown(&m.namespace),
-            cluster: Text::known_or_unknown(&m.cluster),
+            workload: text(&m.workload),
+            namespace: text(&m.namespace),
+            cluster: text(&m.cluster),
         }
     }
 }
@@ -66,9 +87,13 @@ pub struct Host {
     pub weight: u32,
     pub health: HealthStatus,
     pub priority: u32,
-    pub locality: Locality,
+    /// Shared by the hosts of one locality.
+    pub locality: Arc<Locality>,
     pub locality_weight: Option<u32>,
-    pub metadata: Arc<EndpointMetadata>,
+    /// Istio's `tlsMode: istio`: the host takes mesh mTLS (auto mTLS).
+    pub mtls: bool,
+    /// The address is another network's east-west gateway.
+    pub gateway: bool,
     pub labels: HostLabels,
     pub state: Arc<HostState>,
 }
@@ -250,7 +275,9 @@ impl ClusterRuntime {
         let previous: HashMap<SocketAddr, Arc<HostState>> =
             old.iter().map(|h| (h.address, h.state.clone())).collect();
         let mut hosts = Vec::new();
+        let mut texts = HashMap::new();
         for l in &cla.localities {
+            let locality = Arc::new(l.locality.clone());
             for e in &l.endpoints {
                 let Ok(ip) = e.address.ip.parse::<IpAddr>() else {
                     continue;
@@ -262,10 +289,11 @@ impl ClusterRuntime {
                     weight: e.weight.max(1),
                     health: e.health,
                     priority: l.priority,
-                    locality: l.locality.clone(),
+                    locality: locality.clone(),
                     locality_weight: l.weight,
-                    metadata: Arc::new(e.metadata.clone()),
-                    labels: HostLabels::of(&e.metadata),
+                    mtls: e.metadata.mtls,
+                    gateway: e.metadata.gateway,
+                    labels: HostLabels::of(&e.metadata, &mut texts),
                     state: previous.get(&address).cloned().unwrap_or_default(),
                 }));
             }
@@ -432,9 +460,10 @@ pub fn simple_host(address: SocketAddr, state: Option<Arc<HostState>>) -> Arc<Ho
         weight: 1,
         health: HealthStatus::Healthy,
         priority: 0,
-        locality: Locality::default(),
+        locality: Arc::default(),
         locality_weight: None,
-        metadata: Arc::new(EndpointMetadata::default()),
+        mtls: false,
+        gateway: false,
         labels: HostLabels {
             workload: Text::UNKNOWN,
             namespace: Text::UNKNOWN,
@@ -500,7 +529,7 @@ fn level_plan(
         };
     }
     // Group by locality, in first-seen order.
-    let mut order: Vec<Locality> = Vec::new();
+    let mut order: Vec<Arc<Locality>> = Vec::new();
     for h in all {
         if !order.contains(&h.locality) {
             order.push(h.locality.clone());
