@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::pki::{MeshCa, ReferencePki};
-use crate::process::{Memory, Started, free_port, wait_ready};
+use crate::process::{Memory, Started, free_port, http_get, wait_ready};
 use crate::reference;
 use crate::synth;
 
@@ -73,6 +73,8 @@ pub struct Results {
     pub idle: Memory,
     /// A sidecar holding the large configuration.
     pub large: Memory,
+    /// Endpoints in that sidecar's clusters, counted on its admin API.
+    pub large_hosts: usize,
     pub large_ready: Duration,
     pub large_shape: synth::Shape,
     pub load_generator: String,
@@ -193,6 +195,7 @@ async fn control_plane(
 
 struct Proxy {
     process: Started,
+    admin: u16,
 }
 
 /// Who a proxy is: its pod IP, name, namespace and `app` label, and its identity flags
@@ -247,7 +250,7 @@ async fn proxy(
         &logs.join(format!("proxy-{pod}.log")),
     )?;
     let ready = wait_ready(&mut process, admin, limit).await?;
-    Ok((Proxy { process }, ready))
+    Ok((Proxy { process, admin }, ready))
 }
 
 /// Runs h2load; returns its stdout.
@@ -674,6 +677,21 @@ pub async fn run(
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let large_memory = large.process.memory()?;
+    // The row is only what it says if the sidecar holds the endpoints.
+    let large_hosts = match http_get(large.admin, "/clusters").await {
+        Some((200, body)) => body
+            .lines()
+            .filter(|l| l.contains("::health_flags::"))
+            .count(),
+        other => bail!("the large-configuration sidecar's /clusters answered {other:?}"),
+    };
+    if large_hosts == 0 {
+        bail!(
+            "the sidecar holding {} services has no endpoints in its clusters (see {}): its memory would not be that of the mesh the report names",
+            params.large.services,
+            logs.join("proxy-client-0.log").display()
+        );
+    }
     let load_generator = Command::new("h2load")
         .arg("--version")
         .output()
@@ -690,6 +708,7 @@ pub async fn run(
         paths,
         idle,
         large: large_memory,
+        large_hosts,
         large_ready,
         large_shape: params.large,
         load_generator,

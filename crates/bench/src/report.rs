@@ -495,13 +495,14 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     }
     let _ = writeln!(
         s,
-        "\nProxy memory (resident set, `/proc/PID/status`): {} idle with this small configuration — {} of it the proxy's own memory (heap, stacks) and {} pages of the `strait` executable mapped from the page cache, which every proxy on the machine shares; {} holding {} services × {} endpoints ({} own, {} executable; every service visible, no `Sidecar` scoping; ready {} after start). The RSS targets count both parts; the executable's part is the code and read-only data the proxy has touched, in one binary that is also the control plane, the CA and the CLI.\n",
+        "\nProxy memory (resident set, `/proc/PID/status`): {} idle with this small configuration — {} of it the proxy's own memory (heap, stacks) and {} pages of the `strait` executable mapped from the page cache, which every proxy on the machine shares; {} holding {} services × {} endpoints ({} endpoints in its clusters, counted on its admin API; {} own, {} executable; every service visible, no `Sidecar` scoping; ready {} after start). The RSS targets count both parts; the executable's part is the code and read-only data the proxy has touched, in one binary that is also the control plane, the CA and the CLI.\n",
         kib(r.idle.rss_kib as f64),
         kib(r.idle.anon_kib as f64),
         kib(r.idle.file_kib as f64),
         kib(r.large.rss_kib as f64),
         r.large_shape.services,
         r.large_shape.endpoints,
+        r.large_hosts,
         kib(r.large.anon_kib as f64),
         kib(r.large.file_kib as f64),
         ms(r.large_ready)
