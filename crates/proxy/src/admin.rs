@@ -12,7 +12,10 @@ use std::sync::atomic::Ordering;
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
 use serde_json::{Value, json};
+use strait_xds::Locality;
+use strait_xds::endpoint::HealthStatus;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -86,7 +89,7 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/dns") => json_response(&dns_json(proxy)),
         (&Method::GET, "/clusters") => {
             if query(&req, "format") == Some("json") {
-                json_response(&clusters_json(proxy))
+                clusters_json(proxy)
             } else {
                 text(StatusCode::OK, clusters_text(proxy), "text/plain")
             }
@@ -230,91 +233,160 @@ fn config_dump(proxy: &Proxy) -> Value {
     })
 }
 
-fn clusters_json(proxy: &Proxy) -> Value {
-    let snapshot = proxy.snapshot.load();
-    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
-    names.sort();
-    let clusters: Vec<Value> = names
-        .into_iter()
-        .map(|name| {
-            let c = &snapshot.clusters[name];
-            let plan = c.plan();
-            let hosts: Vec<Value> = plan
+/// One host as `/clusters` shows it.
+#[derive(Serialize)]
+struct HostView<'a> {
+    address: String,
+    locality: &'a Locality,
+    priority: u32,
+    weight: u32,
+    health: &'static str,
+    outlier_ejected: bool,
+    ejections_total: u64,
+    consecutive_5xx: u32,
+    active_requests: u64,
+    requests_total: u64,
+    idle_connections: usize,
+    cluster: &'a str,
+    workload: &'a str,
+    gateway: bool,
+}
+
+/// A circuit breaker's use and limit (`null`: none).
+#[derive(Serialize)]
+struct LimitView {
+    in_use: u64,
+    max: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct LimitsView {
+    connections: LimitView,
+    pending: LimitView,
+    requests: LimitView,
+    retries: LimitView,
+}
+
+/// One cluster as `/clusters` shows it.
+#[derive(Serialize)]
+struct ClusterView<'a> {
+    name: &'a str,
+    service: Option<&'a str>,
+    priority_load_percent: Vec<u32>,
+    panic: Vec<bool>,
+    circuit_breakers: LimitsView,
+    hosts: Vec<HostView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ClustersView<'a> {
+    clusters: Vec<ClusterView<'a>>,
+}
+
+/// The clusters and their hosts now, sorted by name; typed (not a JSON tree), so a sidecar
+/// with ten thousand hosts answers without a burst of memory.
+fn clusters_view<'a>(
+    snapshot: &'a crate::state::Snapshot,
+    plans: &'a [(&'a String, Arc<crate::upstream::Plan>)],
+) -> ClustersView<'a> {
+    let limit = |c: &crate::upstream::ClusterRuntime, r: Resource| LimitView {
+        in_use: c.limits.in_use(r),
+        max: Some(c.limits.max(r)).filter(|&m| m != u64::MAX),
+    };
+    let clusters = plans
+        .iter()
+        .map(|(name, plan)| {
+            let c = &snapshot.clusters[*name];
+            let hosts = plan
                 .hosts
                 .iter()
                 .map(|h| {
                     let record = c.outlier_record(h.address).unwrap_or_default();
-                    json!({
-                        "address": h.address.to_string(),
-                        "locality": {"region": h.locality.region, "zone": h.locality.zone, "sub_zone": h.locality.sub_zone},
-                        "priority": h.priority,
-                        "weight": h.weight,
-                        "health": format!("{:?}", h.health).to_ascii_lowercase(),
-                        "outlier_ejected": h.state.ejected.load(Ordering::Relaxed),
-                        "ejections_total": record.ejections_total,
-                        "consecutive_5xx": record.consecutive_5xx,
-                        "active_requests": h.state.active_requests.load(Ordering::Relaxed),
-                        "requests_total": h.state.requests.load(Ordering::Relaxed),
-                        "idle_connections": h.state.idle_connections(),
-                        "cluster": &*h.labels.cluster,
-                        "workload": &*h.labels.workload,
-                        "gateway": h.gateway,
-                    })
+                    HostView {
+                        address: h.address.to_string(),
+                        locality: &h.locality,
+                        priority: h.priority,
+                        weight: h.weight,
+                        health: match h.health {
+                            HealthStatus::Healthy => "healthy",
+                            HealthStatus::Unhealthy => "unhealthy",
+                            HealthStatus::Draining => "draining",
+                        },
+                        outlier_ejected: h.state.ejected.load(Ordering::Relaxed),
+                        ejections_total: record.ejections_total,
+                        consecutive_5xx: record.consecutive_5xx,
+                        active_requests: h.state.active_requests.load(Ordering::Relaxed),
+                        requests_total: h.state.requests.load(Ordering::Relaxed),
+                        idle_connections: h.state.idle_connections(),
+                        cluster: &h.labels.cluster,
+                        workload: &h.labels.workload,
+                        gateway: h.gateway,
+                    }
                 })
                 .collect();
-            json!({
-                "name": name,
-                "service": c.config.service.as_ref().map(|s| s.host.clone()),
-                "priority_load_percent": plan.load.percent,
-                "panic": plan.load.panic,
-                "circuit_breakers": {
-                    "connections": {"in_use": c.limits.in_use(Resource::Connections), "max": cap(c.limits.max(Resource::Connections))},
-                    "pending": {"in_use": c.limits.in_use(Resource::Pending), "max": cap(c.limits.max(Resource::Pending))},
-                    "requests": {"in_use": c.limits.in_use(Resource::Requests), "max": cap(c.limits.max(Resource::Requests))},
-                    "retries": {"in_use": c.limits.in_use(Resource::Retries), "max": cap(c.limits.max(Resource::Retries))},
+            ClusterView {
+                name,
+                service: c.config.service.as_ref().map(|s| s.host.as_str()),
+                priority_load_percent: plan.load.percent.clone(),
+                panic: plan.load.panic.clone(),
+                circuit_breakers: LimitsView {
+                    connections: limit(c, Resource::Connections),
+                    pending: limit(c, Resource::Pending),
+                    requests: limit(c, Resource::Requests),
+                    retries: limit(c, Resource::Retries),
                 },
-                "hosts": hosts,
-            })
+                hosts,
+            }
         })
         .collect();
-    json!({ "clusters": clusters })
+    ClustersView { clusters }
 }
 
-fn cap(v: u64) -> Value {
-    if v == u64::MAX { Value::Null } else { json!(v) }
+/// Each cluster's name and current plan, sorted by name.
+fn plans(snapshot: &crate::state::Snapshot) -> Vec<(&String, Arc<crate::upstream::Plan>)> {
+    let mut plans: Vec<_> = snapshot
+        .clusters
+        .iter()
+        .map(|(name, c)| (name, c.plan()))
+        .collect();
+    plans.sort_by(|a, b| a.0.cmp(b.0));
+    plans
+}
+
+fn clusters_json(proxy: &Proxy) -> Response<Body> {
+    let snapshot = proxy.snapshot.load();
+    let plans = plans(&snapshot);
+    text(
+        StatusCode::OK,
+        serde_json::to_string_pretty(&clusters_view(&snapshot, &plans)).unwrap_or_default(),
+        "application/json",
+    )
 }
 
 /// Envoy's `/clusters` text: `cluster::host::field::value` lines.
 fn clusters_text(proxy: &Proxy) -> String {
-    let v = clusters_json(proxy);
+    let snapshot = proxy.snapshot.load();
+    let plans = plans(&snapshot);
+    let view = clusters_view(&snapshot, &plans);
     let mut out = String::new();
-    for c in v["clusters"].as_array().into_iter().flatten() {
-        let name = c["name"].as_str().unwrap_or_default();
-        for h in c["hosts"].as_array().into_iter().flatten() {
-            let addr = h["address"].as_str().unwrap_or_default();
-            let health = if h["outlier_ejected"].as_bool() == Some(true) {
+    for c in &view.clusters {
+        let name = c.name;
+        for h in &c.hosts {
+            let addr = &h.address;
+            let health = if h.outlier_ejected {
                 "/failed_outlier_check".to_string()
-            } else if h["health"] == "healthy" {
+            } else if h.health == "healthy" {
                 "healthy".to_string()
             } else {
-                format!("/{}", h["health"].as_str().unwrap_or_default())
+                format!("/{}", h.health)
             };
-            let l = &h["locality"];
             let _ = writeln!(out, "{name}::{addr}::health_flags::{health}");
-            let _ = writeln!(out, "{name}::{addr}::priority::{}", h["priority"]);
-            let _ = writeln!(out, "{name}::{addr}::weight::{}", h["weight"]);
-            let _ = writeln!(
-                out,
-                "{name}::{addr}::region::{}",
-                l["region"].as_str().unwrap_or_default()
-            );
-            let _ = writeln!(
-                out,
-                "{name}::{addr}::zone::{}",
-                l["zone"].as_str().unwrap_or_default()
-            );
-            let _ = writeln!(out, "{name}::{addr}::rq_total::{}", h["requests_total"]);
-            let _ = writeln!(out, "{name}::{addr}::rq_active::{}", h["active_requests"]);
+            let _ = writeln!(out, "{name}::{addr}::priority::{}", h.priority);
+            let _ = writeln!(out, "{name}::{addr}::weight::{}", h.weight);
+            let _ = writeln!(out, "{name}::{addr}::region::{}", h.locality.region);
+            let _ = writeln!(out, "{name}::{addr}::zone::{}", h.locality.zone);
+            let _ = writeln!(out, "{name}::{addr}::rq_total::{}", h.requests_total);
+            let _ = writeln!(out, "{name}::{addr}::rq_active::{}", h.active_requests);
         }
     }
     out
