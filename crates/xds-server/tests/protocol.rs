@@ -78,6 +78,25 @@ fn node(id: &str) -> Node {
     }
 }
 
+/// A node with string metadata (`NETWORK`, `INTERCEPTION_MODE`, …).
+fn node_with(id: &str, metadata: &[(&str, &str)]) -> Node {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    Node {
+        metadata: Some(Struct {
+            fields: metadata
+                .iter()
+                .map(|(k, v)| {
+                    let value = Value {
+                        kind: Some(Kind::StringValue((*v).to_string())),
+                    };
+                    ((*k).to_string(), value)
+                })
+                .collect(),
+        }),
+        ..node(id)
+    }
+}
+
 struct Sotw {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: Streaming<DiscoveryResponse>,
@@ -401,19 +420,10 @@ async fn delta_sends_only_changes_names_removals_and_resumes_from_known_versions
 async fn an_empty_wildcard_subscription_is_answered_empty() {
     let h = start(&manifests("10.0.0.1", true)).await;
     let mut d = Delta::connect(h.port).await;
-    let mut n = node("sidecar~10.1.0.1~a.a~a.svc.cluster.local");
-    n.metadata = Some(envoy_types::pb::google::protobuf::Struct {
-        fields: [(
-            "INTERCEPTION_MODE".to_string(),
-            envoy_types::pb::google::protobuf::Value {
-                kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
-                    "NONE".into(),
-                )),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    });
+    let n = node_with(
+        "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
+        &[("INTERCEPTION_MODE", "NONE")],
+    );
     d.tx.send(DeltaDiscoveryRequest {
         node: Some(n),
         type_url: LDS.into(),
@@ -646,7 +656,12 @@ async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
     };
     let mut a = Sotw::connect(h.port).await;
     a.send(DiscoveryRequest {
-        node: Some(node("sidecar~10.1.0.1~a.a~a.svc.cluster.local")),
+        // On network1 as its cluster's sidecars are told (a node that does not say its network
+        // reaches every endpoint directly, as Istio's).
+        node: Some(node_with(
+            "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
+            &[("NETWORK", "network1")],
+        )),
         type_url: EDS.into(),
         resource_names: vec![FAR.into()],
         ..Default::default()
