@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use strait_model::ClusterId;
+use strait_model::{ClusterId, NetworkId};
 use strait_registry::Snapshot;
 use strait_translate::{ProxyNode, gateways};
 use tokio::sync::watch;
@@ -231,8 +231,15 @@ impl Inner {
                 "the first request must carry the node (id, metadata, locality)",
             )
         })?;
-        ProxyNode::from_node(&node::node_info(node), &self.options.cluster)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        let mut proxy = ProxyNode::from_node(&node::node_info(node), &self.options.cluster)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if proxy.network.is_empty()
+            && let Some(network) = cluster_network(&self.current.borrow().snapshot, &proxy.cluster)
+        {
+            // What Istio's injection tells every sidecar of a cluster (`values.global.network`).
+            proxy.network = network;
+        }
+        Ok(proxy)
     }
 
     async fn connect(
@@ -359,4 +366,19 @@ async fn push_pipeline(
         });
         tx.send_replace(current);
     }
+}
+
+/// The network a cluster's MeshConfig gives its workloads, for a node that does not say its
+/// own `NETWORK`.
+fn cluster_network(snapshot: &Snapshot, cluster: &ClusterId) -> Option<NetworkId> {
+    snapshot
+        .clusters
+        .get(cluster)?
+        .mesh_configs
+        .first()?
+        .spec
+        .network
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .map(NetworkId::new)
 }

@@ -632,6 +632,37 @@ async fn gateway_name_server(
     addr
 }
 
+/// A node that does not say its `NETWORK` is on the network its cluster's MeshConfig names
+/// (what Istio's injection tells every sidecar of a cluster): another network's endpoint
+/// reaches it through that network's gateway; with `NETWORK` given, the node's word counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_network_is_on_its_clusters_network() {
+    let manifests = "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{address: 198.51.100.7, port: 15443}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: far, namespace: a}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {security.istio.io/tlsMode: istio}}]\n";
+    let h = start(manifests).await;
+    let address_for = |node: Node| async {
+        let mut a = Sotw::connect(h.port).await;
+        a.send(DiscoveryRequest {
+            node: Some(node),
+            type_url: EDS.into(),
+            resource_names: vec!["outbound|80||far.a.example".into()],
+            ..Default::default()
+        })
+        .await;
+        let eds = a.recv().await;
+        use prost::Message;
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            eds.resources[0].value.as_slice(),
+        )
+        .unwrap();
+        format!("{:?}", cla.endpoints[0].lb_endpoints[0])
+    };
+    let id = "sidecar~10.1.0.1~a.a~a.svc.cluster.local";
+    let unsaid = address_for(node(id)).await;
+    assert!(unsaid.contains("198.51.100.7"), "{unsaid}");
+    let said = address_for(node_with(id, &[("NETWORK", "network2")])).await;
+    assert!(said.contains("10.2.0.5"), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
     let ip = std::sync::Arc::new(std::sync::Mutex::new(std::net::Ipv4Addr::new(
