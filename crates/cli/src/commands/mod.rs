@@ -18,13 +18,14 @@ pub fn report_failure(e: &anyhow::Error) {
     let _ = writeln!(err, "strait: {e:#}");
 }
 
-/// No transparent huge pages for a long-running server (control plane, proxy). Their big
-/// buffers come and go — a cold sync encodes and sends megabytes to every proxy — and where the
-/// allocator asks for huge pages (mimalloc does, with `madvise`) every fresh 2 MiB region is
-/// zeroed in full when first touched, again after each return to the system. Measured in the
-/// control-plane benchmark's cold sync: 14 % of the control plane's CPU was that zeroing. The
-/// setting is the process's own (`prctl(PR_SET_THP_DISABLE)`); a kernel without it changes
-/// nothing.
+/// No transparent huge pages for the control plane. Its big buffers come and go — a cold sync
+/// encodes and sends megabytes to every proxy — and with huge pages (whether the kernel uses
+/// them always or the allocator asks for them) every fresh 2 MiB region is zeroed in full when
+/// first touched, again after each return to the system. Measured in the control-plane
+/// benchmark's cold sync: 14 % of the control plane's CPU was that zeroing; for the proxy the
+/// data-plane benchmark showed no difference, so it keeps the kernel's setting. The setting is
+/// the process's own (`prctl(PR_SET_THP_DISABLE)`, not inherited by `strait up`'s apps, which
+/// `strait up` starts itself); a kernel without it changes nothing.
 pub fn without_huge_pages() {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         tracing::debug!("transparent huge pages stay as the kernel sets them: {e}");
