@@ -538,6 +538,10 @@ fn build_snapshot(
         .filter_map(|(id, s)| s.view.as_ref().map(|(v, _, _)| (id, v.as_ref())))
         .collect();
     let model = Arc::new(MeshModel::from_views(settings.clone(), &views));
+    let networks = clusters
+        .iter()
+        .filter_map(|(id, s)| s.view.as_ref().map(|(_, _, n)| (id.clone(), n.clone())))
+        .collect();
     let change = previous.map(|p| {
         let mut config = BTreeSet::new();
         let ids: BTreeSet<&ClusterId> = configs.keys().chain(p.clusters.keys()).collect();
@@ -564,6 +568,7 @@ fn build_snapshot(
     Snapshot {
         version,
         clusters: configs,
+        networks,
         settings,
         model,
         problems: Arc::new(problems),

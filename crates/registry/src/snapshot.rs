@@ -6,7 +6,7 @@ use std::sync::Arc;
 use strait_config::load::Diagnostic;
 use strait_config::resource::Object;
 use strait_config::{ConfigSet, Kind};
-use strait_model::{ClusterId, MeshModel, MeshSettings, ModelDiff};
+use strait_model::{ClusterId, MeshModel, MeshSettings, ModelDiff, NetworkId};
 
 /// Everything the control plane serves from, at one instant. Readers hold an `Arc` and never
 /// see half an update.
@@ -16,6 +16,9 @@ pub struct Snapshot {
     pub version: u64,
     /// Each cluster's objects in effect.
     pub clusters: BTreeMap<ClusterId, Arc<ConfigSet>>,
+    /// Each cluster's network, as its workloads were built with (the cluster's own setting,
+    /// else its MeshConfig's `network`; empty when neither says).
+    pub networks: BTreeMap<ClusterId, NetworkId>,
     pub settings: Arc<MeshSettings>,
     pub model: Arc<MeshModel>,
     /// Current problems: invalid documents (with their last good version kept), unreadable files.

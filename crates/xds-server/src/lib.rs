@@ -368,17 +368,12 @@ async fn push_pipeline(
     }
 }
 
-/// The network a cluster's MeshConfig gives its workloads, for a node that does not say its
-/// own `NETWORK`.
+/// The network of a cluster's workloads (the registry's, from the cluster's setting or its
+/// MeshConfig), for a node that does not say its own `NETWORK`.
 fn cluster_network(snapshot: &Snapshot, cluster: &ClusterId) -> Option<NetworkId> {
     snapshot
-        .clusters
-        .get(cluster)?
-        .mesh_configs
-        .first()?
-        .spec
-        .network
-        .as_deref()
+        .networks
+        .get(cluster)
         .filter(|n| !n.is_empty())
-        .map(NetworkId::new)
+        .cloned()
 }
