@@ -28,6 +28,45 @@ pub struct Params {
     pub debounce_ms: u64,
 }
 
+/// One dimension of the mesh doubled, to see how the control plane's costs grow with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doubling {
+    Services,
+    Endpoints,
+    Clusters,
+    Proxies,
+}
+
+impl Doubling {
+    pub const ALL: [Doubling; 4] = [
+        Doubling::Services,
+        Doubling::Endpoints,
+        Doubling::Clusters,
+        Doubling::Proxies,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Doubling::Services => "2× services",
+            Doubling::Endpoints => "2× endpoints per service",
+            Doubling::Clusters => "2× clusters",
+            Doubling::Proxies => "2× proxies",
+        }
+    }
+
+    /// `params` with this dimension doubled and everything else as it was.
+    pub fn apply(self, params: &Params) -> Params {
+        let mut doubled = params.clone();
+        match self {
+            Doubling::Services => doubled.shape.services *= 2,
+            Doubling::Endpoints => doubled.shape.endpoints *= 2,
+            Doubling::Clusters => doubled.shape.clusters *= 2,
+            Doubling::Proxies => doubled.proxies *= 2,
+        }
+        doubled
+    }
+}
+
 /// Timings and bytes of one kind of change, repeated.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -75,7 +114,9 @@ fn identity(p: usize, params: &Params) -> Identity {
     let app = p % params.workloads.max(1);
     let replica = p / params.workloads.max(1);
     Identity {
-        ip: Shape::endpoint_ip(1, app, replica % params.shape.endpoints.max(1), 0, 0),
+        ip: params
+            .shape
+            .endpoint_ip(1, app, replica % params.shape.endpoints.max(1), 0),
         pod: format!("svc-{app}-{replica}"),
         namespace: Shape::namespace_of(app),
         app: format!("svc-{app}"),
@@ -94,18 +135,17 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs the scenario once with clients of `variant` against a fresh control plane.
+/// Runs the scenario once with clients of `variant` against a fresh control plane; `name` tells
+/// this run's scratch directory and log from the others'.
 pub async fn run(
     strait: &Path,
     params: &Params,
     variant: Variant,
+    name: &str,
     logs: &Path,
 ) -> anyhow::Result<PhaseResult> {
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "strait-bench-{}-{}",
-        std::process::id(),
-        variant.label()
-    )));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("strait-bench-{}-{name}", std::process::id(),)));
     let root = &scratch.0;
     let _ = std::fs::remove_dir_all(root);
     let manifests = synth::write(params.shape, root)?;
@@ -131,7 +171,7 @@ pub async fn run(
             Shape::cluster_dir(root, c).display()
         ));
     }
-    let log = logs.join(format!("control-plane-{}.log", variant.label()));
+    let log = logs.join(format!("control-plane-{name}.log"));
     let mut cp = Started::spawn("strait control-plane", &mut cmd, &log)?;
     let load_to_ready = process::wait_ready(&mut cp, debug_port, Duration::from_secs(300))
         .await

@@ -5,8 +5,8 @@
 //! keep-alive, HTTP/2 and opaque TCP — the two-hop chains once in plaintext and once over mesh
 //! mTLS (a third sidecar with a CA-issued identity, STRICT), against HAProxy and nginx chains
 //! with and without mutual TLS between their hops. For each path: saturation throughput,
-//! latency percentiles at a fixed 1000 requests per second, and each proxy's CPU per 1000
-//! requests. Then the proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
+//! latency percentiles at a fixed 1000 requests per second from the open-model generators, and
+//! each proxy's CPU per 1000 requests. Then the proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -295,18 +295,6 @@ pub(crate) fn throughput(out: &str) -> anyhow::Result<(f64, u64)> {
     Ok((rps, count("failed") + count("errored") + count("timeout")))
 }
 
-/// Durations of every request in an h2load `--log-file` (tab separated: start µs, status,
-/// duration µs).
-fn logged_durations(path: &Path) -> anyhow::Result<Vec<Duration>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<u64>().ok())
-        .map(Duration::from_micros)
-        .collect())
-}
-
 struct Chain {
     path: &'static str,
     protocol: &'static str,
@@ -379,13 +367,23 @@ fn chains() -> Vec<Chain> {
     ]
 }
 
-/// The address a chain's requests go to, and the authority they name (for the open-model
-/// generator and the gRPC check call).
-fn target(chain: &Chain) -> Option<(std::net::SocketAddr, String)> {
-    // The authority part of `http://host:port/path`.
-    let authority = chain.url.strip_prefix("http://")?.split('/').next()?;
-    let addr = authority.parse().ok()?;
-    Some((addr, chain.authority.unwrap_or(authority).to_string()))
+/// Where a chain's requests go: the address, the authority they name and the path (for the
+/// open-model generators and the gRPC check call).
+struct Target {
+    addr: std::net::SocketAddr,
+    authority: String,
+    path: String,
+}
+
+fn target(chain: &Chain) -> Option<Target> {
+    // `http://host:port/path`.
+    let rest = chain.url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Some(Target {
+        addr: authority.parse().ok()?,
+        authority: chain.authority.unwrap_or(authority).to_string(),
+        path: if path.is_empty() { "/" } else { path }.to_string(),
+    })
 }
 
 /// h2load's arguments for a chain; gRPC chains POST `grpc_request` (one framed message).
@@ -502,17 +500,13 @@ pub async fn run(
 
     let saturation = format!("{}", params.saturation.as_secs().max(1));
     let fixed_secs = params.fixed_duration.as_secs().max(1);
-    let fixed = format!("{fixed_secs}");
-    // Ten clients at an equal share of the fixed rate.
-    let per_client = format!("{}", params.fixed_rate / 10);
     let chains = chains();
     for chain in &chains {
         let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
         let base = load_args(chain, &authority, &grpc_request);
         if chain.protocol == "gRPC" {
-            let (addr, host) =
-                target(chain).with_context(|| format!("the address in {}", chain.url))?;
-            crate::grpc_app::check_call(addr, &host).await?;
+            let to = target(chain).with_context(|| format!("the address in {}", chain.url))?;
+            crate::grpc_app::check_call(to.addr, &to.authority).await?;
         }
         // Warm up pools and caches.
         let mut warm = base.clone();
@@ -552,28 +546,10 @@ pub async fn run(
     for ((chain, mut rps), saturation_errors) in
         chains.into_iter().zip(rounds).zip(saturation_errors)
     {
-        let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
-        let base = load_args(&chain, &authority, &grpc_request);
         rps.sort_by(f64::total_cmp);
         let saturation_rps = rps[rps.len() / 2];
         let saturation_range = (rps[0], rps[rps.len() - 1]);
-        let log = work.join("latency.log");
-        let _ = std::fs::remove_file(&log);
-        let log_arg = log.to_string_lossy().into_owned();
-        let mut fixed_args = base.clone();
-        fixed_args.extend([
-            "-c",
-            "10",
-            "-t",
-            "1",
-            "--rps",
-            per_client.as_str(),
-            "-D",
-            fixed.as_str(),
-        ]);
-        fixed_args.extend(["--log-file", log_arg.as_str(), chain.url.as_str()]);
-        // HTTP/1.1 (also as TCP bytes): the open model; HTTP/2: h2load's paced clients.
-        let open_target = (!chain.h2).then(|| target(&chain)).flatten();
+        let to = target(&chain).with_context(|| format!("the address in {}", chain.url))?;
         let cpu = || -> Vec<f64> {
             match chain.via {
                 Via::Direct => vec![],
@@ -594,24 +570,32 @@ pub async fn run(
             }
         };
         let cpu_before = cpu();
-        let (fixed_rps, fixed_errors, durations) = match &open_target {
-            Some((addr, host)) => {
-                let r = crate::open_model::run(
-                    *addr,
-                    host,
-                    "/",
-                    params.fixed_rate,
-                    Duration::from_secs(fixed_secs),
-                )
-                .await;
-                (r.achieved_rps, r.errors, r.latencies)
-            }
-            None => {
-                let out = h2load(&fixed_args)?;
-                let (rps, errors) = throughput(&out)?;
-                (rps, errors, logged_durations(&log)?)
-            }
+        let fixed_duration = Duration::from_secs(fixed_secs);
+        let fixed_run = if chain.h2 {
+            let request = crate::open_model::H2Request {
+                authority: to.authority.clone(),
+                path: to.path.clone(),
+                grpc: (chain.protocol == "gRPC")
+                    .then(|| bytes::Bytes::from(crate::grpc_app::request_frame())),
+            };
+            crate::open_model::run_h2(to.addr, &request, params.fixed_rate, fixed_duration)
+                .await
+                .with_context(|| format!("{} {}", chain.protocol, chain.path))?
+        } else {
+            crate::open_model::run(
+                to.addr,
+                &to.authority,
+                &to.path,
+                params.fixed_rate,
+                fixed_duration,
+            )
+            .await
         };
+        let (fixed_rps, fixed_errors, durations) = (
+            fixed_run.achieved_rps,
+            fixed_run.errors,
+            fixed_run.latencies,
+        );
         let cpu_after = cpu();
         let latency = (!durations.is_empty()).then(|| {
             [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())

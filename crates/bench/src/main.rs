@@ -174,7 +174,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
             params.proxies,
             variant.label()
         ));
-        let r = runtime.block_on(control_plane::run(&strait, &params, variant, &args.logs))?;
+        let r = runtime.block_on(control_plane::run(
+            &strait,
+            &params,
+            variant,
+            variant.label(),
+            &args.logs,
+        ))?;
         say(&format!(
             "  cold sync {}, endpoint change p99 {}, {} per proxy",
             stats::ms(r.cold_sync_all),
@@ -182,6 +188,34 @@ fn run(args: &Args) -> anyhow::Result<()> {
             stats::kib(r.kib_per_proxy(params.proxies))
         ));
         phases.push(r);
+    }
+    let mut growth = Vec::new();
+    if runs(Scenario::ControlPlane) {
+        for doubling in control_plane::Doubling::ALL {
+            let doubled = doubling.apply(&params);
+            say(&format!(
+                "control plane, {}: {} services × {} endpoints × {} clusters, {} delta proxies…",
+                doubling.label(),
+                doubled.shape.services,
+                doubled.shape.endpoints,
+                doubled.shape.clusters,
+                doubled.proxies,
+            ));
+            let name = format!("delta-{doubling:?}").to_lowercase();
+            let r = runtime.block_on(control_plane::run(
+                &strait,
+                &doubled,
+                ads::Variant::Delta,
+                &name,
+                &args.logs,
+            ))?;
+            say(&format!(
+                "  cold sync {}, endpoint change p99 {}",
+                stats::ms(r.cold_sync_all),
+                stats::opt_ms(stats::percentile(&r.endpoint_changes.all_acked, 99.0)),
+            ));
+            growth.push((doubling, doubled, r));
+        }
     }
     let identity = if runs(Scenario::Identity) {
         say("identity: CSR signing rate, mTLS handshake cost…");
@@ -247,6 +281,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         command,
         quick: args.quick,
         control_plane: (!phases.is_empty()).then_some((&params, &phases[..])),
+        growth: &growth,
         data_plane: data_plane.as_ref().map(|(p, r)| (p, r)),
         identity: identity.as_ref(),
         multicluster: multicluster.as_ref().map(|(p, r)| (p, r.as_ref())),

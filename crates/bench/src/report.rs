@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::ads::Type;
-use crate::control_plane::{Changes, Params, PhaseResult};
+use crate::control_plane::{Changes, Doubling, Params, PhaseResult};
 use crate::data_plane;
 use crate::identity;
 use crate::machine::Machine;
@@ -17,6 +17,8 @@ pub struct Report<'a> {
     pub command: String,
     pub quick: bool,
     pub control_plane: Option<(&'a Params, &'a [PhaseResult])>,
+    /// The delta scenario again with one dimension doubled, each with its parameters.
+    pub growth: &'a [(Doubling, Params, PhaseResult)],
     pub data_plane: Option<(&'a data_plane::Params, &'a data_plane::Results)>,
     pub identity: Option<&'a identity::Results>,
     /// The multi-cluster scenario, or why it could not run.
@@ -92,6 +94,12 @@ impl Report<'_> {
         );
         if let Some((params, phases)) = self.control_plane {
             control_plane(&mut s, params, phases);
+            if let Some(base) = phases
+                .iter()
+                .find(|r| r.variant == crate::ads::Variant::Delta)
+            {
+                growth_section(&mut s, params, base, self.growth);
+            }
         }
         match self.data_plane {
             Some((params, results)) => data_plane_section(&mut s, params, results),
@@ -307,6 +315,126 @@ fn control_plane(s: &mut String, params: &Params, phases: &[PhaseResult]) {
     reading(s, params, phases);
 }
 
+/// A growth table's cell for one run: the value shown and the number its ratio to the base is
+/// taken of.
+type GrowthCell = dyn Fn(&Params, &PhaseResult) -> Option<(String, f64)>;
+
+/// How the delta scenario's costs grow when one dimension of the mesh doubles.
+fn growth_section(
+    s: &mut String,
+    params: &Params,
+    base: &PhaseResult,
+    growth: &[(Doubling, Params, PhaseResult)],
+) {
+    if growth.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "### Growth when the mesh doubles
+"
+    );
+    let _ = writeln!(
+        s,
+        "The delta scenario again, on a fresh control plane each time, with one dimension doubled and the rest as above (the same changes and additions). In brackets each value's ratio to the base column: ×2.0 is linear growth in that dimension, ×1.0 none.\n"
+    );
+    let _ = write!(s, "| | base |");
+    for (d, p, _) in growth {
+        let _ = write!(
+            s,
+            " {} ({}) |",
+            d.label(),
+            match d {
+                Doubling::Services => format!("{}", p.shape.services),
+                Doubling::Endpoints => format!("{}", p.shape.endpoints),
+                Doubling::Clusters => format!("{}", p.shape.clusters),
+                Doubling::Proxies => format!("{}", p.proxies),
+            }
+        );
+    }
+    let _ = writeln!(s);
+    let _ = write!(s, "|---|---|");
+    for _ in growth {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s);
+    let columns: Vec<(&Params, &PhaseResult)> = std::iter::once((params, base))
+        .chain(growth.iter().map(|(_, p, r)| (p, r)))
+        .collect();
+    let row = |s: &mut String, name: &str, f: &GrowthCell| {
+        let _ = write!(s, "| {name} |");
+        let base_value = f(params, base).map(|(_, v)| v);
+        for (i, (p, r)) in columns.iter().enumerate() {
+            match (f(p, r), base_value) {
+                (Some((shown, v)), Some(b)) if i > 0 && b > 0.0 && v > 0.0 => {
+                    let _ = write!(s, " {shown} (×{:.1}) |", v / b);
+                }
+                (Some((shown, _)), _) => {
+                    let _ = write!(s, " {shown} |");
+                }
+                (None, _) => {
+                    let _ = write!(s, " — |");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    };
+    fn millis(d: Duration) -> Option<(String, f64)> {
+        Some((ms(d), d.as_secs_f64()))
+    }
+    row(s, "Start to ready", &|_, r| millis(r.load_to_ready));
+    row(s, "Control-plane RSS, ready, no proxies", &|_, r| {
+        let k = r.idle.rss_kib as f64;
+        Some((kib(k), k))
+    });
+    row(s, "Cold sync, all proxies", &|_, r| millis(r.cold_sync_all));
+    row(s, "Control-plane CPU during cold sync", &|_, r| {
+        Some((format!("{:.2} s", r.cold_sync_cpu), r.cold_sync_cpu))
+    });
+    row(s, "Bytes sent in the cold sync, all proxies", &|_, r| {
+        let b = r.cold_bytes.iter().sum::<u64>() as f64;
+        Some((bytes(b), b))
+    });
+    row(s, "Control-plane RSS, all proxies synced", &|_, r| {
+        let k = r.synced.rss_kib as f64;
+        Some((kib(k), k))
+    });
+    row(s, "RSS growth per additional proxy", &|_, r| {
+        Some((kib(r.marginal_kib), r.marginal_kib))
+    });
+    row(s, "Endpoint change → all ACKed, p50", &|_, r| {
+        percentile(&r.endpoint_changes.all_acked, 50.0).and_then(millis)
+    });
+    row(s, "Endpoint change → all ACKed, p99", &|_, r| {
+        percentile(&r.endpoint_changes.all_acked, 99.0).and_then(millis)
+    });
+    row(s, "Bytes per endpoint change, all proxies", &|p, r| {
+        let b = per_change_per_proxy(&r.endpoint_changes, p.proxies)
+            .iter()
+            .sum::<f64>()
+            * p.proxies as f64;
+        Some((bytes(b), b))
+    });
+    row(s, "Service addition → all ACKed, p50", &|_, r| {
+        percentile(&r.service_additions.all_acked, 50.0).and_then(millis)
+    });
+    let _ = writeln!(s);
+    let timed_out: Vec<String> = growth
+        .iter()
+        .filter(|(_, _, r)| r.endpoint_changes.timed_out + r.service_additions.timed_out > 0)
+        .map(|(d, _, r)| {
+            format!(
+                "{}: {} changes not ACKed by every proxy within 10 s",
+                d.label(),
+                r.endpoint_changes.timed_out + r.service_additions.timed_out
+            )
+        })
+        .collect();
+    if !timed_out.is_empty() {
+        let _ = writeln!(s, "**{}.**\n", timed_out.join("; "));
+    }
+}
+
 /// What the numbers mean, with the run's own values.
 fn reading(s: &mut String, params: &Params, phases: &[PhaseResult]) {
     let n = params.proxies;
@@ -351,7 +479,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "## Data plane\n");
     let _ = writeln!(
         s,
-        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second for {} s. HTTP/1.1 and TCP rows use strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, goes out on an idle keep-alive connection (a new one is opened while all are busy), and its latency counts from its due time — free of coordinated omission. HTTP/2 and gRPC rows use h2load's paced clients (10 connections; a slow answer delays that connection's next request, so their tail is understated); CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second for {} s. Every row uses strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, and its latency counts from its due time — free of coordinated omission. HTTP/1.1 and TCP requests go out on an idle keep-alive connection (a new one is opened while all are busy); HTTP/2 and gRPC requests are streams spread round-robin over 10 HTTP/2 connections (hyper's client), and a gRPC call counts only when its trailers say `grpc-status: 0`. CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
         r.load_generator,
         params.saturation.as_secs(),
         params.rounds.max(1),

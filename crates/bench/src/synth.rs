@@ -50,13 +50,13 @@ impl Shape {
     /// moves the last endpoint (no simulated proxy runs there) so that a rewrite is an endpoint
     /// change.
     pub fn endpoint_ip(
+        &self,
         cluster: usize,
         service: usize,
         index: usize,
-        last: usize,
         generation: usize,
     ) -> String {
-        if index == last && generation > 0 {
+        if index + 1 == self.endpoints && generation > 0 {
             return format!(
                 "10.{}.{}.{}",
                 100 + cluster,
@@ -64,8 +64,20 @@ impl Shape {
                 generation % 250 + 1
             );
         }
-        let n = service * 16 + index;
+        let n = service * self.address_stride() + index;
         format!("10.{cluster}.{}.{}", n / 250 % 256, n % 250 + 1)
+    }
+
+    /// Addresses set aside per service in a cluster (at least 16, so meshes of up to 16
+    /// endpoints per service keep the same addresses whatever their size).
+    fn address_stride(&self) -> usize {
+        self.endpoints.max(16)
+    }
+
+    /// Whether every service's endpoints in a cluster get distinct addresses (`10.<cluster>.x.y`
+    /// holds 64000).
+    fn addresses_fit(&self) -> bool {
+        (self.services + 100) * self.address_stride() <= 256 * 250
     }
 
     pub fn cluster_dir(root: &Path, cluster: usize) -> PathBuf {
@@ -114,7 +126,7 @@ pub fn service_manifest(shape: Shape, cluster: usize, service: usize, generation
         let _ = write!(
             s,
             "  - ip: {}\n    nodeName: node-{cluster}-{}\n",
-            Shape::endpoint_ip(cluster, service, i, shape.endpoints - 1, generation),
+            shape.endpoint_ip(cluster, service, i, generation),
             i % ZONES + 1
         );
     }
@@ -127,6 +139,12 @@ pub fn service_manifest(shape: Shape, cluster: usize, service: usize, generation
 
 /// Writes the whole mesh under `root`: `cluster<N>/` per cluster, one file per service.
 pub fn write(shape: Shape, root: &Path) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        shape.addresses_fit(),
+        "{} services × {} endpoints do not fit one cluster's synthetic address range (10.<cluster>.0.0/16, 64000 addresses)",
+        shape.services,
+        shape.endpoints
+    );
     let mut files = 0;
     for c in 1..=shape.clusters {
         let dir = Shape::cluster_dir(root, c);

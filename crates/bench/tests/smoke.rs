@@ -62,6 +62,11 @@ fn a_tiny_run_writes_a_complete_report() {
         "over 2 changes",
         "(1 additions)",
         "### Reading these numbers",
+        "### Growth when the mesh doubles",
+        "| 2× services (40) |",
+        "| 2× endpoints per service (20) |",
+        "| 2× clusters (6) |",
+        "| 2× proxies (8) |",
         "## Data plane",
     ] {
         assert!(
