@@ -233,11 +233,13 @@ impl Inner {
         })?;
         let mut proxy = ProxyNode::from_node(&node::node_info(node), &self.options.cluster)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if proxy.network.is_empty()
-            && let Some(network) = cluster_network(&self.current.borrow().snapshot, &proxy.cluster)
-        {
-            // What Istio's injection tells every sidecar of a cluster (`values.global.network`).
-            proxy.network = network;
+        if proxy.network.is_empty() {
+            let current = self.current.borrow();
+            if let Some(network) = workload_network(&current.snapshot, &proxy)
+                .or_else(|| cluster_network(&current.snapshot, &proxy.cluster))
+            {
+                proxy.network = network;
+            }
         }
         Ok(proxy)
     }
@@ -368,8 +370,28 @@ async fn push_pipeline(
     }
 }
 
+/// The network of a node's own workload (the pod or WorkloadEntry of its cluster and namespace at
+/// its address), for a node that does not say its own `NETWORK`: the registry placed it by its
+/// `topology.istio.io/network` label, its namespace's, `meshNetworks` or its cluster's, so the
+/// proxy is on the network its own endpoints are.
+fn workload_network(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<NetworkId> {
+    let ip = proxy.ip?;
+    snapshot
+        .model
+        .workloads()
+        .iter()
+        .find(|w| {
+            w.cluster == proxy.cluster
+                && w.namespace == proxy.namespace
+                && w.address == strait_model::EndpointAddress::Ip(ip)
+        })
+        .map(|w| w.network.clone())
+        .filter(|n| !n.is_empty())
+}
+
 /// The network of a cluster's workloads (the registry's, from the cluster's setting or its
-/// MeshConfig), for a node that does not say its own `NETWORK`.
+/// MeshConfig), for a node that does not say its own `NETWORK` and has no workload in the
+/// registry: what Istio's injection tells every sidecar of a cluster (`values.global.network`).
 fn cluster_network(snapshot: &Snapshot, cluster: &ClusterId) -> Option<NetworkId> {
     snapshot
         .networks

@@ -664,6 +664,37 @@ async fn a_node_without_network_is_on_its_clusters_network() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_network_is_on_its_pods_labelled_network() {
+    // The pod at 10.1.0.9 carries `topology.istio.io/network: network2`, so its own endpoints
+    // are on network2; its sidecar, not saying NETWORK, is there too and reaches network2's
+    // endpoint directly. Another pod of the cluster, unlabelled, is on the cluster's network1
+    // and goes through network2's gateway.
+    let manifests = "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{address: 198.51.100.7, port: 15443}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: far, namespace: a}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {security.istio.io/tlsMode: istio}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: edge-0, namespace: a, labels: {app: edge, topology.istio.io/network: network2}}\nspec: {serviceAccountName: edge}\nstatus: {podIP: 10.1.0.9}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: core-0, namespace: a, labels: {app: core}}\nspec: {serviceAccountName: core}\nstatus: {podIP: 10.1.0.8}\n";
+    let h = start(manifests).await;
+    let address_for = |node: Node| async {
+        let mut a = Sotw::connect(h.port).await;
+        a.send(DiscoveryRequest {
+            node: Some(node),
+            type_url: EDS.into(),
+            resource_names: vec!["outbound|80||far.a.example".into()],
+            ..Default::default()
+        })
+        .await;
+        let eds = a.recv().await;
+        use prost::Message;
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            eds.resources[0].value.as_slice(),
+        )
+        .unwrap();
+        format!("{:?}", cla.endpoints[0].lb_endpoints[0])
+    };
+    let labelled = address_for(node("sidecar~10.1.0.9~edge-0.a~a.svc.cluster.local")).await;
+    assert!(labelled.contains("10.2.0.5"), "{labelled}");
+    let unlabelled = address_for(node("sidecar~10.1.0.8~core-0.a~a.svc.cluster.local")).await;
+    assert!(unlabelled.contains("198.51.100.7"), "{unlabelled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
     let ip = std::sync::Arc::new(std::sync::Mutex::new(std::net::Ipv4Addr::new(
         198, 51, 100, 1,

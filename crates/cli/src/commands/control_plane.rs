@@ -122,8 +122,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
+/// Connections a listener lets wait to be accepted. Every proxy of a cluster reconnects at once
+/// when the control plane restarts; with tokio's 1024 a burst of reconnecting proxies overflows
+/// the queue and the kernel answers with SYN cookies and resets. The kernel caps it at
+/// `net.core.somaxconn` (Go's listeners, istiod's among them, ask for that too).
+const LISTEN_BACKLOG: u32 = 65535;
+
+fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
@@ -197,8 +213,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         registry.subscribe(),
     )
     .await;
-    let xds_listener = bind(args.xds_listen, "xDS", "--xds-listen").await?;
-    let debug_listener = bind(args.debug_listen, "the debug API", "--debug-listen").await?;
+    let xds_listener = bind(args.xds_listen, "xDS", "--xds-listen")?;
+    let debug_listener = bind(args.debug_listen, "the debug API", "--debug-listen")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let secure = start_identity(args, &first.settings, stop_rx.clone()).await?;
     let snapshots = registry.subscribe();
@@ -385,8 +401,7 @@ async fn start_identity(
         args.secure_listen,
         "the CA and secure xDS",
         "--secure-listen",
-    )
-    .await?;
+    )?;
     Ok(Secure {
         ca: CaService::new(authority, tokens.clone()),
         tokens,
