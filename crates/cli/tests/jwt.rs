@@ -9,7 +9,9 @@
 //! required, 200 where not). Then through an ingress gateway with its own RequestAuthentication
 //! and AuthorizationPolicy: it refuses by itself (401 and 403 in its access log, with Envoy's
 //! response code details) and lets a good token through to httpbin's sidecar, which checks it
-//! again (`forwardOriginalToken`).
+//! again (`forwardOriginalToken`). A second gateway's rule says `presence: REQUIRED`: there a
+//! request without a token is refused with 401 "Jwt is missing" where the first gateway lets
+//! authorization decide.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -121,6 +123,7 @@ fn request_authentication_verifies_tokens_and_authorization_uses_their_claims() 
     let app_port = free_port();
     let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
     let ingress_port = free_port();
+    let strict_port = free_port();
     let dir = t.join("config");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
@@ -177,11 +180,30 @@ spec:
     hosts: [httpbin.example.com]
 ---
 apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: strict, namespace: istio-system}}
+spec:
+  selector: {{istio: strictgateway}}
+  servers:
+  - port: {{number: {strict_port}, name: http, protocol: HTTP}}
+    hosts: [httpbin.example.com]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: strict, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{istio: strictgateway}}}}
+  jwtRules:
+  - issuer: {ISSUER}
+    jwks: '{jwks}'
+    presence: REQUIRED
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: httpbin-public, namespace: foo}}
 spec:
   hosts: [httpbin.example.com]
-  gateways: [istio-system/public]
+  gateways: [istio-system/public, istio-system/strict]
   http:
   - route: [{{destination: {{host: httpbin.foo.svc.cluster.local, port: {{number: 8000}}}}}}]
 ---
@@ -231,10 +253,19 @@ spec:
         "istio=ingressgateway",
         &strs(&ca.proxy_args("istio-system", "ingress", "3600")),
     );
+    let strict = StraitProxy::start_with(
+        &cp,
+        t,
+        "router~127.1.42.201~strict-0.istio-system~istio-system.svc.cluster.local",
+        "strict-0",
+        "istio=strictgateway",
+        &strs(&ca.proxy_args("istio-system", "strict", "3600")),
+    );
     for (p, what) in [
         (&httpbin, "httpbin"),
         (&sleep, "sleep"),
         (&ingress, "ingress"),
+        (&strict, "strict"),
     ] {
         wait_for(
             Duration::from_secs(20),
@@ -249,6 +280,7 @@ spec:
     wait_for(Duration::from_secs(20), "the listeners", || {
         TcpStream::connect((HTTPBIN, 8000)).ok()?;
         TcpStream::connect(("127.0.0.1", ingress_port)).ok()?;
+        TcpStream::connect(("127.0.0.1", strict_port)).ok()?;
         TcpStream::connect((SLEEP, 8000)).ok()
     });
 
@@ -390,8 +422,8 @@ spec:
 
     // The ingress gateway: its own RequestAuthentication (token forwarded, so httpbin's sidecar
     // checks it again) and AuthorizationPolicy (any token, or /healthz without one).
-    let through_gateway = |path: &str, header: Option<String>| {
-        let url = format!("http://127.0.0.1:{ingress_port}{path}");
+    let through = |port: u16, path: &str, header: Option<String>| {
+        let url = format!("http://127.0.0.1:{port}{path}");
         let mut args = vec![url.clone(), "-H".into(), "Host: httpbin.example.com".into()];
         if let Some(h) = header {
             args.extend(["-H".into(), h]);
@@ -399,6 +431,7 @@ spec:
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         curl(&args)
     };
+    let through_gateway = |path: &str, header: Option<String>| through(ingress_port, path, header);
     let (code, body) = through_gateway("/healthz", None);
     assert_eq!(code, 200, "{body}\n{}", ingress.log());
     let (code, body) = through_gateway("/headers", Some(bearer(&good)));
@@ -435,5 +468,28 @@ spec:
             "{details}: {log}"
         );
     }
+
+    // `presence: REQUIRED`: the strict gateway refuses a request without a token by itself
+    // (the first gateway, whose rule leaves it optional, let /healthz through above), takes a
+    // good one (not forwarded, so /public, which httpbin serves without a token) and refuses a
+    // bad one.
+    let (code, body) = through(strict_port, "/public", None);
+    assert_eq!(
+        (code, body.as_str()),
+        (401, "Jwt is missing"),
+        "{}",
+        strict.log()
+    );
+    let (code, body) = through(strict_port, "/healthz", None);
+    assert_eq!((code, body.as_str()), (401, "Jwt is missing"));
+    let (code, body) = through(strict_port, "/public", Some(bearer(&good)));
+    assert_eq!(code, 200, "{body}\n{}", strict.log());
+    let (code, body) = through(strict_port, "/public", Some(bearer(&expired)));
+    assert_eq!((code, body.as_str()), (401, "Jwt is expired"));
+    let log = strict.access_log();
+    assert!(
+        log.contains("jwt_authn_access_denied{Jwt_is_missing}"),
+        "{log}"
+    );
     drop(sleep);
 }
