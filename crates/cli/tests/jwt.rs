@@ -11,7 +11,8 @@
 //! response code details) and lets a good token through to httpbin's sidecar, which checks it
 //! again (`forwardOriginalToken`). A second gateway's rule says `presence: REQUIRED`: there a
 //! request without a token is refused with 401 "Jwt is missing" where the first gateway lets
-//! authorization decide.
+//! authorization decide. Last, Kubernetes service-account tokens (signed by openssl as a
+//! cluster's issuer would) obtain a workload certificate from the CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -492,4 +493,120 @@ spec:
         "{log}"
     );
     drop(sleep);
+}
+
+/// A Kubernetes service-account token (the projected token a pod mounts for the mesh, signed by
+/// openssl as the cluster's issuer would) obtains the pod's workload certificate from a control
+/// plane that trusts the issuer's keys (`--service-account-issuer`); the sidecar then takes xDS
+/// over mTLS and serves. Tokens of another service account than the one asked for, signed by
+/// another key, or for the API server's audience are refused with the reason in the log.
+#[test]
+fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
+    const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+    // Not httpbin's address of the other test, which runs alongside.
+    const POD: &str = "127.1.43.1";
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ca = MeshCa::create(t);
+    let key = t.join("sa-issuer.pem");
+    let jwks = t.join("sa-jwks.json");
+    std::fs::write(&jwks, rsa_key(&key)).unwrap();
+    let other_key = t.join("other.pem");
+    rsa_key(&other_key);
+    let app_port = free_port();
+    let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        bound_httpbin(POD, &[(8000, "HTTP", app_port)]),
+    )
+    .unwrap();
+    let mut cp_args = ca.control_plane_args();
+    cp_args.extend([
+        "--service-account-issuer".to_string(),
+        format!("{SA_ISSUER}={}", jwks.display()),
+    ]);
+    let cp = ControlPlane::start(&dir, &strs(&cp_args));
+
+    let t0 = now();
+    let projected = |aud: &str, sa: &str| {
+        serde_json::json!({
+            "aud": [aud], "iat": t0, "nbf": t0, "exp": t0 + 3600, "iss": SA_ISSUER,
+            "sub": format!("system:serviceaccount:foo:{sa}"),
+            "kubernetes.io": {"namespace": "foo",
+                "pod": {"name": "httpbin-0", "uid": "5f0c2d9e"},
+                "serviceaccount": {"name": sa, "uid": "0d1f7a44"}}
+        })
+    };
+    let root = ca.root.to_str().unwrap().to_string();
+    let spawn = |pod: &str, token: String| {
+        let file = t.join(format!("{pod}.sa-token"));
+        std::fs::write(&file, token).unwrap();
+        StraitProxy::spawn_with(
+            &cp,
+            t,
+            &format!("sidecar~{POD}~{pod}.foo~foo.svc.cluster.local"),
+            pod,
+            "app=httpbin",
+            &[
+                "--ca-root",
+                &root,
+                "--token",
+                file.to_str().unwrap(),
+                "--service-account",
+                "httpbin",
+                "--cert-ttl",
+                "3600",
+            ],
+        )
+    };
+    let good = spawn("httpbin-0", token(&key, &projected("istio-ca", "httpbin")));
+    wait_for(Duration::from_secs(20), "the certificate", || {
+        good.log()
+            .contains("workload certificate issued")
+            .then_some(())
+    });
+    assert!(
+        good.log()
+            .contains("spiffe://cluster.local/ns/foo/sa/httpbin"),
+        "{}",
+        good.log()
+    );
+    // With it, xDS over mTLS: the sidecar's listener comes up and serves.
+    wait_for(Duration::from_secs(20), "the listener", || {
+        TcpStream::connect((POD, 8000)).ok()
+    });
+
+    for (pod, token, reason) in [
+        (
+            "sleep-0",
+            token(&key, &projected("istio-ca", "sleep")),
+            "PermissionDenied",
+        ),
+        (
+            "forged-0",
+            token(&other_key, &projected("istio-ca", "httpbin")),
+            "Jwt verification fails",
+        ),
+        (
+            "apiserver-0",
+            token(
+                &key,
+                &projected("https://kubernetes.default.svc", "httpbin"),
+            ),
+            "Audiences in Jwt are not allowed",
+        ),
+    ] {
+        let refused = spawn(pod, token);
+        let line = wait_for(Duration::from_secs(20), "the refusal", || {
+            refused
+                .log()
+                .lines()
+                .find(|l| l.contains("cannot obtain a workload certificate"))
+                .map(str::to_string)
+        });
+        assert!(line.contains(reason), "{pod}: {line}");
+        assert!(!refused.log().contains("workload certificate issued"));
+    }
 }

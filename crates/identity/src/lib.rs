@@ -11,6 +11,7 @@ pub mod cert;
 pub mod policy;
 pub mod revocation;
 pub mod service;
+pub mod service_account;
 pub mod serving;
 pub mod tls;
 pub mod token;

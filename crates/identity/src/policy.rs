@@ -14,6 +14,8 @@ use strait_model::SpiffeId;
 pub enum Proof {
     /// A bootstrap token minted by the control plane for the workload.
     Token,
+    /// A Kubernetes service-account token its cluster's issuer signed.
+    ServiceAccountToken,
     /// The client certificate of the TLS connection (a workload renewing its certificate).
     ClientCertificate,
 }

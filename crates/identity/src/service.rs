@@ -1,6 +1,7 @@
 //! Istio's certificate service (`istio.v1.auth.IstioCertificateService/CreateCertificate`)
-//! over gRPC: authenticates the caller (bootstrap token, or the mesh certificate it renews
-//! with), lets the policy decide, signs with the current authority.
+//! over gRPC: authenticates the caller (a bootstrap token, a Kubernetes service-account token of a
+//! trusted issuer, or the mesh certificate it renews with), lets the policy decide, signs with
+//! the current authority.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use crate::pb::istio_certificate_service_server::{
 };
 use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use crate::policy::{Caller, Proof};
+use crate::service_account::{self, ServiceAccountIssuer};
 use crate::token::TokenKey;
 use crate::transport::PeerInfo;
 use crate::{SpiffeId, tls};
@@ -23,13 +25,24 @@ use crate::{SpiffeId, tls};
 pub struct CaService {
     authority: Arc<ArcSwap<Authority>>,
     tokens: Option<Arc<TokenKey>>,
+    service_accounts: Arc<[ServiceAccountIssuer]>,
 }
 
 impl CaService {
     /// `tokens`: the key bootstrap tokens are checked with; without it only callers holding a
     /// mesh certificate (renewals) are served.
     pub fn new(authority: Arc<ArcSwap<Authority>>, tokens: Option<Arc<TokenKey>>) -> Self {
-        Self { authority, tokens }
+        Self {
+            authority,
+            tokens,
+            service_accounts: Arc::new([]),
+        }
+    }
+
+    /// Also accepts Kubernetes service-account tokens signed by one of `issuers`.
+    pub fn with_service_account_issuers(mut self, issuers: Vec<ServiceAccountIssuer>) -> Self {
+        self.service_accounts = issuers.into();
+        self
     }
 
     pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
@@ -47,24 +60,41 @@ impl CaService {
                 .trim()
                 .strip_prefix("Bearer ")
                 .unwrap_or_default();
-            match &self.tokens {
-                None => reasons.push(
-                    "bootstrap tokens are not accepted by this control plane (it runs without --token-key)"
+            if token.starts_with(crate::token::PREFIX) {
+                match &self.tokens {
+                    None => reasons.push(
+                        "bootstrap tokens are not accepted by this control plane (it runs without --token-key)"
+                            .to_string(),
+                    ),
+                    Some(key) => match key.verify(token, now) {
+                        Ok(claims) => {
+                            return Ok(Caller {
+                                identity: SpiffeId::new(
+                                    &trust_domain,
+                                    &claims.namespace,
+                                    &claims.service_account,
+                                ),
+                                proof: Proof::Token,
+                            });
+                        }
+                        Err(e) => reasons.push(format!("bootstrap token: {e}")),
+                    },
+                }
+            } else if self.service_accounts.is_empty() {
+                reasons.push(
+                    "not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer)"
                         .to_string(),
-                ),
-                Some(key) => match key.verify(token, now) {
-                    Ok(claims) => {
+                );
+            } else {
+                match service_account::verify(&self.service_accounts, token, now) {
+                    Ok(sa) => {
                         return Ok(Caller {
-                            identity: SpiffeId::new(
-                                &trust_domain,
-                                &claims.namespace,
-                                &claims.service_account,
-                            ),
-                            proof: Proof::Token,
+                            identity: SpiffeId::new(&trust_domain, &sa.namespace, &sa.name),
+                            proof: Proof::ServiceAccountToken,
                         });
                     }
-                    Err(e) => reasons.push(format!("bootstrap token: {e}")),
-                },
+                    Err(e) => reasons.push(format!("service-account token: {e}")),
+                }
             }
         }
         let peer = request.extensions().get::<PeerInfo>();

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::revocation::Revocations;
 
-const PREFIX: &str = "strait1";
+/// What every bootstrap token starts with.
+pub(crate) const PREFIX: &str = "strait1";
 const KEY_LEN: usize = 32;
 
 /// What a token vouches for.

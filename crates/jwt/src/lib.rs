@@ -5,6 +5,8 @@
 //! Pure: no IO, the time is given.
 
 pub mod jwks;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod token;
 
 pub use jwks::{KeySet, parse};

@@ -258,36 +258,26 @@ mod tests {
     use std::time::Duration;
 
     use ring::rand::SystemRandom;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
     use serde_json::json;
 
     use super::*;
     use crate::jwks::parse;
+    use crate::testing::Es256Issuer;
 
     fn b64(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// An ES256 key pair and its key set.
-    fn es256() -> (EcdsaKeyPair, KeySet) {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let public = pair.public_key().as_ref();
-        let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
-            "x": b64(&public[1..33]), "y": b64(&public[33..])}]});
-        (pair, parse(&set.to_string()).unwrap())
+    /// An ES256 issuer and its key set.
+    fn es256() -> (Es256Issuer, KeySet) {
+        let issuer = Es256Issuer::generate();
+        let keys = parse(&issuer.jwks(json!({"kid": "k1"}))).unwrap();
+        (issuer, keys)
     }
 
-    fn sign_es256(pair: &EcdsaKeyPair, header: Value, claims: Value) -> String {
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
-        format!("{signed}.{}", b64(sig.as_ref()))
+    fn sign_es256(issuer: &Es256Issuer, header: Value, claims: Value) -> String {
+        issuer.sign(&header, &claims)
     }
 
     fn at(secs: u64) -> SystemTime {

@@ -324,31 +324,20 @@ pub fn attribute_values(v: &Verified, attribute: &strait_xds::jwt::AuthAttribute
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use ring::rand::SystemRandom;
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use serde_json::json;
+    use strait_jwt::testing::Es256Issuer;
 
     use super::*;
 
-    fn b64(bytes: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
     /// An issuer's signing key and the provider that accepts its tokens from `header`.
-    fn issuer(name: &str, header: &str, required: bool) -> (EcdsaKeyPair, JwtProvider) {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        let pk = pair.public_key().as_ref();
-        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(&pk[1..33]), "y": b64(&pk[33..])}]});
+    fn issuer(name: &str, header: &str, required: bool) -> (Es256Issuer, JwtProvider) {
+        let key = Es256Issuer::generate();
+        let jwks = key.jwks(json!({}));
         let provider = JwtProvider {
             name: name.into(),
             issuer: name.into(),
             audiences: vec![],
-            jwks: jwks.to_string(),
+            jwks,
             from_headers: vec![TokenHeader {
                 name: header.into(),
                 prefix: String::new(),
@@ -361,17 +350,11 @@ mod tests {
             space_delimited_claims: vec![],
             required,
         };
-        (pair, provider)
+        (key, provider)
     }
 
-    fn token(pair: &EcdsaKeyPair, iss: &str, sub: &str) -> String {
-        let signed = format!(
-            "{}.{}",
-            b64(json!({"alg": "ES256"}).to_string().as_bytes()),
-            b64(json!({"iss": iss, "sub": sub}).to_string().as_bytes())
-        );
-        let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
-        format!("{signed}.{}", b64(sig.as_ref()))
+    fn token(key: &Es256Issuer, iss: &str, sub: &str) -> String {
+        key.sign(&json!({"alg": "ES256"}), &json!({"iss": iss, "sub": sub}))
     }
 
     fn run(rt: &JwtRuntime, headers: &[(&str, String)]) -> Result<String, String> {

@@ -11,6 +11,7 @@ use strait_identity::Authority;
 use strait_identity::cacerts::CaFiles;
 use strait_identity::policy::Limits;
 use strait_identity::service::CaService;
+use strait_identity::service_account::ServiceAccountIssuer;
 use strait_identity::serving::{
     ServingNames, keep_serving_config, reload_authority_on_change, serving_config,
 };
@@ -90,6 +91,16 @@ pub struct Args {
     /// registry streams of revoked reader tokens end.
     #[arg(long, value_name = "FILE", requires = "token_key")]
     pub token_revocations: Option<PathBuf>,
+    /// Also accept Kubernetes service-account tokens (the projected token a pod mounts for
+    /// the mesh) signed by this issuer: `ISSUER=JWKS_FILE`, the API server's
+    /// `--service-account-issuer` and its public keys (`kubectl get --raw /openid/v1/jwks`).
+    /// Repeat per cluster.
+    #[arg(long = "service-account-issuer", value_name = "ISSUER=JWKS_FILE")]
+    pub service_account_issuers: Vec<String>,
+    /// Audience such a token must be for (default `istio-ca`, what Istio's injection asks
+    /// for); repeat to accept several.
+    #[arg(long = "service-account-audience", value_name = "AUDIENCE")]
+    pub service_account_audiences: Vec<String>,
     /// Extra DNS name for the control plane's serving certificate (besides
     /// `istiod.<root-namespace>.svc` and `localhost`); repeat per name.
     #[arg(long = "server-name", value_name = "NAME")]
@@ -140,6 +151,23 @@ fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::
         socket.listen(LISTEN_BACKLOG)
     };
     listen().with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
+}
+
+/// The service-account issuers `--service-account-issuer` names, with their key sets read.
+fn service_account_issuers(args: &Args) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
+    args.service_account_issuers
+        .iter()
+        .map(|spec| {
+            let (issuer, file) = spec.split_once('=').with_context(|| {
+                format!("--service-account-issuer {spec}: expected ISSUER=JWKS_FILE")
+            })?;
+            let jwks = std::fs::read_to_string(file).with_context(|| {
+                format!("--service-account-issuer {spec}: cannot read the key set {file}")
+            })?;
+            ServiceAccountIssuer::new(issuer, &jwks, &args.service_account_audiences)
+                .map_err(|e| anyhow::anyhow!("--service-account-issuer {spec}: {file}: {e}"))
+        })
+        .collect()
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
@@ -376,7 +404,9 @@ async fn start_identity(
             Some(key)
         }
         None => {
-            info!("no --token-key: the CA only renews certificates of workloads that hold one");
+            info!(
+                "no --token-key: bootstrap tokens are not accepted (workloads renew with the certificate they hold, or present a service-account token of a --service-account-issuer)"
+            );
             None
         }
     };
@@ -402,8 +432,15 @@ async fn start_identity(
         "the CA and secure xDS",
         "--secure-listen",
     )?;
+    let issuers = service_account_issuers(args)?;
+    if !issuers.is_empty() {
+        info!(
+            issuers = ?issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+            "the CA accepts Kubernetes service-account tokens of these issuers"
+        );
+    }
     Ok(Secure {
-        ca: CaService::new(authority, tokens.clone()),
+        ca: CaService::new(authority, tokens.clone()).with_service_account_issuers(issuers),
         tokens,
         listener,
         config,

@@ -425,6 +425,23 @@ impl StraitProxy {
         labels: &str,
         extra: &[&str],
     ) -> StraitProxy {
+        let p = Self::spawn_with(cp, dir, id, pod, labels, extra);
+        wait_for(Duration::from_secs(20), "the proxy to be ready", || {
+            http_get(p.admin_port, "/ready").filter(|(s, _)| *s == 200)
+        });
+        p
+    }
+
+    /// As [`StraitProxy::start_with`], without waiting for the proxy to be ready (for one that
+    /// is expected never to be).
+    pub fn spawn_with(
+        cp: &ControlPlane,
+        dir: &Path,
+        id: &str,
+        pod: &str,
+        labels: &str,
+        extra: &[&str],
+    ) -> StraitProxy {
         let admin_port = free_port();
         let xds_port = if extra.contains(&"--ca-root") {
             cp.secure_port
@@ -463,7 +480,7 @@ impl StraitProxy {
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
-        let p = StraitProxy {
+        StraitProxy {
             proc: Proc {
                 child,
                 what: format!("proxy {pod}"),
@@ -471,11 +488,7 @@ impl StraitProxy {
             admin_port,
             log,
             access_log,
-        };
-        wait_for(Duration::from_secs(20), "the proxy to be ready", || {
-            http_get(admin_port, "/ready").filter(|(s, _)| *s == 200)
-        });
-        p
+        }
     }
 
     pub fn admin(&self, path: &str) -> String {
