@@ -632,6 +632,26 @@ async fn gateway_name_server(
     addr
 }
 
+/// The first endpoint of `outbound|80||far.a.example` as the control plane on `port` gives it to
+/// `node` (debug-printed, to look for an address in).
+async fn far_endpoint_for(port: u16, node: Node) -> String {
+    let mut a = Sotw::connect(port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node),
+        type_url: EDS.into(),
+        resource_names: vec!["outbound|80||far.a.example".into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = a.recv().await;
+    use prost::Message;
+    let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+        eds.resources[0].value.as_slice(),
+    )
+    .unwrap();
+    format!("{:?}", cla.endpoints[0].lb_endpoints[0])
+}
+
 /// A node that does not say its `NETWORK` is on the network its cluster's MeshConfig names
 /// (what Istio's injection tells every sidecar of a cluster): another network's endpoint
 /// reaches it through that network's gateway; with `NETWORK` given, the node's word counts.
@@ -639,23 +659,7 @@ async fn gateway_name_server(
 async fn a_node_without_network_is_on_its_clusters_network() {
     let manifests = "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{address: 198.51.100.7, port: 15443}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: far, namespace: a}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {security.istio.io/tlsMode: istio}}]\n";
     let h = start(manifests).await;
-    let address_for = |node: Node| async {
-        let mut a = Sotw::connect(h.port).await;
-        a.send(DiscoveryRequest {
-            node: Some(node),
-            type_url: EDS.into(),
-            resource_names: vec!["outbound|80||far.a.example".into()],
-            ..Default::default()
-        })
-        .await;
-        let eds = a.recv().await;
-        use prost::Message;
-        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
-            eds.resources[0].value.as_slice(),
-        )
-        .unwrap();
-        format!("{:?}", cla.endpoints[0].lb_endpoints[0])
-    };
+    let address_for = |node: Node| far_endpoint_for(h.port, node);
     let id = "sidecar~10.1.0.1~a.a~a.svc.cluster.local";
     let unsaid = address_for(node(id)).await;
     assert!(unsaid.contains("198.51.100.7"), "{unsaid}");
@@ -671,23 +675,7 @@ async fn a_node_without_network_is_on_its_pods_labelled_network() {
     // and goes through network2's gateway.
     let manifests = "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{address: 198.51.100.7, port: 15443}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: far, namespace: a}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {security.istio.io/tlsMode: istio}}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: edge-0, namespace: a, labels: {app: edge, topology.istio.io/network: network2}}\nspec: {serviceAccountName: edge}\nstatus: {podIP: 10.1.0.9}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: core-0, namespace: a, labels: {app: core}}\nspec: {serviceAccountName: core}\nstatus: {podIP: 10.1.0.8}\n";
     let h = start(manifests).await;
-    let address_for = |node: Node| async {
-        let mut a = Sotw::connect(h.port).await;
-        a.send(DiscoveryRequest {
-            node: Some(node),
-            type_url: EDS.into(),
-            resource_names: vec!["outbound|80||far.a.example".into()],
-            ..Default::default()
-        })
-        .await;
-        let eds = a.recv().await;
-        use prost::Message;
-        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
-            eds.resources[0].value.as_slice(),
-        )
-        .unwrap();
-        format!("{:?}", cla.endpoints[0].lb_endpoints[0])
-    };
+    let address_for = |node: Node| far_endpoint_for(h.port, node);
     let labelled = address_for(node("sidecar~10.1.0.9~edge-0.a~a.svc.cluster.local")).await;
     assert!(labelled.contains("10.2.0.5"), "{labelled}");
     let unlabelled = address_for(node("sidecar~10.1.0.8~core-0.a~a.svc.cluster.local")).await;
