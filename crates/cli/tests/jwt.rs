@@ -499,7 +499,9 @@ spec:
 /// openssl as the cluster's issuer would) obtains the pod's workload certificate from a control
 /// plane that trusts the issuer's keys (`--service-account-issuer`); the sidecar then takes xDS
 /// over mTLS and serves. Tokens of another service account than the one asked for, signed by
-/// another key, or for the API server's audience are refused with the reason in the log.
+/// another key, or for the API server's audience are refused with the reason in the log. When the
+/// issuer's key rotates, the control plane follows the key set file; a broken key set is refused
+/// and the last good one stays.
 #[test]
 fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
     const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -512,7 +514,7 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
     let jwks = t.join("sa-jwks.json");
     std::fs::write(&jwks, rsa_key(&key)).unwrap();
     let other_key = t.join("other.pem");
-    rsa_key(&other_key);
+    let other_jwks = rsa_key(&other_key);
     let app_port = free_port();
     let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
     let dir = t.join("config");
@@ -561,12 +563,17 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
             ],
         )
     };
-    let good = spawn("httpbin-0", token(&key, &projected("istio-ca", "httpbin")));
-    wait_for(Duration::from_secs(20), "the certificate", || {
-        good.log()
-            .contains("workload certificate issued")
-            .then_some(())
-    });
+    // A sidecar started with `token`, once it holds its certificate.
+    let certified = |pod: &str, token: String| {
+        let p = spawn(pod, token);
+        wait_for(Duration::from_secs(20), "the certificate", || {
+            p.log()
+                .contains("workload certificate issued")
+                .then_some(())
+        });
+        p
+    };
+    let good = certified("httpbin-0", token(&key, &projected("istio-ca", "httpbin")));
     assert!(
         good.log()
             .contains("spiffe://cluster.local/ns/foo/sa/httpbin"),
@@ -609,4 +616,30 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
         assert!(line.contains(reason), "{pod}: {line}");
         assert!(!refused.log().contains("workload certificate issued"));
     }
+
+    // The issuer's key rotates: the control plane follows the key set file without a restart,
+    // and a token signed with the new key is taken.
+    drop(good);
+    std::fs::write(&jwks, &other_jwks).unwrap();
+    wait_for(Duration::from_secs(20), "the key sets reloaded", || {
+        cp.log()
+            .contains("service-account issuers' key sets reloaded")
+            .then_some(())
+    });
+    let rotated = certified(
+        "rotated-0",
+        token(&other_key, &projected("istio-ca", "httpbin")),
+    );
+    // A key set that cannot be used is refused and the last good one stays.
+    std::fs::write(&jwks, "{\"keys\": 7}").unwrap();
+    wait_for(Duration::from_secs(20), "the refusal", || {
+        cp.log()
+            .contains("previous key sets stay in effect")
+            .then_some(())
+    });
+    certified(
+        "after-0",
+        token(&other_key, &projected("istio-ca", "httpbin")),
+    );
+    drop(rotated);
 }

@@ -25,7 +25,7 @@ use crate::{SpiffeId, tls};
 pub struct CaService {
     authority: Arc<ArcSwap<Authority>>,
     tokens: Option<Arc<TokenKey>>,
-    service_accounts: Arc<[ServiceAccountIssuer]>,
+    service_accounts: Arc<ArcSwap<Vec<ServiceAccountIssuer>>>,
 }
 
 impl CaService {
@@ -35,13 +35,17 @@ impl CaService {
         Self {
             authority,
             tokens,
-            service_accounts: Arc::new([]),
+            service_accounts: Arc::default(),
         }
     }
 
-    /// Also accepts Kubernetes service-account tokens signed by one of `issuers`.
-    pub fn with_service_account_issuers(mut self, issuers: Vec<ServiceAccountIssuer>) -> Self {
-        self.service_accounts = issuers.into();
+    /// Also accepts Kubernetes service-account tokens signed by one of `issuers` (whoever
+    /// holds the other end may replace them, as an issuer's keys rotate).
+    pub fn with_service_account_issuers(
+        mut self,
+        issuers: Arc<ArcSwap<Vec<ServiceAccountIssuer>>>,
+    ) -> Self {
+        self.service_accounts = issuers;
         self
     }
 
@@ -80,13 +84,13 @@ impl CaService {
                         Err(e) => reasons.push(format!("bootstrap token: {e}")),
                     },
                 }
-            } else if self.service_accounts.is_empty() {
+            } else if self.service_accounts.load().is_empty() {
                 reasons.push(
                     "not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer)"
                         .to_string(),
                 );
             } else {
-                match service_account::verify(&self.service_accounts, token, now) {
+                match service_account::verify(&self.service_accounts.load(), token, now) {
                     Ok(sa) => {
                         return Ok(Caller {
                             identity: SpiffeId::new(&trust_domain, &sa.namespace, &sa.name),

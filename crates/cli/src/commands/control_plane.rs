@@ -153,9 +153,13 @@ fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::
     listen().with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
 }
 
-/// The service-account issuers `--service-account-issuer` names, with their key sets read.
-fn service_account_issuers(args: &Args) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
-    args.service_account_issuers
+/// The service-account issuers `--service-account-issuer` names (`specs`), with their key sets
+/// read, for `audiences`.
+fn service_account_issuers(
+    specs: &[String],
+    audiences: &[String],
+) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
+    specs
         .iter()
         .map(|spec| {
             let (issuer, file) = spec.split_once('=').with_context(|| {
@@ -164,10 +168,52 @@ fn service_account_issuers(args: &Args) -> anyhow::Result<Vec<ServiceAccountIssu
             let jwks = std::fs::read_to_string(file).with_context(|| {
                 format!("--service-account-issuer {spec}: cannot read the key set {file}")
             })?;
-            ServiceAccountIssuer::new(issuer, &jwks, &args.service_account_audiences)
+            ServiceAccountIssuer::new(issuer, &jwks, audiences)
                 .map_err(|e| anyhow::anyhow!("--service-account-issuer {spec}: {file}: {e}"))
         })
         .collect()
+}
+
+/// Reads the `--service-account-issuer` key sets again whenever one of the files changes (an
+/// issuer's keys rotate), until `stop`; a set that cannot be read keeps the previous ones in
+/// effect and says why.
+async fn reload_service_account_issuers_on_change(
+    specs: Vec<String>,
+    audiences: Vec<String>,
+    issuers: Arc<ArcSwap<Vec<ServiceAccountIssuer>>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let contents = || -> Vec<Option<Vec<u8>>> {
+        specs
+            .iter()
+            .map(|spec| std::fs::read(spec.split_once('=')?.1).ok())
+            .collect()
+    };
+    let mut last = contents();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let now = contents();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match service_account_issuers(&specs, &audiences) {
+            Ok(read) => {
+                info!(
+                    issuers = read.len(),
+                    "service-account issuers' key sets reloaded"
+                );
+                issuers.store(Arc::new(read));
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "a service-account issuer's key set changed but cannot be used; the previous key sets stay in effect");
+            }
+        }
+    }
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
@@ -410,6 +456,26 @@ async fn start_identity(
             None
         }
     };
+    let issuers = service_account_issuers(
+        &args.service_account_issuers,
+        &args.service_account_audiences,
+    )?;
+    if !issuers.is_empty() {
+        info!(
+            issuers = ?issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+            "the CA accepts Kubernetes service-account tokens of these issuers"
+        );
+    }
+    let issuers = Arc::new(ArcSwap::from_pointee(issuers));
+    if !args.service_account_issuers.is_empty() {
+        tokio::spawn(reload_service_account_issuers_on_change(
+            args.service_account_issuers.clone(),
+            args.service_account_audiences.clone(),
+            issuers.clone(),
+            Duration::from_secs(2),
+            stop.clone(),
+        ));
+    }
     let (changed_tx, changed_rx) = watch::channel(0u64);
     if let Some(dir) = &args.cacerts {
         tokio::spawn(reload_authority_on_change(
@@ -432,13 +498,6 @@ async fn start_identity(
         "the CA and secure xDS",
         "--secure-listen",
     )?;
-    let issuers = service_account_issuers(args)?;
-    if !issuers.is_empty() {
-        info!(
-            issuers = ?issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
-            "the CA accepts Kubernetes service-account tokens of these issuers"
-        );
-    }
     Ok(Secure {
         ca: CaService::new(authority, tokens.clone()).with_service_account_issuers(issuers),
         tokens,
