@@ -53,6 +53,38 @@ impl CaService {
         IstioCertificateServiceServer::new(self)
     }
 
+    /// Who a bearer token says the caller is: a bootstrap token (`strait1.`) checked with the
+    /// token key, any other a Kubernetes service-account token of a trusted issuer.
+    fn token_caller(
+        &self,
+        token: &str,
+        trust_domain: &str,
+        now: SystemTime,
+    ) -> Result<Caller, String> {
+        if token.starts_with(crate::token::PREFIX) {
+            let key = self.tokens.as_ref().ok_or(
+                "bootstrap tokens are not accepted by this control plane (it runs without --token-key)",
+            )?;
+            let claims = key
+                .verify(token, now)
+                .map_err(|e| format!("bootstrap token: {e}"))?;
+            return Ok(Caller {
+                identity: SpiffeId::new(trust_domain, &claims.namespace, &claims.service_account),
+                proof: Proof::Token,
+            });
+        }
+        let issuers = self.service_accounts.load();
+        if issuers.is_empty() {
+            return Err("not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer)".into());
+        }
+        let sa = service_account::verify(&issuers, token, now)
+            .map_err(|e| format!("service-account token: {e}"))?;
+        Ok(Caller {
+            identity: SpiffeId::new(trust_domain, &sa.namespace, &sa.name),
+            proof: Proof::ServiceAccountToken,
+        })
+    }
+
     /// Who is calling: a valid bootstrap token, else a verified client certificate.
     pub fn authenticate<T>(&self, request: &Request<T>, now: SystemTime) -> Result<Caller, Status> {
         let trust_domain = self.authority.load().limits.trust_domain.clone();
@@ -64,41 +96,9 @@ impl CaService {
                 .trim()
                 .strip_prefix("Bearer ")
                 .unwrap_or_default();
-            if token.starts_with(crate::token::PREFIX) {
-                match &self.tokens {
-                    None => reasons.push(
-                        "bootstrap tokens are not accepted by this control plane (it runs without --token-key)"
-                            .to_string(),
-                    ),
-                    Some(key) => match key.verify(token, now) {
-                        Ok(claims) => {
-                            return Ok(Caller {
-                                identity: SpiffeId::new(
-                                    &trust_domain,
-                                    &claims.namespace,
-                                    &claims.service_account,
-                                ),
-                                proof: Proof::Token,
-                            });
-                        }
-                        Err(e) => reasons.push(format!("bootstrap token: {e}")),
-                    },
-                }
-            } else if self.service_accounts.load().is_empty() {
-                reasons.push(
-                    "not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer)"
-                        .to_string(),
-                );
-            } else {
-                match service_account::verify(&self.service_accounts.load(), token, now) {
-                    Ok(sa) => {
-                        return Ok(Caller {
-                            identity: SpiffeId::new(&trust_domain, &sa.namespace, &sa.name),
-                            proof: Proof::ServiceAccountToken,
-                        });
-                    }
-                    Err(e) => reasons.push(format!("service-account token: {e}")),
-                }
+            match self.token_caller(token, &trust_domain, now) {
+                Ok(caller) => return Ok(caller),
+                Err(reason) => reasons.push(reason),
             }
         }
         let peer = request.extensions().get::<PeerInfo>();

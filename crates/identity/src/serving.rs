@@ -93,30 +93,18 @@ pub async fn reload_authority_on_change(
     authority: Arc<ArcSwap<Authority>>,
     changed: tokio::sync::watch::Sender<u64>,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let fingerprint = |dir: &std::path::Path| -> Vec<u8> {
-        [
-            crate::cacerts::CA_CERT,
-            crate::cacerts::CA_KEY,
-            crate::cacerts::ROOT_CERT,
-            crate::cacerts::CERT_CHAIN,
-        ]
-        .iter()
-        .flat_map(|f| std::fs::read(dir.join(f)).unwrap_or_default())
-        .collect()
-    };
-    let mut last = fingerprint(&dir);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let now = fingerprint(&dir);
-        if now == last {
-            continue;
-        }
-        last = now;
+    let files = [
+        crate::cacerts::CA_CERT,
+        crate::cacerts::CA_KEY,
+        crate::cacerts::ROOT_CERT,
+        crate::cacerts::CERT_CHAIN,
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    on_file_change(files, every, stop, || {
         let limits = authority.load().limits.clone();
         match crate::cacerts::CaFiles::load(&dir)
             .map_err(|e| e.to_string())
@@ -130,6 +118,32 @@ pub async fn reload_authority_on_change(
             Err(e) => {
                 tracing::error!(error = %e, "CA material changed but cannot be used; still signing with the previous material")
             }
+        }
+    })
+    .await;
+}
+
+/// Calls `changed` whenever the content of `files` differs from the last look (a missing file
+/// counts as a content of its own), looking every `every`, until `stop`. How the control plane
+/// follows files it was given — CA material, revocation lists, key sets — without a restart.
+pub async fn on_file_change(
+    files: Vec<std::path::PathBuf>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut changed: impl FnMut(),
+) {
+    let contents =
+        || -> Vec<Option<Vec<u8>>> { files.iter().map(|f| std::fs::read(f).ok()).collect() };
+    let mut last = contents();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let now = contents();
+        if now != last {
+            last = now;
+            changed();
         }
     }
 }
@@ -157,19 +171,9 @@ pub async fn reload_revocations_on_change(
     path: std::path::PathBuf,
     key: Arc<crate::token::TokenKey>,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last = std::fs::read(&path).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let now = std::fs::read(&path).ok();
-        if now == last {
-            continue;
-        }
-        last = now;
+    on_file_change(vec![path.clone()], every, stop, || {
         match load_revocations(&path, &key) {
             Ok(n) => {
                 tracing::info!(file = %path.display(), entries = n, "token revocations reloaded")
@@ -178,5 +182,6 @@ pub async fn reload_revocations_on_change(
                 tracing::error!(error = %e, "token revocations changed but cannot be read; the previous list stays")
             }
         }
-    }
+    })
+    .await;
 }

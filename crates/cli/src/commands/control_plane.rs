@@ -153,67 +153,49 @@ fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::
     listen().with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
 }
 
-/// The service-account issuers `--service-account-issuer` names (`specs`), with their key sets
-/// read, for `audiences`.
-fn service_account_issuers(
-    specs: &[String],
-    audiences: &[String],
-) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
+/// What one `--service-account-issuer ISSUER=JWKS_FILE` says.
+#[derive(Debug, Clone)]
+struct IssuerSpec {
+    spec: String,
+    issuer: String,
+    jwks: PathBuf,
+}
+
+fn issuer_specs(specs: &[String]) -> anyhow::Result<Vec<IssuerSpec>> {
     specs
         .iter()
         .map(|spec| {
             let (issuer, file) = spec.split_once('=').with_context(|| {
                 format!("--service-account-issuer {spec}: expected ISSUER=JWKS_FILE")
             })?;
-            let jwks = std::fs::read_to_string(file).with_context(|| {
-                format!("--service-account-issuer {spec}: cannot read the key set {file}")
-            })?;
-            ServiceAccountIssuer::new(issuer, &jwks, audiences)
-                .map_err(|e| anyhow::anyhow!("--service-account-issuer {spec}: {file}: {e}"))
+            Ok(IssuerSpec {
+                spec: spec.clone(),
+                issuer: issuer.to_string(),
+                jwks: PathBuf::from(file),
+            })
         })
         .collect()
 }
 
-/// Reads the `--service-account-issuer` key sets again whenever one of the files changes (an
-/// issuer's keys rotate), until `stop`; a set that cannot be read keeps the previous ones in
-/// effect and says why.
-async fn reload_service_account_issuers_on_change(
-    specs: Vec<String>,
-    audiences: Vec<String>,
-    issuers: Arc<ArcSwap<Vec<ServiceAccountIssuer>>>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let contents = || -> Vec<Option<Vec<u8>>> {
-        specs
-            .iter()
-            .map(|spec| std::fs::read(spec.split_once('=')?.1).ok())
-            .collect()
-    };
-    let mut last = contents();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let now = contents();
-        if now == last {
-            continue;
-        }
-        last = now;
-        match service_account_issuers(&specs, &audiences) {
-            Ok(read) => {
-                info!(
-                    issuers = read.len(),
-                    "service-account issuers' key sets reloaded"
-                );
-                issuers.store(Arc::new(read));
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "a service-account issuer's key set changed but cannot be used; the previous key sets stay in effect");
-            }
-        }
-    }
+/// The issuers with their key sets read, for `audiences`.
+fn load_issuers(
+    specs: &[IssuerSpec],
+    audiences: &[String],
+) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
+    specs
+        .iter()
+        .map(|s| {
+            let file = s.jwks.display();
+            let jwks = std::fs::read_to_string(&s.jwks).with_context(|| {
+                format!(
+                    "--service-account-issuer {}: cannot read the key set {file}",
+                    s.spec
+                )
+            })?;
+            ServiceAccountIssuer::new(&s.issuer, &jwks, audiences)
+                .map_err(|e| anyhow::anyhow!("--service-account-issuer {}: {file}: {e}", s.spec))
+        })
+        .collect()
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
@@ -456,10 +438,9 @@ async fn start_identity(
             None
         }
     };
-    let issuers = service_account_issuers(
-        &args.service_account_issuers,
-        &args.service_account_audiences,
-    )?;
+    let specs = issuer_specs(&args.service_account_issuers)?;
+    let audiences = args.service_account_audiences.clone();
+    let issuers = load_issuers(&specs, &audiences)?;
     if !issuers.is_empty() {
         info!(
             issuers = ?issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
@@ -467,13 +448,27 @@ async fn start_identity(
         );
     }
     let issuers = Arc::new(ArcSwap::from_pointee(issuers));
-    if !args.service_account_issuers.is_empty() {
-        tokio::spawn(reload_service_account_issuers_on_change(
-            args.service_account_issuers.clone(),
-            args.service_account_audiences.clone(),
-            issuers.clone(),
+    if !specs.is_empty() {
+        // An issuer's keys rotate: its key set file is followed; one that cannot be used
+        // keeps the previous key sets in effect.
+        let files = specs.iter().map(|s| s.jwks.clone()).collect();
+        let swapped = issuers.clone();
+        tokio::spawn(strait_identity::serving::on_file_change(
+            files,
             Duration::from_secs(2),
             stop.clone(),
+            move || match load_issuers(&specs, &audiences) {
+                Ok(read) => {
+                    info!(
+                        issuers = read.len(),
+                        "service-account issuers' key sets reloaded"
+                    );
+                    swapped.store(Arc::new(read));
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "a service-account issuer's key set changed but cannot be used; the previous key sets stay in effect");
+                }
+            },
         ));
     }
     let (changed_tx, changed_rx) = watch::channel(0u64);
