@@ -54,6 +54,16 @@ impl Doubling {
         }
     }
 
+    /// This dimension's size in `params`.
+    pub fn size(self, params: &Params) -> usize {
+        match self {
+            Doubling::Services => params.shape.services,
+            Doubling::Endpoints => params.shape.endpoints,
+            Doubling::Clusters => params.shape.clusters,
+            Doubling::Proxies => params.proxies,
+        }
+    }
+
     /// `params` with this dimension doubled and everything else as it was.
     pub fn apply(self, params: &Params) -> Params {
         let mut doubled = params.clone();
@@ -145,7 +155,7 @@ pub async fn run(
     logs: &Path,
 ) -> anyhow::Result<PhaseResult> {
     let scratch =
-        Scratch(std::env::temp_dir().join(format!("strait-bench-{}-{name}", std::process::id(),)));
+        Scratch(std::env::temp_dir().join(format!("strait-bench-{}-{name}", std::process::id())));
     let root = &scratch.0;
     let _ = std::fs::remove_dir_all(root);
     let manifests = synth::write(params.shape, root)?;

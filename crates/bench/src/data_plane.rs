@@ -6,7 +6,8 @@
 //! mTLS (a third sidecar with a CA-issued identity, STRICT), against HAProxy and nginx chains
 //! with and without mutual TLS between their hops. For each path: saturation throughput,
 //! latency percentiles at a fixed 1000 requests per second from the open-model generators, and
-//! each proxy's CPU per 1000 requests. Then the proxy's memory idle and holding a mesh of 1000 services × 10 endpoints.
+//! each proxy's CPU per 1000 requests. Then the proxy's memory idle and holding a mesh of 1000
+//! services × 10 endpoints.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -591,11 +592,7 @@ pub async fn run(
             )
             .await
         };
-        let (fixed_rps, fixed_errors, durations) = (
-            fixed_run.achieved_rps,
-            fixed_run.errors,
-            fixed_run.latencies,
-        );
+        let durations = fixed_run.latencies;
         let cpu_after = cpu();
         let latency = (!durations.is_empty()).then(|| {
             [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())
@@ -623,8 +620,8 @@ pub async fn run(
             saturation_range,
             saturation_errors,
             latency,
-            fixed_rps,
-            fixed_errors,
+            fixed_rps: fixed_run.achieved_rps,
+            fixed_errors: fixed_run.errors,
             cpu_per_1000,
         });
     }

@@ -165,55 +165,35 @@ fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         vec![ads::Variant::StateOfTheWorld, ads::Variant::Delta]
     };
-    for variant in control_plane_runs {
+    // One control-plane run: what it is, then what it measured.
+    let measure = |what: &str, p: &control_plane::Params, variant: ads::Variant, name: &str| {
         say(&format!(
-            "control plane: {} services × {} endpoints × {} clusters, {} {} proxies…",
-            params.shape.services,
-            params.shape.endpoints,
-            params.shape.clusters,
-            params.proxies,
+            "control plane{what}: {} services × {} endpoints × {} clusters, {} {} proxies…",
+            p.shape.services,
+            p.shape.endpoints,
+            p.shape.clusters,
+            p.proxies,
             variant.label()
         ));
-        let r = runtime.block_on(control_plane::run(
-            &strait,
-            &params,
-            variant,
-            variant.label(),
-            &args.logs,
-        ))?;
+        let r = runtime.block_on(control_plane::run(&strait, p, variant, name, &args.logs))?;
         say(&format!(
             "  cold sync {}, endpoint change p99 {}, {} per proxy",
             stats::ms(r.cold_sync_all),
             stats::opt_ms(stats::percentile(&r.endpoint_changes.all_acked, 99.0)),
-            stats::kib(r.kib_per_proxy(params.proxies))
+            stats::kib(r.kib_per_proxy(p.proxies))
         ));
-        phases.push(r);
+        anyhow::Ok(r)
+    };
+    for variant in control_plane_runs {
+        phases.push(measure("", &params, variant, variant.label())?);
     }
     let mut growth = Vec::new();
     if runs(Scenario::ControlPlane) {
         for doubling in control_plane::Doubling::ALL {
             let doubled = doubling.apply(&params);
-            say(&format!(
-                "control plane, {}: {} services × {} endpoints × {} clusters, {} delta proxies…",
-                doubling.label(),
-                doubled.shape.services,
-                doubled.shape.endpoints,
-                doubled.shape.clusters,
-                doubled.proxies,
-            ));
             let name = format!("delta-{doubling:?}").to_lowercase();
-            let r = runtime.block_on(control_plane::run(
-                &strait,
-                &doubled,
-                ads::Variant::Delta,
-                &name,
-                &args.logs,
-            ))?;
-            say(&format!(
-                "  cold sync {}, endpoint change p99 {}",
-                stats::ms(r.cold_sync_all),
-                stats::opt_ms(stats::percentile(&r.endpoint_changes.all_acked, 99.0)),
-            ));
+            let what = format!(", {}", doubling.label());
+            let r = measure(&what, &doubled, ads::Variant::Delta, &name)?;
             growth.push((doubling, doubled, r));
         }
     }

@@ -20,8 +20,8 @@ use tokio::sync::Semaphore;
 /// HTTP/1.1 connections at most; a request beyond waits for one (its wait is part of its
 /// latency).
 const MAX_CONNECTIONS: usize = 256;
-/// HTTP/2 connections the streams are spread over (as many as h2load's clients in the
-/// saturation runs' neighbourhood; each carries up to the server's concurrent-stream limit).
+/// HTTP/2 connections the streams are spread over (as many as the fixed-rate runs' h2load
+/// clients were; each carries up to the server's concurrent-stream limit).
 const H2_CONNECTIONS: usize = 10;
 /// A request not answered within this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -193,9 +193,8 @@ pub async fn run_h2(
     }
     let grpc = request.grpc.is_some();
     let request = request.clone();
-    let streams = senders.clone();
     let mut out = schedule(rate, duration, move |i| {
-        let mut sender = streams[i as usize % streams.len()].clone();
+        let mut sender = senders[i as usize % senders.len()].clone();
         let outgoing = request.build(&uri);
         async move {
             let Ok(response) = sender.send_request(outgoing).await else {
@@ -215,7 +214,6 @@ pub async fn run_h2(
         }
     })
     .await;
-    drop(senders);
     for d in drivers {
         d.abort();
     }

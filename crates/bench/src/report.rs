@@ -329,28 +329,14 @@ fn growth_section(
     if growth.is_empty() {
         return;
     }
-    let _ = writeln!(
-        s,
-        "### Growth when the mesh doubles
-"
-    );
+    let _ = writeln!(s, "### Growth when the mesh doubles\n");
     let _ = writeln!(
         s,
         "The delta scenario again, on a fresh control plane each time, with one dimension doubled and the rest as above (the same changes and additions). In brackets each value's ratio to the base column: ×2.0 is linear growth in that dimension, ×1.0 none.\n"
     );
     let _ = write!(s, "| | base |");
     for (d, p, _) in growth {
-        let _ = write!(
-            s,
-            " {} ({}) |",
-            d.label(),
-            match d {
-                Doubling::Services => format!("{}", p.shape.services),
-                Doubling::Endpoints => format!("{}", p.shape.endpoints),
-                Doubling::Clusters => format!("{}", p.shape.clusters),
-                Doubling::Proxies => format!("{}", p.proxies),
-            }
-        );
+        let _ = write!(s, " {} ({}) |", d.label(), d.size(p));
     }
     let _ = writeln!(s);
     let _ = write!(s, "|---|---|");
