@@ -155,16 +155,8 @@ spec: {{mtls: {{mode: STRICT}}}}
     let httpbin = sidecar(HTTPBIN, "httpbin-0", "foo", "httpbin", "httpbin");
     let sleep = sidecar(SLEEP, "sleep-0", "foo", "sleep", "sleep");
     let other = sidecar(OTHER, "other-0", "bar", "other", "other");
-    for (p, what) in [(&httpbin, "httpbin"), (&sleep, "sleep"), (&other, "other")] {
-        wait_for(
-            Duration::from_secs(20),
-            &format!("{what}'s certificate"),
-            || {
-                p.log()
-                    .contains("workload certificate issued")
-                    .then_some(())
-            },
-        );
+    for p in [&httpbin, &sleep, &other] {
+        p.wait_for_certificate();
     }
     wait_for(
         Duration::from_secs(20),

@@ -246,37 +246,20 @@ spec:
     };
     let httpbin = sidecar(HTTPBIN, "httpbin-0", "httpbin", "httpbin");
     let sleep = sidecar(SLEEP, "sleep-0", "sleep", "sleep");
-    let ingress = StraitProxy::start_with(
-        &cp,
-        t,
-        "router~127.1.42.200~ingress-0.istio-system~istio-system.svc.cluster.local",
-        "ingress-0",
-        "istio=ingressgateway",
-        &strs(&ca.proxy_args("istio-system", "ingress", "3600")),
-    );
-    let strict = StraitProxy::start_with(
-        &cp,
-        t,
-        "router~127.1.42.201~strict-0.istio-system~istio-system.svc.cluster.local",
-        "strict-0",
-        "istio=strictgateway",
-        &strs(&ca.proxy_args("istio-system", "strict", "3600")),
-    );
-    for (p, what) in [
-        (&httpbin, "httpbin"),
-        (&sleep, "sleep"),
-        (&ingress, "ingress"),
-        (&strict, "strict"),
-    ] {
-        wait_for(
-            Duration::from_secs(20),
-            &format!("{what}'s certificate"),
-            || {
-                p.log()
-                    .contains("workload certificate issued")
-                    .then_some(())
-            },
-        );
+    let gateway = |ip: &str, name: &str, label: &str| {
+        StraitProxy::start_with(
+            &cp,
+            t,
+            &format!("router~{ip}~{name}-0.istio-system~istio-system.svc.cluster.local"),
+            &format!("{name}-0"),
+            &format!("istio={label}"),
+            &strs(&ca.proxy_args("istio-system", name, "3600")),
+        )
+    };
+    let ingress = gateway("127.1.42.200", "ingress", "ingressgateway");
+    let strict = gateway("127.1.42.201", "strict", "strictgateway");
+    for p in [&httpbin, &sleep, &ingress, &strict] {
+        p.wait_for_certificate();
     }
     wait_for(Duration::from_secs(20), "the listeners", || {
         TcpStream::connect((HTTPBIN, 8000)).ok()?;
@@ -566,11 +549,7 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
     // A sidecar started with `token`, once it holds its certificate.
     let certified = |pod: &str, token: String| {
         let p = spawn(pod, token);
-        wait_for(Duration::from_secs(20), "the certificate", || {
-            p.log()
-                .contains("workload certificate issued")
-                .then_some(())
-        });
+        p.wait_for_certificate();
         p
     };
     let good = certified("httpbin-0", token(&key, &projected("istio-ca", "httpbin")));

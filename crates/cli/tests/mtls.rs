@@ -126,15 +126,8 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
         "app=client",
         &strs(&client_args),
     );
-    wait_for(
-        Duration::from_secs(20),
-        "both workload certificates",
-        || {
-            (echo.log().contains("workload certificate issued")
-                && client.log().contains("workload certificate issued"))
-            .then_some(())
-        },
-    );
+    echo.wait_for_certificate();
+    client.wait_for_certificate();
     wait_for(Duration::from_secs(20), "the echo ingress listener", || {
         std::net::TcpStream::connect("127.1.40.1:8080").ok()
     });
@@ -287,11 +280,8 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
         "app=client",
         &strs(&ca.proxy_args("default", "client", "3600")),
     );
-    wait_for(Duration::from_secs(20), "both certificates", || {
-        (echo.log().contains("workload certificate issued")
-            && client.log().contains("workload certificate issued"))
-        .then_some(())
-    });
+    echo.wait_for_certificate();
+    client.wait_for_certificate();
     wait_for(Duration::from_secs(20), "the echo ingress listener", || {
         std::net::TcpStream::connect("127.1.41.1:8080").ok()
     });

@@ -491,6 +491,15 @@ impl StraitProxy {
         }
     }
 
+    /// Waits (at most 20 s) until the proxy logs that it holds its workload certificate.
+    pub fn wait_for_certificate(&self) {
+        wait_for(Duration::from_secs(20), "the workload certificate", || {
+            self.log()
+                .contains("workload certificate issued")
+                .then_some(())
+        });
+    }
+
     pub fn admin(&self, path: &str) -> String {
         http_get(self.admin_port, path)
             .map(|(_, b)| b)
