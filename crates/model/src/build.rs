@@ -5,14 +5,15 @@
 //! selector chooses (as the endpoints controller would compute them). ServiceEntry endpoints
 //! come from `endpoints` or from `workloadSelector`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use strait_config::ConfigSet;
 use strait_config::istio::workload::{ServiceEntry, WorkloadEntry};
 use strait_config::kube::{IntOrString, ServiceSpec};
 use strait_config::resource::{EndpointSliceData, EndpointsData, Object};
+use strait_config::{ConfigSet, Kind};
 
 use crate::identity::SpiffeId;
 use crate::ids::{ClusterId, Hostname, NetworkId};
@@ -45,8 +46,35 @@ pub struct ClusterSource {
 /// What one cluster contributes to the mesh.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
-    pub services: Vec<ServiceView>,
-    pub workloads: Vec<Workload>,
+    /// Shared, so that a rebuilt view and the mesh model share what did not change.
+    pub services: Vec<Arc<ServiceView>>,
+    pub workloads: Arc<Vec<Workload>>,
+}
+
+impl ClusterView {
+    /// The hosts whose services differ between `self` and `newer`: defined in only one of
+    /// them, or defined differently (ports, addresses, endpoints, ...).
+    pub fn changed_hosts(&self, newer: &ClusterView) -> BTreeSet<Hostname> {
+        fn by_host(view: &ClusterView) -> BTreeMap<&Hostname, Vec<&Arc<ServiceView>>> {
+            let mut hosts: BTreeMap<&Hostname, Vec<&Arc<ServiceView>>> = BTreeMap::new();
+            for s in &view.services {
+                hosts.entry(&s.service.host).or_default().push(s);
+            }
+            hosts
+        }
+        let same = |a: &[&Arc<ServiceView>], b: &[&Arc<ServiceView>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
+        };
+        let (old, new) = (by_host(self), by_host(newer));
+        old.keys()
+            .chain(new.keys())
+            .filter(|h| match (old.get(*h), new.get(*h)) {
+                (Some(a), Some(b)) => !same(a, b),
+                _ => true,
+            })
+            .map(|h| (*h).clone())
+            .collect()
+    }
 }
 
 struct Context<'a> {
@@ -54,6 +82,48 @@ struct Context<'a> {
     mesh: &'a MeshSettings,
     namespace_labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
     node_localities: BTreeMap<&'a str, Locality>,
+    /// Endpoints objects by namespace and name (the first, when defined twice).
+    endpoints: HashMap<(&'a str, &'a str), &'a Object<EndpointsData>>,
+    /// EndpointSlices by namespace and the service their label names, in file order.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a Object<EndpointSliceData>>>,
+    /// The topology labels of address-only workloads, by network and locality: thousands of
+    /// endpoints share a handful.
+    bare_labels: RefCell<HashMap<(NetworkId, Locality), Labels>>,
+}
+
+/// A cluster's workloads (sorted by namespace, name and kind) with the lookups that building
+/// endpoints makes once per address: without them, building a cluster took time proportional
+/// to its endpoints times its workloads.
+struct WorkloadIndex<'w> {
+    all: &'w [Workload],
+    /// The first pod of each namespace and name.
+    pods: HashMap<(&'w str, &'w str), &'w Workload>,
+    /// The first workload at each IP address.
+    by_ip: HashMap<IpAddr, &'w Workload>,
+}
+
+impl<'w> WorkloadIndex<'w> {
+    fn new(all: &'w [Workload]) -> Self {
+        let mut pods = HashMap::new();
+        let mut by_ip = HashMap::new();
+        for w in all {
+            if w.kind == WorkloadKind::Pod {
+                pods.entry((w.namespace.as_str(), w.name.as_str()))
+                    .or_insert(w);
+            }
+            if let EndpointAddress::Ip(ip) = w.address {
+                by_ip.entry(ip).or_insert(w);
+            }
+        }
+        WorkloadIndex { all, pods, by_ip }
+    }
+
+    /// The workloads of one namespace.
+    fn in_namespace(&self, ns: &str) -> &'w [Workload] {
+        let start = self.all.partition_point(|w| w.namespace.as_str() < ns);
+        let end = self.all.partition_point(|w| w.namespace.as_str() <= ns);
+        &self.all[start..end]
+    }
 }
 
 impl Context<'_> {
@@ -127,31 +197,152 @@ fn augment_labels(
 
 /// Builds the view of one cluster.
 pub fn build_cluster(cluster: &ClusterSource, mesh: &MeshSettings) -> ClusterView {
-    let config = &cluster.config;
-    let ctx = Context {
-        cluster,
-        mesh,
-        namespace_labels: config
-            .namespaces
-            .iter()
-            .map(|n| (n.meta.name.as_str(), &n.meta.labels))
-            .collect(),
-        node_localities: config
-            .nodes
-            .iter()
-            .map(|n| {
-                let get = |k: &str| n.meta.labels.get(k).map(String::as_str).unwrap_or("");
-                (
-                    n.meta.name.as_str(),
-                    Locality::new(get(REGION_LABEL), get(ZONE_LABEL), get(SUBZONE_LABEL)),
-                )
-            })
-            .collect(),
+    let ctx = Context::new(cluster, mesh);
+    let workloads = Arc::new(cluster_workloads(&ctx));
+    let services = cluster_services(&ctx, &workloads, |_, _, _| None);
+    ClusterView {
+        services,
+        workloads,
+    }
+}
+
+/// The kinds whose objects every service's endpoints can depend on: a change to one of them
+/// rebuilds the whole cluster.
+const WORKLOAD_KINDS: [Kind; 4] = [Kind::Pod, Kind::WorkloadEntry, Kind::Node, Kind::Namespace];
+
+/// Builds the view of a cluster whose objects changed from `old` to `cluster.config`, where
+/// `changed` holds the kind and key (`namespace/name`, see [`Object::key`]) of every object
+/// added, removed or modified, and `previous` was built from `old` with the same settings and
+/// network. Services none of whose objects changed (their Service or ServiceEntry, Endpoints,
+/// EndpointSlices) are taken from `previous`, shared; the result equals [`build_cluster`]'s.
+pub fn rebuild_cluster(
+    cluster: &ClusterSource,
+    mesh: &MeshSettings,
+    previous: &ClusterView,
+    old: &ConfigSet,
+    changed: &BTreeSet<(Kind, String)>,
+) -> ClusterView {
+    if changed
+        .iter()
+        .any(|(kind, _)| WORKLOAD_KINDS.contains(kind))
+    {
+        return build_cluster(cluster, mesh);
+    }
+    let split = |key: &'_ str| -> (String, String) {
+        match key.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (String::new(), key.to_string()),
+        }
     };
+    // Kubernetes Services and ServiceEntries (namespace, name) to build again.
+    let mut services: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut entries: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut slices: BTreeSet<(String, String)> = BTreeSet::new();
+    for (kind, key) in changed {
+        match kind {
+            Kind::Service | Kind::Endpoints => {
+                services.insert(split(key));
+            }
+            Kind::EndpointSlice => {
+                slices.insert(split(key));
+            }
+            Kind::ServiceEntry => {
+                entries.insert(split(key));
+            }
+            _ => {}
+        }
+    }
+    // A slice belongs to the service its label names, before and after the change.
+    if !slices.is_empty() {
+        for slice in old
+            .endpoint_slices
+            .iter()
+            .chain(&cluster.config.endpoint_slices)
+        {
+            let (ns, name) = (&slice.meta.namespace, &slice.meta.name);
+            if slices.contains(&(ns.clone(), name.clone()))
+                && let Some(service) = slice.meta.labels.get(SERVICE_NAME_LABEL)
+            {
+                services.insert((ns.clone(), service.clone()));
+            }
+        }
+    }
+    let mut kept: HashMap<(bool, &str, &str), Vec<Arc<ServiceView>>> = HashMap::new();
+    for view in &previous.services {
+        let s = &view.service;
+        let entry = matches!(s.origin, ServiceOrigin::ServiceEntry { .. });
+        kept.entry((entry, s.namespace.as_str(), s.name.as_str()))
+            .or_default()
+            .push(view.clone());
+    }
+    let ctx = Context::new(cluster, mesh);
+    let reuse = |kind: Kind, ns: &str, name: &str| {
+        let (stale, entry) = match kind {
+            Kind::ServiceEntry => (&entries, true),
+            _ => (&services, false),
+        };
+        if stale.contains(&(ns.to_string(), name.to_string())) {
+            return None;
+        }
+        kept.get(&(entry, ns, name)).cloned()
+    };
+    ClusterView {
+        services: cluster_services(&ctx, &previous.workloads, reuse),
+        workloads: previous.workloads.clone(),
+    }
+}
+
+impl<'a> Context<'a> {
+    fn new(cluster: &'a ClusterSource, mesh: &'a MeshSettings) -> Self {
+        let config = &cluster.config;
+        let mut endpoints = HashMap::new();
+        for e in &config.endpoints {
+            endpoints
+                .entry((e.meta.namespace.as_str(), e.meta.name.as_str()))
+                .or_insert(e);
+        }
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &config.endpoint_slices {
+            if let Some(service) = slice.meta.labels.get(SERVICE_NAME_LABEL) {
+                slices
+                    .entry((slice.meta.namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Context {
+            cluster,
+            mesh,
+            namespace_labels: config
+                .namespaces
+                .iter()
+                .map(|n| (n.meta.name.as_str(), &n.meta.labels))
+                .collect(),
+            node_localities: config
+                .nodes
+                .iter()
+                .map(|n| {
+                    let get = |k: &str| n.meta.labels.get(k).map(String::as_str).unwrap_or("");
+                    (
+                        n.meta.name.as_str(),
+                        Locality::new(get(REGION_LABEL), get(ZONE_LABEL), get(SUBZONE_LABEL)),
+                    )
+                })
+                .collect(),
+            endpoints,
+            slices,
+            bare_labels: RefCell::default(),
+        }
+    }
+}
+
+/// The cluster's pods and WorkloadEntries, sorted by namespace, name and kind.
+fn cluster_workloads(ctx: &Context<'_>) -> Vec<Workload> {
+    let config = &ctx.cluster.config;
     let mut workloads: Vec<Workload> = config
         .pods
         .iter()
-        .filter_map(|p| pod_workload(p, &ctx))
+        .filter_map(|p| pod_workload(p, ctx))
         .collect();
     workloads.extend(config.workload_entries.iter().map(|we| {
         entry_workload(
@@ -159,22 +350,37 @@ pub fn build_cluster(cluster: &ClusterSource, mesh: &MeshSettings) -> ClusterVie
             &we.meta.name,
             &we.meta.namespace,
             WorkloadKind::WorkloadEntry,
-            &ctx,
+            ctx,
         )
     }));
     workloads.sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
+    workloads
+}
 
+/// The cluster's services in the order of their objects: each Service's, then each
+/// ServiceEntry's (one per host), built unless `reuse` (given the kind, namespace and name of
+/// the object) has them already.
+fn cluster_services(
+    ctx: &Context<'_>,
+    workloads: &[Workload],
+    reuse: impl Fn(Kind, &str, &str) -> Option<Vec<Arc<ServiceView>>>,
+) -> Vec<Arc<ServiceView>> {
+    let config = &ctx.cluster.config;
+    let index = WorkloadIndex::new(workloads);
     let mut services = Vec::new();
     for svc in &config.services {
-        services.push(kubernetes_service(svc, &workloads, &ctx));
+        match reuse(Kind::Service, &svc.meta.namespace, &svc.meta.name) {
+            Some(views) => services.extend(views),
+            None => services.push(Arc::new(kubernetes_service(svc, &index, ctx))),
+        }
     }
     for se in &config.service_entries {
-        services.extend(service_entry(se, &workloads, &ctx));
+        match reuse(Kind::ServiceEntry, &se.meta.namespace, &se.meta.name) {
+            Some(views) => services.extend(views),
+            None => services.extend(service_entry(se, &index, ctx).into_iter().map(Arc::new)),
+        }
     }
-    ClusterView {
-        services,
-        workloads,
-    }
+    services
 }
 
 fn pod_workload(
@@ -343,7 +549,7 @@ fn endpoint_from(w: &Workload, ports: BTreeMap<u16, u16>, health: Health) -> End
 
 fn kubernetes_service(
     svc: &Object<ServiceSpec>,
-    workloads: &[Workload],
+    workloads: &WorkloadIndex<'_>,
     ctx: &Context<'_>,
 ) -> ServiceView {
     let spec = &svc.spec;
@@ -433,34 +639,24 @@ fn kube_target(port: &strait_config::kube::ServicePort, w: &Workload) -> Option<
 
 fn service_endpoints(
     svc: &Object<ServiceSpec>,
-    workloads: &[Workload],
+    workloads: &WorkloadIndex<'_>,
     ctx: &Context<'_>,
 ) -> Vec<Endpoint> {
-    let config = &ctx.cluster.config;
-    let ns = &svc.meta.namespace;
-    let slices: Vec<&Object<EndpointSliceData>> = config
-        .endpoint_slices
-        .iter()
-        .filter(|s| {
-            s.meta.namespace == *ns && s.meta.labels.get(SERVICE_NAME_LABEL) == Some(&svc.meta.name)
-        })
-        .collect();
-    if !slices.is_empty() {
-        return from_slices(svc, &slices, workloads, ctx);
+    let ns = svc.meta.namespace.as_str();
+    let key = (ns, svc.meta.name.as_str());
+    if let Some(slices) = ctx.slices.get(&key) {
+        return from_slices(svc, slices, workloads, ctx);
     }
-    if let Some(eps) = config
-        .endpoints
-        .iter()
-        .find(|e| e.meta.namespace == *ns && e.meta.name == svc.meta.name)
-    {
+    if let Some(eps) = ctx.endpoints.get(&key) {
         return from_endpoints(svc, eps, workloads, ctx);
     }
     let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) else {
         return Vec::new();
     };
     workloads
+        .in_namespace(ns)
         .iter()
-        .filter(|w| w.namespace == *ns && w.matches(selector) && is_endpoint_candidate(w))
+        .filter(|w| w.matches(selector) && is_endpoint_candidate(w))
         .filter_map(|w| {
             let ports: BTreeMap<u16, u16> = svc
                 .spec
@@ -486,24 +682,19 @@ fn workload_for<'w>(
     ip: &str,
     target: Option<&strait_config::kube::ObjectReference>,
     ns: &str,
-    workloads: &'w [Workload],
+    workloads: &WorkloadIndex<'w>,
 ) -> Option<&'w Workload> {
     if let Some(t) = target
         && t.kind.as_deref() == Some("Pod")
         && let Some(name) = &t.name
     {
         let tns = t.namespace.as_deref().unwrap_or(ns);
-        if let Some(w) = workloads
-            .iter()
-            .find(|w| w.kind == WorkloadKind::Pod && w.name == *name && w.namespace == tns)
-        {
+        if let Some(w) = workloads.pods.get(&(tns, name.as_str())) {
             return Some(w);
         }
     }
     let ip: IpAddr = ip.parse().ok()?;
-    workloads
-        .iter()
-        .find(|w| w.address == EndpointAddress::Ip(ip))
+    workloads.by_ip.get(&ip).copied()
 }
 
 fn bare_workload(
@@ -521,12 +712,18 @@ fn bare_workload(
         locality.zone = z.to_string();
     }
     let network = ctx.network(None, None, ns, Some(ip));
+    let labels = ctx
+        .bare_labels
+        .borrow_mut()
+        .entry((network.clone(), locality.clone()))
+        .or_insert_with(|| augment_labels(BTreeMap::new(), &ctx.cluster.id, &network, &locality))
+        .clone();
     Some(Workload {
         kind: WorkloadKind::Address,
         name: ip.to_string(),
         namespace: ns.to_string(),
         cluster: ctx.cluster.id.clone(),
-        labels: augment_labels(BTreeMap::new(), &ctx.cluster.id, &network, &locality),
+        labels,
         network,
         locality,
         service_account: String::new(),
@@ -559,7 +756,7 @@ fn map_ports(svc: &ServiceSpec, endpoint_ports: &[(Option<&str>, i32)]) -> BTree
 fn from_endpoints(
     svc: &Object<ServiceSpec>,
     eps: &Object<EndpointsData>,
-    workloads: &[Workload],
+    workloads: &WorkloadIndex<'_>,
     ctx: &Context<'_>,
 ) -> Vec<Endpoint> {
     let ns = &svc.meta.namespace;
@@ -596,7 +793,7 @@ fn from_endpoints(
 fn from_slices(
     svc: &Object<ServiceSpec>,
     slices: &[&Object<EndpointSliceData>],
-    workloads: &[Workload],
+    workloads: &WorkloadIndex<'_>,
     ctx: &Context<'_>,
 ) -> Vec<Endpoint> {
     let ns = &svc.meta.namespace;
@@ -640,7 +837,7 @@ fn from_slices(
 
 fn service_entry(
     se: &Object<ServiceEntry>,
-    workloads: &[Workload],
+    workloads: &WorkloadIndex<'_>,
     ctx: &Context<'_>,
 ) -> Vec<ServiceView> {
     let spec = &se.spec;
@@ -692,8 +889,9 @@ fn service_entry(
             })
             .collect(),
         (None, Some(sel)) => workloads
+            .in_namespace(ns)
             .iter()
-            .filter(|w| w.namespace == *ns && w.matches(&sel.labels) && is_endpoint_candidate(w))
+            .filter(|w| w.matches(&sel.labels) && is_endpoint_candidate(w))
             .map(|w| {
                 let ports = spec
                     .ports

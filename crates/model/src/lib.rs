@@ -14,7 +14,7 @@ pub mod service;
 pub mod settings;
 pub mod vips;
 
-pub use build::{ClusterSource, ClusterView, build_cluster};
+pub use build::{ClusterSource, ClusterView, build_cluster, rebuild_cluster};
 pub use identity::SpiffeId;
 pub use ids::{ClusterId, Hostname, NetworkId};
 pub use locality::Locality;

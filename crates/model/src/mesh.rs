@@ -27,11 +27,13 @@ pub struct MergeConflict {
     pub message: String,
 }
 
+/// Services are shared (`Arc`) so that a model rebuilt after a change shares every service
+/// the change did not touch with the model before it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeshModel {
     pub settings: Arc<MeshSettings>,
-    services: BTreeMap<ServiceKey, ServiceView>,
-    workloads: Vec<Workload>,
+    services: BTreeMap<ServiceKey, Arc<ServiceView>>,
+    workloads: Arc<Vec<Workload>>,
     conflicts: Vec<MergeConflict>,
 }
 
@@ -52,30 +54,83 @@ impl MeshModel {
         ordered.sort_by(|a, b| a.0.cmp(b.0));
         let mut model = MeshModel {
             settings,
+            workloads: Arc::new(all_workloads(&ordered)),
             ..Default::default()
         };
         for (id, view) in ordered {
-            model.workloads.extend(view.workloads.iter().cloned());
             for sv in &view.services {
-                model.merge(id, sv.clone());
+                model.merge(id, sv);
             }
         }
-        model.allocate_vips();
+        model.finish();
         model
     }
 
+    /// The model after the services of `hosts` changed in `views` (the services clusters
+    /// define, all of them, as for [`MeshModel::from_views`]): the services of other hosts are
+    /// shared with `self`, so the work is proportional to the change, not to the mesh.
+    /// `workloads_changed` says whether any cluster's workloads differ from `self`'s. With other
+    /// settings than `self`'s, everything is built afresh.
+    pub fn rebuilt(
+        &self,
+        settings: Arc<MeshSettings>,
+        views: &[(&ClusterId, &ClusterView)],
+        hosts: &BTreeSet<Hostname>,
+        workloads_changed: bool,
+    ) -> Self {
+        if !Arc::ptr_eq(&self.settings, &settings) {
+            return Self::from_views(settings, views);
+        }
+        let mut ordered: Vec<&(&ClusterId, &ClusterView)> = views.iter().collect();
+        ordered.sort_by(|a, b| a.0.cmp(b.0));
+        let mut model = MeshModel {
+            settings,
+            services: self.services.clone(),
+            workloads: if workloads_changed {
+                Arc::new(all_workloads(&ordered))
+            } else {
+                self.workloads.clone()
+            },
+            conflicts: self.conflicts.clone(),
+        };
+        model.services.retain(|k, _| !hosts.contains(&k.host));
+        model.conflicts.retain(|c| !hosts.contains(&c.host));
+        for (id, view) in ordered {
+            for sv in view
+                .services
+                .iter()
+                .filter(|s| hosts.contains(&s.service.host))
+            {
+                model.merge(id, sv);
+            }
+        }
+        model.finish();
+        model
+    }
+
+    /// Gives addresses to hosts that want one and orders the conflicts.
+    fn finish(&mut self) {
+        self.allocate_vips();
+        // Stable: a host's conflicts keep the order of its clusters.
+        self.conflicts.sort_by(|a, b| a.host.cmp(&b.host));
+    }
+
     /// Gives ServiceEntry hosts without addresses one from `240.240.0.0/16` (see [`vips`]).
+    /// Hosts keep the address they have when the allocation still gives it to them, so a
+    /// rebuilt model shares those services.
     fn allocate_vips(&mut self) {
+        let wants = |s: &ServiceView| s.service.vip_allocated || vips::wants_vip(s);
         let taken = self
             .services
             .values()
+            .filter(|s| !s.service.vip_allocated)
             .flat_map(|s| s.service.addresses.values().flatten())
             .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
             .collect();
         let wanted: Vec<String> = self
             .services
             .values()
-            .filter(|s| vips::wants_vip(s))
+            .filter(|s| wants(s))
             .map(|s| s.service.host.as_str().to_string())
             .collect();
         let allocated: BTreeMap<String, std::net::Ipv4Addr> =
@@ -84,31 +139,45 @@ impl MeshModel {
                 .map(|(h, a)| (h.to_string(), a))
                 .collect();
         for sv in self.services.values_mut() {
-            let Some(a) = allocated.get(sv.service.host.as_str()) else {
-                continue;
-            };
-            if !vips::wants_vip(sv) {
+            if !wants(sv) {
                 continue;
             }
-            let s = &mut sv.service;
+            let address = allocated.get(sv.service.host.as_str());
+            if address.is_none() && !sv.service.vip_allocated {
+                continue;
+            }
+            // Past the range's 65024 hosts, a host can lose its address (reached by port only).
+            let wanted: Vec<String> = address.iter().map(ToString::to_string).collect();
+            let s = &sv.service;
+            let kept = s.vip_allocated == address.is_some()
+                && s.clusters
+                    .iter()
+                    .all(|c| s.addresses.get(c).is_some_and(|a| *a == wanted));
+            if kept {
+                continue;
+            }
+            let s = &mut Arc::make_mut(sv).service;
             for c in &s.clusters {
-                s.addresses.insert(c.clone(), vec![a.to_string()]);
+                s.addresses.insert(c.clone(), wanted.clone());
             }
-            s.vip_allocated = true;
+            s.vip_allocated = address.is_some();
         }
     }
 
-    fn merge(&mut self, cluster: &ClusterId, incoming: ServiceView) {
+    /// Adds a cluster's service: shared as it is when no other cluster defines the host, else
+    /// merged into a copy of the other clusters' definition.
+    fn merge(&mut self, cluster: &ClusterId, incoming: &Arc<ServiceView>) {
         let key = ServiceKey {
             host: incoming.service.host.clone(),
             local_to: incoming.service.cluster_local.then(|| cluster.clone()),
         };
         let Some(existing) = self.services.get_mut(&key) else {
-            self.services.insert(key, incoming);
+            self.services.insert(key, incoming.clone());
             return;
         };
+        let existing = Arc::make_mut(existing);
         let s = &mut existing.service;
-        for port in incoming.service.ports {
+        for port in &incoming.service.ports {
             match s.ports.iter().find(|p| p.port == port.port) {
                 Some(p) if p.protocol != port.protocol => self.conflicts.push(MergeConflict {
                     host: s.host.clone(),
@@ -126,20 +195,29 @@ impl MeshModel {
                     ),
                 }),
                 Some(_) => {}
-                None => s.ports.push(port),
+                None => s.ports.push(port.clone()),
             }
         }
-        s.clusters.extend(incoming.service.clusters);
-        s.addresses.extend(incoming.service.addresses);
-        for (network, addresses) in incoming.service.external_addresses {
-            let known = s.external_addresses.entry(network).or_default();
+        let incoming_endpoints = &incoming.endpoints;
+        let incoming = &incoming.service;
+        s.clusters.extend(incoming.clusters.iter().cloned());
+        s.addresses.extend(
+            incoming
+                .addresses
+                .iter()
+                .map(|(c, a)| (c.clone(), a.clone())),
+        );
+        for (network, addresses) in &incoming.external_addresses {
+            let known = s.external_addresses.entry(network.clone()).or_default();
             for a in addresses {
-                if !known.contains(&a) {
-                    known.push(a);
+                if !known.contains(a) {
+                    known.push(a.clone());
                 }
             }
         }
-        existing.endpoints.extend(incoming.endpoints);
+        existing
+            .endpoints
+            .extend(incoming_endpoints.iter().cloned());
     }
 
     /// The service a proxy in `from` sees for `host`.
@@ -155,11 +233,12 @@ impl MeshModel {
                     local_to: None,
                 })
             })
+            .map(Arc::as_ref)
     }
 
     /// Every service, cluster-local ones once per cluster.
     pub fn services(&self) -> impl Iterator<Item = (&ServiceKey, &ServiceView)> {
-        self.services.iter()
+        self.services.iter().map(|(k, v)| (k, v.as_ref()))
     }
 
     /// The services a proxy in `from` can see.
@@ -171,7 +250,7 @@ impl MeshModel {
         self.services
             .iter()
             .filter(move |(k, _)| k.local_to.as_ref().is_none_or(|c| *c == from))
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.as_ref())
     }
 
     pub fn workloads(&self) -> &[Workload] {
@@ -182,39 +261,16 @@ impl MeshModel {
         &self.conflicts
     }
 
-    /// What changed from `self` to `newer`, for incremental pushes.
+    /// What changed from `self` to `newer`, for incremental pushes. Services `newer` shares
+    /// with `self` (see [`MeshModel::rebuilt`]) are not compared.
     pub fn diff(&self, newer: &MeshModel) -> ModelDiff {
-        let mut d = self.diff_services(newer, |_| true);
-        d.workloads_changed = self.workloads != newer.workloads;
-        d.settings_changed = self.settings != newer.settings;
-        d
-    }
-
-    /// [`MeshModel::diff`] when only some hosts can differ (those defined by the clusters that
-    /// changed) and whether workloads changed is already known.
-    pub fn diff_hosts(
-        &self,
-        newer: &MeshModel,
-        hosts: &BTreeSet<Hostname>,
-        workloads_changed: bool,
-    ) -> ModelDiff {
-        let mut d = self.diff_services(newer, |k| hosts.contains(&k.host));
-        d.workloads_changed = workloads_changed;
-        d.settings_changed = self.settings != newer.settings;
-        d
-    }
-
-    fn diff_services(
-        &self,
-        newer: &MeshModel,
-        consider: impl Fn(&ServiceKey) -> bool,
-    ) -> ModelDiff {
         let mut d = ModelDiff::default();
-        for (k, old) in self.services.iter().filter(|(k, _)| consider(k)) {
+        for (k, old) in &self.services {
             match newer.services.get(k) {
                 None => {
                     d.removed.insert(k.clone());
                 }
+                Some(new) if Arc::ptr_eq(old, new) => {}
                 Some(new) if new.service != old.service => {
                     d.changed.insert(k.clone());
                 }
@@ -224,13 +280,24 @@ impl MeshModel {
                 Some(_) => {}
             }
         }
-        for k in newer.services.keys().filter(|k| consider(k)) {
+        for k in newer.services.keys() {
             if !self.services.contains_key(k) {
                 d.added.insert(k.clone());
             }
         }
+        d.workloads_changed =
+            !Arc::ptr_eq(&self.workloads, &newer.workloads) && self.workloads != newer.workloads;
+        d.settings_changed = self.settings != newer.settings;
         d
     }
+}
+
+/// Every cluster's workloads, in cluster order.
+fn all_workloads(ordered: &[&(&ClusterId, &ClusterView)]) -> Vec<Workload> {
+    ordered
+        .iter()
+        .flat_map(|(_, v)| v.workloads.iter().cloned())
+        .collect()
 }
 
 /// The difference between two models.
@@ -262,5 +329,70 @@ impl ModelDiff {
             && self.removed.is_empty()
             && self.changed.is_empty()
             && !self.settings_changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::view_of;
+
+    fn service(name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{ports: [{{port: 80, name: http}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: ns}}\nsubsets: [{{addresses: [{{ip: {ip}}}], ports: [{{port: 8080, name: http}}]}}]\n"
+        )
+    }
+
+    #[test]
+    fn a_rebuilt_model_shares_the_services_a_change_did_not_touch() {
+        let settings = Arc::new(MeshSettings::default());
+        let (c1, c2) = (ClusterId::new("c1"), ClusterId::new("c2"));
+        let a = format!(
+            "{}---\n{}",
+            service("a", "10.0.0.1"),
+            service("b", "10.0.0.2")
+        );
+        let (v1, v2) = (view_of("c1", &a), view_of("c2", &service("a", "10.1.0.1")));
+        let before = MeshModel::from_views(settings.clone(), &[(&c1, &v1), (&c2, &v2)]);
+
+        let moved = view_of("c2", &service("a", "10.1.0.9"));
+        let hosts = v2.changed_hosts(&moved);
+        let host_a = Hostname::new("a.ns.svc.cluster.local");
+        assert_eq!(hosts, BTreeSet::from([host_a.clone()]));
+        let after = before.rebuilt(
+            settings.clone(),
+            &[(&c1, &v1), (&c2, &moved)],
+            &hosts,
+            false,
+        );
+        assert_eq!(
+            after,
+            MeshModel::from_views(settings.clone(), &[(&c1, &v1), (&c2, &moved)]),
+            "the same as built afresh"
+        );
+        let key = |host: &str| ServiceKey {
+            host: Hostname::new(host),
+            local_to: None,
+        };
+        let b = key("b.ns.svc.cluster.local");
+        assert!(Arc::ptr_eq(&before.services[&b], &after.services[&b]));
+        assert!(!Arc::ptr_eq(
+            &before.services[&key(host_a.as_str())],
+            &after.services[&key(host_a.as_str())]
+        ));
+        assert!(Arc::ptr_eq(&before.workloads, &after.workloads));
+        let diff = before.diff(&after);
+        assert_eq!(
+            diff.endpoints_changed,
+            BTreeSet::from([key(host_a.as_str())])
+        );
+        assert!(diff.endpoints_only() && diff.changed.is_empty());
+
+        // Other settings: everything is merged again, whatever `hosts` says.
+        let other = Arc::new(MeshSettings::default());
+        let views = [(&c1, &v1), (&c2, &v2)];
+        let fresh = after.rebuilt(other.clone(), &views, &BTreeSet::new(), false);
+        assert_eq!(fresh, MeshModel::from_views(other, &views));
+        assert_ne!(fresh.services, after.services, "a's endpoint moved back");
     }
 }

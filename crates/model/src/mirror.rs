@@ -5,6 +5,8 @@
 //! east-west gateway routes it. The linked cluster's other services stay out of the mesh, but
 //! for its gateways' Services, where the mesh finds their addresses.
 
+use std::sync::Arc;
+
 use strait_config::linkerd::LinkSelector;
 
 use crate::build::ClusterView;
@@ -77,7 +79,7 @@ pub fn mirror_view(
     alive: bool,
     selector: &LinkSelector,
 ) -> ClusterView {
-    let exported = |s: &&ServiceView| selector.matches(&s.service.labels);
+    let exported = |s: &&Arc<ServiceView>| selector.matches(&s.service.labels);
     // Load-balanced Services (the linked cluster's east-west gateways) stay as they are: the
     // mesh finds a network's gateway address on them (`registryServiceName`), as Istio does.
     let gateways = view
@@ -90,14 +92,14 @@ pub fn mirror_view(
         .iter()
         .filter(exported)
         .map(|s| {
-            let mut m = s.clone();
+            let mut m = ServiceView::clone(s);
             m.service.mirror_of = Some(s.service.host.clone());
             m.service.host = mirror_host(&s.service.host, cluster);
             m.service.name = format!("{}-{cluster}", s.service.name);
             if !alive {
                 m.endpoints.clear();
             }
-            m
+            Arc::new(m)
         })
         .chain(gateways)
         .collect();

@@ -1,5 +1,6 @@
 //! Table tests of the model built from realistic manifests.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use strait_config::{ConfigSet, LoadOptions, load_str};
@@ -498,4 +499,57 @@ fn diffs_tell_endpoint_changes_from_definition_changes() {
         "a port declared with two protocols is reported"
     );
     assert!(base.diff(&base).is_empty());
+}
+
+/// A cluster rebuilt after one service's Endpoints changed builds that service again and
+/// shares every other with the view before; a Pod change rebuilds everything.
+#[test]
+fn a_rebuilt_cluster_builds_only_the_services_whose_objects_changed() {
+    let service = |name: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{ports: [{{port: 80, name: http}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: ns}}\nsubsets: [{{addresses: [{{ip: {ip}}}], ports: [{{port: 8080, name: http}}]}}]\n---\n"
+        )
+    };
+    let settings = MeshSettings::default();
+    let before = cluster(
+        "c1",
+        "",
+        &format!("{}{}", service("a", "10.0.0.1"), service("b", "10.0.0.2")),
+    );
+    let view = build_cluster(&before, &settings);
+    let after = cluster(
+        "c1",
+        "",
+        &format!("{}{}", service("a", "10.0.0.9"), service("b", "10.0.0.2")),
+    );
+    let changed = BTreeSet::from([(strait_config::Kind::Endpoints, "ns/a".to_string())]);
+    let rebuilt = rebuild_cluster(&after, &settings, &view, &before.config, &changed);
+    assert_eq!(rebuilt, build_cluster(&after, &settings));
+    assert!(
+        !Arc::ptr_eq(&view.services[0], &rebuilt.services[0]),
+        "a is built again"
+    );
+    assert!(
+        Arc::ptr_eq(&view.services[1], &rebuilt.services[1]),
+        "b is shared"
+    );
+    assert!(Arc::ptr_eq(&view.workloads, &rebuilt.workloads));
+
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\nstatus: {podIP: 10.0.0.2}\n";
+    let with_pod = cluster(
+        "c1",
+        "",
+        &format!(
+            "{}{}{pod}",
+            service("a", "10.0.0.9"),
+            service("b", "10.0.0.2")
+        ),
+    );
+    let changed = BTreeSet::from([(strait_config::Kind::Pod, "ns/p".to_string())]);
+    let rebuilt_again = rebuild_cluster(&with_pod, &settings, &rebuilt, &after.config, &changed);
+    assert_eq!(rebuilt_again, build_cluster(&with_pod, &settings));
+    assert!(
+        !Arc::ptr_eq(&rebuilt.services[1], &rebuilt_again.services[1]),
+        "a pod can be any service's endpoint"
+    );
 }

@@ -3,15 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
-use strait_config::ConfigSet;
 use strait_config::linkerd::LinkSelector;
 use strait_config::load::{Diagnostic, LoadOptions, list_files, load_bytes};
+use strait_config::{ConfigSet, Kind};
 use strait_model::{
     ClusterId, ClusterSource, ClusterView, Hostname, MeshModel, MeshSettings, NetworkId,
-    build_cluster,
+    build_cluster, rebuild_cluster,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -138,7 +138,7 @@ impl Registry {
             rescan(&mut state, &options.load);
             clusters.insert(state.spec.id.clone(), state);
         }
-        let current = Arc::new(build_snapshot(&mut clusters, &options, 1, None));
+        let current = Arc::new(build_snapshot(&mut clusters, &options, 1, None).0);
         let (tx, _) = watch::channel(current.clone());
         let (pushed_tx, pushed_rx) = mpsc::unbounded_channel();
         Registry {
@@ -274,16 +274,31 @@ impl Registry {
 
     /// Re-reads the given clusters; publishes a new snapshot if anything changed.
     pub fn reload(&mut self, which: &BTreeSet<ClusterId>) -> Option<Arc<Snapshot>> {
-        let started = std::time::Instant::now();
+        let everything = which
+            .iter()
+            .map(|id| (id.clone(), Dirty::Everything))
+            .collect();
+        self.reload_dirty(&everything)
+    }
+
+    /// Re-reads what changed in the given clusters (the files named, else all of a cluster's
+    /// files); publishes a new snapshot if anything changed.
+    fn reload_dirty(&mut self, which: &BTreeMap<ClusterId, Dirty>) -> Option<Arc<Snapshot>> {
+        let started = Instant::now();
         let mut changed = false;
-        for id in which {
+        for (id, dirty) in which {
             match self.clusters.get_mut(id) {
                 // A pushed cluster's objects were applied already; a removed one is gone.
                 Some(state) if state.pushed => {
                     changed |= state.config.is_none() || state.rebuild;
                 }
                 Some(state) => {
-                    if rescan(state, &self.options.load) {
+                    let load = &self.options.load;
+                    let read = match dirty {
+                        Dirty::Files(files) => reread(state, files, load),
+                        Dirty::Everything => rescan(state, load),
+                    };
+                    if read {
                         state.config = None;
                         changed = true;
                     }
@@ -295,21 +310,24 @@ impl Registry {
             return None;
         }
         let read = started.elapsed();
-        let next = Arc::new(build_snapshot(
+        let (next, phases) = build_snapshot(
             &mut self.clusters,
             &self.options,
             self.current.version + 1,
             Some(&self.current),
-        ));
-        let built = started.elapsed();
+        );
+        let next = Arc::new(next);
         let change = next.change.clone()?;
         if change.is_empty() && next.problems == self.current.problems {
             return None;
         }
         info!(
-            read_ms = read.as_millis() as u64,
-            built_ms = built.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
+            read_ms = ms(read),
+            objects_ms = ms(phases.objects),
+            clusters_ms = ms(phases.clusters),
+            merge_ms = ms(phases.merge),
+            diff_ms = ms(phases.diff),
+            total_ms = ms(started.elapsed()),
             version = next.version,
             services_added = change.services.added.len(),
             services_removed = change.services.removed.len(),
@@ -332,19 +350,28 @@ impl Registry {
     /// missed; changes made between [`Registry::load`] and now are picked up by a first rescan.
     /// Watch failures are reported and the last snapshot stays in effect.
     pub fn watch(mut self, mut shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
-        let (events_tx, mut events) = mpsc::unbounded_channel::<ClusterId>();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<(ClusterId, Dirty)>();
         let watchers = self.start_watchers(&events_tx);
         let all: BTreeSet<ClusterId> = self.clusters.keys().cloned().collect();
         self.reload(&all);
         async move {
             let _watchers = watchers;
-            let mut dirty = BTreeSet::new();
+            let mut dirty: BTreeMap<ClusterId, Dirty> = BTreeMap::new();
+            let mark = |dirty: &mut BTreeMap<ClusterId, Dirty>, id: ClusterId, what: Dirty| {
+                let entry = dirty.entry(id).or_insert(Dirty::Files(BTreeSet::new()));
+                entry.add(what);
+            };
+            let pushed = |dirty: &mut BTreeMap<ClusterId, Dirty>, id: Option<ClusterId>| {
+                if let Some(id) = id {
+                    dirty.entry(id).or_insert(Dirty::Everything);
+                }
+            };
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    Some(id) = events.recv() => { dirty.insert(id); }
+                    Some((id, what)) = events.recv() => mark(&mut dirty, id, what),
                     Some(change) = self.pushed_rx.recv() => {
-                        dirty.extend(self.apply(change));
+                        pushed(&mut dirty, self.apply(change));
                     }
                 }
                 // Debounce: wait for a quiet period, but no longer than `max_delay` in all.
@@ -354,24 +381,24 @@ impl Registry {
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         _ = quiet => break,
-                        Some(id) = events.recv() => {
-                            dirty.insert(id);
+                        Some((id, what)) = events.recv() => {
+                            mark(&mut dirty, id, what);
                             if tokio::time::Instant::now() >= deadline { break; }
                         }
                         Some(change) = self.pushed_rx.recv() => {
-                            dirty.extend(self.apply(change));
+                            pushed(&mut dirty, self.apply(change));
                             if tokio::time::Instant::now() >= deadline { break; }
                         }
                     }
                 }
-                self.reload(&std::mem::take(&mut dirty));
+                self.reload_dirty(&std::mem::take(&mut dirty));
             }
         }
     }
 
     fn start_watchers(
         &self,
-        tx: &mpsc::UnboundedSender<ClusterId>,
+        tx: &mpsc::UnboundedSender<(ClusterId, Dirty)>,
     ) -> Vec<notify::RecommendedWatcher> {
         let mut watchers = Vec::new();
         for (id, state) in &self.clusters {
@@ -379,9 +406,15 @@ impl Registry {
             let tx = tx.clone();
             let watcher =
                 notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                        let _ = tx.send(id.clone());
-                    }
+                    let what = match event {
+                        Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => return,
+                        Ok(e) if !e.need_rescan() && !e.paths.is_empty() => {
+                            Dirty::Files(e.paths.into_iter().collect())
+                        }
+                        // Events were lost, or an error: read everything again.
+                        _ => Dirty::Everything,
+                    };
+                    let _ = tx.send((id.clone(), what));
                 });
             let mut watcher = match watcher {
                 Ok(w) => w,
@@ -410,6 +443,62 @@ impl Registry {
         }
         watchers
     }
+}
+
+/// What changed on disk in a cluster, as its watcher reported it.
+#[derive(Debug)]
+enum Dirty {
+    /// These paths (files or directories) changed.
+    Files(BTreeSet<PathBuf>),
+    /// Anything may have changed.
+    Everything,
+}
+
+impl Dirty {
+    fn add(&mut self, more: Dirty) {
+        match (self, more) {
+            (Dirty::Files(files), Dirty::Files(more)) => files.extend(more),
+            (this, _) => *this = Dirty::Everything,
+        }
+    }
+}
+
+/// Re-reads the named files of a cluster; returns whether any changed or disappeared. A path
+/// the cluster does not hold as a file that exists (a new file, a directory, a symlink swap),
+/// or is gone with files the cluster holds under it, or a file that cannot be read, makes it
+/// [`rescan`] the cluster instead, which applies the rules of which files count. A path that
+/// is gone and held nothing (an editor's or `sed -i`'s temporary file, renamed over the real
+/// one) is no change.
+fn reread(state: &mut ClusterState, paths: &BTreeSet<PathBuf>, load: &LoadOptions) -> bool {
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        if state.store.fingerprint(path).is_some() {
+            files.push(path);
+            continue;
+        }
+        let gone = matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if !gone || state.store.paths().any(|p| p.starts_with(path)) {
+            return rescan(state, load);
+        }
+    }
+    let mut changed = false;
+    for file in files {
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                changed |= state.store.remove_file(file);
+                continue;
+            }
+            Err(_) => return rescan(state, load) || changed,
+        };
+        let fp = fingerprint(&bytes);
+        if state.store.fingerprint(file) != Some(fp) {
+            let report = load_bytes(&bytes, &file.display().to_string(), load);
+            state.store.update_file(file, fp, report);
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Re-reads a cluster's files; returns whether any file changed, appeared or disappeared.
@@ -451,7 +540,8 @@ fn build_snapshot(
     options: &RegistryOptions,
     version: u64,
     previous: Option<&Snapshot>,
-) -> Snapshot {
+) -> (Snapshot, Phases) {
+    let mut clock = Phases::start();
     for state in clusters.values_mut() {
         if state.config.is_none() {
             let (set, problems) = state.store.config();
@@ -466,6 +556,7 @@ fn build_snapshot(
             configs.insert(id.clone(), set.clone());
         }
     }
+    clock.objects = clock.lap();
     let mesh_config = options
         .local_cluster
         .as_ref()
@@ -483,9 +574,34 @@ fn build_snapshot(
         Some(p) if *p.settings == *settings => p.settings.clone(),
         _ => settings,
     };
-    // Hosts the rebuilt clusters define (before or after), and whether their workloads moved.
+    // Objects added, removed or modified, in the clusters whose objects changed.
+    let mut config_changes = BTreeSet::new();
+    if let Some(p) = previous {
+        let ids: BTreeSet<&ClusterId> = configs.keys().chain(p.clusters.keys()).collect();
+        let empty = Arc::new(ConfigSet::default());
+        for id in ids {
+            let new = configs.get(id).unwrap_or(&empty);
+            let old = p.clusters.get(id).unwrap_or(&empty);
+            if !Arc::ptr_eq(new, old) {
+                config_diff(id, old, new, &mut config_changes);
+            }
+        }
+    }
+    // Hosts whose services changed in the rebuilt clusters, and whether their workloads moved.
     let mut touched: BTreeSet<Hostname> = BTreeSet::new();
     let mut workloads_changed = false;
+    if let Some(p) = previous {
+        // A cluster that left takes its services with it.
+        for gone in p.networks.keys().filter(|id| !clusters.contains_key(*id)) {
+            workloads_changed = true;
+            touched.extend(
+                p.model
+                    .services()
+                    .filter(|(_, s)| s.service.clusters.contains(gone))
+                    .map(|(k, _)| k.host.clone()),
+            );
+        }
+    }
     for (id, state) in clusters.iter_mut() {
         let config = configs[id].clone();
         let network = state.spec.network.clone().unwrap_or_else(|| {
@@ -511,61 +627,74 @@ fn build_snapshot(
         if !fresh {
             continue;
         }
-        let built = build_cluster(
-            &ClusterSource {
-                id: id.clone(),
-                network: network.clone(),
-                config,
-            },
-            &settings,
-        );
+        let source = ClusterSource {
+            id: id.clone(),
+            network: network.clone(),
+            config,
+        };
+        // Only the services whose objects changed are built again, when the view before was
+        // built from the objects before, with the same settings and network.
+        let basis = state
+            .view
+            .as_ref()
+            .filter(|(_, s, n)| {
+                state.mirror.is_none() && Arc::ptr_eq(s, &settings) && *n == network
+            })
+            .map(|(view, _, _)| view.clone());
+        let built = match (basis, previous.and_then(|p| p.clusters.get(id))) {
+            (Some(view), Some(old)) => {
+                let changed: BTreeSet<(Kind, String)> = config_changes
+                    .iter()
+                    .filter(|k| k.cluster == *id)
+                    .map(|k| (k.kind, k.name.clone()))
+                    .collect();
+                rebuild_cluster(&source, &settings, &view, old, &changed)
+            }
+            _ => build_cluster(&source, &settings),
+        };
         let view = Arc::new(match &state.mirror {
             Some(selector) => strait_model::mirror::mirror_view(&built, id, state.alive, selector),
             None => built,
         });
-        let old = state.view.take();
-        touched.extend(view.services.iter().map(|s| s.service.host.clone()));
-        if let Some((old, _, _)) = &old {
-            touched.extend(old.services.iter().map(|s| s.service.host.clone()));
-            workloads_changed |= old.workloads != view.workloads;
-        } else {
-            workloads_changed = true;
+        match state.view.take() {
+            Some((old, _, _)) => {
+                touched.extend(old.changed_hosts(&view));
+                workloads_changed |= !Arc::ptr_eq(&old.workloads, &view.workloads)
+                    && old.workloads != view.workloads;
+            }
+            None => {
+                touched.extend(view.services.iter().map(|s| s.service.host.clone()));
+                workloads_changed = true;
+            }
         }
         state.view = Some((view, settings.clone(), network));
     }
+    clock.clusters = clock.lap();
     let views: Vec<(&ClusterId, &ClusterView)> = clusters
         .iter()
         .filter_map(|(id, s)| s.view.as_ref().map(|(v, _, _)| (id, v.as_ref())))
         .collect();
-    let model = Arc::new(MeshModel::from_views(settings.clone(), &views));
+    let model = Arc::new(match previous {
+        Some(p) => p
+            .model
+            .rebuilt(settings.clone(), &views, &touched, workloads_changed),
+        None => MeshModel::from_views(settings.clone(), &views),
+    });
+    clock.merge = clock.lap();
     let networks = clusters
         .iter()
         .filter_map(|(id, s)| s.view.as_ref().map(|(_, _, n)| (id.clone(), n.clone())))
         .collect();
     let change = previous.map(|p| {
-        let mut config = BTreeSet::new();
-        let ids: BTreeSet<&ClusterId> = configs.keys().chain(p.clusters.keys()).collect();
-        let empty = Arc::new(ConfigSet::default());
-        for id in ids {
-            let new = configs.get(id).unwrap_or(&empty);
-            let old = p.clusters.get(id).unwrap_or(&empty);
-            if !Arc::ptr_eq(new, old) {
-                config_diff(id, old, new, &mut config);
-            }
-        }
-        let services = if Arc::ptr_eq(&p.settings, &settings) {
-            p.model.diff_hosts(&model, &touched, workloads_changed)
-        } else {
-            p.model.diff(&model)
-        };
         Arc::new(Change {
             from: p.version,
             to: version,
-            services,
-            config,
+            services: p.model.diff(&model),
+            config: config_changes,
         })
     });
-    Snapshot {
+    clock.diff = clock.lap();
+    let snapshot = Snapshot {
         version,
         clusters: configs,
         networks,
@@ -573,5 +702,43 @@ fn build_snapshot(
         model,
         problems: Arc::new(problems),
         change,
+    };
+    (snapshot, clock)
+}
+
+/// How long each step of building a snapshot took (logged with every change, so an operator
+/// sees where a slow reload spends its time).
+struct Phases {
+    last: Instant,
+    /// The changed clusters' objects assembled from their files.
+    objects: Duration,
+    /// The changed clusters' services and workloads built.
+    clusters: Duration,
+    /// The mesh model merged from the clusters.
+    merge: Duration,
+    /// What changed, computed.
+    diff: Duration,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: Instant::now(),
+            objects: Duration::ZERO,
+            clusters: Duration::ZERO,
+            merge: Duration::ZERO,
+            diff: Duration::ZERO,
+        }
     }
+
+    /// The time since the previous lap.
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        std::mem::replace(&mut self.last, now).elapsed()
+    }
+}
+
+/// Milliseconds with one decimal, for logs.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }

@@ -26,6 +26,12 @@ fn dr(subset: &str) -> String {
     )
 }
 
+fn se(host: &str, addresses: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: sample}}\nspec: {{hosts: [{host}], {addresses}ports: [{{number: 80, name: http, protocol: HTTP}}], resolution: DNS, location: MESH_EXTERNAL}}\n"
+    )
+}
+
 /// Waits (at most 10 s) for a snapshot newer than `after`.
 async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>, after: u64) -> Arc<Snapshot> {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -150,6 +156,18 @@ async fn edits_breaks_fixes_and_deletes_are_published_as_snapshots() {
     let s6 = next(&mut rx, s5.version).await;
     assert_eq!(subsets(&s6), vec!["v3"]);
 
+    // An editor's save: a hidden temporary file renamed over the file.
+    std::fs::write(path("more/.dr.yaml.tmp"), dr("v4")).unwrap();
+    std::fs::rename(path("more/.dr.yaml.tmp"), path("more/dr.yaml")).unwrap();
+    let s7 = next(&mut rx, s6.version).await;
+    assert_eq!(subsets(&s7), vec!["v4"]);
+
+    // A directory removed with its files takes their objects.
+    std::fs::remove_dir_all(path("more")).unwrap();
+    let s8 = next(&mut rx, s7.version).await;
+    assert!(subsets(&s8).is_empty());
+    assert_eq!(endpoint_ips(&s8), vec!["10.1.0.6"], "other files stay");
+
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -220,20 +238,47 @@ fn incremental_reloads_equal_building_from_scratch() {
         std::fs::write(root.path().join(id).join(file), text).unwrap()
     };
     let mut registry = Registry::load(specs(), RegistryOptions::default());
-    // (what, cluster, file, new content)
-    let steps: Vec<(&str, &str, &str, String)> = vec![
-        ("an endpoint moves in c2", "c2", "hw.yaml", format!("{SERVICE}---\n{}", pod("10.9.0.9"))),
-        ("a service appears in c3", "c3", "other.yaml", SERVICE.replace("helloworld", "other")),
-        ("a DestinationRule appears in c1", "c1", "dr.yaml", dr("v1")),
-        ("the service leaves c2", "c2", "hw.yaml", pod("10.9.0.9")),
+    // (what, cluster, file, new content, what the new snapshot must show)
+    let steps: Vec<(&str, &str, &str, String, Expect)> = vec![
+        ("an endpoint moves in c2", "c2", "hw.yaml", format!("{SERVICE}---\n{}", pod("10.9.0.9")), anything),
+        ("a service appears in c3", "c3", "other.yaml", SERVICE.replace("helloworld", "other"), anything),
+        ("a DestinationRule appears in c1", "c1", "dr.yaml", dr("v1"), anything),
+        ("the service leaves c2", "c2", "hw.yaml", pod("10.9.0.9"), anything),
+        ("a ServiceEntry without addresses gets an automatic one", "c1", "se.yaml", se("api.example.com", ""), |s| automatic(s, "api.example.com")),
+        ("a second automatic address leaves the first's alone", "c3", "se.yaml", se("db.example.com", ""), |s| automatic(s, "api.example.com") && automatic(s, "db.example.com")),
+        ("the first ServiceEntry is given its own address", "c1", "se.yaml", se("api.example.com", "addresses: [10.200.0.1], "), |s| !automatic(s, "api.example.com") && automatic(s, "db.example.com")),
+        (
+            "a port's protocol conflicts between clusters",
+            "c3",
+            "hw.yaml",
+            format!("{}---\n{}", SERVICE.replace("name: http", "name: tcp"), pod("10.2.0.5")),
+            |s| !s.model.conflicts().is_empty(),
+        ),
+        ("the conflict goes", "c3", "hw.yaml", format!("{SERVICE}---\n{}", pod("10.2.0.5")), |s| s.model.conflicts().is_empty()),
+        ("an EndpointSlice gives the other service an endpoint", "c3", "slice.yaml", slice("other", "10.7.0.1"), |s| ips(s, "other") == ["10.7.0.1"]),
+        (
+            "the slice moves to helloworld (both services change)",
+            "c3",
+            "slice.yaml",
+            slice("helloworld", "10.7.0.2"),
+            |s| ips(s, "other").is_empty() && ips(s, "helloworld").contains(&"10.7.0.2".to_string()),
+        ),
+        (
+            "an Endpoints object replaces helloworld's selected pod in c1",
+            "c1",
+            "eps.yaml",
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {name: helloworld, namespace: sample}\nsubsets: [{addresses: [{ip: 10.8.0.1}], ports: [{port: 5000, name: http}]}]\n".into(),
+            |s| ips(s, "helloworld").contains(&"10.8.0.1".to_string()) && !ips(s, "helloworld").contains(&"10.0.0.5".to_string()),
+        ),
         (
             "mesh settings change (every cluster rebuilt)",
             "c1",
             "mesh.yaml",
             "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: example.org}\n".into(),
+            anything,
         ),
     ];
-    for (what, cluster, file, text) in steps {
+    for (what, cluster, file, text, expect) in steps {
         let before = registry.snapshot();
         write(cluster, file, &text);
         let all: BTreeSet<ClusterId> = ids.iter().map(|i| ClusterId::new(i)).collect();
@@ -252,7 +297,38 @@ fn incremental_reloads_equal_building_from_scratch() {
             "{what}: change record"
         );
         assert!(!recorded.is_empty(), "{what}");
+        assert!(expect(&after), "{what}: not shown in the snapshot");
     }
+}
+
+type Expect = fn(&Snapshot) -> bool;
+
+fn anything(_: &Snapshot) -> bool {
+    true
+}
+
+/// The endpoint addresses of Service `name` in namespace `sample`.
+fn ips(s: &Snapshot, name: &str) -> Vec<String> {
+    s.model
+        .service(
+            &Hostname::new(&format!("{name}.sample.svc.cluster.local")),
+            &ClusterId::new("c1"),
+        )
+        .map(|v| v.endpoints.iter().map(|e| e.address.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn slice(service: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s1, namespace: sample, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [{ip}]}}]\nports: [{{port: 5000, name: http}}]\n"
+    )
+}
+
+/// Whether `host` has an automatically allocated address.
+fn automatic(s: &Snapshot, host: &str) -> bool {
+    s.model
+        .service(&Hostname::new(host), &ClusterId::new("c1"))
+        .is_some_and(|v| v.service.vip_allocated)
 }
 
 /// A pushed cluster (a remote registry stream) joins, changes and leaves the mesh through the
