@@ -14,8 +14,14 @@ use crate::{MeshView, ProxyNode, scope};
 
 /// The name table of `proxy`.
 pub fn name_table(view: &MeshView<'_>, proxy: &ProxyNode) -> NameTable {
+    name_table_of(&scope::visible_services(view, proxy), proxy)
+}
+
+/// The name table of a proxy that sees `visible` (its [`scope::visible_services`]): besides
+/// them, only the proxy's cluster and network matter, so proxies alike in those share it.
+pub fn name_table_of(visible: &[&ServiceView], proxy: &ProxyNode) -> NameTable {
     let mut table = NameTable::default();
-    for s in scope::visible_services(view, proxy) {
+    for s in visible.iter().copied() {
         let ips = addresses_for(s, proxy);
         if ips.is_empty() {
             continue;
@@ -44,7 +50,7 @@ pub fn name_table(view: &MeshView<'_>, proxy: &ProxyNode) -> NameTable {
         };
         table.hosts.insert(service.host.as_str().to_string(), info);
     }
-    for s in scope::visible_services(view, proxy) {
+    for s in visible.iter().copied() {
         add_pod_names(
             &mut table,
             s,

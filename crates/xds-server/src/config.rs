@@ -201,6 +201,8 @@ struct Parts {
     /// sees, answered with their addresses in its cluster, or their endpoints reachable in its
     /// network (so it follows endpoint changes too); the proxy's locality plays no part.
     names: HashMap<(String, String), Arc<TypeResources>>,
+    /// (the services it sees, cluster, network) → a sidecar's DNS name table.
+    names_by_services: HashMap<(Vec<usize>, String, String), Arc<TypeResources>>,
     /// Full key → assembled configuration.
     configs: HashMap<String, Arc<ProxyConfig>>,
     /// Encodings by content, so equal resources of different parts share memory.
@@ -270,6 +272,7 @@ impl Parts {
                 }
                 // Own ports can follow endpoints; configurations are re-assembled from parts.
                 self.names.clear();
+                self.names_by_services.clear();
                 self.profile = None;
                 self.keys.clear();
                 self.configs.clear();
@@ -300,6 +303,30 @@ impl Parts {
         let e = self.intern(&cla, |c| wire::to_any(&wire::load_assignment(c)));
         self.loads.insert(key, e.clone());
         Some(e)
+    }
+
+    /// The name table of a sidecar, shared with every sidecar in its cluster and network that
+    /// sees the same services (without `Sidecar` scoping or `exportTo`, every namespace does).
+    fn names_seeing(&mut self, view: &MeshView<'_>, proxy: &ProxyNode) -> Arc<TypeResources> {
+        let visible = strait_translate::scope::visible_services(view, proxy);
+        // The model is fixed for this version (the cache starts afresh with the next), so a
+        // service's address names it.
+        let seen = visible
+            .iter()
+            .map(|s| std::ptr::from_ref::<strait_model::ServiceView>(*s) as usize)
+            .collect();
+        let key = (seen, proxy.cluster.to_string(), proxy.network.to_string());
+        if let Some(n) = self.names_by_services.get(&key) {
+            return n.clone();
+        }
+        let table = strait_translate::dns::name_table_of(&visible, proxy);
+        let e = self.intern(&table, |t| wire::to_any(&wire::nds::name_table(t)));
+        let n = Arc::new(TypeResources::from([(
+            Name::from(strait_xds::dns::NAME_TABLE),
+            e,
+        )]));
+        self.names_by_services.insert(key, n.clone());
+        n
     }
 
     fn config(&mut self, view: &MeshView<'_>, proxy: &ProxyNode) -> Arc<ProxyConfig> {
@@ -388,12 +415,7 @@ impl Parts {
         let names = match self.names.get(&names_key) {
             Some(n) => n.clone(),
             None if proxy.kind == ProxyKind::Sidecar => {
-                let table = strait_translate::dns::name_table(view, proxy);
-                let e = self.intern(&table, |t| wire::to_any(&wire::nds::name_table(t)));
-                let n = Arc::new(TypeResources::from([(
-                    Name::from(strait_xds::dns::NAME_TABLE),
-                    e,
-                )]));
+                let n = self.names_seeing(view, proxy);
                 self.names.insert(names_key, n.clone());
                 n
             }

@@ -601,6 +601,35 @@ async fn sidecars_get_a_name_table_that_follows_headless_endpoints_and_routers_n
     assert!(none.resources.is_empty(), "a router answers no DNS");
 }
 
+/// Sidecars that see the same services share one name table; one that sees fewer (here a
+/// service exported to its own namespace only) gets its own, whichever connects first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_that_see_different_services_get_different_name_tables() {
+    let text = manifests("10.0.0.1", true).replace(
+        "metadata: {name: other, namespace: a}",
+        "metadata: {name: other, namespace: a, annotations: {networking.istio.io/exportTo: \".\"}}",
+    );
+    let both = ["hello.a.svc.cluster.local", "other.a.svc.cluster.local"];
+    for order in [["a", "b"], ["b", "a"]] {
+        // A control plane of its own for each order: nothing cached.
+        let h = start(&text).await;
+        for ns in order {
+            let mut s = Sotw::connect(h.port).await;
+            s.send(DiscoveryRequest {
+                node: Some(node(&format!(
+                    "sidecar~10.1.0.9~{ns}1.{ns}~{ns}.svc.cluster.local"
+                ))),
+                type_url: NDS.into(),
+                ..Default::default()
+            })
+            .await;
+            let seen: Vec<String> = name_table(&s.recv().await).into_keys().collect();
+            let expected: &[&str] = if ns == "a" { &both } else { &both[..1] };
+            assert_eq!(seen, expected, "namespace {ns} in order {order:?}");
+        }
+    }
+}
+
 /// A name server on loopback answering `gw.network2.example` with the address in `ip`, TTL 1 s.
 async fn gateway_name_server(
     ip: std::sync::Arc<std::sync::Mutex<std::net::Ipv4Addr>>,
