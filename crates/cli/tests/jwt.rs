@@ -498,21 +498,15 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
     std::fs::write(&jwks, rsa_key(&key)).unwrap();
     let other_key = t.join("other.pem");
     let other_jwks = rsa_key(&other_key);
-    let app_port = free_port();
-    let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
-    let dir = t.join("config");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(
-        dir.join("mesh.yaml"),
-        bound_httpbin(POD, &[(8000, "HTTP", app_port)]),
-    )
-    .unwrap();
-    let mut cp_args = ca.control_plane_args();
-    cp_args.extend([
-        "--service-account-issuer".to_string(),
-        format!("{SA_ISSUER}={}", jwks.display()),
-    ]);
-    let cp = ControlPlane::start(&dir, &strs(&cp_args));
+    let (_app, cp) = httpbin_with_issuer(
+        t,
+        &ca,
+        POD,
+        &[
+            "--service-account-issuer".to_string(),
+            format!("{SA_ISSUER}={}", jwks.display()),
+        ],
+    );
 
     let t0 = now();
     let projected = |aud: &str, sa: &str| {
@@ -524,28 +518,7 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
                 "serviceaccount": {"name": sa, "uid": "0d1f7a44"}}
         })
     };
-    let root = ca.root.to_str().unwrap().to_string();
-    let spawn = |pod: &str, token: String| {
-        let file = t.join(format!("{pod}.sa-token"));
-        std::fs::write(&file, token).unwrap();
-        StraitProxy::spawn_with(
-            &cp,
-            t,
-            &format!("sidecar~{POD}~{pod}.foo~foo.svc.cluster.local"),
-            pod,
-            "app=httpbin",
-            &[
-                "--ca-root",
-                &root,
-                "--token",
-                file.to_str().unwrap(),
-                "--service-account",
-                "httpbin",
-                "--cert-ttl",
-                "3600",
-            ],
-        )
-    };
+    let spawn = |pod: &str, token: String| sa_token_sidecar(&cp, &ca, t, POD, pod, &token);
     // A sidecar started with `token`, once it holds its certificate.
     let certified = |pod: &str, token: String| {
         let p = spawn(pod, token);
@@ -621,4 +594,158 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
         token(&other_key, &projected("istio-ca", "httpbin")),
     );
     drop(rotated);
+}
+
+/// httpbin's app, and a control plane with the mesh CA and `issuer_args` that has httpbin's
+/// sidecar bind `pod`:8000.
+fn httpbin_with_issuer(
+    dir: &Path,
+    ca: &MeshCa,
+    pod: &str,
+    issuer_args: &[String],
+) -> (Proc, ControlPlane) {
+    let app_port = free_port();
+    let app = http_backend("httpbin", "127.0.0.1", app_port, None);
+    let config = dir.join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(
+        config.join("mesh.yaml"),
+        bound_httpbin(pod, &[(8000, "HTTP", app_port)]),
+    )
+    .unwrap();
+    let mut cp_args = ca.control_plane_args();
+    cp_args.extend(issuer_args.iter().cloned());
+    (app, ControlPlane::start(&config, &strs(&cp_args)))
+}
+
+/// A sidecar of `foo/httpbin` at `ip` that presents `token` (a service-account token) to the
+/// CA, not yet waited for.
+fn sa_token_sidecar(
+    cp: &ControlPlane,
+    ca: &MeshCa,
+    dir: &Path,
+    ip: &str,
+    pod: &str,
+    token: &str,
+) -> StraitProxy {
+    let file = dir.join(format!("{pod}.sa-token"));
+    std::fs::write(&file, token).unwrap();
+    StraitProxy::spawn_with(
+        cp,
+        dir,
+        &format!("sidecar~{ip}~{pod}.foo~foo.svc.cluster.local"),
+        pod,
+        "app=httpbin",
+        &[
+            "--ca-root",
+            ca.root.to_str().unwrap(),
+            "--token",
+            file.to_str().unwrap(),
+            "--service-account",
+            "httpbin",
+            "--cert-ttl",
+            "3600",
+        ],
+    )
+}
+
+/// A service-account issuer given by its URL alone: the control plane reads its OpenID
+/// discovery document, fetches the key set it names, and fetches it again every
+/// `--service-account-keys-refresh`, so a rotated key is followed; while the key server is
+/// down, the last key set stays in effect.
+#[test]
+fn a_service_account_issuers_keys_are_discovered_and_followed() {
+    // Not the addresses of the other tests, which run alongside.
+    const POD: &str = "127.1.44.1";
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ca = MeshCa::create(t);
+    let key = t.join("sa-issuer.pem");
+    let new_key = t.join("sa-issuer-new.pem");
+    let new_jwks = rsa_key(&new_key);
+    let www = t.join("www");
+    std::fs::create_dir_all(www.join(".well-known")).unwrap();
+    std::fs::create_dir_all(www.join("openid/v1")).unwrap();
+    std::fs::write(www.join("openid/v1/jwks"), rsa_key(&key)).unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        www.join(".well-known/openid-configuration"),
+        serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/openid/v1/jwks")})
+            .to_string(),
+    )
+    .unwrap();
+    let serve_keys = || {
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Proc {
+            child,
+            what: "the issuer's key server".into(),
+        };
+        wait_for(Duration::from_secs(20), "the key server", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        server
+    };
+    let key_server = serve_keys();
+
+    let (_app, cp) = httpbin_with_issuer(
+        t,
+        &ca,
+        POD,
+        &[
+            "--service-account-issuer".to_string(),
+            issuer.clone(),
+            "--service-account-keys-refresh".to_string(),
+            "1".to_string(),
+        ],
+    );
+    let t0 = now();
+    let projected = serde_json::json!({
+        "aud": ["istio-ca"], "iat": t0, "nbf": t0, "exp": t0 + 3600, "iss": issuer,
+        "sub": "system:serviceaccount:foo:httpbin",
+    });
+    let certified = |pod: &str, signer: &Path| {
+        let p = sa_token_sidecar(&cp, &ca, t, POD, pod, &token(signer, &projected));
+        p.wait_for_certificate();
+        assert!(
+            p.log().contains("spiffe://cluster.local/ns/foo/sa/httpbin"),
+            "{}",
+            p.log()
+        );
+        p
+    };
+    drop(certified("httpbin-0", &key));
+
+    // The issuer rotates its key: the next fetch takes the new key set.
+    std::fs::write(www.join("openid/v1/jwks"), &new_jwks).unwrap();
+    wait_for(Duration::from_secs(20), "the new key set", || {
+        (cp.log()
+            .matches("fetched the service-account issuer's key set")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    drop(certified("rotated-0", &new_key));
+
+    // The key server goes away: fetches fail, the last key set stays in effect.
+    drop(key_server);
+    wait_for(Duration::from_secs(20), "a failed fetch", || {
+        cp.log()
+            .contains("cannot fetch the service-account issuer's key set")
+            .then_some(())
+    });
+    drop(certified("later-0", &new_key));
 }

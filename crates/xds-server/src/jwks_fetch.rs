@@ -4,7 +4,8 @@
 //! program, honours too), each within its rule's `timeout` (default 5 s). Fetched again every
 //! 20 minutes (Istio's refresh interval) so rotated keys are followed; a failed fetch keeps the
 //! last good key set and is tried again soon; a URI never fetched has none, so the tokens of its
-//! issuer are refused — Istio fails closed the same way.
+//! issuer are refused — Istio fails closed the same way. The same fetch (and OpenID discovery)
+//! serves the CA's service-account issuers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,11 +102,7 @@ impl JwksFetcher {
         self.entries.retain(|uri, _| wanted.contains_key(uri));
         let mut changed = self.entries.len() != before;
         let now = Instant::now();
-        let roots = self
-            .options
-            .trust_roots
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_ROOTS));
+        let roots = trust_roots(self.options.trust_roots.as_deref());
         for (uri, timeout) in wanted {
             let entry = self.entries.get(&uri);
             if entry.is_some_and(|e| e.due > now) {
@@ -159,14 +156,41 @@ impl JwksFetcher {
 }
 
 /// `GET uri`: the body, when it is a key set.
-async fn fetch(uri: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
+pub async fn fetch(uri: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
+    get_within(uri, timeout, roots).await.and_then(|text| {
+        strait_jwt::parse(&text).map_err(|e| format!("the answer is not a key set: {e}"))?;
+        Ok(text)
+    })
+}
+
+/// The `jwks_uri` an OpenID issuer's discovery document
+/// (`<issuer>/.well-known/openid-configuration`) names.
+pub async fn discover(issuer: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
+    let uri = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let text = get_within(&uri, timeout, roots)
+        .await
+        .map_err(|e| format!("{uri}: {e}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{uri}: not JSON: {e}"))?;
+    doc.get("jwks_uri")
+        .and_then(|u| u.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{uri}: no jwks_uri in the discovery document"))
+}
+
+/// The trust roots `https://` key servers are verified against: the PEM bundle given, else the
+/// system's.
+pub fn trust_roots(given: Option<&Path>) -> PathBuf {
+    given.map_or_else(|| PathBuf::from(SYSTEM_ROOTS), Path::to_path_buf)
+}
+
+async fn get_within(uri: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
     tokio::time::timeout(timeout, get(uri, roots))
         .await
         .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
-        .and_then(|text| {
-            strait_jwt::parse(&text).map_err(|e| format!("the answer is not a key set: {e}"))?;
-            Ok(text)
-        })
 }
 
 async fn get(uri: &str, roots: &Path) -> Result<String, String> {

@@ -11,7 +11,6 @@ use strait_identity::Authority;
 use strait_identity::cacerts::CaFiles;
 use strait_identity::policy::Limits;
 use strait_identity::service::CaService;
-use strait_identity::service_account::ServiceAccountIssuer;
 use strait_identity::serving::{
     ServingNames, keep_serving_config, reload_authority_on_change, serving_config,
 };
@@ -92,11 +91,20 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "token_key")]
     pub token_revocations: Option<PathBuf>,
     /// Also accept Kubernetes service-account tokens (the projected token a pod mounts for
-    /// the mesh) signed by this issuer: `ISSUER=JWKS_FILE`, the API server's
-    /// `--service-account-issuer` and its public keys (`kubectl get --raw /openid/v1/jwks`).
-    /// Repeat per cluster.
-    #[arg(long = "service-account-issuer", value_name = "ISSUER=JWKS_FILE")]
+    /// the mesh) signed by this issuer (the API server's `--service-account-issuer`), whose
+    /// public keys are: `ISSUER=JWKS_FILE` in a file (`kubectl get --raw /openid/v1/jwks`),
+    /// re-read when it changes; `ISSUER=JWKS_URL` at a URL; or, given `ISSUER` alone (an
+    /// `https://` issuer), where its OpenID discovery document says. URLs are fetched again
+    /// every `--service-account-keys-refresh`. Repeat per cluster.
+    #[arg(
+        long = "service-account-issuer",
+        value_name = "ISSUER=JWKS_FILE|ISSUER=JWKS_URL|ISSUER"
+    )]
     pub service_account_issuers: Vec<String>,
+    /// How often service-account issuers' key set URLs are fetched again, in seconds (Istio's
+    /// 20 minutes; 10 s after a failed fetch).
+    #[arg(long, default_value_t = 1200, value_name = "S")]
+    pub service_account_keys_refresh: u64,
     /// Audience such a token must be for (default `istio-ca`, what Istio's injection asks
     /// for); repeat to accept several.
     #[arg(long = "service-account-audience", value_name = "AUDIENCE")]
@@ -151,51 +159,6 @@ fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::
         socket.listen(LISTEN_BACKLOG)
     };
     listen().with_context(|| format!("cannot listen for {what} on {addr}: is another control plane running? choose another address with {flag}"))
-}
-
-/// What one `--service-account-issuer ISSUER=JWKS_FILE` says.
-#[derive(Debug, Clone)]
-struct IssuerSpec {
-    spec: String,
-    issuer: String,
-    jwks: PathBuf,
-}
-
-fn issuer_specs(specs: &[String]) -> anyhow::Result<Vec<IssuerSpec>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (issuer, file) = spec.split_once('=').with_context(|| {
-                format!("--service-account-issuer {spec}: expected ISSUER=JWKS_FILE")
-            })?;
-            Ok(IssuerSpec {
-                spec: spec.clone(),
-                issuer: issuer.to_string(),
-                jwks: PathBuf::from(file),
-            })
-        })
-        .collect()
-}
-
-/// The issuers with their key sets read, for `audiences`.
-fn load_issuers(
-    specs: &[IssuerSpec],
-    audiences: &[String],
-) -> anyhow::Result<Vec<ServiceAccountIssuer>> {
-    specs
-        .iter()
-        .map(|s| {
-            let file = s.jwks.display();
-            let jwks = std::fs::read_to_string(&s.jwks).with_context(|| {
-                format!(
-                    "--service-account-issuer {}: cannot read the key set {file}",
-                    s.spec
-                )
-            })?;
-            ServiceAccountIssuer::new(&s.issuer, &jwks, audiences)
-                .map_err(|e| anyhow::anyhow!("--service-account-issuer {}: {file}: {e}", s.spec))
-        })
-        .collect()
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
@@ -438,39 +401,17 @@ async fn start_identity(
             None
         }
     };
-    let specs = issuer_specs(&args.service_account_issuers)?;
-    let audiences = args.service_account_audiences.clone();
-    let issuers = load_issuers(&specs, &audiences)?;
-    if !issuers.is_empty() {
-        info!(
-            issuers = ?issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
-            "the CA accepts Kubernetes service-account tokens of these issuers"
-        );
-    }
-    let issuers = Arc::new(ArcSwap::from_pointee(issuers));
-    if !specs.is_empty() {
-        // An issuer's keys rotate: its key set file is followed; one that cannot be used
-        // keeps the previous key sets in effect.
-        let files = specs.iter().map(|s| s.jwks.clone()).collect();
-        let swapped = issuers.clone();
-        tokio::spawn(strait_identity::serving::on_file_change(
-            files,
-            Duration::from_secs(2),
-            stop.clone(),
-            move || match load_issuers(&specs, &audiences) {
-                Ok(read) => {
-                    info!(
-                        issuers = read.len(),
-                        "service-account issuers' key sets reloaded"
-                    );
-                    swapped.store(Arc::new(read));
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "a service-account issuer's key set changed but cannot be used; the previous key sets stay in effect");
-                }
-            },
-        ));
-    }
+    // `https://` key servers are verified as `jwksUri`s are.
+    let issuers = super::sa_issuers::follow(
+        super::sa_issuers::parse(&args.service_account_issuers)?,
+        args.service_account_audiences.clone(),
+        std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .as_deref(),
+        Duration::from_secs(args.service_account_keys_refresh.max(1)),
+        stop.clone(),
+    )
+    .await?;
     let (changed_tx, changed_rx) = watch::channel(0u64);
     if let Some(dir) = &args.cacerts {
         tokio::spawn(reload_authority_on_change(

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod multicluster;
 pub mod proxy;
 pub mod proxy_config;
+mod sa_issuers;
 pub mod up;
 pub mod validate;
 
