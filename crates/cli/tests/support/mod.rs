@@ -30,12 +30,24 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// A loopback port free now, and never handed out before in this test process: tests run
+/// side by side, and the kernel may offer a port again before the process it was meant for
+/// has bound it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port that was not handed out already, in 1000 tries");
 }
 
 /// A child process stopped (by its PID) when dropped.
