@@ -23,9 +23,11 @@ impl<'a> Context<'a> {
     /// Every object of one kind across clusters.
     pub fn all<T: 'a>(
         &self,
-        pick: impl Fn(&'a ConfigSet) -> &'a Vec<Object<T>>,
+        pick: impl Fn(&'a ConfigSet) -> &'a Vec<Arc<Object<T>>>,
     ) -> impl Iterator<Item = &'a Object<T>> {
-        self.configs.iter().flat_map(move |(_, c)| pick(c).iter())
+        self.configs
+            .iter()
+            .flat_map(move |(_, c)| pick(c).iter().map(|o| &**o))
     }
 
     /// Istio's short-name rule: a host without dots is a service in the object's namespace.

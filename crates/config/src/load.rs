@@ -694,11 +694,11 @@ fn read_resource(
                 None => Default::default(),
             };
             Ok((
-                Resource::$variant(Object {
+                Resource::$variant(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }};
@@ -725,11 +725,11 @@ fn read_resource(
                 .map(|s| s.ingress_addresses())
                 .unwrap_or_default();
             Ok((
-                Resource::Service(Object {
+                Resource::Service(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }
@@ -737,11 +737,11 @@ fn read_resource(
             let (doc, issues) = typed::<SpecDocument<NamespaceSpec>>(node, base)?;
             let spec = doc.spec.unwrap_or_default();
             Ok((
-                Resource::Namespace(Object {
+                Resource::Namespace(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }
@@ -751,11 +751,11 @@ fn read_resource(
                 subsets: doc.subsets,
             };
             Ok((
-                Resource::Endpoints(Object {
+                Resource::Endpoints(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }
@@ -767,11 +767,11 @@ fn read_resource(
                 ports: doc.ports,
             };
             Ok((
-                Resource::EndpointSlice(Object {
+                Resource::EndpointSlice(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }
@@ -782,22 +782,22 @@ fn read_resource(
                 status: doc.status,
             };
             Ok((
-                Resource::Pod(Object {
+                Resource::Pod(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }
         Kind::Node => {
             let (doc, issues) = typed::<NodeDocument>(node, base)?;
             Ok((
-                Resource::Node(Object {
+                Resource::Node(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec: (),
                     source,
-                }),
+                })),
                 issues,
             ))
         }
@@ -810,11 +810,11 @@ fn read_resource(
                 immutable: doc.immutable,
             };
             Ok((
-                Resource::Secret(Object {
+                Resource::Secret(Arc::new(Object {
                     meta: meta(&api, doc.metadata, namespace),
                     spec,
                     source,
-                }),
+                })),
                 issues,
             ))
         }

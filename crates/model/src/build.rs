@@ -299,7 +299,7 @@ impl<'a> Context<'a> {
         for e in &config.endpoints {
             endpoints
                 .entry((e.meta.namespace.as_str(), e.meta.name.as_str()))
-                .or_insert(e);
+                .or_insert(e.as_ref());
         }
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for slice in &config.endpoint_slices {
@@ -307,7 +307,7 @@ impl<'a> Context<'a> {
                 slices
                     .entry((slice.meta.namespace.as_str(), service.as_str()))
                     .or_default()
-                    .push(slice);
+                    .push(slice.as_ref());
             }
         }
         Context {

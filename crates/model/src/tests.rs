@@ -196,7 +196,7 @@ status: {podIP: 10.9.0.4}
             &LoadOptions::default(),
         );
         match r.into_resources().next().unwrap() {
-            strait_config::Resource::MeshConfig(o) => o.spec,
+            strait_config::Resource::MeshConfig(o) => o.spec.clone(),
             _ => unreachable!(),
         }
     };

@@ -92,19 +92,23 @@ impl Snapshot {
 fn diff_kind<T: PartialEq>(
     cluster: &ClusterId,
     kind: Kind,
-    old: &[Object<T>],
-    new: &[Object<T>],
+    old: &[Arc<Object<T>>],
+    new: &[Arc<Object<T>>],
     out: &mut BTreeSet<ConfigKey>,
 ) {
-    let index = |list: &[Object<T>]| -> BTreeMap<String, usize> {
+    let index = |list: &[Arc<Object<T>>]| -> BTreeMap<String, usize> {
         list.iter().enumerate().map(|(i, o)| (o.key(), i)).collect()
     };
     let (oi, ni) = (index(old), index(new));
     for (name, &i) in &oi {
         let changed = match ni.get(name) {
             None => true,
-            // Compare what the object says, not where it was written.
-            Some(&j) => old[i].meta != new[j].meta || old[i].spec != new[j].spec,
+            // The very same object (its file did not change), else what the object says,
+            // not where it was written.
+            Some(&j) => {
+                !Arc::ptr_eq(&old[i], &new[j])
+                    && (old[i].meta != new[j].meta || old[i].spec != new[j].spec)
+            }
         };
         if changed {
             out.insert(ConfigKey {

@@ -67,6 +67,7 @@ pub fn for_workload(
         .config
         .authorization_policies
         .iter()
+        .map(|p| &**p)
         .filter(|p| {
             selects(
                 &p.meta,

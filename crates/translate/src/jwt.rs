@@ -37,6 +37,7 @@ pub fn for_workload(
         .config
         .request_authentications
         .iter()
+        .map(|p| &**p)
         .filter(|p| {
             let targeted = p.spec.target_ref.is_some()
                 || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty());

@@ -395,6 +395,7 @@ pub fn gateways_for<'a>(view: &MeshView<'a>, proxy: &ProxyNode) -> Vec<&'a Objec
     view.config
         .gateways
         .iter()
+        .map(|g| &**g)
         .filter(|g| {
             !g.spec.selector.is_empty()
                 && g.spec

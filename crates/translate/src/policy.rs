@@ -68,6 +68,7 @@ pub fn rule_for<'a>(
     best(&proxy.namespace)
         .or_else(|| best(service_ns))
         .or_else(|| best(view.root_namespace))
+        .map(|dr| &**dr)
 }
 
 fn overlay(base: &mut Policy, tp: &TrafficPolicy, port: u16) {

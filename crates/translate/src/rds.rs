@@ -68,23 +68,27 @@ pub fn virtual_service_for<'a>(
     host: &str,
     gateway: &str,
 ) -> Option<&'a Object<VirtualService>> {
-    view.config.virtual_services.iter().find(|vs| {
-        let on_gateway = if gateway == MESH_GATEWAY {
-            vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH_GATEWAY)
-        } else {
-            vs.spec
-                .gateways
-                .iter()
-                .any(|g| gateway_ref_matches(g, &vs.meta.namespace, gateway))
-        };
-        on_gateway
-            && exported_to(&vs.spec.export_to, &vs.meta.namespace, &proxy.namespace)
-            && vs
-                .spec
-                .hosts
-                .iter()
-                .any(|h| host_matches(&resolve_host(view, h, &vs.meta.namespace), host))
-    })
+    view.config
+        .virtual_services
+        .iter()
+        .find(|vs| {
+            let on_gateway = if gateway == MESH_GATEWAY {
+                vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH_GATEWAY)
+            } else {
+                vs.spec
+                    .gateways
+                    .iter()
+                    .any(|g| gateway_ref_matches(g, &vs.meta.namespace, gateway))
+            };
+            on_gateway
+                && exported_to(&vs.spec.export_to, &vs.meta.namespace, &proxy.namespace)
+                && vs
+                    .spec
+                    .hosts
+                    .iter()
+                    .any(|h| host_matches(&resolve_host(view, h, &vs.meta.namespace), host))
+        })
+        .map(|vs| &**vs)
 }
 
 /// Whether a VirtualService's gateway reference names `gateway` (`namespace/name`).

@@ -35,6 +35,7 @@ pub fn sidecar_for<'a>(view: &MeshView<'a>, proxy: &ProxyNode) -> Option<&'a Obj
                 s.meta.namespace == view.root_namespace && s.spec.workload_selector.is_none()
             })
         })
+        .map(|s| &**s)
 }
 
 /// Whether `exportTo` (of an object in `owner_ns`) makes it visible in `namespace`.

@@ -69,7 +69,7 @@ pub fn peer_mode(
                     && s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             })
     });
-    let level = |p: Option<&Object<PeerAuthentication>>| {
+    let level = |p: Option<&std::sync::Arc<Object<PeerAuthentication>>>| {
         p.and_then(|p| PeerMode::from_config(p.spec.mtls.as_ref().and_then(|m| m.mode)))
     };
     let port_level = workload.and_then(|w| {
