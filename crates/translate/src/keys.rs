@@ -7,12 +7,12 @@
 //! `failoverPriority` label names; labels no such place names cannot change the result, so they
 //! are left out of the keys. A test checks that proxies with equal keys get equal resources.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
-use strait_model::{ClusterId, EndpointAddress, MeshModel, WorkloadRef};
+use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceView, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
 use crate::{Inbound, InboundPort, InboundProtocol, MeshView, scope};
@@ -97,32 +97,51 @@ impl ProxyKeys {
 
 /// Where workloads receive traffic: for each endpoint address, the workload ports it serves
 /// (found by the proxy's IP, as Istio finds a proxy's service targets).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct InboundIndex {
-    /// Endpoint IP → (cluster, workload port, protocol) for every service port it backs.
-    by_ip: HashMap<IpAddr, Vec<(ClusterId, u16, InboundProtocol)>>,
+    /// Endpoint IP → (cluster, workload port, protocol) for every service port it backs, with
+    /// how many service endpoints give it (so that a change can take its own away).
+    by_ip: HashMap<IpAddr, BTreeMap<(ClusterId, u16, InboundProtocol), u32>>,
 }
 
 impl InboundIndex {
     fn new(model: &MeshModel) -> Self {
         let mut index = InboundIndex::default();
         for (_, s) in model.services() {
-            for e in &s.endpoints {
-                let EndpointAddress::Ip(ip) = e.address else {
+            index.count(s, true);
+        }
+        index
+    }
+
+    /// Adds what a service's endpoints give (or, with `add` false, takes it away).
+    fn count(&mut self, s: &ServiceView, add: bool) {
+        for e in &s.endpoints {
+            let EndpointAddress::Ip(ip) = e.address else {
+                continue;
+            };
+            for p in &s.service.ports {
+                let Some(t) = e.target_port(p.port) else {
                     continue;
                 };
-                for p in &s.service.ports {
-                    if let Some(t) = e.target_port(p.port) {
-                        let entry = index.by_ip.entry(ip).or_default();
-                        let item = (e.cluster.clone(), t, InboundProtocol::of(p.protocol));
-                        if !entry.contains(&item) {
-                            entry.push(item);
-                        }
+                let item = (e.cluster.clone(), t, InboundProtocol::of(p.protocol));
+                if add {
+                    *self.by_ip.entry(ip).or_default().entry(item).or_insert(0) += 1;
+                    continue;
+                }
+                let Some(items) = self.by_ip.get_mut(&ip) else {
+                    continue;
+                };
+                if let Some(n) = items.get_mut(&item) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        items.remove(&item);
                     }
+                }
+                if items.is_empty() {
+                    self.by_ip.remove(&ip);
                 }
             }
         }
-        index
     }
 
     /// The proxy's workload ports: by its IP, else (no IP, or none of its endpoints known by
@@ -132,7 +151,7 @@ impl InboundIndex {
             .ip
             .and_then(|ip| self.by_ip.get(&ip))
             .into_iter()
-            .flatten()
+            .flat_map(BTreeMap::keys)
             .filter(|(c, _, _)| *c == proxy.cluster)
             .map(|(_, t, h)| (*t, *h))
             .collect();
@@ -169,8 +188,9 @@ impl InboundIndex {
     }
 }
 
-/// What is needed to key and place proxies under one view: built once per version.
-#[derive(Debug)]
+/// What is needed to key and place proxies under one view: built once per version, or
+/// carried to the next when only some services' endpoints changed.
+#[derive(Debug, PartialEq)]
 pub struct Profile {
     relevant: BTreeSet<String>,
     inbound: InboundIndex,
@@ -181,6 +201,19 @@ impl Profile {
         Profile {
             relevant: relevant_label_keys(view),
             inbound: InboundIndex::new(view.model),
+        }
+    }
+
+    /// The profile of `new` from this one of `old`, where only the services of `hosts`
+    /// differ (the configuration, which gives the relevant labels, is the same).
+    pub fn update_hosts(&mut self, old: &MeshModel, new: &MeshModel, hosts: &BTreeSet<String>) {
+        for (model, add) in [(old, false), (new, true)] {
+            for (_, s) in model
+                .services()
+                .filter(|(k, _)| hosts.contains(k.host.as_str()))
+            {
+                self.inbound.count(s, add);
+            }
         }
     }
 
@@ -285,5 +318,63 @@ impl Profile {
             inbound,
             inbound_side,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strait_config::{ConfigSet, LoadOptions, load_str};
+    use strait_model::{ClusterSource, MeshSettings};
+
+    use super::*;
+    use crate::eds::GatewayTable;
+
+    fn model(pod_ip: &str) -> (MeshModel, ConfigSet) {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: ns}}\nspec: {{ports: [{{port: 80, name: http}}], selector: {{app: a}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: a-0, namespace: ns, labels: {{app: a}}}}\nstatus: {{podIP: {pod_ip}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: ns}}\nspec: {{ports: [{{port: 9090, name: grpc}}], selector: {{app: b}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b-0, namespace: ns, labels: {{app: b}}}}\nstatus: {{podIP: 10.0.0.2}}\n"
+        );
+        let config = ConfigSet::from_resources(
+            load_str(&yaml, "t.yaml", &LoadOptions::default()).into_resources(),
+        );
+        let source = ClusterSource {
+            id: ClusterId::new("c1"),
+            network: Default::default(),
+            config: Arc::new(config.clone()),
+        };
+        (
+            MeshModel::build(Arc::new(MeshSettings::default()), &[source]),
+            config,
+        )
+    }
+
+    fn profile(model: &MeshModel, config: &ConfigSet) -> Profile {
+        Profile::new(&MeshView {
+            model,
+            config,
+            gateways: &GatewayTable::new(),
+            root_namespace: "istio-system",
+            mesh_locality: None,
+            mesh_outbound_mode: None,
+            jwks: &BTreeMap::new(),
+        })
+    }
+
+    /// A profile carried over an endpoint change equals one built afresh: the moved pod's
+    /// address loses its port, the new one gains it, the other service's stays.
+    #[test]
+    fn a_profile_updated_for_changed_hosts_equals_one_built_afresh() {
+        let (before, config) = model("10.0.0.1");
+        let (after, _) = model("10.0.0.9");
+        let mut carried = profile(&before, &config);
+        let hosts = BTreeSet::from(["a.ns.svc.cluster.local".to_string()]);
+        carried.update_hosts(&before, &after, &hosts);
+        let fresh = profile(&after, &config);
+        assert_eq!(carried, fresh);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(!fresh.inbound.by_ip.contains_key(&ip("10.0.0.1")));
+        assert!(fresh.inbound.by_ip.contains_key(&ip("10.0.0.9")));
+        assert!(fresh.inbound.by_ip.contains_key(&ip("10.0.0.2")));
     }
 }

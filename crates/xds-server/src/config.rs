@@ -186,6 +186,8 @@ struct EndpointsPart {
 struct Parts {
     version: u64,
     profile: Option<Arc<Profile>>,
+    /// The model of `version`, which `profile` (once built) describes.
+    model: Option<Arc<strait_model::MeshModel>>,
     /// Each connected proxy's keys at this version, by node ID.
     keys: HashMap<String, (ProxyNode, Arc<ProxyKeys>)>,
     outbound: HashMap<String, Arc<OutboundPart>>,
@@ -270,10 +272,17 @@ impl Parts {
                         part.resources = Arc::new(resources);
                     }
                 }
-                // Own ports can follow endpoints; configurations are re-assembled from parts.
+                // Own ports can follow endpoints: the profile takes in the changed services;
+                // configurations are re-assembled from parts.
                 self.names.clear();
                 self.names_by_services.clear();
-                self.profile = None;
+                let model = &current.snapshot.model;
+                self.profile = match (self.profile.take(), self.model.take()) {
+                    (Some(mut profile), Some(old)) => Arc::get_mut(&mut profile)
+                        .map(|p| p.update_hosts(&old, model, &hosts))
+                        .map(|()| profile),
+                    _ => None,
+                };
                 self.keys.clear();
                 self.configs.clear();
                 // Encodings nothing refers to any more (replaced load assignments).
@@ -282,6 +291,7 @@ impl Parts {
             _ => *self = Parts::default(),
         }
         self.version = current.version;
+        self.model = Some(current.snapshot.model.clone());
     }
 
     fn load(
