@@ -6,7 +6,7 @@
 //! come from `endpoints` or from `workloadSelector`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -215,12 +215,12 @@ const WORKLOAD_KINDS: [Kind; 4] = [Kind::Pod, Kind::WorkloadEntry, Kind::Node, K
 /// added, removed or modified, and `previous` was built from `old` with the same settings and
 /// network. Services none of whose objects changed (their Service or ServiceEntry, Endpoints,
 /// EndpointSlices) are taken from `previous`, shared; the result equals [`build_cluster`]'s.
-pub fn rebuild_cluster(
-    cluster: &ClusterSource,
+pub fn rebuild_cluster<'a>(
+    cluster: &'a ClusterSource,
     mesh: &MeshSettings,
     previous: &ClusterView,
-    old: &ConfigSet,
-    changed: &BTreeSet<(Kind, String)>,
+    old: &'a ConfigSet,
+    changed: &'a BTreeSet<(Kind, String)>,
 ) -> ClusterView {
     if changed
         .iter()
@@ -228,16 +228,12 @@ pub fn rebuild_cluster(
     {
         return build_cluster(cluster, mesh);
     }
-    let split = |key: &'_ str| -> (String, String) {
-        match key.split_once('/') {
-            Some((ns, name)) => (ns.to_string(), name.to_string()),
-            None => (String::new(), key.to_string()),
-        }
-    };
+    // `namespace/name` keys; cluster-scoped objects have no namespace.
+    let split = |key: &'a str| key.split_once('/').unwrap_or(("", key));
     // Kubernetes Services and ServiceEntries (namespace, name) to build again.
-    let mut services: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut entries: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut slices: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut services: HashSet<(&str, &str)> = HashSet::new();
+    let mut entries: HashSet<(&str, &str)> = HashSet::new();
+    let mut slices: HashSet<(&str, &str)> = HashSet::new();
     for (kind, key) in changed {
         match kind {
             Kind::Service | Kind::Endpoints => {
@@ -259,11 +255,11 @@ pub fn rebuild_cluster(
             .iter()
             .chain(&cluster.config.endpoint_slices)
         {
-            let (ns, name) = (&slice.meta.namespace, &slice.meta.name);
-            if slices.contains(&(ns.clone(), name.clone()))
+            let ns = slice.meta.namespace.as_str();
+            if slices.contains(&(ns, slice.meta.name.as_str()))
                 && let Some(service) = slice.meta.labels.get(SERVICE_NAME_LABEL)
             {
-                services.insert((ns.clone(), service.clone()));
+                services.insert((ns, service.as_str()));
             }
         }
     }
@@ -281,7 +277,7 @@ pub fn rebuild_cluster(
             Kind::ServiceEntry => (&entries, true),
             _ => (&services, false),
         };
-        if stale.contains(&(ns.to_string(), name.to_string())) {
+        if stale.contains(&(ns, name)) {
             return None;
         }
         kept.get(&(entry, ns, name)).cloned()

@@ -50,19 +50,12 @@ impl MeshModel {
 
     /// Merges clusters already built (so a reload rebuilds only the clusters that changed).
     pub fn from_views(settings: Arc<MeshSettings>, views: &[(&ClusterId, &ClusterView)]) -> Self {
-        let mut ordered: Vec<&(&ClusterId, &ClusterView)> = views.iter().collect();
-        ordered.sort_by(|a, b| a.0.cmp(b.0));
         let mut model = MeshModel {
             settings,
-            workloads: Arc::new(all_workloads(&ordered)),
+            workloads: Arc::new(all_workloads(views)),
             ..Default::default()
         };
-        for (id, view) in ordered {
-            for sv in &view.services {
-                model.merge(id, sv);
-            }
-        }
-        model.finish();
+        model.merge_views(views, |_| true);
         model
     }
 
@@ -81,13 +74,11 @@ impl MeshModel {
         if !Arc::ptr_eq(&self.settings, &settings) {
             return Self::from_views(settings, views);
         }
-        let mut ordered: Vec<&(&ClusterId, &ClusterView)> = views.iter().collect();
-        ordered.sort_by(|a, b| a.0.cmp(b.0));
         let mut model = MeshModel {
             settings,
             services: self.services.clone(),
             workloads: if workloads_changed {
-                Arc::new(all_workloads(&ordered))
+                Arc::new(all_workloads(views))
             } else {
                 self.workloads.clone()
             },
@@ -95,21 +86,22 @@ impl MeshModel {
         };
         model.services.retain(|k, _| !hosts.contains(&k.host));
         model.conflicts.retain(|c| !hosts.contains(&c.host));
-        for (id, view) in ordered {
-            for sv in view
-                .services
-                .iter()
-                .filter(|s| hosts.contains(&s.service.host))
-            {
-                model.merge(id, sv);
-            }
-        }
-        model.finish();
+        model.merge_views(views, |host| hosts.contains(host));
         model
     }
 
-    /// Gives addresses to hosts that want one and orders the conflicts.
-    fn finish(&mut self) {
+    /// Merges the services of the hosts `wanted` picks, cluster by cluster in name order, then
+    /// gives addresses to hosts that want one and orders the conflicts.
+    fn merge_views(
+        &mut self,
+        views: &[(&ClusterId, &ClusterView)],
+        wanted: impl Fn(&Hostname) -> bool,
+    ) {
+        for (id, view) in in_cluster_order(views) {
+            for sv in view.services.iter().filter(|s| wanted(&s.service.host)) {
+                self.merge(id, sv);
+            }
+        }
         self.allocate_vips();
         // Stable: a host's conflicts keep the order of its clusters.
         self.conflicts.sort_by(|a, b| a.host.cmp(&b.host));
@@ -292,10 +284,19 @@ impl MeshModel {
     }
 }
 
-/// Every cluster's workloads, in cluster order.
-fn all_workloads(ordered: &[&(&ClusterId, &ClusterView)]) -> Vec<Workload> {
+/// The clusters' views ordered by cluster name.
+fn in_cluster_order<'a, 'v>(
+    views: &'a [(&'v ClusterId, &'v ClusterView)],
+) -> Vec<&'a (&'v ClusterId, &'v ClusterView)> {
+    let mut ordered: Vec<_> = views.iter().collect();
+    ordered.sort_by(|a, b| a.0.cmp(b.0));
     ordered
-        .iter()
+}
+
+/// Every cluster's workloads, in cluster order.
+fn all_workloads(views: &[(&ClusterId, &ClusterView)]) -> Vec<Workload> {
+    in_cluster_order(views)
+        .into_iter()
         .flat_map(|(_, v)| v.workloads.iter().cloned())
         .collect()
 }

@@ -357,21 +357,19 @@ impl Registry {
         async move {
             let _watchers = watchers;
             let mut dirty: BTreeMap<ClusterId, Dirty> = BTreeMap::new();
-            let mark = |dirty: &mut BTreeMap<ClusterId, Dirty>, id: ClusterId, what: Dirty| {
-                let entry = dirty.entry(id).or_insert(Dirty::Files(BTreeSet::new()));
-                entry.add(what);
-            };
-            let pushed = |dirty: &mut BTreeMap<ClusterId, Dirty>, id: Option<ClusterId>| {
+            // A pushed cluster has no files: it is rebuilt from the objects applied.
+            let mark = |dirty: &mut BTreeMap<ClusterId, Dirty>, id: Option<ClusterId>, what| {
                 if let Some(id) = id {
-                    dirty.entry(id).or_insert(Dirty::Everything);
+                    let entry = dirty.entry(id).or_insert(Dirty::Files(BTreeSet::new()));
+                    entry.add(what);
                 }
             };
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    Some((id, what)) = events.recv() => mark(&mut dirty, id, what),
+                    Some((id, what)) = events.recv() => mark(&mut dirty, Some(id), what),
                     Some(change) = self.pushed_rx.recv() => {
-                        pushed(&mut dirty, self.apply(change));
+                        mark(&mut dirty, self.apply(change), Dirty::Everything);
                     }
                 }
                 // Debounce: wait for a quiet period, but no longer than `max_delay` in all.
@@ -382,11 +380,11 @@ impl Registry {
                         _ = shutdown.changed() => return,
                         _ = quiet => break,
                         Some((id, what)) = events.recv() => {
-                            mark(&mut dirty, id, what);
+                            mark(&mut dirty, Some(id), what);
                             if tokio::time::Instant::now() >= deadline { break; }
                         }
                         Some(change) = self.pushed_rx.recv() => {
-                            pushed(&mut dirty, self.apply(change));
+                            mark(&mut dirty, self.apply(change), Dirty::Everything);
                             if tokio::time::Instant::now() >= deadline { break; }
                         }
                     }
