@@ -597,11 +597,18 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
     );
     // Cut network1 off (packets dropped, not refused) — its router, gateway and control
     // plane: cluster2 keeps being served by v2 — calls it sends to network1's gateway get no
-    // answer within the 1 s per-try timeout and are retried on v2 — and cluster2's control
-    // plane notices the silent link (HTTP/2 pings) and holds cluster1's registry as stale.
+    // answer within the 1 s per-try timeout and are retried on v2, until cluster2's control
+    // plane finds that gateway not answering its probes and sends the endpoints behind it
+    // unhealthy — and cluster2's control plane notices the silent link (HTTP/2 pings) and
+    // holds cluster1's registry as stale.
     // (Cut last: a host ejected meanwhile stays out for the base ejection time, 30 s, after
     // the link returns — Envoy's semantics.)
     let gateway1 = mesh.ns("cluster1", "istio-system/istio-eastwestgateway");
+    let istiod2 = mesh.ns("cluster2", "istiod");
+    let (_, before) = strait_in(
+        &istiod2,
+        &["multicluster", "gateways", "--debug", "10.2.0.2:15014"],
+    );
     strait_local::netns::cut_off(
         &format!("{}-net-network1", mesh.name),
         &[&gateway1, &istiod1],
@@ -614,7 +621,41 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
         Some(&50),
         "cluster2 with network1 cut off: {by:?}"
     );
-    let istiod2 = mesh.ns("cluster2", "istiod");
+    wait_for(
+        Duration::from_secs(10),
+        "cluster2's control plane to find network1's gateway unreachable",
+        || {
+            let (ok, table) = strait_in(
+                &istiod2,
+                &["multicluster", "gateways", "--debug", "10.2.0.2:15014"],
+            );
+            (!ok && table
+                .lines()
+                .any(|l| l.starts_with("network1") && l.contains(" unreachable ")))
+            .then_some(())
+        },
+    );
+    assert!(
+        before
+            .lines()
+            .any(|l| l.starts_with("network1") && l.contains(" reachable ")),
+        "network1's gateway answered cluster2's probes before the cut: {before}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "cluster2's sidecar to hold network1's gateway unhealthy",
+        || {
+            let (_, clusters) = curl_in(&sleep2, &["http://127.0.0.1:15000/clusters"]);
+            clusters
+                .lines()
+                .any(|l| {
+                    l.contains("helloworld")
+                        && l.contains(":15443::health_flags::")
+                        && l.contains("/failed_eds_health")
+                })
+                .then_some(())
+        },
+    );
     wait_for(
         Duration::from_secs(30),
         "cluster2's control plane to hold cluster1 as stale",

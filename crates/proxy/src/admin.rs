@@ -373,13 +373,19 @@ fn clusters_text(proxy: &Proxy) -> String {
         let name = c.name;
         for h in &c.hosts {
             let addr = &h.address;
-            let health = if h.outlier_ejected {
-                "/failed_outlier_check".to_string()
-            } else if h.health == "healthy" {
-                "healthy".to_string()
-            } else {
-                format!("/{}", h.health)
-            };
+            // Envoy's flags, each a `/`-prefixed word, or `healthy` when there are none.
+            let mut health = String::new();
+            if h.outlier_ejected {
+                health.push_str("/failed_outlier_check");
+            }
+            match h.health {
+                "unhealthy" => health.push_str("/failed_eds_health"),
+                "draining" => health.push_str("/eds_status_draining"),
+                _ => {}
+            }
+            if health.is_empty() {
+                health.push_str("healthy");
+            }
             let _ = writeln!(out, "{name}::{addr}::health_flags::{health}");
             let _ = writeln!(out, "{name}::{addr}::priority::{}", h.priority);
             let _ = writeln!(out, "{name}::{addr}::weight::{}", h.weight);

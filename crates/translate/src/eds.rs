@@ -23,6 +23,10 @@ pub struct GatewayEndpoint {
     pub address: IpAddr,
     pub port: u16,
     pub locality: ModelLocality,
+    /// Whether it answers the control plane's probes (or has never been seen to): a gateway
+    /// that stopped answering carries no traffic while another into its network does, and
+    /// when none does, the network's endpoints are sent unhealthy.
+    pub reachable: bool,
 }
 
 /// Every network's gateways.
@@ -141,14 +145,21 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
         let Some(gws) = req.gateways.get(&network).filter(|g| !g.is_empty()) else {
             continue;
         };
-        let share = |count: u32| count.div_ceil(gws.len() as u32).max(1);
+        let reachable: Vec<&GatewayEndpoint> = gws.iter().filter(|g| g.reachable).collect();
+        let (gws, cut_off) = if reachable.is_empty() {
+            (gws.iter().collect(), true)
+        } else {
+            (reachable, false)
+        };
+        let ways = gws.len() as u32;
+        let share = |count: u32| count.div_ceil(ways).max(1);
         for gw in gws {
             out.push(Placed {
                 locality: locality.clone(),
                 labels: sample.labels.clone(),
                 endpoint: LbEndpoint {
                     address: SocketAddress::new(gw.address.to_string(), gw.port),
-                    health: if healthy > 0 {
+                    health: if healthy > 0 && !cut_off {
                         HealthStatus::Healthy
                     } else {
                         HealthStatus::Unhealthy

@@ -2,10 +2,11 @@
 //! names resolved by the caller) or a gateway service in the registry — its load balancer's
 //! addresses as the network's cluster publishes them, else its endpoints.
 
-use std::net::IpAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 
 use strait_model::settings::GatewayAddress;
-use strait_model::{EndpointAddress, Hostname, MeshModel};
+use strait_model::{EndpointAddress, Hostname, MeshModel, NetworkId};
 
 use crate::eds::{GatewayEndpoint, GatewayTable};
 
@@ -21,12 +22,14 @@ pub fn resolve(model: &MeshModel, dns: &dyn Fn(&str) -> Vec<IpAddr>) -> GatewayT
                     address: *ip,
                     port: gw.port,
                     locality,
+                    reachable: true,
                 }),
                 GatewayAddress::Dns(name) => {
                     out.extend(dns(name).into_iter().map(|ip| GatewayEndpoint {
                         address: ip,
                         port: gw.port,
                         locality: locality.clone(),
+                        reachable: true,
                     }))
                 }
                 GatewayAddress::RegistryService(host) => {
@@ -52,6 +55,7 @@ pub fn resolve(model: &MeshModel, dns: &dyn Fn(&str) -> Vec<IpAddr>) -> GatewayT
                                 address: ip,
                                 port: gw.port,
                                 locality: locality.clone(),
+                                reachable: true,
                             }));
                         }
                         if !external.is_empty() {
@@ -65,6 +69,7 @@ pub fn resolve(model: &MeshModel, dns: &dyn Fn(&str) -> Vec<IpAddr>) -> GatewayT
                                     address: ip,
                                     port: gw.port,
                                     locality: e.locality.clone(),
+                                    reachable: true,
                                 });
                             }
                         }
@@ -77,6 +82,32 @@ pub fn resolve(model: &MeshModel, dns: &dyn Fn(&str) -> Vec<IpAddr>) -> GatewayT
         table.insert(network.clone(), out);
     }
     table
+}
+
+/// Every gateway address in `table` (what the control plane probes).
+pub fn addresses(table: &GatewayTable) -> BTreeSet<SocketAddr> {
+    table
+        .values()
+        .flatten()
+        .map(|g| SocketAddr::new(g.address, g.port))
+        .collect()
+}
+
+/// Marks the gateways at `unreachable` addresses as not answering.
+pub fn mark_unreachable(table: &mut GatewayTable, unreachable: &BTreeSet<SocketAddr>) {
+    for g in table.values_mut().flatten() {
+        g.reachable = !unreachable.contains(&SocketAddr::new(g.address, g.port));
+    }
+}
+
+/// Networks whose gateways differ between `a` and `b` (added, removed, moved, or reachable
+/// differently): only endpoints on those networks are placed differently.
+pub fn changed_networks(a: &GatewayTable, b: &GatewayTable) -> BTreeSet<NetworkId> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|n| a.get(*n) != b.get(*n))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

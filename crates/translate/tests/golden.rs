@@ -1,6 +1,7 @@
 //! Golden-file tests of translation: every directory under `tests/golden/` holds manifests
 //! (`cluster1.yaml`, optionally `cluster2.yaml`), a proxy (`proxy.json`: its node, and which
-//! resources to compare) and the expected resources (`expected.json`).
+//! resources to compare), optionally the gateways found not answering (`unreachable.json`) and
+//! the expected resources (`expected.json`).
 //! `STRAIT_UPDATE_GOLDEN=1 cargo test -p strait-translate --test golden` rewrites them.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test harness
@@ -73,7 +74,7 @@ fn with_case<T>(dir: &Path, f: impl FnOnce(&MeshView<'_>, &ProxyNode, &ProxySpec
     }
     let model = MeshModel::build(settings, &clusters);
     // DNS names of gateways resolve to documentation addresses (no lookup in tests).
-    let table = gateways::resolve(&model, &|name: &str| {
+    let mut table = gateways::resolve(&model, &|name: &str| {
         vec![
             if name.contains("network2") {
                 "198.51.100.2"
@@ -84,6 +85,12 @@ fn with_case<T>(dir: &Path, f: impl FnOnce(&MeshView<'_>, &ProxyNode, &ProxySpec
             .unwrap(),
         ]
     });
+    // Gateways the control plane's probes found not answering: the case's `unreachable.json`.
+    let unreachable: std::collections::BTreeSet<std::net::SocketAddr> =
+        std::fs::read_to_string(dir.join("unreachable.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or_default();
+    gateways::mark_unreachable(&mut table, &unreachable);
     // What the control plane fetched for `jwksUri`s: the case's `jwks.json`, by URI.
     let jwks: BTreeMap<String, String> = std::fs::read_to_string(dir.join("jwks.json"))
         .map(|t| serde_json::from_str(&t).unwrap())

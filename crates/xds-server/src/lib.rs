@@ -9,6 +9,7 @@ mod content_hash;
 mod debug;
 mod delta;
 pub mod gateway_dns;
+pub mod gateway_probe;
 mod grpc;
 pub mod jwks_fetch;
 mod metrics;
@@ -19,6 +20,7 @@ mod stream;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -53,6 +55,8 @@ pub struct ServerOptions {
     pub gateway_resolver: gateway_dns::GatewayResolver,
     /// How often RequestAuthentications' `jwksUri` key sets are fetched.
     pub jwks: jwks_fetch::JwksOptions,
+    /// How the networks' gateways are probed.
+    pub gateway_probe: gateway_probe::ProbeSettings,
 }
 
 pub(crate) struct Inner {
@@ -94,9 +98,15 @@ impl XdsServer {
         dns.refresh(&first.settings).await;
         let mut jwks = jwks_fetch::JwksFetcher::new(options.jwks.clone());
         jwks.refresh(&first).await;
+        let unreachable = Arc::new(BTreeSet::new());
+        let first_gateways = gateway_table(&first, &dns, &unreachable);
+        let (targets_tx, targets) = watch::channel(gateways::addresses(&first_gateways));
+        let (verdicts, unreachable) = watch::channel(unreachable);
+        let probes = gateway_probe::ProbeBoard::default();
+        let prober = gateway_probe::run(options.gateway_probe, targets, verdicts, probes.clone());
         let current = Arc::new(Current {
             version: first.version,
-            gateways: gateway_table(&first, &dns),
+            gateways: first_gateways,
             jwks: jwks.table(),
             snapshot: first,
             full_version: 0,
@@ -115,8 +125,24 @@ impl XdsServer {
             send_budget: wire::SendBudget::new(SEND_BUDGET),
             pages: Mutex::new(BTreeMap::new()),
         });
-        let pipeline = push_pipeline(inner.clone(), snapshots, tx, dns, jwks);
-        (XdsServer { inner }, pipeline)
+        let server = XdsServer { inner };
+        server.add_debug_page("/debug/gatewayz", gatewayz(&server, probes));
+        let pipeline = push_pipeline(
+            server.inner.clone(),
+            snapshots,
+            tx,
+            Gateways {
+                dns,
+                unreachable: Some(unreachable),
+                targets: targets_tx,
+            },
+            jwks,
+        );
+        // The prober ends when the pipeline does (it drops the prober's targets).
+        let pipeline = async move {
+            tokio::join!(pipeline, prober);
+        };
+        (server, pipeline)
     }
 
     /// The gRPC service to mount (Envoy's `AggregatedDiscoveryService`).
@@ -265,12 +291,96 @@ impl Inner {
     }
 }
 
-/// Where each network's gateways are, with DNS names as last resolved.
+/// Where each network's gateways are, with DNS names as last resolved, and which of them the
+/// probes found not answering.
 fn gateway_table(
     snapshot: &Snapshot,
     dns: &gateway_dns::GatewayDns,
+    unreachable: &BTreeSet<SocketAddr>,
 ) -> strait_translate::GatewayTable {
-    gateways::resolve(&snapshot.model, &|name: &str| dns.addresses(name))
+    let mut table = gateways::resolve(&snapshot.model, &|name: &str| dns.addresses(name));
+    gateways::mark_unreachable(&mut table, unreachable);
+    table
+}
+
+/// What the push pipeline follows of the networks' gateways: their DNS names, the probes'
+/// verdicts (`None` once probing stopped), and where it tells the prober what to probe.
+struct Gateways {
+    dns: gateway_dns::GatewayDns,
+    unreachable: Option<watch::Receiver<Arc<BTreeSet<SocketAddr>>>>,
+    targets: watch::Sender<BTreeSet<SocketAddr>>,
+}
+
+impl Gateways {
+    /// Waits for new verdicts; `false` when probing has stopped (never again).
+    async fn verdicts_changed(&mut self) -> bool {
+        match &mut self.unreachable {
+            Some(rx) => {
+                if rx.changed().await.is_ok() {
+                    return true;
+                }
+                self.unreachable = None;
+                false
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The table for `snapshot`, and has the prober follow its addresses.
+    fn table(&self, snapshot: &Snapshot) -> strait_translate::GatewayTable {
+        let unreachable = self
+            .unreachable
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default();
+        let table = gateway_table(snapshot, &self.dns, &unreachable);
+        let addresses = gateways::addresses(&table);
+        self.targets.send_if_modified(|t| {
+            let changed = *t != addresses;
+            if changed {
+                *t = addresses;
+            }
+            changed
+        });
+        table
+    }
+}
+
+/// `/debug/gatewayz`: each network's gateways and what the probes say of them.
+fn gatewayz(server: &XdsServer, probes: gateway_probe::ProbeBoard) -> DebugPage {
+    let current = server.inner.current.clone();
+    let settings = server.inner.options.gateway_probe;
+    Arc::new(move || {
+        let table = current.borrow().gateways.clone();
+        let board = probes.lock().map(|b| b.clone()).unwrap_or_default();
+        let now = Instant::now();
+        let gateways: Vec<serde_json::Value> = table
+            .iter()
+            .flat_map(|(network, gws)| gws.iter().map(move |g| (network, g)))
+            .map(|(network, g)| {
+                let addr = SocketAddr::new(g.address, g.port);
+                let state = board.get(&addr);
+                serde_json::json!({
+                    "network": network.to_string(),
+                    "address": addr.to_string(),
+                    "state": if settings.period.is_zero() {
+                        "not probed"
+                    } else {
+                        state.map_or("unverified", |s| s.verdict.as_str())
+                    },
+                    "failures": state.map(|s| s.failures),
+                    "connect_ms": state.and_then(|s| s.connect_ms),
+                    "since_s": state.map(|s| now.duration_since(s.since).as_secs()),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "probe_period_ms": settings.period.as_millis() as u64,
+            "probe_timeout_ms": settings.timeout.as_millis() as u64,
+            "probe_failures": settings.failures,
+            "gateways": gateways,
+        })
+    })
 }
 
 /// Turns registry snapshots into published states, recording whether each change needs more
@@ -280,11 +390,11 @@ async fn push_pipeline(
     inner: Arc<Inner>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     tx: watch::Sender<Arc<Current>>,
-    mut dns: gateway_dns::GatewayDns,
+    mut gws: Gateways,
     mut jwks: jwks_fetch::JwksFetcher,
 ) {
     loop {
-        let due = match (dns.next_due(), jwks.next_due()) {
+        let due = match (gws.dns.next_due(), jwks.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -302,11 +412,13 @@ async fn push_pipeline(
                 true
             }
             () = refresh => false,
+            probed = gws.verdicts_changed() => probed,
         };
         let snapshot = snapshots.borrow_and_update().clone();
-        let moved = dns.refresh(&snapshot.settings).await;
+        let moved = gws.dns.refresh(&snapshot.settings).await;
         let rekeyed = jwks.refresh(&snapshot).await;
-        if !new_snapshot && !moved && !rekeyed {
+        let gateways = gws.table(&snapshot);
+        if !new_snapshot && !moved && !rekeyed && gateways == tx.borrow().gateways {
             continue;
         }
         let started = Instant::now();
@@ -316,7 +428,6 @@ async fn push_pipeline(
             Some(c) if c.from == previous.snapshot.version => c.clone(),
             _ => Arc::new(snapshot.changes_since(&previous.snapshot)),
         };
-        let gateways = gateway_table(&snapshot, &dns);
         // Endpoints of DNS-resolved services travel inside their clusters: a change to them
         // is a cluster change.
         let inline_endpoints = change.services.endpoints_changed.iter().any(|k| {
@@ -325,21 +436,33 @@ async fn push_pipeline(
                 .services()
                 .any(|(key, s)| key.host == k.host && s.service.resolved_by_dns())
         });
+        // A gateway that moved or stopped answering changes the load assignments of the
+        // services with endpoints on its network, and nothing else.
+        let networks = gateways::changed_networks(&previous.gateways, &gateways);
+        let behind_gateways: BTreeSet<String> = if networks.is_empty() {
+            BTreeSet::new()
+        } else {
+            snapshot
+                .model
+                .services()
+                .filter(|(_, s)| s.endpoints.iter().any(|e| networks.contains(&e.network)))
+                .map(|(key, _)| key.host.to_string())
+                .collect()
+        };
         let jwks_table = jwks.table();
-        let endpoint_only = change.endpoints_only()
-            && !inline_endpoints
-            && gateways == previous.gateways
-            && jwks_table == previous.jwks;
+        let endpoint_only =
+            change.endpoints_only() && !inline_endpoints && jwks_table == previous.jwks;
         // The snapshot's version, unless a gateway's address moved without a new snapshot.
         let version = snapshot.version.max(previous.version + 1);
         let (full_version, endpoint_changes) =
             if endpoint_only && previous.endpoint_changes.len() < 64 {
-                let hosts: BTreeSet<String> = change
+                let mut hosts: BTreeSet<String> = change
                     .services
                     .endpoints_changed
                     .iter()
                     .map(|k| k.host.to_string())
                     .collect();
+                hosts.extend(behind_gateways);
                 let mut history = previous.endpoint_changes.clone();
                 history.push((version, hosts));
                 (previous.full_version, history)

@@ -89,6 +89,7 @@ async fn jwks_uris_are_fetched_followed_and_kept_when_the_server_fails() {
                 retry: Duration::from_millis(300),
                 trust_roots: None,
             },
+            gateway_probe: ProbeSettings::off(),
         },
     )
     .await;
@@ -179,6 +180,7 @@ async fn https_jwks_uris_are_fetched_from_servers_the_trust_roots_vouch_for_only
                 retry: Duration::from_millis(200),
                 trust_roots: Some(roots),
             },
+            gateway_probe: ProbeSettings::off(),
         },
     )
     .await;

@@ -54,7 +54,15 @@ async fn start_with(
     text: &str,
     resolver: strait_xds_server::gateway_dns::GatewayResolver,
 ) -> Harness {
-    let served = support::serve_with(text, resolver).await;
+    serve(support::serve_with(text, resolver).await).await
+}
+
+/// [`start`], with every server option chosen.
+async fn start_options(text: &str, options: strait_xds_server::ServerOptions) -> Harness {
+    serve(support::serve_options(text, options).await).await
+}
+
+async fn serve(served: support::Served) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(
@@ -769,4 +777,87 @@ async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
         push.version_info,
         eds.version_info
     );
+}
+
+/// The control plane probes each network's gateway (a TCP connection to its data port): one
+/// that answered and stops answering has the endpoints behind it sent unhealthy at once, with no
+/// manifest change; when it answers again they are healthy again. `/debug/gatewayz` says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_stops_answering_probes_has_its_networks_endpoints_sent_unhealthy() {
+    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway.local_addr().unwrap();
+    let manifests = format!(
+        "apiVersion: strait.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec:\n  clusterName: c1\n  network: network1\n  meshNetworks:\n    network2:\n      gateways: [{{address: {}, port: {}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: far, namespace: a}}\nspec:\n  hosts: [far.a.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 10.2.0.5, network: network2, serviceAccount: far, labels: {{security.istio.io/tlsMode: istio}}}}]\n",
+        gw.ip(),
+        gw.port()
+    );
+    let h = start_options(
+        &manifests,
+        strait_xds_server::ServerOptions {
+            cluster: strait_model::ClusterId::new("c1"),
+            root_namespace: "istio-system".into(),
+            gateway_resolver: Default::default(),
+            jwks: Default::default(),
+            gateway_probe: support::ProbeSettings {
+                period: Duration::from_millis(100),
+                timeout: Duration::from_millis(500),
+                failures: 2,
+            },
+        },
+    )
+    .await;
+    const FAR: &str = "outbound|80||far.a.example";
+    let health_of = |r: &DiscoveryResponse| -> (String, i32) {
+        use prost::Message;
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            r.resources[0].value.as_slice(),
+        )
+        .unwrap();
+        let lb = &cla.endpoints[0].lb_endpoints[0];
+        (format!("{lb:?}"), lb.health_status)
+    };
+    let state = || {
+        let page = h.server.debug_page("/debug/gatewayz").unwrap()();
+        page["gateways"][0]["state"].as_str().unwrap().to_string()
+    };
+    let mut a = Sotw::connect(h.port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node_with(
+            "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
+            &[("NETWORK", "network1")],
+        )),
+        type_url: EDS.into(),
+        resource_names: vec![FAR.into()],
+        ..Default::default()
+    })
+    .await;
+    let first = a.recv().await;
+    let (lb, health) = health_of(&first);
+    assert!(lb.contains(&gw.ip().to_string()), "{lb}");
+    assert_eq!(health, 1, "HEALTHY: {lb}");
+    a.ack(&first, vec![FAR.into()]).await;
+    // Seen answering before anything is acted on.
+    for _ in 0..100 {
+        if state() == "reachable" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(), "reachable");
+
+    drop(gateway);
+    let down = a.recv().await;
+    let (lb, health) = health_of(&down);
+    assert_eq!(
+        health, 2,
+        "UNHEALTHY once the gateway stops answering: {lb}"
+    );
+    assert_eq!(state(), "unreachable");
+    a.ack(&down, vec![FAR.into()]).await;
+
+    let _gateway = tokio::net::TcpListener::bind(gw).await.unwrap();
+    let up = a.recv().await;
+    let (lb, health) = health_of(&up);
+    assert_eq!(health, 1, "HEALTHY once it answers again: {lb}");
+    assert_eq!(state(), "reachable");
 }

@@ -128,6 +128,20 @@ pub struct Args {
     /// their TTL runs out.
     #[arg(long = "gateway-dns", value_name = "ADDR")]
     pub gateway_dns: Vec<SocketAddr>,
+    /// How often each network's east-west gateway is probed (a TCP connection to its data
+    /// port, from this control plane's network), in milliseconds; 0 turns probing off. A
+    /// gateway that answered and then fails `--gateway-probe-failures` probes in a row has the
+    /// endpoints behind it sent through another gateway of its network, or unhealthy, until it
+    /// answers again (`strait multicluster gateways`).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub gateway_probe_period: u64,
+    /// How long a gateway probe's connection may take to open, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub gateway_probe_timeout: u64,
+    /// Failed probes in a row (each failure is probed again at once) that make a gateway
+    /// unreachable.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_probe_failures: u32,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -227,6 +241,11 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             jwks: strait_xds_server::jwks_fetch::JwksOptions {
                 trust_roots: std::env::var_os("SSL_CERT_FILE").map(PathBuf::from),
                 ..Default::default()
+            },
+            gateway_probe: strait_xds_server::gateway_probe::ProbeSettings {
+                period: Duration::from_millis(args.gateway_probe_period),
+                timeout: Duration::from_millis(args.gateway_probe_timeout.max(1)),
+                failures: args.gateway_probe_failures,
             },
         },
         registry.subscribe(),

@@ -116,9 +116,10 @@ pub enum MulticlusterCommand {
         #[arg(long, value_name = "URL")]
         gateway_probe: Option<String>,
     },
-    /// List the linked clusters' gateways (Linkerd's `multicluster gateways`): probe URL,
-    /// whether the gateway passes its probes and the last probe's round trip. Exits 1 if any
-    /// fails.
+    /// List the gateways this control plane probes: each network's east-west gateways
+    /// (`meshNetworks`; reachable, unreachable, or unverified while never seen answering) and
+    /// the linked clusters' (Linkerd's `multicluster gateways`: probe URL, whether the gateway
+    /// passes its probes, the last probe's round trip). Exits 1 if any fails.
     Gateways {
         /// The control plane's debug address (`--debug-listen`).
         #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
@@ -132,7 +133,8 @@ pub enum MulticlusterCommand {
     },
     /// Show each remote or linked cluster a control plane watches: sync state (synced,
     /// syncing, stale, failed), reason, age, objects held and, for links, whether the gateway
-    /// passes its probes. Exits 1 unless every remote is synced and every gateway alive.
+    /// passes its probes; and each network's gateways as its probes find them. Exits 1 unless
+    /// every remote is synced and no gateway fails.
     Check {
         /// The control plane's debug address (`--debug-listen`).
         #[arg(long, default_value = "127.0.0.1:15014", value_name = "ADDR")]
@@ -190,39 +192,48 @@ fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter(|r| r["probe"].is_string())
         .collect();
+    let network = network_gateways(debug)?;
     let mut out = std::io::stdout().lock();
-    if links.is_empty() {
+    if links.is_empty() && network.is_empty() {
         writeln!(
             out,
-            "no linked gateways: this control plane has no links with a gateway probe (`strait multicluster link --gateway-probe`)"
+            "no gateways: this control plane's meshNetworks name no gateways and it has no links with a gateway probe (`strait multicluster link --gateway-probe`)"
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<16} {:<8} {:>9}  PROBE",
-        "CLUSTER", "ALIVE", "LATENCY"
-    )?;
     let mut all_alive = true;
-    for r in &links {
-        let alive = match r["gateway_alive"].as_bool() {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
-        };
-        all_alive &= alive != "no";
-        let latency = r["probe_ms"]
-            .as_f64()
-            .map(|ms| format!("{ms:.1}ms"))
-            .unwrap_or_else(|| "-".into());
+    if !network.is_empty() {
+        all_alive &= write_network_gateways(&mut out, &network)?;
+    }
+    if !links.is_empty() {
+        if !network.is_empty() {
+            writeln!(out)?;
+        }
         writeln!(
             out,
-            "{:<16} {:<8} {:>9}  {}",
-            r["cluster"].as_str().unwrap_or("?"),
-            alive,
-            latency,
-            r["probe"].as_str().unwrap_or("?"),
+            "{:<16} {:<8} {:>9}  PROBE",
+            "CLUSTER", "ALIVE", "LATENCY"
         )?;
+        for r in &links {
+            let alive = match r["gateway_alive"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            };
+            all_alive &= alive != "no";
+            let latency = r["probe_ms"]
+                .as_f64()
+                .map(|ms| format!("{ms:.1}ms"))
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{:<16} {:<8} {:>9}  {}",
+                r["cluster"].as_str().unwrap_or("?"),
+                alive,
+                latency,
+                r["probe"].as_str().unwrap_or("?"),
+            )?;
+        }
     }
     Ok(if all_alive {
         ExitCode::SUCCESS
@@ -231,15 +242,74 @@ fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The networks' gateways on a control plane's `/debug/gatewayz` (none from one that has no
+/// such page).
+fn network_gateways(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let v = super::get_json(
+        debug,
+        "/debug/gatewayz",
+        "the control plane's debug API",
+        "is it running? (give its --debug-listen with --debug)",
+    )?;
+    Ok(v["gateways"].as_array().cloned().unwrap_or_default())
+}
+
+/// Writes the networks' gateways and what the probes say; whether none is unreachable.
+fn write_network_gateways(
+    out: &mut impl Write,
+    gateways: &[serde_json::Value],
+) -> anyhow::Result<bool> {
+    writeln!(
+        out,
+        "{:<16} {:<24} {:<12} {:>9} {:>8}",
+        "NETWORK", "GATEWAY", "STATE", "CONNECT", "SINCE"
+    )?;
+    let mut none_unreachable = true;
+    for g in gateways {
+        let state = g["state"].as_str().unwrap_or("?");
+        none_unreachable &= state != "unreachable";
+        let connect = g["connect_ms"]
+            .as_f64()
+            .map(|ms| format!("{ms:.1}ms"))
+            .unwrap_or_else(|| "-".into());
+        let since = g["since_s"]
+            .as_u64()
+            .map(|s| format!("{s}s"))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<16} {:<24} {:<12} {:>9} {:>8}",
+            g["network"].as_str().unwrap_or("?"),
+            g["address"].as_str().unwrap_or("?"),
+            state,
+            connect,
+            since,
+        )?;
+    }
+    Ok(none_unreachable)
+}
+
 fn check(debug: &str) -> anyhow::Result<ExitCode> {
     let remotes = remotes(debug)?;
+    let network = network_gateways(debug)?;
     let mut out = std::io::stdout().lock();
+    let gateways_ok = if network.is_empty() {
+        true
+    } else {
+        let ok = write_network_gateways(&mut out, &network)?;
+        writeln!(out)?;
+        ok
+    };
     if remotes.is_empty() {
         writeln!(
             out,
             "no remote clusters: this control plane has no remote secrets (create them with `strait create-remote-secret` in the other clusters)"
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if gateways_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     writeln!(
         out,
@@ -267,7 +337,7 @@ fn check(debug: &str) -> anyhow::Result<ExitCode> {
             r["reason"].as_str().unwrap_or("-"),
         )?;
     }
-    Ok(if all_synced {
+    Ok(if all_synced && gateways_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

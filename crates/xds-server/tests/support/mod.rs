@@ -9,6 +9,7 @@ use std::time::Duration;
 use strait_model::ClusterId;
 use strait_registry::{ClusterSpec, Registry, RegistryOptions};
 use strait_xds_server::gateway_dns::GatewayResolver;
+pub use strait_xds_server::gateway_probe::ProbeSettings;
 use strait_xds_server::{ServerOptions, XdsServer};
 use tokio::sync::watch;
 
@@ -31,6 +32,8 @@ pub async fn serve_with(text: &str, resolver: GatewayResolver) -> Served {
             root_namespace: "istio-system".into(),
             gateway_resolver: resolver,
             jwks: Default::default(),
+            // Tests' gateways are documentation addresses: never probed.
+            gateway_probe: ProbeSettings::off(),
         },
     )
     .await
