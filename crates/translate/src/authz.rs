@@ -1,8 +1,11 @@
 //! Authorization: the AuthorizationPolicies that select a workload become the RBAC filters of its
 //! inbound chains, built as Istio builds them. A policy applies to a sidecar when it lives in the
 //! workload's namespace or the root namespace and its selector (if any) matches the workload's
-//! labels (gateways take them the same way, on their listeners' chains); `targetRef(s)` policies
-//! attach to Gateway API gateways and waypoints, which Strait does not run. Each rule is
+//! labels (gateways take them the same way, on their listeners' chains). A Gateway API
+//! gateway's pods (labelled `gateway.networking.k8s.io/gateway-name`) also take the policies of
+//! their namespace whose `targetRef(s)` name that Gateway; policies with `targetRef(s)` never
+//! apply to sidecars (they attach to gateways, or to waypoints, which Strait does not run) —
+//! Istio's policy attachment. Each rule is
 //! one RBAC policy named `ns[<ns>]-policy[<name>]-rule[<i>]`: its `to` operations (with the
 //! request-side `when` conditions) are the permissions, its `from` sources (with the caller-side
 //! conditions) the principals. Filters come in Istio's order: AUDIT (log), DENY, ALLOW, then
@@ -17,7 +20,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use strait_config::istio::security::{
-    AuthorizationPolicy, AuthzAction, Condition, Operation, Rule, Source,
+    AuthorizationPolicy, AuthzAction, Condition, Operation, PolicyTargetReference, Rule, Source,
 };
 use strait_config::resource::Object;
 use strait_xds::jwt::{AuthAttribute, JwtAuthn};
@@ -72,8 +75,7 @@ pub fn for_workload(
             selects(
                 &p.meta,
                 p.spec.selector.as_ref(),
-                p.spec.target_ref.is_some()
-                    || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty()),
+                &targets(p.spec.target_ref.as_ref(), p.spec.target_refs.as_deref()),
                 view.root_namespace,
                 namespace,
                 labels,
@@ -103,21 +105,63 @@ pub fn for_workload(
     }
 }
 
-/// Whether a security policy applies to a sidecar's workload: it lives in the workload's
-/// namespace or the root namespace, its selector (if any) matches, and it does not target
-/// gateways or services (`targetRef(s)`).
+/// The label Istio's deployment controller puts on a Gateway API gateway's pods.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+/// Its older spelling, still honoured.
+const OLD_GATEWAY_NAME_LABEL: &str = "istio.io/gateway-name";
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// A policy's targets: `targetRefs`, else the legacy single `targetRef`.
+pub(crate) fn targets<'a>(
+    one: Option<&'a PolicyTargetReference>,
+    many: Option<&'a [PolicyTargetReference]>,
+) -> Vec<&'a PolicyTargetReference> {
+    match many {
+        Some(m) if !m.is_empty() => m.iter().collect(),
+        _ => one.into_iter().collect(),
+    }
+}
+
+/// Whether a security policy applies to a workload in `namespace` with `labels` (Istio's
+/// policy attachment): it lives in the workload's namespace or the root namespace, and
+/// - for a sidecar or an Istio gateway: it has no targets and its selector (if any) matches;
+/// - for a Gateway API gateway's pod: with no targets, the same; with targets, it lives in the
+///   gateway's own namespace and one of them is that Gateway (`gateway.networking.k8s.io`,
+///   `Gateway`, its name; no namespace or the gateway's).
+///
+/// Targets of other kinds (Service, ServiceEntry, GatewayClass) attach to waypoints only.
 pub(crate) fn selects(
     meta: &strait_config::resource::Meta,
     selector: Option<&strait_config::istio::common::WorkloadSelector>,
-    targeted: bool,
+    targets: &[&PolicyTargetReference],
     root_namespace: &str,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
     let in_scope = meta.namespace == namespace || meta.namespace == root_namespace;
-    !targeted
-        && in_scope
-        && selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    if !in_scope {
+        return false;
+    }
+    let selected =
+        || selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let gateway = labels
+        .get(GATEWAY_NAME_LABEL)
+        .or_else(|| labels.get(OLD_GATEWAY_NAME_LABEL));
+    match gateway {
+        _ if targets.is_empty() => selected(),
+        None => false,
+        Some(gateway) => {
+            meta.namespace == namespace
+                && targets.iter().any(|t| {
+                    t.group.as_deref() == Some(GATEWAY_API_GROUP)
+                        && t.kind == "Gateway"
+                        && t.name == *gateway
+                        && t.namespace
+                            .as_deref()
+                            .is_none_or(|n| n.is_empty() || n == namespace)
+                })
+        }
+    }
 }
 
 fn dry_run(p: &Object<AuthorizationPolicy>) -> bool {
@@ -628,6 +672,77 @@ fn condition_values<T: Node>(c: &Condition, each: impl Fn(&str) -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_attach_as_istio_attaches_them() {
+        let meta = |ns: &str| strait_config::resource::Meta {
+            name: "p".into(),
+            namespace: ns.into(),
+            ..Default::default()
+        };
+        let gateway_ref = |name: &str, ns: Option<&str>| PolicyTargetReference {
+            group: Some(GATEWAY_API_GROUP.into()),
+            kind: "Gateway".into(),
+            name: name.into(),
+            namespace: ns.map(Into::into),
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let sidecar = labels(&[("app", "web")]);
+        let gateway = labels(&[(GATEWAY_NAME_LABEL, "public"), ("app", "public-istio")]);
+        let old_gateway = labels(&[(OLD_GATEWAY_NAME_LABEL, "public")]);
+        let public = gateway_ref("public", None);
+        let attach = |policy_ns: &str, targets: &[&PolicyTargetReference], labels| {
+            selects(
+                &meta(policy_ns),
+                None,
+                targets,
+                "istio-system",
+                "web",
+                labels,
+            )
+        };
+        // No targets: namespace and selector, for sidecars and gateways alike.
+        assert!(attach("web", &[], &sidecar));
+        assert!(attach("istio-system", &[], &sidecar));
+        assert!(!attach("other", &[], &sidecar));
+        assert!(attach("web", &[], &gateway));
+        // Targets: never a sidecar; the named Gateway of the policy's own namespace.
+        assert!(!attach("web", &[&public], &sidecar));
+        assert!(attach("web", &[&public], &gateway));
+        assert!(attach("web", &[&public], &old_gateway));
+        assert!(attach(
+            "web",
+            &[&gateway_ref("public", Some("web"))],
+            &gateway
+        ));
+        assert!(!attach(
+            "web",
+            &[&gateway_ref("public", Some("other"))],
+            &gateway
+        ));
+        assert!(!attach("web", &[&gateway_ref("private", None)], &gateway));
+        assert!(
+            !attach("istio-system", &[&public], &gateway),
+            "a root-namespace policy targets its own namespace's gateways only"
+        );
+        let service = PolicyTargetReference {
+            group: None,
+            kind: "Service".into(),
+            name: "public".into(),
+            namespace: None,
+        };
+        assert!(!attach("web", &[&service], &gateway), "waypoints only");
+        assert!(attach("web", &[&service, &public], &gateway));
+        // `targetRefs` wins over the legacy `targetRef`.
+        let many = [gateway_ref("private", None)];
+        assert_eq!(targets(Some(&public), Some(&many)), vec![&many[0]]);
+        assert_eq!(targets(Some(&public), Some(&[])), vec![&public]);
+    }
 
     #[test]
     fn wildcards_and_path_templates() {

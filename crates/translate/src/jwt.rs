@@ -12,7 +12,7 @@ use strait_config::resource::Object;
 use strait_xds::jwt::{ClaimHeader, JwtAuthn, JwtProvider, TokenHeader};
 
 use crate::MeshView;
-use crate::authz::selects;
+use crate::authz::{selects, targets};
 
 /// Istio always treats `scope` and `permission` as space-separated lists, and the rule's
 /// `spaceDelimitedClaims` too.
@@ -39,12 +39,10 @@ pub fn for_workload(
         .iter()
         .map(|p| &**p)
         .filter(|p| {
-            let targeted = p.spec.target_ref.is_some()
-                || p.spec.target_refs.as_ref().is_some_and(|v| !v.is_empty());
             selects(
                 &p.meta,
                 p.spec.selector.as_ref(),
-                targeted,
+                &targets(p.spec.target_ref.as_ref(), p.spec.target_refs.as_deref()),
                 view.root_namespace,
                 namespace,
                 labels,
