@@ -12,7 +12,8 @@
 //! again (`forwardOriginalToken`). A second gateway's rule says `presence: REQUIRED`: there a
 //! request without a token is refused with 401 "Jwt is missing" where the first gateway lets
 //! authorization decide. Last, Kubernetes service-account tokens (signed by openssl as a
-//! cluster's issuer would) obtain a workload certificate from the CA.
+//! cluster's issuer would, or vouched for by a stand-in API server's TokenReview) obtain a
+//! workload certificate from the CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -748,4 +749,143 @@ fn a_service_account_issuers_keys_are_discovered_and_followed() {
             .then_some(())
     });
     drop(certified("later-0", &new_key));
+}
+
+/// A stand-in for the Kubernetes API server's TokenReview (Python's `http.server` over TLS):
+/// it answers only the control plane's own bearer token, for the `istio-ca` audience, and
+/// vouches for `good-token` as `foo/httpbin`; every request body is appended to `log`.
+const FAKE_API_SERVER: &str = r#"
+import http.server, json, ssl, sys
+port, cert, key, own, log = sys.argv[1:6]
+class Review(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(log, "a") as f:
+            f.write(body.decode() + "\n")
+        if self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
+            return self.answer(404, {"kind": "Status", "message": "the server could not find the requested resource"})
+        if self.headers.get("Authorization") != "Bearer " + own:
+            return self.answer(401, {"kind": "Status", "message": "Unauthorized"})
+        spec = json.loads(body)["spec"]
+        if spec["token"] == "good-token" and "istio-ca" in spec.get("audiences", []):
+            status = {"authenticated": True, "audiences": ["istio-ca"],
+                      "user": {"username": "system:serviceaccount:foo:httpbin",
+                               "groups": ["system:serviceaccounts", "system:serviceaccounts:foo", "system:authenticated"]}}
+        else:
+            status = {"authenticated": False, "error": "[invalid bearer token, service account token has been invalidated]"}
+        self.answer(201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+    def answer(self, code, doc):
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(port)), Review)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+/// With `--token-review-server`, a service-account token no issuer's keys verify is posted to
+/// the API server as a TokenReview (the control plane's own token as the credential, the CA's
+/// audience in the spec), and the workload is certified as the service account the answer
+/// names; a token the API server does not vouch for is refused with its reason.
+#[test]
+fn a_service_account_token_the_api_server_vouches_for_obtains_the_workload_certificate() {
+    const POD: &str = "127.1.45.1";
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ca = MeshCa::create(t);
+    let (cert, key) = (t.join("apiserver.pem"), t.join("apiserver-key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=kube-apiserver"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "openssl could not make the API server's certificate"
+    );
+    let own_token = t.join("istiod-token");
+    std::fs::write(&own_token, "istiod-own-token\n").unwrap();
+    let script = t.join("apiserver.py");
+    std::fs::write(&script, FAKE_API_SERVER).unwrap();
+    let log = t.join("reviews.log");
+    let port = free_port();
+    let child = Command::new(python())
+        .arg(&script)
+        .arg(port.to_string())
+        .args([&cert, &key])
+        .arg("istiod-own-token")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _api_server = Proc {
+        child,
+        what: "the fake API server".into(),
+    };
+    wait_for(Duration::from_secs(20), "the fake API server", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let (_app, cp) = httpbin_with_issuer(
+        t,
+        &ca,
+        POD,
+        &[
+            "--token-review-server".to_string(),
+            format!("https://127.0.0.1:{port}"),
+            "--token-review-token".to_string(),
+            own_token.display().to_string(),
+            "--token-review-ca".to_string(),
+            cert.display().to_string(),
+        ],
+    );
+    let good = sa_token_sidecar(&cp, &ca, t, POD, "httpbin-0", "good-token");
+    good.wait_for_certificate();
+    assert!(
+        good.log()
+            .contains("spiffe://cluster.local/ns/foo/sa/httpbin"),
+        "{}",
+        good.log()
+    );
+    let reviews = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(reviews.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "TokenReview");
+    assert_eq!(first["spec"]["token"], "good-token");
+    assert_eq!(first["spec"]["audiences"], serde_json::json!(["istio-ca"]));
+    drop(good);
+
+    let refused = sa_token_sidecar(&cp, &ca, t, POD, "stolen-0", "stolen-token");
+    let line = wait_for(Duration::from_secs(20), "the refusal", || {
+        refused
+            .log()
+            .lines()
+            .find(|l| l.contains("cannot obtain a workload certificate"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains("service account token has been invalidated"),
+        "{line}"
+    );
+    assert!(!refused.log().contains("workload certificate issued"));
 }

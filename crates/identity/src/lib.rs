@@ -15,6 +15,7 @@ pub mod service_account;
 pub mod serving;
 pub mod tls;
 pub mod token;
+pub mod token_review;
 pub mod transport;
 pub mod workload;
 

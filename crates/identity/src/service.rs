@@ -1,7 +1,7 @@
 //! Istio's certificate service (`istio.v1.auth.IstioCertificateService/CreateCertificate`)
 //! over gRPC: authenticates the caller (a bootstrap token, a Kubernetes service-account token of a
-//! trusted issuer, or the mesh certificate it renews with), lets the policy decide, signs with
-//! the current authority.
+//! trusted issuer or one the API server vouches for, or the mesh certificate it renews with),
+//! lets the policy decide, signs with the current authority.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +17,7 @@ use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
 use crate::policy::{Caller, Proof};
 use crate::service_account::{self, ServiceAccountIssuer};
 use crate::token::TokenKey;
+use crate::token_review::TokenReviewer;
 use crate::transport::PeerInfo;
 use crate::{SpiffeId, tls};
 
@@ -26,6 +27,7 @@ pub struct CaService {
     authority: Arc<ArcSwap<Authority>>,
     tokens: Option<Arc<TokenKey>>,
     service_accounts: Arc<ArcSwap<Vec<ServiceAccountIssuer>>>,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
 }
 
 impl CaService {
@@ -36,7 +38,15 @@ impl CaService {
             authority,
             tokens,
             service_accounts: Arc::default(),
+            reviewer: None,
         }
+    }
+
+    /// Also accepts service-account tokens `reviewer` (the API server) vouches for — those no
+    /// trusted issuer's keys verify.
+    pub fn with_token_review(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     /// Also accepts Kubernetes service-account tokens signed by one of `issuers` (whoever
@@ -54,8 +64,9 @@ impl CaService {
     }
 
     /// Who a bearer token says the caller is: a bootstrap token (`strait1.`) checked with the
-    /// token key, any other a Kubernetes service-account token of a trusted issuer.
-    fn token_caller(
+    /// token key, any other a Kubernetes service-account token — verified with a trusted
+    /// issuer's keys, else reviewed by the API server.
+    async fn token_caller(
         &self,
         token: &str,
         trust_domain: &str,
@@ -73,37 +84,61 @@ impl CaService {
                 proof: Proof::Token,
             });
         }
-        let issuers = self.service_accounts.load();
-        if issuers.is_empty() {
-            return Err("not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer)".into());
-        }
-        let sa = service_account::verify(&issuers, token, now)
-            .map_err(|e| format!("service-account token: {e}"))?;
+        let issuers = self.service_accounts.load_full();
+        let offline = if issuers.is_empty() {
+            None
+        } else {
+            Some(service_account::verify(&issuers, token, now))
+        };
+        let sa = match (offline, &self.reviewer) {
+            (Some(Ok(sa)), _) => sa,
+            (Some(Err(e)), None) => return Err(format!("service-account token: {e}")),
+            (None, None) => {
+                return Err("not a bootstrap token, and this control plane trusts no service-account issuer (--service-account-issuer) and reviews no tokens (--token-review-server)".into());
+            }
+            (offline, Some(reviewer)) => {
+                reviewer.review(token).await.map_err(|e| match offline {
+                    Some(Err(o)) => format!("service-account token: {o}; TokenReview: {e}"),
+                    _ => format!("service-account token: TokenReview: {e}"),
+                })?
+            }
+        };
         Ok(Caller {
             identity: SpiffeId::new(trust_domain, &sa.namespace, &sa.name),
             proof: Proof::ServiceAccountToken,
         })
     }
 
-    /// Who is calling: a valid bootstrap token, else a verified client certificate.
-    pub fn authenticate<T>(&self, request: &Request<T>, now: SystemTime) -> Result<Caller, Status> {
+    /// Who is calling: a valid bearer token, else a verified client certificate.
+    pub async fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        now: SystemTime,
+    ) -> Result<Caller, Status> {
         let trust_domain = self.authority.load().limits.trust_domain.clone();
         let mut reasons = Vec::new();
-        if let Some(value) = request.metadata().get("authorization") {
-            let token = value
+        let token = request.metadata().get("authorization").map(|value| {
+            value
                 .to_str()
                 .unwrap_or_default()
                 .trim()
                 .strip_prefix("Bearer ")
-                .unwrap_or_default();
-            match self.token_caller(token, &trust_domain, now) {
+                .unwrap_or_default()
+                .to_string()
+        });
+        let certs = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.certs.clone())
+            .unwrap_or_default();
+        if let Some(token) = token {
+            match self.token_caller(&token, &trust_domain, now).await {
                 Ok(caller) => return Ok(caller),
                 Err(reason) => reasons.push(reason),
             }
         }
-        let peer = request.extensions().get::<PeerInfo>();
-        if let Some(certs) = peer.map(|p| &p.certs).filter(|c| !c.is_empty()) {
-            match tls::peer_identity(certs) {
+        if !certs.is_empty() {
+            match tls::peer_identity(&certs) {
                 Some(identity) => {
                     return Ok(Caller {
                         identity,
@@ -130,7 +165,7 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let now = SystemTime::now();
-        let caller = match self.authenticate(&request, now) {
+        let caller = match self.authenticate(&request, now).await {
             Ok(c) => c,
             Err(status) => {
                 tracing::warn!(

@@ -9,14 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
 use strait_registry::Snapshot;
-use tokio::net::TcpStream;
 use tracing::{info, warn};
+
+use crate::http_fetch;
 
 /// Istio's `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`.
 pub const REFRESH: Duration = Duration::from_secs(20 * 60);
@@ -24,8 +22,6 @@ pub const REFRESH: Duration = Duration::from_secs(20 * 60);
 pub const RETRY: Duration = Duration::from_secs(10);
 /// A rule's default `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Key sets larger than this are refused.
-const MAX_BYTES: usize = 1 << 20;
 /// Where Debian (and most Linux distributions) keep the trust roots.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -188,95 +184,26 @@ pub fn trust_roots(given: Option<&Path>) -> PathBuf {
 }
 
 async fn get_within(uri: &str, timeout: Duration, roots: &Path) -> Result<String, String> {
-    tokio::time::timeout(timeout, get(uri, roots))
-        .await
-        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
-}
-
-async fn get(uri: &str, roots: &Path) -> Result<String, String> {
-    let parsed: http::Uri = uri.parse().map_err(|e| format!("not a URL: {e}"))?;
-    let tls = match parsed.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err("only http:// and https:// URLs are fetched".into()),
-    };
-    let host = parsed.host().ok_or("the URL has no host")?.to_string();
-    let port = parsed.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let path = parsed
-        .path_and_query()
-        .map_or("/".to_string(), |p| p.as_str().to_string());
-    let request = http::Request::get(path)
-        .header(
-            http::header::HOST,
-            parsed.authority().map_or(host.as_str(), |a| a.as_str()),
-        )
-        .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, "strait-control-plane")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    if tls {
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(client_config(roots)?);
-        let stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        exchange(stream, request).await
-    } else {
-        exchange(tcp, request).await
+    let (status, body) = http_fetch::send(
+        http_fetch::Outgoing {
+            method: http::Method::GET,
+            uri,
+            bearer: None,
+            json_body: None,
+        },
+        timeout,
+        roots,
+    )
+    .await
+    .map_err(|e| {
+        if e.starts_with("no trust roots") {
+            format!("{e} (set SSL_CERT_FILE to a PEM bundle that vouches for the key server)")
+        } else {
+            e
+        }
+    })?;
+    if status != http::StatusCode::OK {
+        return Err(format!("answered {status}"));
     }
-}
-
-/// One HTTP/1.1 request on `io`; the body of a 200 answer.
-async fn exchange<IO>(io: IO, request: http::Request<Empty<Bytes>>) -> Result<String, String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status() != http::StatusCode::OK {
-        return Err(format!("answered {}", response.status()));
-    }
-    let body = Limited::new(response.into_body(), MAX_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".into())
-}
-
-/// TLS to key servers, verified against the trust roots in the PEM bundle `path`.
-fn client_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read the trust roots ({}): {e}", path.display()))?;
-    for cert in certs.flatten() {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "no trust roots in {}: set SSL_CERT_FILE to a PEM bundle that vouches for the key server",
-            path.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(body)
 }

@@ -11,6 +11,7 @@ mod delta;
 pub mod gateway_dns;
 pub mod gateway_probe;
 mod grpc;
+pub mod http_fetch;
 pub mod jwks_fetch;
 mod metrics;
 mod node;

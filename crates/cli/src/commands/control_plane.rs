@@ -109,6 +109,28 @@ pub struct Args {
     /// for); repeat to accept several.
     #[arg(long = "service-account-audience", value_name = "AUDIENCE")]
     pub service_account_audiences: Vec<String>,
+    /// Also accept service-account tokens this Kubernetes API server vouches for (a
+    /// TokenReview, Istio's default way), for those no `--service-account-issuer` verifies:
+    /// `https://<api server>`.
+    #[arg(long, value_name = "URL")]
+    pub token_review_server: Option<String>,
+    /// The control plane's own service-account token, sent to the API server with each
+    /// review (read again every time, as the kubelet rotates it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        requires = "token_review_server"
+    )]
+    pub token_review_token: PathBuf,
+    /// The CA bundle the API server's certificate must chain to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        requires = "token_review_server"
+    )]
+    pub token_review_ca: PathBuf,
     /// Extra DNS name for the control plane's serving certificate (besides
     /// `istiod.<root-namespace>.svc` and `localhost`); repeat per name.
     #[arg(long = "server-name", value_name = "NAME")]
@@ -453,8 +475,20 @@ async fn start_identity(
         "the CA and secure xDS",
         "--secure-listen",
     )?;
+    let mut ca = CaService::new(authority, tokens.clone()).with_service_account_issuers(issuers);
+    if let Some(server) = &args.token_review_server {
+        let review = super::token_review::ApiServerReview {
+            server: server.clone(),
+            token_file: args.token_review_token.clone(),
+            ca_file: args.token_review_ca.clone(),
+            audiences: args.service_account_audiences.clone(),
+        };
+        review.check()?;
+        info!(server = %server, "service-account tokens no issuer verifies are reviewed by the API server");
+        ca = ca.with_token_review(Arc::new(review));
+    }
     Ok(Secure {
-        ca: CaService::new(authority, tokens.clone()).with_service_account_issuers(issuers),
+        ca,
         tokens,
         listener,
         config,

@@ -8,6 +8,7 @@ pub mod multicluster;
 pub mod proxy;
 pub mod proxy_config;
 mod sa_issuers;
+mod token_review;
 pub mod up;
 pub mod validate;
 
