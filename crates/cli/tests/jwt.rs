@@ -559,13 +559,7 @@ fn a_kubernetes_service_account_token_obtains_the_workload_certificate() {
         ),
     ] {
         let refused = spawn(pod, token);
-        let line = wait_for(Duration::from_secs(20), "the refusal", || {
-            refused
-                .log()
-                .lines()
-                .find(|l| l.contains("cannot obtain a workload certificate"))
-                .map(str::to_string)
-        });
+        let line = refusal(&refused);
         assert!(line.contains(reason), "{pod}: {line}");
         assert!(!refused.log().contains("workload certificate issued"));
     }
@@ -677,28 +671,14 @@ fn a_service_account_issuers_keys_are_discovered_and_followed() {
     )
     .unwrap();
     let serve_keys = || {
-        let child = Command::new(python())
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(&www)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Proc {
-            child,
-            what: "the issuer's key server".into(),
-        };
-        wait_for(Duration::from_secs(20), "the key server", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        server
+        python_server(
+            Command::new(python())
+                .args(["-m", "http.server", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--directory"])
+                .arg(&www),
+            port,
+            "the issuer's key server",
+        )
     };
     let key_server = serve_keys();
 
@@ -830,23 +810,16 @@ fn a_service_account_token_the_api_server_vouches_for_obtains_the_workload_certi
     std::fs::write(&script, FAKE_API_SERVER).unwrap();
     let log = t.join("reviews.log");
     let port = free_port();
-    let child = Command::new(python())
-        .arg(&script)
-        .arg(port.to_string())
-        .args([&cert, &key])
-        .arg("istiod-own-token")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _api_server = Proc {
-        child,
-        what: "the fake API server".into(),
-    };
-    wait_for(Duration::from_secs(20), "the fake API server", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let _api_server = python_server(
+        Command::new(python())
+            .arg(&script)
+            .arg(port.to_string())
+            .args([&cert, &key])
+            .arg("istiod-own-token")
+            .arg(&log),
+        port,
+        "the fake API server",
+    );
     let (_app, cp) = httpbin_with_issuer(
         t,
         &ca,
@@ -876,16 +849,38 @@ fn a_service_account_token_the_api_server_vouches_for_obtains_the_workload_certi
     drop(good);
 
     let refused = sa_token_sidecar(&cp, &ca, t, POD, "stolen-0", "stolen-token");
-    let line = wait_for(Duration::from_secs(20), "the refusal", || {
-        refused
-            .log()
-            .lines()
-            .find(|l| l.contains("cannot obtain a workload certificate"))
-            .map(str::to_string)
-    });
+    let line = refusal(&refused);
     assert!(
         line.contains("service account token has been invalidated"),
         "{line}"
     );
     assert!(!refused.log().contains("workload certificate issued"));
+}
+
+/// Starts a Python server (`command`) and waits until it takes connections on `port`.
+fn python_server(command: &mut Command, port: u16, what: &str) -> Proc {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Proc {
+        child,
+        what: what.into(),
+    };
+    wait_for(Duration::from_secs(20), what, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    server
+}
+
+/// The sidecar's log line saying the CA refused it (waited for).
+fn refusal(sidecar: &StraitProxy) -> String {
+    wait_for(Duration::from_secs(20), "the refusal", || {
+        sidecar
+            .log()
+            .lines()
+            .find(|l| l.contains("cannot obtain a workload certificate"))
+            .map(str::to_string)
+    })
 }

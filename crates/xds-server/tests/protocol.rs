@@ -741,20 +741,7 @@ async fn a_gateway_named_by_dns_is_followed_when_its_address_changes() {
         let lb = &cla.endpoints[0].lb_endpoints[0];
         format!("{lb:?}")
     };
-    let mut a = Sotw::connect(h.port).await;
-    a.send(DiscoveryRequest {
-        // On network1 as its cluster's sidecars are told (a node that does not say its network
-        // reaches every endpoint directly, as Istio's).
-        node: Some(node_with(
-            "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
-            &[("NETWORK", "network1")],
-        )),
-        type_url: EDS.into(),
-        resource_names: vec![FAR.into()],
-        ..Default::default()
-    })
-    .await;
-    let eds = a.recv().await;
+    let (mut a, eds) = far_on_network1(h.port, FAR).await;
     assert!(
         gateway_of(&eds).contains("198.51.100.1"),
         "{}",
@@ -820,18 +807,7 @@ async fn a_gateway_that_stops_answering_probes_has_its_networks_endpoints_sent_u
         let page = h.server.debug_page("/debug/gatewayz").unwrap()();
         page["gateways"][0]["state"].as_str().unwrap().to_string()
     };
-    let mut a = Sotw::connect(h.port).await;
-    a.send(DiscoveryRequest {
-        node: Some(node_with(
-            "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
-            &[("NETWORK", "network1")],
-        )),
-        type_url: EDS.into(),
-        resource_names: vec![FAR.into()],
-        ..Default::default()
-    })
-    .await;
-    let first = a.recv().await;
+    let (mut a, first) = far_on_network1(h.port, FAR).await;
     let (lb, health) = health_of(&first);
     assert!(lb.contains(&gw.ip().to_string()), "{lb}");
     assert_eq!(health, 1, "HEALTHY: {lb}");
@@ -860,4 +836,23 @@ async fn a_gateway_that_stops_answering_probes_has_its_networks_endpoints_sent_u
     let (lb, health) = health_of(&up);
     assert_eq!(health, 1, "HEALTHY once it answers again: {lb}");
     assert_eq!(state(), "reachable");
+}
+
+/// A sidecar on network1 (as its cluster's sidecars are told: a node that does not say its
+/// network reaches every endpoint directly, as Istio's) subscribed to the load assignment of
+/// `cluster`: the stream and the first response.
+async fn far_on_network1(port: u16, cluster: &str) -> (Sotw, DiscoveryResponse) {
+    let mut a = Sotw::connect(port).await;
+    a.send(DiscoveryRequest {
+        node: Some(node_with(
+            "sidecar~10.1.0.1~a.a~a.svc.cluster.local",
+            &[("NETWORK", "network1")],
+        )),
+        type_url: EDS.into(),
+        resource_names: vec![cluster.into()],
+        ..Default::default()
+    })
+    .await;
+    let first = a.recv().await;
+    (a, first)
 }

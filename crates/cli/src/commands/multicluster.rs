@@ -221,16 +221,12 @@ fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
                 None => "unknown",
             };
             all_alive &= alive != "no";
-            let latency = r["probe_ms"]
-                .as_f64()
-                .map(|ms| format!("{ms:.1}ms"))
-                .unwrap_or_else(|| "-".into());
             writeln!(
                 out,
                 "{:<16} {:<8} {:>9}  {}",
                 r["cluster"].as_str().unwrap_or("?"),
                 alive,
-                latency,
+                millis(&r["probe_ms"]),
                 r["probe"].as_str().unwrap_or("?"),
             )?;
         }
@@ -268,10 +264,6 @@ fn write_network_gateways(
     for g in gateways {
         let state = g["state"].as_str().unwrap_or("?");
         none_unreachable &= state != "unreachable";
-        let connect = g["connect_ms"]
-            .as_f64()
-            .map(|ms| format!("{ms:.1}ms"))
-            .unwrap_or_else(|| "-".into());
         let since = g["since_s"]
             .as_u64()
             .map(|s| format!("{s}s"))
@@ -282,11 +274,17 @@ fn write_network_gateways(
             g["network"].as_str().unwrap_or("?"),
             g["address"].as_str().unwrap_or("?"),
             state,
-            connect,
+            millis(&g["connect_ms"]),
             since,
         )?;
     }
     Ok(none_unreachable)
+}
+
+/// A number of milliseconds as `1.2ms`, or `-` when there is none.
+fn millis(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |ms| format!("{ms:.1}ms"))
 }
 
 fn check(debug: &str) -> anyhow::Result<ExitCode> {
