@@ -107,7 +107,8 @@ impl MeshModel {
         self.conflicts.sort_by(|a, b| a.host.cmp(&b.host));
     }
 
-    /// Gives ServiceEntry hosts without addresses one from `240.240.0.0/16` (see [`vips`]).
+    /// Gives ServiceEntry hosts without addresses one from `240.240.0.0/16` and one from
+    /// `2001:2::/48` (see [`vips`]).
     /// Hosts keep the address they have when the allocation still gives it to them, so a
     /// rebuilt model shares those services.
     fn allocate_vips(&mut self) {
@@ -139,7 +140,10 @@ impl MeshModel {
                 continue;
             }
             // Past the range's 65024 hosts, a host can lose its address (reached by port only).
-            let wanted: Vec<String> = address.iter().map(ToString::to_string).collect();
+            let wanted: Vec<String> = address
+                .iter()
+                .flat_map(|a| [a.to_string(), vips::ipv6_of(**a).to_string()])
+                .collect();
             let s = &sv.service;
             let kept = s.vip_allocated == address.is_some()
                 && s.clusters

@@ -48,7 +48,8 @@ pub struct Service {
     /// Virtual IPs by cluster (a Service's cluster IPs; a ServiceEntry's addresses, or the one
     /// allocated for it, see `vip_allocated`).
     pub addresses: BTreeMap<ClusterId, Vec<String>>,
-    /// The address was allocated by the mesh (`240.240.0.0/16`), the ServiceEntry named none.
+    /// The addresses were allocated by the mesh (one in `240.240.0.0/16`, one in `2001:2::/48`),
+    /// the ServiceEntry named none.
     pub vip_allocated: bool,
     /// Where the service is reachable from outside its network, by the network of the cluster
     /// that publishes it: a Kubernetes Service's load-balancer ingress points and external IPs

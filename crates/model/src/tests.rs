@@ -371,6 +371,37 @@ spec:
 }
 
 #[test]
+fn service_entry_hosts_without_addresses_get_an_ipv4_and_an_ipv6_address() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: prod}
+spec:
+  hosts: [api.example.com, db.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+"#;
+    let model = MeshModel::build(
+        Arc::new(MeshSettings::default()),
+        &[cluster("cluster1", "network1", yaml)],
+    );
+    let c1 = ClusterId::new("cluster1");
+    let addresses = |host: &str| {
+        let v = model.service(&Hostname::new(host), &c1).unwrap();
+        assert!(v.service.vip_allocated);
+        v.service.addresses[&c1].clone()
+    };
+    let (api, db) = (addresses("api.example.com"), addresses("db.example.com"));
+    for a in [&api, &db] {
+        let v4: std::net::Ipv4Addr = a[0].parse().unwrap();
+        assert_eq!(&v4.octets()[..2], &[240, 240], "{a:?}");
+        assert_eq!(a[1], vips::ipv6_of(v4).to_string(), "{a:?}");
+        assert_eq!(a.len(), 2);
+    }
+    assert_ne!(api, db);
+}
+
+#[test]
 fn selectors_of_services_and_service_entries_choose_pods_and_workload_entries() {
     let yaml = r#"
 apiVersion: v1

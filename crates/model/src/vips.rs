@@ -1,11 +1,13 @@
-//! Virtual IPs for ServiceEntry hosts declared without `addresses`, from Istio's range
-//! `240.240.0.0/16` (class E, never routed), so that a sidecar's DNS proxy can answer them and
+//! Virtual IPs for ServiceEntry hosts declared without `addresses`, from Istio's ranges
+//! `240.240.0.0/16` (class E, never routed) and, for dual-stack and IPv6 proxies, `2001:2::/48`
+//! (set aside for benchmarking, never routed), so that a sidecar's DNS proxy can answer them and
 //! TCP traffic to them can be told apart by address. Pure and deterministic: every control
 //! plane replica and every push gives a host the same address — its slot is a hash of the host
-//! name, and a collision moves the later host (in name order) to the next free slot.
+//! name, and a collision moves the later host (in name order) to the next free slot; a host's
+//! IPv6 address carries its IPv4 one in its last 32 bits, so the two are unique together.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use strait_config::istio::workload::Resolution;
 
@@ -33,6 +35,21 @@ fn slot_address(n: u32) -> Ipv4Addr {
     let block = (n / PER_BLOCK) as u8;
     let last = (n % PER_BLOCK + 1) as u8;
     Ipv4Addr::new(BASE[0], BASE[1], block, last)
+}
+
+/// The IPv6 address that goes with an allocated IPv4 one: `2001:2::` and its 32 bits.
+pub fn ipv6_of(v4: Ipv4Addr) -> Ipv6Addr {
+    let [a, b, c, d] = v4.octets();
+    Ipv6Addr::new(
+        0x2001,
+        2,
+        0,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([a, b]),
+        u16::from_be_bytes([c, d]),
+    )
 }
 
 /// FNV-1a, 32 bits: stable across builds and platforms (unlike the standard hasher).
@@ -101,6 +118,17 @@ mod tests {
         for pair in &first {
             assert!(more.contains(pair), "{pair:?} moved: {more:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_carry_the_ipv4_ones() {
+        let v6 = ipv6_of(Ipv4Addr::new(240, 240, 3, 17));
+        assert_eq!(v6.to_string(), "2001:2::f0f0:311");
+        assert_eq!(
+            &v6.octets()[..6],
+            &[0x20, 0x01, 0, 2, 0, 0],
+            "inside 2001:2::/48"
+        );
     }
 
     #[test]

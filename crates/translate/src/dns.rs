@@ -153,10 +153,14 @@ fn addresses_for(s: &ServiceView, proxy: &ProxyNode) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .or_else(|| s.service.addresses.values().find(|a| !a.is_empty()));
     if let Some(vips) = vips {
-        // CIDR ranges match traffic; they are no answer to a name.
+        // CIDR ranges match traffic; they are no answer to a name. Of the addresses the mesh
+        // allocated, only those of the proxy's families.
         return vips
             .iter()
-            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .filter(|a| {
+                a.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| !s.service.vip_allocated || proxy.families.has(ip))
+            })
             .cloned()
             .collect();
     }

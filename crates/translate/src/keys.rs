@@ -86,12 +86,17 @@ pub struct ProxyKeys {
     /// The proxy's own receiving ports and their authorization (sidecars only).
     pub inbound: String,
     pub inbound_side: Inbound,
+    /// The DNS name table, besides the outbound part: network and IP families.
+    pub names: String,
 }
 
 impl ProxyKeys {
     /// The key of the whole configuration.
     pub fn full(&self) -> String {
-        format!("{}#{}#{}", self.outbound, self.endpoints, self.inbound)
+        format!(
+            "{}#{}#{}#{}",
+            self.outbound, self.endpoints, self.inbound, self.names
+        )
     }
 }
 
@@ -317,6 +322,12 @@ impl Profile {
             endpoints,
             inbound,
             inbound_side,
+            names: format!(
+                "{}|{}{}",
+                proxy.network,
+                if proxy.families.v4 { "4" } else { "" },
+                if proxy.families.v6 { "6" } else { "" }
+            ),
         }
     }
 }

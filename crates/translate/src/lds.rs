@@ -232,6 +232,8 @@ fn outbound_port_listener(
             .map(|a| {
                 if a.contains('/') {
                     a.clone()
+                } else if a.contains(':') {
+                    format!("{a}/128")
                 } else {
                     format!("{a}/32")
                 }

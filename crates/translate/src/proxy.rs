@@ -32,10 +32,46 @@ pub struct ProxyNode {
     pub locality: Locality,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// The IP families of the proxy's workload.
+    pub families: IpFamilies,
     /// Traffic reaches the proxy by capture (iptables, Istio's `REDIRECT`/`TPROXY`); `false`
     /// for metadata `INTERCEPTION_MODE: NONE` (no iptables: only the Sidecar resource's explicit
     /// `bind` listeners carry traffic, so the capture listeners are left out).
     pub captured: bool,
+}
+
+/// Which IP families a proxy's workload has addresses in (Istio reads them from the node's
+/// `INSTANCE_IPS`): an IPv4-only proxy is never told IPv6 addresses the mesh made up, nor an
+/// IPv6-only one IPv4 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpFamilies {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl IpFamilies {
+    /// The families of `ips`; IPv4 alone when there are none (Istio's default).
+    pub fn of(ips: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut f = IpFamilies {
+            v4: false,
+            v6: false,
+        };
+        for ip in ips {
+            match ip {
+                IpAddr::V4(_) => f.v4 = true,
+                IpAddr::V6(_) => f.v6 = true,
+            }
+        }
+        if !f.v4 && !f.v6 {
+            f.v4 = true;
+        }
+        f
+    }
+
+    /// Whether an address of `ip`'s family is of use to the proxy.
+    pub fn has(&self, ip: IpAddr) -> bool {
+        if ip.is_ipv4() { self.v4 } else { self.v6 }
+    }
 }
 
 /// The node as it arrives (wire-independent).
@@ -122,13 +158,20 @@ impl ProxyNode {
                 }
             }
         }
-        let ip = meta("INSTANCE_IPS")
-            .and_then(|ips| ips.split(',').next().and_then(|i| i.trim().parse().ok()))
-            .or(ip);
+        let instance_ips: Vec<IpAddr> = meta("INSTANCE_IPS")
+            .map(|ips| {
+                ips.split(',')
+                    .filter_map(|i| i.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let families = IpFamilies::of(instance_ips.iter().copied().chain(ip));
+        let ip = instance_ips.first().copied().or(ip);
         Ok(ProxyNode {
             id: node.id.clone(),
             kind,
             ip,
+            families,
             workload_name: meta("WORKLOAD_NAME").unwrap_or(workload),
             cluster: meta("CLUSTER_ID")
                 .map(|c| ClusterId::new(&c))
@@ -174,6 +217,36 @@ mod tests {
             ("cluster1", "network1")
         );
         assert_eq!(p.labels.get("version").map(String::as_str), Some("v1"));
+    }
+
+    #[test]
+    fn ip_families_come_from_the_instance_ips_else_the_node_id() {
+        let families = |id: &str, ips: Option<&str>| {
+            let node = NodeInfo {
+                id: id.into(),
+                metadata: ips
+                    .map(|i| BTreeMap::from([("INSTANCE_IPS".to_string(), i.to_string())]))
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let p = ProxyNode::from_node(&node, &ClusterId::new("c1")).unwrap();
+            (p.families.v4, p.families.v6)
+        };
+        let id = "sidecar~10.1.0.9~sleep.sample~sample.svc.cluster.local";
+        assert_eq!(families(id, None), (true, false));
+        assert_eq!(families(id, Some("10.1.0.9,fd00::9")), (true, true));
+        assert_eq!(
+            families(
+                "sidecar~fd00::9~sleep.sample~sample.svc.cluster.local",
+                Some("fd00::9")
+            ),
+            (false, true)
+        );
+        assert_eq!(
+            families("grpc-client", None),
+            (true, false),
+            "unknown: IPv4"
+        );
     }
 
     #[test]

@@ -603,6 +603,12 @@ pub fn domains(
         .chain(s.addresses.values().take(1))
     {
         for a in addrs.iter().filter(|a| !a.contains('/')) {
+            // As a Host header names it: an IPv6 address in brackets.
+            let a = if a.contains(':') {
+                format!("[{a}]")
+            } else {
+                a.clone()
+            };
             out.push(a.clone());
             out.push(format!("{a}:{port}"));
         }

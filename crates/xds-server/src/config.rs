@@ -199,11 +199,12 @@ struct Parts {
     loads: HashMap<(String, String, String), Arc<Encoded>>,
     /// (outbound key, endpoints key) → load assignments.
     endpoints: HashMap<(String, String), EndpointsPart>,
-    /// (outbound key, network) → a sidecar's DNS name table: the services its outbound part
-    /// sees, answered with their addresses in its cluster, or their endpoints reachable in its
-    /// network (so it follows endpoint changes too); the proxy's locality plays no part.
+    /// (outbound key, names key: network and IP families) → a sidecar's DNS name table: the
+    /// services its outbound part sees, answered with their addresses in its cluster (of its
+    /// families, where the mesh allocated them), or their endpoints reachable in its network
+    /// (so it follows endpoint changes too); the proxy's locality plays no part.
     names: HashMap<(String, String), Arc<TypeResources>>,
-    /// (the services it sees, cluster, network) → a sidecar's DNS name table.
+    /// (the services it sees, cluster, names key) → a sidecar's DNS name table.
     names_by_services: HashMap<(Vec<usize>, String, String), Arc<TypeResources>>,
     /// Full key → assembled configuration.
     configs: HashMap<String, Arc<ProxyConfig>>,
@@ -317,7 +318,12 @@ impl Parts {
 
     /// The name table of a sidecar, shared with every sidecar in its cluster and network that
     /// sees the same services (without `Sidecar` scoping or `exportTo`, every namespace does).
-    fn names_seeing(&mut self, view: &MeshView<'_>, proxy: &ProxyNode) -> Arc<TypeResources> {
+    fn names_seeing(
+        &mut self,
+        view: &MeshView<'_>,
+        proxy: &ProxyNode,
+        names_key: &str,
+    ) -> Arc<TypeResources> {
         let visible = strait_translate::scope::visible_services(view, proxy);
         // The model is fixed for this version (the cache starts afresh with the next), so a
         // service's address names it.
@@ -325,7 +331,7 @@ impl Parts {
             .iter()
             .map(|s| std::ptr::from_ref::<strait_model::ServiceView>(*s) as usize)
             .collect();
-        let key = (seen, proxy.cluster.to_string(), proxy.network.to_string());
+        let key = (seen, proxy.cluster.to_string(), names_key.to_string());
         if let Some(n) = self.names_by_services.get(&key) {
             return n.clone();
         }
@@ -421,11 +427,11 @@ impl Parts {
                 map
             }
         };
-        let names_key = (keys.outbound.clone(), proxy.network.to_string());
+        let names_key = (keys.outbound.clone(), keys.names.clone());
         let names = match self.names.get(&names_key) {
             Some(n) => n.clone(),
             None if proxy.kind == ProxyKind::Sidecar => {
-                let n = self.names_seeing(view, proxy);
+                let n = self.names_seeing(view, proxy, &keys.names);
                 self.names.insert(names_key, n.clone());
                 n
             }

@@ -638,6 +638,43 @@ async fn sidecars_that_see_different_services_get_different_name_tables() {
     }
 }
 
+/// A ServiceEntry host without addresses has an IPv4 and an IPv6 address from the mesh: an
+/// IPv4 sidecar's name table holds the first, a dual-stack sidecar's (its `INSTANCE_IPS`) both —
+/// in either connection order, so their tables are not shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_sidecars_are_told_the_ipv6_address_the_mesh_allocated_too() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: a}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n";
+    for dual_first in [false, true] {
+        let h = start(text).await;
+        for dual in [dual_first, !dual_first] {
+            let ips: &[(&str, &str)] = if dual {
+                &[("INSTANCE_IPS", "10.1.0.9,fd00::9")]
+            } else {
+                &[("INSTANCE_IPS", "10.1.0.8")]
+            };
+            let mut s = Sotw::connect(h.port).await;
+            s.send(DiscoveryRequest {
+                node: Some(node_with("sidecar~10.1.0.9~a1.a~a.svc.cluster.local", ips)),
+                type_url: NDS.into(),
+                ..Default::default()
+            })
+            .await;
+            let table = name_table(&s.recv().await);
+            let api = &table["api.example.com"];
+            let families: Vec<bool> = api
+                .iter()
+                .map(|a| a.parse::<std::net::IpAddr>().unwrap().is_ipv6())
+                .collect();
+            let expected: &[bool] = if dual { &[false, true] } else { &[false] };
+            assert_eq!(families, expected, "dual-stack {dual}: {api:?}");
+            assert!(api[0].starts_with("240.240."), "{api:?}");
+            if dual {
+                assert!(api[1].starts_with("2001:2::"), "{api:?}");
+            }
+        }
+    }
+}
+
 /// A name server on loopback answering `gw.network2.example` with the address in `ip`, TTL 1 s.
 async fn gateway_name_server(
     ip: std::sync::Arc<std::sync::Mutex<std::net::Ipv4Addr>>,
