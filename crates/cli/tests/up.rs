@@ -641,6 +641,13 @@ fn locality_distribute_control_plane_restart_failover_and_link_cut() {
             .any(|l| l.starts_with("network1") && l.contains(" reachable ")),
         "network1's gateway answered cluster2's probes before the cut: {before}"
     );
+    assert!(
+        mesh.wait_line(Duration::from_secs(10), |l| {
+            l.starts_with("cluster2/istiod: network1's gateway") && l.contains("does not answer")
+        })
+        .is_some(),
+        "strait up did not report network1's gateway unreachable"
+    );
     wait_for(
         Duration::from_secs(10),
         "cluster2's sidecar to hold network1's gateway unhealthy",

@@ -176,6 +176,12 @@ pub type Outcome = Result<(u16, String), String>;
 /// this host at the URL's port instead, keeping the URL's `Host` (as `curl --connect-to` —
 /// how an app without capture calls its sidecar's bound listener).
 pub fn get(url: &str, via: Option<&str>, timeout: Duration) -> Outcome {
+    get_whole(url, via, timeout)
+        .map(|(status, body)| (status, body.lines().next().unwrap_or("").trim().to_string()))
+}
+
+/// As [`get`], with the whole body rather than its first line.
+pub fn get_whole(url: &str, via: Option<&str>, timeout: Duration) -> Outcome {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// URLs"))?;
@@ -217,7 +223,7 @@ pub fn get(url: &str, via: Option<&str>, timeout: Duration) -> Outcome {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("not an HTTP response: {head:.40}"))?;
-    Ok((status, body.lines().next().unwrap_or("").trim().to_string()))
+    Ok((status, body.to_string()))
 }
 
 /// A running tally of answers: how many of each, and of failures.

@@ -118,6 +118,10 @@ pub struct Mesh {
     pub plan: Plan,
     state: State,
     processes: Vec<Process>,
+    /// What each control plane's probes last said of each network gateway:
+    /// (cluster, network, gateway address) → state.
+    gateways: BTreeMap<(String, String, String), String>,
+    gateways_checked: Option<Instant>,
 }
 
 /// Removes what a run named `name` left: its processes (by the PIDs it recorded) and its
@@ -248,6 +252,8 @@ impl Mesh {
             plan,
             state: State::default(),
             processes: Vec::new(),
+            gateways: BTreeMap::new(),
+            gateways_checked: None,
         };
         mesh.write_manifests(&configs, out)?;
         mesh.create_ca()?;
@@ -1051,14 +1057,29 @@ impl Mesh {
         Ok(())
     }
 
-    /// `GET url` from namespace `ns` (loopback mode: from here).
+    /// `GET url` from namespace `ns` (loopback mode: from here): the status and the body's
+    /// first line.
     fn probe(&self, ns: &str, url: &str) -> anyhow::Result<crate::apps::Outcome> {
+        self.probe_with(ns, url, crate::apps::get)
+    }
+
+    /// As [`Mesh::probe`], with the whole body.
+    fn probe_whole(&self, ns: &str, url: &str) -> anyhow::Result<crate::apps::Outcome> {
+        self.probe_with(ns, url, crate::apps::get_whole)
+    }
+
+    fn probe_with(
+        &self,
+        ns: &str,
+        url: &str,
+        get: fn(&str, Option<&str>, Duration) -> crate::apps::Outcome,
+    ) -> anyhow::Result<crate::apps::Outcome> {
         let timeout = Duration::from_millis(500);
         if self.plan.runtime == Runtime::Loopback {
-            return Ok(crate::apps::get(url, None, timeout));
+            return Ok(get(url, None, timeout));
         }
         let url = url.to_string();
-        netns::within(ns, move || crate::apps::get(&url, None, timeout))
+        netns::within(ns, move || get(&url, None, timeout))
     }
 
     /// A process that has exited, described with its log's last lines (while starting, any
@@ -1113,6 +1134,55 @@ impl Mesh {
                 Err(e) => events.push(format!(
                     "{what} exited ({status}) and could not be restarted: {e:#}"
                 )),
+            }
+        }
+        events.extend(self.gateway_changes());
+        events
+    }
+
+    /// What changed, at most every second, in what the control planes' probes say of the
+    /// networks' gateways: one stopped answering, or answers again.
+    fn gateway_changes(&mut self) -> Vec<String> {
+        if self
+            .gateways_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.gateways_checked = Some(Instant::now());
+        let mut events = Vec::new();
+        for cp in &self.plan.control_planes {
+            let url = format!("http://{}:15014/debug/gatewayz", cp.ip);
+            let Ok(Ok((200, body))) = self.probe_whole(&cp.netns, &url) else {
+                continue;
+            };
+            let Ok(page) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            for g in page["gateways"].as_array().into_iter().flatten() {
+                let (Some(network), Some(address), Some(state)) = (
+                    g["network"].as_str(),
+                    g["address"].as_str(),
+                    g["state"].as_str(),
+                ) else {
+                    continue;
+                };
+                let key = (cp.cluster.clone(), network.to_string(), address.to_string());
+                let before = self.gateways.insert(key, state.to_string());
+                let news = match (before.as_deref(), state) {
+                    (Some("unreachable"), "reachable") => "answers its probes again",
+                    (Some(b), "unreachable") if b != "unreachable" => {
+                        "does not answer its probes: the endpoints behind it are sent unhealthy"
+                    }
+                    (None, "unreachable") => {
+                        "does not answer its probes: the endpoints behind it are sent unhealthy"
+                    }
+                    _ => continue,
+                };
+                events.push(format!(
+                    "{}/istiod: {network}'s gateway {address} {news}",
+                    cp.cluster
+                ));
             }
         }
         events
