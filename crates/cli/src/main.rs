@@ -7,12 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than the system allocator: the control plane's work comes in bursts (a cold
-/// sync of every proxy, a full push) whose memory glibc keeps resident afterwards; mimalloc
-/// returns it to the system, and is faster for the many small allocations of translation.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator (mimalloc unless built with --no-default-features) is strait-alloc's.
+use strait_alloc as _;
 
 /// Strait: a multi-cluster service mesh in one binary.
 ///

@@ -64,6 +64,9 @@ pub struct ProxyOptions {
     pub dns: Option<DnsOptions>,
     /// Worker threads serving connections (Istio's `concurrency`; 0: one per core).
     pub concurrency: usize,
+    /// Hands the allocator's free memory back to the system; called after each configuration
+    /// update, whose decoding is a burst of transient allocations.
+    pub release_memory: fn(),
 }
 
 /// The DNS proxy's address and what it needs besides the name table.
@@ -98,6 +101,8 @@ pub struct Proxy {
     pub xds: Arc<xds::client::Shared>,
     pub bind_errors: Arc<Mutex<HashMap<String, String>>>,
     pub set_log_level: SetLogLevel,
+    /// See [`ProxyOptions::release_memory`].
+    pub release_memory: fn(),
     pub stop: watch::Sender<bool>,
     /// The DNS proxy, when it runs.
     pub dns: Option<Arc<strait_dns::DnsServer>>,
@@ -167,6 +172,7 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         xds: shared.clone(),
         bind_errors: Arc::default(),
         set_log_level: options.set_log_level,
+        release_memory: options.release_memory,
         stop,
         node: options.node.clone(),
         dns,
@@ -288,4 +294,5 @@ async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut lis
     };
     proxy.snapshot.store(Arc::new(next));
     bound.reconcile(proxy).await;
+    (proxy.release_memory)();
 }

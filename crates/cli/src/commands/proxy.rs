@@ -233,6 +233,7 @@ fn options(args: &Args, set_log_level: SetLogLevel) -> anyhow::Result<ProxyOptio
         upstream_bind: args.upstream_bind,
         wildcard_bind: args.wildcard_bind,
         concurrency: args.concurrency,
+        release_memory: strait_alloc::release_free_memory,
         access_log: args.access_log.clone(),
         set_log_level,
     })
