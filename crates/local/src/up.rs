@@ -1171,10 +1171,7 @@ impl Mesh {
                 let before = self.gateways.insert(key, state.to_string());
                 let news = match (before.as_deref(), state) {
                     (Some("unreachable"), "reachable") => "answers its probes again",
-                    (Some(b), "unreachable") if b != "unreachable" => {
-                        "does not answer its probes: the endpoints behind it are sent unhealthy"
-                    }
-                    (None, "unreachable") => {
+                    (b, "unreachable") if b != Some("unreachable") => {
                         "does not answer its probes: the endpoints behind it are sent unhealthy"
                     }
                     _ => continue,

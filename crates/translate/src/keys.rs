@@ -322,12 +322,7 @@ impl Profile {
             endpoints,
             inbound,
             inbound_side,
-            names: format!(
-                "{}|{}{}",
-                proxy.network,
-                if proxy.families.v4 { "4" } else { "" },
-                if proxy.families.v6 { "6" } else { "" }
-            ),
+            names: format!("{}|{}", proxy.network, proxy.families.key()),
         }
     }
 }

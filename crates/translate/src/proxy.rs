@@ -72,6 +72,15 @@ impl IpFamilies {
     pub fn has(&self, ip: IpAddr) -> bool {
         if ip.is_ipv4() { self.v4 } else { self.v6 }
     }
+
+    /// `4`, `6` or `46`, for generation keys.
+    pub fn key(&self) -> &'static str {
+        match (self.v4, self.v6) {
+            (true, true) => "46",
+            (false, true) => "6",
+            _ => "4",
+        }
+    }
 }
 
 /// The node as it arrives (wire-independent).

@@ -136,7 +136,7 @@ fn unreachable(board: &BTreeMap<SocketAddr, GatewayState>) -> BTreeSet<SocketAdd
 }
 
 /// Probes the addresses `targets` holds, round after round, publishing the unreachable ones on
-/// `verdicts`. Returns when `targets`' sender is gone.
+/// `verdicts` (with probing off, none ever). Returns when `targets`' sender is gone.
 pub async fn run(
     settings: ProbeSettings,
     mut targets: watch::Receiver<BTreeSet<SocketAddr>>,
@@ -144,6 +144,7 @@ pub async fn run(
     board: ProbeBoard,
 ) {
     if settings.period.is_zero() {
+        while targets.changed().await.is_ok() {}
         return;
     }
     loop {

@@ -99,10 +99,14 @@ impl XdsServer {
         dns.refresh(&first.settings).await;
         let mut jwks = jwks_fetch::JwksFetcher::new(options.jwks.clone());
         jwks.refresh(&first).await;
-        let unreachable = Arc::new(BTreeSet::new());
-        let first_gateways = gateway_table(&first, &dns, &unreachable);
-        let (targets_tx, targets) = watch::channel(gateways::addresses(&first_gateways));
-        let (verdicts, unreachable) = watch::channel(unreachable);
+        let (targets_tx, targets) = watch::channel(BTreeSet::new());
+        let (verdicts, unreachable) = watch::channel(Arc::new(BTreeSet::new()));
+        let gws = Gateways {
+            dns,
+            unreachable,
+            targets: targets_tx,
+        };
+        let first_gateways = gws.table(&first);
         let probes = gateway_probe::ProbeBoard::default();
         let prober = gateway_probe::run(options.gateway_probe, targets, verdicts, probes.clone());
         let current = Arc::new(Current {
@@ -128,17 +132,7 @@ impl XdsServer {
         });
         let server = XdsServer { inner };
         server.add_debug_page("/debug/gatewayz", gatewayz(&server, probes));
-        let pipeline = push_pipeline(
-            server.inner.clone(),
-            snapshots,
-            tx,
-            Gateways {
-                dns,
-                unreachable: Some(unreachable),
-                targets: targets_tx,
-            },
-            jwks,
-        );
+        let pipeline = push_pipeline(server.inner.clone(), snapshots, tx, gws, jwks);
         // The prober ends when the pipeline does (it drops the prober's targets).
         let pipeline = async move {
             tokio::join!(pipeline, prober);
@@ -292,49 +286,28 @@ impl Inner {
     }
 }
 
-/// Where each network's gateways are, with DNS names as last resolved, and which of them the
-/// probes found not answering.
-fn gateway_table(
-    snapshot: &Snapshot,
-    dns: &gateway_dns::GatewayDns,
-    unreachable: &BTreeSet<SocketAddr>,
-) -> strait_translate::GatewayTable {
-    let mut table = gateways::resolve(&snapshot.model, &|name: &str| dns.addresses(name));
-    gateways::mark_unreachable(&mut table, unreachable);
-    table
-}
-
 /// What the push pipeline follows of the networks' gateways: their DNS names, the probes'
-/// verdicts (`None` once probing stopped), and where it tells the prober what to probe.
+/// verdicts, and where it tells the prober what to probe.
 struct Gateways {
     dns: gateway_dns::GatewayDns,
-    unreachable: Option<watch::Receiver<Arc<BTreeSet<SocketAddr>>>>,
+    unreachable: watch::Receiver<Arc<BTreeSet<SocketAddr>>>,
     targets: watch::Sender<BTreeSet<SocketAddr>>,
 }
 
 impl Gateways {
-    /// Waits for new verdicts; `false` when probing has stopped (never again).
-    async fn verdicts_changed(&mut self) -> bool {
-        match &mut self.unreachable {
-            Some(rx) => {
-                if rx.changed().await.is_ok() {
-                    return true;
-                }
-                self.unreachable = None;
-                false
-            }
-            None => std::future::pending().await,
+    /// Waits for new verdicts (the prober outlives the pipeline, so they never stop coming
+    /// while it runs).
+    async fn verdicts_changed(&mut self) {
+        if self.unreachable.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
-    /// The table for `snapshot`, and has the prober follow its addresses.
+    /// Where each network's gateways are for `snapshot`, with DNS names as last resolved and
+    /// those the probes found not answering marked; has the prober follow their addresses.
     fn table(&self, snapshot: &Snapshot) -> strait_translate::GatewayTable {
-        let unreachable = self
-            .unreachable
-            .as_ref()
-            .map(|rx| rx.borrow().clone())
-            .unwrap_or_default();
-        let table = gateway_table(snapshot, &self.dns, &unreachable);
+        let mut table = gateways::resolve(&snapshot.model, &|name: &str| self.dns.addresses(name));
+        gateways::mark_unreachable(&mut table, &self.unreachable.borrow());
         let addresses = gateways::addresses(&table);
         self.targets.send_if_modified(|t| {
             let changed = *t != addresses;
@@ -413,7 +386,7 @@ async fn push_pipeline(
                 true
             }
             () = refresh => false,
-            probed = gws.verdicts_changed() => probed,
+            () = gws.verdicts_changed() => false,
         };
         let snapshot = snapshots.borrow_and_update().clone();
         let moved = gws.dns.refresh(&snapshot.settings).await;
@@ -437,39 +410,38 @@ async fn push_pipeline(
                 .services()
                 .any(|(key, s)| key.host == k.host && s.service.resolved_by_dns())
         });
-        // A gateway that moved or stopped answering changes the load assignments of the
-        // services with endpoints on its network, and nothing else.
-        let networks = gateways::changed_networks(&previous.gateways, &gateways);
-        let behind_gateways: BTreeSet<String> = if networks.is_empty() {
-            BTreeSet::new()
-        } else {
-            snapshot
-                .model
-                .services()
-                .filter(|(_, s)| s.endpoints.iter().any(|e| networks.contains(&e.network)))
-                .map(|(key, _)| key.host.to_string())
-                .collect()
-        };
         let jwks_table = jwks.table();
         let endpoint_only =
             change.endpoints_only() && !inline_endpoints && jwks_table == previous.jwks;
         // The snapshot's version, unless a gateway's address moved without a new snapshot.
         let version = snapshot.version.max(previous.version + 1);
-        let (full_version, endpoint_changes) =
-            if endpoint_only && previous.endpoint_changes.len() < 64 {
-                let mut hosts: BTreeSet<String> = change
-                    .services
-                    .endpoints_changed
-                    .iter()
-                    .map(|k| k.host.to_string())
-                    .collect();
-                hosts.extend(behind_gateways);
-                let mut history = previous.endpoint_changes.clone();
-                history.push((version, hosts));
-                (previous.full_version, history)
-            } else {
-                (version, Vec::new())
-            };
+        let (full_version, endpoint_changes) = if endpoint_only
+            && previous.endpoint_changes.len() < 64
+        {
+            let mut hosts: BTreeSet<String> = change
+                .services
+                .endpoints_changed
+                .iter()
+                .map(|k| k.host.to_string())
+                .collect();
+            // A gateway that moved or stopped answering changes the load assignments of
+            // the services with endpoints on its network, and nothing else.
+            let networks = gateways::changed_networks(&previous.gateways, &gateways);
+            if !networks.is_empty() {
+                hosts.extend(
+                    snapshot
+                        .model
+                        .services()
+                        .filter(|(_, s)| s.endpoints.iter().any(|e| networks.contains(&e.network)))
+                        .map(|(key, _)| key.host.to_string()),
+                );
+            }
+            let mut history = previous.endpoint_changes.clone();
+            history.push((version, hosts));
+            (previous.full_version, history)
+        } else {
+            (version, Vec::new())
+        };
         inner.metrics.snapshot_version.set(version as i64);
         inner
             .metrics

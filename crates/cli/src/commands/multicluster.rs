@@ -178,13 +178,23 @@ pub fn multicluster(args: &MulticlusterArgs) -> anyhow::Result<ExitCode> {
 
 /// The remotes on a control plane's `/debug/remotez`.
 fn remotes(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    debug_list(debug, "/debug/remotez", "remotes")
+}
+
+/// The networks' gateways on a control plane's `/debug/gatewayz`.
+fn network_gateways(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    debug_list(debug, "/debug/gatewayz", "gateways")
+}
+
+/// The list `field` of the control plane's debug page `path`.
+fn debug_list(debug: &str, path: &str, field: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let v = super::get_json(
         debug,
-        "/debug/remotez",
+        path,
         "the control plane's debug API",
         "is it running? (give its --debug-listen with --debug)",
     )?;
-    Ok(v["remotes"].as_array().cloned().unwrap_or_default())
+    Ok(v[field].as_array().cloned().unwrap_or_default())
 }
 
 fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
@@ -236,18 +246,6 @@ fn gateways(debug: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The networks' gateways on a control plane's `/debug/gatewayz` (none from one that has no
-/// such page).
-fn network_gateways(debug: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let v = super::get_json(
-        debug,
-        "/debug/gatewayz",
-        "the control plane's debug API",
-        "is it running? (give its --debug-listen with --debug)",
-    )?;
-    Ok(v["gateways"].as_array().cloned().unwrap_or_default())
 }
 
 /// Writes the networks' gateways and what the probes say; whether none is unreachable.
