@@ -26,6 +26,8 @@ pub struct Params {
     pub endpoint_changes: usize,
     pub service_additions: usize,
     pub debounce_ms: u64,
+    /// Profile the control plane while the second batch of proxies syncs.
+    pub profile: bool,
 }
 
 /// One dimension of the mesh doubled, to see how the control plane's costs grow with it.
@@ -73,6 +75,7 @@ impl Doubling {
             Doubling::Clusters => doubled.shape.clusters *= 2,
             Doubling::Proxies => doubled.proxies *= 2,
         }
+        doubled.profile = false;
         doubled
     }
 }
@@ -108,6 +111,9 @@ pub struct PhaseResult {
     /// Bytes of shared encoded configuration the control plane holds once synced (its
     /// `strait_xds_cache_bytes` metric).
     pub cache_bytes: Option<u64>,
+    /// Where the control plane's CPU went while the second batch synced, and how much it
+    /// used (CPU seconds); the reason when not profiled.
+    pub batch_profile: Result<(crate::profile::Profile, f64), String>,
     pub endpoint_changes: Changes,
     pub service_additions: Changes,
     pub end: Memory,
@@ -229,6 +235,23 @@ pub async fn run(
     // What one more proxy costs once the mesh is warm: connect a second batch as large as the
     // first (new pods of the same workloads) and divide the growth.
     let before_batch = cp.memory()?;
+    let recording = match (params.profile, crate::profile::available()) {
+        (false, _) => Err("not profiled in this run".to_string()),
+        (true, Err(why)) => Err(why),
+        (true, Ok(())) => {
+            let file = std::env::temp_dir().join(format!("strait-bench-{name}.perf"));
+            let log = logs.join(format!("perf-control-plane-{name}.log"));
+            match crate::profile::Recording::start(&[cp.pid()], &file, &log) {
+                Ok(started) => {
+                    // perf attaches to the threads after it starts.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok((started, file))
+                }
+                Err(e) => Err(format!("profiling failed: {e:#}")),
+            }
+        }
+    };
+    let batch_cpu_before = cp.cpu_seconds()?;
     let (batch_stop, batch_stop_rx) = watch::channel(false);
     let batch_started = Instant::now();
     for p in params.proxies..params.proxies * 2 {
@@ -250,6 +273,14 @@ pub async fn run(
             Event::Acked { .. } => {}
         }
     }
+    let batch_cpu = cp.cpu_seconds()? - batch_cpu_before;
+    let batch_profile = recording.and_then(|(recording, file)| {
+        let profile = recording
+            .finish()
+            .map_err(|e| format!("profiling failed: {e:#}"));
+        let _ = std::fs::remove_file(file);
+        profile.map(|p| (p, batch_cpu))
+    });
     quiet(&shared, Duration::from_millis(300), Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_batch = cp.memory()?;
@@ -322,6 +353,7 @@ pub async fn run(
         synced,
         marginal_kib,
         cache_bytes,
+        batch_profile,
         endpoint_changes,
         service_additions,
         end,

@@ -32,6 +32,28 @@ pub struct Params {
     pub fixed_duration: Duration,
     /// The mesh the proxy holds for the large-configuration memory row.
     pub large: synth::Shape,
+    /// How long each profiled load runs ([`PROFILED`]); none: no profiles.
+    pub profile: Option<Duration>,
+}
+
+/// The chains profiled (protocol, path), each compared with the same chain through HAProxy:
+/// the target chain of the throughput targets, and the widest gap to HAProxy.
+const PROFILED: [(&str, &str, &str); 2] = [
+    ("HTTP/1.1", "2 Strait hops, mTLS", "2 HAProxy hops, TLS"),
+    ("HTTP/2", "2 Strait hops, mTLS", "2 HAProxy hops, TLS"),
+];
+
+/// One chain's proxies profiled under one load.
+#[derive(Debug, Clone)]
+pub struct ChainProfile {
+    pub protocol: &'static str,
+    pub path: &'static str,
+    /// `None`: saturation (as in the saturation rows); some: that fixed rate.
+    pub rate: Option<u32>,
+    pub requests: u64,
+    /// CPU microseconds per request of each proxy on the path meanwhile.
+    pub cpu_us_per_request: Vec<f64>,
+    pub profile: crate::profile::Profile,
 }
 
 /// What a chain goes through.
@@ -79,6 +101,8 @@ pub struct Results {
     pub large_ready: Duration,
     pub large_shape: synth::Shape,
     pub load_generator: String,
+    /// Where the proxies' CPU went ([`PROFILED`]); the reason when there are no profiles.
+    pub profiles: Result<Vec<ChainProfile>, String>,
 }
 
 const NGINX_H1: u16 = 8081;
@@ -255,7 +279,7 @@ async fn proxy(
 }
 
 /// Runs h2load; returns its stdout.
-fn h2load(args: &[&str]) -> anyhow::Result<String> {
+fn h2load<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> anyhow::Result<String> {
     let out = Command::new("h2load")
         .args(args)
         .output()
@@ -387,6 +411,31 @@ fn target(chain: &Chain) -> Option<Target> {
     })
 }
 
+/// h2load's arguments for a saturation run of `length`: 32 HTTP/1.1 connections, or 8 HTTP/2
+/// connections × 16 streams, from one thread.
+fn saturation_args<'a>(chain: &'a Chain, grpc_request: &'a str, length: Duration) -> Vec<String> {
+    let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
+    let mut args: Vec<String> = load_args(chain, &authority, grpc_request)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let connections: &[&str] = if chain.h2 {
+        &["-c", "8", "-m", "16"]
+    } else {
+        &["-c", "32"]
+    };
+    let seconds = length.as_secs().max(1).to_string();
+    args.extend(connections.iter().map(|a| a.to_string()));
+    args.extend([
+        "-t".into(),
+        "1".into(),
+        "-D".into(),
+        seconds,
+        chain.url.clone(),
+    ]);
+    args
+}
+
 /// h2load's arguments for a chain; gRPC chains POST `grpc_request` (one framed message).
 fn load_args<'a>(chain: &'a Chain, authority: &'a str, grpc_request: &'a str) -> Vec<&'a str> {
     let mut args = Vec::new();
@@ -499,7 +548,6 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = client.process.memory()?;
 
-    let saturation = format!("{}", params.saturation.as_secs().max(1));
     let fixed_secs = params.fixed_duration.as_secs().max(1);
     let chains = chains();
     for chain in &chains {
@@ -530,14 +578,7 @@ pub async fn run(
             params.rounds.max(1)
         ));
         for (i, chain) in chains.iter().enumerate() {
-            let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
-            let mut sat = load_args(chain, &authority, &grpc_request);
-            if chain.h2 {
-                sat.extend(["-c", "8", "-m", "16"]);
-            } else {
-                sat.extend(["-c", "32"]);
-            }
-            sat.extend(["-t", "1", "-D", saturation.as_str(), chain.url.as_str()]);
+            let sat = saturation_args(chain, &grpc_request, params.saturation);
             let (rps, errors) = throughput(&h2load(&sat)?)?;
             rounds[i].push(rps);
             saturation_errors[i] += errors;
@@ -571,27 +612,13 @@ pub async fn run(
             }
         };
         let cpu_before = cpu();
-        let fixed_duration = Duration::from_secs(fixed_secs);
-        let fixed_run = if chain.h2 {
-            let request = crate::open_model::H2Request {
-                authority: to.authority.clone(),
-                path: to.path.clone(),
-                grpc: (chain.protocol == "gRPC")
-                    .then(|| bytes::Bytes::from(crate::grpc_app::request_frame())),
-            };
-            crate::open_model::run_h2(to.addr, &request, params.fixed_rate, fixed_duration)
-                .await
-                .with_context(|| format!("{} {}", chain.protocol, chain.path))?
-        } else {
-            crate::open_model::run(
-                to.addr,
-                &to.authority,
-                &to.path,
-                params.fixed_rate,
-                fixed_duration,
-            )
-            .await
-        };
+        let fixed_run = fixed_rate_run(
+            &chain,
+            &to,
+            params.fixed_rate,
+            Duration::from_secs(fixed_secs),
+        )
+        .await?;
         let durations = fixed_run.latencies;
         let cpu_after = cpu();
         let latency = (!durations.is_empty()).then(|| {
@@ -625,6 +652,35 @@ pub async fn run(
             cpu_per_1000,
         });
     }
+    let profiles = match params
+        .profile
+        .map(|length| (length, crate::profile::available()))
+    {
+        None => Err("not profiled in this run".to_string()),
+        Some((_, Err(why))) => Err(why),
+        Some((length, Ok(()))) => {
+            say("  profiling");
+            let pids = |chain: &Chain| match chain.via {
+                Via::Direct | Via::Nginx => vec![],
+                Via::Strait(n) => [&client, if chain.tls { &secure } else { &server }]
+                    .into_iter()
+                    .take(n)
+                    .map(|p| p.process.pid())
+                    .collect(),
+                Via::Haproxy => references.pids(true),
+            };
+            let setup = ProfileSetup {
+                length,
+                fixed_rate: params.fixed_rate,
+                grpc_request: &grpc_request,
+                work: &work,
+                logs,
+            };
+            profile_chains(&setup, &pids)
+                .await
+                .map_err(|e| format!("profiling failed: {e:#}"))
+        }
+    };
     drop(references);
     drop(client);
     drop(server);
@@ -693,7 +749,118 @@ pub async fn run(
         large_ready,
         large_shape: params.large,
         load_generator,
+        profiles,
     })
+}
+
+/// What [`profile_chains`] needs from the run.
+struct ProfileSetup<'a> {
+    length: Duration,
+    fixed_rate: u32,
+    grpc_request: &'a str,
+    work: &'a Path,
+    logs: &'a Path,
+}
+
+/// Profiles the proxies of each [`PROFILED`] chain and of its HAProxy counterpart, at
+/// saturation (h2load as in the saturation rows) and at the fixed rate (the open-model
+/// generator), each for `setup.length`.
+async fn profile_chains(
+    setup: &ProfileSetup<'_>,
+    pids: &dyn Fn(&Chain) -> Vec<u32>,
+) -> anyhow::Result<Vec<ChainProfile>> {
+    use crate::profile::Recording;
+    let chains = chains();
+    let mut profiles = Vec::new();
+    for (protocol, strait_path, haproxy_path) in PROFILED {
+        for path in [strait_path, haproxy_path] {
+            let chain = chains
+                .iter()
+                .find(|c| c.protocol == protocol && c.path == path)
+                .with_context(|| format!("no chain {protocol} {path}"))?;
+            let to = target(chain).with_context(|| format!("the address in {}", chain.url))?;
+            let pids = pids(chain);
+            anyhow::ensure!(
+                !pids.is_empty(),
+                "no processes to profile on {protocol} {path}"
+            );
+            for rate in [None, Some(setup.fixed_rate)] {
+                let n = profiles.len();
+                let cpu = || -> anyhow::Result<Vec<f64>> {
+                    pids.iter()
+                        .map(|p| crate::process::tree_cpu_seconds(*p))
+                        .collect()
+                };
+                let recording = Recording::start(
+                    &pids,
+                    &setup.work.join(format!("perf-{n}.data")),
+                    &setup.logs.join(format!("perf-{n}.log")),
+                )?;
+                // perf attaches to the threads after it starts.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let cpu_before = cpu()?;
+                let requests = match rate {
+                    None => {
+                        let args = saturation_args(chain, setup.grpc_request, setup.length);
+                        requests_done(&h2load(&args)?)?
+                    }
+                    Some(rate) => {
+                        let run = fixed_rate_run(chain, &to, rate, setup.length).await?;
+                        run.latencies.len() as u64
+                    }
+                };
+                let cpu_after = cpu()?;
+                let profile = recording.finish()?;
+                let per_request = |(b, a): (&f64, &f64)| (a - b) * 1e6 / requests.max(1) as f64;
+                profiles.push(ChainProfile {
+                    protocol,
+                    path,
+                    rate,
+                    requests,
+                    cpu_us_per_request: cpu_before
+                        .iter()
+                        .zip(&cpu_after)
+                        .map(per_request)
+                        .collect(),
+                    profile,
+                });
+            }
+        }
+    }
+    Ok(profiles)
+}
+
+/// The open-model generator at `rate` on a chain: HTTP/2 streams for HTTP/2 and gRPC chains,
+/// HTTP/1.1 keep-alive requests otherwise.
+async fn fixed_rate_run(
+    chain: &Chain,
+    to: &Target,
+    rate: u32,
+    length: Duration,
+) -> anyhow::Result<crate::open_model::OpenRun> {
+    if chain.h2 {
+        let request = crate::open_model::H2Request {
+            authority: to.authority.clone(),
+            path: to.path.clone(),
+            grpc: (chain.protocol == "gRPC")
+                .then(|| bytes::Bytes::from(crate::grpc_app::request_frame())),
+        };
+        crate::open_model::run_h2(to.addr, &request, rate, length)
+            .await
+            .with_context(|| format!("{} {}", chain.protocol, chain.path))
+    } else {
+        Ok(crate::open_model::run(to.addr, &to.authority, &to.path, rate, length).await)
+    }
+}
+
+/// Requests h2load saw completed, from its summary.
+fn requests_done(out: &str) -> anyhow::Result<u64> {
+    out.lines()
+        .find(|l| l.starts_with("requests:"))
+        .and_then(|l| l.split(',').find(|p| p.trim_end().ends_with(" done")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("h2load's count of requests done")
 }
 
 fn tempdir(logs: &Path, name: &str) -> anyhow::Result<PathBuf> {

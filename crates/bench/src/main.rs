@@ -11,6 +11,7 @@ mod multicluster;
 mod open_model;
 mod pki;
 mod process;
+mod profile;
 mod reference;
 mod report;
 mod stats;
@@ -145,6 +146,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         endpoint_changes: args.changes.unwrap_or(changes),
         service_additions: args.additions.unwrap_or(additions),
         debounce_ms: 100,
+        profile: true,
     };
     if let Some(dir) = &args.write_mesh {
         let files = synth::write(params.shape, dir)?;
@@ -225,6 +227,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 endpoints: 10,
                 clusters: 1,
             },
+            profile: Some(Duration::from_secs(if args.quick { 1 } else { 5 })),
         };
         say(
             "data plane: direct, one and two Strait hops (plaintext and mTLS), HAProxy and nginx; HTTP/1.1, HTTP/2, gRPC, TCP…",

@@ -344,6 +344,12 @@ impl References {
         Ok(())
     }
 
+    /// The PIDs of a chain's hops (nginx: the masters only).
+    pub fn pids(&self, haproxy: bool) -> Vec<u32> {
+        let procs = if haproxy { &self.haproxy } else { &self.nginx };
+        procs.iter().map(Started::pid).collect()
+    }
+
     /// Total CPU seconds of a chain's processes (nginx: master and workers).
     pub fn cpu_seconds(&self, haproxy: bool) -> Vec<f64> {
         let procs = if haproxy { &self.haproxy } else { &self.nginx };

@@ -10,6 +10,7 @@ use crate::data_plane;
 use crate::identity;
 use crate::machine::Machine;
 use crate::multicluster;
+use crate::profile::Profile;
 use crate::stats::{bytes, kib, ms, opt_ms, percentile};
 
 pub struct Report<'a> {
@@ -313,6 +314,7 @@ fn control_plane(s: &mut String, params: &Params, phases: &[PhaseResult]) {
     row(s, "Control-plane peak RSS", &|r| kib(r.end.peak_kib as f64));
     let _ = writeln!(s);
     reading(s, params, phases);
+    control_plane_profiles(s, params, phases);
 }
 
 /// A growth table's cell for one run: the value shown and the number its ratio to the base is
@@ -625,6 +627,223 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         s,
         "TCP rows compare with direct HTTP/1.1 (the same bytes). The TCP path opens one upstream connection per downstream connection; HTTP paths pool upstream connections.\n"
     );
+    profiles_section(s, r);
+}
+
+/// Where the proxies' CPU went: one table per load, a column per profiled chain.
+fn profiles_section(s: &mut String, r: &data_plane::Results) {
+    let _ = writeln!(
+        s,
+        "### Where the proxies' CPU goes
+"
+    );
+    let profiles = match &r.profiles {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            let _ = writeln!(s, "**NOT PROFILED in this run: no chain to profile.**\n");
+            return;
+        }
+        Err(why) => {
+            let _ = writeln!(s, "**NOT PROFILED in this run: {why}.**\n");
+            return;
+        }
+    };
+    let length = profiles[0].profile.recorded.as_secs_f64();
+    let _ = writeln!(
+        s,
+        "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time over that load divided by the requests completed. Percentages are of both proxies' samples together.\n"
+    );
+    for rate in [None, Some(())] {
+        let group: Vec<&data_plane::ChainProfile> = profiles
+            .iter()
+            .filter(|p| p.rate.is_some() == rate.is_some())
+            .collect();
+        let Some(first) = group.first() else {
+            continue;
+        };
+        let load = match first.rate {
+            None => "At saturation".to_string(),
+            Some(rps) => format!("At {rps} req/s"),
+        };
+        let _ = writeln!(s, "**{load}**\n");
+        let _ = write!(s, "| |");
+        for p in &group {
+            let _ = write!(s, " {} {} |", p.protocol, p.path);
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in &group {
+            let _ = write!(s, "---|");
+        }
+        let _ = write!(s, "\n| Requests |");
+        for p in &group {
+            let _ = write!(s, " {} |", p.requests);
+        }
+        let _ = write!(s, "\n| CPU per request, each proxy |");
+        for p in &group {
+            let each: Vec<String> = p
+                .cpu_us_per_request
+                .iter()
+                .map(|us| format!("{us:.1} µs"))
+                .collect();
+            let _ = write!(s, " {} |", each.join(", "));
+        }
+        let _ = write!(s, "\n| Samples |");
+        for p in &group {
+            let _ = write!(s, " {} |", p.profile.samples);
+        }
+        let _ = write!(s, "\n| Kernel, all parts |");
+        for p in &group {
+            let _ = write!(s, " {:.1} % |", p.profile.kernel_share());
+        }
+        let columns: Vec<&Profile> = group.iter().map(|p| &p.profile).collect();
+        component_rows(s, &columns);
+        let _ = writeln!(s, "\n");
+        let through = |p: &&&data_plane::ChainProfile, who: &str| p.path.contains(who);
+        for strait in group.iter().filter(|p| through(p, "Strait")) {
+            let haproxy = group
+                .iter()
+                .find(|p| through(p, "HAProxy") && p.protocol == strait.protocol);
+            if let Some(haproxy) = haproxy {
+                let total = |p: &data_plane::ChainProfile| p.cpu_us_per_request.iter().sum::<f64>();
+                let _ = writeln!(
+                    s,
+                    "- {} {}: the two Strait proxies spent {:.1} µs of CPU per request together, the two HAProxy hops {:.1} µs ({:.2}×); the kernel took {:.0} % of Strait's samples and {:.0} % of HAProxy's. Strait's largest parts outside the kernel: {}.{}",
+                    strait.protocol,
+                    load.to_lowercase(),
+                    total(strait),
+                    total(haproxy),
+                    total(strait) / total(haproxy).max(f64::MIN_POSITIVE),
+                    strait.profile.kernel_share(),
+                    haproxy.profile.kernel_share(),
+                    largest_outside_kernel(&strait.profile, 3),
+                    if strait.rate.is_some() {
+                        " The CPU target (≤ 0.10 vCPU per 1000 req/s) is 100 µs per request per proxy."
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+    for p in profiles.iter().filter(|p| p.path.contains("Strait")) {
+        let load = match p.rate {
+            None => "saturation".to_string(),
+            Some(rps) => format!("{rps} req/s"),
+        };
+        hottest(s, &format!("{} {}, {load}", p.protocol, p.path), &p.profile);
+    }
+}
+
+/// Table rows (each starting on a new line) of every component any profile has, largest
+/// first, a cell per profile.
+fn component_rows(s: &mut String, profiles: &[&Profile]) {
+    let mut components: Vec<(&str, f64)> = Vec::new();
+    for p in profiles {
+        for (c, share) in &p.components {
+            match components.iter_mut().find(|(name, _)| name == c) {
+                Some(entry) => entry.1 = entry.1.max(*share),
+                None => components.push((c, *share)),
+            }
+        }
+    }
+    components.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (c, _) in components {
+        let _ = write!(s, "\n| {c} |");
+        for p in profiles {
+            let share = p.share(c);
+            if share > 0.0 {
+                let _ = write!(s, " {share:.1} % |");
+            } else {
+                let _ = write!(s, " — |");
+            }
+        }
+    }
+}
+
+/// Where the control plane's CPU went while the second batch of proxies synced.
+fn control_plane_profiles(s: &mut String, params: &Params, phases: &[PhaseResult]) {
+    let _ = writeln!(s, "### Where the control plane's CPU goes\n");
+    let profiled: Vec<(&PhaseResult, &Profile, f64)> = phases
+        .iter()
+        .filter_map(|r| r.batch_profile.as_ref().ok().map(|(p, cpu)| (r, p, *cpu)))
+        .collect();
+    if profiled.is_empty() {
+        for r in phases {
+            if let Err(why) = &r.batch_profile {
+                let _ = writeln!(s, "**NOT PROFILED ({}): {why}.**\n", r.variant.label());
+            }
+        }
+        return;
+    }
+    let n = params.proxies;
+    let _ = writeln!(
+        s,
+        "`perf record` sampled the control plane (on-CPU time, software clock at 997 Hz) while the second batch of {n} proxies connected and synced — the warm control plane's cost of a cold sync, generation caches built. Samples are grouped by component: by library, and for Rust code by the crate the function belongs to.\n"
+    );
+    let _ = write!(s, "| |");
+    for (r, _, _) in &profiled {
+        let _ = write!(s, " {} |", r.variant.label());
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in &profiled {
+        let _ = write!(s, "---|");
+    }
+    let _ = write!(s, "\n| CPU per proxy synced |");
+    for (_, _, cpu) in &profiled {
+        let _ = write!(s, " {:.2} ms |", cpu * 1000.0 / n.max(1) as f64);
+    }
+    let _ = write!(s, "\n| Samples |");
+    for (_, p, _) in &profiled {
+        let _ = write!(s, " {} |", p.samples);
+    }
+    let _ = write!(s, "\n| Kernel, all parts |");
+    for (_, p, _) in &profiled {
+        let _ = write!(s, " {:.1} % |", p.kernel_share());
+    }
+    let columns: Vec<&Profile> = profiled.iter().map(|(_, p, _)| *p).collect();
+    component_rows(s, &columns);
+    let _ = writeln!(s, "\n");
+    for (r, p, _) in &profiled {
+        let _ = writeln!(
+            s,
+            "- {}: the kernel took {:.0} % of the samples; the largest parts outside it: {}.",
+            r.variant.label(),
+            p.kernel_share(),
+            largest_outside_kernel(p, 4)
+        );
+    }
+    let _ = writeln!(s);
+    for (r, p, _) in &profiled {
+        hottest(s, &format!("control plane, {}", r.variant.label()), p);
+    }
+}
+
+/// The `n` largest components that are not the kernel's: `h2 (19.6 %), …`.
+fn largest_outside_kernel(p: &Profile, n: usize) -> String {
+    p.components
+        .iter()
+        .filter(|(c, _)| !c.starts_with("kernel"))
+        .take(n)
+        .map(|(c, share)| format!("{c} {share:.1} %"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A folded table of a profile's hottest functions.
+fn hottest(s: &mut String, what: &str, p: &Profile) {
+    let _ = writeln!(
+        s,
+        "<details><summary>Hottest functions: {what}</summary>\n\n| Share | Where | Function |\n|---|---|---|"
+    );
+    for sym in &p.top {
+        let mut name = sym.name.replace('|', "\\|");
+        if name.chars().count() > 110 {
+            name = name.chars().take(110).collect::<String>() + "…";
+        }
+        let _ = writeln!(s, "| {:.1} % | {} | `{name}` |", sym.percent, sym.dso);
+    }
+    let _ = writeln!(s, "\n</details>\n");
 }
 
 fn micros(d: Duration) -> String {

@@ -67,6 +67,9 @@ fn a_tiny_run_writes_a_complete_report() {
         "| 2× endpoints per service (20) |",
         "| 2× clusters (6) |",
         "| 2× proxies (8) |",
+        "### Where the control plane's CPU goes",
+        "| CPU per proxy synced |",
+        "Hottest functions: control plane, delta",
         "## Data plane",
     ] {
         assert!(
@@ -75,6 +78,10 @@ fn a_tiny_run_writes_a_complete_report() {
         );
     }
     assert!(!report.contains("not ACKed by every proxy"), "{report}");
+    assert!(
+        !report.contains("NOT PROFILED"),
+        "the control plane was not profiled (is perf installed? scripts/test installs linux-perf):\n{report}"
+    );
 }
 
 #[test]
@@ -117,6 +124,25 @@ fn a_tiny_data_plane_run_measures_every_chain() {
         "| HTTP/1.1 | 2 Strait hops |",
         "| HTTP/2 | 1 Strait hop |",
         "| TCP | 2 Strait hops |",
+        "### Where the proxies' CPU goes",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report lacks {needle:?}:\n{report}"
+        );
+    }
+    // The proxies were profiled (perf: scripts/test installs linux-perf), and what the profile
+    // saw is the proxies' own code: HTTP/2 framing on the HTTP/2 chain, HAProxy on its own.
+    assert!(
+        !report.contains("NOT PROFILED"),
+        "the profiles are missing (is perf installed? scripts/test installs linux-perf):\n{report}"
+    );
+    for needle in [
+        "| | HTTP/1.1 2 Strait hops, mTLS | HTTP/1.1 2 HAProxy hops, TLS | HTTP/2 2 Strait hops, mTLS | HTTP/2 2 HAProxy hops, TLS |",
+        "| CPU per request, each proxy |",
+        "| HTTP/2 (h2) | — | — |",
+        "| HAProxy | — |",
+        "Hottest functions: HTTP/2 2 Strait hops, mTLS, saturation",
     ] {
         assert!(
             report.contains(needle),

@@ -766,3 +766,50 @@ fn linkerd_mirroring_splits_70_30_to_the_mirror_and_probes_the_gateway() {
     );
     mesh.interrupt_and_check_clean();
 }
+
+/// A start that fails half-way (here: every control plane exits at once) removes the
+/// namespaces it had made and says so; nothing of the run is left.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: strait up needs root (network namespaces); a failed start is not tested in this run"
+        );
+        return;
+    }
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // The real binary for everything but the control plane, which refuses to start.
+    let exe = dir.path().join("strait-without-control-plane");
+    std::fs::write(
+        &exe,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in control-plane) echo 'refusing to start' >&2; exit 3;; esac\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_strait")
+        ),
+    )
+    .unwrap();
+    run("chmod", &["755", exe.to_str().unwrap()]);
+    let name = format!("sf{}", std::process::id() % 100_000);
+    let options = strait_local::up::Options {
+        dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/multi-primary-multi-network"),
+        name: name.clone(),
+        state_dir: dir.path().join("state"),
+        exe,
+        log_level: "warn".into(),
+        runtime: strait_local::plan::Runtime::Namespaces,
+    };
+    let mut out = Vec::new();
+    let started = strait_local::up::Mesh::start(options, &mut out);
+    let out = String::from_utf8_lossy(&out);
+    let Err(e) = started else {
+        panic!("the start succeeded without control planes:\n{out}");
+    };
+    assert!(format!("{e:#}").contains("refusing to start"), "{e:#}");
+    // It failed after making the networks (the control planes start in theirs).
+    assert!(out.contains("control plane of cluster1 at"), "{out}");
+    assert!(out.contains("start failed; removed the"), "{out}");
+    assert!(!out.contains("removed the 0 namespaces"), "{out}");
+    assert_eq!(namespaces(&name), Vec::<String>::new(), "{out}");
+}

@@ -255,7 +255,26 @@ impl Mesh {
             gateways: BTreeMap::new(),
             gateways_checked: None,
         };
-        mesh.write_manifests(&configs, out)?;
+        // A start that fails half-way leaves nothing behind: what it started is stopped and
+        // the namespaces it made are removed, and the error says what failed.
+        match mesh.bring_up(&configs, out) {
+            Ok(()) => Ok(mesh),
+            Err(e) => {
+                let (_, namespaces) = mesh.stop();
+                let _ = writeln!(
+                    out,
+                    "start failed; removed the {namespaces} namespaces it had made"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything [`Mesh::start`] does after planning: files, networks, control planes, pods
+    /// and apps, each phase waiting for the one before.
+    fn bring_up(&mut self, configs: &[ConfigSet], out: &mut dyn Write) -> anyhow::Result<()> {
+        let mesh = self;
+        mesh.write_manifests(configs, out)?;
         mesh.create_ca()?;
         mesh.write_remote_secrets()?;
         writeln!(out, "networks: {}", mesh.network_summary())?;
@@ -307,7 +326,7 @@ impl Mesh {
         for pod in &clients {
             mesh.start_app(pod)?;
         }
-        Ok(mesh)
+        Ok(())
     }
 
     fn state_path(&self, rel: &str) -> PathBuf {

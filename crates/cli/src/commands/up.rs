@@ -84,17 +84,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         log_level: args.log_level.clone(),
         runtime,
     };
-    let mut mesh = match Mesh::start(options, &mut out) {
-        Ok(m) => m,
-        Err(e) => {
-            let (_, namespaces) = down(&args.name, &state_dir);
-            writeln!(
-                out,
-                "start failed; removed the {namespaces} namespaces it had made"
-            )?;
-            return Err(e);
-        }
-    };
+    // A failed start has removed what it made, and said so on `out`.
+    let mut mesh = Mesh::start(options, &mut out)?;
     writeln!(out, "\n{}", mesh.status())?;
     writeln!(
         out,
