@@ -85,7 +85,8 @@ pub struct PathResult {
     pub latency: Option<[Duration; 3]>,
     pub fixed_rps: f64,
     pub fixed_errors: u64,
-    /// CPU seconds per 1000 requests of each proxy on the path at the fixed rate.
+    /// CPU seconds per 1000 requests of each proxy on the path at the fixed rate (direct: of
+    /// the server answering).
     pub cpu_per_1000: Vec<f64>,
 }
 
@@ -473,7 +474,7 @@ pub async fn run(
         .arg(work.join("nginx.conf"))
         .args(["-p"])
         .arg(&work);
-    let _nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
+    let nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
         .context("starting nginx (install nginx-light; scripts/bench does)")?;
     let mut grpc_cmd = Command::new(std::env::current_exe()?);
     grpc_cmd.args([
@@ -481,7 +482,7 @@ pub async fn run(
         &format!("{APP_IP}:{GRPC_APP}"),
         &format!("127.0.0.1:{GRPC_APP}"),
     ]);
-    let _grpc_app = Started::spawn("grpc app", &mut grpc_cmd, &logs.join("grpc-app.log"))?;
+    let grpc_app = Started::spawn("grpc app", &mut grpc_cmd, &logs.join("grpc-app.log"))?;
     let grpc_request_file = work.join("grpc-request.bin");
     std::fs::write(&grpc_request_file, crate::grpc_app::request_frame())?;
     let grpc_request = grpc_request_file.to_string_lossy().into_owned();
@@ -594,7 +595,11 @@ pub async fn run(
         let to = target(&chain).with_context(|| format!("the address in {}", chain.url))?;
         let cpu = || -> Vec<f64> {
             match chain.via {
-                Via::Direct => vec![],
+                // The server's own cost of answering: the floor under every chain.
+                Via::Direct if chain.protocol == "gRPC" => {
+                    vec![grpc_app.cpu_seconds().unwrap_or(0.0)]
+                }
+                Via::Direct => vec![crate::process::tree_cpu_seconds(nginx.pid()).unwrap_or(0.0)],
                 Via::Strait(n) => [
                     &client.process,
                     if chain.tls {

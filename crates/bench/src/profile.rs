@@ -28,68 +28,76 @@ pub fn available() -> Result<(), String> {
     }
 }
 
-/// A `perf record` attached to some processes; stopped (SIGINT, so it writes its data) by
-/// [`Recording::finish`], killed by its PID when dropped unfinished.
+/// A `perf record` (samples) and a `perf stat` (system calls and context switches) attached to
+/// some processes; stopped (SIGINT, so they write their data) by [`Recording::finish`], killed
+/// by their PIDs when dropped unfinished.
 pub struct Recording {
-    perf: Option<Child>,
+    record: Option<Child>,
+    stat: Option<Child>,
     file: PathBuf,
+    counts: PathBuf,
     started: Instant,
 }
 
+/// What `perf stat` counts alongside the samples.
+const COUNTED: &str = "raw_syscalls:sys_enter,context-switches";
+
 impl Recording {
     /// Starts sampling every thread of `pids` (on-CPU time, software clock: this machine's
-    /// virtual CPUs have no hardware counters).
+    /// virtual CPUs have no hardware counters) into `file`, and counting their system calls
+    /// and context switches.
     pub fn start(pids: &[u32], file: &Path, log: &Path) -> anyhow::Result<Recording> {
         let pids = pids
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("creating log file {}", log.display()))?;
-        let perf = Command::new("perf")
-            .args(["record", "-e", "cpu-clock", "-F", FREQUENCY, "--quiet"])
-            .args(["-p", &pids, "-o"])
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("starting perf record")?;
-        // perf attaches to the threads after it starts; give it that moment.
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(Recording {
-            perf: Some(perf),
+        let log_file = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening log file {}", log.display()))
+        };
+        let spawn = |command: &mut Command| -> anyhow::Result<Child> {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file()?)
+                .spawn()
+                .with_context(|| format!("starting {command:?}"))
+        };
+        let counts = file.with_extension("counts");
+        let mut recording = Recording {
+            record: None,
+            stat: None,
             file: file.to_path_buf(),
+            counts: counts.clone(),
             started: Instant::now(),
-        })
+        };
+        recording.record = Some(spawn(
+            Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", FREQUENCY, "--quiet"])
+                .args(["-p", &pids, "-o"])
+                .arg(file),
+        )?);
+        recording.stat = Some(spawn(
+            Command::new("perf")
+                .args(["stat", "-x", ",", "-e", COUNTED, "-p", &pids, "-o"])
+                .arg(&counts),
+        )?);
+        Ok(recording)
     }
 
-    /// Stops recording and summarizes what was sampled.
+    /// Stops recording and summarizes what was sampled and counted.
     pub fn finish(mut self) -> anyhow::Result<Profile> {
-        let Some(mut perf) = self.perf.take() else {
-            bail!("the recording was already finished");
-        };
         let recorded = self.started.elapsed();
-        let _ = Command::new("kill")
-            .args(["-INT", &perf.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = perf.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = perf.kill();
-                let _ = perf.wait();
-                bail!("perf record did not stop within 30 s of SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // perf exits with the signal's status after writing its data; the file tells.
+        let record = stop(self.record.take(), "perf record")?;
+        let stat = stop(self.stat.take(), "perf stat")?;
+        // perf exits with the signal's status after writing its data; the files tell.
         anyhow::ensure!(
             self.file.exists(),
-            "perf record wrote no data ({status}); see its log"
+            "perf record wrote no data ({record}); see its log"
         );
         let out = Command::new("perf")
             .args([
@@ -112,13 +120,48 @@ impl Recording {
         );
         let mut profile = Profile::from_report(&String::from_utf8_lossy(&out.stdout));
         profile.recorded = recorded;
+        let counts = std::fs::read_to_string(&self.counts)
+            .with_context(|| format!("perf stat ({stat}) wrote no counts"))?;
+        profile.syscalls = count(&counts, "raw_syscalls:sys_enter");
+        profile.context_switches = count(&counts, "context-switches");
         Ok(profile)
     }
 }
 
+/// Stops a perf process with SIGINT (it then writes what it has) and waits for it.
+fn stop(perf: Option<Child>, what: &str) -> anyhow::Result<std::process::ExitStatus> {
+    let Some(mut perf) = perf else {
+        bail!("{what} was already stopped");
+    };
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = perf.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = perf.kill();
+            let _ = perf.wait();
+            bail!("{what} did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An event's count from `perf stat -x ,` output (`12133,,raw_syscalls:sys_enter,…`).
+fn count(stat: &str, event: &str) -> Option<u64> {
+    stat.lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&event))
+        .and_then(|f| f.first()?.parse().ok())
+}
+
 impl Drop for Recording {
     fn drop(&mut self) {
-        if let Some(mut perf) = self.perf.take() {
+        for perf in [self.record.take(), self.stat.take()].into_iter().flatten() {
+            let mut perf = perf;
             let _ = perf.kill();
             let _ = perf.wait();
         }
@@ -145,6 +188,9 @@ pub struct Profile {
     pub top: Vec<Symbol>,
     /// Samples in all.
     pub samples: u64,
+    /// System calls and context switches of the profiled processes meanwhile (`perf stat`).
+    pub syscalls: Option<u64>,
+    pub context_switches: Option<u64>,
     pub recorded: Duration,
 }
 
@@ -170,6 +216,8 @@ impl Profile {
             components,
             top,
             samples,
+            syscalls: None,
+            context_switches: None,
             recorded: Duration::ZERO,
         }
     }
@@ -391,6 +439,22 @@ mod tests {
         assert_eq!(p.top.len(), TOP);
         assert_eq!(p.top[0].name, "_raw_spin_unlock_irqrestore");
         assert!(p.top[0].kernel);
+    }
+
+    #[test]
+    fn perf_stat_counts_are_read_by_event() {
+        let stat = "# started on Sun Dec  6 16:21:57 2026\n\n12133,,raw_syscalls:sys_enter,251628105,100.00,,\n5990,,context-switches,251628105,100.00,,\n";
+        assert_eq!(count(stat, "raw_syscalls:sys_enter"), Some(12133));
+        assert_eq!(count(stat, "context-switches"), Some(5990));
+        assert_eq!(count(stat, "cpu-clock"), None);
+        // An event perf could not count.
+        assert_eq!(
+            count(
+                "<not supported>,,context-switches,0,100.00,,\n",
+                "context-switches"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -467,7 +467,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "## Data plane\n");
     let _ = writeln!(
         s,
-        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second for {} s. Every row uses strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, and its latency counts from its due time — free of coordinated omission. HTTP/1.1 and TCP requests go out on an idle keep-alive connection (a new one is opened while all are busy); HTTP/2 and gRPC requests are streams spread round-robin over 10 HTTP/2 connections (hyper's client), and a gRPC call counts only when its trailers say `grpc-status: 0`. CPU is each proxy's user + system time over that run, per 1000 requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second for {} s. Every row uses strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, and its latency counts from its due time — free of coordinated omission. HTTP/1.1 and TCP requests go out on an idle keep-alive connection (a new one is opened while all are busy); HTTP/2 and gRPC requests are streams spread round-robin over 10 HTTP/2 connections (hyper's client), and a gRPC call counts only when its trailers say `grpc-status: 0`. CPU is each proxy's user + system time over that run, per 1000 requests (on the direct rows the server's own, answering: the floor under every chain). Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
         r.load_generator,
         params.saturation.as_secs(),
         params.rounds.max(1),
@@ -542,10 +542,22 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         .filter(|p| matches!(p.via, Via::Strait(_)))
         .flat_map(|p| p.cpu_per_1000.iter().copied())
         .fold(0.0f64, f64::max);
+    // For scale: what the server alone spent answering the same requests directly.
+    let server_cpu = r
+        .paths
+        .iter()
+        .filter(|p| p.via == Via::Direct)
+        .flat_map(|p| {
+            p.cpu_per_1000
+                .first()
+                .map(|c| format!("{} {c:.3}", p.protocol))
+        })
+        .collect::<Vec<_>>();
     let _ = writeln!(
         s,
-        "| ≤ 0.10 vCPU per 1000 req/s per Strait proxy | {:.3} vCPU at worst (CPU-seconds per 1000 requests) | {} |",
+        "| ≤ 0.10 vCPU per 1000 req/s per Strait proxy | {:.3} vCPU at worst (CPU-seconds per 1000 requests; the server alone, answering directly: {}) | {} |",
         worst_cpu,
+        server_cpu.join(", "),
         met(worst_cpu <= 0.10)
     );
     let _ = writeln!(
@@ -586,6 +598,8 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
             .unwrap_or_else(|| "—".into());
         let cpu = if p.cpu_per_1000.is_empty() {
             "—".to_string()
+        } else if p.via == Via::Direct {
+            format!("server: {:.3} s", p.cpu_per_1000[0])
         } else {
             p.cpu_per_1000
                 .iter()
@@ -651,7 +665,7 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
     let length = profiles[0].profile.recorded.as_secs_f64();
     let _ = writeln!(
         s,
-        "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time over that load divided by the requests completed. Percentages are of both proxies' samples together.\n"
+        "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time over that load divided by the requests completed; system calls and context switches (`perf stat`) are both proxies' together, per request. Percentages are of both proxies' samples together.\n"
     );
     for rate in [None, Some(())] {
         let group: Vec<&data_plane::ChainProfile> = profiles
@@ -686,6 +700,18 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
                 .map(|us| format!("{us:.1} µs"))
                 .collect();
             let _ = write!(s, " {} |", each.join(", "));
+        }
+        let per_request = |n: Option<u64>, p: &data_plane::ChainProfile| match n {
+            Some(n) => format!("{:.1}", n as f64 / p.requests.max(1) as f64),
+            None => "not counted".to_string(),
+        };
+        let _ = write!(s, "\n| System calls per request, all proxies |");
+        for p in &group {
+            let _ = write!(s, " {} |", per_request(p.profile.syscalls, p));
+        }
+        let _ = write!(s, "\n| Context switches per request, all proxies |");
+        for p in &group {
+            let _ = write!(s, " {} |", per_request(p.profile.context_switches, p));
         }
         let _ = write!(s, "\n| Samples |");
         for p in &group {
@@ -792,6 +818,18 @@ fn control_plane_profiles(s: &mut String, params: &Params, phases: &[PhaseResult
     let _ = write!(s, "\n| CPU per proxy synced |");
     for (_, _, cpu) in &profiled {
         let _ = write!(s, " {:.2} ms |", cpu * 1000.0 / n.max(1) as f64);
+    }
+    let per_proxy = |n: Option<u64>| match n {
+        Some(n) => format!("{:.0}", n as f64 / params.proxies.max(1) as f64),
+        None => "not counted".to_string(),
+    };
+    let _ = write!(s, "\n| System calls per proxy synced |");
+    for (_, p, _) in &profiled {
+        let _ = write!(s, " {} |", per_proxy(p.syscalls));
+    }
+    let _ = write!(s, "\n| Context switches per proxy synced |");
+    for (_, p, _) in &profiled {
+        let _ = write!(s, " {} |", per_proxy(p.context_switches));
     }
     let _ = write!(s, "\n| Samples |");
     for (_, p, _) in &profiled {

@@ -69,6 +69,7 @@ fn a_tiny_run_writes_a_complete_report() {
         "| 2× proxies (8) |",
         "### Where the control plane's CPU goes",
         "| CPU per proxy synced |",
+        "| System calls per proxy synced |",
         "Hottest functions: control plane, delta",
         "## Data plane",
     ] {
@@ -140,6 +141,8 @@ fn a_tiny_data_plane_run_measures_every_chain() {
     for needle in [
         "| | HTTP/1.1 2 Strait hops, mTLS | HTTP/1.1 2 HAProxy hops, TLS | HTTP/2 2 Strait hops, mTLS | HTTP/2 2 HAProxy hops, TLS |",
         "| CPU per request, each proxy |",
+        "| System calls per request, all proxies |",
+        "| Context switches per request, all proxies |",
         "| HTTP/2 (h2) | — | — |",
         "| HAProxy | — |",
         "Hottest functions: HTTP/2 2 Strait hops, mTLS, saturation",
