@@ -414,7 +414,7 @@ fn target(chain: &Chain) -> Option<Target> {
 
 /// h2load's arguments for a saturation run of `length`: 32 HTTP/1.1 connections, or 8 HTTP/2
 /// connections × 16 streams, from one thread.
-fn saturation_args<'a>(chain: &'a Chain, grpc_request: &'a str, length: Duration) -> Vec<String> {
+fn saturation_args(chain: &Chain, grpc_request: &str, length: Duration) -> Vec<String> {
     let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
     let mut args: Vec<String> = load_args(chain, &authority, grpc_request)
         .into_iter()

@@ -160,8 +160,7 @@ fn count(stat: &str, event: &str) -> Option<u64> {
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        for perf in [self.record.take(), self.stat.take()].into_iter().flatten() {
-            let mut perf = perf;
+        for mut perf in [self.record.take(), self.stat.take()].into_iter().flatten() {
             let _ = perf.kill();
             let _ = perf.wait();
         }
