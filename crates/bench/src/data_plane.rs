@@ -50,8 +50,10 @@ pub struct ChainProfile {
     pub path: &'static str,
     /// `None`: saturation (as in the saturation rows); some: that fixed rate.
     pub rate: Option<u32>,
+    /// Requests completed while profiled.
     pub requests: u64,
-    /// CPU microseconds per request of each proxy on the path meanwhile.
+    /// CPU microseconds per request of each proxy on the path, measured in a run of the same
+    /// load without perf attached.
     pub cpu_us_per_request: Vec<f64>,
     pub profile: crate::profile::Profile,
 }
@@ -769,7 +771,8 @@ struct ProfileSetup<'a> {
 
 /// Profiles the proxies of each [`PROFILED`] chain and of its HAProxy counterpart, at
 /// saturation (h2load as in the saturation rows) and at the fixed rate (the open-model
-/// generator), each for `setup.length`.
+/// generator): each load runs for `setup.length` twice, first to measure CPU per request, then
+/// under perf.
 async fn profile_chains(
     setup: &ProfileSetup<'_>,
     pids: &dyn Fn(&Chain) -> Vec<u32>,
@@ -791,11 +794,34 @@ async fn profile_chains(
             );
             for rate in [None, Some(setup.fixed_rate)] {
                 let n = profiles.len();
-                let cpu = || -> anyhow::Result<Vec<f64>> {
+                let load = || async {
+                    anyhow::Ok(match rate {
+                        None => {
+                            let args = saturation_args(chain, setup.grpc_request, setup.length);
+                            requests_done(&h2load(&args)?)?
+                        }
+                        Some(rate) => {
+                            let run = fixed_rate_run(chain, &to, rate, setup.length).await?;
+                            run.latencies.len() as u64
+                        }
+                    })
+                };
+                // CPU per request without perf attached: sampling, and tracing every system
+                // call to count them, cost the profiled processes CPU of their own (a third
+                // more on the HTTP/1.1 chain, measured by hand).
+                let cpu_each = || -> anyhow::Result<Vec<f64>> {
                     pids.iter()
                         .map(|p| crate::process::tree_cpu_seconds(*p))
                         .collect()
                 };
+                let cpu_before = cpu_each()?;
+                let clean_requests = load().await?;
+                let cpu_after = cpu_each()?;
+                let per_request =
+                    |(b, a): (&f64, &f64)| (a - b) * 1e6 / clean_requests.max(1) as f64;
+                let cpu_us_per_request =
+                    cpu_before.iter().zip(&cpu_after).map(per_request).collect();
+                // Then the same load again, profiled.
                 let recording = Recording::start(
                     &pids,
                     &setup.work.join(format!("perf-{n}.data")),
@@ -803,30 +829,14 @@ async fn profile_chains(
                 )?;
                 // perf attaches to the threads after it starts.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let cpu_before = cpu()?;
-                let requests = match rate {
-                    None => {
-                        let args = saturation_args(chain, setup.grpc_request, setup.length);
-                        requests_done(&h2load(&args)?)?
-                    }
-                    Some(rate) => {
-                        let run = fixed_rate_run(chain, &to, rate, setup.length).await?;
-                        run.latencies.len() as u64
-                    }
-                };
-                let cpu_after = cpu()?;
+                let requests = load().await?;
                 let profile = recording.finish()?;
-                let per_request = |(b, a): (&f64, &f64)| (a - b) * 1e6 / requests.max(1) as f64;
                 profiles.push(ChainProfile {
                     protocol,
                     path,
                     rate,
                     requests,
-                    cpu_us_per_request: cpu_before
-                        .iter()
-                        .zip(&cpu_after)
-                        .map(per_request)
-                        .collect(),
+                    cpu_us_per_request,
                     profile,
                 });
             }

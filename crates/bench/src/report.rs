@@ -701,7 +701,7 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
     let length = profiles[0].profile.recorded.as_secs_f64();
     let _ = writeln!(
         s,
-        "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time over that load divided by the requests completed; system calls and context switches (`perf stat`) are both proxies' together, per request. Percentages are of both proxies' samples together.\n"
+        "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time divided by the requests completed, in a run of the same load just before, without perf (sampling and tracing every system call cost the profiled processes CPU of their own); system calls and context switches (`perf stat`) are both proxies' together, per request of the profiled run. Percentages are of both proxies' samples together.\n"
     );
     for rate in [None, Some(())] {
         let group: Vec<&data_plane::ChainProfile> = profiles
