@@ -235,21 +235,16 @@ pub async fn run(
     // What one more proxy costs once the mesh is warm: connect a second batch as large as the
     // first (new pods of the same workloads) and divide the growth.
     let before_batch = cp.memory()?;
-    let recording = match (params.profile, crate::profile::available()) {
-        (false, _) => Err("not profiled in this run".to_string()),
-        (true, Err(why)) => Err(why),
-        (true, Ok(())) => {
-            let file = std::env::temp_dir().join(format!("strait-bench-{name}.perf"));
-            let log = logs.join(format!("perf-control-plane-{name}.log"));
-            match crate::profile::Recording::start(&[cp.pid()], &file, &log) {
-                Ok(started) => {
-                    // perf attaches to the threads after it starts.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok((started, file))
-                }
-                Err(e) => Err(format!("profiling failed: {e:#}")),
-            }
-        }
+    // The recording stays in the logs for `perf report -i`.
+    let recording = match crate::profile::ready(params.profile.then_some(())) {
+        Err(why) => Err(why),
+        Ok(()) => crate::profile::Recording::start(
+            &[cp.pid()],
+            &logs.join(format!("perf-control-plane-{name}.data")),
+            &logs.join(format!("perf-control-plane-{name}.log")),
+        )
+        .await
+        .map_err(|e| format!("profiling failed: {e:#}")),
     };
     let batch_cpu_before = cp.cpu_seconds()?;
     let (batch_stop, batch_stop_rx) = watch::channel(false);
@@ -274,12 +269,11 @@ pub async fn run(
         }
     }
     let batch_cpu = cp.cpu_seconds()? - batch_cpu_before;
-    let batch_profile = recording.and_then(|(recording, file)| {
-        let profile = recording
+    let batch_profile = recording.and_then(|recording| {
+        recording
             .finish()
-            .map_err(|e| format!("profiling failed: {e:#}"));
-        let _ = std::fs::remove_file(file);
-        profile.map(|p| (p, batch_cpu))
+            .map(|p| (p, batch_cpu))
+            .map_err(|e| format!("profiling failed: {e:#}"))
     });
     quiet(&shared, Duration::from_millis(300), Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -587,6 +587,21 @@ pub async fn run(
             saturation_errors[i] += errors;
         }
     }
+    // The processes a chain's CPU is of: its proxies, or on the direct rows the server's own
+    // cost of answering (the floor under every chain).
+    let pids = |chain: &Chain| -> Vec<u32> {
+        match chain.via {
+            Via::Direct if chain.protocol == "gRPC" => vec![grpc_app.pid()],
+            Via::Direct => vec![nginx.pid()],
+            Via::Strait(n) => [&client, if chain.tls { &secure } else { &server }]
+                .into_iter()
+                .take(n)
+                .map(|p| p.process.pid())
+                .collect(),
+            Via::Haproxy => references.pids(true),
+            Via::Nginx => references.pids(false),
+        }
+    };
     let mut paths = Vec::new();
     for ((chain, mut rps), saturation_errors) in
         chains.into_iter().zip(rounds).zip(saturation_errors)
@@ -596,27 +611,10 @@ pub async fn run(
         let saturation_range = (rps[0], rps[rps.len() - 1]);
         let to = target(&chain).with_context(|| format!("the address in {}", chain.url))?;
         let cpu = || -> Vec<f64> {
-            match chain.via {
-                // The server's own cost of answering: the floor under every chain.
-                Via::Direct if chain.protocol == "gRPC" => {
-                    vec![grpc_app.cpu_seconds().unwrap_or(0.0)]
-                }
-                Via::Direct => vec![crate::process::tree_cpu_seconds(nginx.pid()).unwrap_or(0.0)],
-                Via::Strait(n) => [
-                    &client.process,
-                    if chain.tls {
-                        &secure.process
-                    } else {
-                        &server.process
-                    },
-                ]
+            pids(&chain)
                 .into_iter()
-                .take(n)
-                .map(|p| p.cpu_seconds().unwrap_or(0.0))
-                .collect(),
-                Via::Haproxy => references.cpu_seconds(true),
-                Via::Nginx => references.cpu_seconds(false),
-            }
+                .map(|p| crate::process::tree_cpu_seconds(p).unwrap_or(0.0))
+                .collect()
         };
         let cpu_before = cpu();
         let fixed_run = fixed_rate_run(
@@ -659,23 +657,10 @@ pub async fn run(
             cpu_per_1000,
         });
     }
-    let profiles = match params
-        .profile
-        .map(|length| (length, crate::profile::available()))
-    {
-        None => Err("not profiled in this run".to_string()),
-        Some((_, Err(why))) => Err(why),
-        Some((length, Ok(()))) => {
+    let profiles = match crate::profile::ready(params.profile) {
+        Err(why) => Err(why),
+        Ok(length) => {
             say("  profiling");
-            let pids = |chain: &Chain| match chain.via {
-                Via::Direct | Via::Nginx => vec![],
-                Via::Strait(n) => [&client, if chain.tls { &secure } else { &server }]
-                    .into_iter()
-                    .take(n)
-                    .map(|p| p.process.pid())
-                    .collect(),
-                Via::Haproxy => references.pids(true),
-            };
             let setup = ProfileSetup {
                 length,
                 fixed_rate: params.fixed_rate,
@@ -826,9 +811,8 @@ async fn profile_chains(
                     &pids,
                     &setup.work.join(format!("perf-{n}.data")),
                     &setup.logs.join(format!("perf-{n}.log")),
-                )?;
-                // perf attaches to the threads after it starts.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                )
+                .await?;
                 let requests = load().await?;
                 let profile = recording.finish()?;
                 profiles.push(ChainProfile {

@@ -12,8 +12,16 @@ use anyhow::{Context, bail};
 /// Sampling frequency (Hz, per CPU). Odd, so it does not beat with periodic work.
 const FREQUENCY: &str = "997";
 
+/// What to profile with, when it is `wanted` (some) and `perf` can record here; the reason
+/// when not.
+pub fn ready<T>(wanted: Option<T>) -> Result<T, String> {
+    let wanted = wanted.ok_or_else(|| "not profiled in this run".to_string())?;
+    available()?;
+    Ok(wanted)
+}
+
 /// Whether `perf` can record here; the reason when it cannot.
-pub fn available() -> Result<(), String> {
+fn available() -> Result<(), String> {
     match Command::new("perf")
         .arg("--version")
         .stdout(Stdio::null())
@@ -45,8 +53,8 @@ const COUNTED: &str = "raw_syscalls:sys_enter,context-switches";
 impl Recording {
     /// Starts sampling every thread of `pids` (on-CPU time, software clock: this machine's
     /// virtual CPUs have no hardware counters) into `file`, and counting their system calls
-    /// and context switches.
-    pub fn start(pids: &[u32], file: &Path, log: &Path) -> anyhow::Result<Recording> {
+    /// and context switches; returns once perf had the moment it needs to attach.
+    pub async fn start(pids: &[u32], file: &Path, log: &Path) -> anyhow::Result<Recording> {
         let pids = pids
             .iter()
             .map(u32::to_string)
@@ -86,6 +94,9 @@ impl Recording {
                 .args(["stat", "-x", ",", "-e", COUNTED, "-p", &pids, "-o"])
                 .arg(&counts),
         )?);
+        // perf attaches to the threads after it starts.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        recording.started = Instant::now();
         Ok(recording)
     }
 

@@ -349,13 +349,4 @@ impl References {
         let procs = if haproxy { &self.haproxy } else { &self.nginx };
         procs.iter().map(Started::pid).collect()
     }
-
-    /// Total CPU seconds of a chain's processes (nginx: master and workers).
-    pub fn cpu_seconds(&self, haproxy: bool) -> Vec<f64> {
-        let procs = if haproxy { &self.haproxy } else { &self.nginx };
-        procs
-            .iter()
-            .map(|p| crate::process::tree_cpu_seconds(p.pid()).unwrap_or(0.0))
-            .collect()
-    }
 }

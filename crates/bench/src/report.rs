@@ -703,62 +703,37 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
         s,
         "`perf record` sampled both proxies of a chain (on-CPU time, software clock at 997 Hz: this machine's virtual CPUs have no hardware counters) while the chain carried load for {length:.0} s: at saturation (h2load as in the saturation rows) and at the fixed rate (the open-model generator). Samples are grouped by component: by library, and for Rust code by the crate the function belongs to (inlined code counts where it was inlined). CPU per request: each proxy's user + system time divided by the requests completed, in a run of the same load just before, without perf (sampling and tracing every system call cost the profiled processes CPU of their own); system calls and context switches (`perf stat`) are both proxies' together, per request of the profiled run. Percentages are of both proxies' samples together.\n"
     );
-    for rate in [None, Some(())] {
+    for fixed_rate in [false, true] {
         let group: Vec<&data_plane::ChainProfile> = profiles
             .iter()
-            .filter(|p| p.rate.is_some() == rate.is_some())
+            .filter(|p| p.rate.is_some() == fixed_rate)
             .collect();
         let Some(first) = group.first() else {
             continue;
         };
-        let load = match first.rate {
-            None => "At saturation".to_string(),
-            Some(rps) => format!("At {rps} req/s"),
-        };
-        let _ = writeln!(s, "**{load}**\n");
-        let _ = write!(s, "| |");
-        for p in &group {
-            let _ = write!(s, " {} {} |", p.protocol, p.path);
-        }
-        let _ = write!(s, "\n|---|");
-        for _ in &group {
-            let _ = write!(s, "---|");
-        }
-        let _ = write!(s, "\n| Requests |");
-        for p in &group {
-            let _ = write!(s, " {} |", p.requests);
-        }
-        let _ = write!(s, "\n| CPU per request, each proxy |");
-        for p in &group {
+        let load = load_name(first.rate);
+        let _ = writeln!(s, "**At {load}**\n");
+        header(s, &group, |p| format!("{} {}", p.protocol, p.path));
+        cells(s, "Requests", &group, |p| p.requests.to_string());
+        cells(s, "CPU per request, each proxy", &group, |p| {
             let each: Vec<String> = p
                 .cpu_us_per_request
                 .iter()
                 .map(|us| format!("{us:.1} µs"))
                 .collect();
-            let _ = write!(s, " {} |", each.join(", "));
-        }
-        let per_request = |n: Option<u64>, p: &data_plane::ChainProfile| match n {
-            Some(n) => format!("{:.1}", n as f64 / p.requests.max(1) as f64),
-            None => "not counted".to_string(),
-        };
-        let _ = write!(s, "\n| System calls per request, all proxies |");
-        for p in &group {
-            let _ = write!(s, " {} |", per_request(p.profile.syscalls, p));
-        }
-        let _ = write!(s, "\n| Context switches per request, all proxies |");
-        for p in &group {
-            let _ = write!(s, " {} |", per_request(p.profile.context_switches, p));
-        }
-        let _ = write!(s, "\n| Samples |");
-        for p in &group {
-            let _ = write!(s, " {} |", p.profile.samples);
-        }
-        let _ = write!(s, "\n| Kernel, all parts |");
-        for p in &group {
-            let _ = write!(s, " {:.1} % |", p.profile.kernel_share());
-        }
+            each.join(", ")
+        });
+        cells(s, "System calls per request, all proxies", &group, |p| {
+            per(p.profile.syscalls, p.requests, 1)
+        });
+        cells(
+            s,
+            "Context switches per request, all proxies",
+            &group,
+            |p| per(p.profile.context_switches, p.requests, 1),
+        );
         let columns: Vec<&Profile> = group.iter().map(|p| &p.profile).collect();
-        component_rows(s, &columns);
+        profile_rows(s, &columns);
         let _ = writeln!(s, "\n");
         let through = |p: &&&data_plane::ChainProfile, who: &str| p.path.contains(who);
         for strait in group.iter().filter(|p| through(p, "Strait")) {
@@ -769,9 +744,8 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
                 let total = |p: &data_plane::ChainProfile| p.cpu_us_per_request.iter().sum::<f64>();
                 let _ = writeln!(
                     s,
-                    "- {} {}: the two Strait proxies spent {:.1} µs of CPU per request together, the two HAProxy hops {:.1} µs ({:.2}×); the kernel took {:.0} % of Strait's samples and {:.0} % of HAProxy's. Strait's largest parts outside the kernel: {}.{}",
+                    "- {} at {load}: the two Strait proxies spent {:.1} µs of CPU per request together, the two HAProxy hops {:.1} µs ({:.2}×); the kernel took {:.0} % of Strait's samples and {:.0} % of HAProxy's. Strait's largest parts outside the kernel: {}.{}",
                     strait.protocol,
-                    load.to_lowercase(),
                     total(strait),
                     total(haproxy),
                     total(strait) / total(haproxy).max(f64::MIN_POSITIVE),
@@ -789,17 +763,54 @@ fn profiles_section(s: &mut String, r: &data_plane::Results) {
         let _ = writeln!(s);
     }
     for p in profiles.iter().filter(|p| p.path.contains("Strait")) {
-        let load = match p.rate {
-            None => "saturation".to_string(),
-            Some(rps) => format!("{rps} req/s"),
-        };
-        hottest(s, &format!("{} {}, {load}", p.protocol, p.path), &p.profile);
+        let what = format!("{} {}, {}", p.protocol, p.path, load_name(p.rate));
+        hottest(s, &what, &p.profile);
     }
 }
 
-/// Table rows (each starting on a new line) of every component any profile has, largest
-/// first, a cell per profile.
-fn component_rows(s: &mut String, profiles: &[&Profile]) {
+/// A table's first two lines: an empty corner, then a column per item named by `name`.
+fn header<T>(s: &mut String, items: &[T], name: impl Fn(&T) -> String) {
+    let _ = write!(s, "| |");
+    for item in items {
+        let _ = write!(s, " {} |", name(item));
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in items {
+        let _ = write!(s, "---|");
+    }
+}
+
+/// A table row, starting on a new line: `name`, then a cell per item.
+fn cells<T>(s: &mut String, name: &str, items: &[T], cell: impl Fn(&T) -> String) {
+    let _ = write!(s, "\n| {name} |");
+    for item in items {
+        let _ = write!(s, " {} |", cell(item));
+    }
+}
+
+/// A count per `unit` with `decimals` decimals ("not counted" when perf could not count it).
+fn per(count: Option<u64>, unit: u64, decimals: usize) -> String {
+    match count {
+        Some(n) => format!("{:.decimals$}", n as f64 / unit.max(1) as f64),
+        None => "not counted".to_string(),
+    }
+}
+
+/// `saturation`, or the fixed rate (`1000 req/s`).
+fn load_name(rate: Option<u32>) -> String {
+    match rate {
+        None => "saturation".to_string(),
+        Some(rps) => format!("{rps} req/s"),
+    }
+}
+
+/// The rows every profile table has, each starting on a new line: samples, the kernel's
+/// share, then every component any profile has, largest first.
+fn profile_rows(s: &mut String, profiles: &[&Profile]) {
+    cells(s, "Samples", profiles, |p| p.samples.to_string());
+    cells(s, "Kernel, all parts", profiles, |p| {
+        format!("{:.1} %", p.kernel_share())
+    });
     let mut components: Vec<(&str, f64)> = Vec::new();
     for p in profiles {
         for (c, share) in &p.components {
@@ -811,15 +822,10 @@ fn component_rows(s: &mut String, profiles: &[&Profile]) {
     }
     components.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (c, _) in components {
-        let _ = write!(s, "\n| {c} |");
-        for p in profiles {
-            let share = p.share(c);
-            if share > 0.0 {
-                let _ = write!(s, " {share:.1} % |");
-            } else {
-                let _ = write!(s, " — |");
-            }
-        }
+        cells(s, c, profiles, |p| match p.share(c) {
+            share if share > 0.0 => format!("{share:.1} %"),
+            _ => "—".to_string(),
+        });
     }
 }
 
@@ -843,40 +849,24 @@ fn control_plane_profiles(s: &mut String, params: &Params, phases: &[PhaseResult
         s,
         "`perf record` sampled the control plane (on-CPU time, software clock at 997 Hz) while the second batch of {n} proxies connected and synced — the warm control plane's cost of a cold sync, generation caches built. Samples are grouped by component: by library, and for Rust code by the crate the function belongs to.\n"
     );
-    let _ = write!(s, "| |");
-    for (r, _, _) in &profiled {
-        let _ = write!(s, " {} |", r.variant.label());
-    }
-    let _ = write!(s, "\n|---|");
-    for _ in &profiled {
-        let _ = write!(s, "---|");
-    }
-    let _ = write!(s, "\n| CPU per proxy synced |");
-    for (_, _, cpu) in &profiled {
-        let _ = write!(s, " {:.2} ms |", cpu * 1000.0 / n.max(1) as f64);
-    }
-    let per_proxy = |n: Option<u64>| match n {
-        Some(n) => format!("{:.0}", n as f64 / params.proxies.max(1) as f64),
-        None => "not counted".to_string(),
-    };
-    let _ = write!(s, "\n| System calls per proxy synced |");
-    for (_, p, _) in &profiled {
-        let _ = write!(s, " {} |", per_proxy(p.syscalls));
-    }
-    let _ = write!(s, "\n| Context switches per proxy synced |");
-    for (_, p, _) in &profiled {
-        let _ = write!(s, " {} |", per_proxy(p.context_switches));
-    }
-    let _ = write!(s, "\n| Samples |");
-    for (_, p, _) in &profiled {
-        let _ = write!(s, " {} |", p.samples);
-    }
-    let _ = write!(s, "\n| Kernel, all parts |");
-    for (_, p, _) in &profiled {
-        let _ = write!(s, " {:.1} % |", p.kernel_share());
-    }
+    header(s, &profiled, |(r, _, _)| r.variant.label().to_string());
+    cells(s, "CPU per proxy synced", &profiled, |(_, _, cpu)| {
+        format!("{:.2} ms", cpu * 1000.0 / n.max(1) as f64)
+    });
+    cells(
+        s,
+        "System calls per proxy synced",
+        &profiled,
+        |(_, p, _)| per(p.syscalls, n as u64, 0),
+    );
+    cells(
+        s,
+        "Context switches per proxy synced",
+        &profiled,
+        |(_, p, _)| per(p.context_switches, n as u64, 0),
+    );
     let columns: Vec<&Profile> = profiled.iter().map(|(_, p, _)| *p).collect();
-    component_rows(s, &columns);
+    profile_rows(s, &columns);
     let _ = writeln!(s, "\n");
     for (r, p, _) in &profiled {
         let _ = writeln!(

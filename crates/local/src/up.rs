@@ -273,27 +273,26 @@ impl Mesh {
     /// Everything [`Mesh::start`] does after planning: files, networks, control planes, pods
     /// and apps, each phase waiting for the one before.
     fn bring_up(&mut self, configs: &[ConfigSet], out: &mut dyn Write) -> anyhow::Result<()> {
-        let mesh = self;
-        mesh.write_manifests(configs, out)?;
-        mesh.create_ca()?;
-        mesh.write_remote_secrets()?;
-        writeln!(out, "networks: {}", mesh.network_summary())?;
-        if mesh.plan.runtime == Runtime::Namespaces {
-            mesh.create_networks()?;
+        self.write_manifests(configs, out)?;
+        self.create_ca()?;
+        self.write_remote_secrets()?;
+        writeln!(out, "networks: {}", self.network_summary())?;
+        if self.plan.runtime == Runtime::Namespaces {
+            self.create_networks()?;
         } else {
             writeln!(
                 out,
                 "loopback mode: every pod on this host at its own 127.x address, sidecars with bound listeners (no capture, no DNS); networks are not isolated, but cross-network calls still go through the gateways"
             )?;
         }
-        for (index, cp) in mesh.plan.control_planes.clone().iter().enumerate() {
+        for (index, cp) in self.plan.control_planes.clone().iter().enumerate() {
             writeln!(out, "control plane of {} at {}", cp.cluster, cp.ip)?;
-            mesh.start_control_plane(index, cp)?;
+            self.start_control_plane(index, cp)?;
         }
         // Control planes first, each synced with the clusters it watches — as istiod waits
-        // for its remote clusters before it is ready — so proxies start with the whole mesh.
-        mesh.wait_ready(out, Phase::ControlPlanes)?;
-        for (index, pod) in mesh.plan.pods.clone().iter().enumerate() {
+        // for its remote clusters before it is ready — so proxies start with the whole self.
+        self.wait_ready(out, Phase::ControlPlanes)?;
+        for (index, pod) in self.plan.pods.clone().iter().enumerate() {
             writeln!(
                 out,
                 "pod {}/{}/{} at {}{}{}",
@@ -306,25 +305,25 @@ impl Mesh {
                     .unwrap_or_default(),
                 if pod.sidecar { " with a sidecar" } else { "" }
             )?;
-            mesh.start_pod(index, pod)?;
+            self.start_pod(index, pod)?;
         }
-        mesh.wait_ready(out, Phase::Proxies)?;
+        self.wait_ready(out, Phase::Proxies)?;
         // Apps start once every proxy holds its configuration, as Istio's
         // `holdApplicationUntilProxyStarts`: a client's first call does not race its sidecar.
         // Servers first, clients once the servers listen — as Kubernetes adds an endpoint only
         // when its pod is ready — so no first call meets a server still starting.
-        let (clients, servers): (Vec<PodPlan>, Vec<PodPlan>) = mesh
+        let (clients, servers): (Vec<PodPlan>, Vec<PodPlan>) = self
             .plan
             .pods
             .clone()
             .into_iter()
             .partition(|p| matches!(p.app, App::Client { .. }));
         for pod in &servers {
-            mesh.start_app(pod)?;
+            self.start_app(pod)?;
         }
-        mesh.wait_apps_listening(&servers)?;
+        self.wait_apps_listening(&servers)?;
         for pod in &clients {
-            mesh.start_app(pod)?;
+            self.start_app(pod)?;
         }
         Ok(())
     }
