@@ -32,6 +32,15 @@ impl Text {
             Text::Shared(Arc::from(s))
         }
     }
+
+    /// [`Text::known_or_unknown`] sharing the text it is given.
+    pub fn known_or_unknown_shared(s: &Arc<str>) -> Text {
+        if s.is_empty() {
+            Text::UNKNOWN
+        } else {
+            Text::Shared(s.clone())
+        }
+    }
 }
 
 impl Deref for Text {

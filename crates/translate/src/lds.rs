@@ -2,6 +2,7 @@
 //! sidecars, and listeners built from Gateway resources for routers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use strait_config::istio::common::ServerTlsMode;
 
@@ -340,7 +341,7 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
             virtual_hosts: vec![VirtualHost {
                 name: "inbound|http".into(),
                 domains: vec!["*".into()],
-                routes: vec![rds::forward_all("default", &cluster)],
+                routes: vec![Arc::new(rds::forward_all("default", &cluster))],
             }],
         };
         let mut hcm = http_manager(cluster.clone(), RouteSource::Inline(route));

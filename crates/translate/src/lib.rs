@@ -18,6 +18,7 @@ pub mod scope;
 pub mod security;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use strait_config::ConfigSet;
 use strait_config::istio::gateway::OutboundMode;
@@ -213,7 +214,7 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
                     vhs.push(VirtualHost {
                         name: "allow_any".into(),
                         domains: vec!["*".into()],
-                        routes: vec![rds::forward_all("allow_any", names::PASSTHROUGH)],
+                        routes: vec![Arc::new(rds::forward_all("allow_any", names::PASSTHROUGH))],
                     });
                 }
                 routes.push(RouteConfiguration {

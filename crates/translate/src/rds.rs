@@ -2,6 +2,7 @@
 //! TrafficSplits as weighted routes, and a default route for services without either.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use strait_config::istio::common::{Destination, StringMatch as IstioMatch};
 use strait_config::istio::traffic::{
@@ -106,6 +107,19 @@ pub fn gateway_ref_matches(reference: &str, vs_namespace: &str, gateway: &str) -
 
 /// Routes for traffic to `service` on `port`.
 pub fn routes_for(
+    view: &MeshView<'_>,
+    proxy: &ProxyNode,
+    service: &ServiceView,
+    port: &ServicePort,
+    gateway: &str,
+) -> Vec<Arc<Route>> {
+    route_list(view, proxy, service, port, gateway)
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+fn route_list(
     view: &MeshView<'_>,
     proxy: &ProxyNode,
     service: &ServiceView,

@@ -2,7 +2,9 @@
 //! rejected here with a reason that names the field, and the reason travels back to the control
 //! plane in the NACK; nothing of the wire types goes further than this module.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3 as ecluster;
 use envoy_types::pb::envoy::config::core::v3 as ecore;
@@ -529,7 +531,7 @@ fn route_configuration_body(rc: eroute::RouteConfiguration) -> R<RouteConfigurat
                     .routes
                     .into_iter()
                     .enumerate()
-                    .map(|(j, r)| route(r, &format!("{field}.routes[{j}]")))
+                    .map(|(j, r)| route(r, &format!("{field}.routes[{j}]")).map(Arc::new))
                     .collect::<R<Vec<_>>>()?
                     .fit(),
                 name: vh.name,
@@ -1268,16 +1270,32 @@ pub fn load_assignment(any: &Any) -> Result<ClusterLoadAssignment, Rejected> {
     named(&format!("endpoints {name}"), load_assignment_body(cla))
 }
 
-fn endpoint_metadata(m: Option<&ecore::Metadata>) -> EndpointMetadata {
+/// One copy of each text an assignment's endpoints repeat (namespace, cluster).
+#[derive(Default)]
+struct Texts(HashSet<Arc<str>>);
+
+impl Texts {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        self.0.insert(t.clone());
+        t
+    }
+}
+
+fn endpoint_metadata(m: Option<&ecore::Metadata>, texts: &mut Texts) -> EndpointMetadata {
     let workload = meta::as_str(meta::field(m, meta::ISTIO, "workload")).unwrap_or_default();
-    let parts: Vec<&str> = workload.split(';').collect();
-    let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_string();
+    let mut parts = workload.split(';');
+    let (name, namespace, cluster) = (parts.next(), parts.next(), parts.nth(2));
+    let mut text = |p: Option<&str>| texts.get(p.unwrap_or_default());
     EndpointMetadata {
-        workload: part(0),
-        namespace: part(1),
-        cluster: part(4),
+        workload: text(name),
+        namespace: text(namespace),
+        cluster: text(cluster),
         // Not carried on the wire (see `to_envoy::endpoint_metadata`).
-        network: String::new(),
+        network: text(None),
         identity: None,
         gateway: meta::as_bool(meta::field(m, meta::STRAIT, "gateway")).unwrap_or(false),
         mtls: meta::as_str(meta::field(m, meta::TRANSPORT_SOCKET_MATCH, "tlsMode"))
@@ -1287,6 +1305,7 @@ fn endpoint_metadata(m: Option<&ecore::Metadata>) -> EndpointMetadata {
 
 fn load_assignment_body(cla: eendpoint::ClusterLoadAssignment) -> R<ClusterLoadAssignment> {
     let mut localities = Vec::with_capacity(cla.endpoints.len());
+    let mut texts = Texts::default();
     for (i, l) in cla.endpoints.into_iter().enumerate() {
         let mut endpoints = Vec::with_capacity(l.lb_endpoints.len());
         for (j, e) in l.lb_endpoints.into_iter().enumerate() {
@@ -1315,7 +1334,7 @@ fn load_assignment_body(cla: eendpoint::ClusterLoadAssignment) -> R<ClusterLoadA
                 address,
                 health,
                 weight: e.load_balancing_weight.map_or(1, |w| w.value).max(1),
-                metadata: endpoint_metadata(e.metadata.as_ref()),
+                metadata: endpoint_metadata(e.metadata.as_ref(), &mut texts),
             });
         }
         localities.push(LocalityEndpoints {

@@ -348,7 +348,7 @@ pub fn route_configuration(rc: &RouteConfiguration) -> eroute::RouteConfiguratio
             .map(|vh| eroute::VirtualHost {
                 name: vh.name.clone(),
                 domains: vh.domains.clone(),
-                routes: vh.routes.iter().map(route).collect(),
+                routes: vh.routes.iter().map(|r| route(r)).collect(),
                 ..Default::default()
             })
             .collect(),

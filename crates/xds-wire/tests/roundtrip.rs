@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // test
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use strait_xds::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
@@ -48,7 +49,7 @@ fn every_golden_resource_survives_the_wire() {
                 .unwrap_or_else(|err| panic!("{case}: {err}"));
             // An endpoint's network and identity stay with the control plane.
             for ep in e.localities.iter_mut().flat_map(|l| l.endpoints.iter_mut()) {
-                ep.metadata.network.clear();
+                ep.metadata.network = "".into();
                 ep.metadata.identity = None;
             }
             assert_eq!(back, e, "{case}: endpoints {}", e.cluster_name);
@@ -291,7 +292,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
         virtual_hosts: vec![VirtualHost {
             name: "all".into(),
             domains: vec!["*".into()],
-            routes,
+            routes: routes.into_iter().map(Arc::new).collect(),
         }],
     };
     let back =
@@ -518,4 +519,58 @@ fn what_the_proxy_cannot_honour_is_rejected_with_the_field_named() {
             .contains("expected type.googleapis.com/envoy.config.listener.v3.Listener"),
         "{err}"
     );
+}
+
+fn assignment(cluster: &str, pods: &[&str]) -> ClusterLoadAssignment {
+    use strait_xds::endpoint::{EndpointMetadata, HealthStatus, LbEndpoint, LocalityEndpoints};
+    let endpoints = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| LbEndpoint {
+            address: strait_xds::SocketAddress::new(format!("10.0.0.{}", i + 1), 8080),
+            health: HealthStatus::Healthy,
+            weight: 1,
+            metadata: EndpointMetadata {
+                cluster: "cluster1".into(),
+                network: "".into(),
+                identity: None,
+                mtls: true,
+                gateway: false,
+                workload: (*pod).into(),
+                namespace: "bookinfo".into(),
+            },
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        localities: vec![LocalityEndpoints {
+            locality: Default::default(),
+            priority: 0,
+            weight: None,
+            endpoints,
+        }],
+        overprovisioning_factor: None,
+    }
+}
+
+#[test]
+fn an_assignments_endpoints_share_the_texts_they_repeat() {
+    let a = assignment("outbound|9080||reviews", &["reviews-v1", "reviews-v2"]);
+    let back =
+        wire::from_envoy::load_assignment(&wire::to_any(&wire::load_assignment(&a))).unwrap();
+    assert_eq!(back, a);
+    // One copy of the namespace and cluster for the assignment's endpoints.
+    let eps = &back.localities[0].endpoints;
+    assert!(Arc::ptr_eq(
+        &eps[0].metadata.namespace,
+        &eps[1].metadata.namespace
+    ));
+    assert!(Arc::ptr_eq(
+        &eps[0].metadata.cluster,
+        &eps[1].metadata.cluster
+    ));
+    assert!(!Arc::ptr_eq(
+        &eps[0].metadata.workload,
+        &eps[1].metadata.workload
+    ));
 }

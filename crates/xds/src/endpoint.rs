@@ -1,5 +1,7 @@
 //! Load assignments: a cluster's endpoints by locality, with priorities and weights.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Locality, SocketAddress};
@@ -39,18 +41,20 @@ pub enum HealthStatus {
     Draining,
 }
 
-/// What the proxy needs to know about an endpoint besides its address.
+/// What the proxy needs to know about an endpoint besides its address. The texts are shared:
+/// a service's endpoints mostly name the same cluster, network, namespace and identity, and a
+/// proxy holding a large mesh keeps one copy of each (its telemetry labels reuse them too).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointMetadata {
-    pub cluster: String,
-    pub network: String,
+    pub cluster: Arc<str>,
+    pub network: Arc<str>,
     /// The workload's SPIFFE identity; mTLS verifies it.
-    pub identity: Option<String>,
+    pub identity: Option<Arc<str>>,
     /// The workload speaks Istio mTLS (has a sidecar).
     pub mtls: bool,
     /// This address is the east-west gateway of another network, standing for `weight`
     /// endpoints behind it.
     pub gateway: bool,
-    pub workload: String,
-    pub namespace: String,
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
 }

@@ -1,5 +1,7 @@
 //! Route configurations: virtual hosts, matches and what to do with a request.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::StringMatch;
@@ -15,7 +17,8 @@ pub struct VirtualHost {
     pub name: String,
     /// `host`, `host:port`, short names, VIPs; `*` matches any.
     pub domains: Vec<String>,
-    pub routes: Vec<Route>,
+    /// Shared, not copied, by the proxy's compiled router and the requests it routes.
+    pub routes: Vec<Arc<Route>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

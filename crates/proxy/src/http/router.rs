@@ -140,8 +140,13 @@ impl Router {
     }
 
     fn virtual_host(&self, authority: &str) -> Option<usize> {
-        let host = authority.to_ascii_lowercase();
-        if let Some(i) = self.exact.get(&host) {
+        // Lower-cased only when it has to be: most authorities already are.
+        let host: std::borrow::Cow<'_, str> = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            authority.to_ascii_lowercase().into()
+        } else {
+            authority.into()
+        };
+        if let Some(i) = self.exact.get(&*host) {
             return Some(*i);
         }
         if let Some((_, i)) = self
@@ -211,7 +216,7 @@ pub fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn compile_route(r: &Route) -> Result<CompiledRoute, String> {
+fn compile_route(r: &Arc<Route>) -> Result<CompiledRoute, String> {
     let path = match &r.matching.path {
         PathMatch::Prefix(p) => PathMatcher::Prefix(p.clone()),
         PathMatch::Exact(p) => PathMatcher::Exact(p.clone()),
@@ -264,7 +269,7 @@ fn compile_route(r: &Route) -> Result<CompiledRoute, String> {
         case_sensitive: r.matching.case_sensitive,
         headers,
         query,
-        route: Arc::new(r.clone()),
+        route: r.clone(),
         regex_rewrite,
         cors,
     })
@@ -385,7 +390,7 @@ mod tests {
                 .map(|(n, d, r)| VirtualHost {
                     name: n.into(),
                     domains: d.into_iter().map(String::from).collect(),
-                    routes: r,
+                    routes: r.into_iter().map(Arc::new).collect(),
                 })
                 .collect(),
         })
@@ -403,6 +408,24 @@ mod tests {
     fn selected(r: &Router, p: &Parts) -> Option<String> {
         r.select(p)
             .map(|s| format!("{}/{}", s.virtual_host, s.route.name))
+    }
+
+    #[test]
+    fn the_router_shares_the_configurations_routes_rather_than_copying_them() {
+        let config = RouteConfiguration {
+            name: "80".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "reviews".into(),
+                domains: vec!["reviews".into()],
+                routes: vec![Arc::new(route("r", RouteMatch::any()))],
+            }],
+        };
+        let router = Router::compile(&config).unwrap();
+        let chosen = router.select(&request("reviews", "/", &[])).unwrap();
+        assert!(Arc::ptr_eq(
+            chosen.route,
+            &config.virtual_hosts[0].routes[0]
+        ));
     }
 
     #[test]
@@ -562,7 +585,7 @@ mod tests {
             virtual_hosts: vec![VirtualHost {
                 name: "vh".into(),
                 domains: vec!["*".into()],
-                routes: vec![bad],
+                routes: vec![Arc::new(bad)],
             }],
         })
         .unwrap_err();

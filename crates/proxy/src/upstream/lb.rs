@@ -9,8 +9,9 @@ use strait_xds::cluster::LbPolicy;
 pub trait Candidate {
     fn weight(&self) -> u32;
     fn active_requests(&self) -> u64;
-    /// The key that places it on a hash ring (its address).
-    fn ring_key(&self) -> &str;
+    /// Writes the key that places it on a hash ring (its address) to `out`; written on demand
+    /// rather than kept, as the ring is built once per host-set change.
+    fn write_ring_key(&self, out: &mut Vec<u8>);
 }
 
 /// The precomputed structure for one host set.
@@ -194,7 +195,7 @@ fn ring<C: Candidate>(hosts: &[C], minimum_size: u64) -> Vec<(u64, u32)> {
         let n = u64::from(h.weight().max(1)) * scale;
         for replica in 0..n {
             key.clear();
-            key.extend_from_slice(h.ring_key().as_bytes());
+            h.write_ring_key(&mut key);
             key.push(b'_');
             key.extend_from_slice(replica.to_string().as_bytes());
             points.push((stable_hash(&key), i as u32));
@@ -214,9 +215,9 @@ fn maglev<C: Candidate>(hosts: &[C], table_size: u64) -> Vec<u32> {
     let perms: Vec<(u64, u64)> = hosts
         .iter()
         .map(|h| {
-            let key = h.ring_key().as_bytes();
-            let offset = stable_hash(key) % m;
-            let mut salted = key.to_vec();
+            let mut salted = Vec::new();
+            h.write_ring_key(&mut salted);
+            let offset = stable_hash(&salted) % m;
             salted.extend_from_slice(b"#skip");
             let skip = stable_hash(&salted) % (m - 1).max(1) + 1;
             (offset, skip)
@@ -286,8 +287,8 @@ mod tests {
         fn active_requests(&self) -> u64 {
             self.active
         }
-        fn ring_key(&self) -> &str {
-            &self.key
+        fn write_ring_key(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.key.as_bytes());
         }
     }
 

@@ -12,6 +12,7 @@ pub mod pool;
 pub mod priority;
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -62,19 +63,12 @@ pub struct HostLabels {
 }
 
 impl HostLabels {
-    /// The labels of an endpoint; equal texts of one assignment's endpoints share one copy
-    /// (`texts`), as a service's endpoints mostly name the same namespace and cluster.
-    fn of<'a>(m: &'a EndpointMetadata, texts: &mut HashMap<&'a str, Text>) -> HostLabels {
-        let mut text = |s: &'a str| {
-            texts
-                .entry(s)
-                .or_insert_with(|| Text::known_or_unknown(s))
-                .clone()
-        };
+    /// The labels of an endpoint, sharing its metadata's texts.
+    fn of(m: &EndpointMetadata) -> HostLabels {
         HostLabels {
-            workload: text(&m.workload),
-            namespace: text(&m.namespace),
-            cluster: text(&m.cluster),
+            workload: Text::known_or_unknown_shared(&m.workload),
+            namespace: Text::known_or_unknown_shared(&m.namespace),
+            cluster: Text::known_or_unknown_shared(&m.cluster),
         }
     }
 }
@@ -82,8 +76,6 @@ impl HostLabels {
 /// One upstream host as the current assignment describes it.
 pub struct Host {
     pub address: SocketAddr,
-    /// `ip:port`, the ring-hash key.
-    pub key: String,
     pub weight: u32,
     pub health: HealthStatus,
     pub priority: u32,
@@ -112,8 +104,9 @@ impl Candidate for Arc<Host> {
     fn active_requests(&self) -> u64 {
         self.state.active_requests.load(Ordering::Relaxed)
     }
-    fn ring_key(&self) -> &str {
-        &self.key
+    fn write_ring_key(&self, out: &mut Vec<u8>) {
+        // `ip:port`, as Envoy hashes a host onto the ring.
+        let _ = write!(out, "{}", self.address);
     }
 }
 
@@ -275,7 +268,6 @@ impl ClusterRuntime {
         let previous: HashMap<SocketAddr, Arc<HostState>> =
             old.iter().map(|h| (h.address, h.state.clone())).collect();
         let mut hosts = Vec::new();
-        let mut texts = HashMap::new();
         for l in &cla.localities {
             let locality = Arc::new(l.locality.clone());
             for e in &l.endpoints {
@@ -285,7 +277,6 @@ impl ClusterRuntime {
                 let address = SocketAddr::new(ip, e.address.port);
                 hosts.push(Arc::new(Host {
                     address,
-                    key: address.to_string(),
                     weight: e.weight.max(1),
                     health: e.health,
                     priority: l.priority,
@@ -293,7 +284,7 @@ impl ClusterRuntime {
                     locality_weight: l.weight,
                     mtls: e.metadata.mtls,
                     gateway: e.metadata.gateway,
-                    labels: HostLabels::of(&e.metadata, &mut texts),
+                    labels: HostLabels::of(&e.metadata),
                     state: previous.get(&address).cloned().unwrap_or_default(),
                 }));
             }
@@ -456,7 +447,6 @@ async fn sweep_loop(cluster: Weak<ClusterRuntime>) {
 pub fn simple_host(address: SocketAddr, state: Option<Arc<HostState>>) -> Arc<Host> {
     Arc::new(Host {
         address,
-        key: address.to_string(),
         weight: 1,
         health: HealthStatus::Healthy,
         priority: 0,
