@@ -3,7 +3,7 @@
 //! Every proxy on a machine maps the same executable, and the kernel maps its code in 64 KiB
 //! windows around each page the proxy touches. In the default layout the functions a proxy runs
 //! are spread over the whole 16 MB of code (the binary is also the control plane, the CA and the
-//! CLI), so an idle sidecar had 13.7 MiB of it resident. `link/proxy-symbol-order.txt` lists the
+//! CLI), so an idle sidecar had 13.6 MiB of it resident. `link/proxy-symbol-order.txt` lists the
 //! functions a sidecar ran while it started, took its configuration and certificate, and served
 //! HTTP/1.1, HTTP/2, TCP and the admin API (hottest first; `scripts/symbol-order` regenerates it
 //! with valgrind); the linker (LLD, Rust's default on x86-64 Linux) places them first. Names it no
