@@ -290,7 +290,7 @@ impl Mesh {
             self.start_control_plane(index, cp)?;
         }
         // Control planes first, each synced with the clusters it watches — as istiod waits
-        // for its remote clusters before it is ready — so proxies start with the whole self.
+        // for its remote clusters before it is ready — so proxies start with the whole mesh.
         self.wait_ready(out, Phase::ControlPlanes)?;
         for (index, pod) in self.plan.pods.clone().iter().enumerate() {
             writeln!(

@@ -18,6 +18,11 @@ macro_rules! name_type {
                 &self.0
             }
 
+            /// The name's text itself, shared rather than copied.
+            pub fn shared(&self) -> Arc<str> {
+                self.0.clone()
+            }
+
             pub fn is_empty(&self) -> bool {
                 self.0.is_empty()
             }

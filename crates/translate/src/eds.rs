@@ -118,8 +118,8 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                     health: health(e.health),
                     weight: e.weight.max(1),
                     metadata: EndpointMetadata {
-                        cluster: e.cluster.to_string().into(),
-                        network: e.network.to_string().into(),
+                        cluster: e.cluster.shared(),
+                        network: e.network.shared(),
                         identity: e.identity.as_ref().map(|i| i.to_string().into()),
                         mtls: e.sidecar,
                         gateway: false,
@@ -166,8 +166,8 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                     },
                     weight: share(if healthy > 0 { healthy } else { total }),
                     metadata: EndpointMetadata {
-                        cluster: sample.cluster.to_string().into(),
-                        network: network.to_string().into(),
+                        cluster: sample.cluster.shared(),
+                        network: network.shared(),
                         identity: sample.identity.as_ref().map(|i| i.to_string().into()),
                         mtls: true,
                         gateway: true,
