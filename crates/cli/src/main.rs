@@ -42,6 +42,33 @@ enum Command {
     Multicluster(commands::multicluster::MulticlusterArgs),
 }
 
+/// `strait proxy …` alone: the same command line as [`Cli`]'s `proxy`, parsed without building
+/// every other subcommand's arguments first. A sidecar starts once per pod, and clap's derived
+/// parser constructs the whole command tree before it looks at the first argument — hundreds of
+/// KiB of code that would stay resident in every idle sidecar. The tests hold its help, version
+/// and parsing equal to [`Cli`]'s.
+#[derive(Debug, Parser)]
+#[command(
+    name = "strait",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct ProxyCli {
+    #[command(subcommand)]
+    command: ProxyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxyCommand {
+    Proxy(commands::proxy::Args),
+}
+
+/// Whether the command line asks for the proxy (its first argument is `proxy`).
+fn runs_the_proxy() -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == "proxy")
+}
+
 /// A sidecar should hold only the memory it uses: mimalloc then commits its arenas as they fill
 /// rather than up front (about 1 MB of heap idle instead of 7). mimalloc reads its options when
 /// the process starts, before `main`, so the proxy re-executes itself once with the option in
@@ -50,8 +77,7 @@ enum Command {
 fn lean_allocator_for_proxies() {
     use std::os::unix::process::CommandExt;
     const OPTION: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
-    let is_proxy = std::env::args_os().nth(1).is_some_and(|a| a == "proxy");
-    if !is_proxy || std::env::var_os(OPTION).is_some() {
+    if !runs_the_proxy() || std::env::var_os(OPTION).is_some() {
         return;
     }
     let Ok(me) = std::env::current_exe() else {
@@ -67,6 +93,12 @@ fn lean_allocator_for_proxies() {
 fn main() -> ExitCode {
     #[cfg(all(feature = "mimalloc", unix))]
     lean_allocator_for_proxies();
+    if runs_the_proxy() {
+        let ProxyCli {
+            command: ProxyCommand::Proxy(args),
+        } = ProxyCli::parse();
+        return exit_code(commands::proxy::run(&args));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
@@ -80,6 +112,10 @@ fn main() -> ExitCode {
         Command::CreateRemoteSecret(args) => commands::multicluster::create_remote_secret(&args),
         Command::Multicluster(args) => commands::multicluster::multicluster(&args),
     };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -96,5 +132,63 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+        super::ProxyCli::command().debug_assert();
+    }
+
+    fn proxy_subcommand(mut command: clap::Command) -> clap::Command {
+        command.build();
+        command
+            .find_subcommand("proxy")
+            .cloned()
+            .expect("a proxy subcommand")
+    }
+
+    #[test]
+    fn the_proxys_own_parser_shows_the_same_help_and_version() {
+        let mut full = proxy_subcommand(super::Cli::command());
+        let mut lean = proxy_subcommand(super::ProxyCli::command());
+        assert_eq!(
+            lean.render_long_help().to_string(),
+            full.render_long_help().to_string()
+        );
+        assert_eq!(
+            lean.render_usage().to_string(),
+            full.render_usage().to_string()
+        );
+        assert_eq!(lean.render_version(), full.render_version());
+        assert!(full.render_long_help().to_string().contains("--node-id"));
+    }
+
+    #[test]
+    fn the_proxys_own_parser_reads_a_command_line_as_the_full_one_does() {
+        use clap::Parser;
+        let argv = [
+            "strait",
+            "proxy",
+            "--xds",
+            "127.0.0.1:15010",
+            "--node-id",
+            "sidecar~10.0.0.1~a-1.default~default.svc.cluster.local",
+            "--meta",
+            "CLUSTER_ID=cluster1",
+            "--meta",
+            "LABELS=app=a",
+            "--admin-listen",
+            "127.0.0.1:15000",
+        ];
+        let super::Command::Proxy(full) = super::Cli::try_parse_from(argv).unwrap().command else {
+            panic!("the full parser did not read a proxy command line");
+        };
+        let super::ProxyCommand::Proxy(lean) =
+            super::ProxyCli::try_parse_from(argv).unwrap().command;
+        assert_eq!(format!("{lean:?}"), format!("{full:?}"));
+        // A mistake is reported the same way by both.
+        let bad = ["strait", "proxy", "--no-such-flag"];
+        assert_eq!(
+            super::ProxyCli::try_parse_from(bad)
+                .unwrap_err()
+                .to_string(),
+            super::Cli::try_parse_from(bad).unwrap_err().to_string()
+        );
     }
 }
