@@ -3,89 +3,134 @@
 //! `x-request-id` is kept or created.
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// A 128-bit trace ID as 32 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    pub fn as_str(&self) -> &str {
+        // Only ever hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
-    s
 }
 
-fn random_hex(n: usize) -> String {
-    let bytes: Vec<u8> = (0..n).map(|_| fastrand::u8(..)).collect();
-    hex(&bytes)
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-/// The trace ID of a request, after making sure it carries trace context.
-pub fn propagate(headers: &mut HeaderMap) -> String {
-    if headers.get("x-request-id").is_none()
-        && let Ok(v) = HeaderValue::from_str(&uuid_like())
-    {
-        headers.insert("x-request-id", v);
+/// `N` random lower-case hex digits.
+fn random_hex<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for d in &mut out {
+        *d = HEX_DIGITS[usize::from(fastrand::u8(..16))];
+    }
+    out
+}
+
+/// The trace ID of a request, after making sure it carries trace context. Writes its headers
+/// without building strings on the way (a few header values are all it allocates).
+pub fn propagate(headers: &mut HeaderMap) -> TraceId {
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, header_value(&request_id()));
     }
     // W3C: version-traceid-parentid-flags; a new span ID for this hop.
     let parsed = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
+        .get(TRACEPARENT)
+        .and_then(|v| parse_traceparent(v.as_bytes()));
     let (trace_id, flags) = match parsed {
-        Some((t, f)) => (t, f),
-        None => match headers.get("x-b3-traceid").and_then(|v| v.to_str().ok()) {
-            // Continue a B3 trace in W3C form too (128-bit IDs; 64-bit ones left-padded).
-            Some(b3) if b3.len() == 32 || b3.len() == 16 => (
-                format!("{b3:0>32}").to_ascii_lowercase(),
-                if headers.get("x-b3-sampled").is_some_and(|v| v == "1") {
-                    "01".to_string()
-                } else {
-                    "00".to_string()
-                },
-            ),
-            _ => (random_hex(16), "01".to_string()),
+        Some(found) => found,
+        None => match headers
+            .get(B3_TRACE_ID)
+            .and_then(|v| b3_trace_id(v.as_bytes()))
+        {
+            // Continue a B3 trace in W3C form too.
+            Some(id) => {
+                let sampled = headers.get(B3_SAMPLED).is_some_and(|v| v == "1");
+                (id, if sampled { *b"01" } else { *b"00" })
+            }
+            None => (TraceId(random_hex()), *b"01"),
         },
     };
-    let span = random_hex(8);
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span}-{flags}")) {
-        headers.insert("traceparent", v);
-    }
-    if headers.contains_key("x-b3-traceid") {
-        if let Some(parent) = headers.get("x-b3-spanid").cloned() {
-            headers.insert("x-b3-parentspanid", parent);
+    let span: [u8; 16] = random_hex();
+    let mut traceparent = [0u8; 55];
+    traceparent[..3].copy_from_slice(b"00-");
+    traceparent[3..35].copy_from_slice(&trace_id.0);
+    traceparent[35] = b'-';
+    traceparent[36..52].copy_from_slice(&span);
+    traceparent[52] = b'-';
+    traceparent[53..].copy_from_slice(&flags);
+    headers.insert(TRACEPARENT, header_value(&traceparent));
+    if headers.contains_key(B3_TRACE_ID) {
+        if let Some(parent) = headers.get(B3_SPAN_ID).cloned() {
+            headers.insert(B3_PARENT_SPAN_ID, parent);
         }
-        if let Ok(v) = HeaderValue::from_str(&span) {
-            headers.insert("x-b3-spanid", v);
-        }
+        headers.insert(B3_SPAN_ID, header_value(&span));
     }
     trace_id
 }
 
-fn parse_traceparent(v: &str) -> Option<(String, String)> {
-    let mut it = v.trim().split('-');
+/// A header value of hex digits and dashes (always valid).
+fn header_value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The trace ID and flags of a valid `traceparent`.
+fn parse_traceparent(v: &[u8]) -> Option<(TraceId, [u8; 2])> {
+    let v = v.trim_ascii();
+    let mut it = v.split(|b| *b == b'-');
     let version = it.next()?;
     let trace = it.next()?;
     let _parent = it.next()?;
-    let flags = it.next()?;
-    let ok = version.len() == 2
-        && trace.len() == 32
-        && trace.bytes().all(|b| b.is_ascii_hexdigit())
-        && trace != "00000000000000000000000000000000"
-        && flags.len() == 2;
-    ok.then(|| (trace.to_ascii_lowercase(), flags.to_string()))
+    let flags: [u8; 2] = it.next()?.try_into().ok()?;
+    if version.len() != 2 || trace.len() != 32 || trace.iter().all(|b| *b == b'0') {
+        return None;
+    }
+    Some((lower_hex(trace)?, flags))
 }
 
-fn uuid_like() -> String {
-    let h = random_hex(16);
-    format!(
-        "{}-{}-4{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[16..20],
-        &h[20..32]
-    )
+/// A B3 trace ID (128-bit, or 64-bit left-padded with zeros).
+fn b3_trace_id(v: &[u8]) -> Option<TraceId> {
+    match v.len() {
+        32 => lower_hex(v),
+        16 => {
+            let mut padded = [b'0'; 32];
+            padded[16..].copy_from_slice(v);
+            lower_hex(&padded)
+        }
+        _ => None,
+    }
+}
+
+/// 32 hex digits, lower-cased.
+fn lower_hex(v: &[u8]) -> Option<TraceId> {
+    let digits: [u8; 32] = v.try_into().ok()?;
+    digits
+        .iter()
+        .all(u8::is_ascii_hexdigit)
+        .then(|| TraceId(digits.map(|b| b.to_ascii_lowercase())))
+}
+
+/// A random request ID shaped as a version-4 UUID: 8-4-4-4-12 hex digits.
+fn request_id() -> [u8; 36] {
+    let mut id: [u8; 36] = random_hex();
+    for dash in [8, 13, 18, 23] {
+        id[dash] = b'-';
+    }
+    id[14] = b'4';
+    id
 }
 
 #[cfg(test)]
@@ -100,7 +145,7 @@ mod tests {
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         let id = propagate(&mut h);
-        assert_eq!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let tp = h["traceparent"].to_str().unwrap();
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(tp.ends_with("-01"));
@@ -118,22 +163,84 @@ mod tests {
         h.insert("x-b3-spanid", HeaderValue::from_static("e457b5a2e4d86bd1"));
         h.insert("x-b3-sampled", HeaderValue::from_static("1"));
         let id = propagate(&mut h);
-        assert_eq!(id, "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(id.as_str(), "80f198ee56343ba864fe8b2a57d3eff7");
         assert_eq!(h["x-b3-parentspanid"], "e457b5a2e4d86bd1");
         assert_ne!(h["x-b3-spanid"], "e457b5a2e4d86bd1");
-        assert!(h["traceparent"].to_str().unwrap().contains(&id));
+        assert!(h["traceparent"].to_str().unwrap().contains(id.as_str()));
     }
 
     #[test]
     fn a_request_without_context_starts_a_trace() {
         let mut h = HeaderMap::new();
         let id = propagate(&mut h);
-        assert_eq!(id.len(), 32);
+        assert_eq!(id.as_str().len(), 32);
+        assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(
             h["traceparent"]
                 .to_str()
                 .unwrap()
-                .starts_with(&format!("00-{id}-"))
+                .starts_with(&format!("00-{}-", id.as_str()))
+        );
+    }
+
+    #[test]
+    fn a_64_bit_b3_trace_is_padded_and_ids_are_lower_cased() {
+        let mut h = HeaderMap::new();
+        h.insert("x-b3-traceid", HeaderValue::from_static("A3CE929D0E0E4736"));
+        let id = propagate(&mut h);
+        assert_eq!(id.as_str(), "0000000000000000a3ce929d0e0e4736");
+        // Not sampled by B3: the W3C flags say so too.
+        assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            propagate(&mut h).as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn invalid_context_starts_a_new_trace() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
+            "garbage",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_static(bad));
+            let id = propagate(&mut h);
+            assert!(!bad.contains(id.as_str()), "{bad} kept");
+            let tp = h["traceparent"].to_str().unwrap();
+            assert_eq!(tp.len(), 55, "{tp}");
+            assert!(tp.starts_with(&format!("00-{}-", id.as_str())));
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_kept_or_made_as_a_version_4_uuid() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("mine"));
+        propagate(&mut h);
+        assert_eq!(h["x-request-id"], "mine");
+
+        let mut h = HeaderMap::new();
+        propagate(&mut h);
+        let id = h["x-request-id"].to_str().unwrap();
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{id}"
+        );
+        assert!(groups[2].starts_with('4'), "{id}");
+        assert!(
+            groups.concat().bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
         );
     }
 }

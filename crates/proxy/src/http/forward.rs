@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
+use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::Direction;
@@ -274,29 +275,41 @@ async fn forward(
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrading);
 
-    // Rewrites.
+    // Rewrites. Without them the upstream request reuses the downstream one's path and
+    // authority bytes (shared, not copied).
     let original = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let path = if action.prefix_rewrite.is_some() || regex_rewrite.is_some() {
-        headers::rewrite_path(
-            &original,
+        let rewritten = headers::rewrite_path(
+            original.as_str(),
             &route.matching.path,
             action.prefix_rewrite.as_deref(),
             regex_rewrite.as_deref(),
-        )
+        );
+        match PathAndQuery::try_from(rewritten) {
+            Ok(p) => p,
+            Err(_) => return local_reply(StatusCode::BAD_REQUEST, "invalid request target", grpc),
+        }
     } else {
         original
     };
-    let mut authority = super::router::authority_of(&parts.uri, &parts.headers).to_string();
-    if let Some(host) = &action.host_rewrite {
-        authority = host.clone();
+    let authority = match (&action.host_rewrite, parts.uri.authority()) {
+        (Some(host), _) => HeaderValue::from_str(host).ok(),
+        (None, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+        (None, None) => parts.headers.get(http::header::HOST).cloned(),
+    };
+    if let Some(v) = &authority
+        && parts.headers.get(http::header::HOST) != Some(v)
+    {
+        parts.headers.insert(http::header::HOST, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&authority) {
-        parts.headers.insert(http::header::HOST, v);
-    }
+    let authority = authority
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if c.direction == Direction::Outbound
         && let Some(v) = &c.proxy.peer_header
     {
@@ -311,10 +324,9 @@ async fn forward(
         None => Some(DEFAULT_ROUTE_TIMEOUT),
     };
     let deadline = timeout.map(|t| Instant::now() + t);
-    let retry = action.retry.clone();
-    let max_attempts = retry.as_ref().map_or(1, |r| 1 + r.num_retries);
+    let retry = action.retry.as_ref();
+    let max_attempts = retry.map_or(1, |r| 1 + r.num_retries);
     let per_try = retry
-        .as_ref()
         .and_then(|r| r.per_try_timeout_ms)
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis);
@@ -354,7 +366,7 @@ async fn forward(
                 }
             },
         };
-        let Some(uri) = headers::upstream_uri(&path, &authority, absolute) else {
+        let Some(uri) = headers::upstream_uri(&path, authority, absolute) else {
             return local_reply(StatusCode::BAD_REQUEST, "invalid request target", grpc);
         };
         let mut request = http::Request::new(body);
@@ -386,12 +398,15 @@ async fn forward(
         let (result, host) =
             attempt(c, &cluster, request, hash, &tried, try_deadline, outcome).await;
         if let Some(h) = &host {
-            tried.push(h.address);
+            // Kept only for a next attempt to avoid (a request's one attempt allocates nothing).
+            if attempt_n < max_attempts {
+                tried.push(h.address);
+            }
             outcome.upstream_host = Some(h.address);
             outcome.destination = Some(h.labels.clone());
         }
         if attempt_n == 1 && !mirror_targets.is_empty() {
-            mirror(&mirror_targets, &parts, &path, &authority, &replay);
+            mirror(&mirror_targets, &parts, &path, authority, &replay);
         }
         let (kind, response) = match result {
             AttemptResult::Response(r) => {
@@ -420,7 +435,7 @@ async fn forward(
             }
             AttemptResult::Final(reply) => return reply,
         };
-        let may_retry = retry.as_ref().is_some_and(|r| {
+        let may_retry = retry.is_some_and(|r| {
             attempt_n < max_attempts && retriable(&r.retry_on, &r.retriable_status_codes, &kind)
         });
         if !may_retry {
@@ -441,7 +456,6 @@ async fn forward(
             }
         }
         let base = retry
-            .as_ref()
             .and_then(|r| r.backoff_base_ms)
             .map_or(DEFAULT_BACKOFF_BASE, Duration::from_millis);
         let wait = retry_backoff(base, attempt_n);
@@ -454,7 +468,7 @@ async fn forward(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(response);
         tokio::time::sleep(wait).await;
-        if !retry.as_ref().is_some_and(|r| r.retry_other_hosts) {
+        if !retry.is_some_and(|r| r.retry_other_hosts) {
             tried.clear();
         }
     }
@@ -694,7 +708,7 @@ async fn connection(
 fn mirror(
     targets: &[Arc<ClusterRuntime>],
     parts: &http::request::Parts,
-    path: &str,
+    path: &PathAndQuery,
     authority: &str,
     replay: &Replay,
 ) {
@@ -710,7 +724,7 @@ fn mirror(
         if let Ok(v) = HeaderValue::from_str(&shadow_authority) {
             headers.insert(http::header::HOST, v);
         }
-        let path = path.to_string();
+        let path = path.clone();
         let authority = shadow_authority.clone();
         let replay = replay.clone();
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! host rewrites, CORS, and local replies (gRPC-shaped for gRPC requests, as Envoy does).
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
 use strait_xds::route::{Cors, HeaderEdits, PathMatch};
 
@@ -217,16 +218,16 @@ impl CorsPolicy {
 }
 
 /// Builds the upstream URI: origin form for HTTP/1.1, absolute for HTTP/2.
-pub fn upstream_uri(path_and_query: &str, authority: &str, absolute: bool) -> Option<Uri> {
+pub fn upstream_uri(path_and_query: &PathAndQuery, authority: &str, absolute: bool) -> Option<Uri> {
     if absolute {
         Uri::builder()
             .scheme("http")
             .authority(authority)
-            .path_and_query(path_and_query)
+            .path_and_query(path_and_query.clone())
             .build()
             .ok()
     } else {
-        path_and_query.parse().ok()
+        Some(Uri::from(path_and_query.clone()))
     }
 }
 

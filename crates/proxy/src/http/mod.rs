@@ -366,7 +366,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
                 "downstream_remote_address": downstream.to_string(),
                 "user_agent": cx.user_agent,
                 "request_id": cx.request_id,
-                "trace_id": cx.trace_id,
+                "trace_id": cx.trace_id.as_str(),
                 "reporter": labels.reporter,
                 "source_workload": &*labels.source_workload,
                 "source_namespace": &*labels.source_workload_namespace,
@@ -392,7 +392,7 @@ struct LogContext {
     protocol: String,
     user_agent: Option<String>,
     request_id: Option<String>,
-    trace_id: String,
+    trace_id: crate::trace::TraceId,
 }
 
 fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
