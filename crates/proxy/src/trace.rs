@@ -243,4 +243,25 @@ mod tests {
             "{id}"
         );
     }
+
+    #[test]
+    fn propagating_allocates_only_the_header_values_it_writes() {
+        // An incoming W3C trace: a new traceparent (one value) and a new x-request-id (one).
+        let mut h = HeaderMap::with_capacity(8);
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let before = strait_alloc::allocations();
+        let id = propagate(&mut h);
+        assert_eq!(strait_alloc::allocations() - before, 2);
+        assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        // No context at all, and a request ID already there: the traceparent alone.
+        let mut h = HeaderMap::with_capacity(8);
+        h.insert("x-request-id", HeaderValue::from_static("mine"));
+        let before = strait_alloc::allocations();
+        propagate(&mut h);
+        assert_eq!(strait_alloc::allocations() - before, 1);
+    }
 }
