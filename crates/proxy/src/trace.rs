@@ -31,11 +31,15 @@ impl std::fmt::Debug for TraceId {
     }
 }
 
-/// `N` random lower-case hex digits.
+/// `N` random lower-case hex digits (16 from each random 64-bit number).
 fn random_hex<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    for d in &mut out {
-        *d = HEX_DIGITS[usize::from(fastrand::u8(..16))];
+    for chunk in out.chunks_mut(16) {
+        let mut bits = fastrand::u64(..);
+        for d in chunk {
+            *d = HEX_DIGITS[(bits & 15) as usize];
+            bits >>= 4;
+        }
     }
     out
 }
@@ -263,5 +267,17 @@ mod tests {
         let before = strait_alloc::allocations();
         propagate(&mut h);
         assert_eq!(strait_alloc::allocations() - before, 1);
+    }
+
+    #[test]
+    fn new_ids_are_random_over_every_digit() {
+        let ids: Vec<TraceId> = (0..64).map(|_| propagate(&mut HeaderMap::new())).collect();
+        let distinct: std::collections::HashSet<&str> = ids.iter().map(|i| i.as_str()).collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Each of the 32 positions takes many values: no digit is left constant.
+        for position in 0..32 {
+            let values: std::collections::HashSet<u8> = ids.iter().map(|i| i.0[position]).collect();
+            assert!(values.len() > 4, "position {position}: {values:?}");
+        }
     }
 }

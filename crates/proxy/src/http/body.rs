@@ -195,7 +195,7 @@ impl<F: FnOnce(Finished) + Send + Unpin + 'static> HttpBody for Observed<F> {
                     this.seen.bytes += d.len() as u64;
                 } else if let Some(t) = frame.trailers_ref() {
                     this.seen.grpc_status = t
-                        .get("grpc-status")
+                        .get(super::headers::GRPC_STATUS)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                 }

@@ -82,7 +82,7 @@ pub async fn route_request(
                 AbortStatus::Grpc(code) => {
                     let mut r = local_reply(StatusCode::OK, "fault filter abort", true);
                     r.headers_mut()
-                        .insert("grpc-status", HeaderValue::from(code));
+                        .insert(headers::GRPC_STATUS, HeaderValue::from(code));
                     r
                 }
             };
@@ -315,7 +315,7 @@ async fn forward(
     {
         parts.headers.insert(super::PEER_HEADER, v.clone());
     }
-    parts.headers.remove("x-envoy-attempt-count");
+    parts.headers.remove(headers::ATTEMPT_COUNT);
     let hash = request_hash(&action.hash_policy, &parts, c.downstream);
 
     let timeout = match action.timeout_ms {
@@ -381,7 +381,7 @@ async fn forward(
         if attempt_n > 1 {
             request
                 .headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt_n));
+                .insert(headers::ATTEMPT_COUNT, HeaderValue::from(attempt_n));
         }
         if absolute {
             request.headers_mut().remove(http::header::HOST);
@@ -413,7 +413,7 @@ async fn forward(
                 let status = r.status().as_u16();
                 let grpc_status = r
                     .headers()
-                    .get("grpc-status")
+                    .get(headers::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|s| s.parse().ok());
                 if let Some(h) = &host {

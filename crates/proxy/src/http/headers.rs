@@ -36,6 +36,13 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
     }
 }
 
+/// Header names the proxy reads or writes on every request, parsed once rather than per use.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `Upgrade`/`Connection` when
 /// the request is an upgrade being passed through, and `te: trailers` (gRPC needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
@@ -54,8 +61,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         headers.remove(http::header::CONNECTION);
         headers.remove(http::header::UPGRADE);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     headers.remove(http::header::TRANSFER_ENCODING);
     if headers
         .get(http::header::TE)
@@ -120,9 +127,9 @@ pub fn local_reply(status: StatusCode, message: &str, grpc: bool) -> http::Respo
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert("grpc-status", HeaderValue::from(grpc_status_for(status)));
+        h.insert(GRPC_STATUS, HeaderValue::from(grpc_status_for(status)));
         if let Ok(v) = HeaderValue::from_str(message) {
-            h.insert("grpc-message", v);
+            h.insert(GRPC_MESSAGE, v);
         }
         return r;
     }

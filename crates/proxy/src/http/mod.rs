@@ -29,7 +29,7 @@ use router::Router;
 
 /// Header carrying the calling workload's identity to the next sidecar (for `source_*` labels
 /// on the destination side): `<workload>;<namespace>;<cluster>;<app>;<version>`.
-pub const PEER_HEADER: &str = "x-strait-peer";
+pub const PEER_HEADER: http::HeaderName = http::HeaderName::from_static("x-strait-peer");
 
 /// Where a connection's routes come from.
 #[derive(Clone)]
@@ -266,7 +266,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
     let status = response.status().as_u16();
     let header_grpc_status = response
         .headers()
-        .get("grpc-status")
+        .get(headers::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
