@@ -16,6 +16,9 @@ use strait_alloc as _;
 /// DestinationRule, ServiceEntry, WorkloadEntry, Gateway, Sidecar, PeerAuthentication,
 /// AuthorizationPolicy, Kubernetes Services, Endpoints and Pods, SMI TrafficSplit), checks it
 /// exactly as Istio would accept or reject it, and serves it to proxies over Envoy's xDS.
+// `C` is the set of subcommands: every one ([`Command`]), or the proxy's alone
+// ([`ProxyCommand`]) — one definition, so both parse and describe a command line alike. (A
+// comment, not documentation: clap would show documentation in `strait --help`.)
 #[derive(Debug, Parser)]
 #[command(
     name = "strait",
@@ -23,9 +26,9 @@ use strait_alloc as _;
     propagate_version = true,
     max_term_width = 100
 )]
-struct Cli {
+struct Cli<C: Subcommand = Command> {
     #[command(subcommand)]
-    command: Command,
+    command: C,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,23 +45,11 @@ enum Command {
     Multicluster(commands::multicluster::MulticlusterArgs),
 }
 
-/// `strait proxy …` alone: the same command line as [`Cli`]'s `proxy`, parsed without building
-/// every other subcommand's arguments first. A sidecar starts once per pod, and clap's derived
-/// parser constructs the whole command tree before it looks at the first argument — hundreds of
-/// KiB of code that would stay resident in every idle sidecar. The tests hold its help, version
-/// and parsing equal to [`Cli`]'s.
-#[derive(Debug, Parser)]
-#[command(
-    name = "strait",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
-struct ProxyCli {
-    #[command(subcommand)]
-    command: ProxyCommand,
-}
-
+/// `strait proxy …` alone: the same command line as [`Command`]'s `proxy`, parsed without
+/// building every other subcommand's arguments first. A sidecar starts once per pod, and clap's
+/// derived parser constructs the whole command tree before it looks at the first argument —
+/// hundreds of KiB of code that would stay resident in every idle sidecar. The tests hold its
+/// help, version and parsing equal to the full command line's.
 #[derive(Debug, Subcommand)]
 enum ProxyCommand {
     Proxy(commands::proxy::Args),
@@ -94,12 +85,12 @@ fn main() -> ExitCode {
     #[cfg(all(feature = "mimalloc", unix))]
     lean_allocator_for_proxies();
     if runs_the_proxy() {
-        let ProxyCli {
+        let Cli {
             command: ProxyCommand::Proxy(args),
-        } = ProxyCli::parse();
+        } = Cli::<ProxyCommand>::parse();
         return exit_code(commands::proxy::run(&args));
     }
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse();
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
@@ -131,8 +122,8 @@ mod tests {
 
     #[test]
     fn the_command_line_is_consistent() {
-        super::Cli::command().debug_assert();
-        super::ProxyCli::command().debug_assert();
+        super::Cli::<super::Command>::command().debug_assert();
+        super::Cli::<super::ProxyCommand>::command().debug_assert();
     }
 
     fn proxy_subcommand(mut command: clap::Command) -> clap::Command {
@@ -145,8 +136,8 @@ mod tests {
 
     #[test]
     fn the_proxys_own_parser_shows_the_same_help_and_version() {
-        let mut full = proxy_subcommand(super::Cli::command());
-        let mut lean = proxy_subcommand(super::ProxyCli::command());
+        let mut full = proxy_subcommand(super::Cli::<super::Command>::command());
+        let mut lean = proxy_subcommand(super::Cli::<super::ProxyCommand>::command());
         assert_eq!(
             lean.render_long_help().to_string(),
             full.render_long_help().to_string()
@@ -176,19 +167,26 @@ mod tests {
             "--admin-listen",
             "127.0.0.1:15000",
         ];
-        let super::Command::Proxy(full) = super::Cli::try_parse_from(argv).unwrap().command else {
+        let super::Command::Proxy(full) = super::Cli::<super::Command>::try_parse_from(argv)
+            .unwrap()
+            .command
+        else {
             panic!("the full parser did not read a proxy command line");
         };
         let super::ProxyCommand::Proxy(lean) =
-            super::ProxyCli::try_parse_from(argv).unwrap().command;
+            super::Cli::<super::ProxyCommand>::try_parse_from(argv)
+                .unwrap()
+                .command;
         assert_eq!(format!("{lean:?}"), format!("{full:?}"));
         // A mistake is reported the same way by both.
         let bad = ["strait", "proxy", "--no-such-flag"];
         assert_eq!(
-            super::ProxyCli::try_parse_from(bad)
+            super::Cli::<super::ProxyCommand>::try_parse_from(bad)
                 .unwrap_err()
                 .to_string(),
-            super::Cli::try_parse_from(bad).unwrap_err().to_string()
+            super::Cli::<super::Command>::try_parse_from(bad)
+                .unwrap_err()
+                .to_string()
         );
     }
 }
