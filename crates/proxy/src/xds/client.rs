@@ -14,11 +14,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic_prost::ProstCodec;
 use tracing::{debug, info, warn};
 
+use super::grpc;
 use super::store::{Store, Update};
 use strait_xds::ResourceType;
 
@@ -253,24 +252,18 @@ async fn open<Req, Resp>(
     channel: Channel,
     path: &'static str,
     requests: mpsc::Receiver<Req>,
-) -> Result<tonic::Streaming<Resp>, StreamError>
+) -> Result<grpc::Responses<Resp>, StreamError>
 where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default,
 {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(512 * 1024 * 1024);
-    grpc.ready().await.map_err(failed)?;
-    match grpc
-        .streaming(
-            tonic::Request::new(ReceiverStream::new(requests)),
-            http::uri::PathAndQuery::from_static(path),
-            ProstCodec::<Req, Resp>::default(),
-        )
-        .await
-    {
-        Ok(r) => Ok(r.into_inner()),
-        Err(s) if s.code() == tonic::Code::Unimplemented => Err(StreamError::Unimplemented),
-        Err(s) => Err(failed(format!("{}: {}", s.code(), s.message()))),
+    match grpc::open(channel, path, requests).await {
+        Ok(r) => Ok(r),
+        Err(grpc::GrpcError::Status {
+            code: tonic::Code::Unimplemented,
+            ..
+        }) => Err(StreamError::Unimplemented),
+        Err(e) => Err(failed(e)),
     }
 }
 
@@ -284,12 +277,12 @@ fn mark_open(shared: &Shared, variant: &str) {
 }
 
 /// The next response; `None` when the server ended the stream.
-async fn next<R>(
-    responses: &mut tonic::Streaming<R>,
+async fn next<R: prost::Message + Default>(
+    responses: &mut grpc::Responses<R>,
     progressed: bool,
 ) -> Result<Option<R>, StreamError> {
-    responses.message().await.map_err(|s| StreamError::Failed {
-        reason: format!("{}: {}", s.code(), s.message()),
+    responses.message().await.map_err(|e| StreamError::Failed {
+        reason: e.to_string(),
         progressed,
     })
 }
