@@ -304,23 +304,25 @@ fn clusters_view<'a>(
                     let record = c.outlier_record(h.address).unwrap_or_default();
                     HostView {
                         address: h.address.to_string(),
-                        locality: &h.locality,
-                        priority: h.priority,
+                        locality: &h.group.locality,
+                        priority: h.group.priority,
                         weight: h.weight,
                         health: match h.health {
                             HealthStatus::Healthy => "healthy",
                             HealthStatus::Unhealthy => "unhealthy",
                             HealthStatus::Draining => "draining",
                         },
-                        outlier_ejected: h.state.ejected.load(Ordering::Relaxed),
+                        outlier_ejected: h.is_ejected(),
                         ejections_total: record.ejections_total,
                         consecutive_5xx: record.consecutive_5xx,
-                        active_requests: h.state.active_requests.load(Ordering::Relaxed),
-                        requests_total: h.state.requests.load(Ordering::Relaxed),
-                        idle_connections: h.state.idle_connections(),
-                        cluster: &h.labels.cluster,
-                        workload: &h.labels.workload,
-                        gateway: h.gateway,
+                        active_requests: h.active_requests(),
+                        requests_total: h
+                            .used_state()
+                            .map_or(0, |s| s.requests.load(Ordering::Relaxed)),
+                        idle_connections: h.used_state().map_or(0, |s| s.idle_connections()),
+                        cluster: or_unknown(&h.metadata.cluster),
+                        workload: or_unknown(&h.metadata.workload),
+                        gateway: h.gateway(),
                     }
                 })
                 .collect();
@@ -343,6 +345,15 @@ fn clusters_view<'a>(
 }
 
 /// Each cluster's name and current plan, sorted by name.
+/// A label as telemetry shows it: `unknown` when empty.
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        &crate::metrics::Text::UNKNOWN
+    } else {
+        s
+    }
+}
+
 fn plans(snapshot: &crate::state::Snapshot) -> Vec<(&String, Arc<crate::upstream::Plan>)> {
     let mut plans: Vec<_> = snapshot
         .clusters

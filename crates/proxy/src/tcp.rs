@@ -95,22 +95,24 @@ where
             let host = match cluster.config.discovery {
                 Discovery::OriginalDst => c
                     .captured
-                    .then(|| crate::upstream::simple_host(c.destination, None)),
+                    .then(|| crate::upstream::simple_host(c.destination)),
                 _ => cluster.pick(None, &[]),
             };
             match host {
                 None => flags = "UH",
                 Some(host) => {
                     if c.direction == Direction::Outbound {
-                        destination.workload = host.labels.workload.clone();
-                        destination.namespace = host.labels.namespace.clone();
-                        destination.cluster = host.labels.cluster.clone();
+                        let labels = host.labels();
+                        destination.workload = labels.workload;
+                        destination.namespace = labels.namespace;
+                        destination.cluster = labels.cluster;
                     }
                     upstream_host = Some(host.address);
                     match cluster.limits.acquire(Resource::Connections) {
                         None => flags = "UO",
                         Some(_permit) => {
-                            match connect_stream(host.address, host.mtls, &cluster.settings).await {
+                            match connect_stream(host.address, host.mtls(), &cluster.settings).await
+                            {
                                 Err(e) => {
                                     debug!(upstream = %host.address, error = %e, "upstream connection failed");
                                     flags = "UF";

@@ -3,6 +3,7 @@
 //! pass-through and black-hole clusters.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use strait_config::istio::traffic::{ClientTlsMode, H2UpgradePolicy, SimpleLb, Subset};
 use strait_config::istio::workload::Resolution;
@@ -125,7 +126,7 @@ pub fn outbound_cluster(
             .unwrap_or(10),
     });
     let subset_name = subset.map(|x| x.name.as_str()).unwrap_or("");
-    let tls = upstream_tls(policy, mesh, view, port, subset_name, proxy);
+    let tls = upstream_tls(policy, mesh, view, port, subset_name, proxy).map(Arc::new);
     let distribute = lb
         .and_then(|l| l.locality_lb_setting.as_ref())
         .is_some_and(|l| !l.distribute.is_empty());

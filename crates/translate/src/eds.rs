@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use strait_config::istio::traffic::LocalityLbSetting;
 use strait_model::{
@@ -117,7 +118,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                     address: SocketAddress::new(ip.to_string(), target),
                     health: health(e.health),
                     weight: e.weight.max(1),
-                    metadata: EndpointMetadata {
+                    metadata: Arc::new(EndpointMetadata {
                         cluster: e.cluster.shared(),
                         network: e.network.shared(),
                         identity: e.identity.as_ref().map(|i| i.to_string().into()),
@@ -125,7 +126,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                         gateway: false,
                         workload: e.workload.name.as_str().into(),
                         namespace: e.workload.namespace.as_str().into(),
-                    },
+                    }),
                 },
             });
         } else if proxy.kind != ProxyKind::Router && e.sidecar {
@@ -165,7 +166,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                         HealthStatus::Unhealthy
                     },
                     weight: share(if healthy > 0 { healthy } else { total }),
-                    metadata: EndpointMetadata {
+                    metadata: Arc::new(EndpointMetadata {
                         cluster: sample.cluster.shared(),
                         network: network.shared(),
                         identity: sample.identity.as_ref().map(|i| i.to_string().into()),
@@ -173,7 +174,7 @@ fn place(selected: &[&Endpoint], req: &EdsRequest<'_>, proxy: &ProxyNode) -> Vec
                         gateway: true,
                         workload: "".into(),
                         namespace: sample.workload.namespace.as_str().into(),
-                    },
+                    }),
                 },
             });
         }

@@ -13,9 +13,9 @@ use strait_config::smi;
 use strait_model::{ServicePort, ServiceView};
 use strait_xds::StringMatch;
 use strait_xds::route::{
-    AbortStatus, Action, Cors, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEdits, HeaderMatch,
-    Mirror, PathMatch, QueryMatch, Redirect, RetryPolicy, Route, RouteAction, RouteMatch,
-    VirtualHost, WeightedCluster,
+    AbortStatus, Action, Cors, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEditList,
+    HeaderEdits, HeaderMatch, Mirror, PathMatch, QueryMatch, Redirect, RetryPolicy, Route,
+    RouteAction, RouteMatch, VirtualHost, WeightedCluster,
 };
 
 use crate::MeshView;
@@ -143,7 +143,7 @@ fn route_list(
 fn default_route(cluster: String) -> Route {
     let mut route = forward_all("default", &cluster);
     if let Action::Forward(action) = &mut route.action {
-        action.retry = Some(default_retry());
+        action.retry = Some(Arc::new(default_retry()));
     }
     route
 }
@@ -222,8 +222,8 @@ fn virtual_service_routes(
                 response_headers: header_edits(
                     rule.headers.as_ref().and_then(|h| h.response.as_ref()),
                 ),
-                fault: rule.fault.as_ref().map(fault),
-                cors: rule.cors_policy.as_ref().map(cors),
+                fault: rule.fault.as_ref().map(|f| Box::new(fault(f))),
+                cors: rule.cors_policy.as_ref().map(|c| Box::new(cors(c))),
             });
         }
     }
@@ -315,7 +315,7 @@ fn header_edits(ops: Option<&HeaderOperations>) -> HeaderEdits {
     let Some(ops) = ops else {
         return HeaderEdits::default();
     };
-    HeaderEdits {
+    HeaderEditList {
         set: ops
             .set
             .iter()
@@ -328,6 +328,7 @@ fn header_edits(ops: Option<&HeaderOperations>) -> HeaderEdits {
             .collect(),
         remove: ops.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
     }
+    .into()
 }
 
 fn edits_of(h: Option<&Headers>) -> (HeaderEdits, HeaderEdits) {
@@ -405,7 +406,7 @@ fn action(
         .filter(|c| c.weight > 0)
         .collect();
     let retry = match &rule.retries {
-        None => Some(default_retry()),
+        None => Some(Arc::new(default_retry())),
         Some(r) if r.attempts <= 0 => None,
         Some(r) => {
             let mut on = Vec::new();
@@ -428,14 +429,14 @@ fn action(
             if !codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
                 on.push("retriable-status-codes".into());
             }
-            Some(RetryPolicy {
+            Some(Arc::new(RetryPolicy {
                 retry_on: on,
                 num_retries: u32::try_from(r.attempts).unwrap_or(0),
                 per_try_timeout_ms: millis(&r.per_try_timeout),
                 retriable_status_codes: codes,
                 backoff_base_ms: millis(&r.backoff),
                 retry_other_hosts: r.retry_ignore_previous_hosts != Some(false),
-            })
+            }))
         }
     };
     let mut mirrors: Vec<Mirror> = Vec::new();

@@ -31,9 +31,9 @@ use strait_xds::listener::{
     ListenerKind, NetworkFilter, RouteSource, SocketListener, TcpProxy,
 };
 use strait_xds::route::{
-    AbortStatus, Action, Cors, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEdits, HeaderMatch,
-    Mirror, PathMatch, QueryMatch, Redirect, RetryPolicy, Route, RouteAction, RouteMatch,
-    VirtualHost, WeightedCluster,
+    AbortStatus, Action, Cors, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEditList,
+    HeaderEdits, HeaderMatch, Mirror, PathMatch, QueryMatch, Redirect, RetryPolicy, Route,
+    RouteAction, RouteMatch, VirtualHost, WeightedCluster,
 };
 use strait_xds::{
     Cluster, ClusterLoadAssignment, Listener, Locality, RouteConfiguration, SocketAddress,
@@ -516,7 +516,25 @@ pub fn route_configuration(any: &Any) -> Result<RouteConfiguration, Rejected> {
     named(&format!("route {name}"), route_configuration_body(rc))
 }
 
+/// One copy of what a configuration's routes repeat.
+#[derive(Default)]
+struct Repeated {
+    retry_policies: HashSet<Arc<RetryPolicy>>,
+}
+
+impl Repeated {
+    fn retry_policy(&mut self, policy: RetryPolicy) -> Arc<RetryPolicy> {
+        if let Some(p) = self.retry_policies.get(&policy) {
+            return p.clone();
+        }
+        let p = Arc::new(policy);
+        self.retry_policies.insert(p.clone());
+        p
+    }
+}
+
 fn route_configuration_body(rc: eroute::RouteConfiguration) -> R<RouteConfiguration> {
+    let mut repeated = Repeated::default();
     let virtual_hosts = rc
         .virtual_hosts
         .into_iter()
@@ -531,7 +549,9 @@ fn route_configuration_body(rc: eroute::RouteConfiguration) -> R<RouteConfigurat
                     .routes
                     .into_iter()
                     .enumerate()
-                    .map(|(j, r)| route(r, &format!("{field}.routes[{j}]")).map(Arc::new))
+                    .map(|(j, r)| {
+                        route(r, &format!("{field}.routes[{j}]"), &mut repeated).map(Arc::new)
+                    })
                     .collect::<R<Vec<_>>>()?
                     .fit(),
                 name: vh.name,
@@ -554,7 +574,7 @@ fn header_edits(
     field: &str,
 ) -> R<HeaderEdits> {
     use ecore::header_value_option::HeaderAppendAction;
-    let mut edits = HeaderEdits {
+    let mut edits = HeaderEditList {
         remove,
         ..Default::default()
     };
@@ -582,12 +602,12 @@ fn header_edits(
             edits.set.push(pair);
         }
     }
-    Ok(edits)
+    Ok(edits.into())
 }
 
 // Deprecated header matchers are still what some control planes send.
 #[allow(deprecated)]
-fn route(r: eroute::Route, field: &str) -> R<Route> {
+fn route(r: eroute::Route, field: &str, repeated: &mut Repeated) -> R<Route> {
     use eroute::route_match::PathSpecifier;
     let m = r.r#match.ok_or(format!("{field}.match: missing"))?;
     let path = match m.path_specifier {
@@ -639,7 +659,7 @@ fn route(r: eroute::Route, field: &str) -> R<Route> {
         query_params,
     };
     let action = match r.action {
-        Some(eroute::route::Action::Route(a)) => Action::Forward(route_action(a, field)?),
+        Some(eroute::route::Action::Route(a)) => Action::Forward(route_action(a, field, repeated)?),
         Some(eroute::route::Action::Redirect(rd)) => Action::Redirect(redirect(rd, field)?),
         Some(eroute::route::Action::DirectResponse(d)) => {
             let body = match d.body.and_then(|b| b.specifier) {
@@ -672,12 +692,12 @@ fn route(r: eroute::Route, field: &str) -> R<Route> {
             "envoy.filters.http.fault" => {
                 let f: efault::HttpFault =
                     unpack(any, &format!("{field}.typed_per_filter_config"))?;
-                fault = Some(fault_from(f, field)?);
+                fault = Some(Box::new(fault_from(f, field)?));
             }
             "envoy.filters.http.cors" => {
                 let c: ecors::CorsPolicy =
                     unpack(any, &format!("{field}.typed_per_filter_config"))?;
-                cors = Some(cors_from(c, field)?);
+                cors = Some(Box::new(cors_from(c, field)?));
             }
             other => {
                 return reject(format!(
@@ -808,7 +828,7 @@ fn cors_from(c: ecors::CorsPolicy, field: &str) -> R<Cors> {
     })
 }
 
-fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
+fn route_action(a: eroute::RouteAction, field: &str, repeated: &mut Repeated) -> R<RouteAction> {
     use eroute::route_action::ClusterSpecifier;
     let clusters = match a.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
@@ -872,7 +892,8 @@ fn route_action(a: eroute::RouteAction, field: &str) -> R<RouteAction> {
                     .any(|p| p.name == "envoy.retry_host_predicates.previous_hosts"),
             })
         })
-        .transpose()?;
+        .transpose()?
+        .map(|policy| repeated.retry_policy(policy));
     let hash_policy = a
         .hash_policy
         .into_iter()
@@ -981,7 +1002,7 @@ fn static_targets(cla: Option<&eendpoint::ClusterLoadAssignment>) -> R<Vec<Socke
 #[allow(deprecated)]
 fn cluster_body(c: ecluster::Cluster) -> R<Cluster> {
     use ecluster::cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as ELb};
-    let tls = upstream_tls(&c)?;
+    let tls = upstream_tls(&c)?.map(Arc::new);
     let discovery_type = match c.cluster_discovery_type {
         Some(ClusterDiscoveryType::Type(t)) => {
             DiscoveryType::try_from(t).map_err(|_| format!("type: unknown discovery type {t}"))?
@@ -1270,27 +1291,40 @@ pub fn load_assignment(any: &Any) -> Result<ClusterLoadAssignment, Rejected> {
     named(&format!("endpoints {name}"), load_assignment_body(cla))
 }
 
-/// One copy of each text an assignment's endpoints repeat (namespace, cluster).
+/// One copy of each text an assignment's endpoints repeat (namespace, cluster), and of each
+/// metadata (a workload's replicas carry the same).
 #[derive(Default)]
-struct Texts(HashSet<Arc<str>>);
+struct Texts {
+    texts: HashSet<Arc<str>>,
+    metadata: HashSet<Arc<EndpointMetadata>>,
+}
 
 impl Texts {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(t) = self.0.get(s) {
+        if let Some(t) = self.texts.get(s) {
             return t.clone();
         }
         let t: Arc<str> = Arc::from(s);
-        self.0.insert(t.clone());
+        self.texts.insert(t.clone());
         t
+    }
+
+    fn metadata(&mut self, m: EndpointMetadata) -> Arc<EndpointMetadata> {
+        if let Some(shared) = self.metadata.get(&m) {
+            return shared.clone();
+        }
+        let shared = Arc::new(m);
+        self.metadata.insert(shared.clone());
+        shared
     }
 }
 
-fn endpoint_metadata(m: Option<&ecore::Metadata>, texts: &mut Texts) -> EndpointMetadata {
+fn endpoint_metadata(m: Option<&ecore::Metadata>, texts: &mut Texts) -> Arc<EndpointMetadata> {
     let workload = meta::as_str(meta::field(m, meta::ISTIO, "workload")).unwrap_or_default();
     let mut parts = workload.split(';');
     let (name, namespace, cluster) = (parts.next(), parts.next(), parts.nth(2));
     let mut text = |p: Option<&str>| texts.get(p.unwrap_or_default());
-    EndpointMetadata {
+    let metadata = EndpointMetadata {
         workload: text(name),
         namespace: text(namespace),
         cluster: text(cluster),
@@ -1300,7 +1334,8 @@ fn endpoint_metadata(m: Option<&ecore::Metadata>, texts: &mut Texts) -> Endpoint
         gateway: meta::as_bool(meta::field(m, meta::STRAIT, "gateway")).unwrap_or(false),
         mtls: meta::as_str(meta::field(m, meta::TRANSPORT_SOCKET_MATCH, "tlsMode"))
             == Some("istio"),
-    }
+    };
+    texts.metadata(metadata)
 }
 
 fn load_assignment_body(cla: eendpoint::ClusterLoadAssignment) -> R<ClusterLoadAssignment> {

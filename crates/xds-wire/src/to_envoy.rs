@@ -372,10 +372,10 @@ fn header_options(edits: &HeaderEdits) -> Vec<ecore::HeaderValueOption> {
         ..Default::default()
     };
     edits
-        .set
+        .set()
         .iter()
         .map(|(k, v)| opt(k, v, false))
-        .chain(edits.add.iter().map(|(k, v)| opt(k, v, true)))
+        .chain(edits.add().iter().map(|(k, v)| opt(k, v, true)))
         .collect()
 }
 
@@ -464,9 +464,9 @@ fn route(r: &strait_xds::route::Route) -> eroute::Route {
         }),
         action: Some(action),
         request_headers_to_add: header_options(&r.request_headers),
-        request_headers_to_remove: r.request_headers.remove.clone(),
+        request_headers_to_remove: r.request_headers.remove().to_vec(),
         response_headers_to_add: header_options(&r.response_headers),
-        response_headers_to_remove: r.response_headers.remove.clone(),
+        response_headers_to_remove: r.response_headers.remove().to_vec(),
         typed_per_filter_config,
         ..Default::default()
     }
@@ -522,9 +522,9 @@ fn route_action(a: &strait_xds::route::RouteAction) -> eroute::RouteAction {
                     name: c.name.clone(),
                     weight: Some(u32v(c.weight)),
                     request_headers_to_add: header_options(&c.request_headers),
-                    request_headers_to_remove: c.request_headers.remove.clone(),
+                    request_headers_to_remove: c.request_headers.remove().to_vec(),
                     response_headers_to_add: header_options(&c.response_headers),
-                    response_headers_to_remove: c.response_headers.remove.clone(),
+                    response_headers_to_remove: c.response_headers.remove().to_vec(),
                     ..Default::default()
                 })
                 .collect(),

@@ -49,8 +49,9 @@ fn every_golden_resource_survives_the_wire() {
                 .unwrap_or_else(|err| panic!("{case}: {err}"));
             // An endpoint's network and identity stay with the control plane.
             for ep in e.localities.iter_mut().flat_map(|l| l.endpoints.iter_mut()) {
-                ep.metadata.network = "".into();
-                ep.metadata.identity = None;
+                let m = Arc::make_mut(&mut ep.metadata);
+                m.network = "".into();
+                m.identity = None;
             }
             assert_eq!(back, e, "{case}: endpoints {}", e.cluster_name);
             counts[3] += 1;
@@ -85,7 +86,7 @@ fn cluster_with_tls(tls: strait_xds::cluster::UpstreamTls) -> Cluster {
             max_ejection_percent: 50,
         }),
         http2: true,
-        tls: Some(tls),
+        tls: Some(Arc::new(tls)),
         locality_weighted: true,
         panic_threshold_percent: Some(25.0),
         max_requests_per_connection: Some(7),
@@ -164,11 +165,12 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
     use strait_xds::StringMatch;
     use strait_xds::listener::*;
     use strait_xds::route::*;
-    let edits = HeaderEdits {
+    let edits: HeaderEdits = HeaderEditList {
         set: vec![("x-set".into(), "1".into())],
         add: vec![("x-add".into(), "2".into())],
         remove: vec!["x-gone".into()],
-    };
+    }
+    .into();
     let routes = vec![
         Route {
             name: "redirect".into(),
@@ -196,14 +198,14 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
             request_headers: edits.clone(),
             response_headers: HeaderEdits::default(),
             fault: None,
-            cors: Some(Cors {
+            cors: Some(Box::new(Cors {
                 allow_origins: vec![StringMatch::Prefix("https://".into())],
                 allow_methods: vec!["GET".into(), "POST".into()],
                 allow_headers: vec!["x-a".into()],
                 expose_headers: vec!["x-b".into()],
                 max_age_secs: Some(60),
                 allow_credentials: Some(true),
-            }),
+            })),
         },
         Route {
             name: "direct".into(),
@@ -214,7 +216,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
             },
             request_headers: HeaderEdits::default(),
             response_headers: edits.clone(),
-            fault: Some(Fault {
+            fault: Some(Box::new(Fault {
                 delay: Some(FaultDelay {
                     fixed_delay_ms: 250,
                     percent: 12.5,
@@ -223,7 +225,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                     status: AbortStatus::Grpc(14),
                     percent: 1.0,
                 }),
-            }),
+            })),
             cors: None,
         },
         Route {
@@ -254,14 +256,14 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                     },
                 ],
                 timeout_ms: Some(1500),
-                retry: Some(RetryPolicy {
+                retry: Some(Arc::new(RetryPolicy {
                     retry_on: vec!["5xx".into(), "reset".into()],
                     num_retries: 4,
                     per_try_timeout_ms: Some(300),
                     retriable_status_codes: vec![503],
                     backoff_base_ms: Some(25),
                     retry_other_hosts: true,
-                }),
+                })),
                 mirrors: vec![Mirror {
                     cluster: "shadow".into(),
                     percent: 5.0,
@@ -299,6 +301,23 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
         wire::from_envoy::route_configuration(&wire::to_any(&wire::route_configuration(&rc)))
             .unwrap();
     assert_eq!(back, rc);
+
+    // Routes with the same retry policy share one copy of it.
+    let mut twice = rc.clone();
+    twice.virtual_hosts.push(VirtualHost {
+        name: "again".into(),
+        domains: vec!["again".into()],
+        routes: rc.virtual_hosts[0].routes.clone(),
+    });
+    let back =
+        wire::from_envoy::route_configuration(&wire::to_any(&wire::route_configuration(&twice)))
+            .unwrap();
+    assert_eq!(back, twice);
+    let retry_of = |vh: usize| match &back.virtual_hosts[vh].routes[2].action {
+        Action::Forward(a) => a.retry.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(Arc::ptr_eq(&retry_of(0), &retry_of(1)));
 
     let listener = Listener {
         name: "0.0.0.0_15443".into(),
@@ -530,7 +549,7 @@ fn assignment(cluster: &str, pods: &[&str]) -> ClusterLoadAssignment {
             address: strait_xds::SocketAddress::new(format!("10.0.0.{}", i + 1), 8080),
             health: HealthStatus::Healthy,
             weight: 1,
-            metadata: EndpointMetadata {
+            metadata: Arc::new(EndpointMetadata {
                 cluster: "cluster1".into(),
                 network: "".into(),
                 identity: None,
@@ -538,7 +557,7 @@ fn assignment(cluster: &str, pods: &[&str]) -> ClusterLoadAssignment {
                 gateway: false,
                 workload: (*pod).into(),
                 namespace: "bookinfo".into(),
-            },
+            }),
         })
         .collect();
     ClusterLoadAssignment {
@@ -573,4 +592,18 @@ fn an_assignments_endpoints_share_the_texts_they_repeat() {
         &eps[0].metadata.workload,
         &eps[1].metadata.workload
     ));
+}
+
+#[test]
+fn a_workloads_replicas_share_one_metadata() {
+    let a = assignment(
+        "outbound|9080||reviews",
+        &["reviews-v1", "reviews-v2", "reviews-v1"],
+    );
+    let back =
+        wire::from_envoy::load_assignment(&wire::to_any(&wire::load_assignment(&a))).unwrap();
+    assert_eq!(back, a);
+    let eps = &back.localities[0].endpoints;
+    assert!(Arc::ptr_eq(&eps[0].metadata, &eps[2].metadata));
+    assert!(!Arc::ptr_eq(&eps[0].metadata, &eps[1].metadata));
 }

@@ -1,5 +1,7 @@
 //! Clusters: groups of upstream endpoints with how to balance, limit, eject and secure them.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::SocketAddress;
@@ -15,7 +17,8 @@ pub struct Cluster {
     pub outlier_detection: Option<OutlierDetection>,
     /// Speak HTTP/2 to the upstream (http2 and grpc ports).
     pub http2: bool,
-    pub tls: Option<UpstreamTls>,
+    /// Shared with the proxy's connection settings for the cluster.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// Honour locality weights (`distribute`) rather than only priorities.
     pub locality_weighted: bool,
     /// Below this percentage of healthy hosts, balance over all hosts (Envoy's panic threshold).

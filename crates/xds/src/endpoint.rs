@@ -30,7 +30,8 @@ pub struct LbEndpoint {
     pub address: SocketAddress,
     pub health: HealthStatus,
     pub weight: u32,
-    pub metadata: EndpointMetadata,
+    /// Shared by the endpoints that carry the same metadata (a workload's replicas).
+    pub metadata: Arc<EndpointMetadata>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,7 +45,7 @@ pub enum HealthStatus {
 /// What the proxy needs to know about an endpoint besides its address. The texts are shared:
 /// a service's endpoints mostly name the same cluster, network, namespace and identity, and a
 /// proxy holding a large mesh keeps one copy of each (its telemetry labels reuse them too).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EndpointMetadata {
     pub cluster: Arc<str>,
     pub network: Arc<str>,

@@ -403,7 +403,7 @@ async fn forward(
                 tried.push(h.address);
             }
             outcome.upstream_host = Some(h.address);
-            outcome.destination = Some(h.labels.clone());
+            outcome.destination = Some(h.labels());
         }
         if attempt_n == 1 && !mirror_targets.is_empty() {
             mirror(&mirror_targets, &parts, &path, authority, &replay);
@@ -506,7 +506,7 @@ async fn attempt(
     let host = match &cluster.config.discovery {
         Discovery::OriginalDst => c
             .captured
-            .then(|| crate::upstream::simple_host(c.destination, None)),
+            .then(|| crate::upstream::simple_host(c.destination)),
         _ => cluster.pick(hash, tried),
     };
     let Some(host) = host else {
@@ -524,7 +524,7 @@ async fn attempt(
         .stats
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    host.state
+    host.state()
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let work = async {
@@ -556,13 +556,13 @@ async fn attempt(
                 );
             }
         };
-        host.state
+        host.state()
             .active_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent = conn
             .send(request, cluster.settings.max_requests_per_connection)
             .await;
-        host.state
+        host.state()
             .active_requests
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match sent {
@@ -608,7 +608,7 @@ async fn attempt(
                 .stats
                 .timeouts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            host.state
+            host.state()
                 .failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             AttemptResult::Local(
@@ -648,7 +648,7 @@ async fn connection(
     host: &Arc<Host>,
     deadline: Option<Instant>,
 ) -> Result<Conn, ConnFailure> {
-    let pool = host.state.pool().clone();
+    let pool = host.state().pool().clone();
     // This worker's pooled connection, else a new one within the limit, else (at the limit)
     // another worker's pooled one.
     let available = || {
@@ -664,7 +664,7 @@ async fn connection(
         match found {
             Ok(c) => Ok(c),
             Err(permit) => pool
-                .connect(host.address, host.mtls, &cluster.settings, permit)
+                .connect(host.address, host.mtls(), &cluster.settings, permit)
                 .await
                 .map_err(ConnFailure::Connect),
         }

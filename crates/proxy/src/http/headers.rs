@@ -13,12 +13,12 @@ use crate::upstream::pool::Body;
 /// Applies `set`, `add` and `remove` (in Envoy's order: remove last wins over nothing; we
 /// remove first, then set, then add, as Istio's `headers` operations read).
 pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
-    for name in &edits.remove {
+    for name in edits.remove() {
         if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
             headers.remove(n);
         }
     }
-    for (name, value) in &edits.set {
+    for (name, value) in edits.set() {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
@@ -26,7 +26,7 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
             headers.insert(n, v);
         }
     }
-    for (name, value) in &edits.add {
+    for (name, value) in edits.add() {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
@@ -249,11 +249,12 @@ mod tests {
         h.insert("x-set", HeaderValue::from_static("before"));
         apply_edits(
             &mut h,
-            &HeaderEdits {
+            &strait_xds::route::HeaderEditList {
                 set: vec![("x-set".into(), "after".into())],
                 add: vec![("x-add".into(), "a".into()), ("x-add".into(), "b".into())],
                 remove: vec!["x-old".into()],
-            },
+            }
+            .into(),
         );
         assert!(!h.contains_key("x-old"));
         assert_eq!(h["x-set"], "after");

@@ -77,7 +77,8 @@ struct CompiledVirtualHost {
 #[derive(Debug, Clone)]
 pub struct Router {
     pub name: String,
-    exact: foldhash::HashMap<String, usize>,
+    /// Exact domains (a large mesh has thousands: keys and indices kept small).
+    exact: foldhash::HashMap<Box<str>, u32>,
     /// (`.suffix`, host index), longest first.
     suffixes: Vec<(String, usize)>,
     /// (`prefix.`, host index), longest first.
@@ -105,7 +106,7 @@ impl Router {
             suffixes: vec![],
             prefixes: vec![],
             any: None,
-            hosts: vec![],
+            hosts: Vec::with_capacity(config.virtual_hosts.len()),
         };
         for (i, vh) in config.virtual_hosts.iter().enumerate() {
             for domain in &vh.domains {
@@ -117,14 +118,16 @@ impl Router {
                 } else if let Some(prefix) = d.strip_suffix('*') {
                     router.prefixes.push((prefix.to_string(), i));
                 } else {
-                    router.exact.entry(d).or_insert(i);
+                    router.exact.entry(d.into_boxed_str()).or_insert(i as u32);
                 }
             }
-            let routes = vh
-                .routes
-                .iter()
-                .map(|r| compile_route(r).map_err(|e| format!("virtual host {}: {e}", vh.name)))
-                .collect::<Result<_, _>>()?;
+            // Sized exactly: collecting through `Result` starts at a capacity of four, and most
+            // virtual hosts of a large mesh have one route.
+            let mut routes = Vec::with_capacity(vh.routes.len());
+            for r in &vh.routes {
+                routes
+                    .push(compile_route(r).map_err(|e| format!("virtual host {}: {e}", vh.name))?);
+            }
             router.hosts.push(CompiledVirtualHost {
                 name: vh.name.clone(),
                 routes,
@@ -147,7 +150,7 @@ impl Router {
             authority.into()
         };
         if let Some(i) = self.exact.get(&*host) {
-            return Some(*i);
+            return Some(*i as usize);
         }
         if let Some((_, i)) = self
             .suffixes

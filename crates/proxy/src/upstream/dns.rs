@@ -42,7 +42,7 @@ pub async fn resolve_loop(runtime: Weak<ClusterRuntime>, targets: Vec<(String, u
         };
         if current != all {
             debug!(cluster = %rt.config.name, hosts = ?all, "DNS hosts changed");
-            rt.set_hosts(all.into_iter().map(|a| simple_host(a, None)).collect());
+            rt.set_hosts(all.into_iter().map(simple_host).collect());
         }
         drop(rt);
         tokio::time::sleep(REFRESH).await;

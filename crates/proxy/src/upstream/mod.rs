@@ -73,27 +73,74 @@ impl HostLabels {
     }
 }
 
+/// What the hosts of one locality entry of a load assignment share.
+#[derive(Debug, Default, PartialEq)]
+pub struct LocalityGroup {
+    pub locality: Locality,
+    /// 0 is used first.
+    pub priority: u32,
+    /// The locality's weight within its priority (`distribute`).
+    pub weight: Option<u32>,
+}
+
 /// One upstream host as the current assignment describes it.
 pub struct Host {
     pub address: SocketAddr,
     pub weight: u32,
     pub health: HealthStatus,
-    pub priority: u32,
-    /// Shared by the hosts of one locality.
-    pub locality: Arc<Locality>,
-    pub locality_weight: Option<u32>,
-    /// Istio's `tlsMode: istio`: the host takes mesh mTLS (auto mTLS).
-    pub mtls: bool,
-    /// The address is another network's east-west gateway.
-    pub gateway: bool,
-    pub labels: HostLabels,
-    pub state: Arc<HostState>,
+    /// Shared by the hosts of one locality entry.
+    pub group: Arc<LocalityGroup>,
+    /// The endpoint's metadata, shared with its load assignment (and with the hosts of the same
+    /// workload): mesh mTLS (`tlsMode: istio`), east-west gateway, telemetry labels.
+    pub metadata: Arc<EndpointMetadata>,
+    /// Made when the host is first used, or carried over from the host at the same address
+    /// before an endpoint update: a large mesh's hosts are mostly never called.
+    state: std::sync::OnceLock<Arc<HostState>>,
 }
 
 impl Host {
     /// Healthy by EDS and not ejected.
     pub fn is_available(&self) -> bool {
-        self.health == HealthStatus::Healthy && !self.state.ejected.load(Ordering::Relaxed)
+        self.health == HealthStatus::Healthy && !self.is_ejected()
+    }
+
+    /// Ejected by outlier detection.
+    pub fn is_ejected(&self) -> bool {
+        self.state
+            .get()
+            .is_some_and(|s| s.ejected.load(Ordering::Relaxed))
+    }
+
+    /// Requests in flight to the host.
+    pub fn active_requests(&self) -> u64 {
+        self.state
+            .get()
+            .map_or(0, |s| s.active_requests.load(Ordering::Relaxed))
+    }
+
+    /// The state the host keeps across endpoint updates (made on first use).
+    pub fn state(&self) -> &Arc<HostState> {
+        self.state.get_or_init(Arc::default)
+    }
+
+    /// The state, if the host has been used.
+    pub fn used_state(&self) -> Option<&Arc<HostState>> {
+        self.state.get()
+    }
+
+    /// The host takes mesh mTLS (Istio's auto mTLS).
+    pub fn mtls(&self) -> bool {
+        self.metadata.mtls
+    }
+
+    /// The address is another network's east-west gateway.
+    pub fn gateway(&self) -> bool {
+        self.metadata.gateway
+    }
+
+    /// Its workload, namespace and cluster as telemetry labels them.
+    pub fn labels(&self) -> HostLabels {
+        HostLabels::of(&self.metadata)
     }
 }
 
@@ -102,7 +149,7 @@ impl Candidate for Arc<Host> {
         self.weight
     }
     fn active_requests(&self) -> u64 {
-        self.state.active_requests.load(Ordering::Relaxed)
+        Host::active_requests(self)
     }
     fn write_ring_key(&self, out: &mut Vec<u8>) {
         // `ip:port`, as Envoy hashes a host onto the ring.
@@ -181,7 +228,7 @@ impl ClusterRuntime {
                 .and_then(|k| k.time_secs)
                 .map(|s| Duration::from_secs(u64::from(s))),
             tls: config.tls.as_ref().map(|t| pool::UpstreamTlsRuntime {
-                config: Arc::new(t.clone()),
+                config: t.clone(),
                 identity: env.identity.clone(),
             }),
         };
@@ -209,7 +256,7 @@ impl ClusterRuntime {
                         .ok()
                         .map(|ip| SocketAddr::new(ip, a.port))
                 })
-                .map(|addr| simple_host(addr, None))
+                .map(simple_host)
                 .collect();
             rt.set_hosts(hosts);
         }
@@ -265,11 +312,17 @@ impl ClusterRuntime {
     }
 
     fn set_assignment_with(&self, cla: Arc<ClusterLoadAssignment>, old: &[Arc<Host>]) {
-        let previous: HashMap<SocketAddr, Arc<HostState>> =
-            old.iter().map(|h| (h.address, h.state.clone())).collect();
-        let mut hosts = Vec::new();
+        let previous: HashMap<SocketAddr, &Arc<HostState>> = old
+            .iter()
+            .filter_map(|h| Some((h.address, h.used_state()?)))
+            .collect();
+        let mut hosts = Vec::with_capacity(cla.localities.iter().map(|l| l.endpoints.len()).sum());
         for l in &cla.localities {
-            let locality = Arc::new(l.locality.clone());
+            let group = Arc::new(LocalityGroup {
+                locality: l.locality.clone(),
+                priority: l.priority,
+                weight: l.weight,
+            });
             for e in &l.endpoints {
                 let Ok(ip) = e.address.ip.parse::<IpAddr>() else {
                     continue;
@@ -279,13 +332,12 @@ impl ClusterRuntime {
                     address,
                     weight: e.weight.max(1),
                     health: e.health,
-                    priority: l.priority,
-                    locality: locality.clone(),
-                    locality_weight: l.weight,
-                    mtls: e.metadata.mtls,
-                    gateway: e.metadata.gateway,
-                    labels: HostLabels::of(&e.metadata),
-                    state: previous.get(&address).cloned().unwrap_or_default(),
+                    group: group.clone(),
+                    metadata: e.metadata.clone(),
+                    state: previous
+                        .get(&address)
+                        .map(|s| (*s).clone().into())
+                        .unwrap_or_default(),
                 }));
             }
         }
@@ -344,7 +396,9 @@ impl ClusterRuntime {
                 .hosts
                 .iter()
                 .filter(|o| {
-                    o.priority == h.priority && o.is_available() && !avoid.contains(&o.address)
+                    o.group.priority == h.group.priority
+                        && o.is_available()
+                        && !avoid.contains(&o.address)
                 })
                 .collect();
             if !others.is_empty() {
@@ -366,7 +420,7 @@ impl ClusterRuntime {
         let mut ejected = 0;
         let mut current = false;
         for h in &plan.hosts {
-            ejected += usize::from(h.state.ejected.load(Ordering::Relaxed));
+            ejected += usize::from(h.is_ejected());
             current |= h.address == host.address;
         }
         if !current {
@@ -386,7 +440,7 @@ impl ClusterRuntime {
             )
         };
         if let Some(reason) = reason {
-            host.state.ejected.store(true, Ordering::Relaxed);
+            host.state().ejected.store(true, Ordering::Relaxed);
             self.stats.ejections.fetch_add(1, Ordering::Relaxed);
             info!(cluster = %self.config.name, host = %host.address, reason = reason.as_str(), "outlier ejected");
             self.rebuild(plan.hosts.clone());
@@ -409,7 +463,10 @@ impl ClusterRuntime {
         drop(book);
         if !back.is_empty() {
             for i in back {
-                plan.hosts[i].state.ejected.store(false, Ordering::Relaxed);
+                plan.hosts[i]
+                    .state()
+                    .ejected
+                    .store(false, Ordering::Relaxed);
                 info!(cluster = %self.config.name, host = %plan.hosts[i].address, "outlier ejection ended");
             }
             self.rebuild(plan.hosts.clone());
@@ -444,31 +501,23 @@ async fn sweep_loop(cluster: Weak<ClusterRuntime>) {
 }
 
 /// A host without locality or metadata (static, DNS and original-destination clusters).
-pub fn simple_host(address: SocketAddr, state: Option<Arc<HostState>>) -> Arc<Host> {
+pub fn simple_host(address: SocketAddr) -> Arc<Host> {
     Arc::new(Host {
         address,
         weight: 1,
         health: HealthStatus::Healthy,
-        priority: 0,
-        locality: Arc::default(),
-        locality_weight: None,
-        mtls: false,
-        gateway: false,
-        labels: HostLabels {
-            workload: Text::UNKNOWN,
-            namespace: Text::UNKNOWN,
-            cluster: Text::UNKNOWN,
-        },
-        state: state.unwrap_or_default(),
+        group: Arc::default(),
+        metadata: Arc::default(),
+        state: std::sync::OnceLock::new(),
     })
 }
 
 fn build_plan(hosts: Vec<Arc<Host>>, config: &Cluster, overprovisioning: u32) -> Plan {
-    let max_priority = hosts.iter().map(|h| h.priority).max();
+    let max_priority = hosts.iter().map(|h| h.group.priority).max();
     let levels_n = max_priority.map_or(0, |p| p as usize + 1);
     let mut by_level: Vec<Vec<Arc<Host>>> = vec![Vec::new(); levels_n];
     for h in &hosts {
-        by_level[h.priority as usize].push(h.clone());
+        by_level[h.group.priority as usize].push(h.clone());
     }
     let health: Vec<LevelHealth> = by_level
         .iter()
@@ -486,11 +535,13 @@ fn build_plan(hosts: Vec<Arc<Host>>, config: &Cluster, overprovisioning: u32) ->
         .enumerate()
         .map(|(i, level)| {
             let panic = load.panic.get(i).copied().unwrap_or(false);
-            let chosen: Vec<Arc<Host>> = level
+            let mut chosen: Vec<Arc<Host>> = level
                 .iter()
                 .filter(|h| panic || h.is_available())
                 .cloned()
                 .collect();
+            // Kept for as long as the plan is current: no room to spare.
+            chosen.shrink_to_fit();
             level_plan(chosen, level, config, overprovisioning, panic)
         })
         .collect();
@@ -519,23 +570,24 @@ fn level_plan(
         };
     }
     // Group by locality, in first-seen order.
-    let mut order: Vec<Arc<Locality>> = Vec::new();
+    let mut order: Vec<&Locality> = Vec::new();
     for h in all {
-        if !order.contains(&h.locality) {
-            order.push(h.locality.clone());
+        if !order.contains(&&h.group.locality) {
+            order.push(&h.group.locality);
         }
     }
     let mut localities = Vec::new();
     let mut cumulative = Vec::new();
     let mut acc = 0u64;
     for loc in order {
-        let members: Vec<&Arc<Host>> = all.iter().filter(|h| h.locality == loc).collect();
-        let hosts: Vec<Arc<Host>> = chosen
+        let members: Vec<&Arc<Host>> = all.iter().filter(|h| h.group.locality == *loc).collect();
+        let mut hosts: Vec<Arc<Host>> = chosen
             .iter()
-            .filter(|h| h.locality == loc)
+            .filter(|h| h.group.locality == *loc)
             .cloned()
             .collect();
-        let weight = u64::from(members.first().and_then(|h| h.locality_weight).unwrap_or(1));
+        hosts.shrink_to_fit();
+        let weight = u64::from(members.first().and_then(|h| h.group.weight).unwrap_or(1));
         let healthy = members.iter().filter(|h| h.is_available()).count() as u32;
         // Envoy: locality weight × its health (with overprovisioning), unless in panic.
         let health = if panic {
@@ -622,7 +674,7 @@ mod tests {
                     address: SocketAddress::new(*ip, 80),
                     health: HealthStatus::Healthy,
                     weight: 1,
-                    metadata: EndpointMetadata::default(),
+                    metadata: Arc::default(),
                 })
                 .collect(),
         }
@@ -741,9 +793,9 @@ mod tests {
             })
         };
         c.set_assignment(cla(&["10.0.0.1", "10.0.0.2"]));
-        let before = c.plan().hosts[0].state.clone();
+        let before = c.plan().hosts[0].state().clone();
         c.set_assignment(cla(&["10.0.0.1", "10.0.0.3"]));
-        assert!(Arc::ptr_eq(&before, &c.plan().hosts[0].state));
+        assert!(Arc::ptr_eq(&before, c.plan().hosts[0].state()));
         assert_eq!(c.plan().hosts.len(), 2);
     }
 }

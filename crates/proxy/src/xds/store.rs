@@ -395,7 +395,7 @@ mod tests {
             },
         );
         let mut bad = cluster("a");
-        bad.tls = Some(strait_xds::cluster::UpstreamTls {
+        bad.tls = Some(Arc::new(strait_xds::cluster::UpstreamTls {
             mode: UpstreamTlsMode::Simple,
             sni: None,
             subject_alt_names: vec![],
@@ -405,7 +405,7 @@ mod tests {
             private_key: None,
             credential_name: None,
             insecure_skip_verify: false,
-        });
+        }));
         let a = s.apply(
             ResourceType::Cluster,
             Update {
