@@ -5,7 +5,8 @@
 //! are spread over the whole 16 MB of code (the binary is also the control plane, the CA and the
 //! CLI), so an idle sidecar had 13.6 MiB of it resident. `link/proxy-symbol-order.txt` lists the
 //! functions a sidecar ran while it started, took its configuration and certificate and idled,
-//! then those it ran serving HTTP/1.1, HTTP/2, TCP and the admin API (each part hottest first;
+//! then those a sidecar ran only to take a large mesh's configuration, then those it ran serving
+//! HTTP/1.1, HTTP/2, TCP and the admin API (each part hottest first;
 //! `scripts/symbol-order` regenerates it with valgrind); the linker (LLD, Rust's default on
 //! x86-64 Linux) places them first, in that order. Names it no longer finds after code changes are
 //! skipped: the layout degrades, the build does not break. (The release profile's single codegen
