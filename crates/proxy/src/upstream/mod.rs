@@ -793,6 +793,10 @@ mod tests {
             })
         };
         c.set_assignment(cla(&["10.0.0.1", "10.0.0.2"]));
+        assert!(
+            c.plan().hosts.iter().all(|h| h.used_state().is_none()),
+            "a host's state is made when it is first used"
+        );
         let before = c.plan().hosts[0].state().clone();
         c.set_assignment(cla(&["10.0.0.1", "10.0.0.3"]));
         assert!(Arc::ptr_eq(&before, c.plan().hosts[0].state()));
