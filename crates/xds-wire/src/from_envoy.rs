@@ -524,13 +524,18 @@ struct Repeated {
 
 impl Repeated {
     fn retry_policy(&mut self, policy: RetryPolicy) -> Arc<RetryPolicy> {
-        if let Some(p) = self.retry_policies.get(&policy) {
-            return p.clone();
-        }
-        let p = Arc::new(policy);
-        self.retry_policies.insert(p.clone());
-        p
+        intern(&mut self.retry_policies, policy)
     }
+}
+
+/// The copy of `value` already in `set`, or `value` shared and added.
+fn intern<T: Eq + std::hash::Hash>(set: &mut HashSet<Arc<T>>, value: T) -> Arc<T> {
+    if let Some(shared) = set.get(&value) {
+        return shared.clone();
+    }
+    let shared = Arc::new(value);
+    set.insert(shared.clone());
+    shared
 }
 
 fn route_configuration_body(rc: eroute::RouteConfiguration) -> R<RouteConfiguration> {
@@ -1310,12 +1315,7 @@ impl Texts {
     }
 
     fn metadata(&mut self, m: EndpointMetadata) -> Arc<EndpointMetadata> {
-        if let Some(shared) = self.metadata.get(&m) {
-            return shared.clone();
-        }
-        let shared = Arc::new(m);
-        self.metadata.insert(shared.clone());
-        shared
+        intern(&mut self.metadata, m)
     }
 }
 

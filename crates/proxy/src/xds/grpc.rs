@@ -49,13 +49,8 @@ pub struct Deframer {
 }
 
 impl Deframer {
-    pub fn push(&mut self, mut data: impl Buf) {
-        while data.has_remaining() {
-            let chunk = data.chunk();
-            self.buffer.extend_from_slice(chunk);
-            let n = chunk.len();
-            data.advance(n);
-        }
+    pub fn push(&mut self, data: impl Buf) {
+        self.buffer.put(data);
     }
 
     /// Decodes the next whole message, if one has arrived.
@@ -224,16 +219,17 @@ where
         .call(request)
         .await
         .map_err(|e| GrpcError::Transport(e.to_string()))?;
-    if let Some(Err(e)) = status(response.headers()) {
-        return Err(e);
-    }
+    let trailers_only = match status(response.headers()) {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => true,
+        None => false,
+    };
     if response.status() != http::StatusCode::OK {
         return Err(GrpcError::Transport(format!(
             "the control plane answered HTTP {}",
             response.status()
         )));
     }
-    let trailers_only = status(response.headers()).is_some();
     Ok(Responses {
         body: response.into_body(),
         deframer: Deframer::default(),
