@@ -179,10 +179,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
         let r = runtime.block_on(control_plane::run(&strait, p, variant, name, &args.logs))?;
         say(&format!(
-            "  cold sync {}, endpoint change p99 {}, {} per proxy",
+            "  cold sync {}, endpoint change p99 {}, {} per proxy, {} per additional proxy",
             stats::ms(r.cold_sync_all),
             stats::opt_ms(stats::percentile(&r.endpoint_changes.all_acked, 99.0)),
-            stats::kib(r.kib_per_proxy(p.proxies))
+            stats::kib(r.kib_per_proxy(p.proxies)),
+            stats::kib(r.marginal_kib)
         ));
         anyhow::Ok(r)
     };

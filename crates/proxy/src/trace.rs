@@ -1,6 +1,7 @@
 //! Trace context: W3C `traceparent` and B3 headers are propagated; a request that arrives with
 //! neither gets a new `traceparent`, and every hop gets a new span ID as Envoy's tracer does.
-//! `x-request-id` is kept or created.
+//! `x-request-id` is kept or created. These IDs are unique to a request (or a hop), so they go
+//! to HTTP/2 peers as literals never entered into the HPACK table (marked sensitive).
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
@@ -47,8 +48,11 @@ fn random_hex<const N: usize>() -> [u8; N] {
 /// The trace ID of a request, after making sure it carries trace context. Writes its headers
 /// without building strings on the way (a few header values are all it allocates).
 pub fn propagate(headers: &mut HeaderMap) -> TraceId {
-    if !headers.contains_key(X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID, header_value(&request_id()));
+    match headers.get_mut(X_REQUEST_ID) {
+        Some(kept) => kept.set_sensitive(true),
+        None => {
+            headers.insert(X_REQUEST_ID, header_value(&request_id()));
+        }
     }
     // W3C: version-traceid-parentid-flags; a new span ID for this hop.
     let parsed = headers
@@ -77,8 +81,10 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
     traceparent[52] = b'-';
     traceparent[53..].copy_from_slice(&flags);
     headers.insert(TRACEPARENT, header_value(&traceparent));
-    if headers.contains_key(B3_TRACE_ID) {
-        if let Some(parent) = headers.get(B3_SPAN_ID).cloned() {
+    if let Some(kept) = headers.get_mut(B3_TRACE_ID) {
+        kept.set_sensitive(true);
+        if let Some(mut parent) = headers.get(B3_SPAN_ID).cloned() {
+            parent.set_sensitive(true);
             headers.insert(B3_PARENT_SPAN_ID, parent);
         }
         headers.insert(B3_SPAN_ID, header_value(&span));
@@ -86,9 +92,14 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
     trace_id
 }
 
-/// A header value of hex digits and dashes (always valid).
+/// A header value of hex digits and dashes (always valid), unique to one request or one hop:
+/// marked sensitive so HTTP/2 sends it as a literal never indexed — entering it into the
+/// HPACK table could never pay off (no later request repeats it) and would evict the entries
+/// that do repeat.
 fn header_value(bytes: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let mut v = HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
 }
 
 /// The trace ID and flags of a valid `traceparent`.
@@ -172,6 +183,36 @@ mod tests {
         assert_eq!(h["x-b3-parentspanid"], "e457b5a2e4d86bd1");
         assert_ne!(h["x-b3-spanid"], "e457b5a2e4d86bd1");
         assert!(h["traceparent"].to_str().unwrap().contains(id.as_str()));
+    }
+
+    #[test]
+    fn ids_unique_to_a_request_are_never_indexed_by_hpack() {
+        let sensitive = |h: &HeaderMap, name: &str| h[name].is_sensitive();
+        let mut new = HeaderMap::new();
+        propagate(&mut new);
+        assert!(sensitive(&new, "x-request-id") && sensitive(&new, "traceparent"));
+
+        let mut kept = HeaderMap::new();
+        kept.insert("x-request-id", HeaderValue::from_static("abc"));
+        kept.insert(
+            "x-b3-traceid",
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7"),
+        );
+        kept.insert("x-b3-spanid", HeaderValue::from_static("e457b5a2e4d86bd1"));
+        kept.insert("user-agent", HeaderValue::from_static("curl"));
+        propagate(&mut kept);
+        for name in [
+            "x-request-id",
+            "traceparent",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+        ] {
+            assert!(sensitive(&kept, name), "{name}");
+        }
+        assert_eq!(kept["x-request-id"], "abc");
+        // What repeats from request to request is left to the table.
+        assert!(!sensitive(&kept, "user-agent"));
     }
 
     #[test]
