@@ -249,6 +249,24 @@ impl AsyncWrite for ClientIo {
             ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
+    // Forwarded so writers that gather (hyper's HTTP/1 head and body, h2's frame head and DATA
+    // payload) send them in one system call and one TLS record rather than one each.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(s) => s.is_write_vectored(),
+            ClientIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -260,5 +278,80 @@ impl AsyncWrite for ClientIo {
             ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::Authority;
+    use crate::cacerts::CaFiles;
+    use crate::policy::Limits;
+    use crate::tls::{self, ClientAuth, Expect, MeshServerVerifier};
+    use std::io::IoSlice;
+    use std::time::SystemTime;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes a head and a body as one gathered write and reads both back on the other side.
+    async fn gathered_write_arrives_whole<R: AsyncRead + Unpin>(mut client: ClientIo, mut peer: R) {
+        assert!(client.is_write_vectored());
+        let (head, body) = (b"head:".as_slice(), [7u8; 1024]);
+        let written = client
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(&body)])
+            .await
+            .unwrap();
+        assert_eq!(written, head.len() + body.len(), "both slices in one write");
+        client.flush().await.unwrap();
+        let mut got = vec![0u8; written];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..head.len()], head);
+        assert_eq!(&got[head.len()..], &body[..]);
+    }
+
+    #[tokio::test]
+    async fn plain_connections_gather_writes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        gathered_write_arrives_whole(ClientIo::Plain(client.unwrap()), accepted.unwrap().0).await;
+    }
+
+    #[tokio::test]
+    async fn tls_connections_gather_writes() {
+        let now = SystemTime::now();
+        let ca = Authority::new(
+            CaFiles::self_signed_for_development(now).unwrap(),
+            Limits::default(),
+        )
+        .unwrap();
+        let roots = tls::root_store(ca.roots()).unwrap();
+        let issue = |sa: &str| {
+            let id = crate::SpiffeId::new("cluster.local", "default", sa);
+            let cert = ca.issue(&id, Duration::from_secs(3600), now).unwrap();
+            (id, tls::certified_key(&cert).unwrap())
+        };
+        let (server_id, server_key) = issue("server");
+        let (_, client_key) = issue("client");
+        let server =
+            tls::server_config(server_key, roots.clone(), ClientAuth::Required, &[]).unwrap();
+        let verifier = MeshServerVerifier::new(
+            roots,
+            Expect::Identities {
+                ids: vec![server_id.to_string()],
+                trust_domain_aliases: vec![],
+            },
+        );
+        let client = tls::client_config(Some(client_key), verifier, &[]).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap());
+        let (tcp, accepted) = tokio::join!(tcp, listener.accept());
+        let name = ServerName::try_from("server.mesh").unwrap();
+        let (client, server) = tokio::join!(
+            tokio_rustls::TlsConnector::from(client).connect(name, tcp.unwrap()),
+            tokio_rustls::TlsAcceptor::from(server).accept(accepted.unwrap().0),
+        );
+        gathered_write_arrives_whole(ClientIo::Tls(Box::new(client.unwrap())), server.unwrap())
+            .await;
     }
 }
