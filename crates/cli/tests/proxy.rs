@@ -915,3 +915,57 @@ spec:
         "{clusters}"
     );
 }
+
+#[test]
+fn connections_are_spread_over_the_workers_and_served_where_they_land() {
+    let s = setup(33, &[("a", None)], "");
+    let served = || -> Vec<u64> {
+        let metrics = s.proxy.admin("/stats/prometheus");
+        let mut per_worker: Vec<(String, u64)> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("strait_worker_connections_active{worker=\""))
+            .filter_map(|l| {
+                let (worker, value) = l.split_once("\"} ")?;
+                Some((worker.to_string(), value.trim().parse().ok()?))
+            })
+            .collect();
+        per_worker.sort();
+        per_worker.into_iter().map(|(_, n)| n).collect()
+    };
+    // The proxy runs Istio's default two workers. A burst of connections (a client's pool
+    // opening) is accepted by whichever worker wakes first, often all of it by one: each is
+    // handed to the worker serving fewer.
+    let mut open: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(format!("{}:8080", s.bind)).unwrap())
+        .collect();
+    let counted = wait_for(
+        Duration::from_secs(10),
+        "the connections to be counted",
+        || {
+            let n = served();
+            (n.iter().sum::<u64>() == 8).then_some(n)
+        },
+    );
+    // Two workers accepting at the same moment may each count before seeing the other's.
+    assert!(
+        counted.len() == 2 && counted.iter().all(|n| (3..=5).contains(n)),
+        "{counted:?}"
+    );
+    // Each is served, whichever worker it was handed to.
+    for c in &mut open {
+        use std::io::{Read, Write};
+        write!(
+            c,
+            "GET /hello HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "closed connections to be uncounted",
+        || (served() == [0, 0]).then_some(()),
+    );
+}

@@ -223,7 +223,11 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
         workers = worker_count,
         "connections are served on the worker threads"
     );
-    let mut bound = listen::Bound::new(proxy.bind_errors.clone(), workers.handles().to_vec());
+    let mut bound = listen::Bound::new(
+        proxy.bind_errors.clone(),
+        workers.handles().to_vec(),
+        &proxy.metrics,
+    );
     let mut changed = shared.changed.subscribe();
     let mut stop_watch = stop_rx.clone();
     tokio::pin!(shutdown);

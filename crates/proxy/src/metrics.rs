@@ -11,6 +11,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -249,6 +250,13 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Authorization decisions (Envoy's `rbac.allowed` / `rbac.denied` / `rbac.shadow_*`).
     pub authorization: Family<AuthzLabels, Counter>,
+    /// Downstream connections each worker serves (Envoy's `worker_<N>.downstream_cx_active`).
+    worker_connections: Family<WorkerLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -328,6 +336,12 @@ impl Metrics {
             "Authorization decisions of RBAC filters, by protocol and result",
             authorization.clone(),
         );
+        let worker_connections = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "strait_worker_connections_active",
+            "Downstream connections each worker thread is serving",
+            worker_connections.clone(),
+        );
         Metrics {
             series: Default::default(),
             registry,
@@ -341,7 +355,17 @@ impl Metrics {
             tcp_closed,
             tls_handshake_failures,
             authorization,
+            worker_connections,
         }
+    }
+
+    /// The gauge of connections worker `index` serves.
+    pub fn worker_connections(&self, index: usize) -> Gauge {
+        self.worker_connections
+            .get_or_create(&WorkerLabels {
+                worker: index.to_string(),
+            })
+            .clone()
     }
 
     /// Counts one authorization verdict.

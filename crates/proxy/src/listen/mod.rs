@@ -3,6 +3,7 @@
 //! captured connection's original destination (`SO_ORIGINAL_DST`), hands it to the listener for
 //! that destination, detects its protocol when asked, and runs the chosen filter chain.
 
+pub mod balance;
 pub mod chain;
 pub mod sniff;
 
@@ -22,6 +23,7 @@ use crate::authz::Facts;
 use crate::http::{self, HttpConn, RouteRef};
 use crate::state::ListenerRuntime;
 use crate::tcp::{self, TcpConn};
+use balance::Balancer;
 use chain::ConnectionFacts;
 
 /// How long to wait for a client's first bytes when the protocol must be detected (Istio's
@@ -37,15 +39,27 @@ pub struct Bound {
     /// Listeners that could not be bound, with the reason.
     pub errors: Arc<Mutex<HashMap<String, String>>>,
     /// The runtimes of the workers that accept and serve connections.
-    workers: Vec<Handle>,
+    workers: Arc<[Handle]>,
+    /// Which worker serves each accepted connection.
+    balancer: Arc<Balancer>,
 }
 
 impl Bound {
-    pub fn new(errors: Arc<Mutex<HashMap<String, String>>>, workers: Vec<Handle>) -> Bound {
+    pub fn new(
+        errors: Arc<Mutex<HashMap<String, String>>>,
+        workers: Vec<Handle>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Bound {
+        let balancer = Balancer::new(
+            (0..workers.len())
+                .map(|w| metrics.worker_connections(w))
+                .collect(),
+        );
         Bound {
             running: HashMap::new(),
             errors,
-            workers,
+            workers: workers.into(),
+            balancer,
         }
     }
 
@@ -91,7 +105,8 @@ impl Bound {
     }
 
     /// An accept loop on every worker, each on its own descriptor of the one listening socket:
-    /// whichever worker is free first takes the next connection, and serves it to its end.
+    /// whichever worker is free first takes the next connection and hands it to the worker
+    /// serving the fewest, which serves it to its end.
     fn accept_on_workers(
         &self,
         proxy: &Arc<Proxy>,
@@ -100,7 +115,7 @@ impl Bound {
     ) -> std::io::Result<Vec<JoinHandle<()>>> {
         let name: Arc<str> = Arc::from(name);
         let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(self.workers.len());
-        for worker in &self.workers {
+        for worker in self.workers.iter() {
             let listener = match listener.try_clone() {
                 Ok(l) => l,
                 Err(e) => {
@@ -110,9 +125,10 @@ impl Bound {
                 }
             };
             let (proxy, name) = (proxy.clone(), name.clone());
+            let (workers, balancer) = (self.workers.clone(), self.balancer.clone());
             tasks.push(worker.spawn(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(proxy, name, listener).await,
+                    Ok(listener) => accept_loop(proxy, name, listener, workers, balancer).await,
                     Err(e) => warn!(listener = %name, error = %e, "a worker cannot accept on this listener"),
                 }
             }));
@@ -152,12 +168,45 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, name: Arc<str>, listener: TcpListener) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    name: Arc<str>,
+    listener: TcpListener,
+    workers: Arc<[Handle]>,
+    balancer: Arc<Balancer>,
+) {
+    let me = crate::workers::current();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle(proxy.clone(), name.clone(), stream, peer));
+                let (worker, serving) = balancer.assign(me);
+                let (proxy, name) = (proxy.clone(), name.clone());
+                match workers.get(worker).filter(|_| worker != me) {
+                    None => {
+                        tokio::spawn(async move {
+                            handle(proxy, name, stream, peer).await;
+                            drop(serving);
+                        });
+                    }
+                    // Registered again with the other worker's reactor, served there.
+                    Some(other) => match stream.into_std() {
+                        Ok(stream) => {
+                            other.spawn(async move {
+                                match TcpStream::from_std(stream) {
+                                    Ok(stream) => handle(proxy, name, stream, peer).await,
+                                    Err(e) => {
+                                        warn!(listener = %name, %peer, error = %e, "a worker cannot take over a connection; closing")
+                                    }
+                                }
+                                drop(serving);
+                            });
+                        }
+                        Err(e) => {
+                            warn!(listener = %name, %peer, error = %e, "cannot hand a connection to another worker; closing")
+                        }
+                    },
+                }
             }
             Err(e) => {
                 // Out of descriptors and the like: back off a little rather than spin.
