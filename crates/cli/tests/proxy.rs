@@ -519,6 +519,36 @@ spec:
 fn grpc_calls_and_tcp_bytes_pass_through() {
     let s = setup(7, &[("a", None)], "");
     let _grpc = backend("grpc-a", "127.1.7.1", 9090);
+
+    // A burst of streams on two connections (one per worker) before any upstream connection
+    // exists: each worker opens one HTTP/2 connection and its other streams wait for it.
+    let empty_message = s.dir.join("empty-grpc-message");
+    std::fs::write(&empty_message, [0u8; 5]).unwrap();
+    let (codes, failed, out) = h2load(&[
+        "-c",
+        "2",
+        "-m",
+        "32",
+        "-n",
+        "64",
+        "-d",
+        empty_message.to_str().unwrap(),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        &format!(":authority: {HOST}:9090"),
+        &format!("http://{}:9090/strait.test.Nothing/Call", s.bind),
+    ]);
+    assert_eq!((codes[0], failed), (64, 0), "{out}");
+    let stats = s.proxy.admin("/stats/prometheus");
+    let opened = stats
+        .lines()
+        .find(|l| l.starts_with("envoy_cluster_upstream_cx_total{") && l.contains("|9090|"))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(
+        opened.ends_with(" 2"),
+        "one connection per worker: {opened}"
+    );
     // gRPC (HTTP/2 to the upstream, trailers and status carried back).
     let out = client_plain(
         &format!("{}:9090", s.bind),

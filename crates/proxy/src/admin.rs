@@ -119,7 +119,6 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Envoy-style per-cluster counters, for dashboards that read them.
 /// The DNS proxy: its upstreams, counters and the table it answers from.
 fn dns_json(proxy: &Proxy) -> Value {
     let Some(dns) = &proxy.dns else {
@@ -158,13 +157,15 @@ fn dns_stats(proxy: &Proxy) -> String {
     out
 }
 
+/// Envoy-style per-cluster counters, for dashboards that read them.
 fn cluster_stats(proxy: &Proxy) -> String {
     let snapshot = proxy.snapshot.load();
     let mut out = String::new();
     let mut names: Vec<&String> = snapshot.clusters.keys().collect();
     names.sort();
-    let families: [(&str, &str); 6] = [
+    let families: [(&str, &str); 7] = [
         ("envoy_cluster_upstream_rq_total", "counter"),
+        ("envoy_cluster_upstream_cx_total", "counter"),
         ("envoy_cluster_upstream_rq_retry", "counter"),
         ("envoy_cluster_upstream_rq_timeout", "counter"),
         ("envoy_cluster_upstream_cx_connect_fail", "counter"),
@@ -177,6 +178,9 @@ fn cluster_stats(proxy: &Proxy) -> String {
             let c = &snapshot.clusters[*name];
             let v = match family {
                 "envoy_cluster_upstream_rq_total" => c.stats.requests.load(Ordering::Relaxed),
+                "envoy_cluster_upstream_cx_total" => {
+                    c.stats.connections_opened.load(Ordering::Relaxed)
+                }
                 "envoy_cluster_upstream_rq_retry" => c.stats.retries.load(Ordering::Relaxed),
                 "envoy_cluster_upstream_rq_timeout" => c.stats.timeouts.load(Ordering::Relaxed),
                 "envoy_cluster_upstream_cx_connect_fail" => {

@@ -23,7 +23,7 @@ use super::headers::{self, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
 use crate::upstream::limits::{Permit, Resource};
 use crate::upstream::outlier::Outcome as HostOutcome;
-use crate::upstream::pool::{Body, Conn, ConnectError, Reach};
+use crate::upstream::pool::{Body, Conn, ConnectError, Opening, Reach};
 use crate::upstream::{ClusterRuntime, Host, lb};
 
 /// Envoy's route timeout when the route sets none.
@@ -651,22 +651,39 @@ async fn connection(
     let pool = host.state().pool().clone();
     // This worker's pooled connection, else a new one within the limit, else (at the limit)
     // another worker's pooled one.
+    // HTTP/2: while another request of this worker opens its connection, wait for it.
     let available = || {
         if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
             return Some(Ok(c));
         }
+        let opening = match cluster.settings.http2 {
+            true => Some(pool.start_opening()?),
+            false => None,
+        };
         if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
-            return Some(Err(permit));
+            return Some(Err((permit, opening)));
         }
         pool.checkout(&cluster.settings, Reach::AnyWorker).map(Ok)
     };
-    let take = |found: Result<Conn, Permit>| async {
+    let take = |found: Result<Conn, (Permit, Option<Opening>)>| async {
         match found {
             Ok(c) => Ok(c),
-            Err(permit) => pool
-                .connect(host.address, host.mtls(), &cluster.settings, permit)
-                .await
-                .map_err(ConnFailure::Connect),
+            Err((permit, opening)) => {
+                let opened = pool
+                    .connect(host.address, host.mtls(), &cluster.settings, permit)
+                    .await
+                    .map_err(ConnFailure::Connect);
+                drop(opening);
+                // Whoever waited for this one: take it, or try in turn.
+                pool.freed.freed();
+                if opened.is_ok() {
+                    cluster
+                        .stats
+                        .connections_opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                opened
+            }
         }
     };
     if let Some(found) = available() {

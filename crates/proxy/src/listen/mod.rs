@@ -23,7 +23,7 @@ use crate::authz::Facts;
 use crate::http::{self, HttpConn, RouteRef};
 use crate::state::ListenerRuntime;
 use crate::tcp::{self, TcpConn};
-use balance::Balancer;
+use balance::{Balancer, ListenerBalance};
 use chain::ConnectionFacts;
 
 /// How long to wait for a client's first bytes when the protocol must be detected (Istio's
@@ -106,7 +106,7 @@ impl Bound {
 
     /// An accept loop on every worker, each on its own descriptor of the one listening socket:
     /// whichever worker is free first takes the next connection and hands it to the worker
-    /// serving the fewest, which serves it to its end.
+    /// serving the fewest of this listener's (then of all), which serves it to its end.
     fn accept_on_workers(
         &self,
         proxy: &Arc<Proxy>,
@@ -114,6 +114,7 @@ impl Bound {
         listener: &std::net::TcpListener,
     ) -> std::io::Result<Vec<JoinHandle<()>>> {
         let name: Arc<str> = Arc::from(name);
+        let balance = self.balancer.listener();
         let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(self.workers.len());
         for worker in self.workers.iter() {
             let listener = match listener.try_clone() {
@@ -125,10 +126,10 @@ impl Bound {
                 }
             };
             let (proxy, name) = (proxy.clone(), name.clone());
-            let (workers, balancer) = (self.workers.clone(), self.balancer.clone());
+            let (workers, balance) = (self.workers.clone(), balance.clone());
             tasks.push(worker.spawn(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(proxy, name, listener, workers, balancer).await,
+                    Ok(listener) => accept_loop(proxy, name, listener, workers, balance).await,
                     Err(e) => warn!(listener = %name, error = %e, "a worker cannot accept on this listener"),
                 }
             }));
@@ -173,14 +174,15 @@ async fn accept_loop(
     name: Arc<str>,
     listener: TcpListener,
     workers: Arc<[Handle]>,
-    balancer: Arc<Balancer>,
+    balance: Arc<ListenerBalance>,
 ) {
     let me = crate::workers::current();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (worker, serving) = balancer.assign(me);
+                let (worker, serving) = balance.assign(me);
+                debug!(listener = %name, %peer, accepted_on = me, served_on = worker, "connection accepted");
                 let (proxy, name) = (proxy.clone(), name.clone());
                 match workers.get(worker).filter(|_| worker != me) {
                     None => {

@@ -184,6 +184,8 @@ pub struct ClusterStats {
     pub no_healthy: AtomicU64,
     pub ejections: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Connections opened (Envoy's `upstream_cx_total`).
+    pub connections_opened: AtomicU64,
 }
 
 /// A cluster at run time.

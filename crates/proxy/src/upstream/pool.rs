@@ -102,8 +102,27 @@ pub struct Pool {
     idle: Mutex<Vec<IdleH1>>,
     /// The HTTP/2 connection each worker opened (by worker index).
     h2: Mutex<Vec<(usize, http2::SendRequest<Body>)>>,
+    /// The workers opening an HTTP/2 connection right now.
+    h2_opening: Mutex<Vec<usize>>,
     /// Requests waiting in the pending queue are woken when a connection comes back or opens.
     pub freed: Capacity,
+}
+
+/// The calling worker is opening this host's HTTP/2 connection until dropped.
+pub struct Opening {
+    pool: Arc<Pool>,
+    worker: usize,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut opening = self
+            .pool
+            .h2_opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        opening.retain(|w| *w != self.worker);
+    }
 }
 
 /// Wakes the requests waiting for capacity when some frees up — without a lock on the hot
@@ -187,6 +206,23 @@ impl Pool {
             used: c.used,
             pool: Arc::downgrade(self),
             worker: c.worker,
+        })
+    }
+
+    /// The right to open the calling worker's HTTP/2 connection, unless one of its requests is
+    /// opening it already: the others wait for that one (as Envoy queues requests on a
+    /// connecting HTTP/2 connection) rather than each opening its own — a burst of requests
+    /// to a new host would otherwise open a connection per request.
+    pub fn start_opening(self: &Arc<Self>) -> Option<Opening> {
+        let worker = crate::workers::current();
+        let mut opening = self.h2_opening.lock().unwrap_or_else(|e| e.into_inner());
+        if opening.contains(&worker) {
+            return None;
+        }
+        opening.push(worker);
+        Some(Opening {
+            pool: self.clone(),
+            worker,
         })
     }
 
@@ -545,6 +581,31 @@ mod tests {
         assert_eq!(f.pool.idle_count(), 1, "looking does not take it");
         assert_eq!(f.checkout(1, Reach::AnyWorker), Some(0));
         assert_eq!(f.pool.idle_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_request_per_worker_opens_its_http2_connection_at_a_time() {
+        let f = Fixture::new().await;
+        let pool = f.pool.clone();
+        let (first, second, other) = on(&f.workers, 0, async move {
+            let first = pool.start_opening();
+            let second = pool.start_opening().is_some();
+            let other = pool.h2_opening.lock().unwrap().clone();
+            (first, second, other)
+        });
+        assert!(first.is_some() && !second, "the second waits for the first");
+        assert_eq!(other, [0]);
+        let pool = f.pool.clone();
+        assert!(
+            on(&f.workers, 1, async move { pool.start_opening().is_some() }),
+            "another worker opens its own"
+        );
+        drop(first);
+        let pool = f.pool.clone();
+        assert!(
+            on(&f.workers, 0, async move { pool.start_opening().is_some() }),
+            "once it is done (opened or failed) the next may"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
