@@ -640,6 +640,15 @@ enum ConnFailure {
     Connect(ConnectError),
 }
 
+/// What a request found when it looked for a connection.
+enum Found {
+    Pooled(Conn),
+    /// Room to open one (and, for HTTP/2, this worker's turn to).
+    Open(Permit, Option<Opening>),
+    /// This worker's HTTP/2 connection, which the request waited for, failed to open.
+    Failed(String),
+}
+
 /// A connection to `host`: a pooled one of this worker's, a new one within `max_connections`,
 /// at the limit another worker's pooled one, or a place in the pending queue (within
 /// `max_pending_requests`) until one of those frees up.
@@ -649,40 +658,51 @@ async fn connection(
     deadline: Option<Instant>,
 ) -> Result<Conn, ConnFailure> {
     let pool = host.state().pool().clone();
+    let since = std::time::Instant::now();
     // This worker's pooled connection, else a new one within the limit, else (at the limit)
-    // another worker's pooled one.
-    // HTTP/2: while another request of this worker opens its connection, wait for it.
+    // another worker's pooled one. HTTP/2: while another request of this worker opens its
+    // connection, wait for it, and fail if it fails (as Envoy fails the requests queued on a
+    // connection that cannot connect) rather than try again one after another.
     let available = || {
         if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
-            return Some(Ok(c));
+            return Some(Found::Pooled(c));
         }
         let opening = match cluster.settings.http2 {
-            true => Some(pool.start_opening()?),
+            true => {
+                if let Some(reason) = pool.failed_since(since) {
+                    return Some(Found::Failed(reason));
+                }
+                Some(pool.start_opening()?)
+            }
             false => None,
         };
         if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
-            return Some(Err((permit, opening)));
+            return Some(Found::Open(permit, opening));
         }
-        pool.checkout(&cluster.settings, Reach::AnyWorker).map(Ok)
+        pool.checkout(&cluster.settings, Reach::AnyWorker)
+            .map(Found::Pooled)
     };
-    let take = |found: Result<Conn, (Permit, Option<Opening>)>| async {
+    let take = |found: Found| async {
         match found {
-            Ok(c) => Ok(c),
-            Err((permit, opening)) => {
+            Found::Pooled(c) => Ok(c),
+            Found::Failed(reason) => Err(ConnFailure::Connect(ConnectError::Waited(reason))),
+            Found::Open(permit, opening) => {
                 let opened = pool
                     .connect(host.address, host.mtls(), &cluster.settings, permit)
-                    .await
-                    .map_err(ConnFailure::Connect);
-                drop(opening);
-                // Whoever waited for this one: take it, or try in turn.
-                pool.freed.freed();
-                if opened.is_ok() {
-                    cluster
-                        .stats
-                        .connections_opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .await;
+                match (&opened, opening) {
+                    (Ok(_), _) => {
+                        cluster
+                            .stats
+                            .connections_opened
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (Err(e), Some(opening)) => opening.failed(e.to_string()),
+                    (Err(_), None) => {}
                 }
-                opened
+                // Whoever waited for this one: take it, or learn why not.
+                pool.freed.freed();
+                opened.map_err(ConnFailure::Connect)
             }
         }
     };

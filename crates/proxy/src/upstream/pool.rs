@@ -66,6 +66,8 @@ pub enum ConnectError {
     /// The mTLS handshake failed (or no certificate to present).
     Tls(String),
     Handshake(hyper::Error),
+    /// The HTTP/2 connection another request was opening, which this one waited for, failed.
+    Waited(String),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -75,6 +77,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
             ConnectError::Tls(e) => write!(f, "mTLS failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::Waited(reason) => f.write_str(reason),
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Pool {
     h2: Mutex<Vec<(usize, http2::SendRequest<Body>)>>,
     /// The workers opening an HTTP/2 connection right now.
     h2_opening: Mutex<Vec<usize>>,
+    /// Each worker's last failure to open one: when, and why.
+    h2_failed: Mutex<Vec<(usize, Instant, String)>>,
     /// Requests waiting in the pending queue are woken when a connection comes back or opens.
     pub freed: Capacity,
 }
@@ -112,6 +117,19 @@ pub struct Pool {
 pub struct Opening {
     pool: Arc<Pool>,
     worker: usize,
+}
+
+impl Opening {
+    /// The connection could not be opened: the requests that waited for it fail with `reason`.
+    pub fn failed(self, reason: String) {
+        let mut failed = self
+            .pool
+            .h2_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        failed.retain(|(w, _, _)| *w != self.worker);
+        failed.push((self.worker, Instant::now(), reason));
+    }
 }
 
 impl Drop for Opening {
@@ -224,6 +242,16 @@ impl Pool {
             pool: self.clone(),
             worker,
         })
+    }
+
+    /// Why the calling worker's HTTP/2 connection failed to open, if it did at or after `since`.
+    pub fn failed_since(&self, since: Instant) -> Option<String> {
+        let worker = crate::workers::current();
+        let failed = self.h2_failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed
+            .iter()
+            .find(|(w, at, _)| *w == worker && *at >= since)
+            .map(|(_, _, reason)| reason.clone())
     }
 
     fn put_back(&self, sender: http1::SendRequest<Body>, used: u32, worker: usize) {
@@ -602,10 +630,30 @@ mod tests {
         );
         drop(first);
         let pool = f.pool.clone();
-        assert!(
-            on(&f.workers, 0, async move { pool.start_opening().is_some() }),
-            "once it is done (opened or failed) the next may"
+        let (next, failure_seen) = on(&f.workers, 0, async move {
+            let since = Instant::now();
+            let next = pool.start_opening();
+            let failed = next.map(|o| o.failed("connect timeout".into()));
+            (failed.is_some(), pool.failed_since(since))
+        });
+        assert!(next, "once it is done (opened or failed) the next may");
+        assert_eq!(
+            failure_seen.as_deref(),
+            Some("connect timeout"),
+            "waiters see why"
         );
+        let pool = f.pool.clone();
+        let later = on(
+            &f.workers,
+            0,
+            async move { pool.failed_since(Instant::now()) },
+        );
+        assert_eq!(later, None, "a request arriving after it tries again");
+        let pool = f.pool.clone();
+        let elsewhere = on(&f.workers, 1, async move {
+            pool.failed_since(Instant::now() - Duration::from_secs(60))
+        });
+        assert_eq!(elsewhere, None, "another worker's connection is its own");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
