@@ -348,7 +348,6 @@ fn clusters_view<'a>(
     ClustersView { clusters }
 }
 
-/// Each cluster's name and current plan, sorted by name.
 /// A label as telemetry shows it: `unknown` when empty.
 fn or_unknown(s: &str) -> &str {
     if s.is_empty() {
@@ -358,6 +357,7 @@ fn or_unknown(s: &str) -> &str {
     }
 }
 
+/// Each cluster's name and current plan, sorted by name.
 fn plans(snapshot: &crate::state::Snapshot) -> Vec<(&String, Arc<crate::upstream::Plan>)> {
     let mut plans: Vec<_> = snapshot
         .clusters

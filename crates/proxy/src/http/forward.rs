@@ -667,14 +667,13 @@ async fn connection(
         if let Some(c) = pool.checkout(&cluster.settings, Reach::OwnWorker) {
             return Some(Found::Pooled(c));
         }
-        let opening = match cluster.settings.http2 {
-            true => {
-                if let Some(reason) = pool.failed_since(since) {
-                    return Some(Found::Failed(reason));
-                }
-                Some(pool.start_opening()?)
+        let opening = if cluster.settings.http2 {
+            if let Some(reason) = pool.failed_since(since) {
+                return Some(Found::Failed(reason));
             }
-            false => None,
+            Some(pool.start_opening()?)
+        } else {
+            None
         };
         if let Some(permit) = cluster.limits.acquire(Resource::Connections) {
             return Some(Found::Open(permit, opening));
@@ -697,11 +696,10 @@ async fn connection(
                             .connections_opened
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    // Whoever waited for this one learns why (the guard's drop wakes them).
                     (Err(e), Some(opening)) => opening.failed(e.to_string()),
                     (Err(_), None) => {}
                 }
-                // Whoever waited for this one: take it, or learn why not.
-                pool.freed.freed();
                 opened.map_err(ConnFailure::Connect)
             }
         }

@@ -94,7 +94,7 @@ fn least_loaded<L: Ord + Copy>(loads: impl Iterator<Item = L>, me: usize) -> usi
     for (i, load) in loads.enumerate() {
         let better = match best {
             None => true,
-            Some((b, bi)) => load < b || (load == b && i == me && bi != me),
+            Some((b, _)) => load < b || (load == b && i == me),
         };
         if better {
             best = Some((load, i));

@@ -23,7 +23,7 @@ use crate::authz::Facts;
 use crate::http::{self, HttpConn, RouteRef};
 use crate::state::ListenerRuntime;
 use crate::tcp::{self, TcpConn};
-use balance::{Balancer, ListenerBalance};
+use balance::{Balancer, ListenerBalance, Serving};
 use chain::ConnectionFacts;
 
 /// How long to wait for a client's first bytes when the protocol must be detected (Istio's
@@ -184,30 +184,16 @@ async fn accept_loop(
                 let (worker, serving) = balance.assign(me);
                 debug!(listener = %name, %peer, accepted_on = me, served_on = worker, "connection accepted");
                 let (proxy, name) = (proxy.clone(), name.clone());
-                match workers.get(worker).filter(|_| worker != me) {
-                    None => {
+                match workers.get(worker) {
+                    Some(other) if worker != me => {
+                        hand_off(other, proxy, name, stream, peer, serving);
+                    }
+                    _ => {
                         tokio::spawn(async move {
                             handle(proxy, name, stream, peer).await;
                             drop(serving);
                         });
                     }
-                    // Registered again with the other worker's reactor, served there.
-                    Some(other) => match stream.into_std() {
-                        Ok(stream) => {
-                            other.spawn(async move {
-                                match TcpStream::from_std(stream) {
-                                    Ok(stream) => handle(proxy, name, stream, peer).await,
-                                    Err(e) => {
-                                        warn!(listener = %name, %peer, error = %e, "a worker cannot take over a connection; closing")
-                                    }
-                                }
-                                drop(serving);
-                            });
-                        }
-                        Err(e) => {
-                            warn!(listener = %name, %peer, error = %e, "cannot hand a connection to another worker; closing")
-                        }
-                    },
                 }
             }
             Err(e) => {
@@ -217,6 +203,34 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Serves an accepted connection on another worker: registered again with that worker's
+/// reactor, counted against it until it ends.
+fn hand_off(
+    other: &Handle,
+    proxy: Arc<Proxy>,
+    name: Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    serving: Serving,
+) {
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(listener = %name, %peer, error = %e, "cannot hand a connection to another worker; closing");
+            return;
+        }
+    };
+    other.spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => handle(proxy, name, stream, peer).await,
+            Err(e) => {
+                warn!(listener = %name, %peer, error = %e, "a worker cannot take over a connection; closing")
+            }
+        }
+        drop(serving);
+    });
 }
 
 /// The destination the client meant, before iptables redirected it here.

@@ -113,7 +113,8 @@ pub struct Pool {
     pub freed: Capacity,
 }
 
-/// The calling worker is opening this host's HTTP/2 connection until dropped.
+/// The calling worker is opening this host's HTTP/2 connection until dropped; dropping it (the
+/// connection opened, failed, or the request gave up) wakes the requests waiting for it.
 pub struct Opening {
     pool: Arc<Pool>,
     worker: usize,
@@ -140,6 +141,8 @@ impl Drop for Opening {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         opening.retain(|w| *w != self.worker);
+        drop(opening);
+        self.pool.freed.freed();
     }
 }
 
