@@ -80,6 +80,16 @@ struct Setup {
 }
 
 fn setup(net: u8, backends: &[(&str, Option<u16>)], extra: &str) -> Setup {
+    setup_with(net, backends, extra, &[])
+}
+
+/// As [`setup`], the proxy started with `proxy_flags` too.
+fn setup_with(
+    net: u8,
+    backends: &[(&str, Option<u16>)],
+    extra: &str,
+    proxy_flags: &[&str],
+) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("config");
     std::fs::create_dir(&dir).unwrap();
@@ -95,7 +105,14 @@ fn setup(net: u8, backends: &[(&str, Option<u16>)], extra: &str) -> Setup {
         .map(|((name, always), ip)| http_backend(name, ip, 8080, *always))
         .collect();
     let cp = ControlPlane::start(&dir, &[]);
-    let proxy = StraitProxy::start(&cp, tmp.path(), &bind, "client-1", "app=client,version=v1");
+    let proxy = StraitProxy::start_with(
+        &cp,
+        tmp.path(),
+        &format!("sidecar~{bind}~client-1.default~default.svc.cluster.local"),
+        "client-1",
+        "app=client,version=v1",
+        proxy_flags,
+    );
     Setup {
         dir: dir.clone(),
         _tmp: tmp,
@@ -567,18 +584,7 @@ fn grpc_calls_and_tcp_bytes_pass_through() {
     );
 
     // Opaque TCP: an echo server behind the proxy.
-    let echo = std::net::TcpListener::bind("127.1.7.1:7000").unwrap();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        if let Ok((mut c, _)) = echo.accept() {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = c.read(&mut buf) {
-                if n == 0 || c.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    tcp_echo("127.1.7.1:7000");
     {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect((s.bind.as_str(), 7000)).unwrap();
@@ -997,5 +1003,119 @@ fn connections_are_spread_over_the_workers_and_served_where_they_land() {
         Duration::from_secs(10),
         "closed connections to be uncounted",
         || (served() == [0, 0]).then_some(()),
+    );
+}
+
+/// A TCP echo server on `addr` for one connection.
+fn tcp_echo(addr: &str) {
+    use std::io::{Read, Write};
+    let echo = std::net::TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = echo.accept() {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// One HTTP/1.1 keep-alive request on `c`; the response's status line.
+fn request_on(c: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(c);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    assert!(reader.buffer().is_empty(), "nothing past the response");
+    status.trim_end().to_string()
+}
+
+/// Blocks until the peer closes `c`; how long that took.
+fn closed_after(c: &mut std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let since = Instant::now();
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => since.elapsed(),
+        other => panic!("expected the proxy to close the connection, got {other:?}"),
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_nodes_idle_timeout_and_busy_ones_are_not() {
+    use std::io::{Read, Write};
+    // Istio's `ISTIO_META_IDLE_TIMEOUT`: the control plane sets it on the node's listeners.
+    let s = setup_with(34, &[("a", None)], "", &["--meta", "IDLE_TIMEOUT=1s"]);
+    let listeners = strait(&[
+        "proxy-config",
+        "listeners",
+        "--admin",
+        &format!("127.0.0.1:{}", s.proxy.admin_port),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        listeners.contains("\"idle_timeout_ms\": 1000"),
+        "{listeners}"
+    );
+
+    // HTTP/1.1: a request slower than the timeout is not cut; a keep-alive connection used
+    // every 400 ms stays; once unused for the timeout, the proxy closes it.
+    let mut c = std::net::TcpStream::connect((s.bind.as_str(), 8080)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(request_on(&mut c, "/delay/1500"), "HTTP/1.1 200 OK");
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(request_on(&mut c, "/hello"), "HTTP/1.1 200 OK");
+    }
+    let waited = closed_after(&mut c);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the last response"
+    );
+
+    // TCP: bytes moving both ways keep the connection; none for the timeout close it.
+    tcp_echo("127.1.34.1:7000");
+    let mut t = std::net::TcpStream::connect((s.bind.as_str(), 7000)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..4 {
+        t.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        t.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let waited = closed_after(&mut t);
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the last bytes"
+    );
+    let metrics = wait_for(Duration::from_secs(5), "the idle timeouts counted", || {
+        let m = s.proxy.admin("/stats/prometheus");
+        (m.contains("strait_idle_timeouts_total{protocol=\"http\"} 1")
+            && m.contains("strait_idle_timeouts_total{protocol=\"tcp\"} 1"))
+        .then_some(m)
+    });
+    assert!(
+        metrics.contains("istio_tcp_received_bytes_total{"),
+        "{metrics}"
     );
 }

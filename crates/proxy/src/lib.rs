@@ -8,6 +8,7 @@ pub mod admin;
 pub mod authz;
 pub mod http;
 pub mod identity;
+pub mod idle;
 pub mod jwt;
 pub mod listen;
 pub mod metrics;

@@ -248,6 +248,9 @@ pub struct Metrics {
     /// Inbound mTLS handshakes that failed (untrusted or expired peer, plaintext to a
     /// TLS-only port that looked like TLS, ...): Envoy's `ssl.handshake` errors.
     pub tls_handshake_failures: Counter,
+    /// Downstream connections closed by an idle timeout, by `protocol` (`http`: Envoy's
+    /// `http.<prefix>.downstream_cx_idle_timeout`; `tcp`: `tcp.<prefix>.idle_timeout`).
+    pub idle_timeouts: Family<IdleLabels, Counter>,
     /// Authorization decisions (Envoy's `rbac.allowed` / `rbac.denied` / `rbac.shadow_*`).
     pub authorization: Family<AuthzLabels, Counter>,
     /// Downstream connections each worker serves (Envoy's `worker_<N>.downstream_cx_active`).
@@ -257,6 +260,12 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct WorkerLabels {
     pub worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IdleLabels {
+    /// `http` (no request in flight) or `tcp` (no bytes either way).
+    pub protocol: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -330,6 +339,12 @@ impl Metrics {
             "Inbound mTLS handshakes that failed",
             tls_handshake_failures.clone(),
         );
+        let idle_timeouts = Family::<IdleLabels, Counter>::default();
+        registry.register(
+            "strait_idle_timeouts",
+            "Downstream connections closed by the idle timeout, by protocol",
+            idle_timeouts.clone(),
+        );
         let authorization = Family::<AuthzLabels, Counter>::default();
         registry.register(
             "strait_authorization_decisions",
@@ -354,9 +369,17 @@ impl Metrics {
             tcp_opened,
             tcp_closed,
             tls_handshake_failures,
+            idle_timeouts,
             authorization,
             worker_connections,
         }
+    }
+
+    /// Counts a connection closed by its idle timeout.
+    pub fn record_idle_timeout(&self, protocol: &'static str) {
+        self.idle_timeouts
+            .get_or_create(&IdleLabels { protocol })
+            .inc();
     }
 
     /// The gauge of connections worker `index` serves.

@@ -2,16 +2,20 @@
 //! passthrough), bytes copied both ways, Istio's TCP metrics and an access log line when the
 //! connection closes.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::{Direction, TcpProxy};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use crate::Proxy;
+use crate::idle::Activity;
 use crate::metrics::{Peer, ServiceLabels, TcpLabels, Text};
 use crate::upstream::limits::Resource;
 use crate::upstream::outlier::Outcome;
@@ -27,6 +31,111 @@ pub struct TcpConn {
     pub captured: bool,
     /// See `HttpConn::peer_principal`.
     pub peer_principal: Option<Arc<str>>,
+}
+
+/// The downstream side of a proxied connection: counts the bytes each way and marks the
+/// connection active whenever some move (for the idle timeout).
+struct Metered<'a, I> {
+    io: &'a mut I,
+    activity: &'a Activity,
+    read: u64,
+    written: u64,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Metered<'_, I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read += n as u64;
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> Metered<'_, I> {
+    fn wrote(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.written += n as u64;
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Metered<'_, I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.io).poll_write(cx, buf);
+        self.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.io).poll_write_vectored(cx, bufs);
+        self.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+/// Copies bytes both ways until either side closes or the idle timeout passes; the bytes
+/// received from and sent to the downstream.
+async fn relay<I, U>(
+    c: &TcpConn,
+    config: &TcpProxy,
+    downstream: &mut I,
+    upstream: &mut U,
+) -> (u64, u64)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new(tokio::time::Instant::now());
+    let mut metered = Metered {
+        io: downstream,
+        activity: &activity,
+        read: 0,
+        written: 0,
+    };
+    let idle = async {
+        match crate::idle::configured(config.idle_timeout_ms) {
+            Some(t) => activity.expired(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut metered, upstream) => {}
+        () = idle => {
+            c.proxy.metrics.record_idle_timeout("tcp");
+            debug!(downstream = %c.downstream, "no bytes either way for the idle timeout; closing");
+        }
+    }
+    (metered.read, metered.written)
 }
 
 pub async fn serve<I>(c: TcpConn, config: &TcpProxy, mut downstream: I)
@@ -121,15 +230,8 @@ where
                                 Ok(mut upstream) => {
                                     let opened = labels_for(&destination, "-");
                                     c.proxy.metrics.tcp_opened.get_or_create(&opened).inc();
-                                    let copied = tokio::io::copy_bidirectional(
-                                        &mut downstream,
-                                        &mut upstream,
-                                    )
-                                    .await;
-                                    if let Ok((up, down)) = copied {
-                                        received = up;
-                                        sent = down;
-                                    }
+                                    (received, sent) =
+                                        relay(&c, config, &mut downstream, &mut upstream).await;
                                     c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
                                     c.proxy
                                         .metrics

@@ -88,14 +88,16 @@ pub struct ProxyKeys {
     pub inbound_side: Inbound,
     /// The DNS name table, besides the outbound part: network and IP families.
     pub names: String,
+    /// Listener settings of the node's own (its idle timeout), besides outbound and inbound.
+    pub connection: String,
 }
 
 impl ProxyKeys {
     /// The key of the whole configuration.
     pub fn full(&self) -> String {
         format!(
-            "{}#{}#{}#{}",
-            self.outbound, self.endpoints, self.inbound, self.names
+            "{}#{}#{}#{}#{}",
+            self.outbound, self.endpoints, self.inbound, self.names, self.connection
         )
     }
 }
@@ -323,6 +325,9 @@ impl Profile {
             inbound,
             inbound_side,
             names: format!("{}|{}", proxy.network, proxy.families.key()),
+            connection: proxy
+                .idle_timeout_ms
+                .map_or_else(String::new, |ms| format!("idle={ms}")),
         }
     }
 }
@@ -382,5 +387,66 @@ mod tests {
         assert!(!fresh.inbound.by_ip.contains_key(&ip("10.0.0.1")));
         assert!(fresh.inbound.by_ip.contains_key(&ip("10.0.0.9")));
         assert!(fresh.inbound.by_ip.contains_key(&ip("10.0.0.2")));
+    }
+
+    /// A node's `IDLE_TIMEOUT` reaches its listeners, and only its own: the listeners' key
+    /// differs, the shared outbound and inbound parts do not.
+    #[test]
+    fn the_idle_timeout_of_a_node_keys_its_listeners_apart() {
+        let (model, config) = model("10.0.0.1");
+        let gateways = GatewayTable::new();
+        let jwks = BTreeMap::new();
+        let view = MeshView {
+            model: &model,
+            config: &config,
+            gateways: &gateways,
+            root_namespace: "istio-system",
+            mesh_locality: None,
+            mesh_outbound_mode: None,
+            jwks: &jwks,
+        };
+        let p = profile(&model, &config);
+        let node = |idle: Option<&str>| {
+            let mut metadata = BTreeMap::from([("CLUSTER_ID".to_string(), "c1".to_string())]);
+            if let Some(i) = idle {
+                metadata.insert("IDLE_TIMEOUT".into(), i.into());
+            }
+            ProxyNode::from_node(
+                &crate::proxy::NodeInfo {
+                    id: "sidecar~10.0.0.1~a-0.ns~ns.svc.cluster.local".into(),
+                    metadata,
+                    ..Default::default()
+                },
+                &ClusterId::new("c1"),
+            )
+            .unwrap()
+        };
+        let (plain, idle) = (node(None), node(Some("45s")));
+        let (kp, ki) = (p.keys(&view, &plain), p.keys(&view, &idle));
+        assert_eq!((&kp.outbound, &kp.inbound), (&ki.outbound, &ki.inbound));
+        assert_ne!(kp.connection, ki.connection);
+        assert_ne!(kp.full(), ki.full());
+        let timeouts = |proxy: &ProxyNode, k: &ProxyKeys| {
+            let mut found = Vec::new();
+            for l in crate::listeners(&view, proxy, &k.inbound_side) {
+                let strait_xds::listener::ListenerKind::Socket(s) = l.kind else {
+                    continue;
+                };
+                for c in s.filter_chains.iter().chain(s.default_chain.as_ref()) {
+                    found.push(match &c.filter {
+                        strait_xds::listener::NetworkFilter::Http(h) => h.idle_timeout_ms,
+                        strait_xds::listener::NetworkFilter::Tcp(t)
+                        | strait_xds::listener::NetworkFilter::SniCluster(t) => t.idle_timeout_ms,
+                    });
+                }
+            }
+            found
+        };
+        let with = timeouts(&idle, &ki);
+        assert!(
+            !with.is_empty() && with.iter().all(|t| *t == Some(45_000)),
+            "{with:?}"
+        );
+        assert!(timeouts(&plain, &kp).iter().all(Option::is_none));
     }
 }

@@ -41,6 +41,24 @@ fn http_manager(stat_prefix: String, route: RouteSource) -> HttpConnectionManage
     }
 }
 
+/// Istio's `IDLE_TIMEOUT` node metadata: every socket listener's HTTP connection managers and
+/// TCP proxies close connections idle that long.
+pub fn set_idle_timeout(listeners: &mut [Listener], ms: u64) {
+    for l in listeners {
+        let ListenerKind::Socket(s) = &mut l.kind else {
+            continue;
+        };
+        for chain in s.filter_chains.iter_mut().chain(s.default_chain.as_mut()) {
+            match &mut chain.filter {
+                NetworkFilter::Http(h) => h.idle_timeout_ms = Some(ms),
+                NetworkFilter::Tcp(t) | NetworkFilter::SniCluster(t) => {
+                    t.idle_timeout_ms = Some(ms)
+                }
+            }
+        }
+    }
+}
+
 fn tcp(stat_prefix: &str, cluster: String) -> NetworkFilter {
     NetworkFilter::Tcp(TcpProxy {
         stat_prefix: stat_prefix.to_string(),

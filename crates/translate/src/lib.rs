@@ -237,11 +237,15 @@ pub fn outbound(view: &MeshView<'_>, proxy: &ProxyNode) -> Outbound {
 /// proxyless clients, one API listener per service port.
 pub fn listeners(view: &MeshView<'_>, proxy: &ProxyNode, inbound: &Inbound) -> Vec<Listener> {
     let services = scope::visible_services(view, proxy);
-    match proxy.kind {
+    let mut listeners = match proxy.kind {
         ProxyKind::ProxylessGrpc => lds::api_listeners(&services),
         ProxyKind::Sidecar => lds::sidecar_listeners(view, proxy, &services, inbound),
         ProxyKind::Router => lds::router_listeners(view, proxy, &services).0,
+    };
+    if let Some(ms) = proxy.idle_timeout_ms {
+        lds::set_idle_timeout(&mut listeners, ms);
     }
+    listeners
 }
 
 /// Clusters of the proxy itself: inbound clusters of its ports, passthrough and blackhole.

@@ -1,7 +1,7 @@
 //! Who a proxy is, from the node it announces: Istio's node ID
 //! (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`) and metadata keys
-//! (`NAMESPACE`, `CLUSTER_ID`, `NETWORK`, `LABELS`, `SERVICE_ACCOUNT`, `GENERATOR`), plus the
-//! node's locality.
+//! (`NAMESPACE`, `CLUSTER_ID`, `NETWORK`, `LABELS`, `SERVICE_ACCOUNT`, `GENERATOR`,
+//! `IDLE_TIMEOUT`), plus the node's locality.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -38,6 +38,10 @@ pub struct ProxyNode {
     /// for metadata `INTERCEPTION_MODE: NONE` (no iptables: only the Sidecar resource's explicit
     /// `bind` listeners carry traffic, so the capture listeners are left out).
     pub captured: bool,
+    /// Istio's `IDLE_TIMEOUT` metadata (`ISTIO_META_IDLE_TIMEOUT`, a duration such as `30s`):
+    /// the idle timeout of the proxy's HTTP connection managers and TCP proxies, in
+    /// milliseconds (`0` disables it). Unset: Envoy's default of one hour.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// Which IP families a proxy's workload has addresses in (Istio reads them from the node's
@@ -175,6 +179,18 @@ impl ProxyNode {
             })
             .unwrap_or_default();
         let families = IpFamilies::of(instance_ips.iter().copied().chain(ip));
+        let idle_timeout_ms = match meta("IDLE_TIMEOUT") {
+            None => None,
+            Some(text) => match strait_config::duration::parse(&text) {
+                Ok(d) => Some(u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX)),
+                Err(e) => {
+                    return Err(NodeError(format!(
+                        "node \"{}\": metadata IDLE_TIMEOUT: {e}; set ISTIO_META_IDLE_TIMEOUT to a duration such as 30s, or 0s to disable the idle timeout",
+                        node.id
+                    )));
+                }
+            },
+        };
         let ip = instance_ips.first().copied().or(ip);
         Ok(ProxyNode {
             id: node.id.clone(),
@@ -189,6 +205,7 @@ impl ProxyNode {
             locality: node.locality.clone(),
             service_account: meta("SERVICE_ACCOUNT").unwrap_or_else(|| "default".into()),
             captured: !meta("INTERCEPTION_MODE").is_some_and(|m| m.eq_ignore_ascii_case("NONE")),
+            idle_timeout_ms,
             namespace,
             labels,
         })
@@ -255,6 +272,30 @@ mod tests {
             families("grpc-client", None),
             (true, false),
             "unknown: IPv4"
+        );
+    }
+
+    #[test]
+    fn the_idle_timeout_metadata_is_read_and_a_bad_one_named() {
+        let node = |value: Option<&str>| {
+            ProxyNode::from_node(
+                &NodeInfo {
+                    id: "sidecar~10.1.0.9~sleep.sample~sample.svc.cluster.local".into(),
+                    metadata: value
+                        .map(|v| BTreeMap::from([("IDLE_TIMEOUT".to_string(), v.to_string())]))
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+                &ClusterId::new("cluster1"),
+            )
+        };
+        assert_eq!(node(None).unwrap().idle_timeout_ms, None);
+        assert_eq!(node(Some("1m30s")).unwrap().idle_timeout_ms, Some(90_000));
+        assert_eq!(node(Some("0s")).unwrap().idle_timeout_ms, Some(0));
+        let e = node(Some("ten seconds")).unwrap_err().0;
+        assert!(
+            e.contains("IDLE_TIMEOUT") && e.contains("\"ten seconds\" is not a duration"),
+            "{e}"
         );
     }
 

@@ -192,7 +192,7 @@ struct Parts {
     keys: HashMap<String, (ProxyNode, Arc<ProxyKeys>)>,
     outbound: HashMap<String, Arc<OutboundPart>>,
     /// (outbound key, inbound key) → listeners.
-    listeners: HashMap<(String, String), Arc<TypeResources>>,
+    listeners: HashMap<(String, String, String), Arc<TypeResources>>,
     /// (proxy kind, inbound key) → the proxy's own clusters.
     local_clusters: HashMap<String, Arc<TypeResources>>,
     /// (cluster name, rule, endpoints key) → load assignment.
@@ -384,7 +384,11 @@ impl Parts {
                 part
             }
         };
-        let listeners_key = (keys.outbound.clone(), keys.inbound.clone());
+        let listeners_key = (
+            keys.outbound.clone(),
+            keys.inbound.clone(),
+            keys.connection.clone(),
+        );
         let listeners = match self.listeners.get(&listeners_key) {
             Some(l) => l.clone(),
             None => {

@@ -60,6 +60,8 @@ pub struct HttpConn {
     pub jwt: Option<Arc<crate::jwt::JwtRuntime>>,
     /// Set when the chain serving this connection is replaced: the connection then drains.
     pub retirement: Arc<Retirement>,
+    /// Closes the connection after this long without a request in flight (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Istio's `connection_security_policy`: what the server saw; a client reports `unknown`.
@@ -77,24 +79,44 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let retirement = conn.retirement.clone();
+    let idle_timeout = conn.idle_timeout;
+    let proxy = conn.proxy.clone();
+    let downstream = conn.downstream;
+    let activity = crate::idle::Activity::new(tokio::time::Instant::now());
+    let requests = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let c = conn.clone();
+        let in_flight = requests.begin();
         // Boxed: hyper and tokio move the service's future whole (into each HTTP/2 stream's
         // task, for one); a pointer moves cheaper than the request's kilobytes of state.
-        let response = Box::pin(handle(c, req));
+        let response = Box::pin(handle(c, req, in_flight));
         async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    // No header-read timeout (Envoy's `request_headers_timeout` is off by default too): hyper
+    // re-arms it for every request, which wakes the event loop once more per request. Idle
+    // connections are closed by the idle timeout below.
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(Some(1024));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
+    let idle = async {
+        match idle_timeout {
+            Some(t) => activity.expired(t).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = connection.as_mut() => return,
         () = retirement.wait() => connection.as_mut().graceful_shutdown(),
+        () = idle => {
+            proxy.metrics.record_idle_timeout("http");
+            tracing::debug!(%downstream, "connection idle for the idle timeout; closing");
+            connection.as_mut().graceful_shutdown();
+        }
     }
     let _ = connection.await;
 }
@@ -155,7 +177,13 @@ fn peer_from_header(v: &HeaderValue) -> Option<Peer> {
     Some(p)
 }
 
-async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Response<Body> {
+/// Routes and forwards one request; `in_flight` counts it on its connection until its response
+/// body ends.
+async fn handle(
+    c: Arc<HttpConn>,
+    mut req: http::Request<Incoming>,
+    in_flight: crate::idle::InFlight,
+) -> http::Response<Body> {
     let start = Instant::now();
     let started_at = SystemTime::now();
     let trace_id = crate::trace::propagate(req.headers_mut());
@@ -276,6 +304,7 @@ async fn handle(c: Arc<HttpConn>, mut req: http::Request<Incoming>) -> http::Res
     let peer_principal = c.peer_principal.clone();
     let (parts, body) = response.into_parts();
     let body = Observed::new(body, move |f: Finished| {
+        drop(in_flight);
         let grpc_status = f.grpc_status.clone().or(header_grpc_status);
         let mut outcome = outcome;
         if !f.complete {

@@ -365,6 +365,7 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 authz: chain.request_authz.clone(),
                 jwt: chain.request_jwt.clone(),
                 retirement: chain.retirement.clone(),
+                idle_timeout: crate::idle::configured(hcm.idle_timeout_ms),
             })
         }
         NetworkFilter::Tcp(config) => Served::Tcp(tcp_conn(), config.clone()),
