@@ -144,6 +144,26 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// gRPC calls by h2load (`args`: its connection and request counts) to port 9090, each
+    /// posting an empty message: its counts as [`h2load`]'s.
+    fn grpc_calls(&self, args: &[&str]) -> ([u64; 4], u64, String) {
+        let empty_message = self.dir.join("empty-grpc-message");
+        std::fs::write(&empty_message, [0u8; 5]).unwrap();
+        let authority = format!(":authority: {HOST}:9090");
+        let url = format!("http://{}:9090/strait.test.Nothing/Call", self.bind);
+        let mut all = args.to_vec();
+        all.extend_from_slice(&[
+            "-d",
+            empty_message.to_str().unwrap(),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &authority,
+            &url,
+        ]);
+        h2load(&all)
+    }
+
     /// Applies a new version of the extra configuration and waits until the proxy has it.
     /// Replaces the VirtualService and DestinationRule documents with `extra` and waits until
     /// the proxy's configuration dump contains `marker`.
@@ -539,23 +559,7 @@ fn grpc_calls_and_tcp_bytes_pass_through() {
 
     // A burst of streams on two connections (one per worker) before any upstream connection
     // exists: each worker opens one HTTP/2 connection and its other streams wait for it.
-    let empty_message = s.dir.join("empty-grpc-message");
-    std::fs::write(&empty_message, [0u8; 5]).unwrap();
-    let (codes, failed, out) = h2load(&[
-        "-c",
-        "2",
-        "-m",
-        "32",
-        "-n",
-        "64",
-        "-d",
-        empty_message.to_str().unwrap(),
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        &format!(":authority: {HOST}:9090"),
-        &format!("http://{}:9090/strait.test.Nothing/Call", s.bind),
-    ]);
+    let (codes, failed, out) = s.grpc_calls(&["-c", "2", "-m", "32", "-n", "64"]);
     assert_eq!((codes[0], failed), (64, 0), "{out}");
     let stats = s.proxy.admin("/stats/prometheus");
     let opened = stats
@@ -1118,4 +1122,58 @@ fn idle_connections_are_closed_after_the_nodes_idle_timeout_and_busy_ones_are_no
         metrics.contains("istio_tcp_received_bytes_total{"),
         "{metrics}"
     );
+}
+
+/// A cluster's counter from the proxy's Envoy-style stats (`|8080|` or `|9090|` picks the port).
+fn cluster_counter(proxy: &StraitProxy, family: &str, port: &str) -> u64 {
+    let stats = proxy.admin("/stats/prometheus");
+    stats
+        .lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(port))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {family} for {port}:\n{stats}"))
+}
+
+#[test]
+fn upstream_connections_idle_for_the_destination_rules_idle_timeout_are_closed() {
+    let rule = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool:
+      http: {idleTimeout: 1s}
+";
+    let s = setup(35, &[("a", None)], rule);
+    let _grpc = backend("grpc-a", "127.1.35.1", 9090);
+    let (opened, closed) = (
+        "envoy_cluster_upstream_cx_total",
+        "envoy_cluster_upstream_cx_idle_timeout",
+    );
+    // HTTP/1.1: the pooled connection closes once idle for a second; the next request opens
+    // another.
+    assert_eq!(s.get("/one", &[]).0, 200);
+    assert_eq!(cluster_counter(&s.proxy, opened, "|8080|"), 1);
+    wait_for(
+        Duration::from_secs(10),
+        "the idle HTTP/1.1 connection to close",
+        || (cluster_counter(&s.proxy, closed, "|8080|") == 1).then_some(()),
+    );
+    assert_eq!(s.get("/two", &[]).0, 200);
+    assert_eq!(cluster_counter(&s.proxy, opened, "|8080|"), 2);
+
+    // HTTP/2 (gRPC): the same for the worker's multiplexed connection.
+    let (codes, failed, out) = s.grpc_calls(&["-c", "1", "-n", "4"]);
+    assert_eq!((codes[0], failed), (4, 0), "{out}");
+    assert_eq!(cluster_counter(&s.proxy, opened, "|9090|"), 1);
+    wait_for(
+        Duration::from_secs(10),
+        "the idle HTTP/2 connection to close",
+        || (cluster_counter(&s.proxy, closed, "|9090|") == 1).then_some(()),
+    );
+    let (codes, failed, out) = s.grpc_calls(&["-c", "1", "-n", "4"]);
+    assert_eq!((codes[0], failed), (4, 0), "{out}");
+    assert_eq!(cluster_counter(&s.proxy, opened, "|9090|"), 2);
 }

@@ -163,9 +163,10 @@ fn cluster_stats(proxy: &Proxy) -> String {
     let mut out = String::new();
     let mut names: Vec<&String> = snapshot.clusters.keys().collect();
     names.sort();
-    let families: [(&str, &str); 7] = [
+    let families: [(&str, &str); 8] = [
         ("envoy_cluster_upstream_rq_total", "counter"),
         ("envoy_cluster_upstream_cx_total", "counter"),
+        ("envoy_cluster_upstream_cx_idle_timeout", "counter"),
         ("envoy_cluster_upstream_rq_retry", "counter"),
         ("envoy_cluster_upstream_rq_timeout", "counter"),
         ("envoy_cluster_upstream_cx_connect_fail", "counter"),
@@ -181,6 +182,7 @@ fn cluster_stats(proxy: &Proxy) -> String {
                 "envoy_cluster_upstream_cx_total" => {
                     c.stats.connections_opened.load(Ordering::Relaxed)
                 }
+                "envoy_cluster_upstream_cx_idle_timeout" => c.idle_timeouts(),
                 "envoy_cluster_upstream_rq_retry" => c.stats.retries.load(Ordering::Relaxed),
                 "envoy_cluster_upstream_rq_timeout" => c.stats.timeouts.load(Ordering::Relaxed),
                 "envoy_cluster_upstream_cx_connect_fail" => {

@@ -1,14 +1,14 @@
-//! Idle timeouts of downstream connections. The HTTP connection manager's (Envoy's
-//! `common_http_protocol_options.idle_timeout`): a connection with no request in flight for that
-//! long is closed — HTTP/1.1 at once, HTTP/2 after a GOAWAY. The TCP proxy's (`idle_timeout`):
-//! a connection whose bytes stood still both ways for that long is closed.
+//! Idle timeouts of connections. The HTTP connection manager's (Envoy's
+//! `common_http_protocol_options.idle_timeout`): a downstream connection with no request in
+//! flight for that long is closed — HTTP/1.1 at once, HTTP/2 after a GOAWAY; the same for a
+//! cluster's pooled upstream connections. The TCP proxy's (`idle_timeout`): a connection whose
+//! bytes stood still both ways for that long is closed.
 //!
 //! Requests only count themselves in and out, bytes only stamp the time; nothing is re-armed
-//! per request or read. One timer per
-//! connection wakes at the earliest moment the connection could have been idle long enough and
-//! decides then. (A timer reset on every request, as hyper's header-read timeout does, costs an
-//! event-loop wake-up per request: the runtime's driver is signalled whenever a timer becomes
-//! its earliest.)
+//! per request or read. One timer per connection wakes at the earliest moment the connection
+//! could have been idle long enough and decides then. (A timer reset on every request, as
+//! hyper's header-read timeout does, costs an event-loop wake-up per request: the runtime's
+//! driver is signalled whenever a timer becomes its earliest.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,10 +17,10 @@ use std::time::Duration;
 // Tokio's clock, so that tests can pause time.
 use tokio::time::Instant;
 
-/// Envoy's default when the listener does not say.
+/// Envoy's default when the configuration does not say.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The idle timeout a connection manager's configuration asks for: `None` when disabled (`0`).
+/// The idle timeout a configuration asks for: `None` when disabled (`0`).
 pub fn configured(idle_timeout_ms: Option<u64>) -> Option<Duration> {
     match idle_timeout_ms {
         None => Some(DEFAULT_IDLE_TIMEOUT),
@@ -103,6 +103,13 @@ impl Activity {
                 Check::WakeAt(next) => wake = next,
             }
         }
+    }
+}
+
+impl InFlight {
+    /// The connection's activity this request counts on.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.0
     }
 }
 

@@ -52,6 +52,13 @@ impl HostState {
     pub fn idle_connections(&self) -> usize {
         self.pool.get().map_or(0, |p| p.idle_count())
     }
+
+    /// Connections the pool closed for their idle timeout.
+    pub fn idle_timeouts(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.idle_timeouts.load(Ordering::Relaxed))
+    }
 }
 
 /// A host's workload, namespace and cluster as telemetry labels them.
@@ -220,7 +227,7 @@ impl ClusterRuntime {
         let settings = ConnectSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
             http2: config.http2,
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms.unwrap_or(3_600_000)),
+            idle_timeout: crate::idle::configured(config.idle_timeout_ms),
             max_requests_per_connection: config.max_requests_per_connection,
             mark,
             source: env.source,
@@ -301,6 +308,18 @@ impl ClusterRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Connections to the cluster's current hosts closed for their idle timeout (Envoy's
+    /// `upstream_cx_idle_timeout`).
+    pub fn idle_timeouts(&self) -> u64 {
+        self.plan
+            .load()
+            .hosts
+            .iter()
+            .filter_map(|h| h.used_state())
+            .map(|s| s.idle_timeouts())
+            .sum()
     }
 
     pub fn plan(&self) -> Arc<Plan> {

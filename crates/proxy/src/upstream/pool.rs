@@ -3,7 +3,9 @@
 //! connection per worker. Every connection counts against its cluster's `max_connections`
 //! until it closes. Each connection remembers the worker that opened it (its task runs there)
 //! and requests take their own worker's first, so a request and its connection share a thread;
-//! another worker's is taken only when no new connection may be opened.
+//! another worker's is taken only when no new connection may be opened. A connection without a
+//! request for the cluster's idle timeout (Envoy's `common_http_protocol_options.idle_timeout`,
+//! an hour unless a DestinationRule's `connectionPool.http.idleTimeout` says) is closed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use strait_xds::cluster::UpstreamTls;
 
 use super::limits::Permit;
 use crate::identity::MeshIdentity;
+use crate::idle::{Activity, InFlight};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends upstream or downstream.
@@ -32,7 +35,8 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub struct ConnectSettings {
     pub connect_timeout: Duration,
     pub http2: bool,
-    pub idle_timeout: Duration,
+    /// Pooled connections without a request this long are closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
     /// `SO_MARK` on upstream sockets, so capture rules can let the proxy's own traffic out.
     pub mark: Option<u32>,
@@ -88,6 +92,15 @@ struct IdleH1 {
     used: u32,
     /// The worker whose runtime drives the connection.
     worker: usize,
+    /// Its requests in flight (none while here); also what names it to its idle timer.
+    activity: Arc<Activity>,
+}
+
+/// A worker's HTTP/2 connection.
+struct SharedH2 {
+    worker: usize,
+    sender: http2::SendRequest<Body>,
+    activity: Arc<Activity>,
 }
 
 /// Which workers' connections a request may take.
@@ -103,14 +116,16 @@ pub enum Reach {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<IdleH1>>,
-    /// The HTTP/2 connection each worker opened (by worker index).
-    h2: Mutex<Vec<(usize, http2::SendRequest<Body>)>>,
+    /// The HTTP/2 connection each worker opened.
+    h2: Mutex<Vec<SharedH2>>,
     /// The workers opening an HTTP/2 connection right now.
     h2_opening: Mutex<Vec<usize>>,
     /// Each worker's last failure to open one: when, and why.
     h2_failed: Mutex<Vec<(usize, Instant, String)>>,
     /// Requests waiting in the pending queue are woken when a connection comes back or opens.
     pub freed: Capacity,
+    /// Connections closed by the idle timeout (Envoy's `upstream_cx_idle_timeout`).
+    pub idle_timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// The calling worker is opening this host's HTTP/2 connection until dropped; dropping it (the
@@ -186,7 +201,7 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// A connection ready for one request.
+/// A connection ready for one request, counting it in flight until its response ends.
 pub enum Conn {
     H1 {
         sender: http1::SendRequest<Body>,
@@ -194,8 +209,12 @@ pub enum Conn {
         pool: Weak<Pool>,
         /// The worker whose runtime drives the connection.
         worker: usize,
+        in_flight: InFlight,
     },
-    H2(http2::SendRequest<Body>),
+    H2 {
+        sender: http2::SendRequest<Body>,
+        in_flight: InFlight,
+    },
 }
 
 impl Pool {
@@ -204,10 +223,14 @@ impl Pool {
         let worker = crate::workers::current();
         if settings.http2 {
             let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            h2.retain(|(_, s)| !s.is_closed());
-            let own = h2.iter().find(|(w, _)| *w == worker);
+            h2.retain(|c| !c.sender.is_closed());
+            let own = h2.iter().find(|c| c.worker == worker);
             let any = || h2.first().filter(|_| reach == Reach::AnyWorker);
-            return own.or_else(any).map(|(_, s)| Conn::H2(s.clone()));
+            // Counted in flight under the lock, so its idle timer cannot close it meanwhile.
+            return own.or_else(any).map(|c| Conn::H2 {
+                sender: c.sender.clone(),
+                in_flight: c.activity.begin(),
+            });
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // The most recently returned first (the warmest); stale ones met on the way (closed by
@@ -215,7 +238,8 @@ impl Pool {
         let mut take = |wanted: &dyn Fn(&IdleH1) -> bool| {
             while let Some(p) = idle.iter().rposition(wanted) {
                 let c = idle.remove(p);
-                if c.sender.is_ready() && c.since.elapsed() < settings.idle_timeout {
+                let fresh = settings.idle_timeout.is_none_or(|t| c.since.elapsed() < t);
+                if c.sender.is_ready() && fresh {
                     return Some(c);
                 }
             }
@@ -223,11 +247,39 @@ impl Pool {
         };
         let c = take(&|c| c.worker == worker).or_else(|| take(&|_| reach == Reach::AnyWorker))?;
         Some(Conn::H1 {
+            in_flight: c.activity.begin(),
             sender: c.sender,
             used: c.used,
             pool: Arc::downgrade(self),
             worker: c.worker,
         })
+    }
+
+    /// The idle timer of the connection `activity` belongs to fired: takes it out of the pool
+    /// and says whether it may close — not if a request took it since.
+    fn close_idle(&self, activity: &Arc<Activity>, timeout: Duration) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = idle.iter().position(|c| Arc::ptr_eq(&c.activity, activity)) {
+            idle.remove(p);
+            self.idle_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        }
+        drop(idle);
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = h2.iter().position(|c| Arc::ptr_eq(&c.activity, activity)) else {
+            // An HTTP/1.1 connection out serving a request.
+            return false;
+        };
+        // Requests take an HTTP/2 connection under this lock: decide again under it.
+        let now = tokio::time::Instant::now();
+        if activity.check(now, timeout) != crate::idle::Check::Expired {
+            return false;
+        }
+        h2.remove(p);
+        self.idle_timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// The right to open the calling worker's HTTP/2 connection, unless one of its requests is
@@ -257,15 +309,18 @@ impl Pool {
             .map(|(_, _, reason)| reason.clone())
     }
 
-    fn put_back(&self, sender: http1::SendRequest<Body>, used: u32, worker: usize) {
+    fn put_back(&self, r: ReturnToPool) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(IdleH1 {
-            sender,
+            sender: r.sender,
             since: Instant::now(),
-            used,
-            worker,
+            used: r.used,
+            worker: r.worker,
+            activity: r.in_flight.activity().clone(),
         });
         drop(idle);
+        // Idle from now (after it is back, so its timer finds it there).
+        drop(r.in_flight);
         self.freed.freed();
     }
 
@@ -297,40 +352,72 @@ impl Pool {
     ) -> Result<Conn, ConnectError> {
         let stream = connect_stream(addr, mtls, settings).await?;
         let io = TokioIo::new(stream);
+        let activity = Activity::new(tokio::time::Instant::now());
+        let in_flight = activity.begin();
+        let (pool, timeout) = (Arc::downgrade(self), settings.idle_timeout);
         if settings.http2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
+            tokio::spawn(drive(conn, pool, activity.clone(), timeout, permit));
             let worker = crate::workers::current();
             let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            h2.retain(|(w, _)| *w != worker);
-            h2.push((worker, sender.clone()));
+            h2.retain(|c| c.worker != worker);
+            h2.push(SharedH2 {
+                worker,
+                sender: sender.clone(),
+                activity,
+            });
             drop(h2);
             self.freed.freed();
-            Ok(Conn::H2(sender))
+            Ok(Conn::H2 { sender, in_flight })
         } else {
             let (sender, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-                drop(permit);
-            });
+            let conn = conn.with_upgrades();
+            tokio::spawn(drive(conn, pool, activity, timeout, permit));
             Ok(Conn::H1 {
                 sender,
                 used: 0,
                 pool: Arc::downgrade(self),
                 worker: crate::workers::current(),
+                in_flight,
             })
         }
     }
+}
+
+/// Drives a connection until it closes or its idle timer closes it; its place under the
+/// cluster's connection limit frees up then.
+async fn drive<C: Future>(
+    conn: C,
+    pool: Weak<Pool>,
+    activity: Arc<Activity>,
+    timeout: Option<Duration>,
+    permit: Permit,
+) {
+    tokio::pin!(conn);
+    let Some(timeout) = timeout else {
+        conn.await;
+        drop(permit);
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            () = activity.expired(timeout) => {
+                if pool.upgrade().is_none_or(|p| p.close_idle(&activity, timeout)) {
+                    tracing::debug!("upstream connection idle for the idle timeout; closing");
+                    break;
+                }
+            }
+        }
+    }
+    drop(permit);
 }
 
 /// A connection to `addr`: mesh mTLS when the cluster originates it and the host has a
@@ -410,15 +497,26 @@ impl Conn {
     ) -> Result<http::Response<Body>, hyper::Error> {
         use http_body_util::BodyExt;
         match self {
-            Conn::H2(mut s) => {
-                let r = s.send_request(request).await?;
-                Ok(r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+            Conn::H2 {
+                mut sender,
+                in_flight,
+            } => {
+                let r = sender.send_request(request).await?;
+                Ok(r.map(|inner| {
+                    PooledBody {
+                        inner,
+                        back: None,
+                        in_flight: Some(in_flight),
+                    }
+                    .boxed_unsync()
+                }))
             }
             Conn::H1 {
                 mut sender,
                 used,
                 pool,
                 worker,
+                in_flight,
             } => {
                 let upgrade = request.headers().contains_key(http::header::UPGRADE);
                 let r = sender.send_request(request).await?;
@@ -431,9 +529,14 @@ impl Conn {
                     used,
                     pool,
                     worker,
+                    in_flight,
                 });
                 Ok(r.map(|b| {
-                    let mut body = PooledBody { inner: b, back };
+                    let mut body = PooledBody {
+                        inner: b,
+                        back,
+                        in_flight: None,
+                    };
                     if body.inner.is_end_stream() {
                         // Nothing to read (HEAD, 204, Content-Length: 0): free now.
                         body.release();
@@ -450,20 +553,25 @@ struct ReturnToPool {
     used: u32,
     pool: Weak<Pool>,
     worker: usize,
+    in_flight: InFlight,
 }
 
-/// A response body that hands its connection back when it ends.
+/// A response body that hands its HTTP/1.1 connection back when it ends, or counts its request
+/// in flight on its HTTP/2 connection until it is dropped.
 struct PooledBody {
     inner: hyper::body::Incoming,
     back: Option<ReturnToPool>,
+    in_flight: Option<InFlight>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
+        // An HTTP/2 request is over with its body.
+        drop(self.in_flight.take());
         if let Some(r) = self.back.take()
             && let Some(pool) = r.pool.upgrade()
         {
-            pool.put_back(r.sender, r.used, r.worker);
+            pool.put_back(r);
         }
     }
 }
@@ -507,7 +615,7 @@ mod tests {
         ConnectSettings {
             connect_timeout: Duration::from_secs(5),
             http2: false,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(60)),
             max_requests_per_connection: None,
             mark: None,
             source: None,
@@ -558,6 +666,7 @@ mod tests {
         pool: Arc<Pool>,
         limits: Arc<Limits>,
         addr: SocketAddr,
+        settings: ConnectSettings,
     }
 
     impl Fixture {
@@ -567,6 +676,7 @@ mod tests {
                 pool: Arc::new(Pool::default()),
                 limits: Limits::new(None),
                 addr: server().await,
+                settings: settings(),
             }
         }
 
@@ -574,12 +684,10 @@ mod tests {
         /// back to the pool when the response ends.
         fn open_and_use(&self, index: usize) {
             let (pool, limits, addr) = (self.pool.clone(), self.limits.clone(), self.addr);
+            let settings = self.settings.clone();
             on(&self.workers, index, async move {
                 let permit = limits.acquire(Resource::Connections).unwrap();
-                let conn = pool
-                    .connect(addr, false, &settings(), permit)
-                    .await
-                    .unwrap();
+                let conn = pool.connect(addr, false, &settings, permit).await.unwrap();
                 let request = http::Request::get(format!("http://{addr}/"))
                     .body(Body::default())
                     .unwrap();
@@ -592,11 +700,11 @@ mod tests {
 
         /// What worker `index` checks out within `reach`: the worker owning that connection.
         fn checkout(&self, index: usize, reach: Reach) -> Option<usize> {
-            let pool = self.pool.clone();
+            let (pool, settings) = (self.pool.clone(), self.settings.clone());
             on(&self.workers, index, async move {
-                match pool.checkout(&settings(), reach)? {
+                match pool.checkout(&settings, reach)? {
                     Conn::H1 { worker, .. } => Some(worker),
-                    Conn::H2(_) => panic!("an HTTP/1.1 connection"),
+                    Conn::H2 { .. } => panic!("an HTTP/1.1 connection"),
                 }
             })
         }
@@ -668,5 +776,52 @@ mod tests {
         // Worker 1's is the older one, further from the top of the idle stack.
         assert_eq!(f.checkout(1, Reach::AnyWorker), Some(1));
         assert_eq!(f.checkout(0, Reach::OwnWorker), Some(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_idle_connection_closes_after_the_idle_timeout_and_one_in_use_does_not() {
+        let mut f = Fixture::new().await;
+        f.settings.idle_timeout = Some(Duration::from_millis(200));
+        let open = |f: &Fixture| f.limits.in_use(Resource::Connections);
+        let wait_closed = |f: &Fixture| {
+            for _ in 0..100 {
+                if open(f) == 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("the idle connection is still open");
+        };
+        f.open_and_use(0);
+        assert_eq!((f.pool.idle_count(), open(&f)), (1, 1));
+        wait_closed(&f);
+        assert_eq!(f.pool.idle_count(), 0, "taken out of the pool");
+        assert_eq!(
+            f.pool
+                .idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+
+        // Taken out for a request for three timeouts: not closed under it.
+        f.open_and_use(1);
+        let (pool, settings) = (f.pool.clone(), f.settings.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        f.workers.handles()[1].spawn(async move {
+            let conn = pool.checkout(&settings, Reach::OwnWorker);
+            let _ = tx.send(conn.is_some());
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            drop(conn);
+        });
+        assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap());
+        std::thread::sleep(Duration::from_millis(450));
+        assert_eq!(open(&f), 1, "in use: still open");
+        assert_eq!(
+            f.pool
+                .idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        wait_closed(&f);
     }
 }
