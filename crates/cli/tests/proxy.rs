@@ -397,6 +397,13 @@ fn h1_requests(url: &str, n: u32, connections: u32) -> ([u64; 4], u64, String) {
 
 /// A DestinationRule for echo: one connection, `max_pending` requests waiting for it.
 fn one_connection_rule(max_pending: u32) -> String {
+    pool_rule(&format!(
+        "{{tcp: {{maxConnections: 1}}, http: {{http1MaxPendingRequests: {max_pending}}}}}"
+    ))
+}
+
+/// A DestinationRule for `echo` with this `connectionPool` (flow-style YAML).
+fn pool_rule(connection_pool: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -404,9 +411,7 @@ metadata: {{name: echo, namespace: default}}
 spec:
   host: echo
   trafficPolicy:
-    connectionPool:
-      tcp: {{maxConnections: 1}}
-      http: {{http1MaxPendingRequests: {max_pending}}}
+    connectionPool: {connection_pool}
 "
     )
 }
@@ -1137,16 +1142,7 @@ fn cluster_counter(proxy: &StraitProxy, family: &str, port: &str) -> u64 {
 
 #[test]
 fn upstream_connections_idle_for_the_destination_rules_idle_timeout_are_closed() {
-    let rule = "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: default}
-spec:
-  host: echo
-  trafficPolicy:
-    connectionPool:
-      http: {idleTimeout: 1s}
-";
-    let s = setup(35, &[("a", None)], rule);
+    let s = setup(35, &[("a", None)], &http_pool_rule("idleTimeout: 1s"));
     let _grpc = backend("grpc-a", "127.1.35.1", 9090);
     let (opened, closed) = (
         "envoy_cluster_upstream_cx_total",
@@ -1176,4 +1172,70 @@ spec:
     let (codes, failed, out) = s.grpc_calls(&["-c", "1", "-n", "4"]);
     assert_eq!((codes[0], failed), (4, 0), "{out}");
     assert_eq!(cluster_counter(&s.proxy, opened, "|9090|"), 2);
+}
+
+/// A DestinationRule for `echo` with `connectionPool.http` set to `{fields}`.
+fn http_pool_rule(fields: &str) -> String {
+    pool_rule(&format!("{{http: {{{fields}}}}}"))
+}
+
+/// Two HTTP/1.1 requests for `path` at once, on two connections (h2load's counts).
+fn two_at_once(s: &Setup, path: &str) -> ([u64; 4], u64, String) {
+    h2load(&[
+        "--h1",
+        "-c",
+        "2",
+        "-n",
+        "2",
+        "-H",
+        &format!(":authority: {HOST}"),
+        &s.url(path),
+    ])
+}
+
+/// `istio_requests_total` series with `response_flags="{flag}"`: their count.
+fn requests_flagged(proxy: &StraitProxy, flag: &str) -> u64 {
+    proxy
+        .admin("/stats/prometheus")
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains(&format!("response_flags=\"{flag}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_active_request_cap_answers_503_uo_and_the_retry_cap_stops_retries() {
+    // `http2MaxRequests: 1` (Envoy's max_requests): one request in flight to the cluster; the
+    // one beside it overflows at once.
+    let s = setup(36, &[("a", None)], &http_pool_rule("http2MaxRequests: 1"));
+    let (codes, failed, out) = two_at_once(&s, "/delay/500");
+    // (h2load counts a 5xx as failed.)
+    assert_eq!((codes[0], codes[3], failed), (1, 1, 1), "{out}");
+    assert_eq!(requests_flagged(&s.proxy, "UO"), 1);
+    drop(s);
+
+    // `maxRetries: 1` (Envoy's max_retries): of two requests failing together, one retries
+    // (three times) and the other, finding no retry to be had, answers its 503 as it is.
+    let retry_capped = http_pool_rule("maxRetries: 1")
+        + "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - route: [{destination: {host: echo}}]
+    retries: {attempts: 3, retryOn: 5xx}
+";
+    let s = setup(37, &[("a", Some(503))], &retry_capped);
+    let (codes, failed, out) = two_at_once(&s, "/delay/300");
+    assert_eq!((codes[3], failed), (2, 2), "{out}");
+    assert_eq!(
+        cluster_counter(&s.proxy, "envoy_cluster_upstream_rq_retry", "|8080|"),
+        3,
+        "only one request retried"
+    );
 }
