@@ -23,7 +23,7 @@ use super::headers::{self, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
 use crate::upstream::limits::{Permit, Resource};
 use crate::upstream::outlier::Outcome as HostOutcome;
-use crate::upstream::pool::{Body, Conn, ConnectError, Opening, Reach};
+use crate::upstream::pool::{ActiveRequest, Body, Conn, ConnectError, Opening, Reach};
 use crate::upstream::{ClusterRuntime, Host, lb};
 
 /// Envoy's route timeout when the route sets none.
@@ -492,7 +492,7 @@ async fn attempt(
     outcome: &mut Outcome,
 ) -> (AttemptResult, Option<Arc<Host>>) {
     let grpc = super::is_grpc(request.headers());
-    let Some(_request_permit) = cluster.limits.acquire(Resource::Requests) else {
+    let Some(request_permit) = cluster.limits.acquire(Resource::Requests) else {
         outcome.flag("UO");
         return (
             AttemptResult::Final(local_reply(
@@ -556,15 +556,14 @@ async fn attempt(
                 );
             }
         };
-        host.state()
-            .active_requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let active = ActiveRequest::new(request_permit, host.state().clone());
         let sent = conn
-            .send(request, cluster.settings.max_requests_per_connection)
+            .send(
+                request,
+                cluster.settings.max_requests_per_connection,
+                Some(active),
+            )
             .await;
-        host.state()
-            .active_requests
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match sent {
             Ok(r) => AttemptResult::Response(r),
             Err(e) => {
@@ -798,7 +797,7 @@ fn mirror(
                 return;
             };
             if let Ok(r) = conn
-                .send(request, cluster.settings.max_requests_per_connection)
+                .send(request, cluster.settings.max_requests_per_connection, None)
                 .await
             {
                 use http_body_util::BodyExt;

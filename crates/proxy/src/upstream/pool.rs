@@ -201,6 +201,33 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
+/// A request under way to a host: its place under the cluster's active-request cap and its count
+/// on the host (which least-request balancing reads), both held until its response body ends
+/// (Envoy's `upstream_rq_active`).
+pub struct ActiveRequest {
+    _permit: Permit,
+    host: Arc<super::HostState>,
+}
+
+impl ActiveRequest {
+    pub fn new(permit: Permit, host: Arc<super::HostState>) -> ActiveRequest {
+        host.active_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveRequest {
+            _permit: permit,
+            host,
+        }
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.host
+            .active_requests
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A connection ready for one request, counting it in flight until its response ends.
 pub enum Conn {
     H1 {
@@ -489,11 +516,13 @@ pub async fn connect_tcp(
 
 impl Conn {
     /// Sends a request; an HTTP/1.1 connection goes back to its pool when the response body
-    /// has been read to the end (unless it has served its maximum of requests).
+    /// has been read to the end (unless it has served its maximum of requests). `active` is
+    /// held as long.
     pub async fn send(
         self,
         request: http::Request<Body>,
         max_requests: Option<u32>,
+        active: Option<ActiveRequest>,
     ) -> Result<http::Response<Body>, hyper::Error> {
         use http_body_util::BodyExt;
         match self {
@@ -507,6 +536,7 @@ impl Conn {
                         inner,
                         back: None,
                         in_flight: Some(in_flight),
+                        active,
                     }
                     .boxed_unsync()
                 }))
@@ -536,6 +566,7 @@ impl Conn {
                         inner: b,
                         back,
                         in_flight: None,
+                        active,
                     };
                     if body.inner.is_end_stream() {
                         // Nothing to read (HEAD, 204, Content-Length: 0): free now.
@@ -562,12 +593,14 @@ struct PooledBody {
     inner: hyper::body::Incoming,
     back: Option<ReturnToPool>,
     in_flight: Option<InFlight>,
+    active: Option<ActiveRequest>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        // An HTTP/2 request is over with its body.
+        // The request is over with its body.
         drop(self.in_flight.take());
+        drop(self.active.take());
         if let Some(r) = self.back.take()
             && let Some(pool) = r.pool.upgrade()
         {
@@ -626,6 +659,11 @@ mod tests {
 
     /// An HTTP/1.1 server answering every request on a connection with an empty 200.
     async fn server() -> SocketAddr {
+        server_sending(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", b"").await
+    }
+
+    /// An HTTP/1.1 server answering every request with `head`, and 300 ms later `body_later`.
+    async fn server_sending(head: &'static [u8], body_later: &'static [u8]) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -633,12 +671,14 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 {
+                        if n == 0 || s.write_all(head).await.is_err() {
                             break;
                         }
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if s.write_all(ok).await.is_err() {
-                            break;
+                        if !body_later.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            if s.write_all(body_later).await.is_err() {
+                                break;
+                            }
                         }
                     }
                 });
@@ -691,7 +731,7 @@ mod tests {
                 let request = http::Request::get(format!("http://{addr}/"))
                     .body(Body::default())
                     .unwrap();
-                let response = conn.send(request, None).await.unwrap();
+                let response = conn.send(request, None, None).await.unwrap();
                 assert_eq!(response.status(), 200);
                 use http_body_util::BodyExt;
                 response.into_body().collect().await.unwrap();
@@ -823,5 +863,42 @@ mod tests {
             1
         );
         wait_closed(&f);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_request_counts_as_active_until_its_response_body_ends() {
+        let f = Fixture {
+            // The head at once, the body 300 ms later.
+            addr: server_sending(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"hello").await,
+            ..Fixture::new().await
+        };
+        let (pool, limits, addr) = (f.pool.clone(), f.limits.clone(), f.addr);
+        let host = Arc::new(super::super::HostState::default());
+        let counts = on(&f.workers, 0, async move {
+            let active = || {
+                (
+                    limits.in_use(Resource::Requests),
+                    host.active_requests
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            };
+            let permit = limits.acquire(Resource::Connections).unwrap();
+            let conn = pool
+                .connect(addr, false, &settings(), permit)
+                .await
+                .unwrap();
+            let request = http::Request::get(format!("http://{addr}/"))
+                .body(Body::default())
+                .unwrap();
+            let counted =
+                ActiveRequest::new(limits.acquire(Resource::Requests).unwrap(), host.clone());
+            let response = conn.send(request, None, Some(counted)).await.unwrap();
+            let at_head = active();
+            use http_body_util::BodyExt;
+            response.into_body().collect().await.unwrap();
+            (at_head, active())
+        });
+        assert_eq!(counts.0, (1, 1), "the head is in, the body not yet");
+        assert_eq!(counts.1, (0, 0), "the body has ended");
     }
 }
