@@ -33,6 +33,8 @@ pub struct MeshIdentity {
     pub trust_domains: Vec<String>,
     /// Whether the proxy obtains certificates at all (else TLS configuration is refused).
     pub enabled: bool,
+    /// Woken when a certificate is installed.
+    installed: tokio::sync::Notify,
 }
 
 impl MeshIdentity {
@@ -41,6 +43,7 @@ impl MeshIdentity {
             current: ArcSwapOption::empty(),
             trust_domains,
             enabled,
+            installed: tokio::sync::Notify::new(),
         }
     }
 
@@ -55,7 +58,23 @@ impl MeshIdentity {
             servers: Mutex::default(),
             clients: Mutex::default(),
         })));
+        self.installed.notify_waiters();
         Ok(())
+    }
+
+    /// Waits until the proxy has a certificate, at most `within`; whether it has one.
+    pub async fn wait_for_certificate(&self, within: std::time::Duration) -> bool {
+        let installed = async {
+            loop {
+                // Made before looking, so an installation in between still wakes it.
+                let notified = self.installed.notified();
+                if self.current.load().is_some() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, installed).await.is_ok()
     }
 
     /// The current certificate, for the admin API.
@@ -125,5 +144,46 @@ impl MeshIdentity {
                 "this proxy has no workload identity (start it with --ca-address and a bootstrap token)".to_string()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use strait_identity::authority::Authority;
+    use strait_identity::cacerts::CaFiles;
+    use strait_identity::policy::Limits;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_the_first_certificate_ends_when_it_is_installed_or_in_time() {
+        let now = SystemTime::now();
+        let ca = Authority::new(
+            CaFiles::self_signed_for_development(now).unwrap(),
+            Limits::default(),
+        )
+        .unwrap();
+        let id = strait_identity::SpiffeId::new("cluster.local", "default", "sleep");
+        let cert = Arc::new(ca.issue(&id, Duration::from_secs(3600), now).unwrap());
+
+        let none = MeshIdentity::new(true, vec![]);
+        assert!(!none.wait_for_certificate(Duration::from_millis(50)).await);
+
+        let identity = Arc::new(MeshIdentity::new(true, vec![]));
+        let installer = identity.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            installer.set(cert).unwrap();
+        });
+        let started = std::time::Instant::now();
+        assert!(identity.wait_for_certificate(Duration::from_secs(10)).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
+        // Already there: at once.
+        assert!(identity.wait_for_certificate(Duration::ZERO).await);
     }
 }

@@ -219,12 +219,11 @@ async fn connect(address: &str, transport: &XdsTransport) -> Result<Channel, Str
             // The control plane's TLS port serves a proxy only with its mesh certificate
             // (Istio's xDS authorization): with an identity configured, wait (a bounded time)
             // for the first one rather than be refused.
-            let deadline = tokio::time::Instant::now() + FIRST_CERTIFICATE_WAIT;
-            while transport.identity.enabled
-                && transport.identity.certificate().is_none()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if transport.identity.enabled {
+                transport
+                    .identity
+                    .wait_for_certificate(FIRST_CERTIFICATE_WAIT)
+                    .await;
             }
             let current = transport.identity.certificate();
             let config = strait_identity::tls::control_plane_client_config(
