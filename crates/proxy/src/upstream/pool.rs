@@ -288,22 +288,17 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = idle.iter().position(|c| Arc::ptr_eq(&c.activity, activity)) {
             idle.remove(p);
-            self.idle_timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return true;
+        } else {
+            drop(idle);
+            // Not idle in the pool: an HTTP/2 connection, or an HTTP/1.1 one a request took
+            // (counted in under the lock above) or that will not be reused. Requests take
+            // HTTP/2 connections under this lock: decide again under it.
+            let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            if activity.check(tokio::time::Instant::now(), timeout) != crate::idle::Check::Expired {
+                return false;
+            }
+            h2.retain(|c| !Arc::ptr_eq(&c.activity, activity));
         }
-        drop(idle);
-        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = h2.iter().position(|c| Arc::ptr_eq(&c.activity, activity)) else {
-            // An HTTP/1.1 connection out serving a request.
-            return false;
-        };
-        // Requests take an HTTP/2 connection under this lock: decide again under it.
-        let now = tokio::time::Instant::now();
-        if activity.check(now, timeout) != crate::idle::Check::Expired {
-            return false;
-        }
-        h2.remove(p);
         self.idle_timeouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
@@ -336,18 +331,18 @@ impl Pool {
             .map(|(_, _, reason)| reason.clone())
     }
 
-    fn put_back(&self, r: ReturnToPool) {
+    fn put_back(&self, r: ReturnToPool, in_flight: InFlight) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(IdleH1 {
             sender: r.sender,
             since: Instant::now(),
             used: r.used,
             worker: r.worker,
-            activity: r.in_flight.activity().clone(),
+            activity: in_flight.activity().clone(),
         });
         drop(idle);
         // Idle from now (after it is back, so its timer finds it there).
-        drop(r.in_flight);
+        drop(in_flight);
         self.freed.freed();
     }
 
@@ -559,13 +554,12 @@ impl Conn {
                     used,
                     pool,
                     worker,
-                    in_flight,
                 });
                 Ok(r.map(|b| {
                     let mut body = PooledBody {
                         inner: b,
                         back,
-                        in_flight: None,
+                        in_flight: Some(in_flight),
                         active,
                     };
                     if body.inner.is_end_stream() {
@@ -584,11 +578,10 @@ struct ReturnToPool {
     used: u32,
     pool: Weak<Pool>,
     worker: usize,
-    in_flight: InFlight,
 }
 
-/// A response body that hands its HTTP/1.1 connection back when it ends, or counts its request
-/// in flight on its HTTP/2 connection until it is dropped.
+/// A response body that counts its request in flight on its connection until it ends (then an
+/// HTTP/1.1 connection that may serve again goes back to the pool).
 struct PooledBody {
     inner: hyper::body::Incoming,
     back: Option<ReturnToPool>,
@@ -599,12 +592,13 @@ struct PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         // The request is over with its body.
-        drop(self.in_flight.take());
         drop(self.active.take());
+        let in_flight = self.in_flight.take();
         if let Some(r) = self.back.take()
             && let Some(pool) = r.pool.upgrade()
+            && let Some(in_flight) = in_flight
         {
-            pool.put_back(r);
+            pool.put_back(r, in_flight);
         }
     }
 }
@@ -900,5 +894,29 @@ mod tests {
         });
         assert_eq!(counts.0, (1, 1), "the head is in, the body not yet");
         assert_eq!(counts.1, (0, 0), "the body has ended");
+    }
+
+    #[test]
+    fn an_idle_timer_closes_only_a_connection_no_request_holds() {
+        let pool = Pool::default();
+        let timeout = Duration::from_millis(10);
+        let opened = tokio::time::Instant::now() - Duration::from_secs(1);
+        let used = Activity::new(opened);
+        let request = used.begin();
+        assert!(!pool.close_idle(&used, timeout), "a request holds it");
+        drop(request);
+        assert!(
+            !pool.close_idle(&used, timeout),
+            "idle since the request ended, not for the timeout yet"
+        );
+        // In neither list (an HTTP/1.1 connection that will not be reused, say) and unused
+        // past the timeout: closed, rather than its timer firing again and again.
+        let unused = Activity::new(opened);
+        assert!(pool.close_idle(&unused, timeout));
+        assert_eq!(
+            pool.idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }
