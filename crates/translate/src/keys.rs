@@ -88,7 +88,7 @@ pub struct ProxyKeys {
     pub inbound_side: Inbound,
     /// The DNS name table, besides the outbound part: network and IP families.
     pub names: String,
-    /// Listener settings of the node's own (its idle timeout), besides outbound and inbound.
+    /// The node's own listener settings (its idle timeout), besides outbound and inbound.
     pub connection: String,
 }
 
