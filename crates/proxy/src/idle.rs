@@ -93,8 +93,11 @@ impl Activity {
         }
     }
 
-    /// Resolves once the connection has been idle for `timeout`.
-    pub async fn expired(&self, timeout: Duration) {
+    /// Resolves once the connection has been idle for `timeout`; never without one.
+    pub async fn expired(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
         let mut wake = self.epoch + timeout;
         loop {
             tokio::time::sleep_until(wake).await;
@@ -178,7 +181,7 @@ mod tests {
     async fn the_timer_fires_once_idle_long_enough_and_not_while_busy() {
         let a = Activity::new(Instant::now());
         let request = a.begin();
-        let timer = a.expired(Duration::from_millis(100));
+        let timer = a.expired(Some(Duration::from_millis(100)));
         tokio::pin!(timer);
         // Busy for 350 ms: three timeouts pass without expiring.
         tokio::select! {

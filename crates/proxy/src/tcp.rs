@@ -122,12 +122,7 @@ where
         read: 0,
         written: 0,
     };
-    let idle = async {
-        match crate::idle::configured(config.idle_timeout_ms) {
-            Some(t) => activity.expired(t).await,
-            None => std::future::pending().await,
-        }
-    };
+    let idle = activity.expired(crate::idle::configured(config.idle_timeout_ms));
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut metered, upstream) => {}
         () = idle => {

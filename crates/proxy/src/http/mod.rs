@@ -103,12 +103,7 @@ where
         .max_concurrent_streams(Some(1024));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let idle = async {
-        match idle_timeout {
-            Some(t) => activity.expired(t).await,
-            None => std::future::pending().await,
-        }
-    };
+    let idle = activity.expired(idle_timeout);
     tokio::select! {
         _ = connection.as_mut() => return,
         () = retirement.wait() => connection.as_mut().graceful_shutdown(),

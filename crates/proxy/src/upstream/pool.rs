@@ -88,11 +88,11 @@ impl std::fmt::Display for ConnectError {
 
 struct IdleH1 {
     sender: http1::SendRequest<Body>,
-    since: Instant,
     used: u32,
     /// The worker whose runtime drives the connection.
     worker: usize,
-    /// Its requests in flight (none while here); also what names it to its idle timer.
+    /// Its requests in flight (none while here) and since when it is idle; also what names it
+    /// to its idle timer.
     activity: Arc<Activity>,
 }
 
@@ -265,7 +265,10 @@ impl Pool {
         let mut take = |wanted: &dyn Fn(&IdleH1) -> bool| {
             while let Some(p) = idle.iter().rposition(wanted) {
                 let c = idle.remove(p);
-                let fresh = settings.idle_timeout.is_none_or(|t| c.since.elapsed() < t);
+                let now = tokio::time::Instant::now();
+                let fresh = settings
+                    .idle_timeout
+                    .is_none_or(|t| c.activity.check(now, t) != crate::idle::Check::Expired);
                 if c.sender.is_ready() && fresh {
                     return Some(c);
                 }
@@ -335,7 +338,6 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(IdleH1 {
             sender: r.sender,
-            since: Instant::now(),
             used: r.used,
             worker: r.worker,
             activity: in_flight.activity().clone(),
@@ -431,7 +433,7 @@ async fn drive<C: Future>(
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            () = activity.expired(timeout) => {
+            () = activity.expired(Some(timeout)) => {
                 if pool.upgrade().is_none_or(|p| p.close_idle(&activity, timeout)) {
                     tracing::debug!("upstream connection idle for the idle timeout; closing");
                     break;
