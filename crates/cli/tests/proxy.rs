@@ -1068,6 +1068,41 @@ fn closed_after(c: &mut std::net::TcpStream) -> Duration {
     }
 }
 
+/// Opens HTTP/2 on `c` (prior knowledge) and sends no request, answering the server's
+/// SETTINGS and PINGs as a client would, until the server closes it: whether a GOAWAY came
+/// first, and how long the connection lasted.
+fn http2_idle_until_closed(c: &mut std::net::TcpStream) -> (bool, Duration) {
+    use std::io::{Read, Write};
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    const ACK: u8 = 1;
+    let since = Instant::now();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    c.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).unwrap();
+    let mut goaway = false;
+    // Frames until the close (a bounded number: an idle connection sees a handful).
+    for _ in 0..100 {
+        let mut head = [0u8; 9];
+        if c.read_exact(&mut head).is_err() {
+            return (goaway, since.elapsed());
+        }
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        c.read_exact(&mut payload).unwrap();
+        match (head[3], head[4] & ACK) {
+            (SETTINGS, 0) => c.write_all(&[0, 0, 0, SETTINGS, ACK, 0, 0, 0, 0]).unwrap(),
+            (PING, 0) => {
+                c.write_all(&[0, 0, 8, PING, ACK, 0, 0, 0, 0]).unwrap();
+                c.write_all(&payload).unwrap();
+            }
+            (GOAWAY, _) => goaway = true,
+            _ => {}
+        }
+    }
+    panic!("the proxy kept sending frames on an idle HTTP/2 connection");
+}
+
 #[test]
 fn idle_connections_are_closed_after_the_nodes_idle_timeout_and_busy_ones_are_not() {
     use std::io::{Read, Write};
@@ -1117,9 +1152,28 @@ fn idle_connections_are_closed_after_the_nodes_idle_timeout_and_busy_ones_are_no
         waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
         "closed {waited:?} after the last bytes"
     );
+    // HTTP/2: an idle connection is sent a GOAWAY and closed.
+    let mut h2 = std::net::TcpStream::connect((s.bind.as_str(), 8080)).unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (goaway, waited) = http2_idle_until_closed(&mut h2);
+    assert!(goaway, "a GOAWAY before the close");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the connection opened"
+    );
+    // A connection that never sends a byte is closed too.
+    let mut silent = std::net::TcpStream::connect((s.bind.as_str(), 8080)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let waited = closed_after(&mut silent);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the connection opened"
+    );
     let metrics = wait_for(Duration::from_secs(5), "the idle timeouts counted", || {
         let m = s.proxy.admin("/stats/prometheus");
-        (m.contains("strait_idle_timeouts_total{protocol=\"http\"} 1")
+        (m.contains("strait_idle_timeouts_total{protocol=\"http\"} 3")
             && m.contains("strait_idle_timeouts_total{protocol=\"tcp\"} 1"))
         .then_some(m)
     });

@@ -161,11 +161,19 @@ fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
 fn request_hash(
     policies: &[HashPolicy],
     parts: &http::request::Parts,
+    authority: &str,
     downstream: SocketAddr,
 ) -> Option<u64> {
     let mut combined: Option<u64> = None;
     for p in policies {
         let h = match p {
+            // The authority, whichever way the request carried it (`Host` is not kept for an
+            // HTTP/2 upstream).
+            HashPolicy::Header(name)
+                if name.eq_ignore_ascii_case("host") || name == ":authority" =>
+            {
+                (!authority.is_empty()).then(|| lb::stable_hash(authority.as_bytes()))
+            }
             HashPolicy::Header(name) => parts
                 .headers
                 .get(name.as_str())
@@ -273,7 +281,7 @@ async fn forward(
     } else {
         None
     };
-    headers::strip_hop_by_hop(&mut parts.headers, upgrading);
+    headers::strip_for_upstream(&mut parts.headers, upgrading);
 
     // Rewrites. Without them the upstream request reuses the downstream one's path and
     // authority bytes (shared, not copied).
@@ -301,7 +309,11 @@ async fn forward(
         (None, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
         (None, None) => parts.headers.get(http::header::HOST).cloned(),
     };
-    if let Some(v) = &authority
+    // HTTP/2 carries the authority in the URI (`:authority`); HTTP/1.1 in `Host`.
+    let absolute = cluster.settings.http2;
+    if absolute {
+        parts.headers.remove(http::header::HOST);
+    } else if let Some(v) = &authority
         && parts.headers.get(http::header::HOST) != Some(v)
     {
         parts.headers.insert(http::header::HOST, v.clone());
@@ -315,8 +327,7 @@ async fn forward(
     {
         parts.headers.insert(super::PEER_HEADER, v.clone());
     }
-    parts.headers.remove(headers::ATTEMPT_COUNT);
-    let hash = request_hash(&action.hash_policy, &parts, c.downstream);
+    let hash = request_hash(&action.hash_policy, &parts, authority, c.downstream);
 
     let timeout = match action.timeout_ms {
         Some(0) => None,
@@ -345,7 +356,6 @@ async fn forward(
         .filter_map(|m| snapshot.clusters.get(&m.cluster).cloned())
         .collect();
 
-    let absolute = cluster.settings.http2;
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_permit = None;
     let mut attempt_n = 0u32;
@@ -383,12 +393,11 @@ async fn forward(
                 .headers_mut()
                 .insert(headers::ATTEMPT_COUNT, HeaderValue::from(attempt_n));
         }
-        if absolute {
-            request.headers_mut().remove(http::header::HOST);
-            *request.version_mut() = http::Version::HTTP_2;
+        *request.version_mut() = if absolute {
+            http::Version::HTTP_2
         } else {
-            *request.version_mut() = http::Version::HTTP_11;
-        }
+            http::Version::HTTP_11
+        };
         let try_deadline = match (deadline, per_try) {
             (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
             (Some(d), None) => Some(d),
@@ -568,7 +577,7 @@ async fn attempt(
             Ok(r) => AttemptResult::Response(r),
             Err(e) => {
                 outcome.flag("UC");
-                let kind = if is_refused_stream(&e) {
+                let kind = if e.refused() {
                     Attempt::Refused
                 } else {
                     Attempt::Reset
@@ -621,17 +630,6 @@ async fn attempt(
         }
     };
     (result, Some(host))
-}
-
-fn is_refused_stream(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("REFUSED_STREAM") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 enum ConnFailure {
@@ -837,6 +835,33 @@ mod tests {
 
     fn on(conds: &[&str]) -> Vec<String> {
         conds.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_hash_on_host_or_authority_hashes_the_authority_however_it_came() {
+        let downstream: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let (h1, _) = http::Request::builder()
+            .uri("/")
+            .header("host", "reviews:9080")
+            .body(())
+            .unwrap()
+            .into_parts();
+        // HTTP/2: the authority is in the URI, and `Host` is not kept for an HTTP/2 upstream.
+        let (h2, _) = http::Request::builder()
+            .uri("http://reviews:9080/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        for name in ["host", "Host", ":authority"] {
+            let by = [HashPolicy::Header(name.into())];
+            let a = request_hash(&by, &h1, "reviews:9080", downstream);
+            let b = request_hash(&by, &h2, "reviews:9080", downstream);
+            assert!(a.is_some() && a == b, "{name}");
+            let other = request_hash(&by, &h2, "ratings:9080", downstream);
+            assert_ne!(a, other, "{name}");
+        }
+        let by = [HashPolicy::Header("x-user".into())];
+        assert_eq!(request_hash(&by, &h2, "reviews:9080", downstream), None);
     }
 
     #[test]

@@ -43,9 +43,32 @@ pub const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-c
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `Upgrade`/`Connection` when
-/// the request is an upgrade being passed through, and `te: trailers` (gRPC needs it).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+/// Removes what must not go upstream as it came: connection-specific headers (RFC 9110
+/// §7.6.1), keeping `Upgrade`/`Connection` when the request is an upgrade being passed through
+/// and `te: trailers` (gRPC needs it), and a downstream's `x-envoy-attempt-count` (the proxy
+/// sets its own on a retry).
+pub fn strip_for_upstream(headers: &mut HeaderMap, upgrading: bool) {
+    strip(headers, upgrading, true);
+}
+
+/// Removes connection-specific headers from a response for HTTP/2, where they are malformed
+/// (an HTTP/1.1 upstream's `connection`, `keep-alive`, `transfer-encoding`).
+pub fn strip_connection_specific(headers: &mut HeaderMap) {
+    strip(headers, false, false);
+}
+
+fn strip(headers: &mut HeaderMap, upgrading: bool, attempt_count: bool) {
+    // One pass over the names first: nearly every message has none of these, and it is
+    // cheaper than looking each up.
+    let found = headers.iter().any(|(name, value)| match name.as_str() {
+        "te" => !value.as_bytes().eq_ignore_ascii_case(b"trailers"),
+        "connection" | "upgrade" | "keep-alive" | "proxy-connection" | "transfer-encoding" => true,
+        "x-envoy-attempt-count" => attempt_count,
+        _ => false,
+    });
+    if !found {
+        return;
+    }
     if !upgrading {
         // Headers the Connection header names are hop-by-hop too.
         let named: Vec<HeaderName> = headers
@@ -64,6 +87,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     headers.remove(KEEP_ALIVE);
     headers.remove(PROXY_CONNECTION);
     headers.remove(http::header::TRANSFER_ENCODING);
+    if attempt_count {
+        headers.remove(ATTEMPT_COUNT);
+    }
     if headers
         .get(http::header::TE)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
@@ -262,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_go_but_te_trailers_stays() {
+    fn hop_by_hop_headers_and_the_attempt_count_go_but_te_trailers_stays() {
         let mut h = HeaderMap::new();
         h.insert(
             "connection",
@@ -272,10 +298,40 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
+        h.insert("x-envoy-attempt-count", HeaderValue::from_static("7"));
+        strip_for_upstream(&mut h, false);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["te", "x-kept"]);
+        // Each alone is found too (the one pass that looks before removing).
+        for (name, value) in [
+            ("connection", "close"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("x-envoy-attempt-count", "2"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_for_upstream(&mut h, false);
+            assert_eq!(h.len(), 1, "{name} stays");
+        }
+        // An upgrade passed through keeps its Connection and Upgrade.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_for_upstream(&mut h, true);
+        assert_eq!(h.len(), 2);
+        // A response keeps an `x-envoy-attempt-count` it carries; its hop-by-hop headers go.
+        let mut h = HeaderMap::new();
+        h.insert("x-envoy-attempt-count", HeaderValue::from_static("2"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        strip_connection_specific(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-envoy-attempt-count"]);
     }
 
     #[test]

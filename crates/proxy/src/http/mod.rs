@@ -3,9 +3,12 @@
 //! (Istio metrics, access log) when its response body ends.
 
 pub mod body;
+mod date;
 pub mod forward;
 pub mod headers;
+mod http2;
 pub mod router;
+mod sniff;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use http::header::HeaderValue;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use strait_xds::listener::Direction;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -73,8 +76,40 @@ pub fn security_policy(direction: Direction, mutual_tls: bool) -> &'static str {
     }
 }
 
-/// Serves the connection until it closes.
-pub async fn serve<I>(conn: Arc<HttpConn>, io: I)
+/// Serves the connection until it closes: HTTP/2 when it starts with HTTP/2's connection
+/// preface (prior knowledge, or TLS with ALPN `h2`), HTTP/1.1 otherwise.
+pub async fn serve<I>(conn: Arc<HttpConn>, mut io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = crate::idle::Activity::new(tokio::time::Instant::now());
+    // A connection that sends nothing is closed by the idle timeout, or when drained.
+    let sniffed = tokio::select! {
+        sniffed = sniff::preface(&mut io) => sniffed,
+        () = activity.expired(conn.idle_timeout) => {
+            conn.proxy.metrics.record_idle_timeout("http");
+            tracing::debug!(downstream = %conn.downstream, "connection idle for the idle timeout; closing");
+            return;
+        }
+        () = conn.retirement.wait() => return,
+    };
+    let (seen, http2) = match sniffed {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(downstream = %conn.downstream, "connection closed before a request: {e}");
+            return;
+        }
+    };
+    let io = sniff::Rewind::new(seen, io);
+    if http2 {
+        http2::serve(conn, io, activity).await;
+    } else {
+        serve_http1(conn, io, activity).await;
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on hyper.
+async fn serve_http1<I>(conn: Arc<HttpConn>, io: I, activity: Arc<crate::idle::Activity>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -82,26 +117,24 @@ where
     let idle_timeout = conn.idle_timeout;
     let proxy = conn.proxy.clone();
     let downstream = conn.downstream;
-    let activity = crate::idle::Activity::new(tokio::time::Instant::now());
     let requests = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let c = conn.clone();
         let in_flight = requests.begin();
-        // Boxed: hyper and tokio move the service's future whole (into each HTTP/2 stream's
-        // task, for one); a pointer moves cheaper than the request's kilobytes of state.
+        let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
+        // Boxed: hyper moves the service's future whole; a pointer moves cheaper than the
+        // request's kilobytes of state.
         let response = Box::pin(handle(c, req, in_flight));
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     // No header-read timeout (Envoy's `request_headers_timeout` is off by default too): hyper
     // re-arms it for every request, which wakes the event loop once more per request. Idle
     // connections are closed by the idle timeout below.
-    builder.http1().header_read_timeout(None);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(Some(1024));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    builder.header_read_timeout(None);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let idle = activity.expired(idle_timeout);
     tokio::select! {
@@ -176,7 +209,7 @@ fn peer_from_header(v: &HeaderValue) -> Option<Peer> {
 /// body ends.
 async fn handle(
     c: Arc<HttpConn>,
-    mut req: http::Request<Incoming>,
+    mut req: http::Request<Body>,
     in_flight: crate::idle::InFlight,
 ) -> http::Response<Body> {
     let start = Instant::now();
@@ -228,12 +261,9 @@ async fn handle(
     let request_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = request_bytes.clone();
     let req = req.map(move |b| {
-        Observed::new(
-            b.map_err(BoxError::from).boxed_unsync(),
-            move |f: Finished| {
-                counter.store(f.bytes, std::sync::atomic::Ordering::Relaxed);
-            },
-        )
+        Observed::new(b, move |f: Finished| {
+            counter.store(f.bytes, std::sync::atomic::Ordering::Relaxed);
+        })
         .boxed_unsync()
     });
 

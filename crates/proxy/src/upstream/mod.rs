@@ -5,6 +5,7 @@
 //! endpoint updates by address.
 
 pub mod dns;
+pub mod http2;
 pub mod lb;
 pub mod limits;
 pub mod outlier;

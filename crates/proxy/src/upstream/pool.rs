@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use strait_identity::transport::ClientIo;
@@ -70,6 +70,7 @@ pub enum ConnectError {
     /// The mTLS handshake failed (or no certificate to present).
     Tls(String),
     Handshake(hyper::Error),
+    Http2Handshake(h2::Error),
     /// The HTTP/2 connection another request was opening, which this one waited for, failed.
     Waited(String),
 }
@@ -81,6 +82,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
             ConnectError::Tls(e) => write!(f, "mTLS failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::Http2Handshake(e) => write!(f, "HTTP/2 handshake failed: {e}"),
             ConnectError::Waited(reason) => f.write_str(reason),
         }
     }
@@ -99,7 +101,7 @@ struct IdleH1 {
 /// A worker's HTTP/2 connection.
 struct SharedH2 {
     worker: usize,
-    sender: http2::SendRequest<Body>,
+    sender: h2::client::SendRequest<Bytes>,
     activity: Arc<Activity>,
 }
 
@@ -239,9 +241,41 @@ pub enum Conn {
         in_flight: InFlight,
     },
     H2 {
-        sender: http2::SendRequest<Body>,
+        sender: h2::client::SendRequest<Bytes>,
+        pool: Weak<Pool>,
         in_flight: InFlight,
     },
+}
+
+/// Why a request got no response from its host.
+#[derive(Debug)]
+pub enum SendError {
+    Http1(hyper::Error),
+    Http2(h2::Error),
+}
+
+impl SendError {
+    /// The host did not process the request, so it is safe to retry (what `retryOn:
+    /// refused-stream` retries): it refused the stream (HTTP/2 `REFUSED_STREAM`), or the stream
+    /// was past the last one a graceful GOAWAY said the host would process.
+    pub fn refused(&self) -> bool {
+        match self {
+            SendError::Http1(_) => false,
+            SendError::Http2(e) => {
+                e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Http1(e) => e.fmt(f),
+            SendError::Http2(e) => e.fmt(f),
+        }
+    }
 }
 
 impl Pool {
@@ -249,13 +283,13 @@ impl Pool {
     pub fn checkout(self: &Arc<Self>, settings: &ConnectSettings, reach: Reach) -> Option<Conn> {
         let worker = crate::workers::current();
         if settings.http2 {
-            let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            h2.retain(|c| !c.sender.is_closed());
+            let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
             let own = h2.iter().find(|c| c.worker == worker);
             let any = || h2.first().filter(|_| reach == Reach::AnyWorker);
             // Counted in flight under the lock, so its idle timer cannot close it meanwhile.
             return own.or_else(any).map(|c| Conn::H2 {
                 sender: c.sender.clone(),
+                pool: Arc::downgrade(self),
                 in_flight: c.activity.begin(),
             });
         }
@@ -305,6 +339,13 @@ impl Pool {
         self.idle_timeouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
+    }
+
+    /// An HTTP/2 connection closed, or failed a request before opening its stream (it is going
+    /// away): out of the pool, so requests open another.
+    fn forget_h2(&self, activity: &Arc<Activity>) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        h2.retain(|c| !Arc::ptr_eq(&c.activity, activity));
     }
 
     /// The right to open the calling worker's HTTP/2 connection, unless one of its requests is
@@ -375,16 +416,13 @@ impl Pool {
         permit: Permit,
     ) -> Result<Conn, ConnectError> {
         let stream = connect_stream(addr, mtls, settings).await?;
-        let io = TokioIo::new(stream);
         let activity = Activity::new(tokio::time::Instant::now());
         let in_flight = activity.begin();
         let (pool, timeout) = (Arc::downgrade(self), settings.idle_timeout);
         if settings.http2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .handshake(io)
+            let (sender, conn) = super::http2::handshake(stream)
                 .await
-                .map_err(ConnectError::Handshake)?;
+                .map_err(ConnectError::Http2Handshake)?;
             tokio::spawn(drive(conn, pool, activity.clone(), timeout, permit));
             let worker = crate::workers::current();
             let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
@@ -396,10 +434,14 @@ impl Pool {
             });
             drop(h2);
             self.freed.freed();
-            Ok(Conn::H2 { sender, in_flight })
+            Ok(Conn::H2 {
+                sender,
+                pool: Arc::downgrade(self),
+                in_flight,
+            })
         } else {
             let (sender, conn) = http1::Builder::new()
-                .handshake(io)
+                .handshake(TokioIo::new(stream))
                 .await
                 .map_err(ConnectError::Handshake)?;
             let conn = conn.with_upgrades();
@@ -425,21 +467,22 @@ async fn drive<C: Future>(
     permit: Permit,
 ) {
     tokio::pin!(conn);
-    let Some(timeout) = timeout else {
-        conn.await;
-        drop(permit);
-        return;
-    };
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            () = activity.expired(Some(timeout)) => {
-                if pool.upgrade().is_none_or(|p| p.close_idle(&activity, timeout)) {
+            () = activity.expired(timeout) => {
+                if let Some(timeout) = timeout
+                    && pool.upgrade().is_none_or(|p| p.close_idle(&activity, timeout))
+                {
                     tracing::debug!("upstream connection idle for the idle timeout; closing");
                     break;
                 }
             }
         }
+    }
+    // Closed (by the host, an error, or the timer): no request may take it any more.
+    if let Some(pool) = pool.upgrade() {
+        pool.forget_h2(&activity);
     }
     drop(permit);
 }
@@ -520,14 +563,26 @@ impl Conn {
         request: http::Request<Body>,
         max_requests: Option<u32>,
         active: Option<ActiveRequest>,
-    ) -> Result<http::Response<Body>, hyper::Error> {
+    ) -> Result<http::Response<Body>, SendError> {
         use http_body_util::BodyExt;
         match self {
             Conn::H2 {
-                mut sender,
+                sender,
+                pool,
                 in_flight,
             } => {
-                let r = sender.send_request(request).await?;
+                let r = match super::http2::send(sender, request).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if (e.is_go_away() || e.is_io())
+                            && let Some(pool) = pool.upgrade()
+                        {
+                            // Going away or broken: the next request opens another.
+                            pool.forget_h2(in_flight.activity());
+                        }
+                        return Err(SendError::Http2(e));
+                    }
+                };
                 Ok(r.map(|inner| {
                     PooledBody {
                         inner,
@@ -546,7 +601,10 @@ impl Conn {
                 in_flight,
             } => {
                 let upgrade = request.headers().contains_key(http::header::UPGRADE);
-                let r = sender.send_request(request).await?;
+                let r = sender
+                    .send_request(request)
+                    .await
+                    .map_err(SendError::Http1)?;
                 let used = used + 1;
                 let reusable = !upgrade
                     && r.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -584,14 +642,14 @@ struct ReturnToPool {
 
 /// A response body that counts its request in flight on its connection until it ends (then an
 /// HTTP/1.1 connection that may serve again goes back to the pool).
-struct PooledBody {
-    inner: hyper::body::Incoming,
+struct PooledBody<B> {
+    inner: B,
     back: Option<ReturnToPool>,
     in_flight: Option<InFlight>,
     active: Option<ActiveRequest>,
 }
 
-impl PooledBody {
+impl<B> PooledBody<B> {
     fn release(&mut self) {
         // The request is over with its body.
         drop(self.active.take());
@@ -605,7 +663,11 @@ impl PooledBody {
     }
 }
 
-impl HttpBody for PooledBody {
+impl<B> HttpBody for PooledBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -621,7 +683,7 @@ impl HttpBody for PooledBody {
             Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
         }
-        polled.map(|o| o.map(|r| r.map_err(BoxError::from)))
+        polled.map(|o| o.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
