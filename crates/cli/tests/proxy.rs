@@ -368,6 +368,7 @@ spec:
     // Four tries are not enough for a path that fails twice on each backend: 503, flagged URX.
     let (status, _) = s.get("/flaky/2?exhausted", &[]);
     assert_eq!(status, 503);
+    assert_eq!(requests_flagged(&s.proxy, "URX"), 1);
 
     // The route timeout fires (504, UT) long before the backend answers.
     let start = Instant::now();
@@ -1272,7 +1273,8 @@ fn the_active_request_cap_answers_503_uo_and_the_retry_cap_stops_retries() {
     drop(s);
 
     // `maxRetries: 1` (Envoy's max_retries): of two requests failing together, one retries
-    // (three times) and the other, finding no retry to be had, answers its 503 as it is.
+    // (three times, then runs out of attempts: URX) and the other, finding no retry to be
+    // had, answers its 503 as it is, flagged UO as Envoy flags a retry overflow.
     let retry_capped = http_pool_rule("maxRetries: 1")
         + "---
 apiVersion: networking.istio.io/v1
@@ -1291,5 +1293,20 @@ spec:
         cluster_counter(&s.proxy, "envoy_cluster_upstream_rq_retry", "|8080|"),
         3,
         "only one request retried"
+    );
+    let counter = |family| cluster_counter(&s.proxy, family, "|8080|");
+    assert_eq!(
+        (
+            counter("envoy_cluster_upstream_rq_retry_overflow"),
+            counter("envoy_cluster_upstream_rq_retry_limit_exceeded"),
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        (
+            requests_flagged(&s.proxy, "UO"),
+            requests_flagged(&s.proxy, "URX")
+        ),
+        (1, 1)
     );
 }

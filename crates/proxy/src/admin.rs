@@ -163,11 +163,13 @@ fn cluster_stats(proxy: &Proxy) -> String {
     let mut out = String::new();
     let mut names: Vec<&String> = snapshot.clusters.keys().collect();
     names.sort();
-    let families: [(&str, &str); 8] = [
+    let families: [(&str, &str); 10] = [
         ("envoy_cluster_upstream_rq_total", "counter"),
         ("envoy_cluster_upstream_cx_total", "counter"),
         ("envoy_cluster_upstream_cx_idle_timeout", "counter"),
         ("envoy_cluster_upstream_rq_retry", "counter"),
+        ("envoy_cluster_upstream_rq_retry_overflow", "counter"),
+        ("envoy_cluster_upstream_rq_retry_limit_exceeded", "counter"),
         ("envoy_cluster_upstream_rq_timeout", "counter"),
         ("envoy_cluster_upstream_cx_connect_fail", "counter"),
         ("envoy_cluster_outlier_detection_ejections_total", "counter"),
@@ -184,6 +186,12 @@ fn cluster_stats(proxy: &Proxy) -> String {
                 }
                 "envoy_cluster_upstream_cx_idle_timeout" => c.idle_timeouts(),
                 "envoy_cluster_upstream_rq_retry" => c.stats.retries.load(Ordering::Relaxed),
+                "envoy_cluster_upstream_rq_retry_overflow" => {
+                    c.stats.retry_overflows.load(Ordering::Relaxed)
+                }
+                "envoy_cluster_upstream_rq_retry_limit_exceeded" => {
+                    c.stats.retry_limit_exceeded.load(Ordering::Relaxed)
+                }
                 "envoy_cluster_upstream_rq_timeout" => c.stats.timeouts.load(Ordering::Relaxed),
                 "envoy_cluster_upstream_cx_connect_fail" => {
                     c.stats.connect_failures.load(Ordering::Relaxed)

@@ -444,23 +444,29 @@ async fn forward(
             }
             AttemptResult::Final(reply) => return reply,
         };
-        let may_retry = retry.is_some_and(|r| {
-            attempt_n < max_attempts && retriable(&r.retry_on, &r.retriable_status_codes, &kind)
-        });
-        if !may_retry {
-            if attempt_n > 1
-                && retry.is_some()
-                && matches!(kind, Attempt::Response { status, .. } if status >= 500)
-            {
-                outcome.flag("URX");
-            }
+        // Envoy's retry decision: a retriable outcome is retried while the route's attempts
+        // last (else `URX`, `upstream_rq_retry_limit_exceeded`) and the cluster's retry
+        // budget has room (else `UO`, `upstream_rq_retry_overflow`).
+        if !retry.is_some_and(|r| retriable(&r.retry_on, &r.retriable_status_codes, &kind)) {
+            return finish_upgrade(response, downstream_upgrade, upgrading);
+        }
+        if attempt_n >= max_attempts {
+            outcome.flag("URX");
+            cluster
+                .stats
+                .retry_limit_exceeded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return finish_upgrade(response, downstream_upgrade, upgrading);
         }
         // One more try: within the retry budget and the overall deadline.
         if retry_permit.is_none() {
             retry_permit = cluster.limits.acquire(Resource::Retries);
             if retry_permit.is_none() {
-                outcome.flag("URX");
+                outcome.flag("UO");
+                cluster
+                    .stats
+                    .retry_overflows
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return response;
             }
         }

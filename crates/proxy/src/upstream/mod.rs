@@ -188,6 +188,11 @@ pub struct Plan {
 pub struct ClusterStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    /// Retries the cluster's retry budget refused (Envoy's `upstream_rq_retry_overflow`).
+    pub retry_overflows: AtomicU64,
+    /// Requests whose route's attempts ran out on a retriable outcome (Envoy's
+    /// `upstream_rq_retry_limit_exceeded`).
+    pub retry_limit_exceeded: AtomicU64,
     pub timeouts: AtomicU64,
     pub no_healthy: AtomicU64,
     pub ejections: AtomicU64,
