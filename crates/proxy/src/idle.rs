@@ -100,7 +100,21 @@ impl Activity {
         };
         let mut wake = self.epoch + timeout;
         loop {
-            tokio::time::sleep_until(wake).await;
+            // The connection's task polls this on every wake-up (every read and write): once
+            // the timer is registered, it is polled again only after it fired — an atomic
+            // load instead of a trip through the time driver's entry each time. The waker it
+            // registered stays right: the same task polls it.
+            let sleep = tokio::time::sleep_until(wake);
+            tokio::pin!(sleep);
+            let mut registered = false;
+            std::future::poll_fn(|cx| {
+                if registered && !sleep.is_elapsed() {
+                    return std::task::Poll::Pending;
+                }
+                registered = true;
+                sleep.as_mut().poll(cx)
+            })
+            .await;
             match self.check(Instant::now(), timeout) {
                 Check::Expired => return,
                 Check::WakeAt(next) => wake = next,
