@@ -65,6 +65,8 @@ pub struct HttpConn {
     pub retirement: Arc<Retirement>,
     /// Closes the connection after this long without a request in flight (`None`: never).
     pub idle_timeout: Option<std::time::Duration>,
+    /// Where its requests were last recorded.
+    pub series: crate::metrics::SeriesMemo,
 }
 
 /// Istio's `connection_security_policy`: what the server saw; a client reports `unknown`.
@@ -323,12 +325,13 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
-    let proxy = c.proxy.clone();
+    let conn = c.clone();
     let direction = c.direction;
     let downstream = c.downstream;
     let peer_principal = c.peer_principal.clone();
     let (parts, body) = response.into_parts();
     let body = Observed::new(body, move |f: Finished| {
+        let proxy = &conn.proxy;
         drop(in_flight);
         let grpc_status = f.grpc_status.clone().or(header_grpc_status);
         let mut outcome = outcome;
@@ -390,7 +393,7 @@ async fn handle(
         };
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let request_size = request_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let series = proxy.metrics.request_series(&labels);
+        let series = proxy.metrics.request_series_memo(&conn.series, &labels);
         series.requests.inc();
         series.duration.observe(ms);
         series.request_bytes.observe(request_size as f64);

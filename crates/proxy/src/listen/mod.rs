@@ -366,6 +366,7 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
                 jwt: chain.request_jwt.clone(),
                 retirement: chain.retirement.clone(),
                 idle_timeout: crate::idle::configured(hcm.idle_timeout_ms),
+                series: Default::default(),
             })
         }
         NetworkFilter::Tcp(config) => Served::Tcp(tcp_conn(), config.clone()),
