@@ -476,7 +476,7 @@ pub async fn run(
         .arg(work.join("nginx.conf"))
         .args(["-p"])
         .arg(&work);
-    let nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
+    let mut nginx = Started::spawn("nginx", &mut nginx_cmd, &logs.join("nginx.log"))
         .context("starting nginx (install nginx-light; scripts/bench does)")?;
     let mut grpc_cmd = Command::new(std::env::current_exe()?);
     grpc_cmd.args([
@@ -484,7 +484,7 @@ pub async fn run(
         &format!("{APP_IP}:{GRPC_APP}"),
         &format!("127.0.0.1:{GRPC_APP}"),
     ]);
-    let grpc_app = Started::spawn("grpc app", &mut grpc_cmd, &logs.join("grpc-app.log"))?;
+    let mut grpc_app = Started::spawn("grpc app", &mut grpc_cmd, &logs.join("grpc-app.log"))?;
     let grpc_request_file = work.join("grpc-request.bin");
     std::fs::write(&grpc_request_file, crate::grpc_app::request_frame())?;
     let grpc_request = grpc_request_file.to_string_lossy().into_owned();
@@ -537,6 +537,10 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // Ours answering, not a stray process holding the port (ours would have failed to bind):
+    // its CPU would be measured as none.
+    nginx.check_alive()?;
+    grpc_app.check_alive()?;
     let reference_pki = ReferencePki::create(&work.join("reference-pki"))?;
     let references = reference::start(
         &work,
