@@ -6,7 +6,7 @@ Prints "ready" once serving; stops on SIGTERM. Every answer is JSON:
 {"name": NAME, "method": ..., "path": ..., "headers": {...}, "body_bytes": N, "count": N}.
 
 Paths:
-  /status/CODE      answer with that status
+  /status/CODE      answer with that status (?length: a 204's content-length anyway)
   /delay/MS         wait MS milliseconds, then answer 200
   /flaky/N          answer 503 to the first N requests this backend sees on that path, then 200
   /grpc-status/N    answer 200 with `grpc-status: N` (a gRPC trailers-only shape)
@@ -81,13 +81,17 @@ class Handler(BaseHTTPRequestHandler):
             "body_bytes": len(body),
             "count": count,
         }).encode()
+        # 204 and 304 answers have no content (RFC 9110 §15.3.5, §15.4.5).
+        bodiless = status in (204, 304)
         self.send_response(status)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
+        # `?length`: a content-length on a bodiless answer anyway, as some servers send.
+        if not bodiless or "length" in self.path.partition("?")[2].split("&"):
+            self.send_header("content-length", str(len(payload)))
         for k, v in extra.items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and not bodiless:
             self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = answer

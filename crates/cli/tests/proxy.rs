@@ -258,10 +258,42 @@ fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_
     assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"));
     assert!(metrics.contains("istio_response_bytes_sum{"));
 
+    // Bodiless answers (204, and to HEAD) are whole, not downstream disconnects (`DC`), over
+    // either protocol.
+    for args in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let (status, body) = s.get("/status/204", args);
+        assert_eq!(status, 204, "{args:?}: {body}");
+        // A 204 that says it has a length is passed on without it (HTTP/2 clients would
+        // refuse the stream as malformed).
+        let (status, body) = s.get("/status/204?length", args);
+        assert_eq!(status, 204, "{args:?}: {body}");
+    }
+    let head = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+        .args(["-H", &format!("Host: {HOST}"), &s.url("/status/205")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "205");
+    let metrics = s.proxy.admin("/stats/prometheus");
+    let bodiless: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{")
+                && (l.contains("response_code=\"204\"") || l.contains("response_code=\"205\""))
+        })
+        .collect();
+    for code in ["204", "205"] {
+        let code = format!("response_code=\"{code}\"");
+        assert!(bodiless.iter().any(|l| l.contains(&code)), "{metrics}");
+    }
+    for line in bodiless {
+        assert!(line.contains("response_flags=\"-\""), "{line}");
+    }
+
     // The access log has a JSON line per request.
     let log = wait_for(Duration::from_secs(5), "access log lines", || {
         let l = s.proxy.access_log();
-        (l.lines().count() >= 21).then_some(l)
+        (l.lines().count() >= 24).then_some(l)
     });
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first["response_code"], 200);

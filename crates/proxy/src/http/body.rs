@@ -159,9 +159,16 @@ pub struct Observed<F: FnOnce(Finished) + Send + 'static> {
 
 impl<F: FnOnce(Finished) + Send + 'static> Observed<F> {
     pub fn new(inner: Body, on_finish: F) -> Self {
+        // An empty body (a 204, an answer to HEAD, `content-length: 0`) is whole from the
+        // start: the server sends it without reading it, and dropping it unread is no
+        // disconnect.
+        let seen = Finished {
+            complete: inner.is_end_stream(),
+            ..Finished::default()
+        };
         Observed {
             inner,
-            seen: Finished::default(),
+            seen,
             on_finish: Some(on_finish),
         }
     }
@@ -278,5 +285,12 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         drop(Observed::new(full("abc"), move |f| tx.send(f).unwrap()));
         assert!(!rx.recv().unwrap().complete);
+        // An empty body dropped unread is whole (no `DC` for a 204).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let empty = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        drop(Observed::new(empty, move |f| tx.send(f).unwrap()));
+        assert!(rx.recv().unwrap().complete);
     }
 }

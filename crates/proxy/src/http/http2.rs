@@ -140,6 +140,11 @@ async fn serve_stream(
     if !parts.headers.contains_key(http::header::DATE) {
         parts.headers.insert(http::header::DATE, super::date::now());
     }
+    if parts.status == http::StatusCode::NO_CONTENT {
+        // A 204 has no content, so no length (RFC 9110 §8.6): an HTTP/1.1 host's stray
+        // `content-length` would make the client take the bodiless stream as malformed.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
     let end = body.is_end_stream();
     if !end
         && let Some(length) = body.size_hint().exact()
