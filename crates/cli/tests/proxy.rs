@@ -147,16 +147,24 @@ impl Setup {
     /// gRPC calls by h2load (`args`: its connection and request counts) to port 9090, each
     /// posting an empty message: its counts as [`h2load`]'s.
     fn grpc_calls(&self, args: &[&str]) -> ([u64; 4], u64, String) {
+        self.grpc_calls_to("/strait.test.Nothing/Call", args)
+    }
+
+    /// [`Setup::grpc_calls`] to `method` (`/<service>/<method>`).
+    fn grpc_calls_to(&self, method: &str, args: &[&str]) -> ([u64; 4], u64, String) {
         let empty_message = self.dir.join("empty-grpc-message");
         std::fs::write(&empty_message, [0u8; 5]).unwrap();
         let authority = format!(":authority: {HOST}:9090");
-        let url = format!("http://{}:9090/strait.test.Nothing/Call", self.bind);
+        let url = format!("http://{}:9090{method}", self.bind);
         let mut all = args.to_vec();
         all.extend_from_slice(&[
             "-d",
             empty_message.to_str().unwrap(),
             "-H",
             "content-type: application/grpc",
+            // gRPC servers refuse a call without it.
+            "-H",
+            "te: trailers",
             "-H",
             &authority,
             &url,
@@ -1099,6 +1107,37 @@ fn closed_after(c: &mut std::net::TcpStream) -> Duration {
         Ok(0) => since.elapsed(),
         other => panic!("expected the proxy to close the connection, got {other:?}"),
     }
+}
+
+/// A host that recycles its HTTP/2 connections (gRPC's `max_connection_age`: a graceful GOAWAY,
+/// then the close) fails no request through the proxy: the streams it did not take are retried
+/// on a new connection (Istio's default `retryOn` has `refused-stream`), the ones it took finish.
+#[test]
+fn a_host_recycling_its_http2_connections_fails_no_request() {
+    let s = setup(38, &[("a", None)], "");
+    let _grpc = backend_aged("grpc-a", "127.1.38.1", 9090, 300);
+    let (codes, failed, out) = s.grpc_calls_to(
+        "/strait.test.Echo/Name",
+        &["-c", "2", "-D", "3", "--rps", "100"],
+    );
+    assert_eq!(failed, 0, "{out}\n{}", s.proxy.log());
+    assert!(codes[0] >= 400, "{out}\n{}", s.proxy.log());
+    // Every call answered by the host (gRPC status 0), none by the proxy.
+    let metrics = s.proxy.admin("/stats/prometheus");
+    let calls: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("request_protocol=\"grpc\"")
+        })
+        .collect();
+    let answered: u64 = calls
+        .iter()
+        .filter(|l| l.contains("grpc_response_status=\"0\"") && l.contains("response_flags=\"-\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(answered, codes[0], "{}", calls.join("\n"));
+    let opened = cluster_counter(&s.proxy, "envoy_cluster_upstream_cx_total", "|9090|");
+    assert!(opened >= 4, "connections recycled: {opened} opened");
 }
 
 /// Opens HTTP/2 on `c` (prior knowledge) and sends no request, answering the server's

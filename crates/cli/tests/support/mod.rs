@@ -243,9 +243,19 @@ fn spawn_ready(mut cmd: Command, what: String) -> Proc {
 
 /// A Python gRPC backend answering with `name` on `ip:port`.
 pub fn backend(name: &str, ip: &str, port: u16) -> Proc {
+    backend_with(name, ip, port, &[])
+}
+
+/// [`backend`], recycling each connection after `age_ms` (gRPC's `max_connection_age`).
+pub fn backend_aged(name: &str, ip: &str, port: u16, age_ms: u32) -> Proc {
+    backend_with(name, ip, port, &[&age_ms.to_string()])
+}
+
+fn backend_with(name: &str, ip: &str, port: u16, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(python());
     cmd.arg(repo().join("tests/grpc/backend.py"))
-        .args([name, &format!("{ip}:{port}")]);
+        .args([name, &format!("{ip}:{port}")])
+        .args(extra);
     spawn_ready(cmd, format!("gRPC backend {name} on {ip}:{port}"))
 }
 
