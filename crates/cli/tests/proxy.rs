@@ -266,6 +266,31 @@ fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_
     assert!(metrics.contains("istio_request_duration_milliseconds_bucket{"));
     assert!(metrics.contains("istio_response_bytes_sum{"));
 
+    // A client expecting `100 Continue` before its body gets it from the proxy at once (Envoy's
+    // default), over HTTP/2 as over HTTP/1.1 (hyper's); the backend sees no `expect`.
+    for args in [&["--http1.1"][..], &["--http2-prior-knowledge"][..]] {
+        let out = std::process::Command::new("curl")
+            .args(["-sv", "-m", "10", "-H", &format!("Host: {HOST}")])
+            .args(["-H", "Expect: 100-continue", "-d", "hello"])
+            .args(args)
+            .arg(s.url("/expect"))
+            .output()
+            .unwrap();
+        let (body, trace) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            trace.contains("< HTTP/1.1 100") || trace.contains("< HTTP/2 100"),
+            "{args:?}: {trace}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+        assert_eq!(v["body_bytes"], 5, "{body}");
+        if args == ["--http2-prior-knowledge"] {
+            assert!(v["headers"].get("expect").is_none(), "{body}");
+        }
+    }
+
     // Bodiless answers (204, and to HEAD) are whole, not downstream disconnects (`DC`), over
     // either protocol.
     for args in [&[][..], &["--http2-prior-knowledge"][..]] {
@@ -301,7 +326,7 @@ fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_
     // The access log has a JSON line per request.
     let log = wait_for(Duration::from_secs(5), "access log lines", || {
         let l = s.proxy.access_log();
-        (l.lines().count() >= 24).then_some(l)
+        (l.lines().count() >= 26).then_some(l)
     });
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first["response_code"], 200);

@@ -112,7 +112,20 @@ async fn serve_stream(
     mut respond: SendResponse<Bytes>,
     in_flight: InFlight,
 ) {
-    let (parts, recv) = request.into_parts();
+    let (mut parts, recv) = request.into_parts();
+    if parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        // Envoy's default: the proxy says "go on" itself rather than pass the wait upstream.
+        parts.headers.remove(http::header::EXPECT);
+        let mut go_on = http::Response::new(());
+        *go_on.status_mut() = http::StatusCode::CONTINUE;
+        if let Err(e) = respond.send_informational(go_on) {
+            tracing::debug!("HTTP/2 100 Continue not sent: {e}");
+        }
+    }
     let body = RecvBody::new(recv, &parts.headers)
         .map_err(BoxError::from)
         .boxed_unsync();
