@@ -291,6 +291,22 @@ fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_
         }
     }
 
+    // A 20 KiB header (a large cookie or token) passes over HTTP/2 as over HTTP/1.1: within
+    // Envoy's 60 KiB.
+    let big = format!("x-big: {}", "t".repeat(20 * 1024));
+    for args in [
+        &["-H", &big][..],
+        &["-H", &big, "--http2-prior-knowledge"][..],
+    ] {
+        let (status, body) = s.get("/big", args);
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["headers"]["x-big"].as_str().map(str::len),
+            Some(20 * 1024)
+        );
+    }
+
     // Bodiless answers (204, and to HEAD) are whole, not downstream disconnects (`DC`), over
     // either protocol.
     for args in [&[][..], &["--http2-prior-knowledge"][..]] {
@@ -326,7 +342,7 @@ fn http1_and_http2_requests_are_balanced_over_endpoints_and_reported_with_istio_
     // The access log has a JSON line per request.
     let log = wait_for(Duration::from_secs(5), "access log lines", || {
         let l = s.proxy.access_log();
-        (l.lines().count() >= 26).then_some(l)
+        (l.lines().count() >= 28).then_some(l)
     });
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first["response_code"], 200);

@@ -24,7 +24,6 @@ use crate::upstream::pool::BoxError;
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const SEND_BUFFER: usize = 400 * 1024;
-const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
@@ -47,7 +46,7 @@ where
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER)
-        .max_header_list_size(MAX_HEADER_LIST)
+        .max_header_list_size(super::MAX_HEADER_LIST)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .handshake::<_, Bytes>(io)

@@ -34,6 +34,11 @@ use router::Router;
 /// on the destination side): `<workload>;<namespace>;<cluster>;<app>;<version>`.
 pub const PEER_HEADER: http::HeaderName = http::HeaderName::from_static("x-strait-peer");
 
+/// The largest HTTP/2 header list accepted, from clients and from hosts: Envoy's default
+/// `max_request_headers_kb`, so large cookies and tokens pass as they do through Envoy
+/// (hyper's 16 KiB, which the proxy had, refused them).
+pub const MAX_HEADER_LIST: u32 = 60 * 1024;
+
 /// Where a connection's routes come from.
 #[derive(Clone)]
 pub enum RouteRef {

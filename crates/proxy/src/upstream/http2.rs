@@ -22,9 +22,8 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// The most one stream's queued body data may hold beyond the peer's window.
 const SEND_BUFFER: usize = 400 * 1024;
-/// The largest response header list accepted (Envoy's default, 60 KiB, is per request; 16 KiB
-/// is hyper's, what the proxy accepted so far).
-const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// The largest response header list accepted: Envoy's 60 KiB, as downstream.
+const MAX_HEADER_LIST: u32 = crate::http::MAX_HEADER_LIST;
 
 /// Opens HTTP/2 on `io`: the request sender, and the connection to drive until it closes.
 pub async fn handshake<T>(io: T) -> Result<(SendRequest<Bytes>, Connection<T, Bytes>), h2::Error>
