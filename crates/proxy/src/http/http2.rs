@@ -30,10 +30,8 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// What the connection's loop was woken for.
 enum Event {
     Stream(http::Request<RecvStream>, SendResponse<Bytes>),
-    /// The chain serving it was replaced (`false`) or it was idle too long (`true`).
-    Drain {
-        idle: bool,
-    },
+    /// The chain serving it was replaced, or it was idle too long.
+    Drain,
     Closed(Option<h2::Error>),
 }
 
@@ -58,20 +56,13 @@ where
             return;
         }
     };
-    let retirement = conn.retirement.clone();
-    let retired = retirement.wait();
-    let idle = activity.expired(conn.idle_timeout);
-    tokio::pin!(retired, idle);
+    let drained = conn.drained(&activity);
+    tokio::pin!(drained);
     let mut draining = false;
     loop {
         let event = poll_fn(|cx| {
-            if !draining {
-                if retired.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Drain { idle: false });
-                }
-                if idle.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Drain { idle: true });
-                }
+            if !draining && drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Drain);
             }
             // Accepting also drives the connection: it reads and writes every stream's frames.
             connection.poll_accept(cx).map(|accepted| match accepted {
@@ -86,11 +77,7 @@ where
                 let in_flight = activity.begin();
                 tokio::spawn(serve_stream(conn.clone(), request, respond, in_flight));
             }
-            Event::Drain { idle } => {
-                if idle {
-                    conn.proxy.metrics.record_idle_timeout("http");
-                    tracing::debug!(downstream = %conn.downstream, "connection idle for the idle timeout; closing");
-                }
+            Event::Drain => {
                 draining = true;
                 connection.graceful_shutdown();
             }

@@ -83,6 +83,21 @@ pub fn security_policy(direction: Direction, mutual_tls: bool) -> &'static str {
     }
 }
 
+impl HttpConn {
+    /// Resolves when the connection should drain: the chain serving it was replaced, or it has
+    /// been idle for the idle timeout (counted).
+    async fn drained(&self, activity: &crate::idle::Activity) {
+        tokio::select! {
+            biased;
+            () = self.retirement.wait() => {}
+            () = activity.expired(self.idle_timeout) => {
+                self.proxy.metrics.record_idle_timeout("http");
+                tracing::debug!(downstream = %self.downstream, "connection idle for the idle timeout; closing");
+            }
+        }
+    }
+}
+
 /// Serves the connection until it closes: HTTP/2 when it starts with HTTP/2's connection
 /// preface (prior knowledge, or TLS with ALPN `h2`), HTTP/1.1 otherwise.
 pub async fn serve<I>(conn: Arc<HttpConn>, mut io: I)
@@ -93,12 +108,7 @@ where
     // A connection that sends nothing is closed by the idle timeout, or when drained.
     let sniffed = tokio::select! {
         sniffed = sniff::preface(&mut io) => sniffed,
-        () = activity.expired(conn.idle_timeout) => {
-            conn.proxy.metrics.record_idle_timeout("http");
-            tracing::debug!(downstream = %conn.downstream, "connection idle for the idle timeout; closing");
-            return;
-        }
-        () = conn.retirement.wait() => return,
+        () = conn.drained(&activity) => return,
     };
     let (seen, http2) = match sniffed {
         Ok(found) => found,
@@ -120,10 +130,7 @@ async fn serve_http1<I>(conn: Arc<HttpConn>, io: I, activity: Arc<crate::idle::A
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let retirement = conn.retirement.clone();
-    let idle_timeout = conn.idle_timeout;
-    let proxy = conn.proxy.clone();
-    let downstream = conn.downstream;
+    let this = conn.clone();
     let requests = activity.clone();
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let c = conn.clone();
@@ -143,15 +150,10 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let idle = activity.expired(idle_timeout);
     tokio::select! {
+        biased;
         _ = connection.as_mut() => return,
-        () = retirement.wait() => connection.as_mut().graceful_shutdown(),
-        () = idle => {
-            proxy.metrics.record_idle_timeout("http");
-            tracing::debug!(%downstream, "connection idle for the idle timeout; closing");
-            connection.as_mut().graceful_shutdown();
-        }
+        () = this.drained(&activity) => connection.as_mut().graceful_shutdown(),
     }
     let _ = connection.await;
 }
@@ -331,12 +333,10 @@ async fn handle(
         .map(str::to_string);
 
     let conn = c.clone();
-    let direction = c.direction;
-    let downstream = c.downstream;
-    let peer_principal = c.peer_principal.clone();
     let (parts, body) = response.into_parts();
     let body = Observed::new(body, move |f: Finished| {
-        let proxy = &conn.proxy;
+        let (proxy, direction) = (&conn.proxy, conn.direction);
+        let (downstream, peer_principal) = (conn.downstream, &conn.peer_principal);
         drop(in_flight);
         let grpc_status = f.grpc_status.clone().or(header_grpc_status);
         let mut outcome = outcome;
