@@ -457,6 +457,9 @@ impl Pool {
     }
 }
 
+/// How long a connection closed for idleness may take to say goodbye (HTTP/2's GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Drives a connection until it closes or its idle timer closes it; its place under the
 /// cluster's connection limit frees up then.
 async fn drive<C: Future>(
@@ -475,6 +478,10 @@ async fn drive<C: Future>(
                     && pool.upgrade().is_none_or(|p| p.close_idle(&activity, timeout))
                 {
                     tracing::debug!("upstream connection idle for the idle timeout; closing");
+                    // No request can take it now. Let it close itself (bounded, should a
+                    // stray handle keep it open): an HTTP/2 connection then sends GOAWAY
+                    // (NO_ERROR) first, as Envoy does, so the host sees a close, not a loss.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
                     break;
                 }
             }
@@ -921,6 +928,135 @@ mod tests {
             1
         );
         wait_closed(&f);
+    }
+
+    /// A server's side of a connection, keeping what it read from the client.
+    struct Recording {
+        io: TcpStream,
+        read: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncRead for Recording {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+            let mut read = self.read.lock().unwrap();
+            read.extend_from_slice(&buf.filled()[before..]);
+            polled
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Recording {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// An HTTP/2 server answering every request with an empty 200; each connection's bytes
+    /// from the client come out of the receiver once it has ended.
+    async fn h2_server() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            while let Ok((io, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let read = Arc::new(Mutex::new(Vec::new()));
+                    let recording = Recording {
+                        io,
+                        read: read.clone(),
+                    };
+                    let mut conn = h2::server::handshake(recording).await.unwrap();
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        respond
+                            .send_response(http::Response::new(()), true)
+                            .unwrap();
+                    }
+                    drop(conn);
+                    let _ = tx.send(std::mem::take(&mut *read.lock().unwrap()));
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    /// The error codes of the GOAWAY frames in what an HTTP/2 client sent.
+    fn go_aways(sent: &[u8]) -> Vec<u32> {
+        let mut frames = sent.get(24..).unwrap_or_default();
+        let mut codes = Vec::new();
+        while frames.len() >= 9 {
+            let len = u32::from_be_bytes([0, frames[0], frames[1], frames[2]]) as usize;
+            let payload = &frames[9..(9 + len).min(frames.len())];
+            if frames[3] == 0x7 && payload.len() >= 8 {
+                codes.push(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            }
+            frames = &frames[(9 + len).min(frames.len())..];
+        }
+        codes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_http2_connection_closed_for_idleness_says_goaway_first() {
+        let (addr, ended) = h2_server().await;
+        let mut f = Fixture {
+            addr,
+            ..Fixture::new().await
+        };
+        f.settings.http2 = true;
+        f.settings.idle_timeout = Some(Duration::from_millis(200));
+        let (pool, limits, settings) = (f.pool.clone(), f.limits.clone(), f.settings.clone());
+        let status = on(&f.workers, 0, async move {
+            let permit = limits.acquire(Resource::Connections).unwrap();
+            let conn = pool.connect(addr, false, &settings, permit).await.unwrap();
+            let request = http::Request::get(format!("http://{addr}/"))
+                .body(Body::default())
+                .unwrap();
+            conn.send(request, None, None).await.unwrap().status()
+        });
+        assert_eq!(status, 200);
+        let sent = ended
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the idle connection closed");
+        assert_eq!(
+            go_aways(&sent),
+            [0],
+            "one GOAWAY, NO_ERROR, before the close"
+        );
+        for _ in 0..100 {
+            if f.limits.in_use(Resource::Connections) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            f.limits.in_use(Resource::Connections),
+            0,
+            "its place is free"
+        );
+        assert_eq!(
+            f.pool
+                .idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
