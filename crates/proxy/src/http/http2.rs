@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::HttpConn;
+use crate::boxed::boxed;
 use crate::h2_stream::{RecvBody, SendBody};
 use crate::idle::{Activity, InFlight};
 use crate::upstream::pool::BoxError;
@@ -75,7 +76,8 @@ where
         match event {
             Event::Stream(request, respond) => {
                 let in_flight = activity.begin();
-                tokio::spawn(serve_stream(conn.clone(), request, respond, in_flight));
+                let c = conn.clone();
+                tokio::spawn(boxed(|| serve_stream(c, request, respond, in_flight)));
             }
             Event::Drain => {
                 draining = true;
@@ -115,13 +117,8 @@ async fn serve_stream(
     let body = RecvBody::new(recv, &parts.headers)
         .map_err(BoxError::from)
         .boxed_unsync();
-    // Boxed: the request's state is kilobytes, and this task's future is moved whole when
-    // spawned.
-    let mut handled = Box::pin(super::handle(
-        conn,
-        http::Request::from_parts(parts, body),
-        in_flight,
-    ));
+    let request = http::Request::from_parts(parts, body);
+    let mut handled = boxed(|| super::handle(conn, request, in_flight));
     let response = poll_fn(|cx| {
         if let Poll::Ready(response) = handled.as_mut().poll(cx) {
             return Poll::Ready(Some(response));

@@ -138,7 +138,7 @@ where
         let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
         // Boxed: hyper moves the service's future whole; a pointer moves cheaper than the
         // request's kilobytes of state.
-        let response = Box::pin(handle(c, req, in_flight));
+        let response = crate::boxed::boxed(|| handle(c, req, in_flight));
         async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
