@@ -97,9 +97,37 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
 /// HPACK table could never pay off (no later request repeats it) and would evict the entries
 /// that do repeat.
 fn header_value(bytes: &[u8]) -> HeaderValue {
-    let mut v = HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut v = HeaderValue::from_maybe_shared(ids::shared(bytes))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
+}
+
+/// Where the IDs' bytes live: slices of a per-thread chunk a few kilobytes long, shared by
+/// reference count. A value of its own would be an allocation per ID, and another when the
+/// request's headers are first cloned (for a retry), since a vector's bytes become shared then.
+mod ids {
+    use std::cell::RefCell;
+
+    use bytes::{Bytes, BytesMut};
+
+    /// Room for the IDs of about 40 requests; a chunk is freed when they all have ended.
+    const CHUNK: usize = 4096;
+
+    thread_local! {
+        static CHUNK_LEFT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+
+    /// `bytes` as a shared slice of this thread's current chunk.
+    pub(super) fn shared(bytes: &[u8]) -> Bytes {
+        CHUNK_LEFT.with_borrow_mut(|left| {
+            if left.capacity() < bytes.len() {
+                *left = BytesMut::with_capacity(CHUNK.max(bytes.len()));
+            }
+            left.extend_from_slice(bytes);
+            left.split().freeze()
+        })
+    }
 }
 
 /// The trace ID and flags of a valid `traceparent`.
@@ -216,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn ids_share_a_chunk_and_stay_intact_when_it_runs_out() {
+        let values: Vec<HeaderValue> = (0..200)
+            .map(|i| header_value(format!("{i:0>55}").as_bytes()))
+            .collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(v.as_bytes(), format!("{i:0>55}").as_bytes());
+        }
+        let mut h = HeaderMap::new();
+        propagate(&mut h);
+        let copy = h.clone();
+        assert_eq!(copy["x-request-id"], h["x-request-id"]);
+        assert_eq!(copy["traceparent"], h["traceparent"]);
+    }
+
+    #[test]
     fn a_request_without_context_starts_a_trace() {
         let mut h = HeaderMap::new();
         let id = propagate(&mut h);
@@ -291,24 +334,27 @@ mod tests {
     }
 
     #[test]
-    fn propagating_allocates_only_the_header_values_it_writes() {
-        // An incoming W3C trace: a new traceparent (one value) and a new x-request-id (one).
+    fn propagating_allocates_nothing_once_its_thread_has_a_chunk() {
+        // Each test runs on a thread of its own: this one's first IDs take its chunk.
+        propagate(&mut HeaderMap::with_capacity(8));
+
+        // An incoming W3C trace: a new traceparent and a new x-request-id, both in the chunk.
         let mut h = HeaderMap::with_capacity(8);
         h.insert(
-            "traceparent",
+            TRACEPARENT,
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         let before = strait_alloc::allocations();
         let id = propagate(&mut h);
-        assert_eq!(strait_alloc::allocations() - before, 2);
+        assert_eq!(strait_alloc::allocations() - before, 0);
         assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
 
-        // No context at all, and a request ID already there: the traceparent alone.
-        let mut h = HeaderMap::with_capacity(8);
-        h.insert("x-request-id", HeaderValue::from_static("mine"));
+        // Cloning the headers (for a retry) copies the map (its indices and its entries), and
+        // shares the values.
         let before = strait_alloc::allocations();
-        propagate(&mut h);
-        assert_eq!(strait_alloc::allocations() - before, 1);
+        let copy = h.clone();
+        assert_eq!(strait_alloc::allocations() - before, 2);
+        assert_eq!(copy["traceparent"], h["traceparent"]);
     }
 
     #[test]
