@@ -19,7 +19,7 @@ use strait_xds::route::{
 use tokio::time::Instant;
 
 use super::body::{self, Replay};
-use super::headers::{self, local_reply};
+use super::headers::{self, UpstreamAuthority, local_reply};
 use super::{HttpConn, Outcome, RouteRef};
 use crate::upstream::limits::{Permit, Resource};
 use crate::upstream::outlier::Outcome as HostOutcome;
@@ -305,23 +305,32 @@ async fn forward(
         original
     };
     let authority = match (&action.host_rewrite, parts.uri.authority()) {
-        (Some(host), _) => HeaderValue::from_str(host).ok(),
-        (None, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
-        (None, None) => parts.headers.get(http::header::HOST).cloned(),
+        (Some(host), _) => HeaderValue::from_str(host)
+            .ok()
+            .map(UpstreamAuthority::Host),
+        (None, Some(a)) => Some(UpstreamAuthority::Uri(a.clone())),
+        (None, None) => parts
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .map(UpstreamAuthority::Host),
     };
     // HTTP/2 carries the authority in the URI (`:authority`); HTTP/1.1 in `Host`.
     let absolute = cluster.settings.http2;
-    if absolute {
+    let uri_authority = if absolute {
         parts.headers.remove(http::header::HOST);
-    } else if let Some(v) = &authority
-        && parts.headers.get(http::header::HOST) != Some(v)
-    {
-        parts.headers.insert(http::header::HOST, v.clone());
-    }
-    let authority = authority
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        authority
+            .as_ref()
+            .and_then(UpstreamAuthority::uri_authority)
+    } else {
+        if let Some(v) = authority.as_ref().and_then(UpstreamAuthority::host_value)
+            && parts.headers.get(http::header::HOST) != Some(&v)
+        {
+            parts.headers.insert(http::header::HOST, v);
+        }
+        None
+    };
+    let authority = authority.as_ref().map_or("", UpstreamAuthority::as_str);
     if c.direction == Direction::Outbound
         && let Some(v) = &c.proxy.peer_header
     {
@@ -376,7 +385,7 @@ async fn forward(
                 }
             },
         };
-        let Some(uri) = headers::upstream_uri(&path, authority, absolute) else {
+        let Some(uri) = headers::upstream_uri(&path, uri_authority.as_ref(), absolute) else {
             return local_reply(StatusCode::BAD_REQUEST, "invalid request target", grpc);
         };
         let mut request = http::Request::new(body);
@@ -780,7 +789,8 @@ fn mirror(
                 return;
             };
             let absolute = cluster.settings.http2;
-            let Some(uri) = headers::upstream_uri(&path, &authority, absolute) else {
+            let uri_authority = http::uri::Authority::try_from(authority.as_str()).ok();
+            let Some(uri) = headers::upstream_uri(&path, uri_authority.as_ref(), absolute) else {
                 return;
             };
             let mut request = http::Request::new(body);

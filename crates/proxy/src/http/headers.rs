@@ -2,7 +2,7 @@
 //! host rewrites, CORS, and local replies (gRPC-shaped for gRPC requests, as Envoy does).
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{StatusCode, Uri};
 use strait_xds::route::{Cors, HeaderEdits, PathMatch};
 
@@ -250,15 +250,52 @@ impl CorsPolicy {
     }
 }
 
-/// Builds the upstream URI: origin form for HTTP/1.1, absolute for HTTP/2.
-pub fn upstream_uri(path_and_query: &PathAndQuery, authority: &str, absolute: bool) -> Option<Uri> {
+/// The authority a request goes upstream with, kept in the form it arrived in (HTTP/2's
+/// `:authority`, HTTP/1.1's `Host`, or the route's rewrite) so that passing it on in the same
+/// form shares its bytes instead of copying them.
+pub enum UpstreamAuthority {
+    Uri(Authority),
+    Host(HeaderValue),
+}
+
+impl UpstreamAuthority {
+    pub fn as_str(&self) -> &str {
+        match self {
+            UpstreamAuthority::Uri(a) => a.as_str(),
+            UpstreamAuthority::Host(v) => v.to_str().unwrap_or(""),
+        }
+    }
+
+    /// As HTTP/1.1's `Host` header.
+    pub fn host_value(&self) -> Option<HeaderValue> {
+        match self {
+            UpstreamAuthority::Uri(a) => HeaderValue::from_str(a.as_str()).ok(),
+            UpstreamAuthority::Host(v) => Some(v.clone()),
+        }
+    }
+
+    /// As the authority of HTTP/2's absolute URI (`:authority`).
+    pub fn uri_authority(&self) -> Option<Authority> {
+        match self {
+            UpstreamAuthority::Uri(a) => Some(a.clone()),
+            UpstreamAuthority::Host(v) => Authority::try_from(v.as_bytes()).ok(),
+        }
+    }
+}
+
+/// Builds the upstream URI: origin form for HTTP/1.1, absolute for HTTP/2 (which needs an
+/// authority).
+pub fn upstream_uri(
+    path_and_query: &PathAndQuery,
+    authority: Option<&Authority>,
+    absolute: bool,
+) -> Option<Uri> {
     if absolute {
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path_and_query.clone())
-            .build()
-            .ok()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority?.clone());
+        parts.path_and_query = Some(path_and_query.clone());
+        Uri::from_parts(parts).ok()
     } else {
         Some(Uri::from(path_and_query.clone()))
     }
