@@ -25,15 +25,24 @@ use crate::synth;
 pub struct Params {
     /// One saturation run of each chain; there are `rounds` of them, interleaved.
     pub saturation: Duration,
-    /// Saturation rounds: every chain once per round, round after round, so slow spells of
-    /// the shared machine fall on all chains alike; the median round counts.
+    /// Rounds (saturation, then the fixed rate): every chain once per round, round after
+    /// round, so slow spells of the shared machine fall on all chains alike; the median round
+    /// counts.
     pub rounds: u32,
     pub fixed_rate: u32,
+    /// Each chain's time at the fixed rate, over all its rounds.
     pub fixed_duration: Duration,
     /// The mesh the proxy holds for the large-configuration memory row.
     pub large: synth::Shape,
     /// How long each profiled load runs ([`PROFILED`]); none: no profiles.
     pub profile: Option<Duration>,
+}
+
+impl Params {
+    /// How long each fixed-rate round loads a chain.
+    pub fn fixed_round_length(&self) -> Duration {
+        (self.fixed_duration / self.rounds.max(1)).max(Duration::from_secs(1))
+    }
 }
 
 /// The chains profiled (protocol, path), each compared with the same chain through HAProxy:
@@ -555,7 +564,6 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = client.process.memory()?;
 
-    let fixed_secs = params.fixed_duration.as_secs().max(1);
     let chains = chains();
     for chain in &chains {
         let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
@@ -606,39 +614,58 @@ pub async fn run(
             Via::Nginx => references.pids(false),
         }
     };
+    // Fixed rate, round after round as well: each round runs every chain for its share of the
+    // time, so a slow spell of the shared machine falls on all chains alike, and a chain's CPU
+    // is its median round's (one 15 s run per chain moved its CPU by a fifth from one benchmark
+    // run to the next).
+    let cpu = |chain: &Chain| -> Vec<f64> {
+        pids(chain)
+            .into_iter()
+            .map(|p| crate::process::tree_cpu_seconds(p).unwrap_or(0.0))
+            .collect()
+    };
+    let fixed_rounds = params.rounds.max(1);
+    let round_length = params.fixed_round_length();
+    let mut fixed: Vec<FixedRounds> = chains.iter().map(|_| FixedRounds::default()).collect();
+    for round in 1..=fixed_rounds {
+        say(&format!(
+            "  {} req/s round {round} of {fixed_rounds}",
+            params.fixed_rate
+        ));
+        for (chain, fixed) in chains.iter().zip(&mut fixed) {
+            let to = target(chain).with_context(|| format!("the address in {}", chain.url))?;
+            let before = cpu(chain);
+            let run = fixed_rate_run(chain, &to, params.fixed_rate, round_length).await?;
+            let after = cpu(chain);
+            let requests = run.latencies.len().max(1) as f64;
+            fixed.cpu_per_1000.push(
+                before
+                    .iter()
+                    .zip(&after)
+                    .map(|(b, a)| (a - b) / requests * 1000.0)
+                    .collect(),
+            );
+            fixed.latencies.extend(run.latencies);
+            fixed.achieved_rps.push(run.achieved_rps);
+            fixed.errors += run.errors;
+        }
+    }
     let mut paths = Vec::new();
-    for ((chain, mut rps), saturation_errors) in
-        chains.into_iter().zip(rounds).zip(saturation_errors)
+    for (((chain, mut rps), saturation_errors), fixed) in chains
+        .into_iter()
+        .zip(rounds)
+        .zip(saturation_errors)
+        .zip(fixed)
     {
         rps.sort_by(f64::total_cmp);
         let saturation_rps = rps[rps.len() / 2];
         let saturation_range = (rps[0], rps[rps.len() - 1]);
-        let to = target(&chain).with_context(|| format!("the address in {}", chain.url))?;
-        let cpu = || -> Vec<f64> {
-            pids(&chain)
-                .into_iter()
-                .map(|p| crate::process::tree_cpu_seconds(p).unwrap_or(0.0))
-                .collect()
-        };
-        let cpu_before = cpu();
-        let fixed_run = fixed_rate_run(
-            &chain,
-            &to,
-            params.fixed_rate,
-            Duration::from_secs(fixed_secs),
-        )
-        .await?;
-        let durations = fixed_run.latencies;
-        let cpu_after = cpu();
+        let durations = fixed.latencies;
         let latency = (!durations.is_empty()).then(|| {
             [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())
         });
-        let requests = durations.len().max(1) as f64;
-        let cpu_per_1000 = cpu_before
-            .iter()
-            .zip(&cpu_after)
-            .map(|(b, a)| (a - b) / requests * 1000.0)
-            .collect();
+        let fixed_rps =
+            fixed.achieved_rps.iter().sum::<f64>() / fixed.achieved_rps.len().max(1) as f64;
         say(&format!(
             "  {} {}: {:.0} req/s saturated, p99 {} at {} req/s",
             chain.protocol,
@@ -656,9 +683,9 @@ pub async fn run(
             saturation_range,
             saturation_errors,
             latency,
-            fixed_rps: fixed_run.achieved_rps,
-            fixed_errors: fixed_run.errors,
-            cpu_per_1000,
+            fixed_rps,
+            fixed_errors: fixed.errors,
+            cpu_per_1000: median_round(fixed.cpu_per_1000),
         });
     }
     let profiles = match crate::profile::ready(params.profile) {
@@ -835,6 +862,23 @@ async fn profile_chains(
 
 /// The open-model generator at `rate` on a chain: HTTP/2 streams for HTTP/2 and gRPC chains,
 /// HTTP/1.1 keep-alive requests otherwise.
+/// A chain's fixed-rate rounds.
+#[derive(Default)]
+struct FixedRounds {
+    /// Each round's CPU seconds per 1000 requests, a value per proxy on the path.
+    cpu_per_1000: Vec<Vec<f64>>,
+    latencies: Vec<Duration>,
+    achieved_rps: Vec<f64>,
+    errors: u64,
+}
+
+/// The round whose CPU, all the path's proxies together, is the median.
+fn median_round(mut rounds: Vec<Vec<f64>>) -> Vec<f64> {
+    rounds.sort_by(|a, b| a.iter().sum::<f64>().total_cmp(&b.iter().sum::<f64>()));
+    let middle = rounds.len() / 2;
+    rounds.into_iter().nth(middle).unwrap_or_default()
+}
+
 async fn fixed_rate_run(
     chain: &Chain,
     to: &Target,
@@ -871,4 +915,41 @@ fn tempdir(logs: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir.canonicalize()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_round_is_chosen_by_all_proxies_together() {
+        let rounds = vec![vec![0.20, 0.10], vec![0.09, 0.09], vec![0.12, 0.11]];
+        // Totals 0.30, 0.18, 0.23: the middle one is the third round, whole.
+        assert_eq!(median_round(rounds), [0.12, 0.11]);
+        assert_eq!(median_round(vec![vec![0.05]]), [0.05]);
+        assert!(median_round(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn fixed_rate_rounds_share_the_chains_time() {
+        let mut params = Params {
+            saturation: Duration::from_secs(5),
+            rounds: 3,
+            fixed_rate: 1000,
+            fixed_duration: Duration::from_secs(15),
+            large: synth::Shape {
+                services: 1,
+                endpoints: 1,
+                clusters: 1,
+            },
+            profile: None,
+        };
+        assert_eq!(params.fixed_round_length(), Duration::from_secs(5));
+        params.fixed_duration = Duration::from_secs(1);
+        assert_eq!(
+            params.fixed_round_length(),
+            Duration::from_secs(1),
+            "a second at least"
+        );
+    }
 }
