@@ -306,6 +306,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_upstream_authority_goes_on_in_either_form() {
+        let path = PathAndQuery::from_static("/a?b");
+        let from_h2 = UpstreamAuthority::Uri(Authority::from_static("reviews:9080"));
+        let from_h1 = UpstreamAuthority::Host(HeaderValue::from_static("reviews:9080"));
+        for a in [&from_h2, &from_h1] {
+            assert_eq!(a.as_str(), "reviews:9080");
+            assert_eq!(a.host_value().unwrap(), "reviews:9080");
+            let uri = upstream_uri(&path, a.uri_authority().as_ref(), true).unwrap();
+            assert_eq!(uri, "http://reviews:9080/a?b");
+        }
+        assert_eq!(upstream_uri(&path, None, false).unwrap(), "/a?b");
+        // A Host value that is no URI authority cannot go to an HTTP/2 host.
+        let odd = UpstreamAuthority::Host(HeaderValue::from_static("a b"));
+        assert!(odd.uri_authority().is_none());
+        assert!(upstream_uri(&path, None, true).is_none());
+    }
+
+    #[test]
     fn edits_remove_set_and_add() {
         let mut h = HeaderMap::new();
         h.insert("x-old", HeaderValue::from_static("1"));
