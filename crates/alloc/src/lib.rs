@@ -11,13 +11,16 @@
 //! (`memory_allocator_manager`).
 
 #[cfg(feature = "mimalloc")]
-type Chosen = mimalloc::MiMalloc;
+mod natural;
+
+#[cfg(feature = "mimalloc")]
+type Chosen = natural::Mimalloc;
 #[cfg(all(feature = "count-allocations", not(feature = "mimalloc")))]
 type Chosen = std::alloc::System;
 
 #[cfg(all(feature = "mimalloc", not(feature = "count-allocations")))]
 #[global_allocator]
-static ALLOCATOR: Chosen = mimalloc::MiMalloc;
+static ALLOCATOR: Chosen = natural::Mimalloc;
 
 /// Tests that hold a hot path to the allocations it may make turn on `count-allocations` (as a
 /// dev-dependency's feature, so never in a binary built for use): the chosen allocator then
