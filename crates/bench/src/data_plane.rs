@@ -73,6 +73,9 @@ pub enum Via {
     Direct,
     /// One or two Strait sidecars.
     Strait(usize),
+    /// Two Strait sidecars over mesh mTLS whose workers run under `SCHED_BATCH`
+    /// (`--worker-scheduling batch`).
+    StraitBatch,
     /// Two HAProxy hops.
     Haproxy,
     /// Two nginx hops.
@@ -115,6 +118,30 @@ pub struct Results {
     pub load_generator: String,
     /// Where the proxies' CPU went ([`PROFILED`]); the reason when there are no profiles.
     pub profiles: Result<Vec<ChainProfile>, String>,
+    /// The fixed rate again on the [`BUSY`] chains while busy loops keep every core busy.
+    pub busy: Vec<BusyResult>,
+    /// How many busy loops ran (one per core).
+    pub busy_loops: usize,
+}
+
+/// The chains (protocol, path) measured again with every core kept busy by other processes:
+/// the default sidecars and the batch-worker ones, whose trade is latency under contention.
+const BUSY: [(&str, &str); 4] = [
+    ("HTTP/1.1", "2 Strait hops, mTLS"),
+    ("HTTP/1.1", "2 Strait hops, mTLS, batch workers"),
+    ("HTTP/2", "2 Strait hops, mTLS"),
+    ("HTTP/2", "2 Strait hops, mTLS, batch workers"),
+];
+
+/// One chain at the fixed rate with every core busy.
+#[derive(Debug, Clone)]
+pub struct BusyResult {
+    pub protocol: &'static str,
+    pub path: &'static str,
+    /// p50, p90, p99 over all rounds.
+    pub latency: Option<[Duration; 3]>,
+    pub achieved_rps: f64,
+    pub errors: u64,
 }
 
 const NGINX_H1: u16 = 8081;
@@ -126,6 +153,9 @@ const SERVER_IP: &str = "127.2.0.2";
 /// The server whose sidecar takes mesh mTLS only (STRICT).
 const SECURE_IP: &str = "127.2.0.3";
 const CLIENT_BIND: &str = "127.2.0.100";
+/// The same client and mTLS server, their sidecars' workers under `SCHED_BATCH`.
+const SECURE_BATCH_IP: &str = "127.2.0.4";
+const CLIENT_BATCH_BIND: &str = "127.2.0.101";
 
 fn nginx_conf(dir: &Path) -> String {
     let body = "x".repeat(1024);
@@ -169,7 +199,7 @@ fn mesh() -> String {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: {app}}}}}\nspec: {{serviceAccountName: {app}}}\nstatus: {{podIP: {ip}}}\n"
         )
     };
-    [
+    let docs = [
         // One hop: the client's sidecar straight to nginx.
         svc("one", "app", &format!("{{name: http, port: 8080, targetPort: {NGINX_H1}}}, {{name: http2, port: 8090, targetPort: {NGINX_H2}}}, {{name: tcp, port: 7000, targetPort: {NGINX_H1}}}, {{name: grpc, port: 9000, targetPort: {GRPC_APP}}}")),
         pod("app-0", "app", APP_IP),
@@ -189,8 +219,38 @@ fn mesh() -> String {
         format!(
             "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: server, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: server}}}}\n  ingress:\n  - {{port: {{number: 8080, protocol: HTTP, name: http}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  - {{port: {{number: 8090, protocol: HTTP2, name: http2}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H2}}}\n  - {{port: {{number: 9000, protocol: GRPC, name: grpc}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{GRPC_APP}}}\n  - {{port: {{number: 7001, protocol: TCP, name: tcp}}, bind: {SERVER_IP}, captureMode: NONE, defaultEndpoint: 127.0.0.1:{NGINX_H1}}}\n  egress:\n  - hosts: [\"./*\"]\n"
         ),
+    ];
+    // The mTLS pair again, their workers under SCHED_BATCH: their own Sidecars bind their own
+    // addresses.
+    let batch = |doc: &str, app: &str, ip: &str, batch_ip: &str| {
+        doc.replace(&format!("name: {app},"), &format!("name: {app}-batch,"))
+            .replace(&format!("app: {app}}}"), &format!("app: {app}-batch}}"))
+            .replace(&format!("app: {app},"), &format!("app: {app}-batch,"))
+            .replace(ip, batch_ip)
+    };
+    let batch_docs = [
+        batch(&docs[4], "secure", SECURE_IP, SECURE_BATCH_IP),
+        batch(&docs[5], "secure", SECURE_IP, SECURE_BATCH_IP)
+            .replace("name: secure-0,", "name: secure-batch-0,"),
+        batch(&docs[6], "secure", SECURE_IP, SECURE_BATCH_IP),
+        batch(&docs[7], "secure", SECURE_IP, SECURE_BATCH_IP),
+        batch(&docs[8], "client", CLIENT_BIND, CLIENT_BATCH_BIND),
     ]
-    .join("---\n")
+    .map(|d| {
+        // HTTP chains only: a second service on the TCP port would leave that port's
+        // listener (no original destination to go by) two services to choose from.
+        d.replace("name: two-mtls,", "name: two-mtls-batch,")
+            .replace(", {name: tcp, port: 7002}", "")
+            .lines()
+            .filter(|l| !l.contains("protocol: TCP"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    });
+    docs.iter()
+        .chain(&batch_docs)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 struct ControlPlane {
@@ -243,6 +303,8 @@ struct Pod<'a> {
     namespace: &'a str,
     app: &'a str,
     identity: Vec<String>,
+    /// More `strait proxy` flags.
+    extra: &'a [&'a str],
 }
 
 async fn proxy(
@@ -258,6 +320,7 @@ async fn proxy(
         namespace,
         app,
         identity,
+        extra,
     } = pod;
     let admin = free_port()?;
     let xds = if identity.is_empty() {
@@ -280,6 +343,7 @@ async fn proxy(
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(["--health-listen", "off", "--prometheus-listen", "off"])
         .args(&identity)
+        .args(extra)
         .env("RUST_LOG", "warn");
     let mut process = Started::spawn(
         &format!("strait proxy {pod}"),
@@ -365,6 +429,8 @@ fn chains() -> Vec<Chain> {
         h2: protocol == h2 || protocol == grpc,
     };
     let client = |port: u16| format!("http://{CLIENT_BIND}:{port}/");
+    let client_batch = |port: u16| format!("http://{CLIENT_BATCH_BIND}:{port}/");
+    let batch = Via::StraitBatch;
     let at = |ip: &str, port: u16| format!("http://{ip}:{port}/");
     let (one, two) = (Via::Strait(1), Via::Strait(2));
     let (haproxy, nginx) = (Via::Haproxy, Via::Nginx);
@@ -378,14 +444,17 @@ fn chains() -> Vec<Chain> {
         c("1 Strait hop", h1, one, false, client(8080), Some(one_host)),
         c("2 Strait hops", h1, two, false, client(8080), Some(two_host)),
         c("2 Strait hops, mTLS", h1, two, true, client(8080), Some(mtls_host)),
+        c("2 Strait hops, mTLS, batch workers", h1, batch, true, client_batch(8080), Some("two-mtls-batch.default.svc.cluster.local")),
         c("direct", h2, Via::Direct, false, at(APP_IP, NGINX_H2), None),
         c("1 Strait hop", h2, one, false, client(8090), Some("one.default.svc.cluster.local:8090")),
         c("2 Strait hops", h2, two, false, client(8090), Some("two.default.svc.cluster.local:8090")),
         c("2 Strait hops, mTLS", h2, two, true, client(8090), Some("two-mtls.default.svc.cluster.local:8090")),
+        c("2 Strait hops, mTLS, batch workers", h2, batch, true, client_batch(8090), Some("two-mtls-batch.default.svc.cluster.local:8090")),
         c("direct", grpc, Via::Direct, false, at(APP_IP, GRPC_APP), None),
         c("1 Strait hop", grpc, one, false, client(9000), Some("one.default.svc.cluster.local:9000")),
         c("2 Strait hops", grpc, two, false, client(9000), Some("two.default.svc.cluster.local:9000")),
         c("2 Strait hops, mTLS", grpc, two, true, client(9000), Some("two-mtls.default.svc.cluster.local:9000")),
+        c("2 Strait hops, mTLS, batch workers", grpc, batch, true, client_batch(9000), Some("two-mtls-batch.default.svc.cluster.local:9000")),
         c("1 Strait hop", tcp, one, false, client(7000), None),
         c("2 Strait hops", tcp, two, false, client(7001), None),
         c("2 Strait hops, mTLS", tcp, two, true, client(7002), None),
@@ -509,17 +578,32 @@ pub async fn run(
         &ca.control_plane_args()?,
     )
     .await?;
-    // The client's sidecar and the mTLS server's have identities; the plaintext server's not.
+    // The clients' sidecars and the mTLS servers' have identities (the service account is the
+    // app's, `-batch` aside); the plaintext server's not.
     let mut sidecars = Vec::new();
-    for (ip, name, app, identity) in [
-        (CLIENT_BIND, "client-0", "client", true),
-        (SERVER_IP, "server-0", "server", false),
-        (SECURE_IP, "secure-0", "secure", true),
+    let batch: &[&str] = &["--worker-scheduling", "batch"];
+    for (ip, name, app, identity, extra) in [
+        (CLIENT_BIND, "client-0", "client", Some("client"), &[][..]),
+        (SERVER_IP, "server-0", "server", None, &[]),
+        (SECURE_IP, "secure-0", "secure", Some("secure"), &[]),
+        (
+            CLIENT_BATCH_BIND,
+            "client-batch-0",
+            "client-batch",
+            Some("client"),
+            batch,
+        ),
+        (
+            SECURE_BATCH_IP,
+            "secure-batch-0",
+            "secure-batch",
+            Some("secure"),
+            batch,
+        ),
     ] {
-        let identity = if identity {
-            ca.proxy_args("default", app)?
-        } else {
-            vec![]
+        let identity = match identity {
+            Some(account) => ca.proxy_args("default", account)?,
+            None => vec![],
         };
         let pod = Pod {
             ip,
@@ -527,12 +611,13 @@ pub async fn run(
             namespace: "default",
             app,
             identity,
+            extra,
         };
         let (p, _) = proxy(strait, &cp, pod, logs, Duration::from_secs(30)).await?;
         sidecars.push(p);
     }
-    let [client, server, secure] = <[Proxy; 3]>::try_from(sidecars)
-        .map_err(|_| anyhow::anyhow!("three sidecars were started"))?;
+    let [client, server, secure, client_batch, secure_batch] = <[Proxy; 5]>::try_from(sidecars)
+        .map_err(|_| anyhow::anyhow!("five sidecars were started"))?;
     // The applications up?
     let start = Instant::now();
     for (port, name) in [(NGINX_H1, "nginx"), (GRPC_APP, "grpc-app")] {
@@ -610,6 +695,7 @@ pub async fn run(
                 .take(n)
                 .map(|p| p.process.pid())
                 .collect(),
+            Via::StraitBatch => vec![client_batch.process.pid(), secure_batch.process.pid()],
             Via::Haproxy => references.pids(true),
             Via::Nginx => references.pids(false),
         }
@@ -650,6 +736,7 @@ pub async fn run(
             fixed.errors += run.errors;
         }
     }
+    let (busy, busy_loops) = busy_rounds(&chains, params, logs, &say).await?;
     let mut paths = Vec::new();
     for (((chain, mut rps), saturation_errors), fixed) in chains
         .into_iter()
@@ -708,6 +795,8 @@ pub async fn run(
     drop(client);
     drop(server);
     drop(secure);
+    drop(client_batch);
+    drop(secure_batch);
     drop(cp);
 
     // Memory with a large mesh: every service visible to the sidecar.
@@ -730,6 +819,7 @@ pub async fn run(
             namespace: "ns-0",
             app: "client",
             identity: vec![],
+            extra: &[],
         },
         logs,
         Duration::from_secs(120),
@@ -771,6 +861,8 @@ pub async fn run(
         large_hosts,
         large_ready,
         large_shape: params.large,
+        busy,
+        busy_loops,
         load_generator,
         profiles,
     })
@@ -870,6 +962,80 @@ struct FixedRounds {
     latencies: Vec<Duration>,
     achieved_rps: Vec<f64>,
     errors: u64,
+}
+
+/// The [`BUSY`] chains at the fixed rate, in interleaved rounds as the other fixed-rate runs,
+/// while one busy-looping process per core (this binary, `--busy-loop`) competes for the CPUs.
+async fn busy_rounds(
+    chains: &[Chain],
+    params: &Params,
+    logs: &Path,
+    say: &impl Fn(&str),
+) -> anyhow::Result<(Vec<BusyResult>, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let round_length = params.fixed_round_length();
+    let rounds = params.rounds.max(1);
+    // Bounded by time on their own, should this runner die; stopped by PID when dropped.
+    let lifetime = (round_length * rounds * BUSY.len() as u32 + Duration::from_secs(60)).as_secs();
+    let mut loops = Vec::new();
+    for i in 0..cores {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--busy-loop", &lifetime.to_string()]);
+        loops.push(Started::spawn(
+            "busy loop",
+            &mut cmd,
+            &logs.join(format!("busy-loop-{i}.log")),
+        )?);
+    }
+    let mut results = Vec::new();
+    let mut collected: Vec<FixedRounds> = BUSY.iter().map(|_| FixedRounds::default()).collect();
+    for round in 1..=rounds {
+        say(&format!(
+            "  {} req/s with {cores} busy loops, round {round} of {rounds}",
+            params.fixed_rate
+        ));
+        for ((protocol, path), into) in BUSY.iter().zip(&mut collected) {
+            let chain = chains
+                .iter()
+                .find(|c| c.protocol == *protocol && c.path == *path)
+                .with_context(|| format!("no chain {protocol} {path}"))?;
+            let to = target(chain).with_context(|| format!("the address in {}", chain.url))?;
+            let run = fixed_rate_run(chain, &to, params.fixed_rate, round_length).await?;
+            into.latencies.extend(run.latencies);
+            into.achieved_rps.push(run.achieved_rps);
+            into.errors += run.errors;
+        }
+    }
+    for loop_process in &mut loops {
+        loop_process.check_alive()?;
+    }
+    drop(loops);
+    for ((protocol, path), got) in BUSY.into_iter().zip(collected) {
+        let latency = (!got.latencies.is_empty()).then(|| {
+            [50.0, 90.0, 99.0]
+                .map(|q| crate::stats::percentile(&got.latencies, q).unwrap_or_default())
+        });
+        results.push(BusyResult {
+            protocol,
+            path,
+            latency,
+            achieved_rps: got.achieved_rps.iter().sum::<f64>()
+                / got.achieved_rps.len().max(1) as f64,
+            errors: got.errors,
+        });
+    }
+    Ok((results, cores))
+}
+
+/// Keeps one core busy for `seconds` (the busy-cores rows' competing process).
+pub fn busy_loop(seconds: u64) {
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut x = 0u64;
+    while Instant::now() < end {
+        for _ in 0..100_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
 }
 
 /// The round whose CPU, all the path's proxies together, is the median.

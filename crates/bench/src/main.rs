@@ -85,6 +85,9 @@ struct Args {
     /// Only serve the gRPC rows' application on these addresses (the runner starts itself so).
     #[arg(long, value_name = "ADDR", num_args = 1.., hide = true)]
     serve_grpc: Vec<std::net::SocketAddr>,
+    /// Only keep one core busy for this many seconds (the runner starts itself so).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    busy_loop: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +100,10 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(seconds) = args.busy_loop {
+        data_plane::busy_loop(seconds);
+        return ExitCode::SUCCESS;
+    }
     let result = if args.serve_grpc.is_empty() {
         run(&args)
     } else {

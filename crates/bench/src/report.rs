@@ -485,7 +485,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let _ = writeln!(s, "## Data plane\n");
     let _ = writeln!(
         s,
-        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second, {} rounds of {} s per chain, interleaved as the saturation rounds are. Every row uses strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, and its latency counts from its due time — free of coordinated omission. HTTP/1.1 and TCP requests go out on an idle keep-alive connection (a new one is opened while all are busy); HTTP/2 and gRPC requests are streams spread round-robin over 10 HTTP/2 connections (hyper's client), and a gRPC call counts only when its trailers say `grpc-status: 0`. CPU is each proxy's user + system time per 1000 requests in the chain's median round (by all its proxies' CPU together; on the direct rows the server's own, answering: the floor under every chain); the latency percentiles are over every round's requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
+        "nginx (one process) answers every request with 1 KiB. {} drives it directly, through the client's Strait sidecar (an explicit `bind` egress listener, as `Sidecar` with `captureMode: NONE` gives), through both the client's and the server's sidecars (the server's `ingress` listener hands to nginx on loopback; each sidecar with its default two workers), and for reference through two HAProxy 2.6 hops (two threads each) and two nginx hops (two workers each, pooled upstream connections), over HTTP/1.1 keep-alive, HTTP/2 (h2c end to end; nginx cannot proxy HTTP/2 upstream), gRPC unary (h2load posting one framed 16-byte message to a tonic server in its own process that answers 1 KiB; nginx with `grpc_pass`; one real gRPC call through each chain first must return OK, since h2load does not read `grpc-status`) and opaque TCP (HTTP/1.1 bytes through a TCP proxy). Every two-hop chain runs twice: plaintext between the hops, and mutual TLS between the hops — for Strait mesh mTLS to a third sidecar whose identity (ECDSA P-256, SPIFFE) the control plane's CA issued, STRICT by PeerAuthentication, the client's sidecar verifying the server's SPIFFE identity; for HAProxy and nginx TLS 1.3 with an ECDSA P-256 certificate on each hop, the first presenting its own and verifying the second's, the second requiring and verifying the first's. The application, the load generator and the first hop always talk plaintext (as an app and its sidecar do). The mTLS chains of HTTP/1.1, HTTP/2 and gRPC run once more through a second pair of Strait sidecars started with `--worker-scheduling batch` (their worker threads under Linux's `SCHED_BATCH`: woken by a socket, a worker waits for the thread running on its CPU to block instead of preempting it); the targets are judged on the default configuration. *Saturation*: one h2load thread, 32 connections (HTTP/1.1, TCP) or 8 connections × 16 streams (HTTP/2, gRPC), for {} s per chain per round; {} rounds, each loading every chain in turn, so slow spells of the shared machine fall on all chains alike: the table shows the median round's throughput (in brackets the slowest and the fastest round's), and every ratio compares medians. *Fixed rate*: {} requests per second, {} rounds of {} s per chain, interleaved as the saturation rounds are. Every row uses strait-bench's open-model generator: request *i* is due at start + *i*/rate whatever the earlier ones did, and its latency counts from its due time — free of coordinated omission. HTTP/1.1 and TCP requests go out on an idle keep-alive connection (a new one is opened while all are busy); HTTP/2 and gRPC requests are streams spread round-robin over 10 HTTP/2 connections (hyper's client), and a gRPC call counts only when its trailers say `grpc-status: 0`. CPU is each proxy's user + system time per 1000 requests in the chain's median round (by all its proxies' CPU together; on the direct rows the server's own, answering: the floor under every chain); the latency percentiles are over every round's requests. Everything shares the machine's cores: load generator, nginx, control plane and proxies.\n",
         r.load_generator,
         params.saturation.as_secs(),
         params.rounds.max(1),
@@ -576,6 +576,7 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
     let worst_cpu = r
         .paths
         .iter()
+        // The target is the default configuration's; the batch-worker rows show an option.
         .filter(|p| matches!(p.via, Via::Strait(_)))
         .flat_map(|p| p.cpu_per_1000.iter().copied())
         .fold(0.0f64, f64::max);
@@ -678,7 +679,84 @@ fn data_plane_section(s: &mut String, params: &data_plane::Params, r: &data_plan
         s,
         "TCP rows compare with direct HTTP/1.1 (the same bytes). The TCP path opens one upstream connection per downstream connection; HTTP paths pool upstream connections.\n"
     );
+    batch_section(s, r, params.fixed_rate);
     profiles_section(s, r);
+}
+
+/// The batch-worker chains beside the default ones: what `--worker-scheduling batch` changed,
+/// with the machine otherwise idle and with every core kept busy.
+fn batch_section(s: &mut String, r: &data_plane::Results, rate: u32) {
+    use data_plane::Via;
+    let mut lines = Vec::new();
+    for batch in r.paths.iter().filter(|p| p.via == Via::StraitBatch) {
+        let Some(default) = r
+            .paths
+            .iter()
+            .find(|p| p.via == Via::Strait(2) && p.tls && p.protocol == batch.protocol)
+        else {
+            continue;
+        };
+        let cpu = |p: &data_plane::PathResult| p.cpu_per_1000.iter().sum::<f64>();
+        lines.push(format!(
+            "- {}: both proxies' CPU per 1000 requests at {rate} req/s {:.3} → {:.3} s ({:.2}×); {}; saturation {:.0} → {:.0} req/s.",
+            batch.protocol,
+            cpu(default),
+            cpu(batch),
+            cpu(batch) / cpu(default).max(f64::EPSILON),
+            latency_change(default.latency, batch.latency),
+            default.saturation_rps,
+            batch.saturation_rps,
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "**Batch workers** (`--worker-scheduling batch`) against the default, same mTLS chain, this run:\n\n{}\n",
+        lines.join("\n")
+    );
+    let mut busy = Vec::new();
+    for b in r.busy.iter().filter(|b| b.path.ends_with("batch workers")) {
+        let Some(d) = r
+            .busy
+            .iter()
+            .find(|d| d.protocol == b.protocol && !d.path.ends_with("batch workers"))
+        else {
+            continue;
+        };
+        busy.push(format!(
+            "- {}: {} ({:.0} → {:.0} req/s achieved, {} → {} errors).",
+            b.protocol,
+            latency_change(d.latency, b.latency),
+            d.achieved_rps,
+            b.achieved_rps,
+            d.errors,
+            b.errors
+        ));
+    }
+    if !busy.is_empty() {
+        let _ = writeln!(
+            s,
+            "The other side of the trade: with every core kept busy by other processes ({} busy-looping processes, one per core, while the fixed rate runs again on these chains), a batch worker woken by a request waits for the running thread's time slice to end instead of preempting it:\n\n{}\n",
+            r.busy_loops,
+            busy.join("\n")
+        );
+    }
+}
+
+/// "p50 a → b, p99 c → d" between two chains' fixed-rate latencies.
+fn latency_change(from: Option<[Duration; 3]>, to: Option<[Duration; 3]>) -> String {
+    match (from, to) {
+        (Some(f), Some(t)) => format!(
+            "p50 {} → {}, p99 {} → {}",
+            ms(f[0]),
+            ms(t[0]),
+            ms(f[2]),
+            ms(t[2])
+        ),
+        _ => "no latencies".to_string(),
+    }
 }
 
 /// Where the proxies' CPU went: one table per load, a column per profiled chain.

@@ -1097,6 +1097,37 @@ fn connections_are_spread_over_the_workers_and_served_where_they_land() {
     );
 }
 
+#[test]
+fn batch_worker_scheduling_puts_the_workers_and_only_them_under_sched_batch() {
+    let s = setup_with(39, &[("a", None)], "", &["--worker-scheduling", "batch"]);
+    let (status, body) = curl(&["-H", &format!("Host: {HOST}"), &s.url("/hello")]);
+    assert_eq!(status, 200, "{body}");
+    // Each thread's name and scheduling policy (field 41 of its stat; 0 SCHED_OTHER, 3
+    // SCHED_BATCH).
+    let task = format!("/proc/{}/task", s.proxy.proc.child.id());
+    let mut threads: Vec<(String, String)> = std::fs::read_dir(&task)
+        .unwrap()
+        .map(|t| {
+            let t = t.unwrap().path();
+            let name = std::fs::read_to_string(t.join("comm")).unwrap();
+            let stat = std::fs::read_to_string(t.join("stat")).unwrap();
+            let after_name = stat.rsplit_once(')').unwrap().1;
+            let policy = after_name.split_whitespace().nth(41 - 3).unwrap();
+            (name.trim().to_string(), policy.to_string())
+        })
+        .collect();
+    threads.sort();
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("strait-worker-"))
+        .collect();
+    assert_eq!(workers.len(), 2, "{threads:?}");
+    assert!(workers.iter().all(|(_, p)| p == "3"), "{threads:?}");
+    // The main thread (xDS, admin, certificates) keeps the policy it started with.
+    let main = threads.iter().find(|(name, _)| name == "strait").unwrap();
+    assert_eq!(main.1, "0", "{threads:?}");
+}
+
 /// A TCP echo server on `addr` for one connection.
 fn tcp_echo(addr: &str) {
     use std::io::{Read, Write};

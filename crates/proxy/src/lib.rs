@@ -67,6 +67,8 @@ pub struct ProxyOptions {
     pub dns: Option<DnsOptions>,
     /// Worker threads serving connections (Istio's `concurrency`; 0: one per core).
     pub concurrency: usize,
+    /// The workers' scheduling policy; `None`: the one the proxy was started with.
+    pub worker_scheduling: Option<strait_sys::sched::Policy>,
     /// Hands the allocator's free memory back to the system; called after each configuration
     /// update, whose decoding is a burst of transient allocations.
     pub release_memory: fn(),
@@ -217,13 +219,20 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     info!(node = %options.node.id, xds = %options.xds_address, admin = %options.admin, "proxy started");
 
     let worker_count = workers::count(options.concurrency);
-    let workers = workers::Workers::start(worker_count).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot start {worker_count} worker threads: {e}; try a lower --concurrency"
-        )
-    })?;
+    let workers =
+        workers::Workers::start(worker_count, options.worker_scheduling).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start {worker_count} worker threads: {e}; try a lower --concurrency{}",
+                if options.worker_scheduling.is_some() {
+                    " or leave out --worker-scheduling"
+                } else {
+                    ""
+                }
+            )
+        })?;
     info!(
         workers = worker_count,
+        scheduling = ?options.worker_scheduling,
         "connections are served on the worker threads"
     );
     let mut bound = listen::Bound::new(

@@ -2,11 +2,14 @@
 //! runtime, accepts connections on every listener and serves each one it accepts from start to
 //! end — the request's tasks, its upstream connections' tasks and their wake-ups stay on one
 //! thread. The proxy's main thread keeps xDS, certificates, the admin API and the DNS proxy.
+//! Workers may run under `SCHED_BATCH` ([`strait_sys::sched`]): woken by a socket, they then
+//! wait for the thread on their CPU to block instead of preempting it.
 
 use std::cell::Cell;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use strait_sys::sched;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -38,8 +41,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (at least one).
-    pub fn start(count: usize) -> std::io::Result<Workers> {
+    /// Starts `count` workers (at least one), each under `policy` if one is given (else the
+    /// policy the proxy was started with).
+    pub fn start(count: usize, policy: Option<sched::Policy>) -> std::io::Result<Workers> {
         let mut workers = Workers {
             handles: Vec::new(),
             stops: Vec::new(),
@@ -52,6 +56,15 @@ impl Workers {
                 .name(format!("strait-worker-{index}"))
                 .spawn(move || {
                     INDEX.with(|i| i.set(index));
+                    if let Some(policy) = policy
+                        && let Err(e) = sched::set_current_thread(policy)
+                    {
+                        let _ = handle_tx.send(Err(std::io::Error::new(
+                            e.kind(),
+                            format!("setting the scheduling policy {policy:?}: {e}"),
+                        )));
+                        return;
+                    }
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -89,7 +102,7 @@ mod tests {
 
     #[test]
     fn each_worker_runs_spawned_tasks_on_its_own_thread_with_its_index() {
-        let workers = Workers::start(3).unwrap();
+        let workers = Workers::start(3, None).unwrap();
         let mut seen = Vec::new();
         for handle in workers.handles() {
             let (tx, rx) = mpsc::channel();
@@ -108,7 +121,7 @@ mod tests {
 
     #[test]
     fn stopping_the_workers_cancels_their_tasks() {
-        let workers = Workers::start(1).unwrap();
+        let workers = Workers::start(1, None).unwrap();
         let (tx, rx) = mpsc::channel::<()>();
         workers.handles()[0].spawn(async move {
             let _keep = tx;
@@ -120,6 +133,31 @@ mod tests {
             rx.recv_timeout(std::time::Duration::from_secs(10)),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
+    }
+
+    /// The policy of each worker's thread, read on it.
+    fn policies(workers: &Workers) -> Vec<sched::Policy> {
+        workers
+            .handles()
+            .iter()
+            .map(|handle| {
+                let (tx, rx) = mpsc::channel();
+                handle.spawn(async move {
+                    let _ = tx.send(sched::current_thread().unwrap());
+                });
+                rx.recv().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn workers_run_under_the_policy_asked_for_and_only_they_do() {
+        let batch = Workers::start(2, Some(sched::Policy::Batch)).unwrap();
+        assert_eq!(policies(&batch), [sched::Policy::Batch; 2]);
+        // The starting thread keeps its own; workers started without a policy inherit it.
+        assert_eq!(sched::current_thread().unwrap(), sched::Policy::Normal);
+        let inherited = Workers::start(2, None).unwrap();
+        assert_eq!(policies(&inherited), [sched::Policy::Normal; 2]);
     }
 
     #[test]

@@ -777,7 +777,7 @@ mod tests {
     impl Fixture {
         async fn new() -> Fixture {
             Fixture {
-                workers: Workers::start(2).unwrap(),
+                workers: Workers::start(2, None).unwrap(),
                 pool: Arc::new(Pool::default()),
                 limits: Limits::new(None),
                 addr: server().await,
