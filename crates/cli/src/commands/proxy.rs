@@ -81,8 +81,8 @@ pub struct Args {
     /// sockets waits for the thread running on its CPU to block, or for the next tick, instead
     /// of preempting it at once — a request relayed through client, sidecars and server then
     /// runs through without each hop preempting the one before it. Measured on a 2-core VM at
-    /// 1000 req/s: half the proxies' CPU per request and a lower p50; with the cores saturated
-    /// by other work, a higher p99 (see docs/benchmarks.md). `normal` leaves the policy the
+    /// 1000 req/s: a quarter to a half less of the proxies' CPU per request and a lower p50;
+    /// with the cores saturated by other work, a higher p99 (see docs/benchmarks.md). `normal` leaves the policy the
     /// proxy was started with (SCHED_OTHER, unless started under `chrt`).
     #[arg(long, value_enum, default_value = "normal", value_name = "POLICY")]
     pub worker_scheduling: WorkerSchedulingArg,
