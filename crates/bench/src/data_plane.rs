@@ -731,9 +731,7 @@ pub async fn run(
                     .map(|(b, a)| (a - b) / requests * 1000.0)
                     .collect(),
             );
-            fixed.latencies.extend(run.latencies);
-            fixed.achieved_rps.push(run.achieved_rps);
-            fixed.errors += run.errors;
+            fixed.add(run);
         }
     }
     let (busy, busy_loops) = busy_rounds(&chains, params, logs, &say).await?;
@@ -747,12 +745,8 @@ pub async fn run(
         rps.sort_by(f64::total_cmp);
         let saturation_rps = rps[rps.len() / 2];
         let saturation_range = (rps[0], rps[rps.len() - 1]);
-        let durations = fixed.latencies;
-        let latency = (!durations.is_empty()).then(|| {
-            [50.0, 90.0, 99.0].map(|q| crate::stats::percentile(&durations, q).unwrap_or_default())
-        });
-        let fixed_rps =
-            fixed.achieved_rps.iter().sum::<f64>() / fixed.achieved_rps.len().max(1) as f64;
+        let latency = fixed.percentiles();
+        let fixed_rps = fixed.mean_rps();
         say(&format!(
             "  {} {}: {:.0} req/s saturated, p99 {} at {} req/s",
             chain.protocol,
@@ -952,8 +946,6 @@ async fn profile_chains(
     Ok(profiles)
 }
 
-/// The open-model generator at `rate` on a chain: HTTP/2 streams for HTTP/2 and gRPC chains,
-/// HTTP/1.1 keep-alive requests otherwise.
 /// A chain's fixed-rate rounds.
 #[derive(Default)]
 struct FixedRounds {
@@ -962,6 +954,28 @@ struct FixedRounds {
     latencies: Vec<Duration>,
     achieved_rps: Vec<f64>,
     errors: u64,
+}
+
+impl FixedRounds {
+    /// Adds one round's requests.
+    fn add(&mut self, run: crate::open_model::OpenRun) {
+        self.latencies.extend(run.latencies);
+        self.achieved_rps.push(run.achieved_rps);
+        self.errors += run.errors;
+    }
+
+    /// p50, p90 and p99 over every round's requests.
+    fn percentiles(&self) -> Option<[Duration; 3]> {
+        (!self.latencies.is_empty()).then(|| {
+            [50.0, 90.0, 99.0]
+                .map(|q| crate::stats::percentile(&self.latencies, q).unwrap_or_default())
+        })
+    }
+
+    /// The rounds' mean achieved rate.
+    fn mean_rps(&self) -> f64 {
+        self.achieved_rps.iter().sum::<f64>() / self.achieved_rps.len().max(1) as f64
+    }
 }
 
 /// The [`BUSY`] chains at the fixed rate, in interleaved rounds as the other fixed-rate runs,
@@ -987,7 +1001,6 @@ async fn busy_rounds(
             &logs.join(format!("busy-loop-{i}.log")),
         )?);
     }
-    let mut results = Vec::new();
     let mut collected: Vec<FixedRounds> = BUSY.iter().map(|_| FixedRounds::default()).collect();
     for round in 1..=rounds {
         say(&format!(
@@ -1000,30 +1013,24 @@ async fn busy_rounds(
                 .find(|c| c.protocol == *protocol && c.path == *path)
                 .with_context(|| format!("no chain {protocol} {path}"))?;
             let to = target(chain).with_context(|| format!("the address in {}", chain.url))?;
-            let run = fixed_rate_run(chain, &to, params.fixed_rate, round_length).await?;
-            into.latencies.extend(run.latencies);
-            into.achieved_rps.push(run.achieved_rps);
-            into.errors += run.errors;
+            into.add(fixed_rate_run(chain, &to, params.fixed_rate, round_length).await?);
         }
     }
     for loop_process in &mut loops {
         loop_process.check_alive()?;
     }
     drop(loops);
-    for ((protocol, path), got) in BUSY.into_iter().zip(collected) {
-        let latency = (!got.latencies.is_empty()).then(|| {
-            [50.0, 90.0, 99.0]
-                .map(|q| crate::stats::percentile(&got.latencies, q).unwrap_or_default())
-        });
-        results.push(BusyResult {
+    let results = BUSY
+        .into_iter()
+        .zip(collected)
+        .map(|((protocol, path), got)| BusyResult {
             protocol,
             path,
-            latency,
-            achieved_rps: got.achieved_rps.iter().sum::<f64>()
-                / got.achieved_rps.len().max(1) as f64,
+            latency: got.percentiles(),
+            achieved_rps: got.mean_rps(),
             errors: got.errors,
-        });
-    }
+        })
+        .collect();
     Ok((results, cores))
 }
 
@@ -1045,6 +1052,8 @@ fn median_round(mut rounds: Vec<Vec<f64>>) -> Vec<f64> {
     rounds.into_iter().nth(middle).unwrap_or_default()
 }
 
+/// The open-model generator at `rate` on a chain: HTTP/2 streams for HTTP/2 and gRPC chains,
+/// HTTP/1.1 keep-alive requests otherwise.
 async fn fixed_rate_run(
     chain: &Chain,
     to: &Target,
