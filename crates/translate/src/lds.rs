@@ -24,7 +24,7 @@ use crate::names;
 use crate::proxy::ProxyNode;
 use crate::rds;
 use crate::scope;
-use crate::{Inbound, InboundPort, MeshView};
+use crate::{Inbound, InboundPort, InboundProtocol, MeshView};
 
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
@@ -199,8 +199,21 @@ pub fn sidecar_listeners(
             let Some(ip) = inbound.ports.iter().find(|p| p.target_port == target) else {
                 continue;
             };
+            // The listener speaks its own port's declared protocol: the application port's
+            // merged one is the strongest of every port in front of it (an HTTP ingress port
+            // and a TCP one may both hand to the same application port).
+            let declared = ing
+                .port
+                .as_ref()
+                .and_then(|p| p.protocol.as_deref())
+                .and_then(strait_model::Protocol::parse)
+                .map(InboundProtocol::of);
+            let ip = InboundPort {
+                protocol: declared.unwrap_or(ip.protocol),
+                ..ip.clone()
+            };
             let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
-            let mut chains = inbound_chains(ip, authz);
+            let mut chains = inbound_chains(&ip, authz);
             for c in &mut chains {
                 c.matching.destination_port = None;
             }
