@@ -36,6 +36,9 @@ pub struct Params {
     pub large: synth::Shape,
     /// How long each profiled load runs ([`PROFILED`]); none: no profiles.
     pub profile: Option<Duration>,
+    /// Only hold the warmed-up chains up this long (or until Ctrl-C) for profiling by hand,
+    /// and measure nothing.
+    pub hold: Option<Duration>,
 }
 
 impl Params {
@@ -539,12 +542,13 @@ fn load_args<'a>(chain: &'a Chain, authority: &'a str, grpc_request: &'a str) ->
     args
 }
 
+/// Measures every chain; none when `params.hold` asked only to hold them up.
 pub async fn run(
     strait: &Path,
     params: &Params,
     logs: &Path,
     say: impl Fn(&str),
-) -> anyhow::Result<Results> {
+) -> anyhow::Result<Option<Results>> {
     let work = tempdir(logs, "data-plane")?;
     std::fs::create_dir_all(work.join("tmp"))?;
     std::fs::write(work.join("nginx.conf"), nginx_conf(&work))?;
@@ -649,6 +653,22 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = client.process.memory()?;
 
+    // The processes a chain's CPU is of: its proxies, or on the direct rows the server's own
+    // cost of answering (the floor under every chain).
+    let pids = |chain: &Chain| -> Vec<u32> {
+        match chain.via {
+            Via::Direct if chain.protocol == "gRPC" => vec![grpc_app.pid()],
+            Via::Direct => vec![nginx.pid()],
+            Via::Strait(n) => [&client, if chain.tls { &secure } else { &server }]
+                .into_iter()
+                .take(n)
+                .map(|p| p.process.pid())
+                .collect(),
+            Via::StraitBatch => vec![client_batch.process.pid(), secure_batch.process.pid()],
+            Via::Haproxy => references.pids(true),
+            Via::Nginx => references.pids(false),
+        }
+    };
     let chains = chains();
     for chain in &chains {
         let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
@@ -669,6 +689,10 @@ pub async fn run(
             logs.display()
         );
     }
+    if let Some(limit) = params.hold {
+        hold(&chains, &grpc_request, &pids, limit, &say).await?;
+        return Ok(None);
+    }
     // Saturation, round after round; each round loads every chain once.
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); chains.len()];
     let mut saturation_errors = vec![0u64; chains.len()];
@@ -684,22 +708,6 @@ pub async fn run(
             saturation_errors[i] += errors;
         }
     }
-    // The processes a chain's CPU is of: its proxies, or on the direct rows the server's own
-    // cost of answering (the floor under every chain).
-    let pids = |chain: &Chain| -> Vec<u32> {
-        match chain.via {
-            Via::Direct if chain.protocol == "gRPC" => vec![grpc_app.pid()],
-            Via::Direct => vec![nginx.pid()],
-            Via::Strait(n) => [&client, if chain.tls { &secure } else { &server }]
-                .into_iter()
-                .take(n)
-                .map(|p| p.process.pid())
-                .collect(),
-            Via::StraitBatch => vec![client_batch.process.pid(), secure_batch.process.pid()],
-            Via::Haproxy => references.pids(true),
-            Via::Nginx => references.pids(false),
-        }
-    };
     // Fixed rate, round after round as well: each round runs every chain for its share of the
     // time, so a slow spell of the shared machine falls on all chains alike, and a chain's CPU
     // is its median round's (one 15 s run per chain moved its CPU by a fifth from one benchmark
@@ -848,7 +856,7 @@ pub async fn run(
                 .to_string()
         })
         .unwrap_or_default();
-    Ok(Results {
+    Ok(Some(Results {
         paths,
         idle,
         large: large_memory,
@@ -859,7 +867,49 @@ pub async fn run(
         busy_loops,
         load_generator,
         profiles,
-    })
+    }))
+}
+
+/// Says how to load each chain (its h2load command) and which processes carry it, then waits
+/// `limit` or until Ctrl-C, whichever comes first.
+async fn hold(
+    chains: &[Chain],
+    grpc_request: &str,
+    pids: &impl Fn(&Chain) -> Vec<u32>,
+    limit: Duration,
+    say: &impl Fn(&str),
+) -> anyhow::Result<()> {
+    for chain in chains {
+        let authority = format!(":authority: {}", chain.authority.unwrap_or(""));
+        let mut command = String::from("h2load");
+        for arg in load_args(chain, &authority, grpc_request)
+            .into_iter()
+            .chain([chain.url.as_str()])
+        {
+            command.push(' ');
+            if arg.contains(' ') {
+                command.push_str(&format!("'{arg}'"));
+            } else {
+                command.push_str(arg);
+            }
+        }
+        let pids: Vec<String> = pids(chain).iter().map(u32::to_string).collect();
+        say(&format!(
+            "  {} {}: {command}   # processes {}",
+            chain.protocol,
+            chain.path,
+            pids.join(" ")
+        ));
+    }
+    say(&format!(
+        "  holding the chains up for {} s; Ctrl-C ends sooner",
+        limit.as_secs()
+    ));
+    tokio::select! {
+        _ = tokio::time::sleep(limit) => {}
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+    }
+    Ok(())
 }
 
 /// What [`profile_chains`] needs from the run.
@@ -1118,6 +1168,7 @@ mod tests {
                 clusters: 1,
             },
             profile: None,
+            hold: None,
         };
         assert_eq!(params.fixed_round_length(), Duration::from_secs(5));
         params.fixed_duration = Duration::from_secs(1);

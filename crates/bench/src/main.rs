@@ -85,6 +85,11 @@ struct Args {
     /// Only serve the gRPC rows' application on these addresses (the runner starts itself so).
     #[arg(long, value_name = "ADDR", num_args = 1.., hide = true)]
     serve_grpc: Vec<std::net::SocketAddr>,
+    /// Only start the data-plane chains, warm them up, print how to load each (an h2load
+    /// command) and the PIDs of the processes it measures, and keep them up for SECONDS or until
+    /// Ctrl-C: for profiling by hand; measures nothing and writes no report.
+    #[arg(long, value_name = "SECONDS")]
+    hold: Option<u64>,
     /// Only keep one core busy for this many seconds (the runner starts itself so).
     #[arg(long, value_name = "SECONDS", hide = true)]
     busy_loop: Option<u64>,
@@ -168,7 +173,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let mut phases = Vec::new();
-    let runs = |s: Scenario| args.only.is_none_or(|o| o == s);
+    // --hold is about the data plane's chains alone.
+    let only = if args.hold.is_some() {
+        Some(Scenario::DataPlane)
+    } else {
+        args.only
+    };
+    let runs = |s: Scenario| only.is_none_or(|o| o == s);
     let control_plane_runs = if !runs(Scenario::ControlPlane) {
         vec![]
     } else {
@@ -236,14 +247,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 clusters: 1,
             },
             profile: Some(Duration::from_secs(if args.quick { 1 } else { 5 })),
+            hold: args.hold.map(Duration::from_secs),
         };
         say(
             "data plane: direct, one and two Strait hops (plaintext and mTLS), HAProxy and nginx; HTTP/1.1, HTTP/2, gRPC, TCP…",
         );
-        Some((
-            dp.clone(),
-            runtime.block_on(data_plane::run(&strait, &dp, &args.logs, say))?,
-        ))
+        match runtime.block_on(data_plane::run(&strait, &dp, &args.logs, say))? {
+            Some(results) => Some((dp.clone(), results)),
+            None => return Ok(()),
+        }
     };
     let multicluster = if !runs(Scenario::Multicluster) {
         None

@@ -4,8 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The data-plane runs use the same loopback addresses and ports: one at a time.
+static DATA_PLANE: Mutex<()> = Mutex::new(());
 
 /// Runs `strait-bench ARGS` against the debug `strait` binary, writing into a temporary
 /// directory; the report it wrote. `why` says what the run needs when it fails.
@@ -87,6 +93,7 @@ fn a_tiny_run_writes_a_complete_report() {
 
 #[test]
 fn a_tiny_data_plane_run_measures_every_chain() {
+    let _one_at_a_time = DATA_PLANE.lock().unwrap_or_else(|e| e.into_inner());
     let report = run_runner(
         &[
             "--quick",
@@ -173,6 +180,91 @@ fn a_tiny_data_plane_run_measures_every_chain() {
             assert!(slowest <= median && median <= fastest, "{line}");
         }
     }
+}
+
+/// Whether process `pid` still exists.
+fn alive(pid: &str) -> bool {
+    std::path::Path::new("/proc").join(pid).exists()
+}
+
+#[test]
+fn held_chains_carry_the_load_their_printed_commands_send_and_go_away_on_ctrl_c() {
+    let _one_at_a_time = DATA_PLANE.lock().unwrap_or_else(|e| e.into_inner());
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_strait-bench"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut held = Command::new(&runner)
+        .args(["--quick", "--hold", "120", "--strait"])
+        .arg(runner.with_file_name("strait"))
+        .arg("--logs")
+        .arg(dir.path().join("logs"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(held.stderr.take().unwrap());
+    // "  PROTOCOL PATH: h2load ARGS   # processes PID..." per chain, then "holding …".
+    let mut chains = Vec::new();
+    let mut said = String::new();
+    let mut lines = stderr.lines();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "the runner ended before holding the chains up (needs nginx, haproxy and h2load: scripts/test installs them):\n{said}"
+            );
+        };
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("holding the chains up") {
+            break;
+        }
+        if let Some((chain, rest)) = line.trim().split_once(": h2load ") {
+            let (args, pids) = rest.split_once("   # processes ").unwrap();
+            chains.push((chain.to_string(), args.to_string(), pids.to_string()));
+        }
+    }
+    let find = |name: &str| {
+        chains
+            .iter()
+            .find(|(c, _, _)| c == name)
+            .unwrap_or_else(|| panic!("no {name:?} among the held chains: {chains:#?}"))
+    };
+    // Commands as printed (quoted for a shell), run by one: the TCP and HTTP/1.1 mTLS chains.
+    for name in ["TCP 2 Strait hops, mTLS", "HTTP/1.1 2 Strait hops, mTLS"] {
+        let (_, args, pids) = find(name);
+        assert_eq!(
+            pids.split(' ').count(),
+            2,
+            "{name}: two proxies, got {pids}"
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("h2load -n 20 -c 2 {args}"))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(out.contains("20 succeeded"), "{name}: {out}");
+    }
+    let pids: Vec<String> = chains
+        .iter()
+        .flat_map(|(_, _, p)| p.split(' ').map(str::to_string))
+        .collect();
+    assert!(pids.iter().all(|p| alive(p)), "{pids:?}");
+    // Ctrl-C (SIGINT, to the runner's PID): it stops what it started and exits at once.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &held.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = held.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<&String> = pids.iter().filter(|p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the runner ended: {left:?}"
+    );
 }
 
 #[test]
