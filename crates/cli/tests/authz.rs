@@ -100,22 +100,8 @@ fn authorization_policies_allow_and_deny_requests_and_connections_end_to_end() {
 
     let app_port = free_port();
     let _app = http_backend("httpbin", "127.0.0.1", app_port, None);
-    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        // Bounded: the test makes a handful of connections.
-        for conn in echo.incoming().take(16) {
-            let Ok(mut c) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = c.read(&mut buf) {
-                    if n == 0 || c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    // Bounded: the test makes a handful of connections.
+    let echo_port = tcp_echo_server(16);
 
     let dir = t.join("config");
     std::fs::create_dir(&dir).unwrap();

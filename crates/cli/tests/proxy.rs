@@ -1453,3 +1453,48 @@ spec:
         (1, 1)
     );
 }
+
+/// A Sidecar `ingress` port declared TCP, handing to the same application port as one declared
+/// HTTP, passes the bytes through as they come: its listener speaks its own declared protocol.
+/// (It took the application port's strongest protocol, HTTP, and refused what is not HTTP.)
+#[test]
+fn a_tcp_ingress_port_in_front_of_an_http_ones_application_port_passes_bytes_through() {
+    const POD: &str = "127.1.46.1";
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Bounded: the test makes a handful of connections.
+    let echo_port = tcp_echo_server(8);
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        bound_httpbin(POD, &[(8000, "HTTP", echo_port), (9000, "TCP", echo_port)]),
+    )
+    .unwrap();
+    let cp = ControlPlane::start(&dir, &[]);
+    let proxy = StraitProxy::start_node(
+        &cp,
+        t,
+        &format!("sidecar~{POD}~httpbin-0.foo~foo.svc.cluster.local"),
+        "httpbin-0",
+        "app=httpbin",
+    );
+    let mut c = wait_for(Duration::from_secs(20), "the TCP ingress listener", || {
+        std::net::TcpStream::connect((POD, 9000)).ok()
+    });
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Bytes no HTTP parser takes.
+    let message = b"\x00\x01 not HTTP at all\r\n\r\n";
+    {
+        use std::io::{Read, Write};
+        c.write_all(message).unwrap();
+        let mut back = vec![0u8; message.len()];
+        let read = c.read_exact(&mut back);
+        assert!(
+            read.is_ok() && back == message,
+            "{read:?}: {:?}\n{}",
+            String::from_utf8_lossy(&back),
+            proxy.log()
+        );
+    }
+}

@@ -283,12 +283,12 @@ fn auto_mtls(
     })
 }
 
-/// A sidecar's cluster for its own application on `port` (the app listens on localhost);
+/// A sidecar's cluster for its own workload port `port`, reaching the application at `app`;
 /// HTTP/2 to applications that speak it (gRPC and HTTP/2 ports).
-pub fn inbound_cluster(port: u16, http2: bool) -> Cluster {
+pub fn inbound_cluster(port: u16, app: &SocketAddress, http2: bool) -> Cluster {
     Cluster {
         name: names::inbound_cluster(port),
-        discovery: Discovery::Static(vec![SocketAddress::new("127.0.0.1", port)]),
+        discovery: Discovery::Static(vec![app.clone()]),
         lb_policy: LbPolicy::RoundRobin,
         connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
         circuit_breakers: None,
@@ -306,7 +306,7 @@ pub fn inbound_cluster(port: u16, http2: bool) -> Cluster {
 
 /// `PassthroughCluster` (to the original destination) and `BlackHoleCluster` (refuse).
 pub fn special_clusters() -> Vec<Cluster> {
-    let base = inbound_cluster(0, false);
+    let base = inbound_cluster(0, &SocketAddress::new("127.0.0.1", 0), false);
     vec![
         Cluster {
             name: names::BLACKHOLE.into(),

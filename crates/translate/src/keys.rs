@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use strait_config::istio::common::ServerPort;
 use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
 use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceView, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
 use crate::{Inbound, InboundPort, InboundProtocol, MeshView, scope};
+use strait_xds::SocketAddress;
 
 /// Label names the current configuration selects on or fails over by.
 pub fn relevant_label_keys(view: &MeshView<'_>) -> BTreeSet<String> {
@@ -230,28 +232,33 @@ impl Profile {
     }
 
     /// The ports on which the proxy's own workload receives traffic: those of the services its
-    /// endpoints back, and the Sidecar resource's `ingress` ports.
+    /// endpoints back, and the Sidecar resource's `ingress` ports — each of those by its own
+    /// number, handing to its `defaultEndpoint` (Istio's port remapping: traffic arriving on
+    /// 9080 for an application listening on 8080).
     pub fn inbound_ports(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Vec<InboundPort> {
         let mut ports = self.inbound.ports_of(view.model, proxy);
+        // Ingress ports' applications; every other port's is on loopback at its own number.
+        let mut apps: BTreeMap<u16, SocketAddress> = BTreeMap::new();
         if let Some(sc) = scope::sidecar_for(view, proxy) {
             for ing in &sc.spec.ingress {
-                let target = ing
-                    .default_endpoint
-                    .as_deref()
-                    .and_then(|e| e.rsplit_once(':'))
-                    .and_then(|(_, p)| p.parse::<u16>().ok());
+                let Some(port) = ing.port.as_ref().and_then(ServerPort::port) else {
+                    continue;
+                };
                 let proto = ing
                     .port
                     .as_ref()
                     .and_then(|p| p.protocol.as_deref())
                     .and_then(strait_model::Protocol::parse);
-                if let Some(t) = target.or_else(|| {
-                    ing.port
-                        .as_ref()
-                        .and_then(|p| p.number)
-                        .and_then(|n| u16::try_from(n).ok())
-                }) {
-                    ports.insert((t, proto.map_or(InboundProtocol::Tcp, InboundProtocol::of)));
+                ports.insert((
+                    port,
+                    proto.map_or(InboundProtocol::Tcp, InboundProtocol::of),
+                ));
+                if let Some(app) = ing
+                    .default_endpoint
+                    .as_deref()
+                    .and_then(|e| default_endpoint(e, proxy))
+                {
+                    apps.insert(port, app);
                 }
             }
         }
@@ -261,6 +268,10 @@ impl Profile {
                 Some(p) => p.protocol = p.protocol.max(protocol),
                 None => out.push(InboundPort {
                     target_port: t,
+                    app: apps
+                        .get(&t)
+                        .cloned()
+                        .unwrap_or_else(|| SocketAddress::new("127.0.0.1", t)),
                     protocol,
                     mtls: crate::security::peer_mode(view, &proxy.namespace, &proxy.labels, t),
                 }),
@@ -313,10 +324,12 @@ impl Profile {
         for p in &inbound_side.ports {
             let _ = write!(
                 inbound,
-                "{}{}{},",
+                "{}{}{}>{}:{},",
                 p.target_port,
                 p.protocol.key(),
-                p.mtls.key()
+                p.mtls.key(),
+                p.app.ip,
+                p.app.port
             );
         }
         ProxyKeys {
@@ -332,6 +345,26 @@ impl Profile {
     }
 }
 
+/// Where a Sidecar `ingress` port's `defaultEndpoint` hands traffic: `127.0.0.1:PORT` or
+/// `[::1]:PORT` as written, `0.0.0.0:PORT` or `[::]:PORT` to the proxy's own instance address
+/// (loopback when it has none); `None` for what is not an address (`unix://` sockets).
+fn default_endpoint(text: &str, proxy: &ProxyNode) -> Option<SocketAddress> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    let ip = if ip.is_unspecified() {
+        proxy.ip.unwrap_or(if ip.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        })
+    } else {
+        ip
+    };
+    Some(SocketAddress::new(ip.to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -341,6 +374,37 @@ mod tests {
 
     use super::*;
     use crate::eds::GatewayTable;
+
+    #[test]
+    fn a_default_endpoint_is_loopback_as_written_or_the_instance_address_for_unspecified() {
+        let with_ip = |ip: Option<&str>| {
+            let node = crate::proxy::NodeInfo {
+                id: format!(
+                    "sidecar~{}~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
+                    ip.unwrap_or("")
+                ),
+                ..Default::default()
+            };
+            ProxyNode::from_node(&node, &ClusterId::new("c1")).unwrap()
+        };
+        let at = |text: &str, proxy: &ProxyNode| {
+            default_endpoint(text, proxy).map(|a| format!("{}:{}", a.ip, a.port))
+        };
+        let pod = with_ip(Some("10.0.3.1"));
+        assert_eq!(
+            at("127.0.0.1:8080", &pod).as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(at("[::1]:8080", &pod).as_deref(), Some("::1:8080"));
+        assert_eq!(at("0.0.0.0:8443", &pod).as_deref(), Some("10.0.3.1:8443"));
+        assert_eq!(at("[::]:8443", &pod).as_deref(), Some("10.0.3.1:8443"));
+        assert_eq!(
+            at("0.0.0.0:8443", &with_ip(None)).as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(at("unix:///var/run/app.sock", &pod), None);
+        assert_eq!(at("127.0.0.1:http", &pod), None);
+    }
 
     fn model(pod_ip: &str) -> (MeshModel, ConfigSet) {
         let yaml = format!(

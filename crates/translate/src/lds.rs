@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strait_config::istio::common::ServerTlsMode;
+use strait_config::istio::common::{ServerPort, ServerTlsMode};
 
 use strait_xds::{MESH_MTLS_ALPN, SDS_DEFAULT, SDS_ROOTCA};
 
@@ -150,12 +150,7 @@ pub fn sidecar_listeners(
     // Explicit listeners from the Sidecar resource: bound sockets, no iptables needed.
     if let Some(sc) = scope::sidecar_for(view, proxy) {
         for eg in &sc.spec.egress {
-            let Some(port) = eg
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok())
-            else {
+            let Some(port) = eg.port.as_ref().and_then(ServerPort::port) else {
                 continue;
             };
             let explicit = eg.capture_mode == Some(CaptureMode::None) || eg.bind.is_some();
@@ -183,25 +178,18 @@ pub fn sidecar_listeners(
     if let Some(sc) = scope::sidecar_for(view, proxy) {
         for ing in &sc.spec.ingress {
             let explicit = ing.capture_mode == Some(CaptureMode::None) || ing.bind.is_some();
-            let port = ing
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok());
-            let target = ing
-                .default_endpoint
-                .as_deref()
-                .and_then(|e| e.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse::<u16>().ok());
-            let (Some(port), Some(target), true) = (port, target, explicit) else {
+            let port = ing.port.as_ref().and_then(ServerPort::port);
+            // A bound listener needs somewhere else to hand to: on its own port it would call
+            // itself.
+            let (Some(port), Some(_), true) = (port, ing.default_endpoint.as_ref(), explicit)
+            else {
                 continue;
             };
-            let Some(ip) = inbound.ports.iter().find(|p| p.target_port == target) else {
+            let Some(ip) = inbound.ports.iter().find(|p| p.target_port == port) else {
                 continue;
             };
-            // The listener speaks its own port's declared protocol: the application port's
-            // merged one is the strongest of every port in front of it (an HTTP ingress port
-            // and a TCP one may both hand to the same application port).
+            // The listener speaks its own port's declared protocol: the workload port's merged
+            // one is the strongest of every service port and ingress port with that number.
             let declared = ing
                 .port
                 .as_ref()
@@ -489,12 +477,7 @@ fn gateway_listeners(
     let mut by_port: BTreeMap<(String, u16), Servers<'_>> = BTreeMap::new();
     for gw in gateways_for(view, proxy) {
         for server in &gw.spec.servers {
-            if let Some(n) = server
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok())
-            {
+            if let Some(n) = server.port.as_ref().and_then(ServerPort::port) {
                 let bind = server.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
                 by_port.entry((bind, n)).or_default().push((gw, server));
             }

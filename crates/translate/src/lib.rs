@@ -26,7 +26,7 @@ use strait_config::istio::traffic::{LocalityLbSetting, Subset};
 use strait_model::{Hostname, MeshModel};
 use strait_xds::cluster::Discovery;
 use strait_xds::route::VirtualHost;
-use strait_xds::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
+use strait_xds::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, SocketAddress};
 
 pub use eds::{GatewayEndpoint, GatewayTable};
 pub use keys::{Profile, ProxyKeys};
@@ -66,7 +66,12 @@ pub struct Inbound {
 /// A port of the proxy's own workload, receiving traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPort {
+    /// The workload port traffic arrives on (captured traffic's original destination port);
+    /// it names the inbound cluster.
     pub target_port: u16,
+    /// Where the application is reached for this port: `127.0.0.1:<target_port>`, or the
+    /// `defaultEndpoint` of the Sidecar `ingress` port with this number (Istio's port remapping).
+    pub app: SocketAddress,
     pub protocol: InboundProtocol,
     /// What PeerAuthentication lets in on this port.
     pub mtls: security::PeerMode,
@@ -255,7 +260,13 @@ pub fn local_clusters(proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Cluster
         ProxyKind::Sidecar => {
             let mut out: Vec<Cluster> = inbound
                 .iter()
-                .map(|p| cds::inbound_cluster(p.target_port, p.protocol == InboundProtocol::Http2))
+                .map(|p| {
+                    cds::inbound_cluster(
+                        p.target_port,
+                        &p.app,
+                        p.protocol == InboundProtocol::Http2,
+                    )
+                })
                 .collect();
             out.extend(cds::special_clusters());
             out

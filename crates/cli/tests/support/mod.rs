@@ -63,6 +63,27 @@ impl Drop for Proc {
     }
 }
 
+/// A TCP echo server on `127.0.0.1` for the next `connections` connections (each served on a
+/// thread of its own); its port.
+pub fn tcp_echo_server(connections: usize) -> u16 {
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in echo.incoming().take(connections) {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// Waits until `f` returns `Some`, at most `limit`, checking every 50 ms.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

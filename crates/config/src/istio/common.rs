@@ -161,3 +161,10 @@ pub struct ServerPort {
     pub name: Option<String>,
     pub target_port: Option<u32>,
 }
+
+impl ServerPort {
+    /// The port number, when it is one a socket can have.
+    pub fn port(&self) -> Option<u16> {
+        self.number.and_then(|n| u16::try_from(n).ok())
+    }
+}
