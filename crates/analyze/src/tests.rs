@@ -309,6 +309,26 @@ fn ports_without_a_protocol_are_noted() {
 }
 
 #[test]
+fn sidecar_ingress_ports_handing_to_a_unix_socket_are_noted() {
+    let sidecar = "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  workloadSelector: {labels: {app: reviews}}\n  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n  - port: {number: 9090, protocol: GRPC, name: grpc}\n    defaultEndpoint: unix:///var/run/reviews.sock\n";
+    let a = analyze_yaml(&format!("{BOOKINFO}{sidecar}"));
+    let m = with_code(&a, codes::NOT_SUPPORTED_BY_STRAIT);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].message.contains("unix:///var/run/reviews.sock") && m[0].message.contains("port 9090"),
+        "{}",
+        m[0]
+    );
+    assert_eq!(m[0].level, Level::Info);
+    assert!(
+        m[0].to_string().contains("spec.ingress[1].defaultEndpoint"),
+        "{}",
+        m[0]
+    );
+    assert!(!a.has_errors());
+}
+
+#[test]
 fn validation_problems_and_unsupported_kinds_are_messages_too() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bad}\nspec:\n  host: reviews\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n    loadBalancer: {simpel: ROUND_ROBIN}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n";
     let a = analyze_yaml(yaml);

@@ -346,13 +346,17 @@ impl Profile {
 }
 
 /// Where a Sidecar `ingress` port's `defaultEndpoint` hands traffic: `127.0.0.1:PORT` or
-/// `[::1]:PORT` as written, `0.0.0.0:PORT` or `[::]:PORT` to the proxy's own instance address
+/// `[::1]:PORT` as written (`:PORT`, which validation lets through, as loopback), `0.0.0.0:PORT` or `[::]:PORT` to the proxy's own instance address
 /// (loopback when it has none); `None` for what is not an address (`unix://` sockets).
 fn default_endpoint(text: &str, proxy: &ProxyNode) -> Option<SocketAddress> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse::<u16>().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().ok()?;
+    let ip: IpAddr = if host.is_empty() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        host.parse().ok()?
+    };
     let ip = if ip.is_unspecified() {
         proxy.ip.unwrap_or(if ip.is_ipv4() {
             IpAddr::from([127, 0, 0, 1])
@@ -402,6 +406,7 @@ mod tests {
             at("0.0.0.0:8443", &with_ip(None)).as_deref(),
             Some("127.0.0.1:8443")
         );
+        assert_eq!(at(":8080", &pod).as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(at("unix:///var/run/app.sock", &pod), None);
         assert_eq!(at("127.0.0.1:http", &pod), None);
     }

@@ -19,4 +19,5 @@ pub(crate) fn run(ctx: &Context<'_>, out: &mut Vec<Message>) {
     registry::traffic_split_backends(ctx, out);
     registry::merge_conflicts(ctx, out);
     registry::global_hosts(ctx, out);
+    registry::unix_socket_endpoints(ctx, out);
 }
