@@ -179,8 +179,8 @@ pub fn sidecar_listeners(
         for ing in &sc.spec.ingress {
             let explicit = ing.capture_mode == Some(CaptureMode::None) || ing.bind.is_some();
             let port = ing.port.as_ref().and_then(ServerPort::port);
-            // A bound listener needs somewhere else to hand to: on its own port it would call
-            // itself.
+            // A bound listener fronts the application its `defaultEndpoint` names (without one,
+            // the loopback port of its own number — on 0.0.0.0, the listener itself).
             let (Some(port), Some(_), true) = (port, ing.default_endpoint.as_ref(), explicit)
             else {
                 continue;
