@@ -249,6 +249,9 @@ impl Profile {
                     .as_ref()
                     .and_then(|p| p.protocol.as_deref())
                     .and_then(strait_model::Protocol::parse);
+                // The ingress port's own declared protocol, whatever a service says of the
+                // same port number (as Istio: a listed ingress port is configured as listed).
+                ports.retain(|(p, _)| *p != port);
                 ports.insert((
                     port,
                     proto.map_or(InboundProtocol::Tcp, InboundProtocol::of),

@@ -24,7 +24,7 @@ use crate::names;
 use crate::proxy::ProxyNode;
 use crate::rds;
 use crate::scope;
-use crate::{Inbound, InboundPort, InboundProtocol, MeshView};
+use crate::{Inbound, InboundPort, MeshView};
 
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const INBOUND_CAPTURE_PORT: u16 = 15006;
@@ -188,20 +188,8 @@ pub fn sidecar_listeners(
             let Some(ip) = inbound.ports.iter().find(|p| p.target_port == port) else {
                 continue;
             };
-            // The listener speaks its own port's declared protocol: the workload port's merged
-            // one is the strongest of every service port and ingress port with that number.
-            let declared = ing
-                .port
-                .as_ref()
-                .and_then(|p| p.protocol.as_deref())
-                .and_then(strait_model::Protocol::parse)
-                .map(InboundProtocol::of);
-            let ip = InboundPort {
-                protocol: declared.unwrap_or(ip.protocol),
-                ..ip.clone()
-            };
             let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".into());
-            let mut chains = inbound_chains(&ip, authz);
+            let mut chains = inbound_chains(ip, authz);
             for c in &mut chains {
                 c.matching.destination_port = None;
             }

@@ -83,8 +83,8 @@ impl InboundPort {
     }
 }
 
-/// How a workload port is served, from the protocols of the service ports it backs (the
-/// strongest wins when several meet on one port).
+/// How a workload port is served: a Sidecar `ingress` port's declared protocol, else from the
+/// protocols of the service ports it backs (the strongest wins when several meet on one port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InboundProtocol {
     Tcp,
