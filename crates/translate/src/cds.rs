@@ -257,12 +257,9 @@ fn auto_mtls(
     if sans.is_empty() || !view.endpoints.iter().any(|e| e.sidecar) {
         return None;
     }
-    let server_mode = crate::security::peer_mode(
-        mesh,
-        &view.service.namespace,
-        &Default::default(),
-        port.port,
-    );
+    let server_mode =
+        crate::security::peer_policy(mesh, &view.service.namespace, &Default::default())
+            .mode(port.port);
     if server_mode == crate::security::PeerMode::Disable {
         return None;
     }

@@ -16,6 +16,7 @@ use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
 use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceView, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
+use crate::security::PeerPolicy;
 use crate::{Inbound, InboundPort, InboundProtocol, MeshView, scope};
 use strait_xds::SocketAddress;
 
@@ -232,14 +233,24 @@ impl Profile {
     }
 
     /// The ports on which the proxy's own workload receives traffic: those of the services its
-    /// endpoints back, and the Sidecar resource's `ingress` ports — each of those by its own
-    /// number, handing to its `defaultEndpoint` (Istio's port remapping: traffic arriving on
-    /// 9080 for an application listening on 8080).
-    pub fn inbound_ports(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Vec<InboundPort> {
+    /// endpoints back — or, when its Sidecar resource lists `ingress` ports, those alone, each
+    /// by its own number, handing to its `defaultEndpoint` (Istio's port remapping: traffic
+    /// arriving on 9080 for an application listening on 8080).
+    fn inbound_ports(
+        &self,
+        view: &MeshView<'_>,
+        proxy: &ProxyNode,
+        peer: &PeerPolicy,
+    ) -> Vec<InboundPort> {
         let mut ports = self.inbound.ports_of(view.model, proxy);
         // Ingress ports' applications; every other port's is on loopback at its own number.
         let mut apps: BTreeMap<u16, SocketAddress> = BTreeMap::new();
-        if let Some(sc) = scope::sidecar_for(view, proxy) {
+        if let Some(sc) = scope::sidecar_for(view, proxy)
+            && !sc.spec.ingress.is_empty()
+        {
+            // As Istio: a Sidecar that lists ingress ports configures those and no others; the
+            // workload's other ports are passed through (under its PeerAuthentication).
+            ports.clear();
             for ing in &sc.spec.ingress {
                 let Some(port) = ing.port.as_ref().and_then(ServerPort::port) else {
                     continue;
@@ -276,7 +287,7 @@ impl Profile {
                         .cloned()
                         .unwrap_or_else(|| SocketAddress::new("127.0.0.1", t)),
                     protocol,
-                    mtls: crate::security::peer_mode(view, &proxy.namespace, &proxy.labels, t),
+                    mtls: peer.mode(t),
                 }),
             }
         }
@@ -285,8 +296,10 @@ impl Profile {
 
     /// The ports of the proxy's own workload and the authorization in front of them.
     pub fn inbound(&self, view: &MeshView<'_>, proxy: &ProxyNode) -> Inbound {
+        let peer = crate::security::peer_policy(view, &proxy.namespace, &proxy.labels);
         Inbound {
-            ports: self.inbound_ports(view, proxy),
+            ports: self.inbound_ports(view, proxy, &peer),
+            passthrough: peer,
             authorization: crate::authz::for_workload(view, &proxy.namespace, &proxy.labels),
         }
     }
@@ -324,6 +337,12 @@ impl Profile {
             Inbound::default()
         };
         let mut inbound = inbound_side.authorization.key();
+        let passthrough = &inbound_side.passthrough;
+        let _ = write!(inbound, "|{}", passthrough.workload.key());
+        for (port, mode) in &passthrough.ports {
+            let _ = write!(inbound, "{port}{},", mode.key());
+        }
+        inbound.push('|');
         for p in &inbound_side.ports {
             let _ = write!(
                 inbound,
@@ -381,6 +400,7 @@ mod tests {
 
     use super::*;
     use crate::eds::GatewayTable;
+    use crate::security::PeerMode;
 
     #[test]
     fn a_default_endpoint_is_loopback_as_written_or_the_instance_address_for_unspecified() {
@@ -418,8 +438,12 @@ mod tests {
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: ns}}\nspec: {{ports: [{{port: 80, name: http}}], selector: {{app: a}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: a-0, namespace: ns, labels: {{app: a}}}}\nstatus: {{podIP: {pod_ip}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: ns}}\nspec: {{ports: [{{port: 9090, name: grpc}}], selector: {{app: b}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b-0, namespace: ns, labels: {{app: b}}}}\nstatus: {{podIP: 10.0.0.2}}\n"
         );
+        build(&yaml)
+    }
+
+    fn build(yaml: &str) -> (MeshModel, ConfigSet) {
         let config = ConfigSet::from_resources(
-            load_str(&yaml, "t.yaml", &LoadOptions::default()).into_resources(),
+            load_str(yaml, "t.yaml", &LoadOptions::default()).into_resources(),
         );
         let source = ClusterSource {
             id: ClusterId::new("c1"),
@@ -432,16 +456,63 @@ mod tests {
         )
     }
 
-    fn profile(model: &MeshModel, config: &ConfigSet) -> Profile {
-        Profile::new(&MeshView {
+    /// The mesh as a translation sees it, in root namespace `istio-system`.
+    fn view<'a>(
+        model: &'a MeshModel,
+        config: &'a ConfigSet,
+        gateways: &'a GatewayTable,
+        jwks: &'a BTreeMap<String, String>,
+    ) -> MeshView<'a> {
+        MeshView {
             model,
             config,
-            gateways: &GatewayTable::new(),
+            gateways,
             root_namespace: "istio-system",
             mesh_locality: None,
             mesh_outbound_mode: None,
-            jwks: &BTreeMap::new(),
-        })
+            jwks,
+        }
+    }
+
+    fn profile(model: &MeshModel, config: &ConfigSet) -> Profile {
+        Profile::new(&view(model, config, &GatewayTable::new(), &BTreeMap::new()))
+    }
+
+    /// As Istio: a Sidecar listing ingress ports configures those and none of the services'
+    /// other ports, which pass through under the workload's PeerAuthentication — its mode, and
+    /// `portLevelMtls` ports by their own (an UNSET one inheriting).
+    #[test]
+    fn listed_ingress_ports_are_the_only_ports_and_the_rest_pass_through_by_policy() {
+        let (model, config) = build(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns}\nspec: {ports: [{port: 80, name: http}, {port: 81, name: http-admin}], selector: {app: a}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a-0, namespace: ns, labels: {app: a}}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: ns}\nspec:\n  workloadSelector: {labels: {app: a}}\n  ingress: [{port: {number: 8000, protocol: HTTP, name: web}, defaultEndpoint: 127.0.0.1:80}]\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: ns-wide, namespace: ns}\nspec: {mtls: {mode: STRICT}}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: a, namespace: ns}\nspec:\n  selector: {matchLabels: {app: a}}\n  portLevelMtls: {\"81\": {mode: PERMISSIVE}, \"9000\": {mode: DISABLE}, \"9001\": {mode: UNSET}}\n",
+        );
+        let (gateways, jwks) = (GatewayTable::new(), BTreeMap::new());
+        let view = view(&model, &config, &gateways, &jwks);
+        let node = ProxyNode::from_node(
+            &crate::proxy::NodeInfo {
+                id: "sidecar~10.0.0.1~a-0.ns~ns.svc.cluster.local".into(),
+                labels: BTreeMap::from([("app".to_string(), "a".to_string())]),
+                ..Default::default()
+            },
+            &ClusterId::new("c1"),
+        )
+        .unwrap();
+        let inbound = profile(&model, &config).inbound(&view, &node);
+        let ports: Vec<_> = inbound
+            .ports
+            .iter()
+            .map(|p| (p.target_port, p.app.port, p.protocol, p.mtls))
+            .collect();
+        assert_eq!(
+            ports,
+            [(8000, 80, InboundProtocol::Http, PeerMode::Strict)],
+            "only the listed port, not the services' 80 and 81"
+        );
+        assert_eq!(inbound.passthrough.workload, PeerMode::Strict);
+        assert_eq!(
+            inbound.passthrough.ports,
+            BTreeMap::from([(81, PeerMode::Permissive), (9000, PeerMode::Disable)])
+        );
     }
 
     /// A profile carried over an endpoint change equals one built afresh: the moved pod's
@@ -466,17 +537,8 @@ mod tests {
     #[test]
     fn the_idle_timeout_of_a_node_keys_its_listeners_apart() {
         let (model, config) = model("10.0.0.1");
-        let gateways = GatewayTable::new();
-        let jwks = BTreeMap::new();
-        let view = MeshView {
-            model: &model,
-            config: &config,
-            gateways: &gateways,
-            root_namespace: "istio-system",
-            mesh_locality: None,
-            mesh_outbound_mode: None,
-            jwks: &jwks,
-        };
+        let (gateways, jwks) = (GatewayTable::new(), BTreeMap::new());
+        let view = view(&model, &config, &gateways, &jwks);
         let p = profile(&model, &config);
         let node = |idle: Option<&str>| {
             let mut metadata = BTreeMap::from([("CLUSTER_ID".to_string(), "c1".to_string())]);

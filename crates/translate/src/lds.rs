@@ -208,7 +208,7 @@ pub fn sidecar_listeners(
         }
     }
     if proxy.captured {
-        out.push(inbound_listener(&inbound.ports, authz));
+        out.push(inbound_listener(inbound, authz));
     } else {
         // Without capture (`INTERCEPTION_MODE: NONE`) nothing reaches the capture listeners or
         // the per-port ones behind them: only the explicit, bound listeners remain.
@@ -310,13 +310,27 @@ fn outbound_port_listener(
     }
 }
 
-/// The inbound capture listener: one chain per workload port, to the local application; ports
-/// no service declares pass through, behind the same authorization.
-fn inbound_listener(inbound: &[InboundPort], authz: &Authorization) -> Listener {
-    let filter_chains = inbound
+/// The inbound capture listener: the chains of each workload port, to its application; traffic
+/// to any other port passes through to the port it was sent to, as PeerAuthentication allows
+/// (a `portLevelMtls` port by its own mode), behind the same authorization. There is no
+/// default chain: a connection no chain takes (plaintext to a STRICT port) is closed, as
+/// Envoy closes it on Istio's inbound listener.
+fn inbound_listener(inbound: &Inbound, authz: &Authorization) -> Listener {
+    let mut filter_chains: Vec<FilterChain> = inbound
+        .ports
         .iter()
         .flat_map(|p| inbound_chains(p, authz))
         .collect();
+    for (&port, &mode) in &inbound.passthrough.ports {
+        if !inbound.ports.iter().any(|p| p.target_port == port) {
+            filter_chains.extend(passthrough_chains(Some(port), mode, authz));
+        }
+    }
+    filter_chains.extend(passthrough_chains(
+        None,
+        inbound.passthrough.workload,
+        authz,
+    ));
     Listener {
         name: names::INBOUND_LISTENER.into(),
         kind: ListenerKind::Socket(SocketListener {
@@ -326,22 +340,81 @@ fn inbound_listener(inbound: &[InboundPort], authz: &Authorization) -> Listener 
             bind_to_port: true,
             inspect_protocol: true,
             filter_chains,
-            default_chain: Some(FilterChain {
-                rbac: authz.tcp.clone(),
-                ..chain(
-                    "InboundPassthrough".into(),
-                    FilterChainMatch::default(),
-                    tcp(names::PASSTHROUGH, names::PASSTHROUGH.into()),
-                )
-            }),
+            default_chain: None,
         }),
     }
 }
 
+/// Terminating mesh mTLS: the workload's certificate, the caller's required and verified.
+fn mesh_mtls(alpn: Vec<String>) -> Option<DownstreamTls> {
+    Some(DownstreamTls {
+        certificate: SDS_DEFAULT.into(),
+        validation: Some(SDS_ROOTCA.into()),
+        require_client_certificate: true,
+        alpn,
+    })
+}
+
+/// Matching mesh mTLS (TLS offering Istio's ALPN values) to `port` (any port: `None`).
+fn mesh_mtls_match(port: Option<u16>) -> FilterChainMatch {
+    FilterChainMatch {
+        destination_port: port,
+        transport_protocol: Some("tls".into()),
+        application_protocols: MESH_MTLS_ALPN.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Matching a transport to `port` (any port: `None`; any transport: `None`).
+fn transport_match(port: Option<u16>, transport: Option<&str>) -> FilterChainMatch {
+    FilterChainMatch {
+        destination_port: port,
+        transport_protocol: transport.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// The passthrough chains of `port` (of every port no chain names: `None`) in `mode`: mesh mTLS
+/// terminated, other TLS (the application's own) and plaintext passed as they are — each only
+/// where the mode lets it in.
+fn passthrough_chains(
+    port: Option<u16>,
+    mode: PeerMode,
+    authz: &Authorization,
+) -> Vec<FilterChain> {
+    let name = match port {
+        Some(p) => format!("InboundPassthrough|{p}"),
+        None => "InboundPassthrough".into(),
+    };
+    let passthrough = |suffix: &str, matching: FilterChainMatch| FilterChain {
+        rbac: authz.tcp.clone(),
+        ..chain(
+            format!("{name}{suffix}"),
+            matching,
+            tcp(names::PASSTHROUGH, names::PASSTHROUGH.into()),
+        )
+    };
+    let mtls = || FilterChain {
+        tls: mesh_mtls(Vec::new()),
+        ..passthrough("|mtls", mesh_mtls_match(port))
+    };
+    match mode {
+        PeerMode::Strict => vec![mtls()],
+        PeerMode::Permissive => vec![
+            mtls(),
+            passthrough("|tls", transport_match(port, Some("tls"))),
+            passthrough("", transport_match(port, Some("raw_buffer"))),
+        ],
+        PeerMode::Disable => vec![passthrough("", transport_match(port, None))],
+    }
+}
+
 /// The chains of one workload port: HTTP or TCP to its inbound cluster, behind mesh mTLS
-/// and/or in plaintext as PeerAuthentication says.
+/// and/or in plaintext as PeerAuthentication says. Where plaintext is let in, so is TLS that
+/// is not mesh mTLS (the application's own), passed to it untouched.
 fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
     let cluster = names::inbound_cluster(ip.target_port);
+    let port = Some(ip.target_port);
     let (filter, rbac) = if ip.http() {
         let route = RouteConfiguration {
             name: cluster.clone(),
@@ -359,25 +432,15 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
         (tcp(&cluster, cluster.clone()), authz.tcp.clone())
     };
     let mtls = FilterChain {
-        tls: Some(DownstreamTls {
-            certificate: SDS_DEFAULT.into(),
-            validation: Some(SDS_ROOTCA.into()),
-            require_client_certificate: true,
-            alpn: if ip.http() {
-                vec!["h2".into(), "http/1.1".into()]
-            } else {
-                Vec::new()
-            },
+        tls: mesh_mtls(if ip.http() {
+            vec!["h2".into(), "http/1.1".into()]
+        } else {
+            Vec::new()
         }),
         rbac: rbac.clone(),
         ..chain(
             format!("{cluster}|mtls"),
-            FilterChainMatch {
-                destination_port: Some(ip.target_port),
-                transport_protocol: Some("tls".into()),
-                application_protocols: MESH_MTLS_ALPN.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            },
+            mesh_mtls_match(port),
             filter.clone(),
         )
     };
@@ -385,18 +448,24 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
         rbac: rbac.clone(),
         ..chain(
             cluster.clone(),
-            FilterChainMatch {
-                destination_port: Some(ip.target_port),
-                transport_protocol: transport.map(Into::into),
-                ..Default::default()
-            },
+            transport_match(port, transport),
             filter.clone(),
         )
     };
-    match ip.mtls {
-        PeerMode::Strict => vec![mtls],
-        PeerMode::Permissive => vec![mtls, plaintext(Some("raw_buffer"))],
-        PeerMode::Disable => vec![plaintext(None)],
+    // The application's own TLS, which neither HTTP filter could read: bytes to its port.
+    let opaque_tls = || FilterChain {
+        rbac: authz.tcp.clone(),
+        ..chain(
+            format!("{cluster}|tls"),
+            transport_match(port, Some("tls")),
+            tcp(&cluster, cluster.clone()),
+        )
+    };
+    match (ip.mtls, ip.http()) {
+        (PeerMode::Strict, _) => vec![mtls],
+        (PeerMode::Permissive, _) => vec![mtls, opaque_tls(), plaintext(Some("raw_buffer"))],
+        (PeerMode::Disable, true) => vec![opaque_tls(), plaintext(Some("raw_buffer"))],
+        (PeerMode::Disable, false) => vec![plaintext(None)],
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Generated {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inbound {
     pub ports: Vec<InboundPort>,
+    /// What PeerAuthentication lets in on the workload: on its ports above, and on any other
+    /// port, where traffic is passed through to the port it was sent to (Istio's inbound
+    /// passthrough) — the workload's mode, or a `portLevelMtls` port's own.
+    pub passthrough: security::PeerPolicy,
     pub authorization: authz::Authorization,
 }
 

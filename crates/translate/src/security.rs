@@ -48,13 +48,27 @@ fn has_selector(pa: &PeerAuthentication) -> bool {
         .is_some_and(|s| !s.match_labels.is_empty())
 }
 
-/// The mode of `port` of a workload in `namespace` with `labels`.
-pub fn peer_mode(
+/// What PeerAuthentication lets in on a workload: its mode, and the ports `portLevelMtls` of
+/// its workload policy sets otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPolicy {
+    pub workload: PeerMode,
+    pub ports: BTreeMap<u16, PeerMode>,
+}
+
+impl PeerPolicy {
+    /// The mode of `port`.
+    pub fn mode(&self, port: u16) -> PeerMode {
+        self.ports.get(&port).copied().unwrap_or(self.workload)
+    }
+}
+
+/// The policy of a workload in `namespace` with `labels`.
+pub fn peer_policy(
     view: &MeshView<'_>,
     namespace: &str,
     labels: &BTreeMap<String, String>,
-    port: u16,
-) -> PeerMode {
+) -> PeerPolicy {
     let policies = &view.config.peer_authentications;
     let mesh = policies
         .iter()
@@ -72,16 +86,17 @@ pub fn peer_mode(
     let level = |p: Option<&std::sync::Arc<Object<PeerAuthentication>>>| {
         p.and_then(|p| PeerMode::from_config(p.spec.mtls.as_ref().and_then(|m| m.mode)))
     };
-    let port_level = workload.and_then(|w| {
-        w.spec
-            .port_level_mtls
-            .as_ref()?
-            .get(&port.to_string())
-            .and_then(|m| PeerMode::from_config(m.mode))
-    });
-    port_level
-        .or_else(|| level(workload))
-        .or_else(|| level(namespace_level))
-        .or_else(|| level(mesh))
-        .unwrap_or_default()
+    let ports = workload
+        .and_then(|w| w.spec.port_level_mtls.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(port, m)| Some((port.parse().ok()?, PeerMode::from_config(m.mode)?)))
+        .collect();
+    PeerPolicy {
+        workload: level(workload)
+            .or_else(|| level(namespace_level))
+            .or_else(|| level(mesh))
+            .unwrap_or_default(),
+        ports,
+    }
 }
