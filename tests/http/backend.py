@@ -2,6 +2,9 @@
 
 Usage: backend.py NAME HOST:PORT [STATUS]
 (With STATUS, every request is answered with it: a backend that is broken.)
+With BACKEND_TLS_CERT and BACKEND_TLS_KEY (PEM files) it serves HTTPS; with BACKEND_TLS_CLIENT_CA
+as well it requires a client certificate issued by that CA, and answers with its subject's CN
+as "client_cn".
 Prints "ready" once serving; stops on SIGTERM. Every answer is JSON:
 {"name": NAME, "method": ..., "path": ..., "headers": {...}, "body_bytes": N, "count": N}.
 
@@ -16,7 +19,9 @@ Paths:
 import base64
 import hashlib
 import json
+import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -80,6 +85,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body_bytes": len(body),
             "count": count,
+            "client_cn": client_cn(self.connection),
         }).encode()
         # 204 and 304 answers have no content (RFC 9110 §15.3.5, §15.4.5).
         bodiless = status in (204, 304)
@@ -97,11 +103,28 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = answer
 
 
+def client_cn(connection):
+    """The common name of a verified TLS client's certificate, if any."""
+    peer = connection.getpeercert() if hasattr(connection, "getpeercert") else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
 def main():
     host, port = sys.argv[2].rsplit(":", 1)
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer((host, int(port)), Handler)
+    if os.environ.get("BACKEND_TLS_CERT"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.environ["BACKEND_TLS_CERT"], os.environ["BACKEND_TLS_KEY"])
+        if os.environ.get("BACKEND_TLS_CLIENT_CA"):
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(os.environ["BACKEND_TLS_CLIENT_CA"])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print("ready", flush=True)
     server.serve_forever()

@@ -1498,3 +1498,195 @@ fn a_tcp_ingress_port_in_front_of_an_http_ones_application_port_passes_bytes_thr
         );
     }
 }
+
+/// `openssl req` arguments for a new P-256 key, unencrypted.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate `<name>.pem` / `<name>.key` in `dir` for `cn` (DNS name `san`, if any),
+/// issued by the CA `ca.pem` / `ca.key` there.
+fn issue(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
+    let (key, csr, pem, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    args.extend(NEW_EC_KEY);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+    openssl(dir, &args);
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        &pem,
+    ];
+    if let Some(san) = san {
+        std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{san}\n")).unwrap();
+        args.extend_from_slice(&["-extfile", &ext]);
+    }
+    openssl(dir, &args);
+}
+
+/// Istio's egress TLS origination: the application calls `http://<host>:8080`, its sidecar
+/// originates TLS to the host's port 8443 as the DestinationRule says — SIMPLE, checked against
+/// the rule's CA for the service's host; MUTUAL, presenting the rule's client certificate and
+/// checking the rule's `subjectAltNames`. A certificate for another name is refused (503), unless
+/// the rule skips verification.
+#[test]
+fn tls_is_originated_to_hosts_outside_the_mesh_as_destination_rules_say() {
+    const NET: &str = "127.1.47";
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(NEW_EC_KEY);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=external test CA",
+        "-days",
+        "1",
+    ]);
+    openssl(&pki, &ca);
+    issue(
+        &pki,
+        "server",
+        "api.external.test",
+        Some("api.external.test"),
+    );
+    issue(&pki, "client", "strait-client", None);
+    let _api = https_backend("api", &format!("{NET}.1:8443"), &pki, "server", None);
+    let _partner = https_backend(
+        "partner",
+        &format!("{NET}.2:8443"),
+        &pki,
+        "server",
+        Some("ca.pem"),
+    );
+    let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let entry = |host: &str, ip: &str, tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {host}, namespace: default}}
+spec:
+  hosts: [{host}.external.test]
+  ports: [{{number: 8080, name: http, protocol: HTTP, targetPort: 8443}}]
+  resolution: STATIC
+  location: MESH_EXTERNAL
+  endpoints: [{{address: {NET}.{ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}, namespace: default}}
+spec:
+  host: {host}.external.test
+  trafficPolicy:
+    tls: {tls}
+"
+        )
+    };
+    let extra = [
+        entry(
+            "api",
+            "1",
+            &format!("{{mode: SIMPLE, caCertificates: {}}}", file("ca.pem")),
+        ),
+        entry(
+            "partner",
+            "2",
+            &format!(
+                "{{mode: MUTUAL, caCertificates: {}, clientCertificate: {}, privateKey: {}, subjectAltNames: [api.external.test]}}",
+                file("ca.pem"),
+                file("client.pem"),
+                file("client.key")
+            ),
+        ),
+        // The server's certificate names api.external.test, not this host.
+        entry(
+            "misnamed",
+            "1",
+            &format!("{{mode: SIMPLE, caCertificates: {}}}", file("ca.pem")),
+        ),
+        entry("unchecked", "1", "{mode: SIMPLE, insecureSkipVerify: true}"),
+    ]
+    .join("---\n");
+    let s = setup(47, &[], &extra);
+    let call = |host: &str| {
+        curl(&[
+            "-H",
+            &format!("Host: {host}.external.test"),
+            &s.url("/hello"),
+        ])
+    };
+    let (code, body) = wait_for(
+        Duration::from_secs(20),
+        "api.external.test over TLS",
+        || {
+            let r = call("api");
+            (r.0 == 200).then_some(r)
+        },
+    );
+    assert_eq!(Setup::name_of(&body), "api", "{code} {body}");
+    let (code, body) = call("partner");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{code} {body}\n{}", s.proxy.log()));
+    assert_eq!(
+        (v["name"].as_str(), v["client_cn"].as_str()),
+        (Some("partner"), Some("strait-client")),
+        "MUTUAL presents the rule's client certificate: {body}"
+    );
+    let (code, body) = call("misnamed");
+    assert_eq!(
+        code, 503,
+        "a certificate for another name is refused: {body}"
+    );
+    let (code, body) = call("unchecked");
+    assert_eq!(
+        (code, Setup::name_of(&body)),
+        (200, "api".to_string()),
+        "insecureSkipVerify takes any certificate: {body}"
+    );
+    let stats = s.proxy.admin("/stats/prometheus");
+    assert!(
+        stats.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("destination_service=\"misnamed.external.test\"")
+            && l.contains("response_code=\"503\"")
+            && l.contains("response_flags=\"UF")),
+        "the refused handshake is an upstream connection failure:\n{stats}"
+    );
+}

@@ -52,11 +52,7 @@ pub fn root_store(roots: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore
 
 /// The workload's chain and key as rustls presents them.
 pub fn certified_key(cert: &WorkloadCert) -> Result<Arc<CertifiedKey>, TlsError> {
-    let key = provider()
-        .key_provider
-        .load_private_key(cert.key.clone_key())
-        .map_err(|e| TlsError::Key(e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(cert.chain.0.clone(), key)))
+    certified_key_of(cert.chain.0.clone(), cert.key.clone_key())
 }
 
 /// Whether a server must, may or need not present a client certificate.
@@ -102,8 +98,13 @@ pub enum Expect {
     },
     /// Any certificate chaining to the mesh roots (no identities known for the destination).
     AnyMeshIdentity,
-    /// A DNS name (the control plane: `istiod.istio-system.svc`).
-    DnsName(String),
+    /// One of these DNS names (the control plane: `istiod.istio-system.svc`; a DestinationRule's
+    /// `subjectAltNames`), or with none listed the name the connection was made for (its SNI),
+    /// as a browser checks a server.
+    DnsNames(Vec<String>),
+    /// Any certificate at all (a DestinationRule's `insecureSkipVerify`): the handshake's
+    /// signatures are still checked against the certificate presented.
+    Unchecked,
 }
 
 /// Verifies the server's chain to the mesh roots, then its identity per [`Expect`].
@@ -141,10 +142,13 @@ impl ServerCertVerifier for MeshServerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.expect == Expect::Unchecked {
+            return Ok(ServerCertVerified::assertion());
+        }
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
@@ -154,11 +158,23 @@ impl ServerCertVerifier for MeshServerVerifier {
             algorithms().all,
         )?;
         match &self.expect {
-            Expect::DnsName(name) => {
-                let name = ServerName::try_from(name.as_str())
-                    .map_err(|e| rustls::Error::General(format!("expected name {name}: {e}")))?;
-                rustls::client::verify_server_name(&cert, &name)?;
+            Expect::DnsNames(names) if names.is_empty() => {
+                rustls::client::verify_server_name(&cert, server_name)?;
             }
+            Expect::DnsNames(names) => {
+                let mut last = None;
+                for name in names {
+                    let name = ServerName::try_from(name.as_str()).map_err(|e| {
+                        rustls::Error::General(format!("expected name {name}: {e}"))
+                    })?;
+                    match rustls::client::verify_server_name(&cert, &name) {
+                        Ok(()) => return Ok(ServerCertVerified::assertion()),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                return Err(last.unwrap_or(rustls::Error::General("no name to expect".into())));
+            }
+            Expect::Unchecked => {}
             Expect::AnyMeshIdentity => {
                 let info =
                     CertInfo::of(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -238,6 +254,34 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A chain and its key as rustls presents them (a client certificate read from files).
+pub fn certified_key_of(
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Key(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, key)))
+}
+
+/// TLS originated to a server outside the mesh (a DestinationRule's `SIMPLE` or `MUTUAL`): the
+/// server's certificate checked against `roots` for one of `names` (with none, the connection's
+/// SNI) — or not at all with `roots` `None` (`insecureSkipVerify`) — presenting `client` if any.
+pub fn origination_client_config(
+    roots: Option<Arc<RootCertStore>>,
+    names: Vec<String>,
+    client: Option<Arc<CertifiedKey>>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = match roots {
+        Some(roots) => MeshServerVerifier::new(roots, Expect::DnsNames(names)),
+        None => MeshServerVerifier::new(Arc::new(RootCertStore::empty()), Expect::Unchecked),
+    };
+    client_config(client, verifier, alpn)
+}
+
 /// TLS to the control plane (xDS and CA on 15012): its certificate must carry `server_name`
 /// and chain to the bootstrap roots or to the bundle of the workload's `current` certificate,
 /// which is presented (once there is one) so the control plane knows the caller.
@@ -259,8 +303,10 @@ pub fn control_plane_client_config(
         Some(c) if c.not_after > std::time::SystemTime::now() => Some(certified_key(c)?),
         _ => None,
     };
-    let verifier =
-        MeshServerVerifier::new(root_store(&roots)?, Expect::DnsName(server_name.into()));
+    let verifier = MeshServerVerifier::new(
+        root_store(&roots)?,
+        Expect::DnsNames(vec![server_name.into()]),
+    );
     client_config(key, verifier, &[b"h2"])
 }
 

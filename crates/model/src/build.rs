@@ -565,6 +565,7 @@ fn kubernetes_service(
                     p.app_protocol.as_deref(),
                     p.protocol.as_deref(),
                 ),
+                target_port: None,
             })
         })
         .collect();
@@ -850,6 +851,7 @@ fn service_entry(
                     .as_deref()
                     .and_then(Protocol::parse)
                     .unwrap_or(Protocol::Unknown),
+                target_port: p.target_port.and_then(|t| u16::try_from(t).ok()),
             })
         })
         .collect();

@@ -22,6 +22,9 @@ pub struct ServicePort {
     pub name: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// A ServiceEntry port's `targetPort`: where hosts resolved by DNS without endpoints are
+    /// reached (endpoints carry their own target ports).
+    pub target_port: Option<u16>,
 }
 
 /// Where a service was declared.

@@ -102,7 +102,8 @@ fn same_named_services_of_two_clusters_merge_and_keep_every_endpoints_origin() {
         vec![ServicePort {
             name: "http".into(),
             port: 5000,
-            protocol: Protocol::Http
+            protocol: Protocol::Http,
+            target_port: None,
         }]
     );
     assert_eq!(view.endpoints.len(), 2);

@@ -64,7 +64,7 @@ pub fn outbound_cluster(
                 })
                 .collect();
             if targets.is_empty() {
-                targets.push((s.host.to_string(), port.port));
+                targets.push((s.host.to_string(), port.target_port.unwrap_or(port.port)));
             }
             Discovery::StrictDns(targets)
         }
@@ -217,7 +217,12 @@ fn upstream_tls(
         mode,
         sni: match mode {
             UpstreamTlsMode::IstioMutual => Some(names::sni_for(port.port, subset, host)),
-            _ => t.sni.clone(),
+            // Originated TLS names the service's host when the rule names no SNI (Envoy's
+            // `auto_sni` as Istio sets it), and the server's certificate is checked for it.
+            _ => t
+                .sni
+                .clone()
+                .or_else(|| (!host.starts_with('*')).then(|| host.to_string())),
         },
         subject_alt_names: sans,
         alpn: if mode == UpstreamTlsMode::IstioMutual {

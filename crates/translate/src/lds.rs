@@ -820,6 +820,7 @@ fn gateway_routes(
                             name: String::new(),
                             port,
                             protocol: strait_model::Protocol::Http,
+                            target_port: None,
                         };
                         rds::routes_for(view, proxy, &fake, &sp, &gw_name)
                     }

@@ -431,6 +431,26 @@ pub fn http_backend(name: &str, ip: &str, port: u16, always: Option<u16>) -> Pro
     spawn_ready(cmd, format!("HTTP backend {name} on {ip}:{port}"))
 }
 
+/// An HTTPS backend (`tests/http/backend.py` with its TLS variables) at `addr`, presenting
+/// `cert`; with `client_ca`, requiring a client certificate issued by it.
+pub fn https_backend(
+    name: &str,
+    addr: &str,
+    dir: &Path,
+    cert: &str,
+    client_ca: Option<&str>,
+) -> Proc {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/http/backend.py"))
+        .args([name, addr])
+        .env("BACKEND_TLS_CERT", dir.join(format!("{cert}.pem")))
+        .env("BACKEND_TLS_KEY", dir.join(format!("{cert}.key")));
+    if let Some(ca) = client_ca {
+        cmd.env("BACKEND_TLS_CLIENT_CA", dir.join(ca));
+    }
+    spawn_ready(cmd, format!("HTTPS backend {name} on {addr}"))
+}
+
 /// A running `strait proxy` with its admin API on a free loopback port.
 pub struct StraitProxy {
     pub proc: Proc,

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod http2;
 pub mod lb;
 pub mod limits;
+pub mod origination;
 pub mod outlier;
 pub mod pool;
 pub mod priority;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use strait_xds::cluster::Discovery;
+use strait_xds::cluster::{Discovery, UpstreamTlsMode};
 use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
 use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
@@ -242,9 +243,18 @@ impl ClusterRuntime {
                 .as_ref()
                 .and_then(|k| k.time_secs)
                 .map(|s| Duration::from_secs(u64::from(s))),
-            tls: config.tls.as_ref().map(|t| pool::UpstreamTlsRuntime {
-                config: t.clone(),
-                identity: env.identity.clone(),
+            tls: config.tls.as_ref().map(|t| match t.mode {
+                UpstreamTlsMode::IstioMutual => pool::UpstreamTlsRuntime::Mesh {
+                    config: t.clone(),
+                    identity: env.identity.clone(),
+                },
+                // Checked when the cluster arrived; a file changed since fails its connections.
+                UpstreamTlsMode::Simple | UpstreamTlsMode::Mutual => {
+                    pool::UpstreamTlsRuntime::Origination {
+                        sni: t.sni.clone(),
+                        client: origination::client_config(t, config.http2),
+                    }
+                }
             }),
         };
         let rt = Arc::new(ClusterRuntime {

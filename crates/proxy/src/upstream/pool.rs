@@ -47,18 +47,33 @@ pub struct ConnectSettings {
     pub tls: Option<UpstreamTlsRuntime>,
 }
 
-/// A cluster's mesh mTLS: what to verify, and the identity to present.
+/// A cluster's upstream TLS: mesh mTLS to the hosts that have a sidecar (what to verify, and
+/// the identity to present), or TLS originated to every host (a DestinationRule's SIMPLE or
+/// MUTUAL: its client configuration, or why it could not be made).
 #[derive(Clone)]
-pub struct UpstreamTlsRuntime {
-    pub config: Arc<UpstreamTls>,
-    pub identity: Arc<MeshIdentity>,
+pub enum UpstreamTlsRuntime {
+    Mesh {
+        config: Arc<UpstreamTls>,
+        identity: Arc<MeshIdentity>,
+    },
+    Origination {
+        sni: Option<String>,
+        client: Result<Arc<rustls::ClientConfig>, String>,
+    },
 }
 
 impl std::fmt::Debug for UpstreamTlsRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTlsRuntime")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        match self {
+            UpstreamTlsRuntime::Mesh { config, .. } => {
+                f.debug_struct("Mesh").field("config", config).finish()
+            }
+            UpstreamTlsRuntime::Origination { sni, client } => f
+                .debug_struct("Origination")
+                .field("sni", sni)
+                .field("ready", &client.is_ok())
+                .finish(),
+        }
     }
 }
 
@@ -502,20 +517,19 @@ pub async fn connect_stream(
     settings: &ConnectSettings,
 ) -> Result<ClientIo, ConnectError> {
     let tcp = connect_tcp(addr, settings).await?;
-    let Some(tls) = settings.tls.as_ref().filter(|_| mtls) else {
-        return Ok(ClientIo::Plain(tcp));
+    let (config, sni) = match &settings.tls {
+        Some(UpstreamTlsRuntime::Mesh { config, identity }) if mtls => (
+            identity.client_config(config).map_err(ConnectError::Tls)?,
+            // Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) lets an east-west gateway
+            // route the connection without terminating it.
+            config.sni.clone(),
+        ),
+        Some(UpstreamTlsRuntime::Origination { sni, client }) => {
+            (client.clone().map_err(ConnectError::Tls)?, sni.clone())
+        }
+        _ => return Ok(ClientIo::Plain(tcp)),
     };
-    let config = tls
-        .identity
-        .client_config(&tls.config)
-        .map_err(ConnectError::Tls)?;
-    // Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) lets an east-west gateway route the
-    // connection without terminating it.
-    let sni = tls
-        .config
-        .sni
-        .clone()
-        .unwrap_or_else(|| addr.ip().to_string());
+    let sni = sni.unwrap_or_else(|| addr.ip().to_string());
     let name = rustls::pki_types::ServerName::try_from(sni)
         .map_err(|e| ConnectError::Tls(format!("SNI: {e}")))?;
     let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);

@@ -288,13 +288,11 @@ fn decode_routes(any: &Any) -> Result<Routes, String> {
 
 fn decode_cluster(any: &Any) -> Result<Cluster, String> {
     let c = from_envoy::cluster(any).map_err(|e| e.to_string())?;
+    // TLS origination: the files it names must make a client configuration now.
     if let Some(tls) = &c.tls
         && tls.mode != UpstreamTlsMode::IstioMutual
     {
-        return Err(format!(
-            "upstream TLS mode {:?} (DestinationRule tls SIMPLE/MUTUAL) is not supported by the Strait proxy yet; ISTIO_MUTUAL is",
-            tls.mode
-        ));
+        crate::upstream::origination::client_config(tls, c.http2)?;
     }
     if let Discovery::Static(addrs) = &c.discovery {
         for a in addrs {
@@ -400,7 +398,7 @@ mod tests {
             sni: None,
             subject_alt_names: vec![],
             alpn: vec![],
-            ca_certificates: None,
+            ca_certificates: Some("/nonexistent/strait-test/ca.pem".into()),
             client_certificate: None,
             private_key: None,
             credential_name: None,
@@ -416,7 +414,9 @@ mod tests {
         );
         assert_eq!(a.rejected.len(), 1);
         assert!(
-            a.rejected[0].starts_with("CDS a: upstream TLS"),
+            a.rejected[0].starts_with(
+                "CDS a: tls.caCertificates /nonexistent/strait-test/ca.pem: cannot read it"
+            ),
             "{:?}",
             a.rejected
         );
