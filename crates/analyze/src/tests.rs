@@ -329,6 +329,75 @@ fn sidecar_ingress_ports_handing_to_a_unix_socket_are_noted() {
 }
 
 #[test]
+fn tls_and_pool_settings_strait_does_not_apply_are_noted_where_written() {
+    let yaml = "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: web-cert}
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: external, namespace: bookinfo}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE, caCertificates: /etc/certs/ca.pem, caCrl: /etc/certs/ca.crl}
+  subsets:
+  - name: partner
+    labels: {tier: partner}
+    trafficPolicy:
+      tls: {mode: MUTUAL, credentialName: partner-client}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  inboundConnectionPool: {tcp: {maxConnections: 10}}
+  ingress:
+  - port: {number: 9080, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:8080
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
+    connectionPool: {tcp: {maxConnections: 5}}
+";
+    let a = analyze_yaml(&format!("{BOOKINFO}{yaml}"));
+    let fields: Vec<String> = with_code(&a, codes::NOT_SUPPORTED_BY_STRAIT)
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.resource.clone().unwrap_or_default(),
+                m.field.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "Gateway bookinfo/web spec.servers[1].tls.mode",
+            "DestinationRule bookinfo/external spec.trafficPolicy.portLevelSettings[0].tls.caCrl",
+            "DestinationRule bookinfo/external spec.subsets[0].trafficPolicy.tls.credentialName",
+            "Sidecar bookinfo/reviews spec.inboundConnectionPool",
+            "Sidecar bookinfo/reviews spec.ingress[0].tls",
+            "Sidecar bookinfo/reviews spec.ingress[0].connectionPool",
+        ]
+    );
+}
+
+#[test]
 fn validation_problems_and_unsupported_kinds_are_messages_too() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bad}\nspec:\n  host: reviews\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n    loadBalancer: {simpel: ROUND_ROBIN}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n";
     let a = analyze_yaml(yaml);

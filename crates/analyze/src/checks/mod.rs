@@ -3,6 +3,7 @@
 mod policy;
 mod registry;
 mod routing;
+mod unsupported;
 
 use crate::context::Context;
 use crate::message::Message;
@@ -19,5 +20,8 @@ pub(crate) fn run(ctx: &Context<'_>, out: &mut Vec<Message>) {
     registry::traffic_split_backends(ctx, out);
     registry::merge_conflicts(ctx, out);
     registry::global_hosts(ctx, out);
-    registry::unix_socket_endpoints(ctx, out);
+    unsupported::unix_socket_endpoints(ctx, out);
+    unsupported::gateway_server_certificates(ctx, out);
+    unsupported::client_tls_settings(ctx, out);
+    unsupported::sidecar_ingress_settings(ctx, out);
 }

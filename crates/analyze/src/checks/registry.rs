@@ -162,37 +162,3 @@ pub(super) fn global_hosts(ctx: &Context<'_>, out: &mut Vec<Message>) {
         }
     }
 }
-
-/// Sidecar `ingress` ports handing to a Unix socket: Strait's proxies reach applications over
-/// TCP only, so such a port goes to loopback at its own number instead.
-pub(super) fn unix_socket_endpoints(ctx: &Context<'_>, out: &mut Vec<Message>) {
-    for sc in ctx.all(|c| &c.sidecars) {
-        for (i, ing) in sc.spec.ingress.iter().enumerate() {
-            let Some(endpoint) = ing
-                .default_endpoint
-                .as_deref()
-                .filter(|e| e.starts_with("unix://"))
-            else {
-                continue;
-            };
-            let port = ing
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .map_or("its port".to_string(), |n| format!("port {n}"));
-            out.push(at(
-                codes::NOT_SUPPORTED_BY_STRAIT,
-                "Sidecar",
-                sc,
-                &FieldPath::root()
-                    .field("spec")
-                    .field("ingress")
-                    .index(i)
-                    .field("defaultEndpoint"),
-                format!(
-                    "{endpoint}: Strait's proxies do not reach applications over Unix sockets, so traffic to {port} goes to 127.0.0.1 on the same port; have the application listen on a TCP port and name it here (127.0.0.1:<port>)"
-                ),
-            ));
-        }
-    }
-}

@@ -1,0 +1,169 @@
+//! What Strait does not do of what users write, named where it is written (ST0004
+//! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, gateways
+//! terminating TLS with their own certificates, Sidecar ingress TLS and connection pools,
+//! certificate revocation lists.
+
+use strait_config::FieldPath;
+use strait_config::istio::common::{ServerPort, ServerTlsMode};
+use strait_config::istio::traffic::{ClientTlsSettings, TrafficPolicy};
+use strait_config::resource::Object;
+
+use crate::context::{Context, at};
+use crate::message::{Message, codes};
+
+/// An ST0004 NotSupportedByStrait message at `path` of `obj`.
+fn note<T>(kind: &str, obj: &Object<T>, path: &FieldPath, message: impl Into<String>) -> Message {
+    at(codes::NOT_SUPPORTED_BY_STRAIT, kind, obj, path, message)
+}
+
+/// "port N" for a port, "its port" without a number.
+fn port_text(port: Option<&ServerPort>) -> String {
+    port.and_then(|p| p.number)
+        .map_or("its port".to_string(), |n| format!("port {n}"))
+}
+
+/// Sidecar `ingress` ports handing to a Unix socket: Strait's proxies reach applications over
+/// TCP only, so such a port goes to loopback at its own number instead.
+pub(super) fn unix_socket_endpoints(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    for sc in ctx.all(|c| &c.sidecars) {
+        for (i, ing) in sc.spec.ingress.iter().enumerate() {
+            let Some(endpoint) = ing
+                .default_endpoint
+                .as_deref()
+                .filter(|e| e.starts_with("unix://"))
+            else {
+                continue;
+            };
+            let port = port_text(ing.port.as_ref());
+            out.push(note(
+                "Sidecar",
+                sc,
+                &FieldPath::root()
+                    .field("spec")
+                    .field("ingress")
+                    .index(i)
+                    .field("defaultEndpoint"),
+                format!(
+                    "{endpoint}: Strait's proxies do not reach applications over Unix sockets, so traffic to {port} goes to 127.0.0.1 on the same port; have the application listen on a TCP port and name it here (127.0.0.1:<port>)"
+                ),
+            ));
+        }
+    }
+}
+
+/// Gateway servers terminating TLS with a certificate of their own (SIMPLE, MUTUAL,
+/// OPTIONAL_MUTUAL): Strait's gateways present only their mesh certificate, so the proxy refuses
+/// such a server's listener and its port serves nothing.
+pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    for gw in ctx.all(|c| &c.gateways) {
+        for (i, server) in gw.spec.servers.iter().enumerate() {
+            let Some(tls) = &server.tls else { continue };
+            let mode = match tls.mode {
+                Some(ServerTlsMode::Simple) => "SIMPLE",
+                Some(ServerTlsMode::Mutual) => "MUTUAL",
+                Some(ServerTlsMode::OptionalMutual) => "OPTIONAL_MUTUAL",
+                _ => continue,
+            };
+            let port = port_text(server.port.as_ref());
+            out.push(note(
+                "Gateway",
+                gw,
+                &FieldPath::root()
+                    .field("spec")
+                    .field("servers")
+                    .index(i)
+                    .field("tls")
+                    .field("mode"),
+                format!(
+                    "{mode}: Strait's gateways terminate TLS only with their mesh certificate (ISTIO_MUTUAL) or pass it through (PASSTHROUGH, AUTO_PASSTHROUGH); the proxy refuses this server, so {port} serves nothing — terminate TLS in front of the gateway, or pass it through to the application"
+                ),
+            ));
+        }
+    }
+}
+
+/// DestinationRule TLS settings the proxy cannot honour: `credentialName` (secrets are not
+/// delivered to proxies: the cluster is refused) and `caCrl` (revocation is not checked).
+pub(super) fn client_tls_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    for dr in ctx.all(|c| &c.destination_rules) {
+        let spec = FieldPath::root().field("spec");
+        let mut policies: Vec<(FieldPath, &TrafficPolicy)> = Vec::new();
+        if let Some(p) = &dr.spec.traffic_policy {
+            policies.push((spec.field("trafficPolicy"), p));
+        }
+        for (i, subset) in dr.spec.subsets.iter().enumerate() {
+            if let Some(p) = &subset.traffic_policy {
+                policies.push((spec.field("subsets").index(i).field("trafficPolicy"), p));
+            }
+        }
+        let mut settings: Vec<(FieldPath, &ClientTlsSettings)> = Vec::new();
+        for (path, policy) in policies {
+            if let Some(tls) = &policy.tls {
+                settings.push((path.field("tls"), tls));
+            }
+            for (i, port) in policy.port_level_settings.iter().flatten().enumerate() {
+                if let Some(tls) = &port.tls {
+                    settings.push((path.field("portLevelSettings").index(i).field("tls"), tls));
+                }
+            }
+        }
+        for (path, tls) in settings {
+            if let Some(name) = &tls.credential_name {
+                out.push(note(
+                    "DestinationRule",
+                    dr,
+                    &path.field("credentialName"),
+                    format!(
+                        "{name}: Strait does not deliver secrets to proxies by name, so the proxy refuses this cluster; name the files instead (caCertificates, and clientCertificate and privateKey for MUTUAL)"
+                    ),
+                ));
+            }
+            if tls.ca_crl.is_some() {
+                out.push(note(
+                    "DestinationRule",
+                    dr,
+                    &path.field("caCrl"),
+                    "Strait's proxies do not check certificate revocation lists: a revoked server certificate that chains to caCertificates is accepted",
+                ));
+            }
+        }
+    }
+}
+
+/// Sidecar settings the proxy does not apply: `ingress` TLS termination with the workload's own
+/// certificate files, and inbound connection pools (`inboundConnectionPool`, per ingress port).
+pub(super) fn sidecar_ingress_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    let not_applied =
+        "Strait's sidecars do not limit inbound connections: this connection pool is not applied";
+    for sc in ctx.all(|c| &c.sidecars) {
+        if sc.spec.inbound_connection_pool.is_some() {
+            out.push(note(
+                "Sidecar",
+                sc,
+                &FieldPath::root()
+                    .field("spec")
+                    .field("inboundConnectionPool"),
+                not_applied,
+            ));
+        }
+        for (i, ing) in sc.spec.ingress.iter().enumerate() {
+            let entry = FieldPath::root().field("spec").field("ingress").index(i);
+            if ing.tls.is_some() {
+                out.push(note(
+                    "Sidecar",
+                    sc,
+                    &entry.field("tls"),
+                    "Strait's sidecars do not terminate TLS with certificates of their own: this port takes what PeerAuthentication says (mesh mTLS and/or plaintext, other TLS passed to the application under PERMISSIVE), not this setting",
+                ));
+            }
+            if ing.connection_pool.is_some() {
+                out.push(note(
+                    "Sidecar",
+                    sc,
+                    &entry.field("connectionPool"),
+                    not_applied,
+                ));
+            }
+        }
+    }
+}
