@@ -1690,3 +1690,62 @@ spec:
         "the refused handshake is an upstream connection failure:\n{stats}"
     );
 }
+
+/// VirtualService delegation through the real control plane: the root for `echo` hands `/api`
+/// to a delegate, whose routes answer within `/api` (a route outside it is dropped, so that path
+/// falls to the root's next route, the backend); changing the delegate alone changes the routes.
+#[test]
+fn a_root_virtual_service_routes_by_its_delegates_routes() {
+    let config = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}]
+    delegate: {name: echo-api}
+  - route: [{destination: {host: echo}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo-api, namespace: default}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/users}}]
+    directResponse: {status: 200, body: {string: users}}
+  - match: [{uri: {prefix: /other}}]
+    directResponse: {status: 200, body: {string: outside}}
+  - directResponse: {status: 200, body: {string: api}}
+";
+    let s = setup(48, &[("echo-0", None)], config);
+    let body_of = |path: &str| {
+        let (code, body) = s.get(path, &[]);
+        if code == 200 && body.starts_with('{') {
+            Setup::name_of(&body)
+        } else {
+            format!("{code} {body}")
+        }
+    };
+    wait_for(Duration::from_secs(20), "the delegate's routes", || {
+        (body_of("/api/users") == "200 users").then_some(())
+    });
+    assert_eq!(body_of("/api/other"), "200 api");
+    assert_eq!(
+        body_of("/other"),
+        "echo-0",
+        "outside /api: the root's next route"
+    );
+    assert_eq!(body_of("/"), "echo-0");
+    // Only the delegate changes; the root's routes follow.
+    std::fs::write(
+        s.dir.join("mesh.yaml"),
+        std::fs::read_to_string(s.dir.join("mesh.yaml"))
+            .unwrap()
+            .replace("string: users", "string: people"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(20), "the changed delegate", || {
+        (body_of("/api/users") == "200 people").then_some(())
+    });
+}

@@ -470,6 +470,12 @@ impl ConfigSet {
         set
     }
 
+    /// Gives every root VirtualService its delegates' routes in place of the routes naming them
+    /// (Istio's delegation), as the control plane serves them.
+    pub fn merge_delegates(&mut self) {
+        self.virtual_services = crate::istio::delegation::merge_delegates(&self.virtual_services);
+    }
+
     /// The number of objects held.
     pub fn len(&self) -> usize {
         self.virtual_services.len()

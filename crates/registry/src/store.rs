@@ -118,7 +118,8 @@ impl FileStore {
     }
 
     /// The objects in effect. When two files define the same object, the first file (in path
-    /// order) wins and the other definition is reported.
+    /// order) wins and the other definition is reported. Delegating VirtualServices come with
+    /// their delegates' routes merged in.
     pub fn config(&self) -> (ConfigSet, Vec<Diagnostic>) {
         let mut seen: BTreeMap<ResourceRef, &Path> = BTreeMap::new();
         let mut set = ConfigSet::default();
@@ -146,6 +147,7 @@ impl FileStore {
                 set.insert(k.resource.clone());
             }
         }
+        set.merge_delegates();
         (set, problems)
     }
 

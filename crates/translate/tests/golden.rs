@@ -39,7 +39,10 @@ fn load(path: &Path) -> Arc<ConfigSet> {
         .map(ToString::to_string)
         .collect();
     assert!(errors.is_empty(), "golden input must be valid: {errors:#?}");
-    Arc::new(ConfigSet::from_resources(report.into_resources()))
+    let mut set = ConfigSet::from_resources(report.into_resources());
+    // As the control plane's registry: root VirtualServices with their delegates merged in.
+    set.merge_delegates();
+    Arc::new(set)
 }
 
 /// Builds the case's view and proxy and hands them to `f`.

@@ -2,6 +2,7 @@
 //! CRD schemas spell them.
 
 pub mod common;
+pub mod delegation;
 pub mod gateway;
 pub mod security;
 pub mod traffic;
