@@ -743,15 +743,15 @@ fn a_rejected_cluster_is_nacked_with_its_reason_and_the_proxy_outlives_its_contr
     let s = setup(9, &[("a", None)], ROUND_ROBIN);
     let (status, _) = s.get("/", &[]);
     assert_eq!(status, 200);
-    // Upstream TLS cannot be honoured yet: the cluster is NACKed, the proxy keeps the last good
-    // one, and a route change in the same push still applies.
+    // TLS origination whose CA file does not exist cannot be honoured: the cluster is NACKed,
+    // the proxy keeps the last good one, and a route change in the same push still applies.
     s.reconfigure(
         "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: echo, namespace: default}
 spec:
   host: echo
-  trafficPolicy: {tls: {mode: SIMPLE}}
+  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /nonexistent/strait-test/ca.pem}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -771,7 +771,8 @@ spec:
         .to_string();
     assert!(
         reason.contains("outbound|8080||echo.default.svc.cluster.local")
-            && reason.contains("upstream TLS"),
+            && reason
+                .contains("tls.caCertificates /nonexistent/strait-test/ca.pem: cannot read it"),
         "{dump}"
     );
     let (status, _) = s.get("/", &[]);
@@ -794,7 +795,7 @@ spec:
     let cp = s.cp.as_ref().unwrap();
     let syncz = wait_for(Duration::from_secs(10), "the NACK in syncz", || {
         let z = cp.get("/debug/syncz");
-        z.contains("upstream TLS").then_some(z)
+        z.contains("tls.caCertificates").then_some(z)
     });
     assert!(syncz.contains("sidecar~127.1.9.100~client-1"), "{syncz}");
 
