@@ -63,6 +63,8 @@ pub mod codes {
         GATEWAY_NOT_FOUND = "ST0114", "ReferencedGatewayNotFound", Error;
         GLOBAL_SUFFIX_HOST = "ST0115", "HostUnderGlobalTopLevelDomain", Info;
         DESTINATION_RULE_HOST_NOT_FOUND = "ST0116", "DestinationRuleHostNotFound", Warning;
+        DELEGATE_NOT_FOUND = "ST0117", "VirtualServiceDelegateNotFound", Error;
+        DELEGATE_ROUTE_OUTSIDE_ROOT = "ST0118", "VirtualServiceDelegateRouteOutsideRoot", Warning;
     }
 }
 

@@ -398,6 +398,62 @@ spec:
 }
 
 #[test]
+fn delegates_missing_or_with_routes_outside_the_root_are_reported() {
+    let yaml = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /reviews}}]
+    delegate: {name: reviews-routes}
+  - match: [{uri: {prefix: /old}}]
+    delegate: {name: private-routes, namespace: other}
+  - route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes, namespace: bookinfo}
+spec:
+  http:
+  - match: [{uri: {prefix: /reviews/v2}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /ratings}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: private-routes, namespace: other}
+spec:
+  exportTo: [.]
+  http:
+  - route: [{destination: {host: reviews.bookinfo.svc.cluster.local}}]
+";
+    let a = analyze_yaml(&format!("{BOOKINFO}{yaml}"));
+    let found = |code| -> Vec<String> {
+        with_code(&a, code)
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m.resource.clone().unwrap_or_default(),
+                    m.field.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        found(codes::DELEGATE_NOT_FOUND),
+        ["VirtualService bookinfo/root spec.http[1].delegate"]
+    );
+    assert_eq!(
+        found(codes::DELEGATE_ROUTE_OUTSIDE_ROOT),
+        ["VirtualService bookinfo/reviews-routes spec.http[1].match"]
+    );
+}
+
+#[test]
 fn validation_problems_and_unsupported_kinds_are_messages_too() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bad}\nspec:\n  host: reviews\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n    loadBalancer: {simpel: ROUND_ROBIN}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec: {}\n";
     let a = analyze_yaml(yaml);

@@ -12,6 +12,7 @@ pub(crate) fn run(ctx: &Context<'_>, out: &mut Vec<Message>) {
     routing::destinations(ctx, out);
     routing::virtual_service_conflicts(ctx, out);
     routing::gateways(ctx, out);
+    routing::delegates(ctx, out);
     policy::subsets_select_workloads(ctx, out);
     policy::locality_without_outlier_detection(ctx, out);
     policy::strict_mtls_against_disabled_tls(ctx, out);

@@ -1,5 +1,5 @@
-//! VirtualService references: destination hosts, subsets, gateways; conflicting hosts; Gateway
-//! selectors.
+//! VirtualService references: destination hosts, subsets, gateways, delegates; conflicting
+//! hosts; Gateway selectors.
 
 use std::collections::BTreeMap;
 
@@ -205,6 +205,57 @@ pub(super) fn gateways(ctx: &Context<'_>, out: &mut Vec<Message>) {
                 &FieldPath::root().field("spec").field("selector"),
                 format!("no workload matches the selector {}: no proxy serves this Gateway (is the gateway deployed and labelled?)", labels.join(",")),
             ));
+        }
+    }
+}
+
+/// Root VirtualServices' `delegate`s: one missing, not a delegate (it has hosts) or not exported
+/// to the root's namespace drops the route naming it; a delegate route whose conditions fall
+/// outside the root route's is dropped from the merge.
+pub(super) fn delegates(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    use strait_config::istio::delegation;
+    for (_, config) in ctx.configs {
+        let services = &config.virtual_services;
+        for root in services.iter().filter(|v| !v.spec.hosts.is_empty()) {
+            for (i, route) in root.spec.http.iter().enumerate() {
+                let Some(d) = &route.delegate else { continue };
+                let namespace = d.namespace.as_deref().unwrap_or(&root.meta.namespace);
+                let name = d.name.as_deref().unwrap_or_default();
+                let path = FieldPath::root()
+                    .field("spec")
+                    .field("http")
+                    .index(i)
+                    .field("delegate");
+                let Some(child) =
+                    delegation::delegate(services, name, namespace, &root.meta.namespace)
+                else {
+                    out.push(at(
+                        codes::DELEGATE_NOT_FOUND,
+                        "VirtualService",
+                        root,
+                        &path,
+                        format!(
+                            "no VirtualService {namespace}/{name} without hosts is visible to namespace {}: this route is dropped, and its requests fall to the routes after it",
+                            root.meta.namespace
+                        ),
+                    ));
+                    continue;
+                };
+                for (j, c) in child.spec.http.iter().enumerate() {
+                    if !delegation::fits(route, c) {
+                        out.push(at(
+                            codes::DELEGATE_ROUTE_OUTSIDE_ROOT,
+                            "VirtualService",
+                            child,
+                            &FieldPath::root().field("spec").field("http").index(j).field("match"),
+                            format!(
+                                "these conditions are not within those of the route delegating to it ({}/{} spec.http[{i}]): the route is dropped from the merge",
+                                root.meta.namespace, root.meta.name
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn merge_delegates(
 }
 
 /// The delegate `namespace/name` if it is one (no hosts) and visible to `root_namespace`.
-fn delegate<'a>(
+pub fn delegate<'a>(
     services: &'a [Arc<Object<VirtualService>>],
     name: &str,
     namespace: &str,
@@ -70,6 +70,12 @@ fn delegate<'a>(
                 e == "*" || e == root_namespace || (e == "." && namespace == root_namespace)
             });
     visible.then_some(&**vs)
+}
+
+/// Whether a delegate route's conditions fall within those of the root route naming its
+/// VirtualService (else the merge drops it).
+pub fn fits(root: &HttpRoute, child: &HttpRoute) -> bool {
+    join_matches(&root.matches, &child.matches).is_some()
 }
 
 /// A delegate route joined with the root route naming its VirtualService, or `None` when its
