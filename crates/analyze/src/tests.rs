@@ -17,6 +17,20 @@ fn with_code(a: &Analysis, code: Code) -> Vec<&Message> {
     a.messages.iter().filter(|m| m.code == code.code).collect()
 }
 
+/// `<resource> <field>` of each message with `code`.
+fn located(a: &Analysis, code: Code) -> Vec<String> {
+    with_code(a, code)
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.resource.clone().unwrap_or_default(),
+                m.field.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 const BOOKINFO: &str = r#"
 apiVersion: v1
 kind: Service
@@ -374,18 +388,8 @@ spec:
     connectionPool: {tcp: {maxConnections: 5}}
 ";
     let a = analyze_yaml(&format!("{BOOKINFO}{yaml}"));
-    let fields: Vec<String> = with_code(&a, codes::NOT_SUPPORTED_BY_STRAIT)
-        .iter()
-        .map(|m| {
-            format!(
-                "{} {}",
-                m.resource.clone().unwrap_or_default(),
-                m.field.clone().unwrap_or_default()
-            )
-        })
-        .collect();
     assert_eq!(
-        fields,
+        located(&a, codes::NOT_SUPPORTED_BY_STRAIT),
         [
             "Gateway bookinfo/web spec.servers[1].tls.mode",
             "DestinationRule bookinfo/external spec.trafficPolicy.portLevelSettings[0].tls.caCrl",
@@ -431,24 +435,12 @@ spec:
   - route: [{destination: {host: reviews.bookinfo.svc.cluster.local}}]
 ";
     let a = analyze_yaml(&format!("{BOOKINFO}{yaml}"));
-    let found = |code| -> Vec<String> {
-        with_code(&a, code)
-            .iter()
-            .map(|m| {
-                format!(
-                    "{} {}",
-                    m.resource.clone().unwrap_or_default(),
-                    m.field.clone().unwrap_or_default()
-                )
-            })
-            .collect()
-    };
     assert_eq!(
-        found(codes::DELEGATE_NOT_FOUND),
+        located(&a, codes::DELEGATE_NOT_FOUND),
         ["VirtualService bookinfo/root spec.http[1].delegate"]
     );
     assert_eq!(
-        found(codes::DELEGATE_ROUTE_OUTSIDE_ROOT),
+        located(&a, codes::DELEGATE_ROUTE_OUTSIDE_ROOT),
         ["VirtualService bookinfo/reviews-routes spec.http[1].match"]
     );
 }
