@@ -3,7 +3,7 @@
 //! names, read when the cluster arrives — a file that cannot be read or parsed rejects the
 //! cluster with the reason, and the last good version keeps serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::{ClientConfig, RootCertStore};
 use strait_identity::cert::{parse_pem_certs, parse_pem_key};
@@ -57,27 +57,35 @@ pub fn client_config(tls: &UpstreamTls, http2: bool) -> Result<Arc<ClientConfig>
         .map_err(|e| format!("tls: {e}"))
 }
 
-/// The roots in `ca_certificates`, or the system's.
+/// The roots in `ca_certificates`, or the system's — read once per process and shared by every
+/// cluster that names no CA file (a bundle holds a hundred and more roots).
 fn roots(ca_certificates: Option<&str>) -> Result<Arc<RootCertStore>, String> {
-    let (path, field) = match ca_certificates {
-        Some(p) => (p.to_string(), "tls.caCertificates"),
-        None => {
-            let from_env = std::env::var("SSL_CERT_FILE").ok();
-            let found = from_env
-                .into_iter()
-                .chain(SYSTEM_BUNDLES.iter().map(|s| s.to_string()))
-                .find(|p| std::path::Path::new(p).exists())
-                .ok_or_else(|| {
-                    format!(
-                        "no tls.caCertificates and no system trust bundle ({}, or SSL_CERT_FILE): name the CA file, or set insecureSkipVerify",
-                        SYSTEM_BUNDLES.join(", ")
-                    )
-                })?;
-            (found, "the system trust bundle")
-        }
-    };
-    let pem = read(&path, field)?;
-    let certs = parse_pem_certs(&pem, &path).map_err(|e| format!("{field} {path}: {e}"))?;
+    static SYSTEM: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    match ca_certificates {
+        Some(path) => load_roots(path, "tls.caCertificates"),
+        None => SYSTEM.get_or_init(system_roots).clone(),
+    }
+}
+
+/// The system's trust bundle: `SSL_CERT_FILE`, else the first of the usual places.
+fn system_roots() -> Result<Arc<RootCertStore>, String> {
+    let from_env = std::env::var("SSL_CERT_FILE").ok();
+    let found = from_env
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(|s| s.to_string()))
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| {
+            format!(
+                "no tls.caCertificates and no system trust bundle ({}, or SSL_CERT_FILE): name the CA file, or set insecureSkipVerify",
+                SYSTEM_BUNDLES.join(", ")
+            )
+        })?;
+    load_roots(&found, "the system trust bundle")
+}
+
+fn load_roots(path: &str, field: &str) -> Result<Arc<RootCertStore>, String> {
+    let pem = read(path, field)?;
+    let certs = parse_pem_certs(&pem, path).map_err(|e| format!("{field} {path}: {e}"))?;
     tls::root_store(&certs).map_err(|e| format!("{field} {path}: {e}"))
 }
 
