@@ -219,16 +219,13 @@ pub(super) fn delegates(ctx: &Context<'_>, out: &mut Vec<Message>) {
         for root in services.iter().filter(|v| !v.spec.hosts.is_empty()) {
             for (i, route) in root.spec.http.iter().enumerate() {
                 let Some(d) = &route.delegate else { continue };
-                let namespace = d.namespace.as_deref().unwrap_or(&root.meta.namespace);
-                let name = d.name.as_deref().unwrap_or_default();
+                let (namespace, name) = d.target(&root.meta.namespace);
                 let path = FieldPath::root()
                     .field("spec")
                     .field("http")
                     .index(i)
                     .field("delegate");
-                let Some(child) =
-                    delegation::delegate(services, name, namespace, &root.meta.namespace)
-                else {
+                let Some(child) = delegation::delegate(services, d, &root.meta.namespace) else {
                     out.push(at(
                         codes::DELEGATE_NOT_FOUND,
                         "VirtualService",

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::common::StringMatch;
-use super::traffic::{HttpMatchRequest, HttpRoute, VirtualService};
+use super::traffic::{Delegate, HttpMatchRequest, HttpRoute, VirtualService};
 use crate::resource::Object;
 
 /// `services` with every root's delegating routes replaced by its delegates' (a root without
@@ -32,11 +32,9 @@ pub fn merge_delegates(
                 .flat_map(|route| match &route.delegate {
                     None => vec![route.clone()],
                     Some(d) => {
-                        let namespace = d.namespace.as_deref().unwrap_or(&vs.meta.namespace);
-                        let name = d.name.as_deref().unwrap_or_default();
                         // A delegate missing, or not exported to the root's namespace: the
                         // route goes (Istio's behaviour), the root's other routes stay.
-                        delegate(services, name, namespace, &vs.meta.namespace)
+                        delegate(services, d, &vs.meta.namespace)
                             .map(|child| {
                                 child
                                     .spec
@@ -54,13 +52,13 @@ pub fn merge_delegates(
         .collect()
 }
 
-/// The delegate `namespace/name` if it is one (no hosts) and visible to `root_namespace`.
+/// The VirtualService `named` if it is a delegate (no hosts) visible to `root_namespace`.
 pub fn delegate<'a>(
     services: &'a [Arc<Object<VirtualService>>],
-    name: &str,
-    namespace: &str,
+    named: &Delegate,
     root_namespace: &str,
 ) -> Option<&'a Object<VirtualService>> {
+    let (namespace, name) = named.target(root_namespace);
     let vs = services.iter().find(|v| {
         v.meta.name == name && v.meta.namespace == namespace && v.spec.hosts.is_empty()
     })?;

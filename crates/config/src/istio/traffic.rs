@@ -131,6 +131,16 @@ pub struct Delegate {
     pub namespace: Option<String>,
 }
 
+impl Delegate {
+    /// `(namespace, name)` of the VirtualService named, its namespace the root's when unset.
+    pub fn target<'a>(&'a self, root_namespace: &'a str) -> (&'a str, &'a str) {
+        (
+            self.namespace.as_deref().unwrap_or(root_namespace),
+            self.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRewrite {
