@@ -3,7 +3,8 @@
 //! sidecars obtain their SPIFFE certificates from it over 15012 and talk mTLS (the server side
 //! STRICT by PeerAuthentication); `openssl s_client` shows the chain and the SPIFFE URI SAN, and
 //! peers without a certificate, with another root's, or with an expired one are refused. A
-//! PERMISSIVE port takes mTLS and plaintext alike, until STRICT applies.
+//! PERMISSIVE port takes mTLS and plaintext alike, until STRICT applies. A DestinationRule's
+//! own `ISTIO_MUTUAL` reaches a workload not marked as having a sidecar with mTLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -264,24 +265,7 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
     };
     std::fs::write(dir.join("mesh.yaml"), mesh("PERMISSIVE")).unwrap();
     let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
-    let echo = StraitProxy::start_with(
-        &cp,
-        t,
-        "sidecar~127.1.41.1~echo-0.default~default.svc.cluster.local",
-        "echo-0",
-        "app=echo",
-        &strs(&ca.proxy_args("default", "echo", "3600")),
-    );
-    let client = StraitProxy::start_with(
-        &cp,
-        t,
-        "sidecar~127.1.41.100~client-0.default~default.svc.cluster.local",
-        "client-0",
-        "app=client",
-        &strs(&ca.proxy_args("default", "client", "3600")),
-    );
-    echo.wait_for_certificate();
-    client.wait_for_certificate();
+    let (echo, client) = echo_and_client(&cp, t, &ca, "127.1.41.1", "127.1.41.100");
     wait_for(Duration::from_secs(20), "the echo ingress listener", || {
         std::net::TcpStream::connect("127.1.41.1:8080").ok()
     });
@@ -316,4 +300,92 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
         || (plaintext().0 != 200).then_some(()),
     );
     assert_eq!(through_client().0, 200, "{}", client.log());
+}
+
+/// Auto mTLS sends mesh mTLS only to workloads marked as having a sidecar
+/// (`security.istio.io/tlsMode: istio`); one without the mark is sent plaintext, which its
+/// STRICT sidecar refuses. A DestinationRule that says `ISTIO_MUTUAL` itself, as in Istio,
+/// applies to every endpoint: the same unmarked workload is then reached with mTLS.
+#[test]
+fn a_destination_rules_own_istio_mutual_reaches_endpoints_not_marked_as_having_a_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ca = MeshCa::create(t);
+    let app_port = free_port();
+    let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let unmarked = |extra: &str| {
+        let mesh = two_sidecar_mesh("127.1.49.1", "127.1.49.100", app_port, extra);
+        let without = mesh.replace(", security.istio.io/tlsMode: istio", "");
+        assert_ne!(
+            mesh, without,
+            "the echo pod's tlsMode label is what this test removes"
+        );
+        without
+    };
+    std::fs::write(dir.join("mesh.yaml"), unmarked("")).unwrap();
+    let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
+    let (echo, client) = echo_and_client(&cp, t, &ca, "127.1.49.1", "127.1.49.100");
+    wait_for(
+        Duration::from_secs(20),
+        "the client's egress listener",
+        || std::net::TcpStream::connect("127.1.49.100:8080").ok(),
+    );
+    let through_client = || {
+        curl(&[
+            "-m",
+            "5",
+            "http://127.1.49.100:8080/hello",
+            "-H",
+            "Host: echo",
+        ])
+    };
+
+    // Unmarked, so auto mTLS sends plaintext: the STRICT server refuses it.
+    let (status, body) = through_client();
+    assert_eq!(status, 503, "{body}\n{}", client.log());
+
+    let rule = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo, namespace: default}\nspec: {host: echo.default.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n";
+    std::fs::write(dir.join("mesh.yaml"), unmarked(rule)).unwrap();
+    wait_for(
+        Duration::from_secs(15),
+        "mTLS to the unmarked workload once the rule says ISTIO_MUTUAL",
+        || (through_client().0 == 200).then_some(()),
+    );
+    let (status, body) = through_client();
+    assert_eq!(status, 200, "{body}\n{}", client.log());
+    assert!(body.contains("echo-app"), "{body}");
+    let stats = echo.admin("/stats/prometheus");
+    assert!(
+        stats.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"destination\"")
+            && l.contains("connection_security_policy=\"mutual_tls\"")),
+        "{stats}"
+    );
+}
+
+/// The sidecars of `two_sidecar_mesh`'s echo and client workloads, each holding a certificate
+/// the mesh CA issued.
+fn echo_and_client(
+    cp: &ControlPlane,
+    t: &Path,
+    ca: &MeshCa,
+    echo_ip: &str,
+    client_ip: &str,
+) -> (StraitProxy, StraitProxy) {
+    let start = |ip: &str, name: &str| {
+        StraitProxy::start_with(
+            cp,
+            t,
+            &format!("sidecar~{ip}~{name}-0.default~default.svc.cluster.local"),
+            &format!("{name}-0"),
+            &format!("app={name}"),
+            &strs(&ca.proxy_args("default", name, "3600")),
+        )
+    };
+    let (echo, client) = (start(echo_ip, "echo"), start(client_ip, "client"));
+    echo.wait_for_certificate();
+    client.wait_for_certificate();
+    (echo, client)
 }

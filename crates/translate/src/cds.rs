@@ -183,10 +183,12 @@ pub fn sni_dnat_cluster(service_cluster: &Cluster, port: u16, host: &str) -> Clu
     }
 }
 
-/// Explicit TLS from a DestinationRule. Without one, mTLS is automatic (Istio's auto mTLS):
-/// `ISTIO_MUTUAL` to the endpoints that have a sidecar (the endpoint metadata says which),
-/// plaintext to the others — unless the destination namespace's PeerAuthentication disables
-/// mTLS. Proxyless clients speak plaintext.
+/// Explicit TLS from a DestinationRule, to every endpoint (an explicit `ISTIO_MUTUAL` too, as
+/// Istio: the rule is how a workload not marked as having a sidecar is reached with mesh mTLS).
+/// Without one, mTLS is automatic (Istio's auto mTLS): `ISTIO_MUTUAL` to the endpoints that
+/// have a sidecar (the endpoint metadata says which), plaintext to the others — unless the
+/// destination namespace's PeerAuthentication disables mTLS. Proxyless clients speak
+/// plaintext.
 fn upstream_tls(
     policy: &Policy,
     mesh: &MeshView<'_>,
@@ -235,6 +237,7 @@ fn upstream_tls(
         private_key: t.private_key.clone(),
         credential_name: t.credential_name.clone(),
         insecure_skip_verify: t.insecure_skip_verify == Some(true),
+        auto_mtls: false,
     })
 }
 
@@ -282,6 +285,7 @@ fn auto_mtls(
         private_key: None,
         credential_name: None,
         insecure_skip_verify: false,
+        auto_mtls: true,
     })
 }
 

@@ -1283,6 +1283,8 @@ fn upstream_tls(c: &ecluster::Cluster) -> R<Option<UpstreamTls>> {
         credential_name,
         insecure_skip_verify: validation.trust_chain_verification
             == etls::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32,
+        // Chosen per endpoint by its tlsMode (Istio's auto mTLS), else every endpoint's.
+        auto_mtls: istio,
     }))
 }
 

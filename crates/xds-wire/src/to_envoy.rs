@@ -778,8 +778,9 @@ pub fn cluster(c: &Cluster) -> ecluster::Cluster {
     }
     if let Some(tls) = &c.tls {
         let socket = upstream_tls_socket(tls);
-        if tls.mode == UpstreamTlsMode::IstioMutual {
-            // As Istio: mTLS to endpoints labelled tlsMode=istio, plaintext to the others.
+        if tls.mode == UpstreamTlsMode::IstioMutual && tls.auto_mtls {
+            // As Istio's auto mTLS: mTLS to endpoints labelled tlsMode=istio, plaintext to the
+            // others. A DestinationRule's own ISTIO_MUTUAL is the cluster's one socket.
             out.transport_socket_matches = vec![
                 ecluster::cluster::TransportSocketMatch {
                     name: "tlsMode-istio".into(),

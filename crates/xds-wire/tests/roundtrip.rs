@@ -119,14 +119,21 @@ fn every_tls_mode_and_cluster_setting_survives_the_wire() {
         private_key: None,
         credential_name: None,
         insecure_skip_verify: false,
+        auto_mtls: false,
+    };
+    let mesh = UpstreamTls {
+        mode: UpstreamTlsMode::IstioMutual,
+        subject_alt_names: vec!["spiffe://cluster.local/ns/a/sa/b".into()],
+        alpn: vec!["istio".into()],
+        ..base.clone()
     };
     let variants = vec![
+        // Auto mTLS (per endpoint) and a DestinationRule's own ISTIO_MUTUAL (every endpoint).
         UpstreamTls {
-            mode: UpstreamTlsMode::IstioMutual,
-            subject_alt_names: vec!["spiffe://cluster.local/ns/a/sa/b".into()],
-            alpn: vec!["istio".into()],
-            ..base.clone()
+            auto_mtls: true,
+            ..mesh.clone()
         },
+        mesh,
         UpstreamTls {
             ca_certificates: Some("/etc/ca.pem".into()),
             subject_alt_names: vec!["api.example.com".into()],

@@ -91,6 +91,11 @@ pub struct UpstreamTls {
     pub private_key: Option<String>,
     pub credential_name: Option<String>,
     pub insecure_skip_verify: bool,
+    /// Istio's auto mTLS: only endpoints marked as having a sidecar (`tlsMode: istio`) take
+    /// this TLS and the others are reached in plaintext. False when a DestinationRule asked
+    /// for it: every endpoint then takes it.
+    #[serde(default)]
+    pub auto_mtls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -108,6 +108,7 @@ mod tests {
             private_key: None,
             credential_name: None,
             insecure_skip_verify: false,
+            auto_mtls: false,
         }
     }
 

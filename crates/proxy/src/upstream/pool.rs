@@ -414,23 +414,23 @@ impl Pool {
     pub async fn connect(
         self: &Arc<Self>,
         addr: SocketAddr,
-        mtls: bool,
+        sidecar: bool,
         settings: &ConnectSettings,
         permit: Permit,
     ) -> Result<Conn, ConnectError> {
         // Connecting (TCP, the TLS handshake, HTTP/2's) is a large future on the rare path:
         // boxed, it does not grow every request's future, which is moved whole when spawned.
-        Box::pin(self.open(addr, mtls, settings, permit)).await
+        Box::pin(self.open(addr, sidecar, settings, permit)).await
     }
 
     async fn open(
         self: &Arc<Self>,
         addr: SocketAddr,
-        mtls: bool,
+        sidecar: bool,
         settings: &ConnectSettings,
         permit: Permit,
     ) -> Result<Conn, ConnectError> {
-        let stream = connect_stream(addr, mtls, settings).await?;
+        let stream = connect_stream(addr, sidecar, settings).await?;
         let activity = Activity::new(tokio::time::Instant::now());
         let in_flight = activity.begin();
         let (pool, timeout) = (Arc::downgrade(self), settings.idle_timeout);
@@ -509,16 +509,16 @@ async fn drive<C: Future>(
     drop(permit);
 }
 
-/// A connection to `addr`: mesh mTLS when the cluster originates it and the host has a
-/// sidecar (`mtls`), plaintext otherwise.
+/// A connection to `addr`: TLS when the cluster originates it — mesh mTLS that is automatic
+/// only to hosts with a sidecar (`sidecar`) — plaintext otherwise.
 pub async fn connect_stream(
     addr: SocketAddr,
-    mtls: bool,
+    sidecar: bool,
     settings: &ConnectSettings,
 ) -> Result<ClientIo, ConnectError> {
     let tcp = connect_tcp(addr, settings).await?;
     let (config, sni) = match &settings.tls {
-        Some(UpstreamTlsRuntime::Mesh { config, identity }) if mtls => (
+        Some(UpstreamTlsRuntime::Mesh { config, identity }) if sidecar || !config.auto_mtls => (
             identity.client_config(config).map_err(ConnectError::Tls)?,
             // Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) lets an east-west gateway
             // route the connection without terminating it.

@@ -403,6 +403,7 @@ mod tests {
             private_key: None,
             credential_name: None,
             insecure_skip_verify: false,
+            auto_mtls: false,
         }));
         let a = s.apply(
             ResourceType::Cluster,
