@@ -12,52 +12,84 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::upstream::pool::{Body, BoxError};
 
-/// Sends a body on its stream, then ends the stream: a frame is taken from the body only once
-/// the stream has window for it, so a slow peer holds back the sender instead of filling memory.
+/// Sends a body on its stream, then ends the stream. A slow peer holds back the sender instead
+/// of filling memory: a data frame goes to the stream once it has window, and the body is read
+/// at most one frame ahead of it. Two exceptions keep a message's frames in one write where they
+/// arrived together (each extra write wakes the peer once more): the first data frame goes at
+/// once, with the stream's HEADERS (a new stream gets window only after they are written, and
+/// waiting for it put the frame in a write of its own), and trailers or the end of the body,
+/// which take no window, follow the last data without waiting for it to be written.
 pub struct SendBody {
     body: Body,
     stream: SendStream<Bytes>,
+    /// A data frame read from the body, waiting for window.
+    held: Option<Bytes>,
+    sent_data: bool,
 }
 
 impl SendBody {
     pub fn new(body: Body, stream: SendStream<Bytes>) -> SendBody {
-        SendBody { body, stream }
+        SendBody {
+            body,
+            stream,
+            held: None,
+            sent_data: false,
+        }
     }
 
     fn send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         loop {
-            self.stream.reserve_capacity(1);
-            if self.stream.capacity() == 0 {
-                loop {
-                    match ready!(self.stream.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(e)) => return Poll::Ready(Err(e.into())),
-                        None => return Poll::Ready(Err("the stream closed".into())),
+            let data = match self.held.take() {
+                Some(data) => data,
+                None => match ready!(self.next_data(cx))? {
+                    Some(data) => data,
+                    None => return Poll::Ready(Ok(())),
+                },
+            };
+            // An empty frame (a peer's bare END_STREAM) takes no window.
+            if self.sent_data && !data.is_empty() && self.stream.capacity() == 0 {
+                self.stream.reserve_capacity(data.len());
+                while self.stream.capacity() == 0 {
+                    match self.stream.poll_capacity(cx) {
+                        Poll::Pending => {
+                            self.held = Some(data);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                        Poll::Ready(None) => return Poll::Ready(Err("the stream closed".into())),
                     }
                 }
-            } else if let Poll::Ready(reset) = self.stream.poll_reset(cx) {
-                // The peer reset the stream (it answered, or gave up): nothing more to send.
-                return Poll::Ready(Err(match reset {
-                    Ok(reason) => h2::Error::from(reason).into(),
-                    Err(e) => e.into(),
-                }));
             }
+            let end = self.body.is_end_stream();
+            self.stream.send_data(data, end)?;
+            self.sent_data = true;
+            if end {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// The body's next data frame; its trailers or its end are sent here (`None` then).
+    fn next_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
+        if let Poll::Ready(reset) = self.stream.poll_reset(cx) {
+            // The peer reset the stream (it answered, or gave up): nothing more to send.
+            return Poll::Ready(Err(match reset {
+                Ok(reason) => h2::Error::from(reason).into(),
+                Err(e) => e.into(),
+            }));
+        }
+        loop {
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = self.body.is_end_stream();
-                        self.stream.send_data(data, end)?;
-                        if end {
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
+                    Ok(data) => return Poll::Ready(Ok(Some(data))),
                     Err(frame) => {
+                        // Other frame kinds than trailers HTTP/2 does not carry: skipped.
                         if let Ok(trailers) = frame.into_trailers() {
                             // No more data: give back the window asked for.
                             self.stream.reserve_capacity(0);
                             self.stream.send_trailers(trailers)?;
-                            return Poll::Ready(Ok(()));
+                            return Poll::Ready(Ok(None));
                         }
                     }
                 },
@@ -68,7 +100,7 @@ impl SendBody {
                 }
                 None => {
                     self.stream.send_data(Bytes::new(), true)?;
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(Ok(None));
                 }
             }
         }

@@ -214,6 +214,133 @@ mod tests {
         );
     }
 
+    /// A connection that counts the writes made on it.
+    struct CountingIo {
+        tcp: TcpStream,
+        writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl CountingIo {
+        fn counted(&self, done: &std::task::Poll<std::io::Result<usize>>) {
+            if matches!(done, std::task::Poll::Ready(Ok(n)) if *n > 0) {
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl AsyncRead for CountingIo {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingIo {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let done = Pin::new(&mut self.tcp).poll_write(cx, buf);
+            self.counted(&done);
+            done
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let done = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+            self.counted(&done);
+            done
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.tcp.is_write_vectored()
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    /// A request whose body is at hand goes in one write, HEADERS, DATA and trailers together
+    /// (each write wakes the host once more; it was two); a body ending in a bare
+    /// END_STREAM frame, which takes no window, ends too.
+    #[tokio::test]
+    async fn a_request_at_hand_goes_in_one_write_and_a_bare_end_of_stream_ends_it() {
+        let addr = host(|request, mut respond| async move {
+            let (data, sent_trailers) = read_all(request.into_body()).await;
+            let echoed = format!("{data:?} {:?}", sent_trailers.map(|t| t["x-sum"].clone()));
+            let mut stream = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            stream.send_data(Bytes::from(echoed), true).unwrap();
+        })
+        .await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = CountingIo {
+            tcp,
+            writes: writes.clone(),
+        };
+        let (sender, conn) = handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let call = |frames: Vec<Frame<Bytes>>| {
+            let sender = sender.clone();
+            async move {
+                let body = http_body_util::StreamBody::new(tokio_stream::iter(
+                    frames.into_iter().map(Ok::<_, BoxError>),
+                ));
+                let response = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    send(sender, request(BodyExt::boxed_unsync(body))),
+                )
+                .await
+                .expect("answered within 5 s")
+                .unwrap();
+                response.into_body().collect().await.unwrap().to_bytes()
+            }
+        };
+        // The connection's own writes (its SETTINGS, their acknowledgement) are done after one.
+        call(vec![]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+        let whole = vec![
+            Frame::data(Bytes::from_static(b"hi")),
+            Frame::trailers(trailers("x-sum", "42")),
+        ];
+        assert_eq!(call(whole).await, "[104, 105] Some(\"42\")");
+        assert_eq!(
+            writes.load(std::sync::atomic::Ordering::Relaxed) - before,
+            1,
+            "HEADERS, DATA and trailers in one write"
+        );
+
+        let bare_end = vec![
+            Frame::data(Bytes::from_static(b"hi")),
+            Frame::data(Bytes::new()),
+        ];
+        assert_eq!(call(bare_end).await, "[104, 105] None");
+    }
+
     #[tokio::test]
     async fn a_refused_stream_is_told_apart_from_other_resets() {
         let addr = host(|request, mut respond| async move {
