@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod boxed;
+pub mod gather;
 pub mod h2_stream;
 pub mod http;
 pub mod identity;

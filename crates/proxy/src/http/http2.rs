@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::HttpConn;
 use crate::boxed::boxed;
+use crate::gather::Gathered;
 use crate::h2_stream::{RecvBody, SendBody};
 use crate::idle::{Activity, InFlight};
 use crate::upstream::pool::BoxError;
@@ -48,7 +49,7 @@ where
         .max_header_list_size(super::MAX_HEADER_LIST)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .handshake::<_, Bytes>(io)
+        .handshake::<_, Bytes>(Gathered::new(io))
         .await;
     let mut connection = match handshake {
         Ok(c) => c,

@@ -14,6 +14,7 @@ use http_body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::pool::Body;
+use crate::gather::Gathered;
 use crate::h2_stream::{RecvBody, SendBody};
 
 /// hyper's client defaults, which the proxy used before: stream and connection windows large
@@ -25,8 +26,11 @@ const SEND_BUFFER: usize = 400 * 1024;
 /// The largest response header list accepted: Envoy's 60 KiB, as downstream.
 const MAX_HEADER_LIST: u32 = crate::http::MAX_HEADER_LIST;
 
-/// Opens HTTP/2 on `io`: the request sender, and the connection to drive until it closes.
-pub async fn handshake<T>(io: T) -> Result<(SendRequest<Bytes>, Connection<T, Bytes>), h2::Error>
+/// Opens HTTP/2 on `io` (its writes gathered per turn): the request sender, and the connection
+/// to drive until it closes.
+pub async fn handshake<T>(
+    io: T,
+) -> Result<(SendRequest<Bytes>, Connection<Gathered<T>, Bytes>), h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -36,7 +40,7 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER)
         .max_header_list_size(MAX_HEADER_LIST)
-        .handshake(io)
+        .handshake(Gathered::new(io))
         .await
 }
 
