@@ -356,6 +356,17 @@ spec:
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ['*']
     tls: {mode: SIMPLE, credentialName: web-cert}
+  - port: {number: 8443, name: https-files, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/web.pem, privateKey: /etc/certs/web.key}
+  - port: {number: 9443, name: https-partners, protocol: HTTPS}
+    hosts: ['*']
+    tls:
+      mode: MUTUAL
+      serverCertificate: /etc/certs/web.pem
+      privateKey: /etc/certs/web.key
+      caCertificates: /etc/certs/partners.pem
+      subjectAltNames: [partner.example.com]
   - port: {number: 15443, name: tls, protocol: TLS}
     hosts: ['*']
     tls: {mode: AUTO_PASSTHROUGH}
@@ -391,7 +402,8 @@ spec:
     assert_eq!(
         located(&a, codes::NOT_SUPPORTED_BY_STRAIT),
         [
-            "Gateway bookinfo/web spec.servers[1].tls.mode",
+            "Gateway bookinfo/web spec.servers[1].tls.credentialName",
+            "Gateway bookinfo/web spec.servers[3].tls.subjectAltNames",
             "DestinationRule bookinfo/external spec.trafficPolicy.portLevelSettings[0].tls.caCrl",
             "DestinationRule bookinfo/external spec.subsets[0].trafficPolicy.tls.credentialName",
             "Sidecar bookinfo/reviews spec.inboundConnectionPool",

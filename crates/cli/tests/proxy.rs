@@ -1523,6 +1523,20 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A new CA `ca.pem` / `ca.key` named `cn`, in the directory `pki` under `dir` (returned).
+fn test_ca(dir: &Path, cn: &str) -> std::path::PathBuf {
+    let pki = dir.join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let subject = format!("/CN={cn}");
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(NEW_EC_KEY);
+    ca.extend([
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", &subject, "-days", "1",
+    ]);
+    openssl(&pki, &ca);
+    pki
+}
+
 /// A certificate `<name>.pem` / `<name>.key` in `dir` for `cn` (DNS name `san`, if any),
 /// issued by the CA `ca.pem` / `ca.key` there.
 fn issue(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
@@ -1559,6 +1573,116 @@ fn issue(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
     openssl(dir, &args);
 }
 
+/// An ingress gateway terminating TLS with certificates of its own, from the files its Gateway
+/// names (Istio's mounted gateway certificates): by SNI, `web.example.test` gets its SIMPLE
+/// server's certificate (HTTP/2 offered by ALPN) and `partner.example.test` its MUTUAL one's,
+/// which serves only clients presenting a certificate its CA file verifies. A name no server
+/// lists is refused, and the mesh certificate is never shown to the outside.
+#[test]
+fn a_gateway_terminates_tls_with_its_own_certificates_chosen_by_sni() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = test_ca(tmp.path(), "gateway test CA");
+    issue(&pki, "web", "web.example.test", Some("web.example.test"));
+    issue(
+        &pki,
+        "partner",
+        "partner.example.test",
+        Some("partner.example.test"),
+    );
+    // An X.509 v3 certificate (a subjectAltName makes it one): rustls takes no older ones.
+    issue(
+        &pki,
+        "client",
+        "partner-client",
+        Some("client.partner.example.test"),
+    );
+    let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: https-web, protocol: HTTPS}}
+    hosts: [web.example.test]
+    tls: {{mode: SIMPLE, serverCertificate: {web}, privateKey: {web_key}}}
+  - port: {{number: {port}, name: https-partner, protocol: HTTPS}}
+    hosts: [partner.example.test]
+    tls: {{mode: MUTUAL, serverCertificate: {partner}, privateKey: {partner_key}, caCertificates: {ca}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo-ingress, namespace: default}}
+spec:
+  hosts: [web.example.test, partner.example.test]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
+",
+        web = file("web.pem"),
+        web_key = file("web.key"),
+        partner = file("partner.pem"),
+        partner_key = file("partner.key"),
+        ca = file("ca.pem"),
+    );
+    let s = setup(50, &[("a", None)], &gateway);
+    let router = StraitProxy::start_node(
+        s.cp.as_ref().unwrap(),
+        s.dir.parent().unwrap(),
+        "router~127.1.50.200~ingress-0.istio-system~istio-system.svc.cluster.local",
+        "ingress-0",
+        "istio=ingressgateway",
+    );
+    let ca = file("ca.pem");
+    let https = |host: &str, extra: &[&str]| {
+        let resolve = format!("{host}:{port}:127.0.0.1");
+        let url = format!("https://{host}:{port}/hello");
+        let mut args = vec!["--resolve", &resolve, "--cacert", &ca];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+    // curl checks the certificate against the name it asked for: each name gets its own.
+    let (status, body) = wait_for(Duration::from_secs(20), "the gateway's TLS server", || {
+        let r = https("web.example.test", &[]);
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(
+        (status, Setup::name_of(&body)),
+        (200, "a".to_string()),
+        "{}",
+        router.log()
+    );
+    let (status, body) = https(
+        "web.example.test",
+        &[
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}\n%{http_code}",
+        ],
+    );
+    assert_eq!((status, body.trim()), (200, "2"), "HTTP/2 by ALPN");
+
+    let (status, body) = https("partner.example.test", &[]);
+    assert_eq!(status, 0, "no client certificate, no answer: {body}");
+    let (cert, key) = (file("client.pem"), file("client.key"));
+    let (status, body) = https("partner.example.test", &["--cert", &cert, "--key", &key]);
+    assert_eq!(
+        (status, Setup::name_of(&body)),
+        (200, "a".to_string()),
+        "{}",
+        router.log()
+    );
+
+    // A name no server lists: no chain takes it.
+    let (status, _) = https("other.example.test", &["-k"]);
+    assert_eq!(status, 0);
+}
+
 /// Istio's egress TLS origination: the application calls `http://<host>:8080`, its sidecar
 /// originates TLS to the host's port 8443 as the DestinationRule says — SIMPLE, checked against
 /// the rule's CA for the service's host; MUTUAL, presenting the rule's client certificate and
@@ -1568,21 +1692,7 @@ fn issue(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
 fn tls_is_originated_to_hosts_outside_the_mesh_as_destination_rules_say() {
     const NET: &str = "127.1.47";
     let tmp = tempfile::tempdir().unwrap();
-    let pki = tmp.path().join("pki");
-    std::fs::create_dir(&pki).unwrap();
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(NEW_EC_KEY);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=external test CA",
-        "-days",
-        "1",
-    ]);
-    openssl(&pki, &ca);
+    let pki = test_ca(tmp.path(), "external test CA");
     issue(
         &pki,
         "server",

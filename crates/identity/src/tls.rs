@@ -71,17 +71,34 @@ pub fn server_config(
     client_auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
-    let verifier = match client_auth {
-        ClientAuth::Required => builder.build(),
-        ClientAuth::Optional => builder.allow_unauthenticated().build(),
-    }
-    .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    own_server_config(cert, Some((roots, client_auth)), alpn)
+}
+
+/// A server configuration presenting `cert`: client certificates verified against the roots of
+/// `clients` (required, or optional), or with none given not asked for — as a gateway serving
+/// clients from outside the mesh with a certificate of its own does.
+pub fn own_server_config(
+    cert: Arc<CertifiedKey>,
+    clients: Option<(Arc<RootCertStore>, ClientAuth)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(cert)));
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some((roots, client_auth)) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match client_auth {
+                ClientAuth::Required => verifier.build(),
+                ClientAuth::Optional => verifier.allow_unauthenticated().build(),
+            }
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(cert)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

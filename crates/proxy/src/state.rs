@@ -64,6 +64,8 @@ pub struct ChainRuntime {
     pub request_authz: Option<Arc<Authorizer>>,
     /// Request authentication (JWT) of an HTTP chain, before its authorization.
     pub request_jwt: Option<Arc<JwtRuntime>>,
+    /// TLS terminated with a certificate of the chain's own (a gateway's), not the mesh's.
+    pub own_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A socket listener ready to use.
@@ -227,6 +229,12 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
             .map(Arc::new),
         _ => None,
     };
+    // The store accepted only chains whose own certificate makes a server configuration.
+    let own_tls = c
+        .tls
+        .as_ref()
+        .filter(|t| !t.is_mesh())
+        .and_then(|t| crate::listen::own_tls::server_config(t).ok());
     ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
@@ -234,6 +242,7 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
         connection_authz: compile(&c.rbac),
         request_authz,
         request_jwt,
+        own_tls,
     }
 }
 

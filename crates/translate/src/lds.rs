@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strait_config::istio::common::{ServerPort, ServerTlsMode};
+use strait_config::istio::common::{ServerPort, ServerTlsMode, ServerTlsSettings};
 
-use strait_xds::{MESH_MTLS_ALPN, SDS_DEFAULT, SDS_ROOTCA};
+use strait_xds::MESH_MTLS_ALPN;
 
 use crate::security::PeerMode;
 use strait_config::istio::gateway::{CaptureMode, Gateway, Server};
@@ -14,8 +14,9 @@ use strait_config::resource::Object;
 use strait_model::{ServicePort, ServiceView};
 use strait_xds::SocketAddress;
 use strait_xds::listener::{
-    Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter,
-    Listener, ListenerKind, NetworkFilter, RouteSource, SocketListener, TcpProxy,
+    ClientRoots, Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager,
+    HttpFilter, Listener, ListenerKind, NetworkFilter, RouteSource, ServerCertificate,
+    SocketListener, TcpProxy,
 };
 use strait_xds::route::{RouteConfiguration, VirtualHost};
 
@@ -347,11 +348,43 @@ fn inbound_listener(inbound: &Inbound, authz: &Authorization) -> Listener {
 
 /// Terminating mesh mTLS: the workload's certificate, the caller's required and verified.
 fn mesh_mtls(alpn: Vec<String>) -> Option<DownstreamTls> {
+    Some(DownstreamTls::mesh(alpn))
+}
+
+/// What a gateway's TLS servers offer clients: HTTP/2 first, as Istio's gateways.
+fn gateway_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+/// A Gateway server terminating TLS with a certificate of its own (SIMPLE, MUTUAL,
+/// OPTIONAL_MUTUAL) from the files it names; `None` for one named as a secret
+/// (`credentialName`), which Strait's proxies do not receive.
+fn own_certificate(t: &ServerTlsSettings) -> Option<DownstreamTls> {
+    if t.credential_name.is_some() || t.credential_names.is_some() || t.tls_certificates.is_some() {
+        return None;
+    }
+    let (Some(chain), Some(key)) = (&t.server_certificate, &t.private_key) else {
+        return None;
+    };
+    let verify = matches!(
+        t.mode,
+        Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+    );
+    if verify && t.ca_certificates.is_none() {
+        return None;
+    }
     Some(DownstreamTls {
-        certificate: SDS_DEFAULT.into(),
-        validation: Some(SDS_ROOTCA.into()),
-        require_client_certificate: true,
-        alpn,
+        certificate: ServerCertificate::Files {
+            certificate_chain: chain.clone(),
+            private_key: key.clone(),
+        },
+        validation: t
+            .ca_certificates
+            .clone()
+            .filter(|_| verify)
+            .map(|ca_certificates| ClientRoots::File { ca_certificates }),
+        require_client_certificate: t.mode == Some(ServerTlsMode::Mutual),
+        alpn: gateway_alpn(),
     })
 }
 
@@ -597,37 +630,22 @@ fn gateway_listeners(
                 }
                 ("HTTP" | "HTTP2" | "GRPC" | "HTTPS", mode) => {
                     let route_name = format!("http.{port}");
-                    let tls = match mode {
-                        Some(
-                            ServerTlsMode::Simple
-                            | ServerTlsMode::Mutual
-                            | ServerTlsMode::OptionalMutual
-                            | ServerTlsMode::IstioMutual,
-                        ) => server.tls.as_ref().map(|t| DownstreamTls {
-                            certificate: t
-                                .credential_name
-                                .clone()
-                                .or(t.server_certificate.clone())
-                                .unwrap_or_else(|| SDS_DEFAULT.into()),
-                            validation: matches!(
-                                mode,
-                                Some(
-                                    ServerTlsMode::Mutual
-                                        | ServerTlsMode::OptionalMutual
-                                        | ServerTlsMode::IstioMutual
-                                )
-                            )
-                            .then(|| {
-                                t.ca_certificates
-                                    .clone()
-                                    .unwrap_or_else(|| SDS_ROOTCA.into())
-                            }),
-                            require_client_certificate: matches!(
-                                mode,
-                                Some(ServerTlsMode::Mutual | ServerTlsMode::IstioMutual)
+                    let tls = match (mode, server.tls.as_ref()) {
+                        (Some(ServerTlsMode::IstioMutual), _) => {
+                            Some(DownstreamTls::mesh(gateway_alpn()))
+                        }
+                        (
+                            Some(
+                                ServerTlsMode::Simple
+                                | ServerTlsMode::Mutual
+                                | ServerTlsMode::OptionalMutual,
                             ),
-                            alpn: vec!["h2".into(), "http/1.1".into()],
-                        }),
+                            Some(t),
+                        ) => match own_certificate(t) {
+                            Some(tls) => Some(tls),
+                            // A secret by name: not served (`strait analyze` says so, ST0004).
+                            None => continue,
+                        },
                         _ => None,
                     };
                     if !routes
@@ -637,7 +655,12 @@ fn gateway_listeners(
                         routes.push(gateway_routes(view, proxy, services, port, &route_name));
                     }
                     let fc = FilterChain {
-                        name: format!("{gw_name}/{protocol}"),
+                        // Servers terminating TLS share a port, one chain each: named by
+                        // their port's name (unique in a Gateway).
+                        name: match (&tls, server.port.as_ref().and_then(|p| p.name.as_deref())) {
+                            (Some(_), Some(port_name)) => format!("{gw_name}/{port_name}"),
+                            _ => format!("{gw_name}/{protocol}"),
+                        },
                         matching: FilterChainMatch {
                             server_names: if tls.is_some() { server_names } else { vec![] },
                             ..Default::default()

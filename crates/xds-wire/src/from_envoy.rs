@@ -27,8 +27,9 @@ use strait_xds::cluster::{
 };
 use strait_xds::endpoint::{EndpointMetadata, HealthStatus, LbEndpoint, LocalityEndpoints};
 use strait_xds::listener::{
-    Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter,
-    ListenerKind, NetworkFilter, RouteSource, SocketListener, TcpProxy,
+    ClientRoots, Direction, DownstreamTls, FilterChain, FilterChainMatch, HttpConnectionManager,
+    HttpFilter, ListenerKind, NetworkFilter, RouteSource, ServerCertificate, SocketListener,
+    TcpProxy,
 };
 use strait_xds::route::{
     AbortStatus, Action, Cors, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEditList,
@@ -477,24 +478,45 @@ fn downstream_tls(ts: ecore::TransportSocket, field: &str) -> R<Option<Downstrea
     };
     let ctx: etls::DownstreamTlsContext = unpack(&any, field)?;
     let common = ctx.common_tls_context.unwrap_or_default();
-    let certificate = match common.tls_certificate_sds_secret_configs.as_slice() {
-        [one] => one.name.clone(),
+    let certificate = match (
+        common.tls_certificate_sds_secret_configs.as_slice(),
+        common.tls_certificates.as_slice(),
+    ) {
+        ([one], []) => ServerCertificate::Sds(one.name.clone()),
+        ([], [one]) => {
+            let path = |source: Option<&ecore::DataSource>, name: &str| {
+                file_path(source, &format!("{field}.tls_certificates[0].{name}"))?.ok_or_else(
+                    || format!("{field}.tls_certificates[0].{name}: a file is required"),
+                )
+            };
+            ServerCertificate::Files {
+                certificate_chain: path(one.certificate_chain.as_ref(), "certificate_chain")?,
+                private_key: path(one.private_key.as_ref(), "private_key")?,
+            }
+        }
         _ => {
             return reject(format!(
-                "{field}: exactly one SDS certificate is supported (tls_certificate_sds_secret_configs)"
+                "{field}: exactly one certificate is supported (one SDS secret, or one tls_certificates entry of files)"
             ));
         }
     };
     use etls::common_tls_context::ValidationContextType;
     let validation = match common.validation_context_type {
         None => None,
-        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => Some(s.name),
-        Some(ValidationContextType::CombinedValidationContext(c)) => {
-            c.validation_context_sds_secret_config.map(|s| s.name)
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
+            Some(ClientRoots::Sds(s.name))
         }
+        Some(ValidationContextType::CombinedValidationContext(c)) => c
+            .validation_context_sds_secret_config
+            .map(|s| ClientRoots::Sds(s.name)),
+        Some(ValidationContextType::ValidationContext(v)) => file_path(
+            v.trusted_ca.as_ref(),
+            &format!("{field}.validation_context.trusted_ca"),
+        )?
+        .map(|ca_certificates| ClientRoots::File { ca_certificates }),
         Some(_) => {
             return reject(format!(
-                "{field}: only SDS validation contexts are supported on listeners"
+                "{field}: client certificates are verified against an SDS secret or a trusted_ca file only"
             ));
         }
     };

@@ -20,8 +20,8 @@ use crate::meta;
 use strait_xds::cluster::{Discovery, LbPolicy, UpstreamTls, UpstreamTlsMode};
 use strait_xds::endpoint::{EndpointMetadata, HealthStatus};
 use strait_xds::listener::{
-    DownstreamTls, HttpConnectionManager, HttpFilter, ListenerKind, NetworkFilter, RouteSource,
-    TcpProxy,
+    ClientRoots, DownstreamTls, HttpConnectionManager, HttpFilter, ListenerKind, NetworkFilter,
+    RouteSource, ServerCertificate, TcpProxy,
 };
 use strait_xds::route::{Action, HeaderEdits, PathMatch};
 use strait_xds::{
@@ -915,16 +915,36 @@ fn upstream_tls_socket(t: &UpstreamTls) -> ecore::TransportSocket {
 
 pub(crate) fn downstream_tls_socket(t: &DownstreamTls) -> ecore::TransportSocket {
     use etls::common_tls_context::ValidationContextType;
-    let context = etls::DownstreamTlsContext {
-        common_tls_context: Some(etls::CommonTlsContext {
-            tls_certificate_sds_secret_configs: vec![sds(&t.certificate)],
-            validation_context_type: t
-                .validation
-                .as_deref()
-                .map(|v| ValidationContextType::ValidationContextSdsSecretConfig(sds(v))),
-            alpn_protocols: t.alpn.clone(),
-            ..Default::default()
+    let mut common = etls::CommonTlsContext {
+        validation_context_type: t.validation.as_ref().map(|v| match v {
+            ClientRoots::Sds(name) => {
+                ValidationContextType::ValidationContextSdsSecretConfig(sds(name))
+            }
+            ClientRoots::File { ca_certificates } => {
+                ValidationContextType::ValidationContext(etls::CertificateValidationContext {
+                    trusted_ca: Some(file(ca_certificates)),
+                    ..Default::default()
+                })
+            }
         }),
+        alpn_protocols: t.alpn.clone(),
+        ..Default::default()
+    };
+    match &t.certificate {
+        ServerCertificate::Sds(name) => common.tls_certificate_sds_secret_configs = vec![sds(name)],
+        ServerCertificate::Files {
+            certificate_chain,
+            private_key,
+        } => {
+            common.tls_certificates = vec![etls::TlsCertificate {
+                certificate_chain: Some(file(certificate_chain)),
+                private_key: Some(file(private_key)),
+                ..Default::default()
+            }];
+        }
+    }
+    let context = etls::DownstreamTlsContext {
+        common_tls_context: Some(common),
         require_client_certificate: Some(BoolValue {
             value: t.require_client_certificate,
         }),

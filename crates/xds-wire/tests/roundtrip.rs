@@ -344,12 +344,7 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                         transport_protocol: Some("tls".into()),
                         application_protocols: vec!["istio".into()],
                     },
-                    tls: Some(DownstreamTls {
-                        certificate: "default".into(),
-                        validation: Some("ROOTCA".into()),
-                        require_client_certificate: true,
-                        alpn: vec!["h2".into(), "http/1.1".into()],
-                    }),
+                    tls: Some(DownstreamTls::mesh(vec!["h2".into(), "http/1.1".into()])),
                     rbac: Vec::new(),
                     filter: NetworkFilter::Http(HttpConnectionManager {
                         stat_prefix: "in".into(),
@@ -359,6 +354,31 @@ fn routes_and_listeners_with_every_feature_survive_the_wire() {
                         jwt: Some(jwt_filter()),
                         upgrades: vec!["websocket".into()],
                         idle_timeout_ms: Some(60_000),
+                    }),
+                },
+                // A gateway's own certificate and client roots, from files.
+                FilterChain {
+                    name: "own".into(),
+                    matching: FilterChainMatch {
+                        server_names: vec!["partner.example.com".into()],
+                        ..Default::default()
+                    },
+                    tls: Some(DownstreamTls {
+                        certificate: ServerCertificate::Files {
+                            certificate_chain: "/etc/certs/partner.pem".into(),
+                            private_key: "/etc/certs/partner.key".into(),
+                        },
+                        validation: Some(ClientRoots::File {
+                            ca_certificates: "/etc/certs/clients.pem".into(),
+                        }),
+                        require_client_certificate: false,
+                        alpn: vec!["h2".into(), "http/1.1".into()],
+                    }),
+                    rbac: Vec::new(),
+                    filter: NetworkFilter::Tcp(TcpProxy {
+                        stat_prefix: "own".into(),
+                        clusters: vec![],
+                        idle_timeout_ms: None,
                     }),
                 },
                 FilterChain {

@@ -70,12 +70,57 @@ pub struct FilterChainMatch {
 /// How a downstream TLS connection is terminated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DownstreamTls {
-    /// SDS secret names.
-    pub certificate: String,
-    /// Validation context (trusted roots), when client certificates are required or optional.
-    pub validation: Option<String>,
+    pub certificate: ServerCertificate,
+    /// Trusted roots for client certificates, when they are required or optional.
+    pub validation: Option<ClientRoots>,
     pub require_client_certificate: bool,
     pub alpn: Vec<String>,
+}
+
+/// The certificate a listener presents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerCertificate {
+    /// An SDS secret by name (the workload's own: [`crate::SDS_DEFAULT`]).
+    Sds(String),
+    /// PEM files on the proxy's host (a Gateway server's `serverCertificate` and
+    /// `privateKey`).
+    Files {
+        certificate_chain: String,
+        private_key: String,
+    },
+}
+
+/// Where the roots that client certificates must chain to come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClientRoots {
+    /// An SDS secret by name (the mesh's roots: [`crate::SDS_ROOTCA`]).
+    Sds(String),
+    /// A PEM file on the proxy's host (a Gateway server's `caCertificates`).
+    File { ca_certificates: String },
+}
+
+impl DownstreamTls {
+    /// Terminates mesh mTLS: the workload's certificate, the peer's required and verified
+    /// against the mesh roots.
+    pub fn mesh(alpn: Vec<String>) -> DownstreamTls {
+        DownstreamTls {
+            certificate: ServerCertificate::Sds(crate::SDS_DEFAULT.into()),
+            validation: Some(ClientRoots::Sds(crate::SDS_ROOTCA.into())),
+            require_client_certificate: true,
+            alpn,
+        }
+    }
+
+    /// Whether this is the workload's own mesh certificate and roots.
+    pub fn is_mesh(&self) -> bool {
+        self.certificate == ServerCertificate::Sds(crate::SDS_DEFAULT.into())
+            && self
+                .validation
+                .as_ref()
+                .is_none_or(|v| *v == ClientRoots::Sds(crate::SDS_ROOTCA.into()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! What Strait does not do of what users write, named where it is written (ST0004
-//! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, gateways
-//! terminating TLS with their own certificates, Sidecar ingress TLS and connection pools,
-//! certificate revocation lists.
+//! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, client
+//! certificate checks beyond a CA file, Sidecar ingress TLS and connection pools, certificate
+//! revocation lists.
 
 use strait_config::FieldPath;
 use strait_config::istio::common::{ServerPort, ServerTlsMode};
@@ -51,9 +51,11 @@ pub(super) fn unix_socket_endpoints(ctx: &Context<'_>, out: &mut Vec<Message>) {
     }
 }
 
-/// Gateway servers terminating TLS with a certificate of their own (SIMPLE, MUTUAL,
-/// OPTIONAL_MUTUAL): Strait's gateways present only their mesh certificate, so the proxy refuses
-/// such a server's listener and its port serves nothing.
+/// Gateway servers terminating TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) with what Strait's proxies
+/// do not have or do not check: a certificate named as a secret (`credentialName`,
+/// `credentialNames`, `tlsCertificates`) — the server is not served, its proxies reading
+/// certificates from files only — and client-certificate checks beyond the CA file
+/// (`subjectAltNames`, `verifyCertificateSpki`, `verifyCertificateHash`, `caCrl`).
 pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for gw in ctx.all(|c| &c.gateways) {
         for (i, server) in gw.spec.servers.iter().enumerate() {
@@ -64,20 +66,52 @@ pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Messa
                 Some(ServerTlsMode::OptionalMutual) => "OPTIONAL_MUTUAL",
                 _ => continue,
             };
-            let port = port_text(server.port.as_ref());
-            out.push(note(
-                "Gateway",
-                gw,
-                &FieldPath::root()
+            let path = |field: &str| {
+                FieldPath::root()
                     .field("spec")
                     .field("servers")
                     .index(i)
                     .field("tls")
-                    .field("mode"),
-                format!(
-                    "{mode}: Strait's gateways terminate TLS only with their mesh certificate (ISTIO_MUTUAL) or pass it through (PASSTHROUGH, AUTO_PASSTHROUGH); the proxy refuses this server, so {port} serves nothing — terminate TLS in front of the gateway, or pass it through to the application"
+                    .field(field)
+            };
+            let port = port_text(server.port.as_ref());
+            let by_name = [
+                ("credentialName", tls.credential_name.is_some()),
+                ("credentialNames", tls.credential_names.is_some()),
+                ("tlsCertificates", tls.tls_certificates.is_some()),
+            ];
+            if let Some((field, _)) = by_name.iter().find(|(_, set)| *set) {
+                out.push(note(
+                    "Gateway",
+                    gw,
+                    &path(field),
+                    format!(
+                        "{mode} with a certificate named as a secret: Strait's proxies receive no secrets by name, so this server is not served on {port}; name the certificate's files instead (serverCertificate, privateKey, and caCertificates for client certificates)"
+                    ),
+                ));
+            }
+            let unchecked = [
+                ("subjectAltNames", !tls.subject_alt_names.is_empty()),
+                (
+                    "verifyCertificateSpki",
+                    !tls.verify_certificate_spki.is_empty(),
                 ),
-            ));
+                (
+                    "verifyCertificateHash",
+                    !tls.verify_certificate_hash.is_empty(),
+                ),
+                ("caCrl", tls.ca_crl.is_some()),
+            ];
+            for (field, _) in unchecked.iter().filter(|(_, set)| *set) {
+                out.push(note(
+                    "Gateway",
+                    gw,
+                    &path(field),
+                    format!(
+                        "{field}: Strait's gateways verify client certificates against caCertificates only; this check is not made"
+                    ),
+                ));
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod balance;
 pub mod chain;
+pub mod own_tls;
 pub mod sniff;
 
 use std::collections::HashMap;
@@ -324,9 +325,15 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
         debug!(listener = %listener.config.name, %destination, server_name = ?facts.server_name, transport = facts.transport, "no filter chain matches; closing");
         return;
     };
-    let tls = match &chain.config.tls {
-        None => None,
-        Some(t) => match proxy.cluster_env.identity.server_config(&t.alpn) {
+    let tls = match (&chain.config.tls, &chain.own_tls) {
+        (None, _) => None,
+        (Some(_), Some(own)) => Some(own.clone()),
+        (Some(t), None) if !t.is_mesh() => {
+            // Never the mesh certificate in place of the chain's own (the store checked it).
+            warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, "no server certificate of its own; closing");
+            return;
+        }
+        (Some(t), None) => match proxy.cluster_env.identity.server_config(&t.alpn) {
             Ok(c) => Some(c),
             Err(e) => {
                 warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, error = %e, "cannot terminate mTLS; closing");

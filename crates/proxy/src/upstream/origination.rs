@@ -83,13 +83,13 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
     load_roots(&found, "the system trust bundle")
 }
 
-fn load_roots(path: &str, field: &str) -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn load_roots(path: &str, field: &str) -> Result<Arc<RootCertStore>, String> {
     let pem = read(path, field)?;
     let certs = parse_pem_certs(&pem, path).map_err(|e| format!("{field} {path}: {e}"))?;
     tls::root_store(&certs).map_err(|e| format!("{field} {path}: {e}"))
 }
 
-fn read(path: &str, field: &str) -> Result<String, String> {
+pub(crate) fn read(path: &str, field: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{field} {path}: cannot read it: {e}"))
 }
 

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use strait_xds::cluster::UpstreamTlsMode;
-use strait_xds::{SDS_DEFAULT, SDS_ROOTCA};
 
 use envoy_types::pb::google::protobuf::Any;
 use strait_xds::cluster::Discovery;
@@ -263,14 +262,9 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
                     Router::compile(rc)?;
                 }
             }
-            if let Some(tls) = &c.tls
-                && (tls.certificate != SDS_DEFAULT
-                    || tls.validation.as_deref().is_some_and(|v| v != SDS_ROOTCA))
-            {
-                return Err(format!(
-                    "filter chain {}: serves secret {:?} (validation {:?}); the Strait proxy serves only its workload certificate ({SDS_DEFAULT:?}, roots {SDS_ROOTCA:?}) — Gateway credentialName secrets are not supported yet",
-                    c.name, tls.certificate, tls.validation
-                ));
+            // A certificate of its own: its files must make a server configuration now.
+            if let Some(tls) = c.tls.as_ref().filter(|t| !t.is_mesh()) {
+                crate::listen::own_tls::server_config(tls).map_err(in_chain)?;
             }
         }
     }
