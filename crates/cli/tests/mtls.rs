@@ -4,7 +4,8 @@
 //! STRICT by PeerAuthentication); `openssl s_client` shows the chain and the SPIFFE URI SAN, and
 //! peers without a certificate, with another root's, or with an expired one are refused. A
 //! PERMISSIVE port takes mTLS and plaintext alike, until STRICT applies. A DestinationRule's
-//! own `ISTIO_MUTUAL` reaches a workload not marked as having a sidecar with mTLS.
+//! own `ISTIO_MUTUAL` reaches a workload not marked as having a sidecar with mTLS, and a
+//! Sidecar's `inboundConnectionPool` bounds what the server's application is sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -246,14 +247,7 @@ fn two_sidecars_talk_mtls_with_ca_issued_identities_and_strangers_are_refused() 
 /// used; switched to STRICT while running, plaintext is refused and mTLS keeps working.
 #[test]
 fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext() {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
-    let ca = MeshCa::create(t);
-    let app_port = free_port();
-    let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
-    let dir = t.join("config");
-    std::fs::create_dir(&dir).unwrap();
-    let mesh = |mode: &str| {
+    let m = EchoMesh::start(41, "PERMISSIVE", |app_port, mode| {
         two_sidecar_mesh(
             "127.1.41.1",
             "127.1.41.100",
@@ -262,13 +256,8 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
                 "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: echo, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: echo}}}}, mtls: {{mode: {mode}}}}}\n"
             ),
         )
-    };
-    std::fs::write(dir.join("mesh.yaml"), mesh("PERMISSIVE")).unwrap();
-    let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
-    let (echo, client) = echo_and_client(&cp, t, &ca, "127.1.41.1", "127.1.41.100");
-    wait_for(Duration::from_secs(20), "the echo ingress listener", || {
-        std::net::TcpStream::connect("127.1.41.1:8080").ok()
     });
+    let (echo, client) = (&m.echo, &m.client);
 
     // Both ways in, on one port.
     let through_client = || curl(&["http://127.1.41.100:8080/hello", "-H", "Host: echo"]);
@@ -293,7 +282,7 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
     assert_eq!(count("none"), 5.0, "{stats}");
 
     // STRICT now: plaintext refused, mTLS still served.
-    std::fs::write(dir.join("mesh.yaml"), mesh("STRICT")).unwrap();
+    m.configure("STRICT");
     wait_for(
         Duration::from_secs(10),
         "plaintext refused under STRICT",
@@ -308,14 +297,7 @@ fn a_permissive_port_takes_mtls_and_plaintext_and_strict_then_refuses_plaintext(
 /// applies to every endpoint: the same unmarked workload is then reached with mTLS.
 #[test]
 fn a_destination_rules_own_istio_mutual_reaches_endpoints_not_marked_as_having_a_sidecar() {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
-    let ca = MeshCa::create(t);
-    let app_port = free_port();
-    let _app = http_backend("echo-app", "127.0.0.1", app_port, None);
-    let dir = t.join("config");
-    std::fs::create_dir(&dir).unwrap();
-    let unmarked = |extra: &str| {
+    let m = EchoMesh::start(49, "", |app_port, extra| {
         let mesh = two_sidecar_mesh("127.1.49.1", "127.1.49.100", app_port, extra);
         let without = mesh.replace(", security.istio.io/tlsMode: istio", "");
         assert_ne!(
@@ -323,15 +305,8 @@ fn a_destination_rules_own_istio_mutual_reaches_endpoints_not_marked_as_having_a
             "the echo pod's tlsMode label is what this test removes"
         );
         without
-    };
-    std::fs::write(dir.join("mesh.yaml"), unmarked("")).unwrap();
-    let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
-    let (echo, client) = echo_and_client(&cp, t, &ca, "127.1.49.1", "127.1.49.100");
-    wait_for(
-        Duration::from_secs(20),
-        "the client's egress listener",
-        || std::net::TcpStream::connect("127.1.49.100:8080").ok(),
-    );
+    });
+    let (echo, client) = (&m.echo, &m.client);
     let through_client = || {
         curl(&[
             "-m",
@@ -347,7 +322,7 @@ fn a_destination_rules_own_istio_mutual_reaches_endpoints_not_marked_as_having_a
     assert_eq!(status, 503, "{body}\n{}", client.log());
 
     let rule = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo, namespace: default}\nspec: {host: echo.default.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n";
-    std::fs::write(dir.join("mesh.yaml"), unmarked(rule)).unwrap();
+    m.configure(rule);
     wait_for(
         Duration::from_secs(15),
         "mTLS to the unmarked workload once the rule says ISTIO_MUTUAL",
@@ -363,6 +338,117 @@ fn a_destination_rules_own_istio_mutual_reaches_endpoints_not_marked_as_having_a
             && l.contains("connection_security_policy=\"mutual_tls\"")),
         "{stats}"
     );
+}
+
+/// A Sidecar's `inboundConnectionPool` bounds what its application is sent, as Istio's inbound
+/// circuit breakers: with one connection and one request waiting for it, calls at once beyond
+/// those are answered 503 by the server's sidecar, flagged UO there; without it, none are.
+#[test]
+fn a_sidecars_inbound_connection_pool_bounds_what_its_application_is_sent() {
+    let m = EchoMesh::start(51, "", |app_port, pool| {
+        let mesh = two_sidecar_mesh("127.1.51.1", "127.1.51.100", app_port, "");
+        let selector = "  workloadSelector: {labels: {app: echo}}\n";
+        assert!(mesh.contains(selector), "the echo Sidecar this test bounds");
+        mesh.replace(selector, &format!("{selector}{pool}"))
+    });
+    let (echo, client) = (&m.echo, &m.client);
+    // Ten callers at once, each request held 300 ms by the application.
+    let load = || {
+        h2load(&[
+            "--h1",
+            "-n",
+            "20",
+            "-c",
+            "10",
+            "-H",
+            ":authority: echo",
+            "http://127.1.51.100:8080/delay/300",
+        ])
+    };
+    let overflowed = || {
+        echo.admin("/stats/prometheus")
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("reporter=\"destination\"")
+                    && l.contains("response_flags=\"UO\"")
+                    && l.contains("response_code=\"503\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let (codes, _, out) = load();
+    assert_eq!(
+        codes[0],
+        20,
+        "unbounded, all served: {out}\n{}",
+        client.log()
+    );
+    assert_eq!(overflowed(), 0.0);
+
+    let pool =
+        "  inboundConnectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n";
+    m.configure(pool);
+    let (codes, out) = wait_for(
+        Duration::from_secs(20),
+        "the inbound pool to refuse what exceeds it",
+        || {
+            let (codes, _, out) = load();
+            (overflowed() > 0.0).then_some((codes, out))
+        },
+    );
+    assert!(codes[0] >= 2, "what fits is served: {out}");
+    assert!(codes[3] >= 1, "the rest is refused: {out}");
+}
+
+/// `two_sidecar_mesh` on 127.1.`net` (echo at .1, the client at .100), served by a control
+/// plane signing with a new mesh CA: its configuration made by `config` from the application's
+/// port and a variant a test changes while running (`configure`); both sidecars hold their
+/// certificates and listen. Dropped, everything stops.
+struct EchoMesh {
+    echo: StraitProxy,
+    client: StraitProxy,
+    config: Box<dyn Fn(&str) -> String>,
+    dir: std::path::PathBuf,
+    _cp: ControlPlane,
+    _app: Proc,
+    _tmp: tempfile::TempDir,
+}
+
+impl EchoMesh {
+    fn start(net: u8, first: &str, config: impl Fn(u16, &str) -> String + 'static) -> EchoMesh {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let ca = MeshCa::create(t);
+        let app_port = free_port();
+        let app = http_backend("echo-app", "127.0.0.1", app_port, None);
+        let dir = t.join("config");
+        std::fs::create_dir(&dir).unwrap();
+        let config: Box<dyn Fn(&str) -> String> = Box::new(move |v| config(app_port, v));
+        std::fs::write(dir.join("mesh.yaml"), config(first)).unwrap();
+        let cp = ControlPlane::start(&dir, &strs(&ca.control_plane_args()));
+        let (echo_ip, client_ip) = (format!("127.1.{net}.1"), format!("127.1.{net}.100"));
+        let (echo, client) = echo_and_client(&cp, t, &ca, &echo_ip, &client_ip);
+        for ip in [echo_ip, client_ip] {
+            wait_for(Duration::from_secs(20), "the sidecars' listeners", || {
+                std::net::TcpStream::connect((ip.as_str(), 8080)).ok()
+            });
+        }
+        EchoMesh {
+            echo,
+            client,
+            config,
+            dir,
+            _cp: cp,
+            _app: app,
+            _tmp: tmp,
+        }
+    }
+
+    /// Rewrites the configuration with another variant.
+    fn configure(&self, variant: &str) {
+        std::fs::write(self.dir.join("mesh.yaml"), (self.config)(variant)).unwrap();
+    }
 }
 
 /// The sidecars of `two_sidecar_mesh`'s echo and client workloads, each holding a certificate

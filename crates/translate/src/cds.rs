@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use strait_config::istio::traffic::{ClientTlsMode, H2UpgradePolicy, SimpleLb, Subset};
+use strait_config::istio::traffic::{
+    ClientTlsMode, ConnectionPoolSettings, H2UpgradePolicy, SimpleLb, Subset,
+};
 use strait_config::istio::workload::Resolution;
 use strait_model::{EndpointAddress, ServiceOrigin, ServicePort, ServiceView};
 use strait_xds::SocketAddress;
@@ -101,14 +103,8 @@ pub fn outbound_cluster(
         };
     }
     let pool = policy.connection_pool.as_ref();
-    let tcp = pool.and_then(|p| p.tcp.as_ref());
     let http = pool.and_then(|p| p.http.as_ref());
-    let circuit_breakers = pool.map(|_| CircuitBreakers {
-        max_connections: non_negative(tcp.and_then(|t| t.max_connections)),
-        max_pending_requests: non_negative(http.and_then(|h| h.http1_max_pending_requests)),
-        max_requests: non_negative(http.and_then(|h| h.http2_max_requests)),
-        max_retries: non_negative(http.and_then(|h| h.max_retries)),
-    });
+    let limits = PoolLimits::of(pool);
     let outlier = policy.outlier_detection.as_ref();
     let outlier_detection = outlier.map(|o| OutlierDetection {
         // The deprecated `consecutiveErrors` counts as 5xx errors, as in Istio.
@@ -134,9 +130,8 @@ pub fn outbound_cluster(
         name,
         discovery,
         lb_policy,
-        connect_timeout_ms: millis(&tcp.and_then(|t| t.connect_timeout.clone()))
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
-        circuit_breakers,
+        connect_timeout_ms: limits.connect_timeout_ms,
+        circuit_breakers: limits.circuit_breakers,
         outlier_detection,
         http2: port.protocol.is_http2()
             || http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade),
@@ -144,15 +139,9 @@ pub fn outbound_cluster(
         locality_weighted: distribute,
         panic_threshold_percent: outlier
             .map(|o| f64::from(o.min_health_percent.unwrap_or(0).max(0))),
-        max_requests_per_connection: non_negative(http.and_then(|h| h.max_requests_per_connection)),
-        idle_timeout_ms: millis(&http.and_then(|h| h.idle_timeout.clone())),
-        tcp_keepalive: tcp
-            .and_then(|t| t.tcp_keepalive.as_ref())
-            .map(|k| TcpKeepalive {
-                probes: k.probes,
-                time_secs: k.time.as_ref().map(|d| d.as_std().as_secs() as u32),
-                interval_secs: k.interval.as_ref().map(|d| d.as_std().as_secs() as u32),
-            }),
+        max_requests_per_connection: limits.max_requests_per_connection,
+        idle_timeout_ms: limits.idle_timeout_ms,
+        tcp_keepalive: limits.tcp_keepalive,
         service: Some(ServiceInfo {
             host: s.host.to_string(),
             namespace: s.namespace.clone(),
@@ -289,30 +278,76 @@ fn auto_mtls(
     })
 }
 
+/// What a connection pool's settings make of a cluster: Envoy's circuit breakers, the connect
+/// and idle timeouts, requests per connection and TCP keepalive.
+struct PoolLimits {
+    circuit_breakers: Option<CircuitBreakers>,
+    connect_timeout_ms: u64,
+    max_requests_per_connection: Option<u32>,
+    idle_timeout_ms: Option<u64>,
+    tcp_keepalive: Option<TcpKeepalive>,
+}
+
+impl PoolLimits {
+    fn of(pool: Option<&ConnectionPoolSettings>) -> PoolLimits {
+        let tcp = pool.and_then(|p| p.tcp.as_ref());
+        let http = pool.and_then(|p| p.http.as_ref());
+        PoolLimits {
+            circuit_breakers: pool.map(|_| CircuitBreakers {
+                max_connections: non_negative(tcp.and_then(|t| t.max_connections)),
+                max_pending_requests: non_negative(http.and_then(|h| h.http1_max_pending_requests)),
+                max_requests: non_negative(http.and_then(|h| h.http2_max_requests)),
+                max_retries: non_negative(http.and_then(|h| h.max_retries)),
+            }),
+            connect_timeout_ms: millis(&tcp.and_then(|t| t.connect_timeout.clone()))
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            max_requests_per_connection: non_negative(
+                http.and_then(|h| h.max_requests_per_connection),
+            ),
+            idle_timeout_ms: millis(&http.and_then(|h| h.idle_timeout.clone())),
+            tcp_keepalive: tcp
+                .and_then(|t| t.tcp_keepalive.as_ref())
+                .map(|k| TcpKeepalive {
+                    probes: k.probes,
+                    time_secs: k.time.as_ref().map(|d| d.as_std().as_secs() as u32),
+                    interval_secs: k.interval.as_ref().map(|d| d.as_std().as_secs() as u32),
+                }),
+        }
+    }
+}
+
 /// A sidecar's cluster for its own workload port `port`, reaching the application at `app`;
-/// HTTP/2 to applications that speak it (gRPC and HTTP/2 ports).
-pub fn inbound_cluster(port: u16, app: &SocketAddress, http2: bool) -> Cluster {
+/// HTTP/2 to applications that speak it (gRPC and HTTP/2 ports). `pool` bounds what the
+/// application is sent (a Sidecar's `inboundConnectionPool`, or its ingress port's
+/// `connectionPool`), as Envoy's circuit breakers on Istio's inbound cluster.
+pub fn inbound_cluster(
+    port: u16,
+    app: &SocketAddress,
+    http2: bool,
+    pool: Option<&ConnectionPoolSettings>,
+) -> Cluster {
+    let limits = PoolLimits::of(pool);
     Cluster {
         name: names::inbound_cluster(port),
         discovery: Discovery::Static(vec![app.clone()]),
         lb_policy: LbPolicy::RoundRobin,
-        connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
-        circuit_breakers: None,
+        connect_timeout_ms: limits.connect_timeout_ms,
+        circuit_breakers: limits.circuit_breakers,
         outlier_detection: None,
         http2,
         tls: None,
         locality_weighted: false,
         panic_threshold_percent: None,
-        max_requests_per_connection: None,
-        idle_timeout_ms: None,
-        tcp_keepalive: None,
+        max_requests_per_connection: limits.max_requests_per_connection,
+        idle_timeout_ms: limits.idle_timeout_ms,
+        tcp_keepalive: limits.tcp_keepalive,
         service: None,
     }
 }
 
 /// `PassthroughCluster` (to the original destination) and `BlackHoleCluster` (refuse).
 pub fn special_clusters() -> Vec<Cluster> {
-    let base = inbound_cluster(0, &SocketAddress::new("127.0.0.1", 0), false);
+    let base = inbound_cluster(0, &SocketAddress::new("127.0.0.1", 0), false, None);
     vec![
         Cluster {
             name: names::BLACKHOLE.into(),

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use strait_config::istio::common::ServerPort;
-use strait_config::istio::traffic::{LoadBalancerSettings, TrafficPolicy};
+use strait_config::istio::traffic::{ConnectionPoolSettings, LoadBalancerSettings, TrafficPolicy};
 use strait_model::{ClusterId, EndpointAddress, MeshModel, ServiceView, WorkloadRef};
 
 use crate::proxy::{ProxyKind, ProxyNode};
@@ -245,7 +245,10 @@ impl Profile {
         let mut ports = self.inbound.ports_of(view.model, proxy);
         // Ingress ports' applications; every other port's is on loopback at its own number.
         let mut apps: BTreeMap<u16, SocketAddress> = BTreeMap::new();
-        if let Some(sc) = scope::sidecar_for(view, proxy)
+        let sidecar = scope::sidecar_for(view, proxy);
+        let default_pool = sidecar.and_then(|sc| sc.spec.inbound_connection_pool.clone());
+        let mut pools: BTreeMap<u16, ConnectionPoolSettings> = BTreeMap::new();
+        if let Some(sc) = sidecar
             && !sc.spec.ingress.is_empty()
         {
             // As Istio: a Sidecar that lists ingress ports configures those and no others; the
@@ -274,6 +277,9 @@ impl Profile {
                 {
                     apps.insert(port, app);
                 }
+                if let Some(pool) = &ing.connection_pool {
+                    pools.insert(port, pool.clone());
+                }
             }
         }
         let mut out: Vec<InboundPort> = Vec::new();
@@ -288,6 +294,7 @@ impl Profile {
                         .unwrap_or_else(|| SocketAddress::new("127.0.0.1", t)),
                     protocol,
                     mtls: peer.mode(t),
+                    pool: pools.get(&t).or(default_pool.as_ref()).cloned(),
                 }),
             }
         }

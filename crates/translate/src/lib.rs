@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use strait_config::ConfigSet;
 use strait_config::istio::gateway::OutboundMode;
-use strait_config::istio::traffic::{LocalityLbSetting, Subset};
+use strait_config::istio::traffic::{ConnectionPoolSettings, LocalityLbSetting, Subset};
 use strait_model::{Hostname, MeshModel};
 use strait_xds::cluster::Discovery;
 use strait_xds::route::VirtualHost;
@@ -79,6 +79,9 @@ pub struct InboundPort {
     pub protocol: InboundProtocol,
     /// What PeerAuthentication lets in on this port.
     pub mtls: security::PeerMode,
+    /// What the application may be sent at once: the Sidecar `ingress` port's
+    /// `connectionPool`, else the Sidecar's `inboundConnectionPool` (Istio's precedence).
+    pub pool: Option<ConnectionPoolSettings>,
 }
 
 impl InboundPort {
@@ -269,6 +272,7 @@ pub fn local_clusters(proxy: &ProxyNode, inbound: &[InboundPort]) -> Vec<Cluster
                         p.target_port,
                         &p.app,
                         p.protocol == InboundProtocol::Http2,
+                        p.pool.as_ref(),
                     )
                 })
                 .collect();

@@ -1,7 +1,6 @@
 //! What Strait does not do of what users write, named where it is written (ST0004
 //! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, client
-//! certificate checks beyond a CA file, Sidecar ingress TLS and connection pools, certificate
-//! revocation lists.
+//! certificate checks beyond a CA file, Sidecar ingress TLS, certificate revocation lists.
 
 use strait_config::FieldPath;
 use strait_config::istio::common::{ServerPort, ServerTlsMode};
@@ -165,37 +164,20 @@ pub(super) fn client_tls_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
 }
 
 /// Sidecar settings the proxy does not apply: `ingress` TLS termination with the workload's own
-/// certificate files, and inbound connection pools (`inboundConnectionPool`, per ingress port).
+/// certificate files.
 pub(super) fn sidecar_ingress_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
-    let not_applied =
-        "Strait's sidecars do not limit inbound connections: this connection pool is not applied";
     for sc in ctx.all(|c| &c.sidecars) {
-        if sc.spec.inbound_connection_pool.is_some() {
-            out.push(note(
-                "Sidecar",
-                sc,
-                &FieldPath::root()
-                    .field("spec")
-                    .field("inboundConnectionPool"),
-                not_applied,
-            ));
-        }
         for (i, ing) in sc.spec.ingress.iter().enumerate() {
-            let entry = FieldPath::root().field("spec").field("ingress").index(i);
             if ing.tls.is_some() {
                 out.push(note(
                     "Sidecar",
                     sc,
-                    &entry.field("tls"),
+                    &FieldPath::root()
+                        .field("spec")
+                        .field("ingress")
+                        .index(i)
+                        .field("tls"),
                     "Strait's sidecars do not terminate TLS with certificates of their own: this port takes what PeerAuthentication says (mesh mTLS and/or plaintext, other TLS passed to the application under PERMISSIVE), not this setting",
-                ));
-            }
-            if ing.connection_pool.is_some() {
-                out.push(note(
-                    "Sidecar",
-                    sc,
-                    &entry.field("connectionPool"),
-                    not_applied,
                 ));
             }
         }

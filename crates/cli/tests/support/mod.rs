@@ -787,6 +787,30 @@ spec: {{mtls: {{mode: STRICT}}}}
     )
 }
 
+/// h2load's count of responses by class: [2xx, 3xx, 4xx, 5xx], and of failed requests.
+pub fn h2load(args: &[&str]) -> ([u64; 4], u64, String) {
+    let (_, out, err) = run("h2load", args);
+    let codes = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("status codes:"))
+        .unwrap_or_else(|| panic!("h2load printed no status codes:\n{out}\n{err}"));
+    let mut n = [0u64; 4];
+    for (i, part) in codes.split(':').nth(1).unwrap().split(',').enumerate() {
+        n[i] = part.split_whitespace().next().unwrap().parse().unwrap();
+    }
+    let failed = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests:"))
+        .and_then(|l| {
+            l.split(',')
+                .find(|p| p.contains("failed"))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(u64::MAX);
+    (n, failed, out)
+}
+
 /// `curl -s ARGS` run inside network namespace `ns`: its output.
 pub fn curl_raw_in(ns: &str, args: &[&str]) -> String {
     let mut all = vec!["netns", "exec", ns, "curl", "-s"];
