@@ -1659,6 +1659,65 @@ spec:
     assert_eq!(status, 0);
 }
 
+/// A sidecar terminating TLS on an ingress port with that port's own certificate (Istio's
+/// Sidecar ingress `tls`), for callers from outside the mesh: HTTPS in, HTTP to the application;
+/// plaintext to that port is refused.
+#[test]
+fn a_sidecar_ingress_port_terminates_tls_with_its_own_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = test_ca(tmp.path(), "sidecar test CA");
+    issue(&pki, "web", "web.example.test", Some("web.example.test"));
+    let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let app_port = free_port();
+    let _app = http_backend("web-app", "127.0.0.1", app_port, None);
+    let extra = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: default, labels: {{app: web}}}}
+spec: {{serviceAccountName: web}}
+status: {{podIP: 127.1.52.50}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: web, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: web}}}}
+  ingress:
+  - port: {{number: 8443, protocol: HTTPS, name: external}}
+    bind: 127.1.52.50
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app_port}
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+  egress:
+  - hosts: [\"./*\"]
+",
+        cert = file("web.pem"),
+        key = file("web.key"),
+    );
+    let s = setup(52, &[("a", None)], &extra);
+    let web = StraitProxy::start_node(
+        s.cp.as_ref().unwrap(),
+        s.dir.parent().unwrap(),
+        "sidecar~127.1.52.50~web-0.default~default.svc.cluster.local",
+        "web-0",
+        "app=web",
+    );
+    let ca = file("ca.pem");
+    let (_, body) = wait_for(Duration::from_secs(20), "the ingress port's TLS", || {
+        let r = curl(&[
+            "--resolve",
+            "web.example.test:8443:127.1.52.50",
+            "--cacert",
+            &ca,
+            "https://web.example.test:8443/hello",
+        ]);
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(Setup::name_of(&body), "web-app", "{}", web.log());
+    let (status, _) = curl(&["http://127.1.52.50:8443/hello"]);
+    assert_eq!(status, 0, "plaintext is refused on a TLS port");
+}
+
 /// Istio's egress TLS origination: the application calls `http://<host>:8080`, its sidecar
 /// originates TLS to the host's port 8443 as the DestinationRule says — SIMPLE, checked against
 /// the rule's CA for the service's host; MUTUAL, presenting the rule's client certificate and

@@ -15,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The most a turn gathers; beyond it what was gathered is written first, and a write larger
 /// than this goes straight through (a large body is not copied).
 const GATHER_LIMIT: usize = 64 * 1024;
+/// Room kept once everything is written; a larger buffer (a burst's) is given back, so that
+/// many idle connections do not each hold one.
+const KEPT_CAPACITY: usize = 8 * 1024;
 
 /// `io` with its writes gathered until the connection's task reads again (or is shut down).
 pub struct Gathered<T> {
@@ -40,6 +43,7 @@ impl<T> Gathered<T> {
 impl<T: AsyncWrite + Unpin> Gathered<T> {
     /// Writes everything gathered and flushes it (a TLS stream's records too).
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let gathered = self.out.len();
         while !self.out.is_empty() {
             let n = match Pin::new(&mut self.io).poll_write(cx, &self.out) {
                 Poll::Pending => {
@@ -52,6 +56,10 @@ impl<T: AsyncWrite + Unpin> Gathered<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.out.advance(n);
+        }
+        if gathered > KEPT_CAPACITY {
+            // Its allocation is at least that large (emptied, it is kept for reuse).
+            self.out = BytesMut::new();
         }
         self.blocked = false;
         Pin::new(&mut self.io).poll_flush(cx)

@@ -19,6 +19,7 @@ use crate::proxy::{ProxyKind, ProxyNode};
 use crate::security::PeerPolicy;
 use crate::{Inbound, InboundPort, InboundProtocol, MeshView, scope};
 use strait_xds::SocketAddress;
+use strait_xds::listener::DownstreamTls;
 
 /// Label names the current configuration selects on or fails over by.
 pub fn relevant_label_keys(view: &MeshView<'_>) -> BTreeSet<String> {
@@ -248,6 +249,7 @@ impl Profile {
         let sidecar = scope::sidecar_for(view, proxy);
         let default_pool = sidecar.and_then(|sc| sc.spec.inbound_connection_pool.clone());
         let mut pools: BTreeMap<u16, ConnectionPoolSettings> = BTreeMap::new();
+        let mut own_tls: BTreeMap<u16, DownstreamTls> = BTreeMap::new();
         if let Some(sc) = sidecar
             && !sc.spec.ingress.is_empty()
         {
@@ -258,11 +260,18 @@ impl Profile {
                 let Some(port) = ing.port.as_ref().and_then(ServerPort::port) else {
                     continue;
                 };
-                let proto = ing
+                let mut proto = ing
                     .port
                     .as_ref()
                     .and_then(|p| p.protocol.as_deref())
                     .and_then(strait_model::Protocol::parse);
+                if let Some(tls) = ing.tls.as_ref().and_then(crate::lds::own_certificate) {
+                    // HTTPS terminated here is HTTP to the application.
+                    if proto == Some(strait_model::Protocol::Https) {
+                        proto = Some(strait_model::Protocol::Http);
+                    }
+                    own_tls.insert(port, tls);
+                }
                 // The ingress port's own declared protocol, whatever a service says of the
                 // same port number (as Istio: a listed ingress port is configured as listed).
                 ports.retain(|(p, _)| *p != port);
@@ -295,6 +304,7 @@ impl Profile {
                     protocol,
                     mtls: peer.mode(t),
                     pool: pools.get(&t).or(default_pool.as_ref()).cloned(),
+                    tls: own_tls.get(&t).cloned(),
                 }),
             }
         }

@@ -356,11 +356,17 @@ fn gateway_alpn() -> Vec<String> {
     vec!["h2".into(), "http/1.1".into()]
 }
 
-/// A Gateway server terminating TLS with a certificate of its own (SIMPLE, MUTUAL,
-/// OPTIONAL_MUTUAL) from the files it names; `None` for one named as a secret
-/// (`credentialName`), which Strait's proxies do not receive.
-fn own_certificate(t: &ServerTlsSettings) -> Option<DownstreamTls> {
+/// TLS terminated with a certificate of the listener's own (a Gateway server's, or a Sidecar
+/// ingress port's: SIMPLE, MUTUAL, OPTIONAL_MUTUAL) from the files it names; `None` for one
+/// named as a secret (`credentialName`), which Strait's proxies do not receive, or another mode.
+pub(crate) fn own_certificate(t: &ServerTlsSettings) -> Option<DownstreamTls> {
     if t.credential_name.is_some() || t.credential_names.is_some() || t.tls_certificates.is_some() {
+        return None;
+    }
+    if !matches!(
+        t.mode,
+        Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+    ) {
         return None;
     }
     let (Some(chain), Some(key)) = (&t.server_certificate, &t.private_key) else {
@@ -464,6 +470,27 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
     } else {
         (tcp(&cluster, cluster.clone()), authz.tcp.clone())
     };
+    if let Some(own) = &ip.tls {
+        // The ingress port's own certificate, for callers from outside the mesh (Istio's
+        // Sidecar ingress `tls`): TLS, terminated, and nothing else.
+        let own = DownstreamTls {
+            alpn: if ip.http() {
+                gateway_alpn()
+            } else {
+                Vec::new()
+            },
+            ..own.clone()
+        };
+        return vec![FilterChain {
+            tls: Some(own),
+            rbac,
+            ..chain(
+                format!("{cluster}|own-tls"),
+                transport_match(port, Some("tls")),
+                filter,
+            )
+        }];
+    }
     let mtls = FilterChain {
         tls: mesh_mtls(if ip.http() {
             vec!["h2".into(), "http/1.1".into()]

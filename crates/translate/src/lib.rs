@@ -82,6 +82,10 @@ pub struct InboundPort {
     /// What the application may be sent at once: the Sidecar `ingress` port's
     /// `connectionPool`, else the Sidecar's `inboundConnectionPool` (Istio's precedence).
     pub pool: Option<ConnectionPoolSettings>,
+    /// TLS terminated with the Sidecar `ingress` port's own certificate (its `tls`), for
+    /// callers from outside the mesh: the port then takes that alone, not what PeerAuthentication
+    /// says.
+    pub tls: Option<strait_xds::listener::DownstreamTls>,
 }
 
 impl InboundPort {

@@ -24,5 +24,4 @@ pub(crate) fn run(ctx: &Context<'_>, out: &mut Vec<Message>) {
     unsupported::unix_socket_endpoints(ctx, out);
     unsupported::gateway_server_certificates(ctx, out);
     unsupported::client_tls_settings(ctx, out);
-    unsupported::sidecar_ingress_settings(ctx, out);
 }

@@ -1,6 +1,6 @@
 //! What Strait does not do of what users write, named where it is written (ST0004
 //! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, client
-//! certificate checks beyond a CA file, Sidecar ingress TLS, certificate revocation lists.
+//! certificate checks beyond a CA file, certificate revocation lists.
 
 use strait_config::FieldPath;
 use strait_config::istio::common::{ServerPort, ServerTlsMode};
@@ -157,27 +157,6 @@ pub(super) fn client_tls_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
                     dr,
                     &path.field("caCrl"),
                     "Strait's proxies do not check certificate revocation lists: a revoked server certificate that chains to caCertificates is accepted",
-                ));
-            }
-        }
-    }
-}
-
-/// Sidecar settings the proxy does not apply: `ingress` TLS termination with the workload's own
-/// certificate files.
-pub(super) fn sidecar_ingress_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
-    for sc in ctx.all(|c| &c.sidecars) {
-        for (i, ing) in sc.spec.ingress.iter().enumerate() {
-            if ing.tls.is_some() {
-                out.push(note(
-                    "Sidecar",
-                    sc,
-                    &FieldPath::root()
-                        .field("spec")
-                        .field("ingress")
-                        .index(i)
-                        .field("tls"),
-                    "Strait's sidecars do not terminate TLS with certificates of their own: this port takes what PeerAuthentication says (mesh mTLS and/or plaintext, other TLS passed to the application under PERMISSIVE), not this setting",
                 ));
             }
         }
