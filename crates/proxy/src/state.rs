@@ -64,7 +64,8 @@ pub struct ChainRuntime {
     pub request_authz: Option<Arc<Authorizer>>,
     /// Request authentication (JWT) of an HTTP chain, before its authorization.
     pub request_jwt: Option<Arc<JwtRuntime>>,
-    /// TLS terminated with a certificate of the chain's own (a gateway's), not the mesh's.
+    /// TLS terminated with a certificate of the chain's own (a gateway server's, a Sidecar
+    /// ingress port's), not the mesh's.
     pub own_tls: Option<Arc<rustls::ServerConfig>>,
 }
 

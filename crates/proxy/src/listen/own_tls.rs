@@ -1,6 +1,6 @@
 //! TLS a listener terminates with a certificate of its own rather than the workload's mesh
-//! certificate: a Gateway server's SIMPLE, MUTUAL or OPTIONAL_MUTUAL mode with the
-//! `serverCertificate`, `privateKey` and `caCertificates` files it names. The server
+//! certificate: a Gateway server's or a Sidecar ingress port's SIMPLE, MUTUAL or OPTIONAL_MUTUAL
+//! mode with the `serverCertificate`, `privateKey` and `caCertificates` files it names. The server
 //! configuration is made when the listener arrives — a file that cannot be read or parsed
 //! rejects the listener with the reason, and the last good version keeps serving.
 
