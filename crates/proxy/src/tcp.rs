@@ -227,13 +227,15 @@ where
                                     c.proxy.metrics.tcp_opened.get_or_create(&opened).inc();
                                     (received, sent) =
                                         relay(&c, config, &mut downstream, &mut upstream).await;
-                                    c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
+                                    // Its bytes before its close: a scrape that sees the
+                                    // connection closed sees everything it carried.
                                     c.proxy
                                         .metrics
                                         .tcp_received
                                         .get_or_create(&opened)
                                         .inc_by(received);
                                     c.proxy.metrics.tcp_sent.get_or_create(&opened).inc_by(sent);
+                                    c.proxy.metrics.tcp_closed.get_or_create(&opened).inc();
                                 }
                             }
                         }
