@@ -1499,6 +1499,17 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `curl` GET `https://{host}:{port}/hello`, the name resolved to `ip` and the server's
+/// certificate checked against the CA file `ca` for that name; `extra` arguments go first.
+fn https_get(host: &str, ip: &str, port: u16, ca: &str, extra: &[&str]) -> (u16, String) {
+    let resolve = format!("{host}:{port}:{ip}");
+    let url = format!("https://{host}:{port}/hello");
+    let mut args = vec!["--resolve", &resolve, "--cacert", ca];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
 /// A new CA `ca.pem` / `ca.key` named `cn`, in the directory `pki` under `dir` (returned).
 fn test_ca(dir: &Path, cn: &str) -> std::path::PathBuf {
     let pki = dir.join("pki");
@@ -1612,14 +1623,7 @@ spec:
         "istio=ingressgateway",
     );
     let ca = file("ca.pem");
-    let https = |host: &str, extra: &[&str]| {
-        let resolve = format!("{host}:{port}:127.0.0.1");
-        let url = format!("https://{host}:{port}/hello");
-        let mut args = vec!["--resolve", &resolve, "--cacert", &ca];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        curl(&args)
-    };
+    let https = |host: &str, extra: &[&str]| https_get(host, "127.0.0.1", port, &ca, extra);
     // curl checks the certificate against the name it asked for: each name gets its own.
     let (status, body) = wait_for(Duration::from_secs(20), "the gateway's TLS server", || {
         let r = https("web.example.test", &[]);
@@ -1704,13 +1708,7 @@ spec:
     );
     let ca = file("ca.pem");
     let (_, body) = wait_for(Duration::from_secs(20), "the ingress port's TLS", || {
-        let r = curl(&[
-            "--resolve",
-            "web.example.test:8443:127.1.52.50",
-            "--cacert",
-            &ca,
-            "https://web.example.test:8443/hello",
-        ]);
+        let r = https_get("web.example.test", "127.1.52.50", 8443, &ca, &[]);
         (r.0 == 200).then_some(r)
     });
     assert_eq!(Setup::name_of(&body), "web-app", "{}", web.log());

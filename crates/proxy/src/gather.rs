@@ -84,7 +84,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gathered<T> {
         this.woken = false;
         // The last turn's writes go out before the task waits for the peer. A full socket
         // wakes the task when it drains, and the connection reads meanwhile.
-        if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
+        if !this.out.is_empty()
+            && let Poll::Ready(Err(e)) = this.poll_write_out(cx)
+        {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
@@ -150,6 +152,76 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Gathered<T> {
     }
 }
 
+/// `io` counting the writes made on it (tests count what reaches a peer in how many writes).
+#[cfg(test)]
+pub(crate) struct CountedWrites<T> {
+    io: T,
+    pub writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(test)]
+impl<T> CountedWrites<T> {
+    pub fn new(io: T) -> CountedWrites<T> {
+        CountedWrites {
+            io,
+            writes: Default::default(),
+        }
+    }
+
+    fn counted(&self, done: &Poll<io::Result<usize>>) {
+        if matches!(done, Poll::Ready(Ok(n)) if *n > 0) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+impl<T: AsyncRead + Unpin> AsyncRead for CountedWrites<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountedWrites<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let done = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.counted(&done);
+        done
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let done = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.counted(&done);
+        done
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,51 +229,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An in-memory peer that counts the writes made to it.
-    struct Counted {
-        io: tokio::io::DuplexStream,
-        writes: Arc<AtomicUsize>,
-    }
-
-    impl AsyncRead for Counted {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Counted {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let done = Pin::new(&mut self.io).poll_write(cx, buf);
-            if let Poll::Ready(Ok(_)) = done {
-                self.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            done
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
-    fn pair(capacity: usize) -> (Gathered<Counted>, tokio::io::DuplexStream, Arc<AtomicUsize>) {
+    fn pair(
+        capacity: usize,
+    ) -> (
+        Gathered<CountedWrites<tokio::io::DuplexStream>>,
+        tokio::io::DuplexStream,
+        Arc<AtomicUsize>,
+    ) {
         let (ours, theirs) = tokio::io::duplex(capacity);
-        let writes = Arc::new(AtomicUsize::new(0));
-        let io = Counted {
-            io: ours,
-            writes: writes.clone(),
-        };
+        let io = CountedWrites::new(ours);
+        let writes = io.writes.clone();
         (Gathered::new(io), theirs, writes)
     }
 

@@ -64,9 +64,20 @@ pub struct ChainRuntime {
     pub request_authz: Option<Arc<Authorizer>>,
     /// Request authentication (JWT) of an HTTP chain, before its authorization.
     pub request_jwt: Option<Arc<JwtRuntime>>,
-    /// TLS terminated with a certificate of the chain's own (a gateway server's, a Sidecar
-    /// ingress port's), not the mesh's.
-    pub own_tls: Option<Arc<rustls::ServerConfig>>,
+    /// How the chain terminates TLS, if it does.
+    pub tls: Option<Termination>,
+}
+
+/// How a chain terminates TLS, decided when it is compiled.
+pub enum Termination {
+    /// With the workload's mesh certificate, taken per connection (it is renewed), offering
+    /// these ALPN values.
+    Mesh(Vec<String>),
+    /// With a certificate of the chain's own (a gateway server's, a Sidecar ingress port's).
+    Own(Arc<rustls::ServerConfig>),
+    /// A certificate of its own that could not be loaded (the store refuses such chains):
+    /// connections are closed, never served with the mesh certificate instead.
+    Unavailable,
 }
 
 /// A socket listener ready to use.
@@ -231,11 +242,14 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
         _ => None,
     };
     // The store accepted only chains whose own certificate makes a server configuration.
-    let own_tls = c
-        .tls
-        .as_ref()
-        .filter(|t| !t.is_mesh())
-        .and_then(|t| crate::listen::own_tls::server_config(t).ok());
+    let tls = c.tls.as_ref().map(|t| {
+        if t.is_mesh() {
+            Termination::Mesh(t.alpn.clone())
+        } else {
+            crate::listen::own_tls::server_config(t)
+                .map_or(Termination::Unavailable, Termination::Own)
+        }
+    });
     ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
@@ -243,7 +257,7 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
         connection_authz: compile(&c.rbac),
         request_authz,
         request_jwt,
-        own_tls,
+        tls,
     }
 }
 

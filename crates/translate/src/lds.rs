@@ -346,13 +346,8 @@ fn inbound_listener(inbound: &Inbound, authz: &Authorization) -> Listener {
     }
 }
 
-/// Terminating mesh mTLS: the workload's certificate, the caller's required and verified.
-fn mesh_mtls(alpn: Vec<String>) -> Option<DownstreamTls> {
-    Some(DownstreamTls::mesh(alpn))
-}
-
-/// What a gateway's TLS servers offer clients: HTTP/2 first, as Istio's gateways.
-fn gateway_alpn() -> Vec<String> {
+/// What a TLS server of HTTP offers clients by ALPN: HTTP/2 first, as Istio's listeners.
+fn http_alpn() -> Vec<String> {
     vec!["h2".into(), "http/1.1".into()]
 }
 
@@ -390,7 +385,7 @@ pub(crate) fn own_certificate(t: &ServerTlsSettings) -> Option<DownstreamTls> {
             .filter(|_| verify)
             .map(|ca_certificates| ClientRoots::File { ca_certificates }),
         require_client_certificate: t.mode == Some(ServerTlsMode::Mutual),
-        alpn: gateway_alpn(),
+        alpn: http_alpn(),
     })
 }
 
@@ -434,7 +429,7 @@ fn passthrough_chains(
         )
     };
     let mtls = || FilterChain {
-        tls: mesh_mtls(Vec::new()),
+        tls: Some(DownstreamTls::mesh(Vec::new())),
         ..passthrough("|mtls", mesh_mtls_match(port))
     };
     match mode {
@@ -470,15 +465,12 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
     } else {
         (tcp(&cluster, cluster.clone()), authz.tcp.clone())
     };
+    let alpn = if ip.http() { http_alpn() } else { Vec::new() };
     if let Some(own) = &ip.tls {
         // The ingress port's own certificate, for callers from outside the mesh (Istio's
         // Sidecar ingress `tls`): TLS, terminated, and nothing else.
         let own = DownstreamTls {
-            alpn: if ip.http() {
-                gateway_alpn()
-            } else {
-                Vec::new()
-            },
+            alpn,
             ..own.clone()
         };
         return vec![FilterChain {
@@ -492,11 +484,7 @@ fn inbound_chains(ip: &InboundPort, authz: &Authorization) -> Vec<FilterChain> {
         }];
     }
     let mtls = FilterChain {
-        tls: mesh_mtls(if ip.http() {
-            vec!["h2".into(), "http/1.1".into()]
-        } else {
-            Vec::new()
-        }),
+        tls: Some(DownstreamTls::mesh(alpn)),
         rbac: rbac.clone(),
         ..chain(
             format!("{cluster}|mtls"),
@@ -659,7 +647,7 @@ fn gateway_listeners(
                     let route_name = format!("http.{port}");
                     let tls = match (mode, server.tls.as_ref()) {
                         (Some(ServerTlsMode::IstioMutual), _) => {
-                            Some(DownstreamTls::mesh(gateway_alpn()))
+                            Some(DownstreamTls::mesh(http_alpn()))
                         }
                         (
                             Some(

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::Proxy;
 use crate::authz::Facts;
 use crate::http::{self, HttpConn, RouteRef};
-use crate::state::ListenerRuntime;
+use crate::state::{ListenerRuntime, Termination};
 use crate::tcp::{self, TcpConn};
 use balance::{Balancer, ListenerBalance, Serving};
 use chain::ConnectionFacts;
@@ -325,15 +325,14 @@ async fn handle(proxy: Arc<Proxy>, name: Arc<str>, stream: TcpStream, peer: Sock
         debug!(listener = %listener.config.name, %destination, server_name = ?facts.server_name, transport = facts.transport, "no filter chain matches; closing");
         return;
     };
-    let tls = match (&chain.config.tls, &chain.own_tls) {
-        (None, _) => None,
-        (Some(_), Some(own)) => Some(own.clone()),
-        (Some(t), None) if !t.is_mesh() => {
-            // Never the mesh certificate in place of the chain's own (the store checked it).
+    let tls = match &chain.tls {
+        None => None,
+        Some(Termination::Own(own)) => Some(own.clone()),
+        Some(Termination::Unavailable) => {
             warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, "no server certificate of its own; closing");
             return;
         }
-        (Some(t), None) => match proxy.cluster_env.identity.server_config(&t.alpn) {
+        Some(Termination::Mesh(alpn)) => match proxy.cluster_env.identity.server_config(alpn) {
             Ok(c) => Some(c),
             Err(e) => {
                 warn!(listener = %listener.config.name, chain = %chain.config.name, %peer, error = %e, "cannot terminate mTLS; closing");

@@ -218,71 +218,6 @@ mod tests {
         );
     }
 
-    /// A connection that counts the writes made on it.
-    struct CountingIo {
-        tcp: TcpStream,
-        writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl CountingIo {
-        fn counted(&self, done: &std::task::Poll<std::io::Result<usize>>) {
-            if matches!(done, std::task::Poll::Ready(Ok(n)) if *n > 0) {
-                self.writes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    }
-
-    impl AsyncRead for CountingIo {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            Pin::new(&mut self.tcp).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for CountingIo {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            let done = Pin::new(&mut self.tcp).poll_write(cx, buf);
-            self.counted(&done);
-            done
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            bufs: &[std::io::IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            let done = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-            self.counted(&done);
-            done
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.tcp.is_write_vectored()
-        }
-
-        fn poll_flush(
-            mut self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            Pin::new(&mut self.tcp).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            Pin::new(&mut self.tcp).poll_shutdown(cx)
-        }
-    }
-
     /// A request whose body is at hand goes in one write, HEADERS, DATA and trailers together
     /// (each write wakes the host once more; it was two); a body ending in a bare
     /// END_STREAM frame, which takes no window, ends too.
@@ -299,11 +234,8 @@ mod tests {
         .await;
         let tcp = TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let io = CountingIo {
-            tcp,
-            writes: writes.clone(),
-        };
+        let io = crate::gather::CountedWrites::new(tcp);
+        let writes = io.writes.clone();
         let (sender, conn) = handshake(io).await.unwrap();
         tokio::spawn(conn);
         let call = |frames: Vec<Frame<Bytes>>| {
