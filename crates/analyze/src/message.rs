@@ -65,6 +65,7 @@ pub mod codes {
         DESTINATION_RULE_HOST_NOT_FOUND = "ST0116", "DestinationRuleHostNotFound", Warning;
         DELEGATE_NOT_FOUND = "ST0117", "VirtualServiceDelegateNotFound", Error;
         DELEGATE_ROUTE_OUTSIDE_ROOT = "ST0118", "VirtualServiceDelegateRouteOutsideRoot", Warning;
+        INVALID_GATEWAY_CREDENTIAL = "ST0119", "InvalidGatewayCredential", Error;
     }
 }
 

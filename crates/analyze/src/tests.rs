@@ -355,7 +355,7 @@ spec:
     hosts: ['*']
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ['*']
-    tls: {mode: SIMPLE, credentialName: web-cert}
+    tls: {mode: SIMPLE, credentialNames: [web-rsa, web-ecdsa]}
   - port: {number: 8443, name: https-files, protocol: HTTPS}
     hosts: ['*']
     tls: {mode: SIMPLE, serverCertificate: /etc/certs/web.pem, privateKey: /etc/certs/web.key}
@@ -402,12 +402,94 @@ spec:
     assert_eq!(
         located(&a, codes::NOT_SUPPORTED_BY_STRAIT),
         [
-            "Gateway bookinfo/web spec.servers[1].tls.credentialName",
+            "Gateway bookinfo/web spec.servers[1].tls.credentialNames",
             "Gateway bookinfo/web spec.servers[3].tls.subjectAltNames",
             "DestinationRule bookinfo/external spec.trafficPolicy.portLevelSettings[0].tls.caCrl",
             "DestinationRule bookinfo/external spec.subsets[0].trafficPolicy.tls.credentialName",
         ]
     );
+}
+
+#[test]
+fn gateway_credentials_their_workloads_cannot_be_sent_are_errors() {
+    let yaml = "---
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress-0, namespace: istio-system, labels: {istio: ingressgateway}}
+status: {podIP: 10.0.0.50}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-cert, namespace: istio-system}
+type: kubernetes.io/tls
+stringData: {tls.crt: CHAIN, tls.key: KEY}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: api-cert, namespace: istio-system}
+stringData: {cert: CHAIN, key: KEY}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: api-cert-cacert, namespace: istio-system}
+stringData: {cacert: ROOTS}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: opaque, namespace: istio-system}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: elsewhere, namespace: bookinfo}
+stringData: {tls.crt: CHAIN, tls.key: KEY}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: web-cert}
+  - port: {number: 444, name: https-elsewhere, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: elsewhere}
+  - port: {number: 445, name: https-no-ca, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: MUTUAL, credentialName: web-cert}
+  - port: {number: 446, name: https-api, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: MUTUAL, credentialName: api-cert}
+  - port: {number: 447, name: https-opaque, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialNames: [opaque]}
+";
+    let a = analyze_yaml(yaml);
+    assert_eq!(
+        located(&a, codes::INVALID_GATEWAY_CREDENTIAL),
+        [
+            "Gateway bookinfo/web spec.servers[1].tls.credentialName",
+            "Gateway bookinfo/web spec.servers[2].tls.credentialName",
+            "Gateway bookinfo/web spec.servers[4].tls.credentialNames",
+        ]
+    );
+    let m = with_code(&a, codes::INVALID_GATEWAY_CREDENTIAL);
+    // The Secret is looked for where the gateway runs, not where the Gateway object is.
+    assert!(
+        m[0].message
+            .starts_with("no Secret istio-system/elsewhere in cluster "),
+        "{}",
+        m[0].message
+    );
+    assert!(m[1].message.contains("web-cert-cacert"), "{}", m[1].message);
+    assert!(
+        m[2].message.contains("holds no certificate"),
+        "{}",
+        m[2].message
+    );
+    assert!(a.has_errors());
 }
 
 #[test]

@@ -1512,6 +1512,27 @@ fn https_get(host: &str, ip: &str, port: u16, ca: &str, extra: &[&str]) -> (u16,
     curl(&args)
 }
 
+/// The gateway tests' certificates under `dir/pki`: `web` (web.example.test) and `partner`
+/// (partner.example.test) for the gateway, `client` for a partner's client, issued by `ca`.
+fn gateway_pki(dir: &Path) -> std::path::PathBuf {
+    let pki = test_ca(dir, "gateway test CA");
+    issue(&pki, "web", "web.example.test", Some("web.example.test"));
+    issue(
+        &pki,
+        "partner",
+        "partner.example.test",
+        Some("partner.example.test"),
+    );
+    // An X.509 v3 certificate (a subjectAltName makes it one): rustls takes no older ones.
+    issue(
+        &pki,
+        "client",
+        "partner-client",
+        Some("client.partner.example.test"),
+    );
+    pki
+}
+
 /// A new CA `ca.pem` / `ca.key` named `cn`, in the directory `pki` under `dir` (returned).
 fn test_ca(dir: &Path, cn: &str) -> std::path::PathBuf {
     let pki = dir.join("pki");
@@ -1570,21 +1591,7 @@ fn issue(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
 #[test]
 fn a_gateway_terminates_tls_with_its_own_certificates_chosen_by_sni() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = test_ca(tmp.path(), "gateway test CA");
-    issue(&pki, "web", "web.example.test", Some("web.example.test"));
-    issue(
-        &pki,
-        "partner",
-        "partner.example.test",
-        Some("partner.example.test"),
-    );
-    // An X.509 v3 certificate (a subjectAltName makes it one): rustls takes no older ones.
-    issue(
-        &pki,
-        "client",
-        "partner-client",
-        Some("client.partner.example.test"),
-    );
+    let pki = gateway_pki(tmp.path());
     let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
     let port = free_port();
     let gateway = format!(
@@ -1663,6 +1670,169 @@ spec:
     // A name no server lists: no chain takes it.
     let (status, _) = https("other.example.test", &["-k"]);
     assert_eq!(status, 0);
+}
+
+/// A Kubernetes TLS Secret named `name` in `istio-system`: the PEM files `cert` and `key` under
+/// `dir` (and `ca`'s as `ca.crt`), as `kubectl create secret tls` writes one.
+fn tls_secret(name: &str, dir: &Path, cert: &str, key: &str, ca: Option<&str>) -> String {
+    let pem = |f: &str| {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        text.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        pem(cert),
+        pem(key)
+    );
+    if let Some(ca) = ca {
+        out += &format!("  ca.crt: |\n{}", pem(ca));
+    }
+    out
+}
+
+/// A gateway serving TLS with certificates from Kubernetes Secrets (`credentialName`, as most
+/// Istio users configure it): the control plane sends them by SDS to a gateway that proved its
+/// mesh identity, of the Secrets' namespace, over the TLS xDS port — SIMPLE for one name, MUTUAL
+/// (the client CA from the same Secret's `ca.crt`) for another. A rotated Secret is served to
+/// new connections without a restart. A gateway on the plaintext xDS port is sent no secret:
+/// its TLS servers refuse connections, and it says why.
+#[test]
+fn a_gateway_serves_certificates_from_secrets_sent_by_sds_and_follows_their_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mesh_ca = MeshCa::create(t);
+    let pki = gateway_pki(t);
+    // The rotated certificate comes from another CA, so a client can tell which one it met.
+    let rotated_pki = t.join("rotated");
+    std::fs::create_dir(&rotated_pki).unwrap();
+    let rotated = test_ca(&rotated_pki, "rotated CA");
+    issue(
+        &rotated,
+        "web",
+        "web.example.test",
+        Some("web.example.test"),
+    );
+    let file = |dir: &Path, f: &str| dir.join(f).to_str().unwrap().to_string();
+    let port = free_port();
+    let gateway = |web_dir: &Path| {
+        format!(
+            "{}\n---\n{}\n---\napiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: https-web, protocol: HTTPS}}
+    hosts: [web.example.test]
+    tls: {{mode: SIMPLE, credentialName: web-credential}}
+  - port: {{number: {port}, name: https-partner, protocol: HTTPS}}
+    hosts: [partner.example.test]
+    tls: {{mode: MUTUAL, credentialName: partner-credential}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo-ingress, namespace: default}}
+spec:
+  hosts: [web.example.test, partner.example.test]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
+",
+            tls_secret("web-credential", web_dir, "web.pem", "web.key", None),
+            tls_secret(
+                "partner-credential",
+                &pki,
+                "partner.pem",
+                "partner.key",
+                Some("ca.pem")
+            ),
+        )
+    };
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    mesh(&dir, "127.1.53.100", &["127.1.53.1"], &gateway(&pki));
+    let _backend = http_backend("a", "127.1.53.1", 8080, None);
+    let cp = ControlPlane::start(&dir, &strs(&mesh_ca.control_plane_args()));
+    let node = "router~127.1.53.200~ingress-0.istio-system~istio-system.svc.cluster.local";
+    let router = StraitProxy::start_with(
+        &cp,
+        t,
+        node,
+        "ingress-0",
+        "istio=ingressgateway",
+        &strs(&mesh_ca.proxy_args("istio-system", "ingress", "3600")),
+    );
+    let ca = file(&pki, "ca.pem");
+    let https =
+        |host: &str, ca: &str, extra: &[&str]| https_get(host, "127.0.0.1", port, ca, extra);
+    let (status, body) = wait_for(Duration::from_secs(20), "the gateway's TLS server", || {
+        let r = https("web.example.test", &ca, &[]);
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!((status, Setup::name_of(&body)), (200, "a".to_string()));
+    let (status, body) = https("partner.example.test", &ca, &[]);
+    assert_eq!(status, 0, "no client certificate, no answer: {body}");
+    let (cert, key) = (file(&pki, "client.pem"), file(&pki, "client.key"));
+    let (status, body) = https(
+        "partner.example.test",
+        &ca,
+        &["--cert", &cert, "--key", &key],
+    );
+    assert_eq!(
+        (status, Setup::name_of(&body)),
+        (200, "a".to_string()),
+        "{}",
+        router.log()
+    );
+    // The proxy shows what it holds, never a private key.
+    let dump = router.admin("/config_dump");
+    assert!(
+        dump.contains("kubernetes://partner-credential-cacert"),
+        "{dump}"
+    );
+    assert!(dump.contains("[redacted: "), "{dump}");
+    assert!(
+        !dump.contains("PRIVATE KEY"),
+        "a private key in the dump: {dump}"
+    );
+
+    // The Secret is rotated: new connections meet the new certificate.
+    std::fs::write(dir.join("mesh.yaml"), {
+        let mesh_yaml = std::fs::read_to_string(dir.join("mesh.yaml")).unwrap();
+        let old = tls_secret("web-credential", &pki, "web.pem", "web.key", None);
+        let new = tls_secret("web-credential", &rotated, "web.pem", "web.key", None);
+        assert!(mesh_yaml.contains(&old));
+        mesh_yaml.replace(&old, &new)
+    })
+    .unwrap();
+    let rotated_ca = file(&rotated, "ca.pem");
+    wait_for(Duration::from_secs(20), "the rotated certificate", || {
+        (https("web.example.test", &rotated_ca, &[]).0 == 200).then_some(())
+    });
+    assert_eq!(
+        https("web.example.test", &ca, &[]).0,
+        0,
+        "the old one is gone"
+    );
+    drop(router);
+
+    // On the plaintext port the same gateway proves no identity: it is sent no secret.
+    let plain = StraitProxy::start_node(&cp, t, node, "ingress-plain", "istio=ingressgateway");
+    wait_for(Duration::from_secs(20), "the gateway's listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert_eq!(https("web.example.test", &rotated_ca, &[]).0, 0);
+    let dump: serde_json::Value = serde_json::from_str(&plain.admin("/config_dump")).unwrap();
+    assert_eq!(dump["secrets"], serde_json::json!([]), "{dump}");
+    assert!(
+        plain
+            .log()
+            .contains("secrets are never sent over plaintext xDS"),
+        "{}",
+        plain.log()
+    );
 }
 
 /// A sidecar terminating TLS on an ingress port with that port's own certificate (Istio's

@@ -212,3 +212,45 @@ fn linkerd_links_are_read_and_their_mistakes_located() {
         ]
     );
 }
+
+/// A Secret's `data` must be base64 (the API server refuses it otherwise); the error names the
+/// key, its line, and what to write instead. `stringData` wins over `data`, as the API server
+/// merges them.
+#[test]
+fn secret_data_that_is_not_base64_is_refused_at_its_key() {
+    let yaml = "apiVersion: v1
+kind: Secret
+metadata: {name: web, namespace: istio-system}
+type: kubernetes.io/tls
+data:
+  tls.crt: Q0hBSU4=
+  tls.key: not base64!
+";
+    let r = load_str(yaml, "secret.yaml", &LoadOptions::default());
+    let errors: Vec<String> = r
+        .diagnostics()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("secret.yaml:7") && errors[0].contains("data[tls.key]"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("stringData"), "{}", errors[0]);
+
+    let fixed = yaml.replace(
+        "tls.key: not base64!",
+        "tls.key: S0VZ\nstringData: {tls.key: OTHER}",
+    );
+    let set = strait_config::ConfigSet::from_resources(
+        load_str(&fixed, "secret.yaml", &LoadOptions::default()).into_resources(),
+    );
+    let secret = &set.secrets[0].spec;
+    assert_eq!(
+        secret.certificate(),
+        Some((b"CHAIN".to_vec(), b"OTHER".to_vec()))
+    );
+    assert_eq!(secret.ca_certificates(), None);
+}

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::{FilterChain, ListenerKind, NetworkFilter, RouteSource, SocketListener};
-use strait_xds::{Cluster, Listener};
+use strait_xds::{Cluster, Listener, Secret};
 use tokio::sync::Notify;
 
 use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::jwt::JwtRuntime;
 use crate::listen::chain::{self, CompiledMatch};
+use crate::listen::own_tls::Secrets;
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
@@ -66,6 +67,22 @@ pub struct ChainRuntime {
     pub request_jwt: Option<Arc<JwtRuntime>>,
     /// How the chain terminates TLS, if it does.
     pub tls: Option<Termination>,
+    /// The secrets its TLS was made with, by name (`None`: not received): a new version of
+    /// one, or its arrival, compiles the chain afresh.
+    secrets: Vec<(String, Option<Arc<Secret>>)>,
+}
+
+impl ChainRuntime {
+    /// Whether the secrets this chain was made with are still those `secrets` holds.
+    fn secrets_unchanged(&self, secrets: &Secrets) -> bool {
+        self.secrets
+            .iter()
+            .all(|(name, used)| match (used, secrets.get(name)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            })
+    }
 }
 
 /// How a chain terminates TLS, decided when it is compiled.
@@ -75,8 +92,9 @@ pub enum Termination {
     Mesh(Vec<String>),
     /// With a certificate of the chain's own (a gateway server's, a Sidecar ingress port's).
     Own(Arc<rustls::ServerConfig>),
-    /// A certificate of its own that could not be loaded (the store refuses such chains):
-    /// connections are closed, never served with the mesh certificate instead.
+    /// A certificate of its own that could not be loaded (the store refuses such files; a
+    /// secret may not have arrived yet): connections are closed, never served with the mesh
+    /// certificate instead.
     Unavailable,
 }
 
@@ -152,8 +170,14 @@ impl Snapshot {
             .listeners
             .iter()
             .filter_map(|(n, l)| match previous.listeners.get(n) {
-                Some(rt) if Arc::ptr_eq(&rt.config, l) => Some((n.clone(), rt.clone())),
-                old => listener_runtime(l, old.map(|o| &**o)).map(|rt| (n.clone(), Arc::new(rt))),
+                Some(rt)
+                    if Arc::ptr_eq(&rt.config, l)
+                        && rt.all_chains().all(|c| c.secrets_unchanged(&store.secrets)) =>
+                {
+                    Some((n.clone(), rt.clone()))
+                }
+                old => listener_runtime(l, old.map(|o| &**o), &store.secrets)
+                    .map(|rt| (n.clone(), Arc::new(rt))),
             })
             .collect();
         // Chains no longer served as they were: their connections drain.
@@ -210,14 +234,15 @@ fn same_cluster(a: &Arc<Cluster>, b: &Arc<Cluster>) -> bool {
 fn chain_runtime(
     c: &FilterChain,
     previous: &HashMap<&str, &Arc<ChainRuntime>>,
+    secrets: &Secrets,
 ) -> Arc<ChainRuntime> {
     match previous.get(c.name.as_str()) {
-        Some(old) if old.config == *c => (*old).clone(),
-        _ => Arc::new(compile_chain(c)),
+        Some(old) if old.config == *c && old.secrets_unchanged(secrets) => (*old).clone(),
+        _ => Arc::new(compile_chain(c, secrets)),
     }
 }
 
-fn compile_chain(c: &FilterChain) -> ChainRuntime {
+fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
     let inline_router = match &c.filter {
         NetworkFilter::Http(hcm) => match &hcm.route {
             RouteSource::Inline(rc) => Router::compile(rc).ok().map(Arc::new),
@@ -241,15 +266,26 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
             .map(Arc::new),
         _ => None,
     };
-    // The store accepted only chains whose own certificate makes a server configuration.
+    // The store accepted only chains whose own certificate files make a server
+    // configuration; one from secrets is made with those received so far.
     let tls = c.tls.as_ref().map(|t| {
         if t.is_mesh() {
-            Termination::Mesh(t.alpn.clone())
-        } else {
-            crate::listen::own_tls::server_config(t)
-                .map_or(Termination::Unavailable, Termination::Own)
+            return Termination::Mesh(t.alpn.clone());
+        }
+        match crate::listen::own_tls::server_config(t, secrets) {
+            Ok(config) => Termination::Own(config),
+            Err(reason) => {
+                tracing::warn!(chain = %c.name, "TLS not served: {reason}");
+                Termination::Unavailable
+            }
         }
     });
+    let used = c
+        .tls
+        .iter()
+        .flat_map(|t| t.secret_names())
+        .map(|name| (name.to_string(), secrets.get(name).cloned()))
+        .collect();
     ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
@@ -258,12 +294,14 @@ fn compile_chain(c: &FilterChain) -> ChainRuntime {
         request_authz,
         request_jwt,
         tls,
+        secrets: used,
     }
 }
 
 fn listener_runtime(
     l: &Arc<Listener>,
     previous: Option<&ListenerRuntime>,
+    secrets: &Secrets,
 ) -> Option<ListenerRuntime> {
     let ListenerKind::Socket(s) = &l.kind else {
         return None;
@@ -283,12 +321,12 @@ fn listener_runtime(
         chains: s
             .filter_chains
             .iter()
-            .map(|c| chain_runtime(c, &previous))
+            .map(|c| chain_runtime(c, &previous, secrets))
             .collect(),
         default_chain: s
             .default_chain
             .as_ref()
-            .map(|c| chain_runtime(c, &previous)),
+            .map(|c| chain_runtime(c, &previous, secrets)),
     })
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use strait_config::istio::common::{ServerPort, ServerTlsMode, ServerTlsSettings};
 
 use strait_xds::MESH_MTLS_ALPN;
+use strait_xds::secret;
 
 use crate::security::PeerMode;
 use strait_config::istio::gateway::{CaptureMode, Gateway, Server};
@@ -352,38 +353,63 @@ fn http_alpn() -> Vec<String> {
 }
 
 /// TLS terminated with a certificate of the listener's own (a Gateway server's, or a Sidecar
-/// ingress port's: SIMPLE, MUTUAL, OPTIONAL_MUTUAL) from the files it names; `None` for one
-/// named as a secret (`credentialName`), which Strait's proxies do not receive, or another mode.
+/// ingress port's: SIMPLE, MUTUAL, OPTIONAL_MUTUAL): the Secret its `credentialName` names
+/// (sent by SDS as `kubernetes://<name>`, its CA certificates as `kubernetes://<name>-cacert`,
+/// or `caCertCredentialName`'s), else the files it names. `None` for two certificates
+/// (`credentialNames` or `tlsCertificates` with two items, which Strait does not serve: `strait
+/// analyze` says so, ST0004), missing files, or another mode.
 pub(crate) fn own_certificate(t: &ServerTlsSettings) -> Option<DownstreamTls> {
-    if t.credential_name.is_some() || t.credential_names.is_some() || t.tls_certificates.is_some() {
-        return None;
-    }
     if !matches!(
         t.mode,
         Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
     ) {
         return None;
     }
-    let (Some(chain), Some(key)) = (&t.server_certificate, &t.private_key) else {
-        return None;
-    };
     let verify = matches!(
         t.mode,
         Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
     );
-    if verify && t.ca_certificates.is_none() {
-        return None;
-    }
-    Some(DownstreamTls {
-        certificate: ServerCertificate::Files {
-            certificate_chain: chain.clone(),
-            private_key: key.clone(),
+    let credential = match (&t.credential_name, &t.credential_names) {
+        (Some(name), _) => Some(name.as_str()),
+        (None, Some(names)) => match names.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => return None,
         },
-        validation: t
-            .ca_certificates
-            .clone()
-            .filter(|_| verify)
-            .map(|ca_certificates| ClientRoots::File { ca_certificates }),
+        (None, None) => None,
+    };
+    let (certificate, validation) = match credential {
+        Some(name) => (
+            ServerCertificate::Sds(secret::certificate_name(name)),
+            verify.then(|| {
+                ClientRoots::Sds(secret::roots_name(
+                    t.ca_cert_credential_name.as_deref().unwrap_or(name),
+                ))
+            }),
+        ),
+        None if t.tls_certificates.is_some() => return None,
+        None => {
+            let (Some(chain), Some(key)) = (&t.server_certificate, &t.private_key) else {
+                return None;
+            };
+            let roots = match (verify, &t.ca_certificates) {
+                (false, _) => None,
+                (true, Some(ca_certificates)) => Some(ClientRoots::File {
+                    ca_certificates: ca_certificates.clone(),
+                }),
+                (true, None) => return None,
+            };
+            (
+                ServerCertificate::Files {
+                    certificate_chain: chain.clone(),
+                    private_key: key.clone(),
+                },
+                roots,
+            )
+        }
+    };
+    Some(DownstreamTls {
+        certificate,
+        validation,
         require_client_certificate: t.mode == Some(ServerTlsMode::Mutual),
         alpn: http_alpn(),
     })
@@ -658,7 +684,8 @@ fn gateway_listeners(
                             Some(t),
                         ) => match own_certificate(t) {
                             Some(tls) => Some(tls),
-                            // A secret by name: not served (`strait analyze` says so, ST0004).
+                            // Two certificates, or none: not served (`strait analyze` says
+                            // so, ST0004).
                             None => continue,
                         },
                         _ => None,

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod proxy;
 pub mod rds;
 pub mod scope;
+pub mod secrets;
 pub mod security;
 
 use std::collections::BTreeMap;

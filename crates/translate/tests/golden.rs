@@ -23,7 +23,8 @@ struct ProxySpec {
     #[serde(default)]
     locality: (String, String, String),
     /// Resource types to compare: listeners, routes, clusters, endpoints, names (the
-    /// sidecar's DNS table), cluster_names (the cluster DNS's).
+    /// sidecar's DNS table), cluster_names (the cluster DNS's), secrets (those of the proxy's
+    /// namespace it may ask for).
     types: Vec<String>,
     /// Only resources whose name contains one of these (all when empty).
     #[serde(default)]
@@ -159,6 +160,10 @@ fn render(view: &MeshView<'_>, proxy: &ProxyNode, spec: &ProxySpec, dir: &Path) 
                     .collect::<Vec<_>>(),
             ),
             "names" => serde_json::to_value(strait_translate::dns::name_table(view, proxy)),
+            "secrets" => serde_json::to_value(strait_translate::secrets::of_namespace(
+                view.config,
+                &proxy.namespace,
+            )),
             "cluster_names" => serde_json::to_value(strait_translate::dns::cluster_table(
                 view.model,
                 &proxy.cluster,

@@ -1,7 +1,8 @@
 //! Who is asking for a proxy's configuration, and whether they may (pure). On the plaintext
 //! port (15010) anyone may, as in Istio; on the TLS port (15012) the client must present its
 //! mesh certificate, and its identity's namespace must be the proxy's — a workload cannot read
-//! another namespace's configuration (Istio's xDS authorization).
+//! another namespace's configuration (Istio's xDS authorization). Secrets go only to such
+//! verified clients.
 
 use strait_model::SpiffeId;
 use strait_translate::ProxyNode;
@@ -30,6 +31,12 @@ pub fn authorize(caller: &Caller, proxy: &ProxyNode) -> Result<(), Status> {
             proxy.id, proxy.namespace
         ))),
     }
+}
+
+/// Whether `caller`, once authorized for a proxy, may be sent the Secrets of the proxy's
+/// namespace: only over TLS with a verified identity (whose namespace [`authorize`] checked).
+pub fn may_read_secrets(caller: &Caller) -> bool {
+    matches!(caller, Caller::Tls(Some(_)))
 }
 
 #[cfg(test)]
@@ -62,5 +69,7 @@ mod tests {
         );
         let e = authorize(&Caller::Tls(None), &proxy).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(may_read_secrets(&Caller::Tls(Some(id("sample")))));
+        assert!(!may_read_secrets(&Caller::Plaintext));
     }
 }

@@ -142,6 +142,15 @@ impl ProxyConfig {
     pub fn of(&self, t: ResourceType) -> Resources {
         self.types.get(&t).cloned().unwrap_or_default()
     }
+
+    /// What `conn` is sent of type `t`: no secrets to a client that did not prove its
+    /// identity (see [`crate::caller::may_read_secrets`]).
+    pub fn served(&self, t: ResourceType, conn: &crate::status::ConnectionInfo) -> Resources {
+        if t == ResourceType::Secret && !conn.reads_secrets {
+            return Resources::default();
+        }
+        self.of(t)
+    }
 }
 
 /// How translation sees the current state.
@@ -206,6 +215,8 @@ struct Parts {
     names: HashMap<(String, String), Arc<TypeResources>>,
     /// (the services it sees, cluster, names key) → a sidecar's DNS name table.
     names_by_services: HashMap<(Vec<usize>, String, String), Arc<TypeResources>>,
+    /// (cluster, namespace) → the secrets its proxies may ask for by name (SDS).
+    secrets: HashMap<(String, String), Arc<TypeResources>>,
     /// Full key → assembled configuration.
     configs: HashMap<String, Arc<ProxyConfig>>,
     /// Encodings by content, so equal resources of different parts share memory.
@@ -345,7 +356,33 @@ impl Parts {
         n
     }
 
-    fn config(&mut self, view: &MeshView<'_>, proxy: &ProxyNode) -> Arc<ProxyConfig> {
+    /// The secrets of `proxy`'s namespace in its own cluster (see [`strait_translate::secrets`];
+    /// a remote cluster's proxies are sent that cluster's Secrets), encoded once per version.
+    fn secrets_of(&mut self, snapshot: &Snapshot, proxy: &ProxyNode) -> Arc<TypeResources> {
+        let key = (proxy.cluster.to_string(), proxy.namespace.clone());
+        if let Some(s) = self.secrets.get(&key) {
+            return s.clone();
+        }
+        let secrets = snapshot
+            .clusters
+            .get(&proxy.cluster)
+            .map(|c| strait_translate::secrets::of_namespace(c, &proxy.namespace))
+            .unwrap_or_default();
+        let s = self.intern_all(
+            &secrets,
+            |s| &s.name,
+            |s| wire::to_any(&wire::sds::secret(s)),
+        );
+        self.secrets.insert(key, s.clone());
+        s
+    }
+
+    fn config(
+        &mut self,
+        view: &MeshView<'_>,
+        snapshot: &Snapshot,
+        proxy: &ProxyNode,
+    ) -> Arc<ProxyConfig> {
         let profile = self
             .profile
             .get_or_insert_with(|| Arc::new(Profile::new(view)))
@@ -359,7 +396,18 @@ impl Parts {
                 k
             }
         };
-        let full = keys.full();
+        let secrets = self.secrets_of(snapshot, proxy);
+        // Proxies alike share a configuration unless their namespaces' secrets set them apart.
+        let full = if secrets.is_empty() {
+            keys.full()
+        } else {
+            format!(
+                "{}|secrets:{}/{}",
+                keys.full(),
+                proxy.cluster,
+                proxy.namespace
+            )
+        };
         if let Some(c) = self.configs.get(&full) {
             return c.clone();
         }
@@ -461,6 +509,7 @@ impl Parts {
                     ResourceType::Route,
                     Resources::from_layers(vec![outbound.routes.clone()]),
                 ),
+                (ResourceType::Secret, Resources::from_layers(vec![secrets])),
             ]),
         });
         self.configs.insert(full, config.clone());
@@ -512,7 +561,7 @@ impl ConfigCache {
             parts.advance(current, view.as_ref());
         }
         match &view {
-            Some(view) => parts.config(view, proxy),
+            Some(view) => parts.config(view, &current.snapshot, proxy),
             None => Arc::new(ProxyConfig {
                 version: current.version,
                 types: BTreeMap::new(),

@@ -113,7 +113,10 @@ impl Connection {
             let known = if req.resource_names_subscribe.is_empty() {
                 Resources::default()
             } else {
-                self.inner.config_for(&self.conn.proxy).1.of(t)
+                self.inner
+                    .config_for(&self.conn.proxy)
+                    .1
+                    .served(t, &self.conn)
             };
             for n in &req.resource_names_subscribe {
                 if !names.contains(n.as_str()) {
@@ -138,7 +141,7 @@ impl Connection {
     async fn send(&mut self, t: ResourceType, include: Include) {
         let started = Instant::now();
         let (current, config) = self.inner.config_for(&self.conn.proxy);
-        let now = config.of(t);
+        let now = config.served(t, &self.conn);
         let Some(state) = self.types.get_mut(&t) else {
             return;
         };

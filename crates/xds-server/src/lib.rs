@@ -226,9 +226,15 @@ impl Inner {
         (current, config)
     }
 
-    fn register(&self, proxy: ProxyNode, protocol: &'static str) -> Arc<ConnectionInfo> {
+    fn register(
+        &self,
+        proxy: ProxyNode,
+        protocol: &'static str,
+        caller: &caller::Caller,
+    ) -> Arc<ConnectionInfo> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let info = Arc::new(ConnectionInfo::new(id, proxy, protocol));
+        let reads_secrets = caller::may_read_secrets(caller);
+        let info = Arc::new(ConnectionInfo::new(id, proxy, protocol, reads_secrets));
         info!(proxy = %info.node_id, kind = %info.kind, cluster = %info.cluster, protocol, "proxy connected");
         if let Ok(mut c) = self.connections.lock() {
             c.insert(id, info.clone());
@@ -276,7 +282,7 @@ impl Inner {
             .proxy_of(node)
             .and_then(|p| caller::authorize(caller, &p).map(|()| p));
         match authorized {
-            Ok(p) => Some(self.register(p, protocol)),
+            Ok(p) => Some(self.register(p, protocol, caller)),
             Err(e) => {
                 warn!("refused an xDS client: {}", e.message());
                 let _ = out.send(Err(e)).await;

@@ -87,7 +87,7 @@ impl Connection {
         let Some(state) = self.types.get_mut(&t) else {
             // The first request for this type on this stream (also after a reconnect, whatever
             // nonce it carries): answer with everything asked for.
-            let known = self.config().1.of(t);
+            let known = self.config().1.served(t, &self.conn);
             let wanted = Subscription::from_request(t, &req.resource_names, &known);
             self.types.insert(t, TypeState::new(wanted));
             self.send(t, Include::All).await;
@@ -103,7 +103,11 @@ impl Connection {
         if state.subscription.same_request(t, &req.resource_names) {
             return;
         }
-        let known = self.inner.config_for(&self.conn.proxy).1.of(t);
+        let known = self
+            .inner
+            .config_for(&self.conn.proxy)
+            .1
+            .served(t, &self.conn);
         let wanted = Subscription::from_request(t, &req.resource_names, &known);
         let Some(state) = self.types.get_mut(&t) else {
             return;
@@ -119,7 +123,7 @@ impl Connection {
     async fn send(&mut self, t: ResourceType, include: Include) {
         let started = Instant::now();
         let (current, config) = self.config();
-        let now = config.of(t);
+        let now = config.served(t, &self.conn);
         let Some(state) = self.types.get_mut(&t) else {
             return;
         };

@@ -36,12 +36,15 @@ pub struct ConnectionInfo {
     pub locality: String,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
+    /// Whether the client proved a mesh identity of the proxy's namespace (the TLS port), and
+    /// so may be sent the Secrets of that namespace (a plaintext client never is, as in Istio).
+    pub reads_secrets: bool,
     pub connected_at: String,
     pub types: Mutex<BTreeMap<String, TypeStatus>>,
 }
 
 impl ConnectionInfo {
-    pub fn new(id: u64, proxy: ProxyNode, protocol: &'static str) -> Self {
+    pub fn new(id: u64, proxy: ProxyNode, protocol: &'static str, reads_secrets: bool) -> Self {
         let since = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -55,6 +58,7 @@ impl ConnectionInfo {
             locality: proxy.locality.to_string(),
             proxy,
             protocol,
+            reads_secrets,
             connected_at: format!("{since}"),
             types: Mutex::new(BTreeMap::new()),
         }

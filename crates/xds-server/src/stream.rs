@@ -215,11 +215,13 @@ fn merge_changes(
     }
 }
 
-/// Envoy's ordering for a consistent update: clusters, endpoints, listeners, routes; then the
+/// Envoy's ordering for a consistent update: clusters, endpoints, secrets, listeners, routes; then the
 /// DNS name table (Istio's NDS).
-pub const PUSH_ORDER: [ResourceType; 5] = [
+pub const PUSH_ORDER: [ResourceType; 6] = [
     ResourceType::Cluster,
     ResourceType::Endpoint,
+    // A listener's new certificates before the listener.
+    ResourceType::Secret,
     ResourceType::Listener,
     ResourceType::Route,
     ResourceType::NameTable,

@@ -8,6 +8,7 @@ mod jwt;
 mod meta;
 pub mod nds;
 mod rbac;
+pub mod sds;
 mod to_envoy;
 
 pub use from_envoy::Rejected;

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod listener;
 pub mod rbac;
 pub mod route;
+pub mod secret;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,7 @@ pub use cluster::Cluster;
 pub use endpoint::ClusterLoadAssignment;
 pub use listener::Listener;
 pub use route::RouteConfiguration;
+pub use secret::Secret;
 
 /// Istio's SDS names of the workload certificate and the mesh roots.
 pub const SDS_DEFAULT: &str = "default";

@@ -121,6 +121,20 @@ impl DownstreamTls {
                 .as_ref()
                 .is_none_or(|v| *v == ClientRoots::Sds(crate::SDS_ROOTCA.into()))
     }
+
+    /// The SDS secrets this termination names besides the workload's certificate and the
+    /// mesh roots (which the proxy's identity provides): a `credentialName`'s.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let certificate = match &self.certificate {
+            ServerCertificate::Sds(name) if name != crate::SDS_DEFAULT => Some(name.as_str()),
+            _ => None,
+        };
+        let roots = match &self.validation {
+            Some(ClientRoots::Sds(name)) if name != crate::SDS_ROOTCA => Some(name.as_str()),
+            _ => None,
+        };
+        certificate.into_iter().chain(roots)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The cross-reference checks, by area.
 
+mod credentials;
 mod policy;
 mod registry;
 mod routing;
@@ -22,6 +23,7 @@ pub(crate) fn run(ctx: &Context<'_>, out: &mut Vec<Message>) {
     registry::merge_conflicts(ctx, out);
     registry::global_hosts(ctx, out);
     unsupported::unix_socket_endpoints(ctx, out);
+    credentials::gateway_credentials(ctx, out);
     unsupported::gateway_server_certificates(ctx, out);
     unsupported::client_tls_settings(ctx, out);
 }

@@ -1,6 +1,7 @@
 //! What Strait does not do of what users write, named where it is written (ST0004
-//! NotSupportedByStrait): Unix-socket ingress endpoints, TLS secrets by name, client
-//! certificate checks beyond a CA file, certificate revocation lists.
+//! NotSupportedByStrait): Unix-socket ingress endpoints, two certificates for one gateway
+//! server, DestinationRule secrets by name, client certificate checks beyond a CA file,
+//! certificate revocation lists.
 
 use strait_config::FieldPath;
 use strait_config::istio::common::{ServerPort, ServerTlsMode};
@@ -51,10 +52,11 @@ pub(super) fn unix_socket_endpoints(ctx: &Context<'_>, out: &mut Vec<Message>) {
 }
 
 /// Gateway servers terminating TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) with what Strait's proxies
-/// do not have or do not check: a certificate named as a secret (`credentialName`,
-/// `credentialNames`, `tlsCertificates`) — the server is not served, its proxies reading
-/// certificates from files only — and client-certificate checks beyond the CA file
-/// (`subjectAltNames`, `verifyCertificateSpki`, `verifyCertificateHash`, `caCrl`).
+/// do not have or do not check: two certificates (`credentialNames` or `tlsCertificates` with
+/// two items: the server is not served) and client-certificate checks beyond the CA
+/// certificates (`subjectAltNames`, `verifyCertificateSpki`, `verifyCertificateHash`, `caCrl`).
+/// A `credentialName` whose Secret the gateway's workloads cannot be sent is
+/// [`gateway_credentials`]' to report.
 pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for gw in ctx.all(|c| &c.gateways) {
         for (i, server) in gw.spec.servers.iter().enumerate() {
@@ -74,18 +76,20 @@ pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Messa
                     .field(field)
             };
             let port = port_text(server.port.as_ref());
-            let by_name = [
-                ("credentialName", tls.credential_name.is_some()),
-                ("credentialNames", tls.credential_names.is_some()),
+            let two = [
+                (
+                    "credentialNames",
+                    tls.credential_names.as_ref().is_some_and(|n| n.len() > 1),
+                ),
                 ("tlsCertificates", tls.tls_certificates.is_some()),
             ];
-            if let Some((field, _)) = by_name.iter().find(|(_, set)| *set) {
+            if let Some((field, _)) = two.iter().find(|(_, set)| *set) {
                 out.push(note(
                     "Gateway",
                     gw,
                     &path(field),
                     format!(
-                        "{mode} with a certificate named as a secret: Strait's proxies receive no secrets by name, so this server is not served on {port}; name the certificate's files instead (serverCertificate, privateKey, and caCertificates for client certificates)"
+                        "{mode} with {field}: Strait's gateways serve one certificate per server, so this server is not served on {port}; name one Secret (credentialName) or the certificate's files (serverCertificate, privateKey)"
                     ),
                 ));
             }

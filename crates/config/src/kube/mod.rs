@@ -327,3 +327,34 @@ pub struct SecretData {
     pub secret_type: Option<String>,
     pub immutable: Option<bool>,
 }
+
+impl SecretData {
+    /// The value of `key` as the API server gives it: `stringData` over `data` (which is
+    /// base64); `None` when absent or not base64 (validation reports that).
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        if let Some(s) = self.string_data.get(key) {
+            return Some(s.as_bytes().to_vec());
+        }
+        decode_base64(self.data.get(key)?).ok()
+    }
+
+    /// The certificate chain and private key a TLS credential holds, as Istio reads them:
+    /// `tls.crt` and `tls.key` (a `kubernetes.io/tls` Secret), else the generic `cert` and `key`.
+    pub fn certificate(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        [("tls.crt", "tls.key"), ("cert", "key")]
+            .iter()
+            .find_map(|(cert, key)| Some((self.value(cert)?, self.value(key)?)))
+    }
+
+    /// The CA certificates a credential holds, as Istio reads them: `ca.crt`, else `cacert`.
+    pub fn ca_certificates(&self) -> Option<Vec<u8>> {
+        ["ca.crt", "cacert"].iter().find_map(|k| self.value(k))
+    }
+}
+
+/// A Secret's `data` value (standard base64; line breaks, as `base64` writes them, allowed).
+pub fn decode_base64(value: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(compact)
+}

@@ -6,7 +6,7 @@ use super::networking::locality_lb_setting;
 use super::rules;
 use crate::issue::Issues;
 use crate::istio::traffic::OutlierDetection;
-use crate::kube::{IntOrString, ServiceSpec};
+use crate::kube::{IntOrString, SecretData, ServiceSpec};
 use crate::linkerd::Link;
 use crate::mesh::MeshConfig;
 use crate::path::FieldPath;
@@ -423,6 +423,18 @@ pub(super) fn link(l: &Link, spec: &FieldPath, out: &mut Issues) {
                     format!("\"{other}\" is not one of In, NotIn, Exists, DoesNotExist"),
                 ),
             }
+        }
+    }
+}
+
+/// A Secret's `data` values are base64, as the API server requires (its `stringData` is text).
+pub(super) fn secret(s: &SecretData, out: &mut Issues) {
+    for (key, value) in &s.data {
+        if let Err(e) = crate::kube::decode_base64(value) {
+            out.invalid(
+                FieldPath::root().field("data").key(key),
+                format!("not base64 ({e}): a Secret's data values are base64-encoded; put text under stringData instead"),
+            );
         }
     }
 }

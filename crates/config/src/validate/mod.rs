@@ -44,7 +44,8 @@ pub fn resource(r: &Resource) -> Vec<Issue> {
         Resource::Endpoints(o) => kube::endpoints(&o.spec, &mut out),
         Resource::EndpointSlice(o) => kube::endpoint_slice(&o.spec, &mut out),
         Resource::Pod(o) => kube::pod(&o.spec, &mut out),
-        Resource::Namespace(_) | Resource::Node(_) | Resource::Secret(_) => {}
+        Resource::Secret(o) => kube::secret(&o.spec, &mut out),
+        Resource::Namespace(_) | Resource::Node(_) => {}
         Resource::TrafficSplit(o) => kube::traffic_split(&o.spec, &spec, &mut out),
         Resource::Link(o) => kube::link(&o.spec, &spec, &mut out),
         Resource::MeshConfig(o) => kube::mesh_config(&o.spec, &spec, &mut out),

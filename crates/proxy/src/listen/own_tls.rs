@@ -1,39 +1,63 @@
 //! TLS a listener terminates with a certificate of its own rather than the workload's mesh
 //! certificate: a Gateway server's or a Sidecar ingress port's SIMPLE, MUTUAL or OPTIONAL_MUTUAL
-//! mode with the `serverCertificate`, `privateKey` and `caCertificates` files it names. The server
-//! configuration is made when the listener arrives — a file that cannot be read or parsed
-//! rejects the listener with the reason, and the last good version keeps serving.
+//! mode, with the Secret its `credentialName` names (received by SDS) or the
+//! `serverCertificate`, `privateKey` and `caCertificates` files it names. A file that cannot be
+//! read or parsed rejects the listener with the reason when it arrives (the last good version
+//! keeps serving); a secret is checked when it arrives, and a chain whose secret has not
+//! arrived refuses connections until it does.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::ServerConfig;
+use rustls::sign::CertifiedKey;
 use strait_identity::cert::{parse_pem_certs, parse_pem_key};
 use strait_identity::tls::{self, ClientAuth};
 use strait_xds::listener::{ClientRoots, DownstreamTls, ServerCertificate};
+use strait_xds::secret::{Secret, SecretContent};
 
 use crate::upstream::origination::{load_roots, read};
 
-/// The server configuration for `tls`, which is not the mesh's own ([`DownstreamTls::is_mesh`]).
-pub fn server_config(tls: &DownstreamTls) -> Result<Arc<ServerConfig>, String> {
-    let ServerCertificate::Files {
-        certificate_chain,
-        private_key,
-    } = &tls.certificate
-    else {
-        return Err(format!(
-            "serves secret {:?}: the Strait proxy receives no secrets by name besides its workload certificate; name the certificate's files (a Gateway server's serverCertificate and privateKey) instead of a credentialName",
-            tls.certificate
-        ));
+/// Secrets by SDS name, as the proxy holds them.
+pub type Secrets = BTreeMap<String, Arc<Secret>>;
+
+/// The server configuration for `tls`, which is not the mesh's own ([`DownstreamTls::is_mesh`]),
+/// with the secrets it names taken from `secrets`.
+pub fn server_config(tls: &DownstreamTls, secrets: &Secrets) -> Result<Arc<ServerConfig>, String> {
+    let cert = match &tls.certificate {
+        ServerCertificate::Files {
+            certificate_chain,
+            private_key,
+        } => certified(
+            &read(certificate_chain, "tls.serverCertificate")?,
+            &read(private_key, "tls.privateKey")?,
+            &format!("tls.serverCertificate {certificate_chain}"),
+            &format!("tls.privateKey {private_key}"),
+        )?,
+        ServerCertificate::Sds(name) => match secrets.get(name).map(|s| &s.content) {
+            Some(SecretContent::Certificate {
+                certificate_chain,
+                private_key,
+            }) => certified(
+                text(certificate_chain, name)?,
+                text(private_key, name)?,
+                &format!("secret {name}: certificate chain"),
+                &format!("secret {name}: private key"),
+            )?,
+            Some(SecretContent::Roots { .. }) => {
+                return Err(format!(
+                    "secret {name} holds CA certificates, not a certificate and its key"
+                ));
+            }
+            None => return Err(not_received(name, "tls.crt and tls.key (or cert and key)")),
+        },
     };
-    let chain = parse_pem_certs(
-        &read(certificate_chain, "tls.serverCertificate")?,
-        certificate_chain,
-    )
-    .map_err(|e| format!("tls.serverCertificate {certificate_chain}: {e}"))?;
-    let key = parse_pem_key(&read(private_key, "tls.privateKey")?, private_key)
-        .map_err(|e| format!("tls.privateKey {private_key}: {e}"))?;
-    let cert = tls::certified_key_of(chain, key)
-        .map_err(|e| format!("tls.privateKey {private_key}: {e}"))?;
+    let auth = if tls.require_client_certificate {
+        ClientAuth::Required
+    } else {
+        ClientAuth::Optional
+    };
     let clients = match &tls.validation {
         None if tls.require_client_certificate => {
             return Err(
@@ -42,21 +66,74 @@ pub fn server_config(tls: &DownstreamTls) -> Result<Arc<ServerConfig>, String> {
         }
         None => None,
         Some(ClientRoots::File { ca_certificates }) => {
-            let auth = if tls.require_client_certificate {
-                ClientAuth::Required
-            } else {
-                ClientAuth::Optional
-            };
             Some((load_roots(ca_certificates, "tls.caCertificates")?, auth))
         }
-        Some(ClientRoots::Sds(name)) => {
-            return Err(format!(
-                "verifies clients against secret {name:?}: with a certificate of its own a listener names its caCertificates file"
-            ));
-        }
+        Some(ClientRoots::Sds(name)) => match secrets.get(name).map(|s| &s.content) {
+            Some(SecretContent::Roots { trusted_ca }) => Some((
+                roots(text(trusted_ca, name)?, &format!("secret {name}"))?,
+                auth,
+            )),
+            Some(SecretContent::Certificate { .. }) => {
+                return Err(format!(
+                    "secret {name} holds a certificate and key, not CA certificates"
+                ));
+            }
+            None => return Err(not_received(name, "ca.crt (or cacert)")),
+        },
     };
     let alpn: Vec<&[u8]> = tls.alpn.iter().map(|a| a.as_bytes()).collect();
     tls::own_server_config(cert, clients, &alpn).map_err(|e| format!("tls: {e}"))
+}
+
+/// Whether a secret as received can serve: its certificate parses and matches its key, or its
+/// CA certificates parse.
+pub fn check_secret(secret: &Secret) -> Result<(), String> {
+    let name = &secret.name;
+    match &secret.content {
+        SecretContent::Certificate {
+            certificate_chain,
+            private_key,
+        } => certified(
+            text(certificate_chain, name)?,
+            text(private_key, name)?,
+            "certificate chain",
+            "private key",
+        )
+        .map(|_| ()),
+        SecretContent::Roots { trusted_ca } => {
+            roots(text(trusted_ca, name)?, "CA certificates").map(|_| ())
+        }
+    }
+}
+
+fn certified(
+    chain_pem: &str,
+    key_pem: &str,
+    chain_what: &str,
+    key_what: &str,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = parse_pem_certs(chain_pem, chain_what).map_err(|e| e.to_string())?;
+    let key = parse_pem_key(key_pem, key_what).map_err(|e| e.to_string())?;
+    tls::certified_key_of(chain, key).map_err(|e| format!("{key_what}: {e}"))
+}
+
+fn roots(pem: &str, what: &str) -> Result<Arc<RootCertStore>, String> {
+    let certs = parse_pem_certs(pem, what).map_err(|e| e.to_string())?;
+    tls::root_store(&certs).map_err(|e| format!("{what}: {e}"))
+}
+
+fn text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("secret {name}: not PEM text"))
+}
+
+/// Why a chain naming secret `name` cannot serve yet.
+fn not_received(name: &str, keys: &str) -> String {
+    let credential = name
+        .strip_prefix(strait_xds::secret::KUBERNETES_PREFIX)
+        .unwrap_or(name);
+    format!(
+        "secret {name} has not been received: the control plane sends it when this proxy's namespace has a Secret {credential:?} with {keys} and the proxy connects to its TLS port (secrets are never sent over plaintext xDS)"
+    )
 }
 
 #[cfg(test)]
@@ -79,8 +156,9 @@ mod tests {
     #[test]
     fn what_cannot_be_served_is_refused_with_the_file_and_field() {
         let missing = files("/nonexistent/strait-test/web.pem", "/nonexistent/web.key");
+        let none = Secrets::new();
         assert!(
-            server_config(&missing).unwrap_err().starts_with(
+            server_config(&missing, &none).unwrap_err().starts_with(
                 "tls.serverCertificate /nonexistent/strait-test/web.pem: cannot read it"
             ),
         );
@@ -88,15 +166,16 @@ mod tests {
             certificate: ServerCertificate::Sds("kubernetes://web-cert".into()),
             ..missing.clone()
         };
+        let not_yet = server_config(&by_name, &none).unwrap_err();
         assert!(
-            server_config(&by_name)
-                .unwrap_err()
-                .contains("receives no secrets by name"),
+            not_yet.starts_with("secret kubernetes://web-cert has not been received")
+                && not_yet.contains("Secret \"web-cert\""),
+            "{not_yet}"
         );
         let path = std::env::temp_dir().join(format!("strait-own-tls-{}.pem", std::process::id()));
         std::fs::write(&path, "not a certificate").unwrap();
         let garbage = path.to_str().unwrap();
-        let refused = server_config(&files(garbage, garbage)).unwrap_err();
+        let refused = server_config(&files(garbage, garbage), &none).unwrap_err();
         std::fs::remove_file(&path).unwrap();
         assert!(
             refused.starts_with(&format!("tls.serverCertificate {garbage}:")),

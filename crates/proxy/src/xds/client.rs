@@ -321,12 +321,13 @@ fn nack_status(reason: Option<String>) -> Option<Status> {
     })
 }
 
-/// The endpoint and route names the store wants now.
-fn wanted(shared: &Shared) -> [(ResourceType, BTreeSet<String>); 2] {
+/// The endpoint, route and secret names the store wants now.
+fn wanted(shared: &Shared) -> [(ResourceType, BTreeSet<String>); 3] {
     shared.with_store(|s| {
         [
             (ResourceType::Endpoint, s.wanted_endpoints()),
             (ResourceType::Route, s.wanted_routes()),
+            (ResourceType::Secret, s.wanted_secrets()),
         ]
     })
 }

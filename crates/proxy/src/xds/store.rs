@@ -12,8 +12,9 @@ use envoy_types::pb::google::protobuf::Any;
 use strait_xds::cluster::Discovery;
 use strait_xds::dns::NameTable;
 use strait_xds::listener::{ListenerKind, NetworkFilter, RouteSource};
+use strait_xds::secret::Secret;
 use strait_xds::{Cluster, ClusterLoadAssignment, Listener, ResourceType, RouteConfiguration};
-use strait_xds_wire::{from_envoy, nds};
+use strait_xds_wire::{from_envoy, nds, sds};
 
 use crate::authz::Authorizer;
 use crate::http::router::Router;
@@ -33,6 +34,8 @@ pub struct Store {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>>,
+    /// Secrets by SDS name (the certificates and roots listeners and clusters name).
+    pub secrets: BTreeMap<String, Arc<Secret>>,
     /// The DNS proxy's name table (when the proxy asks for one).
     pub names: Option<Arc<NameTable>>,
     /// The last version accepted per type (Envoy's `version_info`).
@@ -106,7 +109,16 @@ impl Store {
                             &mut applied.changed,
                         )
                     }),
-                ResourceType::Secret => Err("secrets are not served to this proxy yet".into()),
+                ResourceType::Secret => decode_secret(any).map(|secret| {
+                    names.insert(secret.name.clone());
+                    let name = secret.name.clone();
+                    insert(
+                        &mut self.secrets,
+                        &name,
+                        Arc::new(secret),
+                        &mut applied.changed,
+                    )
+                }),
                 ResourceType::NameTable => nds::name_table_from(any)
                     .map_err(|e| e.to_string())
                     .map(|t| {
@@ -152,7 +164,7 @@ impl Store {
             ResourceType::Route => self.routes.keys().cloned().collect(),
             ResourceType::Cluster => self.clusters.keys().cloned().collect(),
             ResourceType::Endpoint => self.endpoints.keys().cloned().collect(),
-            ResourceType::Secret => vec![],
+            ResourceType::Secret => self.secrets.keys().cloned().collect(),
             ResourceType::NameTable => self
                 .names
                 .iter()
@@ -167,7 +179,7 @@ impl Store {
             ResourceType::Route => self.routes.remove(name).is_some(),
             ResourceType::Cluster => self.clusters.remove(name).is_some(),
             ResourceType::Endpoint => self.endpoints.remove(name).is_some(),
-            ResourceType::Secret => false,
+            ResourceType::Secret => self.secrets.remove(name).is_some(),
             ResourceType::NameTable => self.names.take().is_some(),
         }
     }
@@ -207,15 +219,38 @@ impl Store {
         out
     }
 
-    /// Forgets endpoints and routes nobody names any more (after an unsubscribe).
+    /// The secrets the listeners' and clusters' TLS name (SDS subscriptions): every name but
+    /// the workload's own certificate and the mesh roots, which the proxy's identity provides.
+    pub fn wanted_secrets(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for l in self.listeners.values() {
+            if let ListenerKind::Socket(s) = &l.kind {
+                for tls in s
+                    .filter_chains
+                    .iter()
+                    .chain(&s.default_chain)
+                    .filter_map(|c| c.tls.as_ref())
+                {
+                    out.extend(tls.secret_names().map(str::to_string));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets endpoints, routes and secrets nobody names any more (after an unsubscribe).
     pub fn retain_wanted(&mut self) {
         let eds = self.wanted_endpoints();
         self.endpoints.retain(|k, _| eds.contains(k));
         let rds = self.wanted_routes();
         self.routes.retain(|k, _| rds.contains(k));
+        let sds = self.wanted_secrets();
+        self.secrets.retain(|k, _| sds.contains(k));
     }
 
-    /// Has every named load assignment and route configuration arrived (Envoy's warming)?
+    /// Has every named load assignment and route configuration arrived, and the first answer
+    /// about the secrets named (Envoy's warming)? A secret the control plane does not have
+    /// leaves its chain refusing connections rather than the proxy unready.
     pub fn is_warm(&self) -> bool {
         self.versions.contains_key(&ResourceType::Cluster)
             && self.versions.contains_key(&ResourceType::Listener)
@@ -227,6 +262,9 @@ impl Store {
                 .wanted_routes()
                 .iter()
                 .all(|n| self.routes.contains_key(n))
+            && (self.versions.contains_key(&ResourceType::Secret)
+                || self.rejections.contains_key(&ResourceType::Secret)
+                || self.wanted_secrets().is_empty())
     }
 }
 
@@ -262,13 +300,27 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
                     Router::compile(rc)?;
                 }
             }
-            // A certificate of its own: its files must make a server configuration now.
-            if let Some(tls) = c.tls.as_ref().filter(|t| !t.is_mesh()) {
-                crate::listen::own_tls::server_config(tls).map_err(in_chain)?;
+            // A certificate of its own from files: they must make a server configuration now
+            // (one from secrets is made when they arrive).
+            if let Some(tls) = c
+                .tls
+                .as_ref()
+                .filter(|t| !t.is_mesh() && t.secret_names().next().is_none())
+            {
+                crate::listen::own_tls::server_config(tls, &Default::default())
+                    .map_err(in_chain)?;
             }
         }
     }
     Ok(l)
+}
+
+/// A secret, checked now: a certificate must parse and match its key, roots must parse.
+fn decode_secret(any: &Any) -> Result<Secret, String> {
+    let secret = sds::secret_from(any).map_err(|e| e.to_string())?;
+    crate::listen::own_tls::check_secret(&secret)
+        .map_err(|e| format!("secret {}: {e}", secret.name))?;
+    Ok(secret)
 }
 
 fn decode_routes(any: &Any) -> Result<Routes, String> {
