@@ -34,7 +34,7 @@ pub struct Store {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>>,
-    /// Secrets by SDS name (the certificates and roots listeners and clusters name).
+    /// Secrets by SDS name (the certificates and roots listeners name).
     pub secrets: BTreeMap<String, Arc<Secret>>,
     /// The DNS proxy's name table (when the proxy asks for one).
     pub names: Option<Arc<NameTable>>,
@@ -219,7 +219,7 @@ impl Store {
         out
     }
 
-    /// The secrets the listeners' and clusters' TLS name (SDS subscriptions): every name but
+    /// The secrets the listeners' TLS names (SDS subscriptions): every name but
     /// the workload's own certificate and the mesh roots, which the proxy's identity provides.
     pub fn wanted_secrets(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
