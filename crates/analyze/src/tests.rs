@@ -405,7 +405,6 @@ spec:
             "Gateway bookinfo/web spec.servers[1].tls.credentialNames",
             "Gateway bookinfo/web spec.servers[3].tls.subjectAltNames",
             "DestinationRule bookinfo/external spec.trafficPolicy.portLevelSettings[0].tls.caCrl",
-            "DestinationRule bookinfo/external spec.subsets[0].trafficPolicy.tls.credentialName",
         ]
     );
 }

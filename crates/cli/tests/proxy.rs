@@ -1672,9 +1672,16 @@ spec:
     assert_eq!(status, 0);
 }
 
-/// A Kubernetes TLS Secret named `name` in `istio-system`: the PEM files `cert` and `key` under
-/// `dir` (and `ca`'s as `ca.crt`), as `kubectl create secret tls` writes one.
-fn tls_secret(name: &str, dir: &Path, cert: &str, key: &str, ca: Option<&str>) -> String {
+/// A Kubernetes TLS Secret `namespace/name`: the PEM files `cert` and `key` under `dir` (and
+/// `ca`'s as `ca.crt`), as `kubectl create secret tls` writes one.
+fn tls_secret(
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    ca: Option<&str>,
+) -> String {
     let pem = |f: &str| {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
         text.lines()
@@ -1682,7 +1689,7 @@ fn tls_secret(name: &str, dir: &Path, cert: &str, key: &str, ca: Option<&str>) -
             .collect::<String>()
     };
     let mut out = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
         pem(cert),
         pem(key)
     );
@@ -1740,8 +1747,16 @@ spec:
   http:
   - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
 ",
-            tls_secret("web-credential", web_dir, "web.pem", "web.key", None),
             tls_secret(
+                "istio-system",
+                "web-credential",
+                web_dir,
+                "web.pem",
+                "web.key",
+                None
+            ),
+            tls_secret(
+                "istio-system",
                 "partner-credential",
                 &pki,
                 "partner.pem",
@@ -1801,8 +1816,17 @@ spec:
     // The Secret is rotated: new connections meet the new certificate.
     std::fs::write(dir.join("mesh.yaml"), {
         let mesh_yaml = std::fs::read_to_string(dir.join("mesh.yaml")).unwrap();
-        let old = tls_secret("web-credential", &pki, "web.pem", "web.key", None);
-        let new = tls_secret("web-credential", &rotated, "web.pem", "web.key", None);
+        let secret = |dir: &Path| {
+            tls_secret(
+                "istio-system",
+                "web-credential",
+                dir,
+                "web.pem",
+                "web.key",
+                None,
+            )
+        };
+        let (old, new) = (secret(&pki), secret(&rotated));
         assert!(mesh_yaml.contains(&old));
         mesh_yaml.replace(&old, &new)
     })
@@ -1832,6 +1856,110 @@ spec:
             .contains("secrets are never sent over plaintext xDS"),
         "{}",
         plain.log()
+    );
+}
+
+/// TLS originated with a client certificate from a Kubernetes Secret (a DestinationRule's
+/// `credentialName`, Istio's egress mTLS origination): a sidecar with a mesh identity is sent the
+/// Secret of its namespace by SDS, presents its `tls.crt` / `tls.key` to a server that requires
+/// a client certificate, and checks the server against its `ca.crt`. A rotated Secret is
+/// presented by the next connections.
+#[test]
+fn tls_is_originated_with_a_client_certificate_from_a_secret_and_follows_its_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mesh_ca = MeshCa::create(t);
+    let pki = test_ca(t, "external test CA");
+    issue(
+        &pki,
+        "server",
+        "partner.external.test",
+        Some("partner.external.test"),
+    );
+    issue(&pki, "client", "strait-client", None);
+    issue(&pki, "rotated", "rotated-client", None);
+    let _partner = https_backend("partner", "127.1.54.2:8443", &pki, "server", Some("ca.pem"));
+    let secret = |cert: &str| {
+        tls_secret(
+            "default",
+            "partner-client",
+            &pki,
+            &format!("{cert}.pem"),
+            &format!("{cert}.key"),
+            Some("ca.pem"),
+        )
+    };
+    let extra = format!(
+        "{}\n---\napiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: partner, namespace: default}}
+spec:
+  hosts: [partner.external.test]
+  ports: [{{number: 8080, name: http, protocol: HTTP, targetPort: 8443}}]
+  resolution: STATIC
+  location: MESH_EXTERNAL
+  endpoints: [{{address: 127.1.54.2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: partner, namespace: default}}
+spec:
+  host: partner.external.test
+  trafficPolicy:
+    tls: {{mode: MUTUAL, credentialName: partner-client}}
+",
+        secret("client")
+    );
+    let dir = t.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let bind = "127.1.54.100";
+    mesh(&dir, bind, &[], &extra);
+    let cp = ControlPlane::start(&dir, &strs(&mesh_ca.control_plane_args()));
+    let sidecar = StraitProxy::start_with(
+        &cp,
+        t,
+        &format!("sidecar~{bind}~client-1.default~default.svc.cluster.local"),
+        "client-1",
+        "app=client,version=v1",
+        &strs(&mesh_ca.proxy_args("default", "client", "3600")),
+    );
+    let url = format!("http://{bind}:8080/hello");
+    let client_cn = || {
+        let (code, body) = curl(&["-H", "Host: partner.external.test", &url]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (
+            code,
+            v["client_cn"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let first = wait_for(Duration::from_secs(20), "the call over mTLS", || {
+        let r = client_cn();
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(
+        first,
+        (200, "strait-client".to_string()),
+        "{}",
+        sidecar.log()
+    );
+    let dump = sidecar.admin("/config_dump");
+    assert!(
+        dump.contains("kubernetes://partner-client-cacert"),
+        "{dump}"
+    );
+    assert!(!dump.contains("PRIVATE KEY"), "a private key in the dump");
+
+    let mesh_yaml = std::fs::read_to_string(dir.join("mesh.yaml")).unwrap();
+    assert!(mesh_yaml.contains(&secret("client")));
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        mesh_yaml.replace(&secret("client"), &secret("rotated")),
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the rotated client certificate",
+        || (client_cn() == (200, "rotated-client".to_string())).then_some(()),
     );
 }
 

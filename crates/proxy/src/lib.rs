@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod secrets;
 pub mod state;
 pub mod tcp;
 pub mod trace;

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use strait_xds::cluster::Discovery;
 use strait_xds::listener::{FilterChain, ListenerKind, NetworkFilter, RouteSource, SocketListener};
-use strait_xds::{Cluster, Listener, Secret};
+use strait_xds::{Cluster, Listener};
 use tokio::sync::Notify;
 
 use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::jwt::JwtRuntime;
 use crate::listen::chain::{self, CompiledMatch};
-use crate::listen::own_tls::Secrets;
+use crate::secrets::{Secrets, SecretsUsed};
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
@@ -67,22 +67,9 @@ pub struct ChainRuntime {
     pub request_jwt: Option<Arc<JwtRuntime>>,
     /// How the chain terminates TLS, if it does.
     pub tls: Option<Termination>,
-    /// The secrets its TLS was made with, by name (`None`: not received): a new version of
-    /// one, or its arrival, compiles the chain afresh.
-    secrets: Vec<(String, Option<Arc<Secret>>)>,
-}
-
-impl ChainRuntime {
-    /// Whether the secrets this chain was made with are still those `secrets` holds.
-    fn secrets_unchanged(&self, secrets: &Secrets) -> bool {
-        self.secrets
-            .iter()
-            .all(|(name, used)| match (used, secrets.get(name)) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            })
-    }
+    /// The secrets its TLS was made with: a new version of one, or its arrival, compiles the
+    /// chain afresh.
+    secrets: SecretsUsed,
 }
 
 /// How a chain terminates TLS, decided when it is compiled.
@@ -144,9 +131,14 @@ impl Snapshot {
         let mut clusters = HashMap::new();
         for (name, config) in &store.clusters {
             let runtime = match previous.clusters.get(name) {
-                Some(rt) if same_cluster(&rt.config, config) => rt.clone(),
-                Some(rt) => rt.successor(config.clone(), env),
-                None => ClusterRuntime::new(config.clone(), env),
+                Some(rt)
+                    if same_cluster(&rt.config, config)
+                        && rt.secrets_used().unchanged(&store.secrets) =>
+                {
+                    rt.clone()
+                }
+                Some(rt) => rt.successor(config.clone(), env, &store.secrets),
+                None => ClusterRuntime::new(config.clone(), env, &store.secrets),
             };
             if let Discovery::Eds(service) = &config.discovery {
                 let key = service.as_deref().unwrap_or(name);
@@ -172,7 +164,7 @@ impl Snapshot {
             .filter_map(|(n, l)| match previous.listeners.get(n) {
                 Some(rt)
                     if Arc::ptr_eq(&rt.config, l)
-                        && rt.all_chains().all(|c| c.secrets_unchanged(&store.secrets)) =>
+                        && rt.all_chains().all(|c| c.secrets.unchanged(&store.secrets)) =>
                 {
                     Some((n.clone(), rt.clone()))
                 }
@@ -237,7 +229,7 @@ fn chain_runtime(
     secrets: &Secrets,
 ) -> Arc<ChainRuntime> {
     match previous.get(c.name.as_str()) {
-        Some(old) if old.config == *c && old.secrets_unchanged(secrets) => (*old).clone(),
+        Some(old) if old.config == *c && old.secrets.unchanged(secrets) => (*old).clone(),
         _ => Arc::new(compile_chain(c, secrets)),
     }
 }
@@ -280,12 +272,7 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
             }
         }
     });
-    let used = c
-        .tls
-        .iter()
-        .flat_map(|t| t.secret_names())
-        .map(|name| (name.to_string(), secrets.get(name).cloned()))
-        .collect();
+    let used = SecretsUsed::of(c.tls.iter().flat_map(|t| t.secret_names()), secrets);
     ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),

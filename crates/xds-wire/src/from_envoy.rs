@@ -1277,12 +1277,18 @@ fn upstream_tls(c: &ecluster::Cluster) -> R<Option<UpstreamTls>> {
     } else {
         UpstreamTlsMode::Simple
     };
+    // Istio's names: `kubernetes://<credential>` and `kubernetes://<credential>-cacert`.
+    let credential = |sds: &str| {
+        sds.strip_prefix(strait_xds::secret::KUBERNETES_PREFIX)
+            .unwrap_or(sds)
+            .to_string()
+    };
     let credential_name = match mode {
         UpstreamTlsMode::IstioMutual => None,
-        _ => cert_sds.clone().or_else(|| {
+        _ => cert_sds.as_deref().map(credential).or_else(|| {
             roots_sds
                 .as_deref()
-                .map(|r| r.strip_suffix("-cacert").unwrap_or(r).to_string())
+                .map(|r| credential(r.strip_suffix(strait_xds::secret::CA_SUFFIX).unwrap_or(r)))
         }),
     };
     Ok(Some(UpstreamTls {

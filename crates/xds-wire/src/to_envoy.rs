@@ -870,7 +870,7 @@ fn upstream_tls_socket(t: &UpstreamTls) -> ecore::TransportSocket {
     use etls::common_tls_context::ValidationContextType;
     let roots_from_sds = match (t.mode, &t.credential_name) {
         (UpstreamTlsMode::IstioMutual, _) => Some(SDS_ROOTCA.to_string()),
-        (_, Some(c)) if t.ca_certificates.is_none() => Some(format!("{c}-cacert")),
+        (_, Some(c)) if t.ca_certificates.is_none() => Some(strait_xds::secret::roots_name(c)),
         _ => None,
     };
     common.validation_context_type = Some(match roots_from_sds {
@@ -888,7 +888,10 @@ fn upstream_tls_socket(t: &UpstreamTls) -> ecore::TransportSocket {
             common.tls_certificate_sds_secret_configs = vec![sds(SDS_DEFAULT)];
         }
         UpstreamTlsMode::Mutual => match (&t.credential_name, &t.client_certificate) {
-            (Some(c), _) => common.tls_certificate_sds_secret_configs = vec![sds(c)],
+            (Some(c), _) => {
+                common.tls_certificate_sds_secret_configs =
+                    vec![sds(&strait_xds::secret::certificate_name(c))]
+            }
             (None, Some(cert)) => {
                 common.tls_certificates = vec![etls::TlsCertificate {
                     certificate_chain: Some(file(cert)),

@@ -165,6 +165,33 @@ fn every_tls_mode_and_cluster_setting_survives_the_wire() {
         let back = wire::from_envoy::cluster(&wire::to_any(&wire::cluster(&c))).unwrap();
         assert_eq!(back, c);
     }
+    // A credential's secrets carry Istio's SDS names, as a real Envoy asks for them.
+    let c = cluster_with_tls(UpstreamTls {
+        mode: UpstreamTlsMode::Mutual,
+        credential_name: Some("client-credential".into()),
+        ..base.clone()
+    });
+    let socket = wire::cluster(&c).transport_socket.unwrap();
+    let Some(wire::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
+        socket.config_type
+    else {
+        panic!("no typed config");
+    };
+    use prost::Message;
+    let context =
+        wire::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext::decode(
+            any.value.as_slice(),
+        )
+        .unwrap();
+    let shown = format!("{context:?}");
+    assert!(
+        shown.contains("\"kubernetes://client-credential\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"kubernetes://client-credential-cacert\""),
+        "{shown}"
+    );
 }
 
 #[test]

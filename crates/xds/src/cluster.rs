@@ -85,7 +85,8 @@ pub struct UpstreamTls {
     /// Accepted server identities (SPIFFE URIs or DNS names).
     pub subject_alt_names: Vec<String>,
     pub alpn: Vec<String>,
-    /// For SIMPLE/MUTUAL: file paths or a credential name.
+    /// For SIMPLE/MUTUAL: file paths, or a credential name (a Kubernetes Secret of the
+    /// proxy's namespace, received by SDS: [`UpstreamTls::secret_names`]).
     pub ca_certificates: Option<String>,
     pub client_certificate: Option<String>,
     pub private_key: Option<String>,
@@ -96,6 +97,28 @@ pub struct UpstreamTls {
     /// for it: every endpoint then takes it.
     #[serde(default)]
     pub auto_mtls: bool,
+}
+
+impl UpstreamTls {
+    /// The SDS secrets a `credentialName` names, as Istio names them: the client certificate
+    /// (`kubernetes://<name>`) for MUTUAL, the CA certificates (`kubernetes://<name>-cacert`)
+    /// unless verification is skipped or a CA file is named.
+    pub fn secret_names(&self) -> Vec<String> {
+        let Some(credential) = &self.credential_name else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        if self.mode == UpstreamTlsMode::IstioMutual {
+            return out;
+        }
+        if self.mode == UpstreamTlsMode::Mutual {
+            out.push(crate::secret::certificate_name(credential));
+        }
+        if !self.insecure_skip_verify && self.ca_certificates.is_none() {
+            out.push(crate::secret::roots_name(credential));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

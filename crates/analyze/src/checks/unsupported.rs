@@ -1,7 +1,6 @@
 //! What Strait does not do of what users write, named where it is written (ST0004
 //! NotSupportedByStrait): Unix-socket ingress endpoints, two certificates for one gateway
-//! server, DestinationRule secrets by name, client certificate checks beyond a CA file,
-//! certificate revocation lists.
+//! server, client certificate checks beyond a CA file, certificate revocation lists.
 
 use strait_config::FieldPath;
 use strait_config::istio::common::{ServerPort, ServerTlsMode};
@@ -119,8 +118,7 @@ pub(super) fn gateway_server_certificates(ctx: &Context<'_>, out: &mut Vec<Messa
     }
 }
 
-/// DestinationRule TLS settings the proxy cannot honour: `credentialName` (secrets are not
-/// delivered to proxies: the cluster is refused) and `caCrl` (revocation is not checked).
+/// DestinationRule TLS settings the proxy cannot honour: `caCrl` (revocation is not checked).
 pub(super) fn client_tls_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for dr in ctx.all(|c| &c.destination_rules) {
         let spec = FieldPath::root().field("spec");
@@ -145,16 +143,6 @@ pub(super) fn client_tls_settings(ctx: &Context<'_>, out: &mut Vec<Message>) {
             }
         }
         for (path, tls) in settings {
-            if let Some(name) = &tls.credential_name {
-                out.push(note(
-                    "DestinationRule",
-                    dr,
-                    &path.field("credentialName"),
-                    format!(
-                        "{name}: Strait does not deliver secrets to proxies by name, so the proxy refuses this cluster; name the files instead (caCertificates, and clientCertificate and privateKey for MUTUAL)"
-                    ),
-                ));
-            }
             if tls.ca_crl.is_some() {
                 out.push(note(
                     "DestinationRule",

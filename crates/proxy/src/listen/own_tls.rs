@@ -6,21 +6,14 @@
 //! keeps serving); a secret is checked when it arrives, and a chain whose secret has not
 //! arrived refuses connections until it does.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::ServerConfig;
-use rustls::sign::CertifiedKey;
-use strait_identity::cert::{parse_pem_certs, parse_pem_key};
 use strait_identity::tls::{self, ClientAuth};
 use strait_xds::listener::{ClientRoots, DownstreamTls, ServerCertificate};
-use strait_xds::secret::{Secret, SecretContent};
 
+use crate::secrets::{Secrets, certified, secret_certificate, secret_roots};
 use crate::upstream::origination::{load_roots, read};
-
-/// Secrets by SDS name, as the proxy holds them.
-pub type Secrets = BTreeMap<String, Arc<Secret>>;
 
 /// The server configuration for `tls`, which is not the mesh's own ([`DownstreamTls::is_mesh`]),
 /// with the secrets it names taken from `secrets`.
@@ -35,23 +28,7 @@ pub fn server_config(tls: &DownstreamTls, secrets: &Secrets) -> Result<Arc<Serve
             &format!("tls.serverCertificate {certificate_chain}"),
             &format!("tls.privateKey {private_key}"),
         )?,
-        ServerCertificate::Sds(name) => match secrets.get(name).map(|s| &s.content) {
-            Some(SecretContent::Certificate {
-                certificate_chain,
-                private_key,
-            }) => certified(
-                text(certificate_chain, name)?,
-                text(private_key, name)?,
-                &format!("secret {name}: certificate chain"),
-                &format!("secret {name}: private key"),
-            )?,
-            Some(SecretContent::Roots { .. }) => {
-                return Err(format!(
-                    "secret {name} holds CA certificates, not a certificate and its key"
-                ));
-            }
-            None => return Err(not_received(name, "tls.crt and tls.key (or cert and key)")),
-        },
+        ServerCertificate::Sds(name) => secret_certificate(name, secrets)?,
     };
     let auth = if tls.require_client_certificate {
         ClientAuth::Required
@@ -68,72 +45,10 @@ pub fn server_config(tls: &DownstreamTls, secrets: &Secrets) -> Result<Arc<Serve
         Some(ClientRoots::File { ca_certificates }) => {
             Some((load_roots(ca_certificates, "tls.caCertificates")?, auth))
         }
-        Some(ClientRoots::Sds(name)) => match secrets.get(name).map(|s| &s.content) {
-            Some(SecretContent::Roots { trusted_ca }) => Some((
-                roots(text(trusted_ca, name)?, &format!("secret {name}"))?,
-                auth,
-            )),
-            Some(SecretContent::Certificate { .. }) => {
-                return Err(format!(
-                    "secret {name} holds a certificate and key, not CA certificates"
-                ));
-            }
-            None => return Err(not_received(name, "ca.crt (or cacert)")),
-        },
+        Some(ClientRoots::Sds(name)) => Some((secret_roots(name, secrets)?, auth)),
     };
     let alpn: Vec<&[u8]> = tls.alpn.iter().map(|a| a.as_bytes()).collect();
     tls::own_server_config(cert, clients, &alpn).map_err(|e| format!("tls: {e}"))
-}
-
-/// Whether a secret as received can serve: its certificate parses and matches its key, or its
-/// CA certificates parse.
-pub fn check_secret(secret: &Secret) -> Result<(), String> {
-    let name = &secret.name;
-    match &secret.content {
-        SecretContent::Certificate {
-            certificate_chain,
-            private_key,
-        } => certified(
-            text(certificate_chain, name)?,
-            text(private_key, name)?,
-            "certificate chain",
-            "private key",
-        )
-        .map(|_| ()),
-        SecretContent::Roots { trusted_ca } => {
-            roots(text(trusted_ca, name)?, "CA certificates").map(|_| ())
-        }
-    }
-}
-
-fn certified(
-    chain_pem: &str,
-    key_pem: &str,
-    chain_what: &str,
-    key_what: &str,
-) -> Result<Arc<CertifiedKey>, String> {
-    let chain = parse_pem_certs(chain_pem, chain_what).map_err(|e| e.to_string())?;
-    let key = parse_pem_key(key_pem, key_what).map_err(|e| e.to_string())?;
-    tls::certified_key_of(chain, key).map_err(|e| format!("{key_what}: {e}"))
-}
-
-fn roots(pem: &str, what: &str) -> Result<Arc<RootCertStore>, String> {
-    let certs = parse_pem_certs(pem, what).map_err(|e| e.to_string())?;
-    tls::root_store(&certs).map_err(|e| format!("{what}: {e}"))
-}
-
-fn text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, String> {
-    std::str::from_utf8(bytes).map_err(|_| format!("secret {name}: not PEM text"))
-}
-
-/// Why a chain naming secret `name` cannot serve yet.
-fn not_received(name: &str, keys: &str) -> String {
-    let credential = name
-        .strip_prefix(strait_xds::secret::KUBERNETES_PREFIX)
-        .unwrap_or(name);
-    format!(
-        "secret {name} has not been received: the control plane sends it when this proxy's namespace has a Secret {credential:?} with {keys} and the proxy connects to its TLS port (secrets are never sent over plaintext xDS)"
-    )
 }
 
 #[cfg(test)]

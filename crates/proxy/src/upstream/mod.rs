@@ -27,6 +27,7 @@ use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
 
 use crate::metrics::{ServiceLabels, Text};
+use crate::secrets::{Secrets, SecretsUsed};
 use lb::{Balancer, Candidate, Draw};
 use limits::Limits;
 use outlier::{HostRecord, Outcome};
@@ -223,13 +224,16 @@ pub struct ClusterRuntime {
     pub stats: ClusterStats,
     plan: ArcSwap<Plan>,
     assignment: Mutex<Option<Arc<ClusterLoadAssignment>>>,
+    /// The secrets its TLS origination was made with (a `credentialName`'s).
+    secrets_used: SecretsUsed,
     outlier: Mutex<HashMap<SocketAddr, HostRecord>>,
     counter: AtomicU64,
     overprovisioning: AtomicU64,
 }
 
 impl ClusterRuntime {
-    pub fn new(config: Arc<Cluster>, env: &ClusterEnv) -> Arc<ClusterRuntime> {
+    /// The runtime of `config`; TLS from a `credentialName` is made with `secrets`.
+    pub fn new(config: Arc<Cluster>, env: &ClusterEnv, secrets: &Secrets) -> Arc<ClusterRuntime> {
         let mark = env.mark;
         let settings = ConnectSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
@@ -248,16 +252,24 @@ impl ClusterRuntime {
                     config: t.clone(),
                     identity: env.identity.clone(),
                 },
-                // Checked when the cluster arrived; a file changed since fails its connections.
+                // Files were checked when the cluster arrived (one changed since fails its
+                // connections); secrets not received yet fail them until they are.
                 UpstreamTlsMode::Simple | UpstreamTlsMode::Mutual => {
                     pool::UpstreamTlsRuntime::Origination {
                         sni: t.sni.clone(),
-                        client: origination::client_config(t, config.http2),
+                        client: origination::client_config(t, config.http2, secrets),
                     }
                 }
             }),
         };
+        let names = config
+            .tls
+            .as_ref()
+            .map(|t| t.secret_names())
+            .unwrap_or_default();
+        let secrets_used = SecretsUsed::of(names.iter().map(String::as_str), secrets);
         let rt = Arc::new(ClusterRuntime {
+            secrets_used,
             service_labels: config.service.as_ref().map(ServiceLabels::of),
             limits: Limits::new(config.circuit_breakers.as_ref()),
             settings,
@@ -298,8 +310,36 @@ impl ClusterRuntime {
 
     /// A new runtime for a changed cluster, carrying over hosts (with their pools and
     /// outlier state) from the old one.
-    pub fn successor(&self, config: Arc<Cluster>, env: &ClusterEnv) -> Arc<ClusterRuntime> {
-        let next = ClusterRuntime::new(config, env);
+    pub fn successor(
+        &self,
+        config: Arc<Cluster>,
+        env: &ClusterEnv,
+        secrets: &Secrets,
+    ) -> Arc<ClusterRuntime> {
+        let next = ClusterRuntime::new(config, env, secrets);
+        // Connections made with other TLS (a changed rule, a rotated secret) are not reused:
+        // the hosts start with empty pools, as Envoy drains a replaced cluster's connections.
+        let same_tls =
+            next.config.tls == self.config.tls && next.secrets_used.same_as(&self.secrets_used);
+        let fresh = |hosts: &[Arc<Host>]| -> Vec<Arc<Host>> {
+            hosts
+                .iter()
+                .map(|h| {
+                    Arc::new(Host {
+                        state: Default::default(),
+                        group: h.group.clone(),
+                        metadata: h.metadata.clone(),
+                        ..**h
+                    })
+                })
+                .collect()
+        };
+        let old_hosts = self.plan.load().hosts.clone();
+        let carried = if same_tls {
+            old_hosts
+        } else {
+            fresh(&old_hosts)
+        };
         if matches!(next.config.discovery, Discovery::Eds(_))
             && let Some(a) = self.assignment()
         {
@@ -308,15 +348,20 @@ impl ClusterRuntime {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            next.set_assignment_with(a, &self.plan.load().hosts);
+            next.set_assignment_with(a, &carried);
         }
         // The same names: keep their resolved hosts until the new runtime resolves them again.
         if matches!(next.config.discovery, Discovery::StrictDns(_))
             && next.config.discovery == self.config.discovery
         {
-            next.set_hosts(self.plan.load().hosts.clone());
+            next.set_hosts(carried);
         }
         next
+    }
+
+    /// The secrets the cluster's TLS was made with.
+    pub fn secrets_used(&self) -> &SecretsUsed {
+        &self.secrets_used
     }
 
     pub fn assignment(&self) -> Option<Arc<ClusterLoadAssignment>> {
@@ -740,6 +785,7 @@ mod tests {
                 }),
             ),
             &ClusterEnv::default(),
+            &Secrets::new(),
         );
         c.set_assignment(Arc::new(ClusterLoadAssignment {
             cluster_name: "x".into(),
@@ -777,7 +823,7 @@ mod tests {
 
     #[tokio::test]
     async fn locality_weights_split_traffic() {
-        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default());
+        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default(), &Secrets::new());
         c.set_assignment(Arc::new(ClusterLoadAssignment {
             cluster_name: "x".into(),
             localities: vec![
@@ -793,7 +839,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_leaves_the_host_that_failed_even_against_the_weights() {
-        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default());
+        let c = ClusterRuntime::new(cluster(true, None), &ClusterEnv::default(), &Secrets::new());
         c.set_assignment(Arc::new(ClusterLoadAssignment {
             cluster_name: "x".into(),
             localities: vec![
@@ -821,7 +867,11 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_keep_their_state_across_endpoint_updates() {
-        let c = ClusterRuntime::new(cluster(false, None), &ClusterEnv::default());
+        let c = ClusterRuntime::new(
+            cluster(false, None),
+            &ClusterEnv::default(),
+            &Secrets::new(),
+        );
         let cla = |ips: &[&str]| {
             Arc::new(ClusterLoadAssignment {
                 cluster_name: "x".into(),

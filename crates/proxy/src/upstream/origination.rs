@@ -1,7 +1,10 @@
 //! TLS the proxy originates to hosts outside the mesh (a DestinationRule's `tls.mode` SIMPLE or
 //! MUTUAL, Istio's egress TLS origination): the client configuration from the files the rule
 //! names, read when the cluster arrives — a file that cannot be read or parsed rejects the
-//! cluster with the reason, and the last good version keeps serving.
+//! cluster with the reason, and the last good version keeps serving — or from the Secret its
+//! `credentialName` names (received by SDS: the client certificate, and the CA certificates
+//! unless the rule names a CA file or skips verification), made again when the secrets change;
+//! until they arrive the cluster's connections fail with the reason.
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,6 +12,9 @@ use rustls::{ClientConfig, RootCertStore};
 use strait_identity::cert::{parse_pem_certs, parse_pem_key};
 use strait_identity::tls;
 use strait_xds::cluster::{UpstreamTls, UpstreamTlsMode};
+use strait_xds::secret;
+
+use crate::secrets::{self as sds, Secrets};
 
 /// Where the system's trusted roots usually are, when a rule names no `caCertificates`
 /// (Debian/Ubuntu, Fedora/RHEL, Alpine/macOS-style bundles); `SSL_CERT_FILE` comes first.
@@ -18,24 +24,29 @@ const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// The client configuration for `tls` (SIMPLE or MUTUAL); `http2` offers ALPN `h2`.
-pub fn client_config(tls: &UpstreamTls, http2: bool) -> Result<Arc<ClientConfig>, String> {
-    if let Some(name) = &tls.credential_name {
-        return Err(format!(
-            "tls.credentialName {name:?}: the Strait proxy does not receive secrets by name; \
-             name the files instead (caCertificates, and clientCertificate and privateKey for MUTUAL)"
-        ));
-    }
-    let roots = if tls.insecure_skip_verify {
-        None
-    } else {
-        Some(roots(tls.ca_certificates.as_deref())?)
+/// The client configuration for `tls` (SIMPLE or MUTUAL); `http2` offers ALPN `h2`; a
+/// `credentialName`'s secrets are taken from `secrets`.
+pub fn client_config(
+    tls: &UpstreamTls,
+    http2: bool,
+    secrets: &Secrets,
+) -> Result<Arc<ClientConfig>, String> {
+    let credential = tls.credential_name.as_deref();
+    let roots = match (tls.insecure_skip_verify, credential, &tls.ca_certificates) {
+        (true, _, _) => None,
+        (false, Some(c), None) => Some(sds::secret_roots(&secret::roots_name(c), secrets)?),
+        (false, _, ca) => Some(roots(ca.as_deref())?),
     };
-    let client = match tls.mode {
-        UpstreamTlsMode::Mutual => {
+    let client = match (tls.mode, credential) {
+        (UpstreamTlsMode::Mutual, Some(c)) => Some(sds::secret_certificate(
+            &secret::certificate_name(c),
+            secrets,
+        )?),
+        (UpstreamTlsMode::Mutual, None) => {
             let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) else {
                 return Err(
-                    "tls.mode MUTUAL needs clientCertificate and privateKey (files)".to_string(),
+                    "tls.mode MUTUAL needs clientCertificate and privateKey (files) or a credentialName"
+                        .to_string(),
                 );
             };
             let chain = parse_pem_certs(&read(cert, "tls.clientCertificate")?, cert)
@@ -47,8 +58,8 @@ pub fn client_config(tls: &UpstreamTls, http2: bool) -> Result<Arc<ClientConfig>
                     .map_err(|e| format!("tls.privateKey {key}: {e}"))?,
             )
         }
-        UpstreamTlsMode::Simple => None,
-        UpstreamTlsMode::IstioMutual => {
+        (UpstreamTlsMode::Simple, _) => None,
+        (UpstreamTlsMode::IstioMutual, _) => {
             return Err("ISTIO_MUTUAL is mesh mTLS, not origination".to_string());
         }
     };
@@ -113,7 +124,9 @@ mod tests {
     }
 
     fn error(tls: &UpstreamTls) -> String {
-        client_config(tls, false).err().unwrap_or_default()
+        client_config(tls, false, &Secrets::new())
+            .err()
+            .unwrap_or_default()
     }
 
     #[test]
@@ -144,7 +157,12 @@ mod tests {
             credential_name: Some("client-credential".into()),
             ..rule(UpstreamTlsMode::Mutual)
         };
-        assert!(error(&by_name).contains("credentialName \"client-credential\""));
+        assert!(
+            error(&by_name)
+                .starts_with("secret kubernetes://client-credential-cacert has not been received"),
+            "{}",
+            error(&by_name)
+        );
         let no_key = UpstreamTls {
             insecure_skip_verify: true,
             client_certificate: Some("/etc/certs/client.pem".into()),
@@ -152,7 +170,7 @@ mod tests {
         };
         assert_eq!(
             error(&no_key),
-            "tls.mode MUTUAL needs clientCertificate and privateKey (files)"
+            "tls.mode MUTUAL needs clientCertificate and privateKey (files) or a credentialName"
         );
         let unchecked = rule(UpstreamTlsMode::Simple);
         assert!(
@@ -161,7 +179,8 @@ mod tests {
                     insecure_skip_verify: true,
                     ..unchecked
                 },
-                true
+                true,
+                &Secrets::new()
             )
             .is_ok_and(|c| c.alpn_protocols == [b"h2".to_vec()]),
             "insecureSkipVerify needs no roots; an HTTP/2 cluster offers h2"

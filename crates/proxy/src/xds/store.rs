@@ -34,7 +34,7 @@ pub struct Store {
     pub routes: BTreeMap<String, Routes>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>>,
-    /// Secrets by SDS name (the certificates and roots listeners name).
+    /// Secrets by SDS name (the certificates and roots listeners and clusters name).
     pub secrets: BTreeMap<String, Arc<Secret>>,
     /// The DNS proxy's name table (when the proxy asks for one).
     pub names: Option<Arc<NameTable>>,
@@ -219,7 +219,7 @@ impl Store {
         out
     }
 
-    /// The secrets the listeners' TLS names (SDS subscriptions): every name but
+    /// The secrets the listeners' and clusters' TLS name (SDS subscriptions): every name but
     /// the workload's own certificate and the mesh roots, which the proxy's identity provides.
     pub fn wanted_secrets(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -234,6 +234,9 @@ impl Store {
                     out.extend(tls.secret_names().map(str::to_string));
                 }
             }
+        }
+        for tls in self.clusters.values().filter_map(|c| c.tls.as_ref()) {
+            out.extend(tls.secret_names());
         }
         out
     }
@@ -318,8 +321,7 @@ fn decode_listener(any: &Any) -> Result<Listener, String> {
 /// A secret, checked now: a certificate must parse and match its key, roots must parse.
 fn decode_secret(any: &Any) -> Result<Secret, String> {
     let secret = sds::secret_from(any).map_err(|e| e.to_string())?;
-    crate::listen::own_tls::check_secret(&secret)
-        .map_err(|e| format!("secret {}: {e}", secret.name))?;
+    crate::secrets::check_secret(&secret).map_err(|e| format!("secret {}: {e}", secret.name))?;
     Ok(secret)
 }
 
@@ -334,11 +336,13 @@ fn decode_routes(any: &Any) -> Result<Routes, String> {
 
 fn decode_cluster(any: &Any) -> Result<Cluster, String> {
     let c = from_envoy::cluster(any).map_err(|e| e.to_string())?;
-    // TLS origination: the files it names must make a client configuration now.
+    // TLS origination: the files it names must make a client configuration now (one from a
+    // credential's secrets is made when they arrive).
     if let Some(tls) = &c.tls
         && tls.mode != UpstreamTlsMode::IstioMutual
+        && tls.credential_name.is_none()
     {
-        crate::upstream::origination::client_config(tls, c.http2)?;
+        crate::upstream::origination::client_config(tls, c.http2, &Default::default())?;
     }
     if let Discovery::Static(addrs) = &c.discovery {
         for a in addrs {

@@ -1,0 +1,183 @@
+//! The secrets the proxy receives by SDS (a Gateway's or DestinationRule's `credentialName`):
+//! the certificates, keys and CA certificates in them, checked when they arrive, and which of
+//! them a chain or cluster was made with, so a new version of one makes it again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::sign::CertifiedKey;
+use strait_identity::cert::{parse_pem_certs, parse_pem_key};
+use strait_identity::tls;
+use strait_xds::secret::{Secret, SecretContent};
+
+/// Secrets by SDS name, as the proxy holds them.
+pub type Secrets = BTreeMap<String, Arc<Secret>>;
+
+/// The secrets something was made with, by name (`None`: not received then).
+#[derive(Debug, Clone, Default)]
+pub struct SecretsUsed(Vec<(String, Option<Arc<Secret>>)>);
+
+impl SecretsUsed {
+    /// `names` as `secrets` holds them now.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>, secrets: &Secrets) -> Self {
+        Self(
+            names
+                .into_iter()
+                .map(|name| (name.to_string(), secrets.get(name).cloned()))
+                .collect(),
+        )
+    }
+
+    /// Whether both were made with the very same secrets.
+    pub fn same_as(&self, other: &SecretsUsed) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|((a, x), (b, y))| {
+                a == b
+                    && match (x, y) {
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            })
+    }
+
+    /// Whether `secrets` still holds the very same versions (and still lacks the missing).
+    pub fn unchanged(&self, secrets: &Secrets) -> bool {
+        self.0
+            .iter()
+            .all(|(name, used)| match (used, secrets.get(name)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            })
+    }
+}
+
+/// The certificate and key of secret `name`.
+pub fn secret_certificate(name: &str, secrets: &Secrets) -> Result<Arc<CertifiedKey>, String> {
+    match secrets.get(name).map(|s| &s.content) {
+        Some(SecretContent::Certificate {
+            certificate_chain,
+            private_key,
+        }) => certified(
+            text(certificate_chain, name)?,
+            text(private_key, name)?,
+            &format!("secret {name}: certificate chain"),
+            &format!("secret {name}: private key"),
+        ),
+        Some(SecretContent::Roots { .. }) => Err(format!(
+            "secret {name} holds CA certificates, not a certificate and its key"
+        )),
+        None => Err(not_received(name, "tls.crt and tls.key (or cert and key)")),
+    }
+}
+
+/// The CA certificates of secret `name`.
+pub fn secret_roots(name: &str, secrets: &Secrets) -> Result<Arc<RootCertStore>, String> {
+    match secrets.get(name).map(|s| &s.content) {
+        Some(SecretContent::Roots { trusted_ca }) => {
+            roots(text(trusted_ca, name)?, &format!("secret {name}"))
+        }
+        Some(SecretContent::Certificate { .. }) => Err(format!(
+            "secret {name} holds a certificate and key, not CA certificates"
+        )),
+        None => Err(not_received(name, "ca.crt (or cacert)")),
+    }
+}
+
+/// Whether a secret as received can serve: its certificate parses and matches its key, or its
+/// CA certificates parse.
+pub fn check_secret(secret: &Secret) -> Result<(), String> {
+    let name = &secret.name;
+    match &secret.content {
+        SecretContent::Certificate {
+            certificate_chain,
+            private_key,
+        } => certified(
+            text(certificate_chain, name)?,
+            text(private_key, name)?,
+            "certificate chain",
+            "private key",
+        )
+        .map(|_| ()),
+        SecretContent::Roots { trusted_ca } => {
+            roots(text(trusted_ca, name)?, "CA certificates").map(|_| ())
+        }
+    }
+}
+
+pub(crate) fn certified(
+    chain_pem: &str,
+    key_pem: &str,
+    chain_what: &str,
+    key_what: &str,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = parse_pem_certs(chain_pem, chain_what).map_err(|e| e.to_string())?;
+    let key = parse_pem_key(key_pem, key_what).map_err(|e| e.to_string())?;
+    tls::certified_key_of(chain, key).map_err(|e| format!("{key_what}: {e}"))
+}
+
+fn roots(pem: &str, what: &str) -> Result<Arc<RootCertStore>, String> {
+    let certs = parse_pem_certs(pem, what).map_err(|e| e.to_string())?;
+    tls::root_store(&certs).map_err(|e| format!("{what}: {e}"))
+}
+
+fn text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("secret {name}: not PEM text"))
+}
+
+/// Why a chain naming secret `name` cannot serve yet.
+fn not_received(name: &str, keys: &str) -> String {
+    let credential = name
+        .strip_prefix(strait_xds::secret::KUBERNETES_PREFIX)
+        .unwrap_or(name);
+    let which = match credential.strip_suffix(strait_xds::secret::CA_SUFFIX) {
+        Some(own) => format!("a Secret {credential:?} with {keys}, or a Secret {own:?} with it"),
+        None => format!("a Secret {credential:?} with {keys}"),
+    };
+    format!(
+        "secret {name} has not been received: the control plane sends it when this proxy's namespace has {which} and the proxy connects to its TLS port (secrets are never sent over plaintext xDS)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots(name: &str, pem: &str) -> Arc<Secret> {
+        Arc::new(Secret {
+            name: name.into(),
+            content: SecretContent::Roots {
+                trusted_ca: pem.as_bytes().to_vec(),
+            },
+        })
+    }
+
+    /// What something was made with is compared by version: a new version, an arrival or a
+    /// removal is a change; the very same versions are not.
+    #[test]
+    fn a_new_version_arrival_or_removal_of_a_used_secret_is_a_change() {
+        let mut secrets = Secrets::new();
+        let waiting = SecretsUsed::of(["kubernetes://a-cacert"], &secrets);
+        assert!(waiting.unchanged(&secrets));
+        secrets.insert(
+            "kubernetes://a-cacert".into(),
+            roots("kubernetes://a-cacert", "one"),
+        );
+        assert!(!waiting.unchanged(&secrets), "it arrived");
+        let made = SecretsUsed::of(["kubernetes://a-cacert"], &secrets);
+        assert!(made.unchanged(&secrets) && made.same_as(&made.clone()));
+        assert!(!made.same_as(&waiting));
+        secrets.insert(
+            "kubernetes://a-cacert".into(),
+            roots("kubernetes://a-cacert", "one"),
+        );
+        assert!(
+            !made.unchanged(&secrets),
+            "a new version, even of equal content"
+        );
+        secrets.clear();
+        assert!(!made.unchanged(&secrets), "it was removed");
+    }
+}
