@@ -1812,6 +1812,53 @@ spec:
         !dump.contains("PRIVATE KEY"),
         "a private key in the dump: {dump}"
     );
+    // `strait proxy-config secret`, as istioctl's: each certificate with its serial number.
+    let admin = format!("127.0.0.1:{}", router.admin_port);
+    let table = strait(&["proxy-config", "secret", "--admin", &admin]);
+    let row = |name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{table}"))
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let web = row("kubernetes://web-credential");
+    let (_, serial, _) = run(
+        "openssl",
+        &["x509", "-noout", "-serial", "-in", &file(&pki, "web.pem")],
+    );
+    let digits = |s: &str| {
+        s.replace(':', "")
+            .trim_start_matches('0')
+            .to_ascii_uppercase()
+    };
+    assert_eq!(
+        (
+            web[1].as_str(),
+            web[2].as_str(),
+            web[3].as_str(),
+            digits(&web[4])
+        ),
+        (
+            "Cert Chain",
+            "ACTIVE",
+            "true",
+            digits(serial.trim().trim_start_matches("serial="))
+        ),
+        "{table}"
+    );
+    assert_eq!(
+        row("kubernetes://partner-credential-cacert")[1],
+        "CA",
+        "{table}"
+    );
+    // The workload's own certificate and the mesh roots, as Istio's default and ROOTCA.
+    assert_eq!(row("default")[1..3], ["Cert Chain", "ACTIVE"], "{table}");
+    assert_eq!(row("ROOTCA")[1], "CA", "{table}");
 
     // The Secret is rotated: new connections meet the new certificate.
     std::fs::write(dir.join("mesh.yaml"), {

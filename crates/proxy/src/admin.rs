@@ -87,6 +87,7 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
         ),
         (&Method::GET, "/config_dump") => json_response(&config_dump(proxy)),
         (&Method::GET, "/dns") => json_response(&dns_json(proxy)),
+        (&Method::GET, "/certs") => json_response(&certs(proxy)),
         (&Method::GET, "/clusters") => {
             if query(&req, "format") == Some("json") {
                 clusters_json(proxy)
@@ -111,7 +112,7 @@ fn route(proxy: &Arc<Proxy>, req: http::Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/") => text(
             StatusCode::OK,
-            "/config_dump /clusters[?format=json] /dns /stats/prometheus /ready /logging?level= /quitquitquit\n"
+            "/config_dump /clusters[?format=json] /certs /dns /stats/prometheus /ready /logging?level= /quitquitquit\n"
                 .into(),
             "text/plain",
         ),
@@ -247,6 +248,37 @@ fn config_dump(proxy: &Proxy) -> Value {
         // Private keys are shown as a digest, never their bytes (`strait_xds::secret`).
         "secrets": store.secrets.values().map(|s| serde_json::to_value(&**s).unwrap_or(Value::Null)).collect::<Vec<_>>(),
     })
+}
+
+/// `/certs`: the certificates the proxy holds — its workload certificate and the mesh roots
+/// (Istio's `default` and `ROOTCA`), then the secrets it received — with serial, validity and
+/// names; never a key.
+fn certs(proxy: &Proxy) -> Value {
+    use crate::secrets::{CA, CERT_CHAIN, SecretView};
+    let now = std::time::SystemTime::now();
+    let mut views = Vec::new();
+    if let Some(cert) = proxy.cluster_env.identity.certificate() {
+        views.push(SecretView::of_certificates(
+            strait_xds::SDS_DEFAULT,
+            CERT_CHAIN,
+            &cert.chain.0,
+            now,
+        ));
+        views.push(SecretView::of_certificates(
+            strait_xds::SDS_ROOTCA,
+            CA,
+            &cert.roots,
+            now,
+        ));
+    }
+    let store = proxy
+        .xds
+        .store
+        .lock()
+        .map(|s| s.secrets.clone())
+        .unwrap_or_default();
+    views.extend(store.values().map(|s| SecretView::of_secret(s, now)));
+    json!({ "secrets": views })
 }
 
 /// One host as `/clusters` shows it.

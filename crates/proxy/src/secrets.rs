@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::RootCertStore;
 use rustls::sign::CertifiedKey;
-use strait_identity::cert::{parse_pem_certs, parse_pem_key};
+use strait_identity::cert::{CertInfo, parse_pem_certs, parse_pem_key};
 use strait_identity::tls;
 use strait_xds::secret::{Secret, SecretContent};
 
@@ -52,6 +53,124 @@ impl SecretsUsed {
                 _ => false,
             })
     }
+}
+
+/// One certificate as the admin API's `/certs` shows it (what `strait proxy-config secret`
+/// tabulates, as `istioctl proxy-config secret` does).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertView {
+    pub serial_number: String,
+    pub subject: String,
+    pub subject_alt_names: Vec<String>,
+    pub valid_from: String,
+    pub expiration_time: String,
+    /// Negative once expired.
+    pub days_until_expiration: i64,
+}
+
+/// A secret as `/certs` shows it: its certificates (leaf first, or the CA certificates), or why
+/// they cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretView {
+    pub name: String,
+    /// `Cert Chain` or `CA`, as istioctl names them.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub certificates: Vec<CertView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SecretView {
+    /// A received secret (its key never shown).
+    pub fn of_secret(secret: &Secret, now: SystemTime) -> SecretView {
+        let (kind, pem) = match &secret.content {
+            SecretContent::Certificate {
+                certificate_chain, ..
+            } => (CERT_CHAIN, certificate_chain),
+            SecretContent::Roots { trusted_ca } => (CA, trusted_ca),
+        };
+        let ders = std::str::from_utf8(pem)
+            .map_err(|_| "not PEM text".to_string())
+            .and_then(|text| parse_pem_certs(text, &secret.name).map_err(|e| e.to_string()));
+        match ders {
+            Ok(ders) => SecretView::of_certificates(&secret.name, kind, &ders, now),
+            Err(error) => SecretView {
+                name: secret.name.clone(),
+                kind,
+                certificates: vec![],
+                error: Some(error),
+            },
+        }
+    }
+
+    /// Certificates held otherwise (the workload's `default` chain, its `ROOTCA`).
+    pub fn of_certificates(
+        name: &str,
+        kind: &'static str,
+        ders: &[rustls::pki_types::CertificateDer<'_>],
+        now: SystemTime,
+    ) -> SecretView {
+        let mut certificates = Vec::new();
+        let mut error = None;
+        for der in ders {
+            match CertInfo::of(der) {
+                Ok(info) => certificates.push(CertView::of(&info, now)),
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        SecretView {
+            name: name.to_string(),
+            kind,
+            certificates,
+            error,
+        }
+    }
+}
+
+/// istioctl's names of the two kinds.
+pub const CERT_CHAIN: &str = "Cert Chain";
+pub const CA: &str = "CA";
+
+impl CertView {
+    fn of(info: &CertInfo, now: SystemTime) -> CertView {
+        let seconds = |t: SystemTime| -> i64 {
+            match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            }
+        };
+        let left = seconds(info.not_after) - seconds(now);
+        CertView {
+            serial_number: info.serial.clone(),
+            subject: info.subject.clone(),
+            subject_alt_names: info.uris.iter().chain(&info.dns_names).cloned().collect(),
+            valid_from: utc(seconds(info.not_before)),
+            expiration_time: utc(seconds(info.not_after)),
+            days_until_expiration: left.div_euclid(86_400),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch as `2026-12-08T01:24:43Z`.
+fn utc(seconds: i64) -> String {
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// The certificate and key of secret `name`.
@@ -152,6 +271,14 @@ mod tests {
                 trusted_ca: pem.as_bytes().to_vec(),
             },
         })
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_796_692_483), "2026-12-08T01:14:43Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
     }
 
     /// What something was made with is compared by version: a new version, an arrival or a

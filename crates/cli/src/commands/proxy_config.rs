@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-/// Show a proxy's listeners, routes, clusters or endpoints (like `istioctl proxy-config`).
+/// Show a proxy's listeners, routes, clusters, endpoints or secrets (like `istioctl
+/// proxy-config`).
 ///
-/// Reads the proxy's admin API (`/config_dump`, `/clusters?format=json`). Endpoints show each
-/// host's health and outlier state as the proxy sees them right now.
+/// Reads the proxy's admin API (`/config_dump`, `/clusters?format=json`, `/certs`). Endpoints
+/// show each host's health and outlier state as the proxy sees them right now; secrets show each
+/// certificate's serial number and validity (never a key).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to show.
@@ -29,6 +31,8 @@ pub enum What {
     Routes,
     Clusters,
     Endpoints,
+    #[value(alias = "secrets")]
+    Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -289,11 +293,67 @@ fn endpoints(clusters: &Value) -> Vec<Vec<String>> {
     rows
 }
 
+/// istioctl's secret table: a certificate chain's leaf, and each certificate of a CA bundle
+/// (the JSON, `-o json`, has the chain's intermediates too).
+fn secrets(certs: &Value) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "RESOURCE NAME".into(),
+        "TYPE".into(),
+        "STATUS".into(),
+        "VALID CERT".into(),
+        "SERIAL NUMBER".into(),
+        "NOT AFTER".into(),
+        "NOT BEFORE".into(),
+    ]];
+    for secret in certs["secrets"].as_array().into_iter().flatten() {
+        let (name, kind) = (s(&secret["name"]), s(&secret["type"]));
+        let certificates = secret["certificates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if certificates.is_empty() {
+            let why = secret["error"].as_str().unwrap_or("no certificate");
+            rows.push(vec![
+                name.clone(),
+                kind.clone(),
+                "WARMING".into(),
+                "false".into(),
+                why.to_string(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        let shown = if kind == "Cert Chain" {
+            &certificates[..certificates.len().min(1)]
+        } else {
+            &certificates[..]
+        };
+        for c in shown {
+            let valid = c["days_until_expiration"].as_i64().is_some_and(|d| d >= 0);
+            rows.push(vec![
+                name.clone(),
+                kind.clone(),
+                "ACTIVE".into(),
+                valid.to_string(),
+                s(&c["serial_number"]),
+                s(&c["expiration_time"]),
+                s(&c["valid_from"]),
+            ]);
+        }
+    }
+    rows
+}
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (value, rows) = match args.what {
         What::Endpoints => {
             let v = admin_get(&args.admin, "/clusters?format=json")?;
             let rows = endpoints(&v);
+            (v, rows)
+        }
+        What::Secret => {
+            let v = admin_get(&args.admin, "/certs")?;
+            let rows = secrets(&v);
             (v, rows)
         }
         what => {
