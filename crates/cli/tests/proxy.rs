@@ -1670,6 +1670,37 @@ spec:
     // A name no server lists: no chain takes it.
     let (status, _) = https("other.example.test", &["-k"]);
     assert_eq!(status, 0);
+
+    // The certificate is renewed in place (as a re-mounted Secret is, by rename): new
+    // connections meet the new one within the proxy's file check, without a configuration push.
+    std::fs::create_dir(tmp.path().join("renewed")).unwrap();
+    let renewed = test_ca(&tmp.path().join("renewed"), "renewed CA");
+    issue(
+        &renewed,
+        "web",
+        "web.example.test",
+        Some("web.example.test"),
+    );
+    let replace = |from: &Path, name: &str| {
+        let staged = pki.join(format!("{name}.staged"));
+        std::fs::copy(from.join(name), &staged).unwrap();
+        std::fs::rename(&staged, pki.join(name)).unwrap();
+    };
+    replace(&renewed, "web.key");
+    replace(&renewed, "web.pem");
+    let renewed_ca = renewed.join("ca.pem").to_str().unwrap().to_string();
+    wait_for(Duration::from_secs(20), "the renewed certificate", || {
+        (https_get("web.example.test", "127.0.0.1", port, &renewed_ca, &[]).0 == 200).then_some(())
+    });
+    // A file rewritten into something unusable: the last good certificate serves on.
+    std::fs::write(pki.join("web.pem"), "not a certificate").unwrap();
+    wait_for(Duration::from_secs(20), "the refusal in the log", || {
+        router.log().contains("not renewed").then_some(())
+    });
+    assert_eq!(
+        https_get("web.example.test", "127.0.0.1", port, &renewed_ca, &[]).0,
+        200
+    );
 }
 
 /// A Kubernetes TLS Secret `namespace/name`: the PEM files `cert` and `key` under `dir` (and
@@ -2171,6 +2202,31 @@ spec:
         (code, Setup::name_of(&body)),
         (200, "api".to_string()),
         "insecureSkipVerify takes any certificate: {body}"
+    );
+    // The client certificate renewed in place: the next connections present the new one.
+    issue(&pki, "renewed", "renewed-client", None);
+    for f in ["key", "pem"] {
+        let staged = pki.join(format!("client.{f}.staged"));
+        std::fs::copy(pki.join(format!("renewed.{f}")), &staged).unwrap();
+        std::fs::rename(&staged, pki.join(format!("client.{f}"))).unwrap();
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the renewed client certificate",
+        || {
+            let (_, body) = call("partner");
+            body.contains("\"renewed-client\"").then_some(())
+        },
+    );
+    // Rewritten into something unusable: the last good certificate serves on.
+    std::fs::write(pki.join("client.pem"), "not a certificate").unwrap();
+    wait_for(Duration::from_secs(20), "the refusal in the log", || {
+        s.proxy.log().contains("not renewed").then_some(())
+    });
+    let (code, body) = call("partner");
+    assert!(
+        code == 200 && body.contains("\"renewed-client\""),
+        "{code} {body}"
     );
     let stats = s.proxy.admin("/stats/prometheus");
     assert!(

@@ -244,6 +244,8 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
     );
     let mut changed = shared.changed.subscribe();
     let mut stop_watch = stop_rx.clone();
+    let mut file_check = tokio::time::interval(CERTIFICATE_FILE_CHECK);
+    file_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -252,6 +254,12 @@ pub async fn run(options: ProxyOptions, shutdown: impl Future<Output = ()>) -> a
                     break;
                 }
                 apply(&proxy, &shared, &mut bound).await;
+            }
+            _ = file_check.tick() => {
+                if proxy.snapshot.load().files_changed() {
+                    info!("a certificate file changed; applying it");
+                    apply(&proxy, &shared, &mut bound).await;
+                }
             }
             _ = stop_watch.changed() => break,
             _ = &mut shutdown => break,
@@ -297,6 +305,10 @@ async fn start_dns(
     info!(listen = %options.listen, upstreams = ?options.upstreams, "DNS proxy started");
     Ok(server)
 }
+
+/// How often the certificate files listeners and clusters were made with are read again for
+/// changes (a re-mounted Secret, a renewal in place), as Istio's agent watches mounted ones.
+const CERTIFICATE_FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Builds the next snapshot from the store, publishes it, and binds what it names.
 async fn apply(proxy: &Arc<Proxy>, shared: &xds::client::Shared, bound: &mut listen::Bound) {

@@ -1,6 +1,7 @@
 //! The secrets the proxy receives by SDS (a Gateway's or DestinationRule's `credentialName`):
 //! the certificates, keys and CA certificates in them, checked when they arrive, and which of
-//! them a chain or cluster was made with, so a new version of one makes it again.
+//! them — or of the certificate files it names — a chain or cluster was made with, so a new
+//! version of one makes it again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +54,45 @@ impl SecretsUsed {
                 _ => false,
             })
     }
+}
+
+/// The certificate files something was made with (a Gateway server's or DestinationRule's
+/// `serverCertificate`, `privateKey`, `caCertificates`, `clientCertificate`), by a hash of their
+/// content (`None`: unreadable then), so that a file rotated in place (a re-mounted Secret, a
+/// renewal by cert-manager) makes it again, as Istio's agent does for mounted certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilesUsed(Vec<(String, Option<u64>)>);
+
+impl FilesUsed {
+    /// `paths` as they read now. Taken before the files are used, so a change in between is
+    /// seen at the next check rather than missed.
+    pub fn of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(
+            paths
+                .into_iter()
+                .map(|p| (p.to_string(), content_hash(p)))
+                .collect(),
+        )
+    }
+
+    /// Whether every file still reads as it did.
+    pub fn unchanged(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(path, hash)| content_hash(path) == *hash)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn content_hash(path: &str) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// One certificate as the admin API's `/certs` shows it (what `strait proxy-config secret`
@@ -271,6 +311,25 @@ mod tests {
                 trusted_ca: pem.as_bytes().to_vec(),
             },
         })
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_a_change() {
+        let dir = std::env::temp_dir().join(format!("strait-files-used-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cert.pem");
+        std::fs::write(&path, "one").unwrap();
+        let p = path.to_str().unwrap();
+        let used = FilesUsed::of([p]);
+        assert!(used.unchanged());
+        std::fs::write(&path, "two").unwrap();
+        let changed = used.unchanged();
+        std::fs::remove_file(&path).unwrap();
+        let gone = FilesUsed::of([p]);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(!changed);
+        assert!(gone.unchanged(), "still unreadable");
+        assert!(!used.unchanged());
     }
 
     #[test]

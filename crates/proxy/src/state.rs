@@ -17,7 +17,7 @@ use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::jwt::JwtRuntime;
 use crate::listen::chain::{self, CompiledMatch};
-use crate::secrets::{Secrets, SecretsUsed};
+use crate::secrets::{FilesUsed, Secrets, SecretsUsed};
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
@@ -70,6 +70,15 @@ pub struct ChainRuntime {
     /// The secrets its TLS was made with: a new version of one, or its arrival, compiles the
     /// chain afresh.
     secrets: SecretsUsed,
+    /// The certificate files its TLS was made with: rewritten, they compile the chain afresh.
+    files: FilesUsed,
+}
+
+impl ChainRuntime {
+    /// Whether what its TLS was made with is still current.
+    fn tls_current(&self, secrets: &Secrets) -> bool {
+        self.secrets.unchanged(secrets) && self.files.unchanged()
+    }
 }
 
 /// How a chain terminates TLS, decided when it is compiled.
@@ -131,13 +140,21 @@ impl Snapshot {
         let mut clusters = HashMap::new();
         for (name, config) in &store.clusters {
             let runtime = match previous.clusters.get(name) {
-                Some(rt)
-                    if same_cluster(&rt.config, config)
-                        && rt.secrets_used().unchanged(&store.secrets) =>
-                {
+                Some(rt) if same_cluster(&rt.config, config) && rt.tls_current(&store.secrets) => {
                     rt.clone()
                 }
-                Some(rt) => rt.successor(config.clone(), env, &store.secrets),
+                Some(rt) => {
+                    let next = rt.successor(config.clone(), env, &store.secrets);
+                    match (same_cluster(&rt.config, config), next.tls_refused()) {
+                        // Certificate files rewritten into something unusable: the previous
+                        // ones serve on, checked again with every change.
+                        (true, Some(reason)) if rt.tls_refused().is_none() => {
+                            tracing::warn!(cluster = %name, "TLS origination not renewed, the previous certificates serve on: {reason}");
+                            rt.clone()
+                        }
+                        _ => next,
+                    }
+                }
                 None => ClusterRuntime::new(config.clone(), env, &store.secrets),
             };
             if let Discovery::Eds(service) = &config.discovery {
@@ -164,7 +181,7 @@ impl Snapshot {
             .filter_map(|(n, l)| match previous.listeners.get(n) {
                 Some(rt)
                     if Arc::ptr_eq(&rt.config, l)
-                        && rt.all_chains().all(|c| c.secrets.unchanged(&store.secrets)) =>
+                        && rt.all_chains().all(|c| c.tls_current(&store.secrets)) =>
                 {
                     Some((n.clone(), rt.clone()))
                 }
@@ -191,6 +208,16 @@ impl Snapshot {
             routes,
             clusters,
         }
+    }
+
+    /// Whether a certificate file a chain or cluster was made with reads differently now (the
+    /// proxy checks every few seconds and builds the next snapshot when one does).
+    pub fn files_changed(&self) -> bool {
+        self.listeners
+            .values()
+            .flat_map(|l| l.all_chains())
+            .any(|c| !c.files.unchanged())
+            || self.clusters.values().any(|c| !c.files_used().unchanged())
     }
 
     /// The listener a captured connection to `destination` belongs to: the one bound to that
@@ -228,13 +255,28 @@ fn chain_runtime(
     previous: &HashMap<&str, &Arc<ChainRuntime>>,
     secrets: &Secrets,
 ) -> Arc<ChainRuntime> {
-    match previous.get(c.name.as_str()) {
-        Some(old) if old.config == *c && old.secrets.unchanged(secrets) => (*old).clone(),
-        _ => Arc::new(compile_chain(c, secrets)),
+    let old = previous.get(c.name.as_str()).filter(|old| old.config == *c);
+    if let Some(old) = old.filter(|old| old.tls_current(secrets)) {
+        return (*old).clone();
+    }
+    let (chain, refused) = compile_chain(c, secrets);
+    match (refused, old) {
+        // A certificate rewritten into something unusable: the previous one keeps serving
+        // (as Envoy keeps a secret whose update it rejects), checked again with every change.
+        (Some(reason), Some(old)) if matches!(old.tls, Some(Termination::Own(_))) => {
+            tracing::warn!(chain = %c.name, "TLS certificate not renewed, the previous one serves on: {reason}");
+            (*old).clone()
+        }
+        (Some(reason), _) => {
+            tracing::warn!(chain = %c.name, "TLS not served: {reason}");
+            Arc::new(chain)
+        }
+        (None, _) => Arc::new(chain),
     }
 }
 
-fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
+/// Compiles chain `c`; the reason its own TLS cannot be served, if it cannot.
+fn compile_chain(c: &FilterChain, secrets: &Secrets) -> (ChainRuntime, Option<String>) {
     let inline_router = match &c.filter {
         NetworkFilter::Http(hcm) => match &hcm.route {
             RouteSource::Inline(rc) => Router::compile(rc).ok().map(Arc::new),
@@ -258,8 +300,11 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
             .map(Arc::new),
         _ => None,
     };
-    // The store accepted only chains whose own certificate files make a server
-    // configuration; one from secrets is made with those received so far.
+    // The store accepted only chains whose own certificate files made a server configuration
+    // when they arrived; one from secrets is made with those received so far. The files are
+    // read for their version before they are used.
+    let files = FilesUsed::of(c.tls.iter().flat_map(|t| t.file_paths()));
+    let mut refused = None;
     let tls = c.tls.as_ref().map(|t| {
         if t.is_mesh() {
             return Termination::Mesh(t.alpn.clone());
@@ -267,13 +312,13 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
         match crate::listen::own_tls::server_config(t, secrets) {
             Ok(config) => Termination::Own(config),
             Err(reason) => {
-                tracing::warn!(chain = %c.name, "TLS not served: {reason}");
+                refused = Some(reason);
                 Termination::Unavailable
             }
         }
     });
     let used = SecretsUsed::of(c.tls.iter().flat_map(|t| t.secret_names()), secrets);
-    ChainRuntime {
+    let chain = ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
         inline_router,
@@ -282,7 +327,9 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> ChainRuntime {
         request_jwt,
         tls,
         secrets: used,
-    }
+        files,
+    };
+    (chain, refused)
 }
 
 fn listener_runtime(

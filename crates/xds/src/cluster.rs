@@ -100,6 +100,19 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// The files TLS origination reads (CA, client certificate and key); none for mesh mTLS.
+    pub fn file_paths(&self) -> impl Iterator<Item = &str> {
+        let origination = self.mode != UpstreamTlsMode::IstioMutual;
+        [
+            &self.ca_certificates,
+            &self.client_certificate,
+            &self.private_key,
+        ]
+        .into_iter()
+        .filter(move |_| origination)
+        .filter_map(|p| p.as_deref())
+    }
+
     /// The SDS secrets a `credentialName` names, as Istio names them: the client certificate
     /// (`kubernetes://<name>`) for MUTUAL, the CA certificates (`kubernetes://<name>-cacert`)
     /// unless verification is skipped or a CA file is named.

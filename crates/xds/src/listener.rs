@@ -122,6 +122,22 @@ impl DownstreamTls {
                 .is_none_or(|v| *v == ClientRoots::Sds(crate::SDS_ROOTCA.into()))
     }
 
+    /// The files this termination reads (its certificate, key and client CA).
+    pub fn file_paths(&self) -> impl Iterator<Item = &str> {
+        let (chain, key) = match &self.certificate {
+            ServerCertificate::Files {
+                certificate_chain,
+                private_key,
+            } => (Some(certificate_chain.as_str()), Some(private_key.as_str())),
+            ServerCertificate::Sds(_) => (None, None),
+        };
+        let ca = match &self.validation {
+            Some(ClientRoots::File { ca_certificates }) => Some(ca_certificates.as_str()),
+            _ => None,
+        };
+        chain.into_iter().chain(key).chain(ca)
+    }
+
     /// The SDS secrets this termination names besides the workload's certificate and the
     /// mesh roots (which the proxy's identity provides): a `credentialName`'s.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {

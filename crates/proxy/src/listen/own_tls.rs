@@ -3,8 +3,9 @@
 //! mode, with the Secret its `credentialName` names (received by SDS) or the
 //! `serverCertificate`, `privateKey` and `caCertificates` files it names. A file that cannot be
 //! read or parsed rejects the listener with the reason when it arrives (the last good version
-//! keeps serving); a secret is checked when it arrives, and a chain whose secret has not
-//! arrived refuses connections until it does.
+//! keeps serving), and a file rewritten later makes the chain again (an unusable rewrite leaves
+//! the last good certificate serving); a secret is checked when it arrives, and a chain whose
+//! secret has not arrived refuses connections until it does.
 
 use std::sync::Arc;
 

@@ -27,7 +27,7 @@ use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
 
 use crate::metrics::{ServiceLabels, Text};
-use crate::secrets::{Secrets, SecretsUsed};
+use crate::secrets::{FilesUsed, Secrets, SecretsUsed};
 use lb::{Balancer, Candidate, Draw};
 use limits::Limits;
 use outlier::{HostRecord, Outcome};
@@ -226,6 +226,8 @@ pub struct ClusterRuntime {
     assignment: Mutex<Option<Arc<ClusterLoadAssignment>>>,
     /// The secrets its TLS origination was made with (a `credentialName`'s).
     secrets_used: SecretsUsed,
+    /// The certificate files its TLS origination was made with.
+    files_used: FilesUsed,
     outlier: Mutex<HashMap<SocketAddr, HostRecord>>,
     counter: AtomicU64,
     overprovisioning: AtomicU64,
@@ -235,6 +237,8 @@ impl ClusterRuntime {
     /// The runtime of `config`; TLS from a `credentialName` is made with `secrets`.
     pub fn new(config: Arc<Cluster>, env: &ClusterEnv, secrets: &Secrets) -> Arc<ClusterRuntime> {
         let mark = env.mark;
+        // Read for their version before they are used.
+        let files_used = FilesUsed::of(config.tls.iter().flat_map(|t| t.file_paths()));
         let settings = ConnectSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
             http2: config.http2,
@@ -252,8 +256,9 @@ impl ClusterRuntime {
                     config: t.clone(),
                     identity: env.identity.clone(),
                 },
-                // Files were checked when the cluster arrived (one changed since fails its
-                // connections); secrets not received yet fail them until they are.
+                // Files were checked when the cluster arrived (rewritten, they make the cluster
+                // again: `Snapshot::files_changed`); secrets not received yet fail its
+                // connections until they are.
                 UpstreamTlsMode::Simple | UpstreamTlsMode::Mutual => {
                     pool::UpstreamTlsRuntime::Origination {
                         sni: t.sni.clone(),
@@ -270,6 +275,7 @@ impl ClusterRuntime {
         let secrets_used = SecretsUsed::of(names.iter().map(String::as_str), secrets);
         let rt = Arc::new(ClusterRuntime {
             secrets_used,
+            files_used,
             service_labels: config.service.as_ref().map(ServiceLabels::of),
             limits: Limits::new(config.circuit_breakers.as_ref()),
             settings,
@@ -308,8 +314,8 @@ impl ClusterRuntime {
         rt
     }
 
-    /// A new runtime for a changed cluster, carrying over hosts (with their pools and
-    /// outlier state) from the old one.
+    /// A new runtime for a changed cluster, carrying over hosts (with their outlier state, and
+    /// their pools unless the cluster's TLS changed) from the old one.
     pub fn successor(
         &self,
         config: Arc<Cluster>,
@@ -319,8 +325,9 @@ impl ClusterRuntime {
         let next = ClusterRuntime::new(config, env, secrets);
         // Connections made with other TLS (a changed rule, a rotated secret) are not reused:
         // the hosts start with empty pools, as Envoy drains a replaced cluster's connections.
-        let same_tls =
-            next.config.tls == self.config.tls && next.secrets_used.same_as(&self.secrets_used);
+        let same_tls = next.config.tls == self.config.tls
+            && next.secrets_used.same_as(&self.secrets_used)
+            && next.files_used == self.files_used;
         let fresh = |hosts: &[Arc<Host>]| -> Vec<Arc<Host>> {
             hosts
                 .iter()
@@ -359,9 +366,22 @@ impl ClusterRuntime {
         next
     }
 
-    /// The secrets the cluster's TLS was made with.
-    pub fn secrets_used(&self) -> &SecretsUsed {
-        &self.secrets_used
+    /// The certificate files the cluster's TLS was made with.
+    pub fn files_used(&self) -> &FilesUsed {
+        &self.files_used
+    }
+
+    /// Whether the secrets and files its TLS was made with are still current.
+    pub fn tls_current(&self, secrets: &Secrets) -> bool {
+        self.secrets_used.unchanged(secrets) && self.files_used.unchanged()
+    }
+
+    /// Why its TLS origination cannot be made, if it cannot.
+    pub fn tls_refused(&self) -> Option<&str> {
+        match &self.settings.tls {
+            Some(pool::UpstreamTlsRuntime::Origination { client: Err(e), .. }) => Some(e),
+            _ => None,
+        }
     }
 
     pub fn assignment(&self) -> Option<Arc<ClusterLoadAssignment>> {

@@ -1,7 +1,8 @@
 //! TLS the proxy originates to hosts outside the mesh (a DestinationRule's `tls.mode` SIMPLE or
 //! MUTUAL, Istio's egress TLS origination): the client configuration from the files the rule
 //! names, read when the cluster arrives — a file that cannot be read or parsed rejects the
-//! cluster with the reason, and the last good version keeps serving — or from the Secret its
+//! cluster with the reason, and the last good version keeps serving; read again when they
+//! change on disk (`crate::secrets::FilesUsed`) — or from the Secret its
 //! `credentialName` names (received by SDS: the client certificate, and the CA certificates
 //! unless the rule names a CA file or skips verification), made again when the secrets change;
 //! until they arrive the cluster's connections fail with the reason.
