@@ -1701,6 +1701,14 @@ spec:
         https_get("web.example.test", "127.0.0.1", port, &renewed_ca, &[]).0,
         200
     );
+    // Said once, not at every check of the files (one every 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        router.log().matches("not renewed").count(),
+        1,
+        "{}",
+        router.log()
+    );
 }
 
 /// A Kubernetes TLS Secret `namespace/name`: the PEM files `cert` and `key` under `dir` (and

@@ -60,30 +60,45 @@ impl SecretsUsed {
 /// `serverCertificate`, `privateKey`, `caCertificates`, `clientCertificate`), by a hash of their
 /// content (`None`: unreadable then), so that a file rotated in place (a re-mounted Secret, a
 /// renewal by cert-manager) makes it again, as Istio's agent does for mounted certificates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FilesUsed(Vec<(String, Option<u64>)>);
+#[derive(Debug, Default)]
+pub struct FilesUsed(std::sync::Mutex<Vec<(String, Option<u64>)>>);
 
 impl FilesUsed {
     /// `paths` as they read now. Taken before the files are used, so a change in between is
     /// seen at the next check rather than missed.
     pub fn of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(
+        Self(std::sync::Mutex::new(
             paths
                 .into_iter()
                 .map(|p| (p.to_string(), content_hash(p)))
                 .collect(),
-        )
+        ))
+    }
+
+    fn versions(&self) -> Vec<(String, Option<u64>)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Whether every file still reads as it did.
     pub fn unchanged(&self) -> bool {
-        self.0
+        self.versions()
             .iter()
             .all(|(path, hash)| content_hash(path) == *hash)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Whether both read the same files at the same versions.
+    pub fn same_as(&self, other: &FilesUsed) -> bool {
+        self.versions() == other.versions()
+    }
+
+    /// Takes the versions `seen` read as this one's: a rewrite that was refused (the last good
+    /// certificate serving on) is not tried, and logged, again at every check — only when the
+    /// files change again.
+    pub fn accept_versions(&self, seen: &FilesUsed) {
+        let versions = seen.versions();
+        if let Ok(mut v) = self.0.lock() {
+            *v = versions;
+        }
     }
 }
 
@@ -330,6 +345,11 @@ mod tests {
         assert!(!changed);
         assert!(gone.unchanged(), "still unreadable");
         assert!(!used.unchanged());
+        used.accept_versions(&gone);
+        assert!(
+            used.unchanged() && used.same_as(&gone),
+            "the refused version, taken as seen"
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Snapshot {
                         // ones serve on, checked again with every change.
                         (true, Some(reason)) if rt.tls_refused().is_none() => {
                             tracing::warn!(cluster = %name, "TLS origination not renewed, the previous certificates serve on: {reason}");
+                            rt.files_used().accept_versions(next.files_used());
                             rt.clone()
                         }
                         _ => next,
@@ -265,6 +266,7 @@ fn chain_runtime(
         // (as Envoy keeps a secret whose update it rejects), checked again with every change.
         (Some(reason), Some(old)) if matches!(old.tls, Some(Termination::Own(_))) => {
             tracing::warn!(chain = %c.name, "TLS certificate not renewed, the previous one serves on: {reason}");
+            old.files.accept_versions(&chain.files);
             (*old).clone()
         }
         (Some(reason), _) => {

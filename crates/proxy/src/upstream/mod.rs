@@ -327,7 +327,7 @@ impl ClusterRuntime {
         // the hosts start with empty pools, as Envoy drains a replaced cluster's connections.
         let same_tls = next.config.tls == self.config.tls
             && next.secrets_used.same_as(&self.secrets_used)
-            && next.files_used == self.files_used;
+            && next.files_used.same_as(&self.files_used);
         let fresh = |hosts: &[Arc<Host>]| -> Vec<Arc<Host>> {
             hosts
                 .iter()
