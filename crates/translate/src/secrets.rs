@@ -5,10 +5,10 @@
 //! `kubernetes://<name>-cacert`, taken from a Secret named `<name>-cacert` when there is one,
 //! else from the Secret `<name>` itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strait_config::ConfigSet;
-use strait_config::kube::SecretData;
+use strait_config::kube::{CA_SECRET_SUFFIX, SecretData, roots_secret};
 use strait_xds::secret::{self as sds, Secret, SecretContent};
 
 /// Every secret of `namespace` that a proxy there may ask for, by SDS name.
@@ -30,19 +30,20 @@ pub fn of_namespace(config: &ConfigSet, namespace: &str) -> Vec<Secret> {
                 },
             );
         }
-        if let Some(trusted_ca) = data.ca_certificates() {
-            // `<name>-cacert` names its own roots; `<name>`'s roots serve only when no Secret
-            // `<name>-cacert` exists.
-            let own = name.ends_with(sds::CA_SUFFIX);
-            let shadowed = here.contains_key(format!("{name}{}", sds::CA_SUFFIX).as_str());
-            if own || !shadowed {
-                let sds_name = if own {
-                    format!("{}{name}", sds::KUBERNETES_PREFIX)
-                } else {
-                    sds::roots_name(name)
-                };
-                out.insert(sds_name, SecretContent::Roots { trusted_ca });
-            }
+    }
+    // Every credential a Secret's name implies (`<name>-cacert` implies `<name>`), with its CA
+    // certificates where Istio looks for them.
+    let credentials: BTreeSet<&str> = here
+        .keys()
+        .map(|n| n.strip_suffix(CA_SECRET_SUFFIX).unwrap_or(n))
+        .collect();
+    for credential in credentials {
+        let find = |n: &str| here.get(n).copied();
+        if let Some(trusted_ca) = roots_secret(find, credential).and_then(|s| s.ca_certificates()) {
+            out.insert(
+                sds::roots_name(credential),
+                SecretContent::Roots { trusted_ca },
+            );
         }
     }
     out.into_iter()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use strait_config::FieldPath;
 use strait_config::istio::common::ServerTlsMode;
-use strait_config::kube::SecretData;
+use strait_config::kube::{SecretData, roots_secret};
 
 use crate::context::{Context, at};
 use crate::message::{Message, codes};
@@ -49,8 +49,7 @@ pub(super) fn gateway_credentials(ctx: &Context<'_>, out: &mut Vec<Message>) {
                         "Secret {namespace}/{name} holds no certificate and key (tls.crt and tls.key, or cert and key)"
                     )),
                     _ if verify
-                        && secret(&format!("{ca_name}-cacert"))
-                            .or_else(|| secret(ca_name))
+                        && roots_secret(secret, ca_name)
                             .is_none_or(|s| s.ca_certificates().is_none()) =>
                     {
                         Some(format!(

@@ -352,6 +352,19 @@ impl SecretData {
     }
 }
 
+/// The suffix of the Secret Istio looks in first for a credential's CA certificates.
+pub const CA_SECRET_SUFFIX: &str = "-cacert";
+
+/// The Secret holding credential `name`'s CA certificates, as Istio looks for it: the Secret
+/// `<name>-cacert` when there is one (whether or not it holds any), else `<name>` itself;
+/// `find` looks a Secret up by name in the credential's namespace.
+pub fn roots_secret<'a>(
+    find: impl Fn(&str) -> Option<&'a SecretData>,
+    name: &str,
+) -> Option<&'a SecretData> {
+    find(&format!("{name}{CA_SECRET_SUFFIX}")).or_else(|| find(name))
+}
+
 /// A Secret's `data` value (standard base64; line breaks, as `base64` writes them, allowed).
 pub fn decode_base64(value: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
