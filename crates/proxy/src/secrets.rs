@@ -16,23 +16,71 @@ use strait_xds::secret::{Secret, SecretContent};
 /// Secrets by SDS name, as the proxy holds them.
 pub type Secrets = BTreeMap<String, Arc<Secret>>;
 
+/// What a chain's or cluster's TLS was made with: the secrets it names (by version) and the
+/// certificate files it reads (by content). A new version of either makes it again.
+#[derive(Debug, Default)]
+pub struct TlsMaterial {
+    secrets: SecretsUsed,
+    files: FilesUsed,
+}
+
+impl TlsMaterial {
+    /// The secrets named as `secrets` holds them, and the files at `paths` as they read now —
+    /// taken before they are used, so a file changed in between is seen at the next check.
+    pub fn of<'a, S: AsRef<str>>(
+        secret_names: impl IntoIterator<Item = S>,
+        paths: impl IntoIterator<Item = &'a str>,
+        secrets: &Secrets,
+    ) -> Self {
+        Self {
+            secrets: SecretsUsed::of(secret_names, secrets),
+            files: FilesUsed::of(paths),
+        }
+    }
+
+    /// Whether `secrets` still holds the same versions and every file reads as it did.
+    pub fn current(&self, secrets: &Secrets) -> bool {
+        self.secrets.unchanged(secrets) && self.files.unchanged()
+    }
+
+    /// Whether a file reads differently now.
+    pub fn files_changed(&self) -> bool {
+        !self.files.unchanged()
+    }
+
+    /// Whether both were made with the very same secrets and file contents.
+    pub fn same_as(&self, other: &TlsMaterial) -> bool {
+        self.secrets.same_as(&other.secrets) && self.files.same_as(&other.files)
+    }
+
+    /// Takes the file versions `refused` read as this one's: a rewrite that was refused (the
+    /// last good certificate serving on) is not tried, and logged, again at every check — only
+    /// when the files change again.
+    pub fn accept_refused_files(&self, refused: &TlsMaterial) {
+        self.files.accept_versions(&refused.files);
+    }
+}
+
 /// The secrets something was made with, by name (`None`: not received then).
 #[derive(Debug, Clone, Default)]
-pub struct SecretsUsed(Vec<(String, Option<Arc<Secret>>)>);
+struct SecretsUsed(Vec<(String, Option<Arc<Secret>>)>);
 
 impl SecretsUsed {
     /// `names` as `secrets` holds them now.
-    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>, secrets: &Secrets) -> Self {
+    fn of<S: AsRef<str>>(names: impl IntoIterator<Item = S>, secrets: &Secrets) -> Self {
         Self(
             names
                 .into_iter()
-                .map(|name| (name.to_string(), secrets.get(name).cloned()))
+                .map(|name| {
+                    let name = name.as_ref();
+                    (name.to_string(), secrets.get(name).cloned())
+                })
                 .collect(),
         )
     }
 
     /// Whether both were made with the very same secrets.
-    pub fn same_as(&self, other: &SecretsUsed) -> bool {
+    fn same_as(&self, other: &SecretsUsed) -> bool {
         self.0.len() == other.0.len()
             && self.0.iter().zip(&other.0).all(|((a, x), (b, y))| {
                 a == b
@@ -45,7 +93,7 @@ impl SecretsUsed {
     }
 
     /// Whether `secrets` still holds the very same versions (and still lacks the missing).
-    pub fn unchanged(&self, secrets: &Secrets) -> bool {
+    fn unchanged(&self, secrets: &Secrets) -> bool {
         self.0
             .iter()
             .all(|(name, used)| match (used, secrets.get(name)) {
@@ -61,12 +109,12 @@ impl SecretsUsed {
 /// content (`None`: unreadable then), so that a file rotated in place (a re-mounted Secret, a
 /// renewal by cert-manager) makes it again, as Istio's agent does for mounted certificates.
 #[derive(Debug, Default)]
-pub struct FilesUsed(std::sync::Mutex<Vec<(String, Option<u64>)>>);
+struct FilesUsed(std::sync::Mutex<Vec<(String, Option<u64>)>>);
 
 impl FilesUsed {
     /// `paths` as they read now. Taken before the files are used, so a change in between is
     /// seen at the next check rather than missed.
-    pub fn of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+    fn of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
         Self(std::sync::Mutex::new(
             paths
                 .into_iter()
@@ -80,21 +128,21 @@ impl FilesUsed {
     }
 
     /// Whether every file still reads as it did.
-    pub fn unchanged(&self) -> bool {
+    fn unchanged(&self) -> bool {
         self.versions()
             .iter()
             .all(|(path, hash)| content_hash(path) == *hash)
     }
 
     /// Whether both read the same files at the same versions.
-    pub fn same_as(&self, other: &FilesUsed) -> bool {
+    fn same_as(&self, other: &FilesUsed) -> bool {
         self.versions() == other.versions()
     }
 
     /// Takes the versions `seen` read as this one's: a rewrite that was refused (the last good
     /// certificate serving on) is not tried, and logged, again at every check — only when the
     /// files change again.
-    pub fn accept_versions(&self, seen: &FilesUsed) {
+    fn accept_versions(&self, seen: &FilesUsed) {
         let versions = seen.versions();
         if let Ok(mut v) = self.0.lock() {
             *v = versions;

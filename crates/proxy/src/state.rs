@@ -17,7 +17,7 @@ use crate::authz::Authorizer;
 use crate::http::router::Router;
 use crate::jwt::JwtRuntime;
 use crate::listen::chain::{self, CompiledMatch};
-use crate::secrets::{FilesUsed, Secrets, SecretsUsed};
+use crate::secrets::{Secrets, TlsMaterial};
 use crate::upstream::{ClusterEnv, ClusterRuntime};
 use crate::xds::store::Store;
 
@@ -67,18 +67,9 @@ pub struct ChainRuntime {
     pub request_jwt: Option<Arc<JwtRuntime>>,
     /// How the chain terminates TLS, if it does.
     pub tls: Option<Termination>,
-    /// The secrets its TLS was made with: a new version of one, or its arrival, compiles the
-    /// chain afresh.
-    secrets: SecretsUsed,
-    /// The certificate files its TLS was made with: rewritten, they compile the chain afresh.
-    files: FilesUsed,
-}
-
-impl ChainRuntime {
-    /// Whether what its TLS was made with is still current.
-    fn tls_current(&self, secrets: &Secrets) -> bool {
-        self.secrets.unchanged(secrets) && self.files.unchanged()
-    }
+    /// The secrets and certificate files its TLS was made with: a new version of one, or a
+    /// secret's arrival, compiles the chain afresh.
+    tls_material: TlsMaterial,
 }
 
 /// How a chain terminates TLS, decided when it is compiled.
@@ -140,7 +131,10 @@ impl Snapshot {
         let mut clusters = HashMap::new();
         for (name, config) in &store.clusters {
             let runtime = match previous.clusters.get(name) {
-                Some(rt) if same_cluster(&rt.config, config) && rt.tls_current(&store.secrets) => {
+                Some(rt)
+                    if same_cluster(&rt.config, config)
+                        && rt.tls_material().current(&store.secrets) =>
+                {
                     rt.clone()
                 }
                 Some(rt) => {
@@ -150,7 +144,7 @@ impl Snapshot {
                         // ones serve on, checked again with every change.
                         (true, Some(reason)) if rt.tls_refused().is_none() => {
                             tracing::warn!(cluster = %name, "TLS origination not renewed, the previous certificates serve on: {reason}");
-                            rt.files_used().accept_versions(next.files_used());
+                            rt.tls_material().accept_refused_files(next.tls_material());
                             rt.clone()
                         }
                         _ => next,
@@ -182,7 +176,9 @@ impl Snapshot {
             .filter_map(|(n, l)| match previous.listeners.get(n) {
                 Some(rt)
                     if Arc::ptr_eq(&rt.config, l)
-                        && rt.all_chains().all(|c| c.tls_current(&store.secrets)) =>
+                        && rt
+                            .all_chains()
+                            .all(|c| c.tls_material.current(&store.secrets)) =>
                 {
                     Some((n.clone(), rt.clone()))
                 }
@@ -217,8 +213,11 @@ impl Snapshot {
         self.listeners
             .values()
             .flat_map(|l| l.all_chains())
-            .any(|c| !c.files.unchanged())
-            || self.clusters.values().any(|c| !c.files_used().unchanged())
+            .any(|c| c.tls_material.files_changed())
+            || self
+                .clusters
+                .values()
+                .any(|c| c.tls_material().files_changed())
     }
 
     /// The listener a captured connection to `destination` belongs to: the one bound to that
@@ -257,7 +256,7 @@ fn chain_runtime(
     secrets: &Secrets,
 ) -> Arc<ChainRuntime> {
     let old = previous.get(c.name.as_str()).filter(|old| old.config == *c);
-    if let Some(old) = old.filter(|old| old.tls_current(secrets)) {
+    if let Some(old) = old.filter(|old| old.tls_material.current(secrets)) {
         return (*old).clone();
     }
     let (chain, refused) = compile_chain(c, secrets);
@@ -266,7 +265,7 @@ fn chain_runtime(
         // (as Envoy keeps a secret whose update it rejects), checked again with every change.
         (Some(reason), Some(old)) if matches!(old.tls, Some(Termination::Own(_))) => {
             tracing::warn!(chain = %c.name, "TLS certificate not renewed, the previous one serves on: {reason}");
-            old.files.accept_versions(&chain.files);
+            old.tls_material.accept_refused_files(&chain.tls_material);
             (*old).clone()
         }
         (Some(reason), _) => {
@@ -305,7 +304,11 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> (ChainRuntime, Option<St
     // The store accepted only chains whose own certificate files made a server configuration
     // when they arrived; one from secrets is made with those received so far. The files are
     // read for their version before they are used.
-    let files = FilesUsed::of(c.tls.iter().flat_map(|t| t.file_paths()));
+    let tls_material = TlsMaterial::of(
+        c.tls.iter().flat_map(|t| t.secret_names()),
+        c.tls.iter().flat_map(|t| t.file_paths()),
+        secrets,
+    );
     let mut refused = None;
     let tls = c.tls.as_ref().map(|t| {
         if t.is_mesh() {
@@ -319,7 +322,6 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> (ChainRuntime, Option<St
             }
         }
     });
-    let used = SecretsUsed::of(c.tls.iter().flat_map(|t| t.secret_names()), secrets);
     let chain = ChainRuntime {
         retirement: Arc::default(),
         config: c.clone(),
@@ -328,8 +330,7 @@ fn compile_chain(c: &FilterChain, secrets: &Secrets) -> (ChainRuntime, Option<St
         request_authz,
         request_jwt,
         tls,
-        secrets: used,
-        files,
+        tls_material,
     };
     (chain, refused)
 }

@@ -27,7 +27,7 @@ use strait_xds::{Cluster, ClusterLoadAssignment, Locality};
 use tracing::info;
 
 use crate::metrics::{ServiceLabels, Text};
-use crate::secrets::{FilesUsed, Secrets, SecretsUsed};
+use crate::secrets::{Secrets, TlsMaterial};
 use lb::{Balancer, Candidate, Draw};
 use limits::Limits;
 use outlier::{HostRecord, Outcome};
@@ -224,10 +224,9 @@ pub struct ClusterRuntime {
     pub stats: ClusterStats,
     plan: ArcSwap<Plan>,
     assignment: Mutex<Option<Arc<ClusterLoadAssignment>>>,
-    /// The secrets its TLS origination was made with (a `credentialName`'s).
-    secrets_used: SecretsUsed,
-    /// The certificate files its TLS origination was made with.
-    files_used: FilesUsed,
+    /// The secrets (a `credentialName`'s) and certificate files its TLS origination was made
+    /// with.
+    tls_material: TlsMaterial,
     outlier: Mutex<HashMap<SocketAddr, HostRecord>>,
     counter: AtomicU64,
     overprovisioning: AtomicU64,
@@ -237,8 +236,12 @@ impl ClusterRuntime {
     /// The runtime of `config`; TLS from a `credentialName` is made with `secrets`.
     pub fn new(config: Arc<Cluster>, env: &ClusterEnv, secrets: &Secrets) -> Arc<ClusterRuntime> {
         let mark = env.mark;
-        // Read for their version before they are used.
-        let files_used = FilesUsed::of(config.tls.iter().flat_map(|t| t.file_paths()));
+        // Taken before they are used.
+        let tls_material = TlsMaterial::of(
+            config.tls.iter().flat_map(|t| t.secret_names()),
+            config.tls.iter().flat_map(|t| t.file_paths()),
+            secrets,
+        );
         let settings = ConnectSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
             http2: config.http2,
@@ -267,15 +270,8 @@ impl ClusterRuntime {
                 }
             }),
         };
-        let names = config
-            .tls
-            .as_ref()
-            .map(|t| t.secret_names())
-            .unwrap_or_default();
-        let secrets_used = SecretsUsed::of(names.iter().map(String::as_str), secrets);
         let rt = Arc::new(ClusterRuntime {
-            secrets_used,
-            files_used,
+            tls_material,
             service_labels: config.service.as_ref().map(ServiceLabels::of),
             limits: Limits::new(config.circuit_breakers.as_ref()),
             settings,
@@ -325,9 +321,8 @@ impl ClusterRuntime {
         let next = ClusterRuntime::new(config, env, secrets);
         // Connections made with other TLS (a changed rule, a rotated secret) are not reused:
         // the hosts start with empty pools, as Envoy drains a replaced cluster's connections.
-        let same_tls = next.config.tls == self.config.tls
-            && next.secrets_used.same_as(&self.secrets_used)
-            && next.files_used.same_as(&self.files_used);
+        let same_tls =
+            next.config.tls == self.config.tls && next.tls_material.same_as(&self.tls_material);
         let fresh = |hosts: &[Arc<Host>]| -> Vec<Arc<Host>> {
             hosts
                 .iter()
@@ -366,14 +361,9 @@ impl ClusterRuntime {
         next
     }
 
-    /// The certificate files the cluster's TLS was made with.
-    pub fn files_used(&self) -> &FilesUsed {
-        &self.files_used
-    }
-
-    /// Whether the secrets and files its TLS was made with are still current.
-    pub fn tls_current(&self, secrets: &Secrets) -> bool {
-        self.secrets_used.unchanged(secrets) && self.files_used.unchanged()
+    /// The secrets and certificate files the cluster's TLS was made with.
+    pub fn tls_material(&self) -> &TlsMaterial {
+        &self.tls_material
     }
 
     /// Why its TLS origination cannot be made, if it cannot.
